@@ -1,0 +1,166 @@
+"""Shared fixtures: real server processes, tokens, and the Node provider runner.
+
+Servers run as `python -m wsserver.cli serve` subprocesses on a free port (the tests
+read the port from its "listening on" line), each with its own config and storage in
+the test's tmp_path, so tests see exactly what a user's process would do.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = Path(__file__).resolve().parent / "node"
+SECRET = "test-secret-0123456789abcdef0123456789"
+OTHER_SECRET = "other-secret-0123456789abcdef012345678"
+AUDIENCE = "WireSocket.API"
+SCOPE = "WireSocket.API"
+
+
+def base_config(tmp_path, **overrides):
+    config = {
+        "storage": f"sqlite:///{tmp_path}/wsserver.sqlite3",
+        "auth": {
+            "audience": AUDIENCE,
+            "scope": SCOPE,
+            "tenants": {
+                "acme": {
+                    "keys": [{"kid": "k1", "alg": "HS256", "secret": SECRET}],
+                    "apps": {
+                        "editor": {},
+                        "notes": {},
+                        "locked": {"allowed_origins": ["https://editor.acme.com"]},
+                    },
+                },
+                "globex": {
+                    "keys": [{"kid": "g1", "alg": "HS256", "secret": OTHER_SECRET}],
+                    "apps": {"editor": {}},
+                },
+            },
+        },
+        "log_level": "info",
+    }
+    config.update(overrides)
+    return config
+
+
+def make_token(tenant="acme", app="editor", sub=None, secret=SECRET, kid="k1", alg="HS256",
+               ttl=600, **claims):
+    now = int(time.time())
+    payload = {"tenantId": tenant, "appId": app, "aud": AUDIENCE, "scope": SCOPE,
+               "iat": now, "exp": now + ttl}
+    if sub:
+        payload["sub"] = sub
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    headers = {"kid": kid} if kid else {}
+    return jwt.encode(payload, secret, algorithm=alg, headers=headers)
+
+
+class ServerProcess:
+    """A `wsserver serve` subprocess; `url` is ws://127.0.0.1:PORT."""
+
+    def __init__(self, config_path, env=None, port=0):
+        self.config_path = config_path
+        self.env = env
+        self.port = port
+        self.proc = None
+        self.output = []
+
+    def start(self, timeout=20):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        env.pop("PORT", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wsserver.cli", "serve", "--config", str(self.config_path),
+             "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = re.search(r"listening on ws://[^:]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                # Keep draining output so the server never blocks on a full pipe.
+                import threading
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self):
+        return "".join(self.output)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Send `sig` and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def restart(self):
+        """Start again on the same port, same config and storage."""
+        self.output = []
+        return self.start()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: start_server(**config_overrides) -> running ServerProcess."""
+    servers = []
+
+    def start(config=None, env=None, **overrides):
+        config = config or base_config(tmp_path, **overrides)
+        path = tmp_path / f"config-{len(servers)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        server = ServerProcess(path, env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+def run_node(script, *args, timeout=120):
+    """Run tests/node/SCRIPT with args; return its last stdout line parsed as JSON."""
+    proc = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(lines[-1])

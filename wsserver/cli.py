@@ -1,0 +1,87 @@
+"""Command line: `wsserver serve` and `wsserver token`."""
+
+import argparse
+import sys
+
+from .errors import ConfigError
+
+
+def _serve(args):
+    # Before anything else touches sockets or threads.
+    from gevent import monkey
+    monkey.patch_all()
+
+    import signal
+
+    import gevent
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.handler import WebSocketHandler
+
+    from .app import create_app, endpoint_of
+    from .config import Config
+    from .logs import configure_logging
+
+    config = Config.load(args.config)
+    if args.host:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    configure_logging(config.log_level)
+    app = create_app(config)
+    endpoint = endpoint_of(app)
+    server = WSGIServer((config.host, config.port), app, handler_class=WebSocketHandler,
+                        log=None)
+    stopping = []
+
+    def stop():
+        if stopping:
+            return
+        stopping.append(True)
+        server.close()  # stop accepting
+        endpoint.shutdown()
+        server.stop(timeout=1)
+
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
+    gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
+    server.start()
+    host, port = server.address[:2]
+    print(f"wsserver listening on ws://{host}:{port} (storage {config.storage})", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _token(args):
+    from .auth import Authenticator
+    from .config import Config
+
+    config = Config.load(args.config)
+    authenticator = Authenticator.from_config(config.auth)
+    print(authenticator.issue(args.tenant, args.app, sub=args.sub, ttl=args.ttl))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="wsserver", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (one gevent process)")
+    serve.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG or config/dev.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+    token = sub.add_parser("token", help="print a development token (first HS256 key of the tenant)")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--app", required=True)
+    token.add_argument("--sub", help="user id")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--config")
+    token.set_defaults(run=_token)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        print(f"wsserver: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

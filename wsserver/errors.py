@@ -1,0 +1,124 @@
+"""One exception tree for everything a client can be refused or closed for.
+
+Each class carries its WebSocket close code and the HTTP status used when the same
+failure is answered over plain HTTP (`/discovery`, a GET on a document path), so the
+mapping lives here and nowhere else. `reason` is the short text sent in the close
+frame; it is always cut to the 123 bytes a close frame can carry.
+"""
+
+MAX_REASON_BYTES = 123
+
+
+class WsServerError(Exception):
+    """Base class: an error that ends a request or a connection with a known code."""
+
+    close_code = 1011
+    http_status = 500
+    reason = "internal error"
+
+    def __init__(self, reason=None):
+        if reason is not None:
+            self.reason = reason
+        super().__init__(self.reason)
+
+    @property
+    def close_reason(self):
+        """The reason as UTF-8, never longer than a close frame allows."""
+        return truncate_reason(self.reason)
+
+    def to_json(self):
+        return {"error": self.reason, "code": self.close_code}
+
+
+def truncate_reason(reason):
+    data = reason.encode("utf-8")[:MAX_REASON_BYTES]
+    # Cutting inside a multi-byte character would make the frame invalid UTF-8.
+    return data.decode("utf-8", "ignore").encode("utf-8")
+
+
+# --- standard WebSocket codes (RFC 6455) -------------------------------------------
+
+class GoingAway(WsServerError):
+    close_code = 1001
+    http_status = 503
+    reason = "going away"
+
+
+class ProtocolViolation(WsServerError):
+    """Malformed frame or undecodable y-websocket message."""
+    close_code = 1002
+    http_status = 400
+    reason = "protocol error"
+
+
+class UnsupportedData(WsServerError):
+    """A text frame: the y-websocket protocol is binary only."""
+    close_code = 1003
+    http_status = 400
+    reason = "binary messages only"
+
+
+class InvalidPayload(WsServerError):
+    """A well-framed message whose Yjs content cannot be applied."""
+    close_code = 1007
+    http_status = 400
+    reason = "invalid update"
+
+
+class MessageTooBig(WsServerError):
+    close_code = 1009
+    http_status = 413
+    reason = "message too big"
+
+
+class InternalError(WsServerError):
+    close_code = 1011
+    http_status = 500
+    reason = "internal error"
+
+
+class ServiceRestart(WsServerError):
+    close_code = 1012
+    http_status = 503
+    reason = "server restarting"
+
+
+class TryAgainLater(WsServerError):
+    """The client does not drain its outgoing queue fast enough."""
+    close_code = 1013
+    http_status = 503
+    reason = "client too slow"
+
+
+# --- application codes, checked in the handshake -----------------------------------
+
+class NoToken(WsServerError):
+    close_code = 4001
+    http_status = 401
+    reason = "missing token"
+
+
+class InvalidToken(WsServerError):
+    close_code = 4002
+    http_status = 401
+    reason = "invalid token"
+
+
+class Forbidden(WsServerError):
+    close_code = 4003
+    http_status = 403
+    reason = "forbidden"
+
+
+class InvalidDocumentName(WsServerError):
+    close_code = 4007
+    http_status = 400
+    reason = "invalid document name"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+    def __init__(self, key, message):
+        self.key = key
+        super().__init__(f"config: {key}: {message}")

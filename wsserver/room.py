@@ -1,0 +1,195 @@
+"""A room: one live document, its awareness, and the connections editing it.
+
+Every update enters through `apply_update(update, origin)`, and the fan-out rule lives
+there and only there:
+
+    origin CLIENT (a Connection)  apply, store, and once durable broadcast to everyone
+                                  (the sender too: y-websocket v4 takes the echo as
+                                  confirmation)
+    origin LOAD                   apply only
+
+Nothing here switches greenlets while a pycrdt transaction is open: `apply_update`
+and `get_update` are single calls, and broadcasting only queues frames.
+"""
+
+import logging
+
+import gevent
+from gevent.event import AsyncResult
+from pycrdt import Awareness, Doc
+
+from . import codec, frames
+from .errors import InvalidPayload, ProtocolViolation
+
+log = logging.getLogger(__name__)
+
+LOAD = "load"
+
+
+def _apply(doc, update):
+    """Apply a Yjs update, turning every decoding failure into InvalidPayload (1007)."""
+    try:
+        doc.apply_update(update)
+    except ValueError as e:
+        raise InvalidPayload("invalid update") from e
+    except BaseException as e:
+        # A Rust panic surfaces as pyo3's PanicException, a BaseException.
+        if type(e).__name__ == "PanicException":
+            raise InvalidPayload("invalid update") from e
+        raise
+
+
+class Room:
+    def __init__(self, key, store, compact_after_updates, compact_after_bytes):
+        self.key = key
+        self.store = store
+        self.compact_after_updates = compact_after_updates
+        self.compact_after_bytes = compact_after_bytes
+        self.doc = Doc()
+        self.awareness = Awareness(self.doc)
+        # pycrdt gives the server a local state {}; clients would show it as a peer.
+        self.awareness.set_local_state(None)
+        self.awareness.observe(self._on_awareness)
+        self.connections = {}  # Connection -> None, in join order
+        self.ready = AsyncResult()  # set once loaded; joins wait on it
+        self.unloader = None  # the greenlet that will unload the room once it is empty
+        # Storage bookkeeping: updates queued but not yet durable, and the log size.
+        self.pending = 0
+        self.last_id = 0
+        self.log_count = 0
+        self.log_bytes = 0
+        self.compacting = False
+
+    def __repr__(self):
+        return f"Room({'/'.join(self.key)})"
+
+    # --- loading --------------------------------------------------------------------
+
+    def load(self):
+        loaded = self.store.load(self.key)
+        for update in loaded.updates:
+            self.apply_update(update, LOAD)
+        self.last_id = loaded.last_id
+        self.log_count = loaded.log_count
+        self.log_bytes = loaded.log_bytes
+        self.maybe_compact()
+
+    # --- connections ----------------------------------------------------------------
+
+    def join(self, conn):
+        self.connections[conn] = None
+        conn.room = self
+        conn.send_message(codec.sync_step1(self.doc.get_state()))
+        states = self.awareness.states
+        if states:
+            conn.send_message(codec.awareness(self.awareness.encode_awareness_update(list(states))))
+
+    def leave(self, conn):
+        self.connections.pop(conn, None)
+        ids = [i for i in conn.awareness_ids if i in self.awareness.states]
+        conn.awareness_ids.clear()
+        if ids:
+            self.awareness.remove_awareness_states(ids, None)
+            self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
+
+    def broadcast(self, message):
+        """Send one y-websocket message to every connection; encoded once."""
+        frame = frames.encode_frame(frames.OP_BINARY, message)
+        for conn in self.connections:
+            conn.send(frame)
+
+    # --- messages -------------------------------------------------------------------
+
+    def receive(self, conn, message):
+        """Handle one decoded client message from `conn`."""
+        kind = message.kind
+        if kind == codec.KIND_UPDATE or kind == codec.KIND_STEP2:
+            self.apply_update(message.data, conn)
+        elif kind == codec.KIND_STEP1:
+            try:
+                update = self.doc.get_update(message.data)
+            except ValueError:
+                raise ProtocolViolation("invalid state vector") from None
+            conn.send_message(codec.sync_step2(update))
+        elif kind == codec.KIND_AWARENESS:
+            codec.check_awareness_update(message.data)
+            try:
+                self.awareness.apply_awareness_update(message.data, conn)
+            except (ValueError, TypeError, IndexError, RuntimeError) as e:
+                raise ProtocolViolation("invalid awareness update") from e
+            self.broadcast(codec.awareness(message.data))
+        elif kind == codec.KIND_QUERY_AWARENESS:
+            states = self.awareness.states
+            if states:
+                conn.send_message(codec.awareness(
+                    self.awareness.encode_awareness_update(list(states))))
+
+    def _on_awareness(self, topic, change):
+        if topic != "update":
+            return
+        changes, origin = change
+        if origin is None or origin == LOAD:
+            return
+        ids = origin.awareness_ids
+        ids.update(changes["added"])
+        ids.update(changes["updated"])
+        ids.difference_update(changes["removed"])
+
+    # --- the fan-out rule -----------------------------------------------------------
+
+    def apply_update(self, update, origin):
+        if update == codec.EMPTY_UPDATE:
+            return  # a step 2 from a client that has nothing new: nothing to keep or send
+        _apply(self.doc, update)
+        if origin == LOAD:
+            return
+        self.pending += 1
+        message = codec.sync_update(update)
+        size = len(update)
+
+        def on_durable(row_id):
+            self.pending -= 1
+            self.last_id = max(self.last_id, row_id)
+            self.log_count += 1
+            self.log_bytes += size
+            self.broadcast(message)
+            self.maybe_compact()
+
+        self.store.append(self.key, update, on_durable)
+
+    # --- compaction -----------------------------------------------------------------
+
+    def needs_compaction(self):
+        return (self.log_count >= self.compact_after_updates
+                or self.log_bytes >= self.compact_after_bytes)
+
+    def maybe_compact(self):
+        if self.needs_compaction() and not self.compacting:
+            gevent.spawn(self._compact_logged)
+
+    def _compact_logged(self):
+        try:
+            self.compact()
+        except Exception:
+            # The log stays as it was; the next durable update or the unload retries.
+            log.exception("%r: compaction failed", self)
+
+    def compact(self):
+        """Fold the stored log up to the last durable row into one snapshot.
+
+        The snapshot is taken from the live document, which holds every durable update
+        (updates are applied before they are stored), so it covers rows <= last_id.
+        Raises on storage failure; the log is then left as it was.
+        """
+        if self.compacting or not self.log_count:
+            return
+        self.compacting = True
+        try:
+            upto, count, size = self.last_id, self.log_count, self.log_bytes
+            snapshot = self.doc.get_update()
+            self.store.compact(self.key, snapshot, upto)
+            # Rows that became durable while compacting are still in the log.
+            self.log_count -= count
+            self.log_bytes -= size
+        finally:
+            self.compacting = False

@@ -1,0 +1,154 @@
+"""Document storage: an append-only update log per document plus one snapshot.
+
+`Store` holds what every backend shares: the group-commit pipeline. Appends from every
+room are queued; one committer greenlet writes all that is queued in one transaction
+and only then calls each append's `on_durable`, so the room can echo the update
+knowing a crash will not lose it. A failed commit is retried with capped backoff and
+its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
+`_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close`.
+
+Blocking backends run their calls through `self._call`, which by default runs them in
+one worker thread: SQLite's fsync never stalls the gevent hub, and the calls are
+serialized, which is what orders compaction after the appends it covers.
+"""
+
+import logging
+from collections import namedtuple
+
+import gevent
+from gevent.event import Event
+from gevent.threadpool import ThreadPool
+
+log = logging.getLogger(__name__)
+
+DocKey = namedtuple("DocKey", "tenant app name")
+Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes")
+
+# Appends queued beyond this make `append` wait: backpressure on the readers instead of
+# unbounded memory while storage is slow or down.
+MAX_QUEUED = 10_000
+RETRY_MIN, RETRY_MAX = 0.05, 5.0
+
+
+class StoreError(Exception):
+    """Storage failed; what was being done is kept and retried where possible."""
+
+
+class Store:
+    threaded = True
+
+    def __init__(self):
+        self._queue = []
+        self._wake = Event()
+        self._space = Event()
+        self._space.set()
+        self._idle = Event()
+        self._idle.set()
+        self._pool = ThreadPool(1) if self.threaded else None
+        self._committer = None
+        self._closed = False
+
+    # --- shared pipeline ------------------------------------------------------------
+
+    def start(self):
+        self._call(self._open)
+        self._committer = gevent.spawn(self._commit_loop)
+        return self
+
+    def _call(self, fn, *args):
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.apply(fn, args)
+
+    def append(self, key, update, on_durable):
+        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
+        while len(self._queue) >= MAX_QUEUED:
+            self._space.clear()
+            self._space.wait()
+        self._queue.append((key, update, on_durable))
+        self._idle.clear()
+        self._wake.set()
+
+    def _commit_loop(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                self._idle.set()
+                if self._closed:
+                    return
+                continue
+            delay = RETRY_MIN
+            while True:
+                try:
+                    ids = self._call(self._append_batch, [(k, u) for k, u, _ in batch])
+                    break
+                except Exception:
+                    log.exception("storage commit of %d updates failed; retrying in %.2fs",
+                                  len(batch), delay)
+                    gevent.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+            self._space.set()
+            for (_, _, on_durable), row_id in zip(batch, ids):
+                try:
+                    on_durable(row_id)
+                except Exception:
+                    log.exception("on_durable callback failed")
+            if not self._queue:
+                self._idle.set()
+                if self._closed:
+                    return
+
+    def flush(self, timeout=None):
+        """Wait until every queued append is committed; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def load(self, key):
+        """The document's snapshot and log, oldest first, as a `Loaded`."""
+        return self._call(self._load, key)
+
+    def compact(self, key, snapshot, upto_id):
+        """Replace the snapshot and every log row up to `upto_id` by `snapshot`."""
+        return self._call(self._compact, key, snapshot, upto_id)
+
+    def close(self, timeout=10.0):
+        self._closed = True
+        self._wake.set()
+        flushed = self.flush(timeout)
+        if self._committer is not None:
+            self._committer.join(timeout=0.1)
+            self._committer.kill()
+        self._call(self._close)
+        if self._pool is not None:
+            self._pool.kill()
+        return flushed
+
+    # --- backend --------------------------------------------------------------------
+
+    def _open(self):
+        """Create tables, open connections (runs in the worker thread)."""
+
+    def _close(self):
+        """Release connections (runs in the worker thread)."""
+
+    def _load(self, key):
+        raise NotImplementedError
+
+    def _append_batch(self, items):
+        """Write [(key, update)] in one transaction; return the row id of each."""
+        raise NotImplementedError
+
+    def _compact(self, key, snapshot, upto_id):
+        raise NotImplementedError
+
+
+def open_store(url, sync="normal"):
+    """The store a `storage` URL names, started."""
+    if url == "memory://":
+        from .memory import MemoryStore
+        return MemoryStore().start()
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+        return SQLiteStore(url[len("sqlite:///"):], sync=sync).start()
+    raise ValueError(f"unsupported storage URL {url!r}")
