@@ -1,18 +1,25 @@
 """The checks a WebSocket handshake passes, in order, before a room is joined.
 
+    gates' check_request (4006 rate limit: before any token is parsed)
     4007 document name  ->  4001/4002 token  ->  4003 tenant, app, origin
+    gates' admit, in order (4009 region, then 4004/4005/4008 quotas)
 
-Later checks (region 4009, limits 4004/4005/4008, rate 4006 first of all) slot into
-`Handshake.check`; each raises a WsServerError carrying its close code.
+Each check raises a WsServerError carrying its close code. A gate's `admit` may return
+a release callable (a quota share, a claim); the Session runs them when the connection
+ends, and a refusal by a later gate releases what earlier gates took, so a refused
+handshake leaves no trace.
 """
 
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from .auth import App, Principal
 from .errors import InvalidDocumentName
 from .store import DocKey
+
+log = logging.getLogger(__name__)
 
 # 1 to 64 characters: ASCII letters, digits, '.', '_', '-'; not starting with '.'.
 DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,63}")
@@ -58,23 +65,57 @@ def scrub_token(environ):
             environ[key] = re.sub(r"(token=)[^&\s]*", r"\1[redacted]", value)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Session:
-    """What an accepted handshake established."""
+    """What an accepted handshake established, and what to give back when it ends."""
     key: DocKey
     principal: Principal
     app: App
+    environ: dict = field(repr=False, default_factory=dict)
+    releases: list = field(repr=False, default_factory=list)
+
+    def release(self):
+        """Run every release callable once, newest first; each failure is logged."""
+        while self.releases:
+            release = self.releases.pop()
+            try:
+                release()
+            except Exception:
+                log.exception("release of %s failed", "/".join(self.key))
+
+
+class Gate:
+    """One admission check of the handshake; subclasses override what they need."""
+
+    def check_request(self, environ):
+        """Runs first, before the token is parsed: must be cheap."""
+
+    def admit(self, session):
+        """Runs after the token checks; may return a callable that undoes the admission."""
+        return None
 
 
 class Handshake:
-    def __init__(self, authenticator):
+    def __init__(self, authenticator, gates=()):
         self.authenticator = authenticator
+        self.gates = list(gates)
 
     def check(self, environ):
         """Run every check in order; return the Session or raise its WsServerError."""
+        for gate in self.gates:
+            gate.check_request(environ)
         name = document_name(environ.get("PATH_INFO", ""))
         token = extract_token(environ)
         scrub_token(environ)
         principal = self.authenticator.verify(token)
         app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
-        return Session(DocKey(principal.tenant, principal.app, name), principal, app)
+        session = Session(DocKey(principal.tenant, principal.app, name), principal, app, environ)
+        try:
+            for gate in self.gates:
+                release = gate.admit(session)
+                if release is not None:
+                    session.releases.append(release)
+        except BaseException:
+            session.release()
+            raise
+        return session

@@ -30,9 +30,9 @@ def _peer(environ):
 
 
 class WebSocketEndpoint:
-    def __init__(self, config, authenticator, rooms, store):
+    def __init__(self, config, authenticator, rooms, store, gates=()):
         self.config = config
-        self.handshake = Handshake(authenticator)
+        self.handshake = Handshake(authenticator, gates)
         self.rooms = rooms
         self.store = store
         self.connections = set()
@@ -66,7 +66,7 @@ class WebSocketEndpoint:
         peer = _peer(environ)
         conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes, peer)
         self.connections.add(conn)
-        room = None
+        room = session = None
         try:
             if self.shutting_down:
                 raise ServiceRestart()
@@ -88,6 +88,8 @@ class WebSocketEndpoint:
         finally:
             if room is not None:
                 self.rooms.leave(room, conn)
+            if session is not None:
+                session.release()
             self.connections.discard(conn)
             conn.finish()
 
