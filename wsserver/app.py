@@ -42,7 +42,9 @@ def create_app(test_config=None, config_path=None):
     authenticator = Authenticator.from_config(config.auth)
     store = open_store(config.storage, sync=config.storage_sync)
     rooms = Rooms(store, config)
-    endpoint = WebSocketEndpoint(config, authenticator, rooms, store)
+    # Handshake gates, in the order their admit() runs (see wsserver/handshake.py).
+    gates = []
+    endpoint = WebSocketEndpoint(config, authenticator, rooms, store, gates)
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config

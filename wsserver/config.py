@@ -75,6 +75,15 @@ def _regions(key, value):
     return value
 
 
+def _redis_url(key, value):
+    if value is None:
+        return None
+    value = _string(key, value)
+    if not re.match(r"^rediss?://", value):
+        raise ConfigError(key, "must be a redis:// or rediss:// URL")
+    return value
+
+
 class Setting:
     __slots__ = ("name", "default", "validate", "doc")
 
@@ -115,6 +124,9 @@ SETTINGS = [
             "Stored update bytes of one document that trigger compaction."),
     Setting("shutdown_timeout", 10.0, _number_range(0.1),
             "Seconds SIGTERM waits for rooms to flush and clients to close."),
+    Setting("redis", None, _redis_url,
+            "Optional `redis://` URL shared by every process and node: cluster-wide limits "
+            "and the region registry use it when set."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging level."),
 ]
 _BY_NAME = {s.name: s for s in SETTINGS}
