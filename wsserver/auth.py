@@ -206,7 +206,9 @@ class Authenticator:
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}
         if key is None:
-            options["verify_signature"] = False
+            # PyJWT turns every claim check off with the signature check: turn them back on.
+            options.update(verify_signature=False, verify_exp=True, verify_nbf=True,
+                           verify_iat=True, verify_aud=True)
         try:
             claims = jwt.decode(token, key.key if key else None, algorithms=[alg] if alg else None,
                                 audience=self.audience, options=options, leeway=LEEWAY)

@@ -13,6 +13,7 @@ and `get_update` are single calls, and broadcasting only queues frames.
 """
 
 import logging
+import time
 
 import gevent
 from gevent.event import AsyncResult
@@ -24,18 +25,32 @@ from .errors import InvalidPayload, ProtocolViolation
 log = logging.getLogger(__name__)
 
 LOAD = "load"
+# How long the clock of a removed awareness client is remembered.
+AWARENESS_META_TTL_MS = 60_000
+
+
+class HalfApplied(Exception):
+    """An update failed after changing the document: it must be rebuilt."""
 
 
 def _apply(doc, update):
-    """Apply a Yjs update, turning every decoding failure into InvalidPayload (1007)."""
+    """Apply a Yjs update; every failure becomes InvalidPayload (1007).
+
+    A decoding failure (ValueError) leaves the document untouched. An integration
+    failure (RuntimeError, e.g. a block whose parent is a character) may come after
+    part of the update was integrated: HalfApplied, chained to the InvalidPayload,
+    tells the room to rebuild the document.
+    """
     try:
         doc.apply_update(update)
     except ValueError as e:
         raise InvalidPayload("invalid update") from e
+    except RuntimeError as e:
+        raise HalfApplied() from InvalidPayload("invalid update")
     except BaseException as e:
         # A Rust panic surfaces as pyo3's PanicException, a BaseException.
         if type(e).__name__ == "PanicException":
-            raise InvalidPayload("invalid update") from e
+            raise HalfApplied() from InvalidPayload("invalid update")
         raise
 
 
@@ -59,6 +74,7 @@ class Room:
         self.log_count = 0
         self.log_bytes = 0
         self.compacting = False
+        self.rebuilding = None  # an AsyncResult while the document is rebuilt
 
     def __repr__(self):
         return f"Room({'/'.join(self.key)})"
@@ -77,6 +93,7 @@ class Room:
     # --- connections ----------------------------------------------------------------
 
     def join(self, conn):
+        self._wait_rebuild()
         self.connections[conn] = None
         conn.room = self
         conn.send_message(codec.sync_step1(self.doc.get_state()))
@@ -91,6 +108,22 @@ class Room:
         if ids:
             self.awareness.remove_awareness_states(ids, None)
             self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
+        self._prune_awareness_meta()
+
+    def _prune_awareness_meta(self):
+        """Forget the clocks of clients removed a while ago.
+
+        pycrdt (like y-protocols) keeps `meta` for every client id it ever saw, so a room
+        that never empties would grow by one entry per page load, for ever. A removed
+        client's clock only matters while its last messages may still be in flight.
+        """
+        meta, states = self.awareness.meta, self.awareness.states
+        if len(meta) <= 2 * len(states) + 64:
+            return
+        cutoff = time.time() * 1000 - AWARENESS_META_TTL_MS
+        for client_id in [c for c, m in meta.items()
+                          if c not in states and m["lastUpdated"] < cutoff]:
+            del meta[client_id]
 
     def broadcast(self, message):
         """Send one y-websocket message to every connection; encoded once."""
@@ -102,6 +135,7 @@ class Room:
 
     def receive(self, conn, message):
         """Handle one decoded client message from `conn`."""
+        self._wait_rebuild()
         kind = message.kind
         if kind == codec.KIND_UPDATE or kind == codec.KIND_STEP2:
             self.apply_update(message.data, conn)
@@ -140,7 +174,12 @@ class Room:
     def apply_update(self, update, origin):
         if update == codec.EMPTY_UPDATE:
             return  # a step 2 from a client that has nothing new: nothing to keep or send
-        _apply(self.doc, update)
+        try:
+            _apply(self.doc, update)
+        except HalfApplied as e:
+            if origin != LOAD:
+                self._rebuild()
+            raise e.__cause__ from None
         if origin == LOAD:
             return
         self.pending += 1
@@ -156,6 +195,38 @@ class Room:
             self.maybe_compact()
 
         self.store.append(self.key, update, on_durable)
+
+    # --- recovery -------------------------------------------------------------------
+
+    def _wait_rebuild(self):
+        if self.rebuilding is not None:
+            self.rebuilding.get()
+
+    def _rebuild(self):
+        """Replace a document that a failed update half-changed by one built from storage.
+
+        Every other update of the room is valid and stored (or queued to be), so the
+        store holds exactly the document without the offender's part. Messages and joins
+        wait meanwhile; an update already queued is committed first.
+        """
+        log.warning("%r: an invalid update was partly applied; rebuilding from storage", self)
+        self.rebuilding = AsyncResult()
+        try:
+            while self.pending:
+                self.store.flush()
+                gevent.sleep(0)
+            loaded = self.store.load(self.key)
+            doc = Doc()
+            for update in loaded.updates:
+                doc.apply_update(update)
+            self.doc = doc
+        except Exception:
+            # The document may still hold the offender's part: say so loudly rather than
+            # serve it silently; the next unload drops this copy.
+            log.exception("%r: rebuild failed; the in-memory copy may differ from storage", self)
+        finally:
+            self.rebuilding.set()
+            self.rebuilding = None
 
     # --- compaction -----------------------------------------------------------------
 
@@ -181,8 +252,8 @@ class Room:
         (updates are applied before they are stored), so it covers rows <= last_id.
         Raises on storage failure; the log is then left as it was.
         """
-        if self.compacting or not self.log_count:
-            return
+        if self.compacting or not self.log_count or self.rebuilding is not None:
+            return  # (while rebuilding, the live document is not to be trusted)
         self.compacting = True
         try:
             upto, count, size = self.last_id, self.log_count, self.log_bytes

@@ -1,0 +1,196 @@
+"""Configuration (wsserver/config.py): env expansion, validation, defaults, and the CLI
+refusing to start on a bad file."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsserver.config import Config, expand_env
+from wsserver.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+
+
+def auth(secret="s" * 32):
+    return {"tenants": {"acme": {"keys": [{"kid": "k1", "alg": "HS256", "secret": secret}],
+                                 "apps": {"editor": {}}}}}
+
+
+def load(mapping, env=None):
+    return Config.from_mapping(mapping, env=env or {})
+
+
+def error_key(mapping, env=None):
+    with pytest.raises(ConfigError) as info:
+        load(mapping, env)
+    assert str(info.value).startswith(f"config: {info.value.key}: ")
+    return info.value.key
+
+
+def test_defaults():
+    c = load({"auth": auth()})
+    assert c.region == "local"
+    assert c.regions == {"local": "ws://127.0.0.1:1234"}
+    assert c.storage == "sqlite:///data/wsserver.sqlite3"
+    assert c.storage_sync == "normal"
+    assert c.host == "127.0.0.1"
+    assert c.port == 1234
+    assert c.max_message_size == 16 * MIB
+    assert c.max_pending_bytes == 64 * MIB
+    assert c.ping_interval == 30.0
+    assert c.unload_after == 10.0
+    assert c.compact_after_updates == 500
+    assert c.compact_after_bytes == 4 * MIB
+    assert c.redis is None
+    assert c.log_level == "info"
+    assert c.auth == auth()
+    assert c.raw["port"] == 1234
+
+
+def test_env_expansion():
+    mapping = {
+        "storage": "sqlite:///${DATA_DIR}/db.sqlite3",
+        "auth": auth("${ACME_SECRET}"),
+        "host": "${HOST:-0.0.0.0}",
+        "log_level": "${LEVEL:-info}",
+    }
+    c = load(mapping, {"DATA_DIR": "/var/lib/ws", "ACME_SECRET": "from-env-secret",
+                       "LEVEL": "debug"})
+    assert c.storage == "sqlite:////var/lib/ws/db.sqlite3"
+    assert c.auth["tenants"]["acme"]["keys"][0]["secret"] == "from-env-secret"
+    assert c.host == "0.0.0.0"  # default used
+    assert c.log_level == "debug"  # set value wins over the default
+
+
+def test_env_expansion_details():
+    env = {"A": "x", "EMPTY": ""}
+    assert expand_env("${A}-${A}", env) == "x-x"
+    assert expand_env("${EMPTY:-fallback}", env) == ""  # set, even if empty
+    assert expand_env("${NOPE:-}", env) == ""
+    assert expand_env("${NOPE:-a b:c}", env) == "a b:c"
+    assert expand_env("$A and {A} and $${A}", env) == "$A and {A} and $x"
+    assert expand_env({"k": ["${A}", 3, None, True]}, env) == {"k": ["x", 3, None, True]}
+    # expansion happens once: a value holding ${...} is not expanded again
+    assert expand_env("${B}", {"B": "${A}"}) == "${A}"
+
+
+@pytest.mark.parametrize("mapping,key,var", [
+    ({"auth": auth("${ACME_SECRET}")}, "auth.tenants.acme.keys[0].secret", "ACME_SECRET"),
+    ({"auth": auth(), "storage": "sqlite:///${DATA_DIR}/x"}, "storage", "DATA_DIR"),
+    ({"auth": auth(), "regions": {"local": "ws://a", "eu": "${EU_URL}"}}, "regions.eu", "EU_URL"),
+])
+def test_missing_env_var_names_the_key(mapping, key, var):
+    with pytest.raises(ConfigError) as info:
+        load(mapping)
+    assert info.value.key == key
+    assert f"environment variable {var} is not set" in str(info.value)
+
+
+def test_unknown_top_level_key_is_refused():
+    assert error_key({"auth": auth(), "max_mesage_size": 1000}) == "max_mesage_size"
+
+
+@pytest.mark.parametrize("mapping,key", [
+    ({}, "auth"),
+    ({"auth": "yes"}, "auth"),
+    ({"auth": auth(), "port": "80"}, "port"),
+    ({"auth": auth(), "port": 70000}, "port"),
+    ({"auth": auth(), "port": True}, "port"),
+    ({"auth": auth(), "max_message_size": 10}, "max_message_size"),
+    ({"auth": auth(), "storage": "postgres://x"}, "storage"),
+    ({"auth": auth(), "storage": "sqlite:///"}, "storage"),
+    ({"auth": auth(), "storage_sync": "off"}, "storage_sync"),
+    ({"auth": auth(), "ping_interval": 0}, "ping_interval"),
+    ({"auth": auth(), "regions": {"local": "http://x"}}, "regions.local"),
+    ({"auth": auth(), "redis": "http://localhost"}, "redis"),
+    ({"auth": auth(), "log_level": "verbose"}, "log_level"),
+    ({"auth": auth(), "region": "eu"}, "region"),
+    ({"auth": auth(), "region": "eu", "regions": {"us": "wss://us.example"}}, "region"),
+])
+def test_invalid_values_name_the_key(mapping, key):
+    assert error_key(mapping) == key
+
+
+def test_region_in_regions_is_accepted():
+    c = load({"auth": auth(), "region": "eu",
+              "regions": {"eu": "wss://eu.example", "us": "wss://us.example"}})
+    assert c.region == "eu"
+
+
+def test_top_level_must_be_a_mapping():
+    assert error_key(["auth"]) == "config"
+
+
+def test_port_env_override():
+    assert load({"auth": auth(), "port": 9000}, {"PORT": "4321"}).port == 4321
+    assert load({"auth": auth()}, {"PORT": "5000"}).port == 5000
+    assert load({"auth": auth(), "port": 9000}, {"PORT": ""}).port == 9000
+    assert error_key({"auth": auth()}, {"PORT": "http"}) == "PORT"
+    assert error_key({"auth": auth()}, {"PORT": "99999"}) == "PORT"
+
+
+def test_load_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"auth": auth("${S}"), "port": 4000}))
+    c = Config.load(str(path), env={"S": "file-secret"})
+    assert c.port == 4000
+    assert c.auth["tenants"]["acme"]["keys"][0]["secret"] == "file-secret"
+    # WSSERVER_CONFIG is used when no path is given
+    assert Config.load(None, env={"S": "x", "WSSERVER_CONFIG": str(path)}).port == 4000
+
+
+def test_load_file_errors(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        Config.load(str(tmp_path / "missing.yaml"), env={})
+    assert info.value.key == "config"
+    assert "missing.yaml" in str(info.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("auth: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(str(bad), env={})
+    assert info.value.key == "config"
+    assert "not valid YAML" in str(info.value)
+
+
+def test_dev_config_loads():
+    c = Config.load(str(ROOT / "config" / "dev.yaml"), env={})
+    assert c.auth["tenants"]
+
+
+def _serve(config_path, env=None, timeout=30):
+    env = dict(os.environ, **(env or {}))
+    env.pop("PORT", None)
+    env.pop("WSSERVER_TEST_UNSET_SECRET", None)
+    return subprocess.run([sys.executable, "-m", "wsserver.cli", "serve", "--config",
+                           str(config_path), "--port", "0"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("mapping,key", [
+    ({"auth": auth(), "max_mesage_size": 1000}, "max_mesage_size"),
+    ({"auth": auth("${WSSERVER_TEST_UNSET_SECRET}")}, "auth.tenants.acme.keys[0].secret"),
+    ({"auth": {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "RS256",
+                                              "public_key_file": "/nonexistent.pem"}],
+                                    "apps": {"e": {}}}}}},
+     "auth.tenants.acme.keys[0].public_key_file"),
+    ({"auth": auth(""), "storage": "memory://"}, "auth.tenants.acme.keys[0].secret"),
+])
+def test_serve_refuses_a_bad_config(tmp_path, mapping, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    proc = _serve(path)
+    assert proc.returncode != 0
+    assert key in proc.stderr, proc.stderr
+    assert "listening" not in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_serve_refuses_an_unreadable_config(tmp_path):
+    proc = _serve(tmp_path / "nope.yaml")
+    assert proc.returncode != 0
+    assert "config" in proc.stderr and "nope.yaml" in proc.stderr, proc.stderr

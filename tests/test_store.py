@@ -1,0 +1,433 @@
+"""Storage (wsserver/store) and the room lifecycle on top of it (wsserver/rooms.py):
+group commits, retries, compaction keeping content equal, and shared loads."""
+
+import sqlite3
+from types import SimpleNamespace
+
+import gevent
+import pytest
+from pycrdt import Doc, Map, Text
+
+from wsserver import codec
+from wsserver.rooms import Rooms
+from wsserver.store import DocKey, Loaded, open_store
+from wsserver.store.memory import MemoryStore
+from wsserver.store.sqlite import SQLiteStore
+
+KEY = DocKey("acme", "editor", "doc")
+OTHER = DocKey("acme", "notes", "doc")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_factory(request, tmp_path):
+    """Makes started stores of the parametrized kind; closes them all at the end."""
+    made = []
+
+    def make(cls=None, path=None):
+        if request.param == "memory":
+            store = (cls or MemoryStore)()
+        else:
+            store = (cls or SQLiteStore)(str(path or tmp_path / "db.sqlite3"))
+        made.append(store.start())
+        return store
+
+    make.kind = request.param
+    yield make
+    for store in made:
+        if not store._closed:
+            store.close(timeout=2)
+
+
+def edits(n, client_id=11):
+    """A pycrdt doc edited `n` times; returns (doc, [update per edit])."""
+    doc = Doc(client_id=client_id)
+    text = doc.get("t", type=Text)
+    meta = doc.get("m", type=Map)
+    updates = []
+    doc.observe(lambda event: updates.append(event.update))
+    for i in range(n):
+        if i % 7 == 3 and len(text) > 4:
+            del text[1:3]
+        else:
+            text.insert(len(text) // 2, f"<{i}>")
+        if i % 5 == 0:
+            meta[f"k{i % 3}"] = i
+    return doc, updates
+
+
+def content(doc):
+    return str(doc.get("t", type=Text)), dict(doc.get("m", type=Map).to_py() or {})
+
+
+def doc_from(updates):
+    doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+def append_all(store, key, updates):
+    durable = []
+    for u in updates:
+        store.append(key, u, durable.append)
+    assert store.flush(timeout=10)
+    return durable
+
+
+# --- the pipeline ---------------------------------------------------------------------
+
+def test_append_calls_on_durable_with_increasing_ids(store_factory):
+    store = store_factory()
+    calls = []
+    for i in range(20):
+        key = KEY if i % 2 else OTHER
+        store.append(key, bytes([i]) * 3, lambda row_id, i=i: calls.append((i, row_id)))
+    assert calls == []  # nothing is durable before the committer ran
+    assert store.flush(timeout=10)
+    assert [i for i, _ in calls] == list(range(20))  # in append order, each once
+    ids = [row_id for _, row_id in calls]
+    assert ids == sorted(ids) and len(set(ids)) == 20
+
+
+def test_load_returns_updates_in_order_per_document(store_factory):
+    store = store_factory()
+    _, updates = edits(30)
+    _, other = edits(5, client_id=12)
+    for i, a in enumerate(updates):
+        store.append(KEY, a, lambda _: None)
+        if i < len(other):
+            store.append(OTHER, other[i], lambda _: None)
+    assert store.flush(timeout=10)
+    loaded = store.load(KEY)
+    assert [bytes(u) for u in loaded.updates] == updates
+    assert loaded.log_count == len(updates)
+    assert loaded.log_bytes == sum(map(len, updates))
+    assert [bytes(u) for u in store.load(OTHER).updates] == other
+    assert store.load(DocKey("acme", "editor", "missing")) == Loaded([], 0, 0, 0)
+
+
+def test_last_id_is_the_last_durable_row(store_factory):
+    store = store_factory()
+    ids = append_all(store, KEY, [b"a", b"b", b"c"])
+    assert store.load(KEY).last_id == ids[-1]
+
+
+def test_store_compact_keeps_content_and_removes_log_rows(store_factory):
+    store = store_factory()
+    doc, updates = edits(200)
+    ids = append_all(store, KEY, updates[:150])
+    # the snapshot covers rows up to ids[-1]; the remaining updates arrive afterwards
+    snapshot_doc = doc_from(updates[:150])
+    store.compact(KEY, snapshot_doc.get_update(), ids[-1])
+    later = append_all(store, KEY, updates[150:])
+    loaded = store.load(KEY)
+    rest = len(updates) - 150
+    assert rest > 40
+    assert len(loaded.updates) == 1 + rest  # snapshot + the rows after it
+    assert loaded.log_count == rest
+    assert loaded.last_id == later[-1]
+    assert content(doc_from(loaded.updates)) == content(doc)
+    if store_factory.kind == "sqlite":
+        rows = sqlite3.connect(store.path).execute(
+            "SELECT count(*) FROM updates WHERE tenant=? AND app=? AND name=?", KEY).fetchone()[0]
+        assert rows == rest
+    else:
+        assert len(store.logs[KEY]) == rest
+
+
+def test_compaction_leaves_other_documents_alone(store_factory):
+    store = store_factory()
+    append_all(store, KEY, [b"k1", b"k2"])
+    other_ids = append_all(store, OTHER, [b"o1", b"o2"])
+    store.compact(KEY, b"snap", other_ids[-1])  # an upto beyond every row of KEY
+    assert store.load(KEY).updates == [b"snap"]
+    assert [bytes(u) for u in store.load(OTHER).updates] == [b"o1", b"o2"]
+
+
+class Flaky:
+    """Mixin: the first `failures` commits raise."""
+    failures = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attempts = 0
+
+    def _append_batch(self, items):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise OSError("disk on fire")
+        return super()._append_batch(items)
+
+
+class FlakyMemory(Flaky, MemoryStore):
+    pass
+
+
+class FlakySQLite(Flaky, SQLiteStore):
+    pass
+
+
+def test_failed_commits_are_retried_and_confirmed_once(store_factory, caplog):
+    store = store_factory(FlakyMemory if store_factory.kind == "memory" else FlakySQLite)
+    calls = []
+    for i in range(5):
+        store.append(KEY, bytes([65 + i]), lambda row_id, i=i: calls.append(i))
+    gevent.sleep(0.08)  # at least one failure and retry happened
+    assert 1 <= store.attempts <= Flaky.failures
+    assert calls == []  # not confirmed while failing
+    assert store.flush(timeout=10)
+    assert store.attempts == Flaky.failures + 1
+    assert calls == [0, 1, 2, 3, 4]
+    assert [bytes(u) for u in store.load(KEY).updates] == [b"A", b"B", b"C", b"D", b"E"]
+    assert "retrying" in caplog.text
+
+
+def test_sqlite_data_survives_reopening(tmp_path):
+    path = tmp_path / "sub" / "dir" / "db.sqlite3"  # directories are created
+    doc, updates = edits(40)
+    store = SQLiteStore(str(path)).start()
+    ids = append_all(store, KEY, updates[:30])
+    store.compact(KEY, doc_from(updates[:30]).get_update(), ids[-1])
+    append_all(store, KEY, updates[30:])
+    assert store.close(timeout=5)
+
+    store = SQLiteStore(str(path)).start()
+    try:
+        loaded = store.load(KEY)
+        assert loaded.log_count == len(updates) - 30
+        assert content(doc_from(loaded.updates)) == content(doc)
+        # ids keep increasing after a reopen
+        new_ids = append_all(store, KEY, [b"\x00\x00"])
+        assert new_ids[0] > loaded.last_id
+    finally:
+        store.close(timeout=5)
+
+
+def test_close_flushes_what_is_queued(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    calls = []
+    for i in range(50):
+        store.append(KEY, bytes([i]), calls.append)
+    assert store.close(timeout=5)
+    assert len(calls) == 50
+    reopened = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    try:
+        assert len(reopened.load(KEY).updates) == 50
+    finally:
+        reopened.close(timeout=5)
+
+
+def test_open_store_urls(tmp_path):
+    memory = open_store("memory://")
+    sqlite = open_store(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        assert isinstance(memory, MemoryStore)
+        assert isinstance(sqlite, SQLiteStore)
+        assert sqlite.path == f"{tmp_path}/x.sqlite3"
+    finally:
+        memory.close(timeout=2)
+        sqlite.close(timeout=2)
+    with pytest.raises(ValueError):
+        open_store("redis://localhost")
+
+
+# --- rooms on a store ------------------------------------------------------------------
+
+class FakeConnection:
+    """What Room and Rooms use of a Connection."""
+
+    def __init__(self, name="c"):
+        self.name = name
+        self.frames = []
+        self.messages = []
+        self.awareness_ids = set()
+        self.room = None
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def send_message(self, message):
+        self.messages.append(message)
+
+    def __repr__(self):
+        return f"FakeConnection({self.name})"
+
+
+def rooms_config(**overrides):
+    values = dict(unload_after=60.0, compact_after_updates=500, compact_after_bytes=4 << 20)
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+class SlowMemoryStore(MemoryStore):
+    """A store whose load takes a while (and yields), recording when it finished."""
+
+    def __init__(self):
+        super().__init__()
+        self.load_started = 0
+        self.load_finished = 0
+
+    def _load(self, key):
+        self.load_started += 1
+        gevent.sleep(0.2)
+        result = super()._load(key)
+        self.load_finished += 1
+        return result
+
+
+def test_concurrent_joins_share_one_load_and_wait_for_it():
+    store = SlowMemoryStore().start()
+    try:
+        doc, updates = edits(10)
+        append_all(store, KEY, updates)
+        rooms = Rooms(store, rooms_config())
+        seen = []
+
+        def join(i):
+            conn = FakeConnection(str(i))
+            room = rooms.join(KEY, conn)
+            # nothing was answered before the load completed...
+            seen.append((store.load_finished, room, conn))
+            return conn
+
+        greenlets = [gevent.spawn(join, i) for i in range(6)]
+        gevent.joinall(greenlets, timeout=5, raise_error=True)
+        assert store.load_started == 1
+        assert store.loads == 1
+        assert len(seen) == 6
+        assert all(finished == 1 for finished, _, _ in seen)
+        room = seen[0][1]
+        assert all(r is room for _, r, _ in seen)
+        assert len(room.connections) == 6
+        # ...and what each connection got first is the loaded document's state vector
+        for _, _, conn in seen:
+            assert conn.messages[0] == codec.sync_step1(doc.get_state())
+            assert conn.room is room
+        assert content(room.doc) == content(doc)
+        # a later join does not load again
+        rooms.join(KEY, FakeConnection("late"))
+        assert store.loads == 1
+    finally:
+        store.close(timeout=2)
+
+
+class FailingLoadStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.fail = True
+
+    def _load(self, key):
+        gevent.sleep(0.05)
+        if self.fail:
+            self.loads += 1
+            raise OSError("cannot read")
+        return super()._load(key)
+
+
+def test_failed_load_fails_every_waiting_join_and_is_retried():
+    from wsserver.errors import InternalError
+
+    store = FailingLoadStore().start()
+    try:
+        rooms = Rooms(store, rooms_config())
+        results = []
+
+        def join():
+            try:
+                rooms.join(KEY, FakeConnection())
+                results.append("joined")
+            except InternalError as e:
+                results.append(e.close_code)
+
+        gevent.joinall([gevent.spawn(join) for _ in range(3)], timeout=5)
+        assert results == [1011, 1011, 1011]
+        assert store.loads == 1
+        assert len(rooms) == 0
+        store.fail = False
+        conn = FakeConnection()
+        rooms.join(KEY, conn)
+        assert len(rooms) == 1 and conn.room is not None
+    finally:
+        store.close(timeout=2)
+
+
+def _drive_room(store, updates, compact_after_updates=25, compact_after_bytes=1 << 30):
+    """Feed `updates` through a Room as client edits; wait until all are durable."""
+    rooms = Rooms(store, rooms_config(compact_after_updates=compact_after_updates,
+                                      compact_after_bytes=compact_after_bytes))
+    conn = FakeConnection()
+    room = rooms.join(KEY, conn)
+    for i, update in enumerate(updates):
+        room.apply_update(update, conn)
+        if i % 10 == 0:
+            gevent.sleep(0)  # let commits (and compactions) interleave with the edits
+    deadline = gevent.get_hub().loop.now() + 10
+    while (room.pending or room.compacting) and gevent.get_hub().loop.now() < deadline:
+        store.flush(timeout=1)
+        gevent.sleep(0.01)
+    return rooms, room, conn
+
+
+@pytest.mark.parametrize("by", ["count", "bytes"])
+def test_room_compaction_keeps_content_equal(store_factory, by):
+    store = store_factory()
+    doc, updates = edits(300)
+    if by == "count":
+        rooms, room, conn = _drive_room(store, updates, compact_after_updates=25)
+    else:
+        rooms, room, conn = _drive_room(store, updates, compact_after_updates=10 ** 6,
+                                        compact_after_bytes=400)
+    assert room.pending == 0
+    # every update was confirmed (echoed) exactly once, in order
+    assert conn.frames == [frame_of(codec.sync_update(u)) for u in updates]
+    loaded = store.load(KEY)
+    assert loaded.log_count < 25 if by == "count" else loaded.log_bytes < 400 + max(map(len, updates))
+    assert len(loaded.updates) == loaded.log_count + 1  # a snapshot plus the recent rows
+    assert content(doc_from(loaded.updates)) == content(doc)
+    # flushing compacts the rest: a snapshot alone, still equal
+    rooms.flush(room)
+    loaded = store.load(KEY)
+    assert loaded.log_count == 0 and len(loaded.updates) == 1
+    assert content(doc_from(loaded.updates)) == content(doc)
+    assert content(room.doc) == content(doc)
+
+
+def frame_of(message):
+    from wsserver import frames
+    return frames.encode_frame(frames.OP_BINARY, message)
+
+
+def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_factory):
+    store = store_factory()
+    doc, updates = edits(120)
+    rooms, room, conn = _drive_room(store, updates, compact_after_updates=30)
+    rooms.flush(room)
+    # a second Rooms (a restarted process) loads the compacted document
+    fresh = Rooms(store, rooms_config())
+    conn2 = FakeConnection()
+    room2 = fresh.join(KEY, conn2)
+    assert content(room2.doc) == content(doc)
+    assert conn2.messages[0] == codec.sync_step1(doc.get_state())
+    # a client asking for everything gets an update equal to the document
+    room2.receive(conn2, codec.decode(codec.sync_step1(b"\x00")))
+    reply = codec.decode(conn2.messages[-1])
+    assert reply.kind == codec.KIND_STEP2
+    assert content(doc_from([reply.data])) == content(doc)
+
+
+def test_updates_are_echoed_only_once_durable(store_factory):
+    store = store_factory(FlakyMemory if store_factory.kind == "memory" else FlakySQLite)
+    rooms = Rooms(store, rooms_config())
+    a, b = FakeConnection("a"), FakeConnection("b")
+    room = rooms.join(KEY, a)
+    rooms.join(KEY, b)
+    _, updates = edits(3)
+    for u in updates:
+        room.apply_update(u, a)
+    gevent.sleep(0.08)  # the first commits fail
+    assert a.frames == [] and b.frames == []
+    assert room.pending == len(updates)
+    assert store.flush(timeout=10)
+    expected = [frame_of(codec.sync_update(u)) for u in updates]
+    assert a.frames == expected and b.frames == expected
+    assert room.pending == 0
