@@ -431,3 +431,33 @@ def test_updates_are_echoed_only_once_durable(store_factory):
     expected = [frame_of(codec.sync_update(u)) for u in updates]
     assert a.frames == expected and b.frames == expected
     assert room.pending == 0
+
+
+def test_step2_that_changes_nothing_is_neither_stored_nor_broadcast(store_factory):
+    """A reconnecting client's step 2 repeats the delete set: only real changes fan out."""
+    store = store_factory()
+    rooms = Rooms(store, rooms_config())
+    a, b = FakeConnection("a"), FakeConnection("b")
+    room = rooms.join(KEY, a)
+    rooms.join(KEY, b)
+    source = Doc()
+    text = source.get("t", type=Text)
+    text += "hello world"
+    del text[0:6]  # a delete set the client will send again in every step 2
+    full = source.get_update()
+    room.receive(a, codec.decode(codec.sync_update(full)))
+    assert store.flush(timeout=10)
+    rows = store.load(KEY).log_count
+    frames = len(b.frames)
+
+    room.receive(a, codec.decode(codec.sync_step2(full)))  # a reconnect's step 2
+    assert store.flush(timeout=10)
+    assert store.load(KEY).log_count == rows
+    assert len(b.frames) == frames
+
+    text.insert(0, "new ")  # a step 2 with something new: only the change goes out
+    room.receive(a, codec.decode(codec.sync_step2(source.get_update())))
+    assert store.flush(timeout=10)
+    assert store.load(KEY).log_count == rows + 1
+    assert len(b.frames) == frames + 1
+    assert str(room.doc.get("t", type=Text)) == "new world"

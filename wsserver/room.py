@@ -17,7 +17,7 @@ import time
 
 import gevent
 from gevent.event import AsyncResult
-from pycrdt import Awareness, Doc
+from pycrdt import Awareness, Doc, merge_updates
 
 from . import codec, frames
 from .errors import InvalidPayload, ProtocolViolation
@@ -137,8 +137,12 @@ class Room:
         """Handle one decoded client message from `conn`."""
         self._wait_rebuild()
         kind = message.kind
-        if kind == codec.KIND_UPDATE or kind == codec.KIND_STEP2:
+        if kind == codec.KIND_UPDATE:
             self.apply_update(message.data, conn)
+        elif kind == codec.KIND_STEP2:
+            # A reconnecting client's step 2 repeats much of what we have (its whole delete
+            # set at least): keep and send only what it changed, if anything.
+            self.apply_update(message.data, conn, changes_only=True)
         elif kind == codec.KIND_STEP1:
             try:
                 update = self.doc.get_update(message.data)
@@ -171,17 +175,33 @@ class Room:
 
     # --- the fan-out rule -----------------------------------------------------------
 
-    def apply_update(self, update, origin):
+    def apply_update(self, update, origin, changes_only=False):
+        """Apply `update` from `origin` and fan it out by the rule above.
+
+        `changes_only`: store and broadcast what the update changed in the document
+        instead of the update itself, and nothing when it changed nothing.
+        """
         if update == codec.EMPTY_UPDATE:
             return  # a step 2 from a client that has nothing new: nothing to keep or send
+        changes = []
+        doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
+        subscription = doc.observe(lambda event: changes.append(event.update)) \
+            if changes_only else None
         try:
-            _apply(self.doc, update)
+            _apply(doc, update)
         except HalfApplied as e:
             if origin != LOAD:
                 self._rebuild()
             raise e.__cause__ from None
+        finally:
+            if subscription is not None:
+                doc.unobserve(subscription)
         if origin == LOAD:
             return
+        if changes_only:
+            if not changes:
+                return
+            update = changes[0] if len(changes) == 1 else merge_updates(*changes)
         self.pending += 1
         message = codec.sync_update(update)
         size = len(update)
