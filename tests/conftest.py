@@ -133,14 +133,15 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(**config_overrides) -> running ServerProcess."""
+    """Factory: start_server(config=None, env=None, port=0, **config_overrides) -> a running
+    ServerProcess (port 0: any free port; a fixed one when the config must name it)."""
     servers = []
 
-    def start(config=None, env=None, **overrides):
+    def start(config=None, env=None, port=0, **overrides):
         config = config or base_config(tmp_path, **overrides)
         path = tmp_path / f"config-{len(servers)}.yaml"
         path.write_text(yaml.safe_dump(config))
-        server = ServerProcess(path, env=env).start()
+        server = ServerProcess(path, env=env, port=port).start()
         servers.append(server)
         return server
 

@@ -11,12 +11,17 @@ from flask import Flask, jsonify
 
 from .auth import Authenticator
 from .config import Config
+from .discovery import install as install_discovery
 from .errors import WsServerError
+from .quota import build_quota
+from .region_gate import RegionGate
+from .registry import open_registry
 from .rooms import Rooms
 from .server import WebSocketEndpoint
 from .store import open_store
 
 EXTENSION = "wsserver"
+QUOTA_EXTENSION = "wsserver.quota"  # the Quota: rate check for /discovery, refusal counts
 
 
 class WebSocketDispatch:
@@ -40,22 +45,30 @@ def create_app(test_config=None, config_path=None):
     else:
         config = Config.load(config_path)
     authenticator = Authenticator.from_config(config.auth)
+    quota = build_quota(config, authenticator)  # plans, quotas, rate limits (README, Limits)
     store = open_store(config.storage, sync=config.storage_sync)
     rooms = Rooms(store, config)
-    # Handshake gates, in the order their admit() runs (see wsserver/handshake.py).
-    gates = []
+    # 4009: pinned to or live in another region (docs/regions.md); claims the document.
+    region_gate = RegionGate(config, open_registry(config, evict=rooms.evict), rooms)
+    # Handshake gates (wsserver/handshake.py): every check_request runs first (the 4006
+    # per-IP rate), then after the token checks each admit in this order: 4009, then
+    # 4004/4005/4008.
+    gates = [quota.rate_gate, region_gate, quota.quota_gate]
     endpoint = WebSocketEndpoint(config, authenticator, rooms, store, gates)
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config
     app.extensions[EXTENSION] = endpoint
+    app.extensions[QUOTA_EXTENSION] = quota
     app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol
+    install_discovery(app, endpoint.handshake, region_gate)  # GET /discovery
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", rooms=len(rooms), connections=len(endpoint.connections))
+        return jsonify(status="ok", rooms=len(rooms), connections=len(endpoint.connections),
+                       refused={str(code): n for code, n in quota.refusals.counts().items()})
 
     @app.get("/<path:name>")
     def document(name):
@@ -67,7 +80,11 @@ def create_app(test_config=None, config_path=None):
 
     @app.errorhandler(WsServerError)
     def ws_error(error):
-        return jsonify(error.to_json()), error.http_status
+        response = jsonify(error.to_json())
+        response.status_code = error.http_status
+        if getattr(error, "retry_after", None) is not None:  # 429 from the rate limit
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(404)
     def not_found(_):

@@ -37,7 +37,10 @@ def _serve(args):
         if stopping:
             return
         stopping.append(True)
-        server.close()  # stop accepting
+        # Stop accepting but keep serve_forever waiting: server.close() would set its stop
+        # event, so the main greenlet would return (and the process exit) in the middle
+        # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
+        server.stop_accepting()
         endpoint.shutdown()
         server.stop(timeout=1)
 

@@ -13,6 +13,8 @@ import re
 import yaml
 
 from .errors import ConfigError
+from .quota.settings import validate_plans, validate_rate_limit
+from .regions import check_region_map, validate_pins, validate_regions, validate_registry
 
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
 MIB = 1024 * 1024
@@ -67,14 +69,6 @@ def _storage_url(key, value):
     return value
 
 
-def _regions(key, value):
-    value = _mapping(key, value)
-    for name, url in value.items():
-        if not isinstance(url, str) or not re.match(r"^wss?://", url):
-            raise ConfigError(f"{key}.{name}", "must be a ws:// or wss:// base URL")
-    return value
-
-
 def _redis_url(key, value):
     if value is None:
         return None
@@ -92,9 +86,18 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("region", "local", _string, "This node's region; a key of `regions`."),
-    Setting("regions", {"local": "ws://127.0.0.1:1234"}, _regions,
-            "Region name -> public base URL of that region's nodes."),
+    Setting("region", "local", _string,
+            "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it."),
+    Setting("regions", {"local": "ws://127.0.0.1:1234"}, validate_regions,
+            "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
+            "49 bytes so a 4009 redirect reason fits in a close frame)."),
+    Setting("pins", [], validate_pins,
+            "Documents that must live in one region: a list of {tenant, app, documents, "
+            "region}, each of the first three a glob (default `*`); the first match wins."),
+    Setting("registry", validate_registry("registry", None), validate_registry,
+            "The global document registry: `release_after_seconds` (30: how long a region "
+            "keeps a document after its last connection closes), `ttl_seconds` (15: a dead "
+            "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal)."),
     Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
             "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
             "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on exit)."),
@@ -127,6 +130,15 @@ SETTINGS = [
     Setting("redis", None, _redis_url,
             "Optional `redis://` URL shared by every process and node: cluster-wide limits "
             "and the region registry use it when set."),
+    Setting("plans", {}, validate_plans,
+            "Plan name -> limits (`max_connections`, `max_documents`, `max_users_per_doc`, "
+            "`max_ops_per_minute`; absent or null: unlimited). An app takes one with "
+            "`plan: NAME` (README, Limits)."),
+    Setting("rate_limit", validate_rate_limit("rate_limit", None), validate_rate_limit,
+            "`handshakes_per_ip` (a `limits` rate such as \"60/minute\"; unset: off), "
+            "`trusted_proxies` (X-Forwarded-For hops to trust, 0), `storage` (memory:// or "
+            "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
+            "process's connections stop counting). README, Limits."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging level."),
 ]
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -177,8 +189,7 @@ class Config:
                 values[setting.name] = setting.default
         if values["auth"] is None:
             raise ConfigError("auth", "is required (at least one tenant with a key)")
-        if values["region"] not in values["regions"]:
-            raise ConfigError("region", f"{values['region']!r} is not in regions")
+        check_region_map(values, env)
         if env.get("PORT"):
             values["port"] = _int_range(0, 65535)("PORT", _env_int(env["PORT"]))
         return cls(values)

@@ -15,6 +15,9 @@ class WsServerError(Exception):
     close_code = 1011
     http_status = 500
     reason = "internal error"
+    # Set by whoever already logged this refusal (wsserver/quota/refusals.py), so the
+    # endpoint does not log it a second time.
+    logged = False
 
     def __init__(self, reason=None):
         if reason is not None:
@@ -114,6 +117,66 @@ class InvalidDocumentName(WsServerError):
     close_code = 4007
     http_status = 400
     reason = "invalid document name"
+
+
+# --- plans, quotas and abuse limits (wsserver/quota) -------------------------------
+
+class ConnectionLimit(WsServerError):
+    """The app already has its plan's number of open connections."""
+    close_code = 4004
+    http_status = 429
+    reason = "connection limit reached"
+
+
+class DocumentLimit(WsServerError):
+    """The app already has its plan's number of active documents (this one is not)."""
+    close_code = 4005
+    http_status = 429
+    reason = "document limit reached"
+
+
+class RateLimited(WsServerError):
+    """Too many handshakes (or /discovery requests) from one client IP, or too many
+    messages on one connection. `retry_after`: whole seconds until a retry can pass,
+    when known (the HTTP answer's Retry-After header)."""
+    close_code = 4006
+    http_status = 429
+    reason = "rate limited"
+
+    def __init__(self, reason=None, retry_after=None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+    def to_json(self):
+        data = super().to_json()
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
+
+
+class UserLimit(WsServerError):
+    """The document already has its plan's number of distinct users (this one is not)."""
+    close_code = 4008
+    http_status = 429
+    reason = "user limit reached"
+
+
+# --- regions (wsserver/regions.py, wsserver/registry) -----------------------------
+
+class WrongRegion(WsServerError):
+    """The document is pinned to or live in another region. The reason is
+    `REDIRECT:<that region's base URL>/<document name>` (config keeps it <= 123 bytes)."""
+    close_code = 4009
+    http_status = 421  # Misdirected Request
+    reason = "wrong region"
+
+
+class RegistryUnavailable(WsServerError):
+    """The region registry cannot be reached, or the document is moving between
+    regions: retry shortly (providers reconnect by themselves)."""
+    close_code = 1013
+    http_status = 503
+    reason = "region registry unavailable"
 
 
 class ConfigError(Exception):

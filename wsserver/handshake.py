@@ -73,6 +73,9 @@ class Session:
     app: App
     environ: dict = field(repr=False, default_factory=dict)
     releases: list = field(repr=False, default_factory=list)
+    # Set by a gate when the connection has a message rate limit: an object whose
+    # `spend()` the endpoint calls once per received message (raises to close).
+    message_budget: object = field(repr=False, default=None)
 
     def release(self):
         """Run every release callable once, newest first; each failure is logged."""
@@ -94,22 +97,35 @@ class Gate:
         """Runs after the token checks; may return a callable that undoes the admission."""
         return None
 
+    def shutdown(self):
+        """Runs once at clean shutdown, after every room is flushed (e.g. let claims go)."""
+
 
 class Handshake:
     def __init__(self, authenticator, gates=()):
         self.authenticator = authenticator
         self.gates = list(gates)
 
-    def check(self, environ):
-        """Run every check in order; return the Session or raise its WsServerError."""
+    def authenticate(self, environ, path):
+        """The checks before the gates' admit: gates' check_request, name (4007), token
+        (4001/4002), tenant/app/origin (4003). Returns (DocKey, Principal, App).
+
+        `path` is `/NAME`. /discovery runs exactly these, so it answers what the
+        WebSocket handshake would.
+        """
         for gate in self.gates:
             gate.check_request(environ)
-        name = document_name(environ.get("PATH_INFO", ""))
+        name = document_name(path)
         token = extract_token(environ)
         scrub_token(environ)
         principal = self.authenticator.verify(token)
         app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
-        session = Session(DocKey(principal.tenant, principal.app, name), principal, app, environ)
+        return DocKey(principal.tenant, principal.app, name), principal, app
+
+    def check(self, environ):
+        """Run every check in order; return the Session or raise its WsServerError."""
+        key, principal, app = self.authenticate(environ, environ.get("PATH_INFO", ""))
+        session = Session(key, principal, app, environ)
         try:
             for gate in self.gates:
                 release = gate.admit(session)

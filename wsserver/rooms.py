@@ -85,6 +85,49 @@ class Rooms:
             return
         room.unloader = None
 
+    def evict(self, key, compact=True):
+        """Drop the room of `key` now if it has no connections; True when no room of
+        `key` is loaded afterwards.
+
+        The region registry releases a document's claim only once this returns True:
+        every update of the room is durable first, so the next region loads it all from
+        storage, and this process keeps no copy that a later join could be served stale.
+        `compact=False` after a lost claim: another region may have written meanwhile,
+        and a snapshot of this copy would overwrite what it stored. Raises when the
+        flush fails; the room then stays loaded (its unloader restarted) and the caller
+        retries.
+        """
+        room = self.rooms.get(key)
+        if room is None:
+            return True
+        if room.connections or not room.ready.ready():
+            return False
+        if room.unloader is not None:
+            room.unloader.kill()
+            room.unloader = None
+        try:
+            while room.pending:
+                self.store.flush()
+                gevent.sleep(0)
+            gevent.sleep(0)  # let a compaction spawned by the last durable update start
+            while room.compacting:
+                gevent.sleep(0.01)
+            if compact:
+                room.compact()
+        except BaseException:
+            if not room.connections and room.unloader is None:
+                room.unloader = gevent.spawn(self._unload, room)
+            raise
+        if room.connections or room.pending:
+            return False
+        # A dropped room must never write a snapshot again (a compaction still scheduled
+        # on it would overwrite what the next region stores): nothing left to compact.
+        room.log_count = room.log_bytes = 0
+        if self.rooms.get(key) is room:
+            del self.rooms[key]
+        log.debug("%r evicted", room)
+        return True
+
     def flush(self, room):
         """Wait for the room's queued updates to be durable, then compact its log."""
         while room.pending:

@@ -73,14 +73,18 @@ class WebSocketEndpoint:
             session = self.handshake.check(environ)
             conn.principal = session.principal
             room = self.rooms.join(session.key, conn)
+            budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             while not conn.closed:
                 data = conn.receive()
                 if data is None:
                     break
+                if budget is not None:
+                    budget.spend()
                 room.receive(conn, codec.decode(data))
         except WsServerError as e:
-            log.info("closing %s (%s): %d %s", peer, environ.get("PATH_INFO"), e.close_code,
-                     e.reason)
+            if not e.logged:  # refusals by the limits are logged where they are made
+                log.info("closing %s (%s): %d %s", peer, environ.get("PATH_INFO"), e.close_code,
+                         e.reason)
             conn.close(e)
         except Exception:
             log.exception("connection %s failed", peer)
@@ -125,5 +129,10 @@ class WebSocketEndpoint:
         left = max(0.1, deadline - time.monotonic())
         flushed = self.rooms.shutdown(left)
         stored = self.store.close(max(0.1, deadline - time.monotonic()))
+        for gate in self.handshake.gates:  # e.g. the region gate lets its claims go
+            try:
+                gate.shutdown()
+            except Exception:
+                log.exception("shutdown of %s failed", type(gate).__name__)
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
         return flushed and stored

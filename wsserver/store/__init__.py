@@ -108,8 +108,16 @@ class Store:
         """The document's snapshot and log, oldest first, as a `Loaded`."""
         return self._call(self._load, key)
 
+    # Asked right before a snapshot replaces a document's log; False refuses (StoreError).
+    # The region gate installs its registry's check here, so a node that may have lost a
+    # document to another region never writes a snapshot of its copy over what the new
+    # owner stored (wsserver/registry/base.py, `may_compact`).
+    compact_allowed = None
+
     def compact(self, key, snapshot, upto_id):
         """Replace the snapshot and every log row up to `upto_id` by `snapshot`."""
+        if self.compact_allowed is not None and not self.compact_allowed(key):
+            raise StoreError(f"not compacting {'/'.join(key)}: this node may no longer own it")
         return self._call(self._compact, key, snapshot, upto_id)
 
     def close(self, timeout=10.0):

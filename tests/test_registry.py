@@ -1,0 +1,459 @@
+"""Unit tests of the region registry (wsserver/registry) and of Rooms.evict.
+
+Backends: the same contract is checked on the in-process, SQLite (two registries on one
+file, as two nodes sharing a storage file) and Redis (a real redis-server) backends.
+The shared logic of the base class (connection counting, delayed release after
+eviction, heartbeat, lost claims, shutdown) is checked on the in-process backend.
+"""
+
+import threading
+import time
+import uuid
+
+import gevent
+import pytest
+
+from wsserver.errors import RegistryUnavailable
+from wsserver.registry.memory import MemoryRegistry
+from wsserver.registry.sqlite import SQLiteRegistry
+from wsserver.store import DocKey
+
+TTL = 5.0
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def doc(name=None):
+    # A tenant of its own per call: tests sharing one Redis never see each other's keys.
+    return DocKey(f"t-{uuid.uuid4().hex[:8]}", "editor", name or "doc")
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def nodes(request, tmp_path):
+    """Three registries sharing one table: eu1 and eu2 (region eu), us1 (region us).
+
+    Returns (eu1, eu2, us1, advance) where advance(seconds) moves time on.
+    """
+    kind = request.param
+    if kind == "memory":
+        clock = FakeClock()
+        made = [MemoryRegistry(r, clock=clock, ttl=TTL, heartbeat=1.0) for r in ("eu", "eu", "us")]
+        for reg in made[1:]:
+            reg.claims = made[0].claims
+
+        def advance(seconds):
+            clock.now += seconds
+    elif kind == "sqlite":
+        clock = FakeClock()
+        path = str(tmp_path / "shared.sqlite3")
+        made = [SQLiteRegistry(r, path, clock=clock, ttl=TTL, heartbeat=1.0)
+                for r in ("eu", "eu", "us")]
+
+        def advance(seconds):
+            clock.now += seconds
+    else:
+        from wsserver.registry.redis import RedisRegistry
+        url = request.getfixturevalue("redis_url")
+        made = [RedisRegistry(r, url, ttl=TTL, heartbeat=1.0) for r in ("eu", "eu", "us")]
+
+        def advance(seconds):
+            time.sleep(seconds)
+    for reg in made:
+        reg._open()
+    # The tests call the backend operations directly (no heartbeat greenlet running).
+    yield (*made, advance, kind)
+    for reg in made:
+        reg._close()
+
+
+def claim(reg, key, ttl=TTL):
+    return reg._claim(key, reg.node, reg.region, ttl)
+
+
+def test_first_claim_wins_and_others_see_it(nodes):
+    eu1, eu2, us1, _, _ = nodes
+    key = doc()
+    assert eu1._lookup(key) is None
+    assert claim(eu1, key) == "eu"
+    assert claim(us1, key) == "eu"  # refused: answers the owner, takes nothing
+    assert us1._lookup(key) == "eu"
+    assert eu2._lookup(key) == "eu"
+
+
+def test_same_region_nodes_share_a_claim_until_the_last_releases(nodes):
+    eu1, eu2, us1, _, _ = nodes
+    key = doc()
+    assert claim(eu1, key) == "eu"
+    assert claim(eu2, key) == "eu"
+    eu1._release(key, eu1.node)
+    assert claim(us1, key) == "eu"  # eu2 still holds it
+    eu2._release(key, eu2.node)
+    assert us1._lookup(key) is None
+    assert claim(us1, key) == "us"
+    assert claim(eu1, key) == "us"
+
+
+def test_release_only_drops_the_callers_holding(nodes):
+    eu1, eu2, us1, _, _ = nodes
+    key = doc()
+    assert claim(eu1, key) == "eu"
+    us1._release(key, us1.node)  # not a holder: changes nothing
+    eu2._release(key, eu2.node)  # same region but not a holder: changes nothing
+    assert us1._lookup(key) == "eu"
+    assert claim(us1, key) == "eu"
+
+
+def test_claims_expire_after_their_ttl(nodes):
+    eu1, eu2, us1, advance, kind = nodes
+    key = doc()
+    ttl = 0.6 if kind == "redis" else TTL
+    assert claim(eu1, key, ttl) == "eu"
+    advance(ttl * 0.5)
+    assert claim(us1, key, ttl) == "eu"
+    advance(ttl * 0.5 + 0.2)
+    assert us1._lookup(key) is None
+    assert claim(us1, key, ttl) == "us"
+    assert claim(eu1, key, ttl) == "us"
+
+
+def test_renewal_extends_only_live_holdings_of_the_caller(nodes):
+    eu1, eu2, us1, advance, kind = nodes
+    key, other = doc("a"), doc("b")
+    ttl = 0.6 if kind == "redis" else TTL
+    assert claim(eu1, key, ttl) == "eu"
+    for _ in range(3):
+        advance(ttl * 0.5)
+        assert eu1._renew([key, other], eu1.node, ttl) == {key}  # never creates `other`
+    assert us1._lookup(key) == "eu"  # alive well past one ttl thanks to the renewals
+    assert eu1._lookup(other) is None
+    assert eu2._renew([key], eu2.node, ttl) == set()  # eu2 holds nothing
+    eu1._release(key, eu1.node)
+    assert eu1._renew([key], eu1.node, ttl) == set()  # a released holding stays released
+    assert us1._lookup(key) is None
+    advance(ttl + 0.2)
+    assert claim(eu1, doc("c"), ttl) == "eu"
+    assert eu1._renew([doc("c")], eu1.node, ttl) == set()  # a different key, not held
+
+
+def test_expired_holding_is_not_renewed(nodes):
+    eu1, eu2, us1, advance, kind = nodes
+    key = doc()
+    ttl = 0.5 if kind == "redis" else TTL
+    assert claim(eu1, key, ttl) == "eu"
+    advance(ttl + 0.2)
+    assert eu1._renew([key], eu1.node, ttl) == set()
+
+
+@pytest.mark.parametrize("nodes", ["sqlite", "redis"], indirect=True)  # shared across processes
+def test_racing_claims_from_two_regions_end_with_one_owner(nodes):
+    eu1, eu2, us1, advance, kind = nodes
+    keys = [doc(f"race-{i}") for i in range(40)]
+    answers = {"eu": [], "us": []}
+    barrier = threading.Barrier(2)
+
+    def run(reg):
+        barrier.wait()
+        for key in keys:
+            answers[reg.region].append(claim(reg, key))
+
+    threads = [threading.Thread(target=run, args=(reg,)) for reg in (eu1, us1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for i, key in enumerate(keys):
+        eu_answer, us_answer = answers["eu"][i], answers["us"][i]
+        assert eu_answer == us_answer, key  # both were told the same single owner
+        assert eu1._lookup(key) == eu_answer
+
+
+# --- the shared logic of the base class ----------------------------------------------
+
+
+class Recorder:
+    """evict / on_lost hooks that record what the registry asked for, in order."""
+
+    def __init__(self, registry_ref):
+        self.events = []
+        self.evictable = True
+        self.registry_ref = registry_ref
+
+    def evict(self, key, compact=True):
+        reg = self.registry_ref[0]
+        self.events.append(("evict", key.name, compact, reg._lookup(key)))
+        return self.evictable
+
+    def on_lost(self, key, region):
+        self.events.append(("lost", key.name, region))
+
+
+def make(region="eu", shared=None, clock=None, **options):
+    ref = []
+    recorder = Recorder(ref)
+    options.setdefault("release_after", 0.1)
+    options.setdefault("ttl", 1.0)
+    options.setdefault("heartbeat", 0.2)
+    reg = MemoryRegistry(region, clock=clock or time.monotonic, evict=recorder.evict,
+                         on_lost=recorder.on_lost, **options)
+    if shared is not None:
+        reg.claims = shared.claims
+    ref.append(reg)
+    return reg.start(), recorder
+
+
+def test_claim_is_released_after_the_last_connection_and_the_eviction():
+    reg, rec = make()
+    key = doc()
+    assert reg.acquire(key) == "eu"
+    assert reg.acquire(key) == "eu"
+    reg.release(key)
+    gevent.sleep(0.3)
+    assert reg.holds(key) and reg._lookup(key) == "eu"  # one connection left
+    reg.release(key)
+    assert reg.holds(key)  # not at once: release_after first
+    gevent.sleep(0.3)
+    assert not reg.holds(key)
+    assert reg._lookup(key) is None
+    # Evicted (with compaction) while the claim was still held, then released.
+    assert rec.events == [("evict", key.name, True, "eu")]
+    reg.close()
+
+
+def test_a_connection_that_comes_back_cancels_the_release():
+    reg, rec = make(release_after=0.3)
+    key = doc()
+    reg.acquire(key)
+    reg.release(key)
+    gevent.sleep(0.1)
+    reg.acquire(key)
+    gevent.sleep(0.5)
+    assert reg.holds(key) and rec.events == []
+    reg.release(key)
+    gevent.sleep(0.5)
+    assert not reg.holds(key) and len(rec.events) == 1
+    reg.close()
+
+
+def test_release_waits_until_the_room_is_evicted():
+    reg, rec = make()
+    key = doc()
+    rec.evictable = False  # e.g. storage down: the flush fails
+    reg.acquire(key)
+    reg.release(key)
+    gevent.sleep(0.6)
+    assert reg.holds(key) and reg._lookup(key) == "eu"
+    assert len(rec.events) >= 2  # retried
+    rec.evictable = True
+    gevent.sleep(2.5)
+    assert not reg.holds(key) and reg._lookup(key) is None
+    reg.close()
+
+
+def test_other_region_is_answered_and_nothing_is_taken():
+    eu, _ = make("eu")
+    us, _ = make("us", shared=eu)
+    key = doc()
+    assert eu.acquire(key) == "eu"
+    assert us.acquire(key) == "eu"
+    assert not us.holds(key) and key not in us._holdings
+    eu.release(key)
+    gevent.sleep(0.4)
+    assert us.acquire(key) == "us"
+    assert eu.acquire(key) == "us"
+    us.close()
+    eu.close()
+
+
+def test_concurrent_acquires_share_one_claim():
+    reg, _ = make()
+    key = doc()
+    calls = []
+    original = reg._claim
+
+    def slow_claim(*args):
+        calls.append(args)
+        gevent.sleep(0.05)
+        return original(*args)
+
+    reg._claim = slow_claim
+    results = [g.get() for g in [gevent.spawn(reg.acquire, key) for _ in range(5)]]
+    assert results == ["eu"] * 5
+    assert len(calls) == 1
+    assert reg._holdings[key].count == 5
+    reg.close()
+
+
+def test_heartbeat_keeps_claims_alive_beyond_the_ttl():
+    reg, _ = make(ttl=0.5, heartbeat=0.1, release_after=30)
+    key = doc()
+    reg.acquire(key)
+    gevent.sleep(1.5)
+    assert reg._lookup(key) == "eu"
+    reg.close()
+    assert reg._lookup(key) is None  # close() released it at once
+
+
+def test_claim_lost_to_another_region_closes_and_evicts_without_compaction():
+    clock = FakeClock()
+    eu, rec = make("eu", clock=clock, ttl=1.0, heartbeat=0.1, release_after=30)
+    us, _ = make("us", shared=eu, clock=clock, ttl=1.0, heartbeat=0.1)
+    key = doc()
+    assert eu.acquire(key) == "eu"
+    eu._heartbeat.kill()  # a stalled node: its holding expires
+    clock.now += 2.0
+    assert us.acquire(key) == "us"
+    eu.renew()  # the stall ends: renewal fails, the re-claim finds "us"
+    gevent.sleep(0.05)
+    assert ("lost", key.name, "us") in rec.events
+    with pytest.raises(RegistryUnavailable):
+        eu.acquire(key)  # until its connections are gone and the room dropped
+    eu.release(key)  # the closed connection ends
+    gevent.sleep(0.1)
+    assert ("evict", key.name, False, "us") in rec.events  # no compaction of the stale copy
+    assert key not in eu._holdings
+    assert us._lookup(key) == "us"  # the eu release did not touch the us claim
+    assert eu.acquire(key) == "us"
+    us.close()
+    eu.close()
+
+
+def test_registry_unreachable_longer_than_the_ttl_loses_claims():
+    reg, rec = make(ttl=0.5, heartbeat=0.1, release_after=30)
+    key = doc()
+    reg.acquire(key)
+
+    def broken(*args):
+        raise ConnectionError("registry down")
+
+    reg._renew = broken
+    gevent.sleep(0.3)
+    assert rec.events == []  # a short outage: nothing lost yet
+    gevent.sleep(0.6)
+    assert ("lost", key.name, None) in rec.events
+    reg._claim = broken
+    reg._holdings.clear()
+    with pytest.raises(RegistryUnavailable):
+        reg.acquire(doc())  # claims fail with 1013 while the registry is down
+    reg.close()
+
+
+def test_close_releases_every_claim_at_once():
+    eu, _ = make("eu", release_after=30)
+    us, _ = make("us", shared=eu)
+    keys = [doc(f"d{i}") for i in range(3)]
+    for key in keys:
+        eu.acquire(key)
+    eu.release(keys[0])  # one waiting for its delayed release, two with connections
+    eu.close()
+    assert [us.acquire(key) for key in keys] == ["us"] * 3
+    us.close()
+
+
+# --- Rooms.evict ------------------------------------------------------------------------
+
+
+class FakeConn:
+    def __init__(self):
+        self.awareness_ids = set()
+        self.sent = []
+        self.room = None
+
+    def send_message(self, message):
+        self.sent.append(message)
+
+    def send(self, frame):
+        self.sent.append(frame)
+
+
+def test_evict_flushes_and_drops_only_an_empty_room():
+    from pycrdt import Doc, Text
+
+    from wsserver.config import Config
+    from wsserver.rooms import Rooms
+    from wsserver.store.memory import MemoryStore
+
+    store = MemoryStore().start()
+    config = Config.from_mapping({"auth": {"tenants": {"t": {
+        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}},
+        "unload_after": 60, "compact_after_updates": 1000, "storage": "memory://"})
+    rooms = Rooms(store, config)
+    key = DocKey("t", "a", "d")
+    conn = FakeConn()
+    room = rooms.join(key, conn)
+    source = Doc()
+    text = source.get("t", type=Text)
+    text += "hello"
+    room.apply_update(source.get_update(), conn)
+    assert rooms.evict(key) is False  # a connection is still there
+    rooms.leave(room, conn)
+    assert room.unloader is not None
+    assert rooms.evict(key) is True
+    assert key not in rooms.rooms and room.pending == 0
+    assert store.snapshots[key]  # compacted into a snapshot before the drop
+    gevent.sleep(0)
+    assert room.unloader is None or room.unloader.dead
+    # Coming back loads from storage: a new room, with the content.
+    again = rooms.join(key, FakeConn())
+    assert again is not room
+    copy = Doc()
+    copy.apply_update(again.doc.get_update())
+    assert str(copy.get("t", type=Text)) == "hello"
+    assert rooms.evict(DocKey("t", "a", "never-loaded")) is True
+    store.close()
+
+
+def test_may_compact_only_while_ownership_is_certain():
+    reg, _ = make(ttl=0.5, heartbeat=0.1, release_after=30)
+    key = doc()
+    assert not reg.may_compact(key)  # not held
+    reg.acquire(key)
+    gevent.sleep(0.8)
+    assert reg.may_compact(key)  # renewed by the heartbeat well past one TTL
+    reg._heartbeat.kill()  # frozen: no renewal for longer than the TTL
+    gevent.sleep(0.6)
+    assert not reg.may_compact(key)
+    reg.renew()  # the holding had expired: unconfirmed until the re-claim answers
+    assert not reg.may_compact(key)
+    gevent.sleep(0.05)
+    assert reg.may_compact(key)  # nobody took it meanwhile: claimed again
+    reg.close()
+
+
+def test_store_refuses_a_compaction_the_registry_does_not_allow():
+    from wsserver.store import StoreError
+    from wsserver.store.memory import MemoryStore
+
+    store = MemoryStore().start()
+    key = doc()
+    store.compact(key, b"\x00\x00", 0)
+    store.compact_allowed = lambda k: k != key
+    with pytest.raises(StoreError):
+        store.compact(key, b"\x00\x00", 0)
+    store.compact(doc("other"), b"\x00\x00", 0)
+    store.close()
+
+
+def test_an_acquire_during_a_release_is_not_undone_by_it():
+    reg, _ = make(release_after=0.05)
+    key = doc()
+    original = reg._release
+
+    def slow_release(*args):
+        gevent.sleep(0.2)  # e.g. a round trip to a far-away Redis
+        original(*args)
+
+    reg._release = slow_release
+    reg.acquire(key)
+    reg.release(key)
+    gevent.sleep(0.1)  # the release is under way
+    assert reg.acquire(key) == "eu"
+    gevent.sleep(0.3)
+    assert reg.holds(key)
+    assert reg._lookup(key) == "eu"  # the new claim is in the table, not released
+    reg.close()

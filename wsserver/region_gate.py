@@ -1,0 +1,72 @@
+"""The region gate: the 4009 check of the handshake, and the answer of /discovery.
+
+`admit` runs after the token checks, first among the gates (see wsserver/handshake.py):
+
+    document pinned to another region          -> 4009 REDIRECT:<pinned base>/<name>
+    pinned here but live in another region     -> 1013 (moving: it comes here once
+                                                  that region lets it go; redirecting
+                                                  back would ping-pong the client)
+    live in another region                     -> 4009 REDIRECT:<live base>/<name>
+    otherwise                                  -> claimed for this region (atomic); the
+                                                  release runs when the connection ends
+
+`discover` answers where a document lives without claiming it. When this node loses
+a claim (see wsserver/registry/base.py) the gate closes the document's connections
+here: with 4009 to the region that took it, or 1013 when that is unknown.
+"""
+
+import functools
+import logging
+
+from .errors import RegistryUnavailable
+from .handshake import Gate
+from .regions import RegionMap
+
+log = logging.getLogger(__name__)
+
+
+class RegionGate(Gate):
+    def __init__(self, config, registry, rooms):
+        self.map = RegionMap.from_config(config)
+        self.region = config.region
+        self.registry = registry
+        self.rooms = rooms
+        registry.on_lost = self.close_lost
+        # No snapshot of a document this node may have lost (see Registry.may_compact).
+        rooms.store.compact_allowed = registry.may_compact
+
+    def admit(self, session):
+        key = session.key
+        pinned = self.map.pinned(key)
+        if pinned is not None and pinned != self.region:
+            raise self.map.redirect(pinned, key.name)
+        region = self.registry.acquire(key)
+        if region != self.region:
+            if pinned is not None:
+                raise RegistryUnavailable("document is moving to its pinned region, retry")
+            raise self.map.redirect(region, key.name)
+        return functools.partial(self.registry.release, key)
+
+    def discover(self, key):
+        """{"region", "url", "isNew"} for `key` (a DocKey); claims nothing."""
+        region = self.registry.lookup(key)
+        is_new = region is None
+        if is_new:
+            region = self.map.pinned(key) or self.region
+        return {"region": region, "url": self.map.url(region, key.name), "isNew": is_new}
+
+    def close_lost(self, key, region):
+        """Close this node's connections to `key`, whose claim went to `region`."""
+        room = self.rooms.rooms.get(key)
+        if room is None:
+            return
+        if region is not None and region in self.map.regions:
+            error = self.map.redirect(region, key.name)
+        else:
+            error = RegistryUnavailable("document is moving, retry")
+        for conn in list(room.connections):
+            conn.close(error)
+
+    def shutdown(self):
+        """Clean shutdown (every room flushed): release every claim at once."""
+        self.registry.close()
