@@ -117,8 +117,7 @@ def test_store_compact_keeps_content_and_removes_log_rows(store_factory):
     doc, updates = edits(200)
     ids = append_all(store, KEY, updates[:150])
     # the snapshot covers rows up to ids[-1]; the remaining updates arrive afterwards
-    snapshot_doc = doc_from(updates[:150])
-    store.compact(KEY, snapshot_doc.get_update(), ids[-1])
+    store.compact(KEY, ids[-1])
     later = append_all(store, KEY, updates[150:])
     loaded = store.load(KEY)
     rest = len(updates) - 150
@@ -137,11 +136,29 @@ def test_store_compact_keeps_content_and_removes_log_rows(store_factory):
 
 def test_compaction_leaves_other_documents_alone(store_factory):
     store = store_factory()
-    append_all(store, KEY, [b"k1", b"k2"])
-    other_ids = append_all(store, OTHER, [b"o1", b"o2"])
-    store.compact(KEY, b"snap", other_ids[-1])  # an upto beyond every row of KEY
-    assert store.load(KEY).updates == [b"snap"]
-    assert [bytes(u) for u in store.load(OTHER).updates] == [b"o1", b"o2"]
+    doc, updates = edits(4)
+    _, others = edits(3, client_id=22)
+    append_all(store, KEY, updates)
+    other_ids = append_all(store, OTHER, others)
+    store.compact(KEY, other_ids[-1])  # an upto beyond every row of KEY
+    loaded = store.load(KEY)
+    assert loaded.log_count == 0 and len(loaded.updates) == 1
+    assert content(doc_from(loaded.updates)) == content(doc)
+    assert [bytes(u) for u in store.load(OTHER).updates] == others
+
+
+def test_compaction_folds_rows_another_process_wrote(store_factory):
+    """The snapshot comes from storage, not from one process's copy: an update that only
+    another process (sharing the store) has seen survives this process's compaction."""
+    store = store_factory()
+    mine, updates = edits(5)
+    theirs = Doc()
+    theirs.get("other", type=Text).insert(0, "written elsewhere")
+    ids = append_all(store, KEY, updates[:3] + [theirs.get_update()] + updates[3:])
+    store.compact(KEY, ids[-1])
+    loaded = doc_from(store.load(KEY).updates)
+    assert content(loaded) == content(mine)
+    assert str(loaded.get("other", type=Text)) == "written elsewhere"
 
 
 class Flaky:
@@ -187,7 +204,7 @@ def test_sqlite_data_survives_reopening(tmp_path):
     doc, updates = edits(40)
     store = SQLiteStore(str(path)).start()
     ids = append_all(store, KEY, updates[:30])
-    store.compact(KEY, doc_from(updates[:30]).get_update(), ids[-1])
+    store.compact(KEY, ids[-1])
     append_all(store, KEY, updates[30:])
     assert store.close(timeout=5)
 

@@ -266,19 +266,15 @@ class Room:
             log.exception("%r: compaction failed", self)
 
     def compact(self):
-        """Fold the stored log up to the last durable row into one snapshot.
-
-        The snapshot is taken from the live document, which holds every durable update
-        (updates are applied before they are stored), so it covers rows <= last_id.
-        Raises on storage failure; the log is then left as it was.
-        """
-        if self.compacting or not self.log_count or self.rebuilding is not None:
-            return  # (while rebuilding, the live document is not to be trusted)
+        """Fold the stored log up to the last durable row into one snapshot (built by
+        the store from what it holds). Raises on storage failure; the log is then left
+        as it was."""
+        if self.compacting or not self.log_count:
+            return
         self.compacting = True
         try:
             upto, count, size = self.last_id, self.log_count, self.log_bytes
-            snapshot = self.doc.get_update()
-            self.store.compact(self.key, snapshot, upto)
+            self.store.compact(self.key, upto)
             # Rows that became durable while compacting are still in the log.
             self.log_count -= count
             self.log_bytes -= size

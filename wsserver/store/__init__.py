@@ -17,6 +17,7 @@ from collections import namedtuple
 
 import gevent
 from gevent.event import Event
+from pycrdt import Doc
 from gevent.threadpool import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -108,17 +109,21 @@ class Store:
         """The document's snapshot and log, oldest first, as a `Loaded`."""
         return self._call(self._load, key)
 
-    # Asked right before a snapshot replaces a document's log; False refuses (StoreError).
-    # The region gate installs its registry's check here, so a node that may have lost a
-    # document to another region never writes a snapshot of its copy over what the new
-    # owner stored (wsserver/registry/base.py, `may_compact`).
+    # Asked right before a compaction; False refuses it (StoreError). The region gate
+    # installs its registry's check here, so a node that may have lost a document to
+    # another region leaves the new owner's log alone (wsserver/registry/base.py,
+    # `may_compact`).
     compact_allowed = None
 
-    def compact(self, key, snapshot, upto_id):
-        """Replace the snapshot and every log row up to `upto_id` by `snapshot`."""
+    def compact(self, key, upto_id):
+        """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
+
+        The snapshot is built from what is stored, never from a process's live copy:
+        rows that another process or node wrote are folded in, not overwritten.
+        """
         if self.compact_allowed is not None and not self.compact_allowed(key):
             raise StoreError(f"not compacting {'/'.join(key)}: this node may no longer own it")
-        return self._call(self._compact, key, snapshot, upto_id)
+        return self._call(self._compact, key, upto_id)
 
     def close(self, timeout=10.0):
         self._closed = True
@@ -147,8 +152,18 @@ class Store:
         """Write [(key, update)] in one transaction; return the row id of each."""
         raise NotImplementedError
 
-    def _compact(self, key, snapshot, upto_id):
+    def _compact(self, key, upto_id):
+        """Replace the snapshot and rows <= upto_id by `fold` of them, atomically."""
         raise NotImplementedError
+
+
+def fold(updates):
+    """One update equal to applying `updates` in order (a snapshot), with deleted
+    content garbage-collected as a Yjs document does."""
+    doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc.get_update()
 
 
 def open_store(url, sync="normal"):

@@ -1,6 +1,6 @@
 """In-memory store, for tests: the same pipeline as the real ones, nothing on disk."""
 
-from . import Loaded, Store
+from . import Loaded, Store, fold
 
 
 class MemoryStore(Store):
@@ -27,6 +27,10 @@ class MemoryStore(Store):
             self._next_id += 1
         return ids
 
-    def _compact(self, key, snapshot, upto_id):
-        self.snapshots[key] = snapshot
-        self.logs[key] = [(i, u) for i, u in self.logs.get(key, []) if i > upto_id]
+    def _compact(self, key, upto_id):
+        log = self.logs.get(key, [])
+        folded = [u for i, u in log if i <= upto_id]
+        if key in self.snapshots:
+            folded.insert(0, self.snapshots[key])
+        self.snapshots[key] = fold(folded)
+        self.logs[key] = [(i, u) for i, u in log if i > upto_id]

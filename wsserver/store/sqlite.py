@@ -3,7 +3,7 @@
 import os
 import sqlite3
 
-from . import Loaded, Store
+from . import Loaded, Store, fold
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -43,13 +43,18 @@ class SQLiteStore(Store):
             self.db.close()
             self.db = None
 
-    def _load(self, key):
+    def _stored(self, key, upto_id=None):
+        """(snapshot or None, [(id, update)] oldest first, up to `upto_id` if given)."""
         snap = self.db.execute(
             "SELECT data FROM snapshots WHERE tenant=? AND app=? AND name=?", key).fetchone()
         rows = self.db.execute(
-            "SELECT id, data FROM updates WHERE tenant=? AND app=? AND name=? ORDER BY id",
-            key).fetchall()
-        updates = ([snap[0]] if snap else []) + [r[1] for r in rows]
+            "SELECT id, data FROM updates WHERE tenant=? AND app=? AND name=? AND id<=? "
+            "ORDER BY id", (*key, upto_id if upto_id is not None else 2 ** 63 - 1)).fetchall()
+        return (snap[0] if snap else None), rows
+
+    def _load(self, key):
+        snap, rows = self._stored(key)
+        updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
         return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows))
 
     def _append_batch(self, items):
@@ -64,10 +69,14 @@ class SQLiteStore(Store):
             raise
         return ids
 
-    def _compact(self, key, snapshot, upto_id):
+    def _compact(self, key, upto_id):
         db = self.db
+        # IMMEDIATE: another process sharing the file cannot write between the read and
+        # the replace, so nothing it appends is lost.
         db.execute("BEGIN IMMEDIATE")
         try:
+            snap, rows = self._stored(key, upto_id)
+            snapshot = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
             db.execute("INSERT OR REPLACE INTO snapshots (tenant, app, name, data) VALUES (?, ?, ?, ?)",
                        (*key, snapshot))
             db.execute("DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?",
