@@ -395,3 +395,52 @@ def test_message_of_exactly_max_message_size_is_accepted(small_server):
     client.wait_for(message)
     assert text_of(client.sync()) == "y" * n
     client.close()
+
+
+def test_a_client_that_stops_reading_is_closed_with_1013_and_others_carry_on(start_server):
+    """A reader that never drains its socket must not grow the server's memory without
+    bound nor slow the others: past max_pending_bytes it is closed with 1013."""
+    server = start_server(max_pending_bytes=64 * 1024)
+    doc = f"slow-{uuid.uuid4().hex[:8]}"
+    # A raw socket with a tiny receive buffer that we never read from: the server's
+    # sends back up into its outbox.
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    stalled.sendall((f"GET /{doc} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {make_token()}\r\n"
+                     "\r\n").encode())
+    watcher = Client(server, doc)
+    writer = Client(server, doc)
+    editor = Editor(client_id=77)
+    # Up to ~12 MB of updates, each echoed to all three: more than the kernel's socket
+    # buffers of the stalled connection can
+    # absorb; in batches that the watcher and the writer read as they go.
+    for batch in range(60):
+        if "1013 client too slow" in server.log():
+            break
+        for i in range(50):
+            writer.send(codec.sync_update(editor.insert(f"{batch:02d}{i:02d}" + "x" * 4000)))
+        last = codec.sync_update(editor.updates[-1])
+        writer.wait_for(last, timeout=30)
+        watcher.wait_for(last, timeout=30)  # the watcher gets everything, in order
+    deadline = time.monotonic() + 10
+    while "1013" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "closing 127.0.0.1: 1013 client too slow" in server.log()
+    # and its socket is dropped (it never answered the close): reading reaches EOF
+    stalled.settimeout(10)
+    while True:
+        try:
+            if not stalled.recv(1 << 20):
+                break
+        except ConnectionResetError:
+            break
+    # the document is whole for a newcomer
+    fresh = Client(server, doc)
+    assert text_of(fresh.sync()) == str(editor.text)
+    for c in (watcher, writer, fresh):
+        c.close()
+    stalled.close()

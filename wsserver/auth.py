@@ -174,8 +174,9 @@ class Authenticator:
         if not token:
             raise NoToken()
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse gives both the kid and the tenant to pick the key by.
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = unverified["header"], unverified["payload"]
         except jwt.DecodeError:
             raise InvalidToken("malformed token") from None
         tenant_id = unverified.get("tenantId")

@@ -6,6 +6,7 @@ itself: without this hook every client would see 1006 after the timeout. Here SI
 also starts the app's own shutdown (close clients with 1012, flush every room).
 """
 
+import gc
 import os
 import signal
 
@@ -24,6 +25,7 @@ def post_worker_init(worker):
 
     endpoint = endpoint_of(worker.wsgi)
     configure_logging(endpoint.config.log_level)
+    gc.freeze()  # start-up objects live for ever: keep full collections short
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(sig, frame):
