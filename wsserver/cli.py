@@ -50,7 +50,12 @@ def _serve(args):
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
     gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
-    server.start()
+    try:
+        server.start()
+    except OSError as e:
+        print(f"wsserver: cannot listen on {config.host}:{config.port}: {e.strerror}",
+              file=sys.stderr)
+        return 1
     host, port = server.address[:2]
     print(f"wsserver listening on ws://{host}:{port} (storage {config.storage})", flush=True)
     server.serve_forever()
