@@ -478,3 +478,22 @@ def test_step2_that_changes_nothing_is_neither_stored_nor_broadcast(store_factor
     assert store.load(KEY).log_count == rows + 1
     assert len(b.frames) == frames + 1
     assert str(room.doc.get("t", type=Text)) == "new world"
+
+
+def test_compaction_uses_the_live_copy_only_when_it_holds_every_stored_row(store_factory):
+    store = store_factory()
+    mine, updates = edits(5)
+    ids = append_all(store, KEY, updates)
+    # The live copy may be ahead of storage (an update applied, not yet durable): when
+    # the stored rows are exactly those it holds, its snapshot is the one written.
+    mine.get("t", type=Text).insert(0, "pending ")
+    store.compact(KEY, ids[-1], mine.get_update(), (len(ids), sum(ids)))
+    assert content(doc_from(store.load(KEY).updates)) == content(mine)
+    # A row someone else wrote: this copy lacks it, so the store folds what it holds.
+    theirs = Doc()
+    theirs.get("other", type=Text).insert(0, "written elsewhere")
+    more = append_all(store, KEY, [theirs.get_update()])
+    store.compact(KEY, more[-1], mine.get_update(), (0, 0))
+    loaded = doc_from(store.load(KEY).updates)
+    assert str(loaded.get("other", type=Text)) == "written elsewhere"
+    assert content(loaded) == content(mine)

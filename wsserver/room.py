@@ -73,6 +73,7 @@ class Room:
         self.last_id = 0
         self.log_count = 0
         self.log_bytes = 0
+        self.log_id_sum = 0  # with log_count, identifies the log rows this copy holds
         self.compacting = False
         self.rebuilding = None  # an AsyncResult while the document is rebuilt
 
@@ -88,6 +89,7 @@ class Room:
         self.last_id = loaded.last_id
         self.log_count = loaded.log_count
         self.log_bytes = loaded.log_bytes
+        self.log_id_sum = loaded.id_sum
         self.maybe_compact()
 
     # --- connections ----------------------------------------------------------------
@@ -211,6 +213,7 @@ class Room:
             self.last_id = max(self.last_id, row_id)
             self.log_count += 1
             self.log_bytes += size
+            self.log_id_sum += row_id
             self.broadcast(message)
             self.maybe_compact()
 
@@ -266,17 +269,20 @@ class Room:
             log.exception("%r: compaction failed", self)
 
     def compact(self):
-        """Fold the stored log up to the last durable row into one snapshot (built by
-        the store from what it holds). Raises on storage failure; the log is then left
-        as it was."""
-        if self.compacting or not self.log_count:
+        """Fold the stored log up to the last durable row into one snapshot (see
+        `Store.compact`). Raises on storage failure; the log is then left as it was."""
+        if self.compacting or not self.log_count or self.rebuilding is not None:
             return
         self.compacting = True
         try:
-            upto, count, size = self.last_id, self.log_count, self.log_bytes
-            self.store.compact(self.key, upto)
+            upto, count, size, id_sum = (self.last_id, self.log_count, self.log_bytes,
+                                         self.log_id_sum)
+            # The live copy holds every durable row (updates are applied before they are
+            # stored); the store uses it if nobody else wrote meanwhile.
+            self.store.compact(self.key, upto, self.doc.get_update(), (count, id_sum))
             # Rows that became durable while compacting are still in the log.
             self.log_count -= count
             self.log_bytes -= size
+            self.log_id_sum -= id_sum
         finally:
             self.compacting = False

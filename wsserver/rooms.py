@@ -122,7 +122,7 @@ class Rooms:
             return False
         # A dropped room must never write a snapshot again (a compaction still scheduled
         # on it would overwrite what the next region stores): nothing left to compact.
-        room.log_count = room.log_bytes = 0
+        room.log_count = room.log_bytes = room.log_id_sum = 0
         if self.rooms.get(key) is room:
             del self.rooms[key]
         log.debug("%r evicted", room)

@@ -11,10 +11,9 @@ clock. The connection is this class's own (WAL, busy_timeout), used only from th
 worker thread.
 """
 
-import os
-import sqlite3
 import time
 
+from ..store.sqlite import connect, transaction
 from .base import Registry
 
 SCHEMA = """
@@ -40,13 +39,7 @@ class SQLiteRegistry(Registry):
         self.db = None
 
     def _open(self):
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                  timeout=10.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db = connect(self.path, busy_timeout=10.0)
         self.db.executescript(SCHEMA)
         # Rows of nodes long gone (kill -9): harmless once expired, but keep the table small.
         self._transaction(lambda db: db.execute(
@@ -58,15 +51,7 @@ class SQLiteRegistry(Registry):
             self.db = None
 
     def _transaction(self, body):
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return result
+        return transaction(self.db, body)
 
     def _claim(self, key, node, region, ttl):
         def claim(db):

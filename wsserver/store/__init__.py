@@ -23,7 +23,9 @@ from gevent.threadpool import ThreadPool
 log = logging.getLogger(__name__)
 
 DocKey = namedtuple("DocKey", "tenant app name")
-Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes")
+# id_sum: the sum of the log rows' ids, which with log_count identifies the set of rows
+# a process has seen (see `Store.compact`).
+Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defaults=(0,))
 
 # Appends queued beyond this make `append` wait: backpressure on the readers instead of
 # unbounded memory while storage is slow or down.
@@ -115,15 +117,18 @@ class Store:
     # `may_compact`).
     compact_allowed = None
 
-    def compact(self, key, upto_id):
+    def compact(self, key, upto_id, snapshot=None, seen=None):
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
 
-        The snapshot is built from what is stored, never from a process's live copy:
-        rows that another process or node wrote are folded in, not overwritten.
+        `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
+        rows it holds. The copy is used only when the stored rows up to `upto_id` are
+        exactly those (checked in the same transaction): it is then cheap and correct.
+        Otherwise (another process or node wrote or compacted this document) the new
+        snapshot is folded from what is stored, so nothing it wrote is overwritten.
         """
         if self.compact_allowed is not None and not self.compact_allowed(key):
             raise StoreError(f"not compacting {'/'.join(key)}: this node may no longer own it")
-        return self._call(self._compact, key, upto_id)
+        return self._call(self._compact, key, upto_id, snapshot, seen)
 
     def close(self, timeout=10.0):
         self._closed = True
@@ -152,8 +157,8 @@ class Store:
         """Write [(key, update)] in one transaction; return the row id of each."""
         raise NotImplementedError
 
-    def _compact(self, key, upto_id):
-        """Replace the snapshot and rows <= upto_id by `fold` of them, atomically."""
+    def _compact(self, key, upto_id, snapshot, seen):
+        """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
         raise NotImplementedError
 
 

@@ -17,7 +17,8 @@ class MemoryStore(Store):
         self.loads += 1
         log = self.logs.get(key, [])
         updates = ([self.snapshots[key]] if key in self.snapshots else []) + [u for _, u in log]
-        return Loaded(updates, log[-1][0] if log else 0, len(log), sum(len(u) for _, u in log))
+        return Loaded(updates, log[-1][0] if log else 0, len(log), sum(len(u) for _, u in log),
+                      sum(i for i, _ in log))
 
     def _append_batch(self, items):
         ids = []
@@ -27,10 +28,11 @@ class MemoryStore(Store):
             self._next_id += 1
         return ids
 
-    def _compact(self, key, upto_id):
+    def _compact(self, key, upto_id, snapshot, seen):
         log = self.logs.get(key, [])
-        folded = [u for i, u in log if i <= upto_id]
-        if key in self.snapshots:
-            folded.insert(0, self.snapshots[key])
-        self.snapshots[key] = fold(folded)
+        covered = [(i, u) for i, u in log if i <= upto_id]
+        if snapshot is None or seen != (len(covered), sum(i for i, _ in covered)):
+            snapshot = fold(([self.snapshots[key]] if key in self.snapshots else [])
+                            + [u for _, u in covered])
+        self.snapshots[key] = snapshot
         self.logs[key] = [(i, u) for i, u in log if i > upto_id]

@@ -20,6 +20,34 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
+def connect(path, synchronous="NORMAL", busy_timeout=5.0):
+    """A WAL-mode connection in autocommit mode (transactions are explicit, see
+    `transaction`), usable from the one worker thread that runs a store's calls. The
+    file's directory is created; the store and the embedded registry share the file."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                         timeout=busy_timeout)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    return db
+
+
+def transaction(db, body):
+    """Run `body(db)` in a BEGIN IMMEDIATE transaction: other processes sharing the file
+    cannot write between its reads and its writes. Rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return result
+
+
 class SQLiteStore(Store):
     def __init__(self, path, sync="normal"):
         super().__init__()
@@ -28,14 +56,7 @@ class SQLiteStore(Store):
         self.db = None
 
     def _open(self):
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        # Autocommit mode; transactions are explicit below. Used only from the worker thread.
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
         self.db.executescript(SCHEMA)
 
     def _close(self):
@@ -55,33 +76,26 @@ class SQLiteStore(Store):
     def _load(self, key):
         snap, rows = self._stored(key)
         updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
-        return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows))
+        return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
+                      sum(r[0] for r in rows))
 
     def _append_batch(self, items):
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            ids = [db.execute("INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                              (*key, update)).lastrowid for key, update in items]
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return ids
+        def insert(db):
+            return [db.execute("INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
+                               (*key, update)).lastrowid for key, update in items]
+        return transaction(self.db, insert)
 
-    def _compact(self, key, upto_id):
-        db = self.db
-        # IMMEDIATE: another process sharing the file cannot write between the read and
-        # the replace, so nothing it appends is lost.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            snap, rows = self._stored(key, upto_id)
-            snapshot = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
-            db.execute("INSERT OR REPLACE INTO snapshots (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                       (*key, snapshot))
+    def _compact(self, key, upto_id, snapshot, seen):
+        def replace(db):
+            stored = db.execute(
+                "SELECT count(*), coalesce(sum(id), 0) FROM updates "
+                "WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)).fetchone()
+            folded = snapshot
+            if folded is None or tuple(stored) != tuple(seen):
+                snap, rows = self._stored(key, upto_id)
+                folded = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
+            db.execute("INSERT OR REPLACE INTO snapshots (tenant, app, name, data) "
+                       "VALUES (?, ?, ?, ?)", (*key, folded))
             db.execute("DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?",
                        (*key, upto_id))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        transaction(self.db, replace)
