@@ -834,3 +834,31 @@ def test_limits_claim_rule():
 def _authenticator(config):
     from wsserver.auth import Authenticator
     return Authenticator.from_config(config["auth"])
+
+
+def test_redis_release_during_a_resync_does_not_count_an_open_connection_out(redis_url):
+    """Two tabs of one user; one closes while a resync waits for an in-flight call: the
+    other tab must still be counted once everything has settled."""
+    import gevent
+
+    client = redis_lib.Redis.from_url(redis_url)
+    quota = RedisQuota(redis_url, 30, heartbeat=False, client=client)
+    try:
+        lease = Lease("race", "app", "doc", "u:alice")
+        first = quota.acquire(lease, Limits())
+        quota.acquire(lease, Limits())
+        quota._inflight = 1  # another call in flight: the resync waits for it
+        quota._drained.clear()
+        quota._synced = False
+        resync = gevent.spawn(quota.resync)
+        gevent.sleep(0)
+        closing = gevent.spawn(first)  # tab 1 closes during the resync
+        gevent.sleep(0)
+        quota._inflight = 0
+        quota._drained.set()
+        gevent.joinall([resync, closing], raise_error=True)
+        assert quota.usage("race", "app", "doc") == {"connections": 1, "documents": 1,
+                                                     "users": 1}
+        assert dict(quota.held) == {lease: 1}
+    finally:
+        quota.close()

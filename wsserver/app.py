@@ -80,11 +80,7 @@ def create_app(test_config=None, config_path=None):
 
     @app.errorhandler(WsServerError)
     def ws_error(error):
-        response = jsonify(error.to_json())
-        response.status_code = error.http_status
-        if getattr(error, "retry_after", None) is not None:  # 429 from the rate limit
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
+        return jsonify(error.to_json()), error.http_status, error.http_headers()
 
     @app.errorhandler(404)
     def not_found(_):

@@ -24,11 +24,9 @@ get no CORS header at all (the browser then blocks the response). No credentials
 the token is a header, not a cookie.
 """
 
-import math
-
 from flask import Response, jsonify, request
 
-from .errors import InvalidDocumentName, WsServerError
+from .errors import WsServerError
 
 PREFLIGHT_MAX_AGE = 600
 
@@ -69,9 +67,9 @@ def install(flask_app, handshake, region_gate):
             response.headers["Vary"] = "Origin"
             return response
         try:
-            name = request.args.get("documentName")
-            if not name:
-                raise InvalidDocumentName("missing documentName")
+            # A missing name fails the name check (4007) after the rate check, exactly as
+            # the WebSocket handshake would.
+            name = request.args.get("documentName", "")
             key, _, app = handshake.authenticate(request.environ, "/" + name)
             response = jsonify(region_gate.discover(key))
             if origin is not None and app.allows_origin(origin):
@@ -79,9 +77,7 @@ def install(flask_app, handshake, region_gate):
         except WsServerError as error:
             response = jsonify(error.to_json())
             response.status_code = error.http_status
-            retry_after = getattr(error, "retry_after", None)
-            if retry_after is not None:
-                response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+            response.headers.update(error.http_headers())
             if preflight_allows(origin):
                 allow(response, origin)
         response.headers["Vary"] = "Origin"

@@ -6,6 +6,8 @@ mapping lives here and nowhere else. `reason` is the short text sent in the clos
 frame; it is always cut to the 123 bytes a close frame can carry.
 """
 
+import math
+
 MAX_REASON_BYTES = 123
 
 
@@ -31,6 +33,10 @@ class WsServerError(Exception):
 
     def to_json(self):
         return {"error": self.reason, "code": self.close_code}
+
+    def http_headers(self):
+        """Extra headers of the JSON HTTP answer."""
+        return {}
 
 
 def truncate_reason(reason):
@@ -152,6 +158,12 @@ class RateLimited(WsServerError):
         if self.retry_after is not None:
             data["retry_after"] = self.retry_after
         return data
+
+    def http_headers(self):
+        if self.retry_after is None:
+            return {}
+        # HTTP wants whole seconds, and 0 would invite an immediate retry.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class UserLimit(WsServerError):

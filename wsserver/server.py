@@ -21,12 +21,15 @@ from . import codec
 from .connection import Connection
 from .errors import GoingAway, InternalError, ServiceRestart, WsServerError
 from .handshake import SUBPROTOCOL, Handshake, offered_subprotocols
+from .quota.gates import CLIENT_IP
 
 log = logging.getLogger(__name__)
 
 
 def _peer(environ):
-    return environ.get("REMOTE_ADDR", "-")
+    """The client's IP as the limits see it (behind trusted proxies, the forwarded one),
+    else the socket peer."""
+    return environ.get(CLIENT_IP) or environ.get("REMOTE_ADDR", "-")
 
 
 class WebSocketEndpoint:
@@ -63,14 +66,15 @@ class WebSocketEndpoint:
 
     def handle(self, environ):
         ws = environ["wsgi.websocket"]
-        peer = _peer(environ)
-        conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes, peer)
+        conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
+                          _peer(environ))
         self.connections.add(conn)
         room = session = None
         try:
             if self.shutting_down:
                 raise ServiceRestart()
             session = self.handshake.check(environ)
+            conn.peer = _peer(environ)  # the rate gate has resolved the client IP
             conn.principal = session.principal
             room = self.rooms.join(session.key, conn)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
@@ -83,11 +87,11 @@ class WebSocketEndpoint:
                 room.receive(conn, codec.decode(data))
         except WsServerError as e:
             if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s", peer, environ.get("PATH_INFO"), e.close_code,
-                         e.reason)
+                log.info("closing %s (%s): %d %s", _peer(environ), environ.get("PATH_INFO"),
+                         e.close_code, e.reason)
             conn.close(e)
         except Exception:
-            log.exception("connection %s failed", peer)
+            log.exception("connection %s failed", _peer(environ))
             conn.close(InternalError())
         finally:
             if room is not None:

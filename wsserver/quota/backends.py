@@ -74,8 +74,7 @@ class QuotaBackend:
             if released:
                 return
             released.append(True)
-            self._forget(lease)
-            self._release(lease)
+            self._release(lease)  # which calls _forget(lease) at its own right moment
 
         return release
 
@@ -100,6 +99,8 @@ class QuotaBackend:
         raise NotImplementedError
 
     def _release(self, lease):
+        """Give one share of `lease` back; call `self._forget(lease)` exactly once, at the
+        point where `held` must stop counting it (see RedisQuota: not during a resync)."""
         raise NotImplementedError
 
 
@@ -132,6 +133,7 @@ class MemoryQuota(QuotaBackend):
             return 0
 
     def _release(self, lease):
+        self._forget(lease)
         app = (lease.tenant, lease.app)
         doc = (lease.tenant, lease.app, lease.doc)
         with self._lock:

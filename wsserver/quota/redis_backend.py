@@ -230,8 +230,11 @@ class RedisQuota(QuotaBackend):
 
     def _release(self, lease):
         try:
+            # `held` drops the lease only once no resync is running: a resync that read
+            # `held` without it, followed by this release, would count it out twice.
             self._in_flight(self._release_script, [self._instances, self._journal],
-                            [self.prefix, self.instance, _encode(lease)])
+                            [self.prefix, self.instance, _encode(lease)],
+                            before=lambda: self._forget(lease))
         except redis.RedisError as e:
             self._synced = False  # the next resync drops it
             self._error("release", e)
@@ -289,10 +292,13 @@ class RedisQuota(QuotaBackend):
         finally:
             self._resyncing = None
 
-    def _in_flight(self, script, keys, args):
-        """Run an acquire/release script, never overlapping a resync's snapshot."""
+    def _in_flight(self, script, keys, args, before=None):
+        """Run an acquire/release script, never overlapping a resync's snapshot;
+        `before` runs once no resync is under way, right before the script."""
         while self._resyncing is not None:
             self._resyncing.wait()
+        if before is not None:
+            before()
         self._inflight += 1
         self._drained.clear()
         try:

@@ -84,12 +84,11 @@ def _nothing_to_close(key, region):
 
 class _Holding:
     """This node's use of one document."""
-    __slots__ = ("count", "claimed", "unconfirmed", "lost", "lost_to", "generation", "lock")
+    __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock")
 
     def __init__(self):
         self.count = 0  # open connections (admitted handshakes) of this node
         self.claimed = False  # this node holds the claim in the shared registry
-        self.unconfirmed = False  # a renewal found it expired; re-claim pending
         self.lost = False  # the claim was lost: close, drop the room, then forget
         self.lost_to = None  # the region that took it, when known
         self.generation = 0  # bumped to cancel a scheduled release
@@ -141,13 +140,9 @@ class Registry:
         if self._heartbeat is not None:
             self._heartbeat.kill()
         for key, holding in list(self._holdings.items()):
-            if holding.claimed:
-                holding.claimed = False
-                try:
-                    self._call(self._release, key, self.node)
-                except Exception:
-                    log.exception("release of %s at shutdown failed; it expires within %.0fs",
-                                  "/".join(key), self.ttl)
+            with holding.lock:  # not in the middle of a claim or a scheduled release
+                if holding.claimed:
+                    self._release_claim(key, holding)
         self._holdings.clear()
         try:
             self._call(self._close)
@@ -271,7 +266,7 @@ class Registry:
         have lost the document, and a snapshot of its copy would overwrite what the new
         owner stored (the store asks this before every compaction)."""
         holding = self._holdings.get(key)
-        if holding is None or not holding.claimed or holding.unconfirmed or holding.lost:
+        if holding is None or not holding.claimed or holding.lost:
             return False
         return time.monotonic() - self._last_renewal < self.ttl
 
@@ -313,24 +308,16 @@ class Registry:
         self._last_renewal = started
         for key, holding in held.items():
             if key not in renewed:
-                holding.unconfirmed = True
-                gevent.spawn(self._reclaim, key, holding)
-
-    def _reclaim(self, key, holding):
-        """Our holding had expired (a stall longer than the TTL): claim again, or lose it."""
-        with holding.lock:
-            if self._holdings.get(key) is not holding or not holding.claimed:
-                return  # released meanwhile
-            try:
-                region = self._call(self._claim, key, self.node, self.region, self.ttl)
-            except Exception:
-                log.exception("region registry: re-claim of %s failed", "/".join(key))
-                return  # retried at the next heartbeat (renewal fails again)
-        if region != self.region:
-            self._lose(key, holding, region)
-        else:
-            holding.unconfirmed = False
-            log.warning("claim on %s had expired; claimed it again", "/".join(key))
+                # Our claim had expired (a stall longer than the TTL). Another region may
+                # have taken the document, written to it and let it go meanwhile, so this
+                # copy can no longer be trusted: drop it, and let the clients reconnect
+                # and load what storage holds (redirected when another region has it).
+                try:
+                    owner = self._call(self._lookup, key)
+                except Exception as e:
+                    log.warning("region registry: lookup of %s failed: %s", "/".join(key), e)
+                    owner = None
+                self._lose(key, holding, owner if owner != self.region else None)
 
     def _lose(self, key, holding, region):
         if holding.lost or self._holdings.get(key) is not holding:
