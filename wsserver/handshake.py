@@ -97,8 +97,9 @@ class Gate:
         """Runs after the token checks; may return a callable that undoes the admission."""
         return None
 
-    def shutdown(self):
-        """Runs once at clean shutdown, after every room is flushed (e.g. let claims go)."""
+    def shutdown(self, flushed):
+        """Runs once at shutdown, after the rooms were flushed (`flushed`: completely,
+        every update durable), e.g. to let claims go."""
 
 
 class Handshake:

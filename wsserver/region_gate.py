@@ -67,6 +67,8 @@ class RegionGate(Gate):
         for conn in list(room.connections):
             conn.close(error)
 
-    def shutdown(self):
-        """Clean shutdown (every room flushed): release every claim at once."""
-        self.registry.close()
+    def shutdown(self, flushed):
+        """Release every claim at once, but only when every room was flushed: a claim
+        must not go before the document's updates are durable. Otherwise the claims
+        simply expire with the heartbeat (within the TTL)."""
+        self.registry.close(release=flushed)

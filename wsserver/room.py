@@ -219,6 +219,12 @@ class Room:
 
         self.store.append(self.key, update, on_durable)
 
+    def wait_durable(self):
+        """Return once every update this room queued is committed (and echoed)."""
+        while self.pending:
+            self.store.flush()
+            gevent.sleep(0)
+
     # --- recovery -------------------------------------------------------------------
 
     def _wait_rebuild(self):
@@ -235,9 +241,7 @@ class Room:
         log.warning("%r: an invalid update was partly applied; rebuilding from storage", self)
         self.rebuilding = AsyncResult()
         try:
-            while self.pending:
-                self.store.flush()
-                gevent.sleep(0)
+            self.wait_durable()
             loaded = self.store.load(self.key)
             doc = Doc()
             for update in loaded.updates:

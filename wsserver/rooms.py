@@ -106,9 +106,7 @@ class Rooms:
             room.unloader.kill()
             room.unloader = None
         try:
-            while room.pending:
-                self.store.flush()
-                gevent.sleep(0)
+            room.wait_durable()
             gevent.sleep(0)  # let a compaction spawned by the last durable update start
             while room.compacting:
                 gevent.sleep(0.01)
@@ -130,9 +128,7 @@ class Rooms:
 
     def flush(self, room):
         """Wait for the room's queued updates to be durable, then compact its log."""
-        while room.pending:
-            self.store.flush()
-            gevent.sleep(0)
+        room.wait_durable()
         room.compact()
 
     def shutdown(self, timeout):

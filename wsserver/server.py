@@ -135,7 +135,7 @@ class WebSocketEndpoint:
         stored = self.store.close(max(0.1, deadline - time.monotonic()))
         for gate in self.handshake.gates:  # e.g. the region gate lets its claims go
             try:
-                gate.shutdown()
+                gate.shutdown(flushed and stored)
             except Exception:
                 log.exception("shutdown of %s failed", type(gate).__name__)
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)

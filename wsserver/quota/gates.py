@@ -159,7 +159,7 @@ class QuotaGate(Gate):
             session.message_budget = MessageBudget(limits.max_ops_per_minute, exhausted)
         return release
 
-    def shutdown(self):
-        """Clean shutdown: every connection has closed; give back this process's share
+    def shutdown(self, flushed):
+        """Shutdown: every connection has closed; give back this process's share
         (a no-op in memory, drops the instance's lease in Redis)."""
         self.backend.close()

@@ -60,8 +60,8 @@ import uuid
 
 import gevent
 from gevent.lock import Semaphore
-from gevent.threadpool import ThreadPool
 
+from ..blocking import BlockingCalls
 from ..errors import RegistryUnavailable
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class _Holding:
         self.lock = Semaphore()  # serializes claim, release and eviction of the key
 
 
-class Registry:
+class Registry(BlockingCalls):
     threaded = False
 
     def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
@@ -112,7 +112,7 @@ class Registry:
         # on_lost(key, region_or_None): close this node's connections to `key`.
         self.on_lost = on_lost
         self._holdings = {}
-        self._pool = ThreadPool(1) if self.threaded else None
+        self._start_calls()
         self._heartbeat = None
         self._last_renewal = time.monotonic()
         self._closed = False
@@ -128,32 +128,28 @@ class Registry:
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         return self
 
-    def close(self):
-        """Clean shutdown: stop renewing and release every claim of this node at once.
-
-        The caller has flushed every room first. A release that fails is logged; that
-        claim then expires within `ttl`.
+    def close(self, release=True):
+        """Shutdown: stop renewing and, with `release`, let every claim of this node go
+        at once (the caller has flushed every room first). A claim not released (or
+        whose release fails, which is logged) expires within `ttl`.
         """
         if self._closed:
             return
         self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.kill()
+        if not release:
+            log.warning("not every document was flushed: its claims expire within %.0fs "
+                        "instead of being released now", self.ttl)
         for key, holding in list(self._holdings.items()):
             with holding.lock:  # not in the middle of a claim or a scheduled release
-                if holding.claimed:
+                if holding.claimed and release:
                     self._release_claim(key, holding)
         self._holdings.clear()
         try:
             self._call(self._close)
         finally:
-            if self._pool is not None:
-                self._pool.kill()
-
-    def _call(self, fn, *args):
-        if self._pool is None:
-            return fn(*args)
-        return self._pool.apply(fn, args)
+            self._stop_calls()
 
     def _backend(self, what, fn, *args):
         """Run a backend call; any failure becomes RegistryUnavailable (1013 / 503)."""

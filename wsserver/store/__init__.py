@@ -7,9 +7,8 @@ knowing a crash will not lose it. A failed commit is retried with capped backoff
 its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
 `_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close`.
 
-Blocking backends run their calls through `self._call`, which by default runs them in
-one worker thread: SQLite's fsync never stalls the gevent hub, and the calls are
-serialized, which is what orders compaction after the appends it covers.
+Backends run their calls through `self._call` (wsserver/blocking.py): by default in
+one worker thread, in call order, so compaction comes after the appends it covers.
 """
 
 import logging
@@ -18,7 +17,8 @@ from collections import namedtuple
 import gevent
 from gevent.event import Event
 from pycrdt import Doc
-from gevent.threadpool import ThreadPool
+
+from ..blocking import BlockingCalls
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ class StoreError(Exception):
     """Storage failed; what was being done is kept and retried where possible."""
 
 
-class Store:
-    threaded = True
-
+class Store(BlockingCalls):
     def __init__(self):
         self._queue = []
         self._wake = Event()
@@ -47,7 +45,7 @@ class Store:
         self._space.set()
         self._idle = Event()
         self._idle.set()
-        self._pool = ThreadPool(1) if self.threaded else None
+        self._start_calls()
         self._committer = None
         self._closed = False
 
@@ -57,11 +55,6 @@ class Store:
         self._call(self._open)
         self._committer = gevent.spawn(self._commit_loop)
         return self
-
-    def _call(self, fn, *args):
-        if self._pool is None:
-            return fn(*args)
-        return self._pool.apply(fn, args)
 
     def append(self, key, update, on_durable):
         """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
@@ -138,8 +131,7 @@ class Store:
             self._committer.join(timeout=0.1)
             self._committer.kill()
         self._call(self._close)
-        if self._pool is not None:
-            self._pool.kill()
+        self._stop_calls()
         return flushed
 
     # --- backend --------------------------------------------------------------------
