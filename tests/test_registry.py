@@ -9,6 +9,7 @@ eviction, heartbeat, lost claims, shutdown) is checked on the in-process backend
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import gevent
 import pytest
@@ -458,4 +459,44 @@ def test_an_acquire_during_a_release_is_not_undone_by_it():
     gevent.sleep(0.3)
     assert reg.holds(key)
     assert reg._lookup(key) == "eu"  # the new claim is in the table, not released
+    reg.close()
+
+
+def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
+    """A later gate (quotas) refusing the handshake must not leave the document live in
+    this region for release_after seconds, redirecting other regions' clients to it."""
+    from wsserver.handshake import Gate, Handshake
+    from wsserver.errors import ConnectionLimit
+    from wsserver.region_gate import RegionGate
+
+    reg, _ = make(release_after=30)
+    key = doc()
+
+    class RegionOnly(RegionGate):
+        def __init__(self, registry):  # the gate's admit, without config and rooms
+            self.registry = registry
+            self.region = registry.region
+            self.map = SimpleNamespace(pinned=lambda key: None)
+
+    class Refuse(Gate):
+        def admit(self, session):
+            raise ConnectionLimit()
+
+    class Verified:
+        def verify(self, token):
+            return SimpleNamespace(tenant=key.tenant, app=key.app, user=None, claims={})
+
+        def authorize(self, principal, origin):
+            return SimpleNamespace(name=key.app)
+
+    handshake = Handshake(Verified(), [RegionOnly(reg), Refuse()])
+    with pytest.raises(ConnectionLimit):
+        handshake.check({"PATH_INFO": "/" + key.name, "QUERY_STRING": "token=x"})
+    gevent.sleep(0.05)
+    assert not reg.holds(key)
+    # an admitted connection that ends still keeps the claim for release_after
+    assert reg.acquire(key) == reg.region
+    reg.release(key)
+    gevent.sleep(0.05)
+    assert reg.holds(key)
     reg.close()

@@ -73,6 +73,9 @@ class Session:
     app: App
     environ: dict = field(repr=False, default_factory=dict)
     releases: list = field(repr=False, default_factory=list)
+    # True when a later gate refused the handshake: the releases then undo an admission
+    # that never served anyone (a region claim is let go at once, not after a grace).
+    refused: bool = False
     # Set by a gate when the connection has a message rate limit: an object whose
     # `spend()` the endpoint calls once per received message (raises to close).
     message_budget: object = field(repr=False, default=None)
@@ -133,6 +136,7 @@ class Handshake:
                 if release is not None:
                     session.releases.append(release)
         except BaseException:
+            session.refused = True
             session.release()
             raise
         return session

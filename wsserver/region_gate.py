@@ -15,14 +15,9 @@ a claim (see wsserver/registry/base.py) the gate closes the document's connectio
 here: with 4009 to the region that took it, or 1013 when that is unknown.
 """
 
-import functools
-import logging
-
 from .errors import RegistryUnavailable
 from .handshake import Gate
 from .regions import RegionMap
-
-log = logging.getLogger(__name__)
 
 
 class RegionGate(Gate):
@@ -45,7 +40,7 @@ class RegionGate(Gate):
             if pinned is not None:
                 raise RegistryUnavailable("document is moving to its pinned region, retry")
             raise self.map.redirect(region, key.name)
-        return functools.partial(self.registry.release, key)
+        return lambda: self.registry.release(key, at_once=session.refused)
 
     def discover(self, key):
         """{"region", "url", "isNew"} for `key` (a DocKey); claims nothing."""

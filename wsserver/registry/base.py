@@ -200,19 +200,21 @@ class Registry(BlockingCalls):
         if holding.count == 0 and not holding.claimed and self._holdings.get(key) is holding:
             del self._holdings[key]
 
-    def release(self, key):
-        """One connection of this node to `key` ended. Never blocks."""
+    def release(self, key, at_once=False):
+        """One connection of this node to `key` ended. Never blocks. `at_once`: it never
+        reached the document (refused by a later check): when it was the last, let the
+        claim go now instead of after `release_after`."""
         holding = self._holdings.get(key)
         if holding is None or holding.count <= 0:
             log.error("release of %s without a matching acquire", "/".join(key))
             return
         holding.count -= 1
         if holding.count == 0:
-            self._schedule_release(key, holding)
+            self._schedule_release(key, holding, at_once)
 
-    def _schedule_release(self, key, holding):
+    def _schedule_release(self, key, holding, at_once=False):
         holding.generation += 1
-        delay = 0.0 if holding.lost or self._closed else self.release_after
+        delay = 0.0 if at_once or holding.lost or self._closed else self.release_after
         gevent.spawn(self._release_later, key, holding, holding.generation, delay)
 
     def _release_later(self, key, holding, generation, delay):
