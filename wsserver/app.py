@@ -21,7 +21,7 @@ from .server import WebSocketEndpoint
 from .store import open_store
 
 EXTENSION = "wsserver"
-QUOTA_EXTENSION = "wsserver.quota"  # the Quota: rate check for /discovery, refusal counts
+QUOTA_EXTENSION = "wsserver.quota"  # the Quota: its gates, backend and refusal counts
 
 
 class WebSocketDispatch:

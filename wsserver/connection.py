@@ -17,7 +17,7 @@ from collections import deque
 import gevent
 
 from . import frames
-from .errors import TryAgainLater, WsServerError
+from .errors import TryAgainLater
 
 log = logging.getLogger(__name__)
 
@@ -201,5 +201,3 @@ class Connection:
     def answered_last_ping(self):
         return self.ping_sent is None or self.last_seen >= self.ping_sent
 
-
-__all__ = ["Connection", "WsServerError"]

@@ -3,6 +3,7 @@
 import logging
 import re
 import sys
+import time
 
 _TOKEN = re.compile(r"((?:[?&]token=)|(?:access_token,\s*)|(?:Bearer\s+))[^&\s\"']+", re.I)
 
@@ -16,6 +17,28 @@ class RedactTokens(logging.Filter):
             record.msg = _TOKEN.sub(r"\1[redacted]", message)
             record.args = ()
         return True
+
+
+class Throttled:
+    """Logs an error at most once per `every` seconds, saying how many were skipped:
+    during an outage every request would otherwise log the same line."""
+
+    def __init__(self, logger, every=10.0):
+        self.logger = logger
+        self.every = every
+        self._last = None
+        self._skipped = 0
+
+    def error(self, message, *args):
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.every:
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += f" ({self._skipped} more since the last report)"
+        self.logger.error(message, *args)
+        self._last = now
+        self._skipped = 0
 
 
 def configure_logging(level="info"):

@@ -45,7 +45,7 @@ def _apply(doc, update):
         doc.apply_update(update)
     except ValueError as e:
         raise InvalidPayload("invalid update") from e
-    except RuntimeError as e:
+    except RuntimeError:
         raise HalfApplied() from InvalidPayload("invalid update")
     except BaseException as e:
         # A Rust panic surfaces as pyo3's PanicException, a BaseException.

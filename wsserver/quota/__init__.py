@@ -29,14 +29,6 @@ class Quota:
         self.refusals = refusals
         self.backend = backend
 
-    def check_request(self, environ):
-        """The per-IP rate check, for plain HTTP routes (/discovery): raises RateLimited
-        with `retry_after`."""
-        self.rate_gate.check_request(environ)
-
-    def close(self):
-        self.backend.close()
-
 
 def storages(config):
     """(handshake-rate storage URI, quota Redis URL or None), from `rate_limit.storage`

@@ -23,6 +23,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import InvalidToken, RateLimited, WsServerError
 from ..handshake import Gate
+from ..logs import Throttled
 from .backends import Lease
 from .clientip import client_ip, rate_key
 from .ops import MessageBudget
@@ -51,7 +52,7 @@ class RateLimitGate(Gate):
         self.refusals = refusals
         self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
         self.limiter = None
-        self._last_error_log = 0.0
+        self._storage_errors = Throttled(log)
         # rate key -> (monotonic time it is refused until, the rate): see _deny.
         self._denied = {}
         self._next_prune = 0.0
@@ -112,11 +113,9 @@ class RateLimitGate(Gate):
         return max(1, math.ceil(left))
 
     def _storage_error(self, error):
-        now = time.monotonic()
-        if now - self._last_error_log >= 10:
-            self._last_error_log = now
-            log.error("rate limit storage failed (%s: %s); admitting handshakes meanwhile",
-                      type(error).__name__, error)
+        self._storage_errors.error(
+            "rate limit storage failed (%s: %s); admitting handshakes meanwhile",
+            type(error).__name__, error)
 
 
 class QuotaGate(Gate):

@@ -34,13 +34,13 @@ import json
 import logging
 import os
 import socket
-import time
 import uuid
 
 import gevent
 import redis
 from gevent.event import AsyncResult, Event
 
+from ..logs import Throttled
 from .backends import QuotaBackend
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,7 @@ class RedisQuota(QuotaBackend):
         self._drained.set()
         self._resyncing = None  # AsyncResult while a resync runs
         self._closed = False
-        self._last_error_log = 0.0
-        self._errors_unlogged = 0
+        self._errors = Throttled(log)
         self._heartbeat = gevent.spawn(self._heartbeat_loop) if heartbeat else None
 
     # --- QuotaBackend ---------------------------------------------------------------
@@ -321,12 +320,5 @@ class RedisQuota(QuotaBackend):
 
     def _error(self, what, error):
         """Log Redis errors at most once per 10 s, with how many were not logged."""
-        now = time.monotonic()
-        if now - self._last_error_log < 10:
-            self._errors_unlogged += 1
-            return
-        log.error("quota: redis %s failed (%s: %s); admitting and resyncing later%s",
-                  what, type(error).__name__, error,
-                  f" ({self._errors_unlogged} more errors)" if self._errors_unlogged else "")
-        self._last_error_log = now
-        self._errors_unlogged = 0
+        self._errors.error("quota: redis %s failed (%s: %s); admitting and resyncing later",
+                           what, type(error).__name__, error)

@@ -27,6 +27,3 @@ class Refusals:
     def counts(self):
         """{close code: count} since start, in this process."""
         return dict(self._counts)
-
-    def __getitem__(self, code):
-        return self._counts[code]

@@ -13,7 +13,7 @@ names its key (`plans.free.max_connections`).
 """
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from limits import parse_many
 
@@ -54,9 +54,6 @@ class Limits:
             current = getattr(self, key)
             changes[key] = value if current is None else min(current, value)
         return replace(self, **changes) if changes else self
-
-    def as_dict(self):
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 UNLIMITED = Limits()
