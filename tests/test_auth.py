@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from wsserver.auth import Authenticator, Principal
+from wsserver.handshake.auth import Authenticator, Principal
 from wsserver.errors import ConfigError, Forbidden, InvalidToken, NoToken
 
 AUD = "WireSocket.API"

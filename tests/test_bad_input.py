@@ -19,7 +19,8 @@ import yaml
 from pycrdt import Doc, Text
 
 from conftest import ServerProcess, base_config, make_token
-from wsserver import codec, frames
+from wsserver.protocol import codec
+from wsserver.transport import frames
 from wsserver.errors import ProtocolViolation
 
 MAX_MESSAGE_SIZE = 65536
@@ -332,9 +333,9 @@ class _Conn:
 
 @pytest.fixture
 def room_with_hello():
-    from wsserver.room import Room
-    from wsserver.store import DocKey
-    from wsserver.store.memory import MemoryStore
+    from wsserver.documents.room import Room
+    from wsserver.documents import DocKey
+    from wsserver.documents.storage.memory import MemoryStore
 
     store = MemoryStore().start()
     room = Room(DocKey("acme", "editor", "unit"), store, 500, 1 << 22)

@@ -10,7 +10,7 @@ format by hand: varUint = 7 bits per byte, little end first, high bit = "more".
 import pytest
 from pycrdt import Doc, Text
 
-from wsserver import codec
+from wsserver.protocol import codec
 from wsserver.errors import ProtocolViolation
 
 

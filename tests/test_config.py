@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsserver.config import Config, expand_env
+from wsserver.settings import Config, expand_env
 from wsserver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

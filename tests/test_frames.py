@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from wsserver import frames
+from wsserver.transport import frames
 from wsserver.errors import MessageTooBig, ProtocolViolation, UnsupportedData
 
 MASK = b"\x37\xfa\x21\x3d"

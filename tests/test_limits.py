@@ -22,17 +22,17 @@ import redis as redis_lib
 import websocket
 
 from conftest import OTHER_SECRET, ROOT, base_config, free_port, make_token, run_node
-from wsserver.config import Config
+from wsserver.settings import Config
 from wsserver.errors import (ConfigError, ConnectionLimit, DocumentLimit, RateLimited,
                              UserLimit)
-from wsserver.quota import build_quota, storages
-from wsserver.quota.backends import Lease, MemoryQuota
-from wsserver.quota.clientip import client_ip, rate_key
-from wsserver.quota.gates import RateLimitGate
-from wsserver.quota.ops import MessageBudget
-from wsserver.quota.redis_backend import RedisQuota
-from wsserver.quota.refusals import Refusals
-from wsserver.quota.settings import Limits, validate_plans, validate_rate_limit
+from wsserver.limits import build_quota, storages
+from wsserver.limits.backends import Lease, MemoryQuota
+from wsserver.limits.clientip import client_ip, rate_key
+from wsserver.limits.gates import RateLimitGate
+from wsserver.limits.ops import MessageBudget
+from wsserver.limits.redis_backend import RedisQuota
+from wsserver.limits.refusals import Refusals
+from wsserver.limits.plans import Limits, validate_plans, validate_rate_limit
 
 REDIS_DB = 7  # the limits tests' own database on the session's redis-server
 
@@ -611,7 +611,7 @@ def test_redis_reaped_instance_resyncs(redis_db):
 def test_redis_unreachable_fails_open_and_resyncs_later(redis_db, caplog):
     port = free_port()  # nothing listens there
     down = RedisQuota(f"redis://127.0.0.1:{port}/0", heartbeat=False)
-    with caplog.at_level(logging.ERROR, logger="wsserver.quota.redis_backend"):
+    with caplog.at_level(logging.ERROR, logger="wsserver.limits.redis_backend"):
         release = down.acquire(lease(), Limits(max_connections=0))
     assert "admitting and resyncing later" in caplog.text
     assert dict(down.held) == {lease(): 1}
@@ -743,7 +743,7 @@ def _passes(gate, environ):
 
 def test_rate_gate_fails_open_when_its_storage_is_unreachable(caplog):
     gate = RateLimitGate("1/minute", f"redis://127.0.0.1:{free_port()}/0", 0, Refusals())
-    with caplog.at_level(logging.ERROR, logger="wsserver.quota.gates"):
+    with caplog.at_level(logging.ERROR, logger="wsserver.limits.gates"):
         for _ in range(3):
             gate.check_request({"REMOTE_ADDR": "203.0.113.9"})
     assert caplog.text.count("admitting handshakes meanwhile") == 1  # at most one per 10 s
@@ -830,7 +830,7 @@ def test_limits_claim_rule():
 
 
 def _authenticator(config):
-    from wsserver.auth import Authenticator
+    from wsserver.handshake.auth import Authenticator
     return Authenticator.from_config(config["auth"])
 
 

@@ -24,10 +24,10 @@ import pytest
 import websocket
 
 from conftest import ROOT, base_config, free_port, make_token, run_node
-from wsserver.config import Config
+from wsserver.settings import Config
 from wsserver.errors import ConfigError
-from wsserver.regions import MAX_BASE_URL_BYTES, RegionMap
-from wsserver.store import DocKey
+from wsserver.regions.map import MAX_BASE_URL_BYTES, RegionMap
+from wsserver.documents import DocKey
 
 REGIONS = ("eu", "us", "ap")
 # Short timings so moves happen within the tests; each test says what it relies on.

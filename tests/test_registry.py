@@ -15,9 +15,9 @@ import gevent
 import pytest
 
 from wsserver.errors import RegistryUnavailable
-from wsserver.registry.memory import MemoryRegistry
-from wsserver.registry.sqlite import SQLiteRegistry
-from wsserver.store import DocKey
+from wsserver.regions.registry.memory import MemoryRegistry
+from wsserver.regions.registry.sqlite import SQLiteRegistry
+from wsserver.documents import DocKey
 
 TTL = 5.0
 
@@ -59,7 +59,7 @@ def nodes(request, tmp_path):
         def advance(seconds):
             clock.now += seconds
     else:
-        from wsserver.registry.redis import RedisRegistry
+        from wsserver.regions.registry.redis import RedisRegistry
         url = request.getfixturevalue("redis_url")
         made = [RedisRegistry(r, url, ttl=TTL, heartbeat=1.0) for r in ("eu", "eu", "us")]
 
@@ -178,7 +178,7 @@ def test_racing_claims_from_two_regions_end_with_one_owner(nodes):
 
 
 class Recorder:
-    """evict / on_lost hooks that record what the registry asked for, in order."""
+    """evict / on_claim_lost hooks that record what the registry asked for, in order."""
 
     def __init__(self, registry_ref):
         self.events = []
@@ -190,7 +190,7 @@ class Recorder:
         self.events.append(("evict", key.name, compact, reg._lookup(key)))
         return self.evictable
 
-    def on_lost(self, key, region):
+    def on_claim_lost(self, key, region):
         self.events.append(("lost", key.name, region))
 
 
@@ -201,7 +201,7 @@ def make(region="eu", shared=None, clock=None, **options):
     options.setdefault("ttl", 1.0)
     options.setdefault("heartbeat", 0.2)
     reg = MemoryRegistry(region, clock=clock or time.monotonic, evict=recorder.evict,
-                         on_lost=recorder.on_lost, **options)
+                         on_claim_lost=recorder.on_claim_lost, **options)
     if shared is not None:
         reg.claims = shared.claims
     ref.append(reg)
@@ -375,15 +375,15 @@ class FakeConn:
 def test_evict_flushes_and_drops_only_an_empty_room():
     from pycrdt import Doc, Text
 
-    from wsserver.config import Config
-    from wsserver.rooms import Rooms
-    from wsserver.store.memory import MemoryStore
+    from wsserver.settings import Config
+    from wsserver.documents.manager import DocumentManager
+    from wsserver.documents.storage.memory import MemoryStore
 
     store = MemoryStore().start()
     config = Config.from_mapping({"auth": {"tenants": {"t": {
         "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}},
         "unload_after": 60, "compact_after_updates": 1000, "storage": "memory://"})
-    rooms = Rooms(store, config)
+    rooms = DocumentManager(store, config)
     key = DocKey("t", "a", "d")
     conn = FakeConn()
     room = rooms.join(key, conn)
@@ -395,7 +395,7 @@ def test_evict_flushes_and_drops_only_an_empty_room():
     rooms.leave(room, conn)
     assert room.unloader is not None
     assert rooms.evict(key) is True
-    assert key not in rooms.rooms and room.pending == 0
+    assert rooms.get(key) is None and room.pending == 0
     assert store.snapshots[key]  # compacted into a snapshot before the drop
     gevent.sleep(0)
     assert room.unloader is None or room.unloader.dead
@@ -428,17 +428,34 @@ def test_may_compact_only_while_ownership_is_certain():
     reg.close()
 
 
-def test_store_refuses_a_compaction_the_registry_does_not_allow():
-    from wsserver.store import StoreError
-    from wsserver.store.memory import MemoryStore
+def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
+    from pycrdt import Doc, Text
+
+    from wsserver.documents.manager import DocumentManager
+    from wsserver.documents.storage import StoreError
+    from wsserver.documents.storage.memory import MemoryStore
+    from wsserver.settings import Config
 
     store = MemoryStore().start()
-    key = doc()
-    store.compact(key, 0)
-    store.compact_allowed = lambda k: k != key
-    with pytest.raises(StoreError):
-        store.compact(key, 0)
-    store.compact(doc("other"), 0)
+    config = Config.from_mapping({"auth": {"tenants": {"t": {
+        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}},
+        "unload_after": 60, "compact_after_updates": 1000, "storage": "memory://"})
+    lost = DocKey("t", "a", "lost")
+    documents = DocumentManager(store, config, before_compact=lambda k: k != lost)
+    for key in (lost, DocKey("t", "a", "other")):
+        conn = FakeConn()
+        room = documents.join(key, conn)
+        source = Doc()
+        source.get("t", type=Text).insert(0, "x")
+        room.apply_update(source.get_update(), conn)
+        room.wait_durable()
+        if key == lost:
+            with pytest.raises(StoreError):
+                room.compact()
+            assert key not in store.snapshots and len(store.logs[key]) == 1
+        else:
+            room.compact()
+            assert store.snapshots[key]
     store.close()
 
 
@@ -465,9 +482,9 @@ def test_an_acquire_during_a_release_is_not_undone_by_it():
 def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
     """A later gate (quotas) refusing the handshake must not leave the document live in
     this region for release_after seconds, redirecting other regions' clients to it."""
-    from wsserver.handshake import Gate, Handshake
+    from wsserver.handshake.handshake import Gate, Handshake
     from wsserver.errors import ConnectionLimit
-    from wsserver.region_gate import RegionGate
+    from wsserver.regions.gate import RegionGate
 
     reg, _ = make(release_after=30)
     key = doc()

@@ -8,11 +8,12 @@ import gevent
 import pytest
 from pycrdt import Doc, Map, Text
 
-from wsserver import codec
-from wsserver.rooms import Rooms
-from wsserver.store import DocKey, Loaded, open_store
-from wsserver.store.memory import MemoryStore
-from wsserver.store.sqlite import SQLiteStore
+from wsserver.protocol import codec
+from wsserver.documents.manager import DocumentManager
+from wsserver.documents import DocKey
+from wsserver.documents.storage import Loaded, open_store
+from wsserver.documents.storage.memory import MemoryStore
+from wsserver.documents.storage.sqlite import SQLiteStore
 
 KEY = DocKey("acme", "editor", "doc")
 OTHER = DocKey("acme", "notes", "doc")
@@ -297,7 +298,7 @@ def test_concurrent_joins_share_one_load_and_wait_for_it():
     try:
         doc, updates = edits(10)
         append_all(store, KEY, updates)
-        rooms = Rooms(store, rooms_config())
+        rooms = DocumentManager(store, rooms_config())
         seen = []
 
         def join(i):
@@ -346,7 +347,7 @@ def test_failed_load_fails_every_waiting_join_and_is_retried():
 
     store = FailingLoadStore().start()
     try:
-        rooms = Rooms(store, rooms_config())
+        rooms = DocumentManager(store, rooms_config())
         results = []
 
         def join():
@@ -370,7 +371,7 @@ def test_failed_load_fails_every_waiting_join_and_is_retried():
 
 def _drive_room(store, updates, compact_after_updates=25, compact_after_bytes=1 << 30):
     """Feed `updates` through a Room as client edits; wait until all are durable."""
-    rooms = Rooms(store, rooms_config(compact_after_updates=compact_after_updates,
+    rooms = DocumentManager(store, rooms_config(compact_after_updates=compact_after_updates,
                                       compact_after_bytes=compact_after_bytes))
     conn = FakeConnection()
     room = rooms.join(KEY, conn)
@@ -410,7 +411,7 @@ def test_room_compaction_keeps_content_equal(store_factory, by):
 
 
 def frame_of(message):
-    from wsserver import frames
+    from wsserver.transport import frames
     return frames.encode_frame(frames.OP_BINARY, message)
 
 
@@ -420,7 +421,7 @@ def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_facto
     rooms, room, conn = _drive_room(store, updates, compact_after_updates=30)
     rooms.flush(room)
     # a second Rooms (a restarted process) loads the compacted document
-    fresh = Rooms(store, rooms_config())
+    fresh = DocumentManager(store, rooms_config())
     conn2 = FakeConnection()
     room2 = fresh.join(KEY, conn2)
     assert content(room2.doc) == content(doc)
@@ -434,7 +435,7 @@ def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_facto
 
 def test_updates_are_echoed_only_once_durable(store_factory):
     store = store_factory(FlakyMemory if store_factory.kind == "memory" else FlakySQLite)
-    rooms = Rooms(store, rooms_config())
+    rooms = DocumentManager(store, rooms_config())
     a, b = FakeConnection("a"), FakeConnection("b")
     room = rooms.join(KEY, a)
     rooms.join(KEY, b)
@@ -453,7 +454,7 @@ def test_updates_are_echoed_only_once_durable(store_factory):
 def test_step2_that_changes_nothing_is_neither_stored_nor_broadcast(store_factory):
     """A reconnecting client's step 2 repeats the delete set: only real changes fan out."""
     store = store_factory()
-    rooms = Rooms(store, rooms_config())
+    rooms = DocumentManager(store, rooms_config())
     a, b = FakeConnection("a"), FakeConnection("b")
     room = rooms.join(KEY, a)
     rooms.join(KEY, b)

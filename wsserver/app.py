@@ -1,27 +1,33 @@
-"""The application factory: config -> auth -> store -> rooms -> endpoint -> Flask app.
+"""The application factory: every part built and wired here, in dependency order.
+
+    settings -> auth -> limits -> storage -> documents -> regions -> handshake gates
+             -> WebSocket endpoint -> Flask app (HTTP blueprints)
 
 `create_app(test_config=None)` does no I/O at import time; it opens the store when
 called. The returned Flask app is the WSGI callable for gevent-websocket (directly or
 under gunicorn's GeventWebSocketWorker): upgraded requests go to the WebSocket endpoint
 before Flask's routing (Werkzeug would answer 400 to an Upgrade on a plain route), and
-plain HTTP goes to the Flask routes below.
+plain HTTP goes to the blueprints in wsserver/http.
+
+Hooks between parts are passed where the parts are built, named for what they do, so
+this function is the one place that shows who calls whom.
 """
 
-from flask import Flask, jsonify
+from flask import Flask
 
-from .auth import Authenticator
-from .config import Config
-from .discovery import install as install_discovery
-from .errors import WsServerError
-from .quota import build_quota
-from .region_gate import RegionGate
-from .registry import open_registry
-from .rooms import Rooms
-from .server import WebSocketEndpoint
-from .store import open_store
+from .documents.manager import DocumentManager
+from .documents.storage import open_store
+from .handshake.auth import Authenticator
+from .http import discovery, health
+from .limits import build_quota
+from .regions.gate import RegionGate
+from .regions.map import RegionMap
+from .regions.registry import open_registry
+from .settings import Config
+from .transport.endpoint import WebSocketEndpoint
 
 EXTENSION = "wsserver"
-QUOTA_EXTENSION = "wsserver.quota"  # the Quota: its gates, backend and refusal counts
+QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal counts
 
 
 class WebSocketDispatch:
@@ -47,49 +53,38 @@ def create_app(test_config=None, config_path=None):
     authenticator = Authenticator.from_config(config.auth)
     quota = build_quota(config, authenticator)  # plans, quotas, rate limits (README, Limits)
     store = open_store(config.storage, sync=config.storage_sync)
-    rooms = Rooms(store, config)
+    region_map = RegionMap.from_config(config)
+
+    registry = None  # built below: it needs the documents, which ask it before compacting
+
+    def before_compact(key):
+        # No snapshot of a document this node may have lost to another region.
+        return registry.may_compact(key)
+
+    documents = DocumentManager(store, config, before_compact=before_compact)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
-    region_gate = RegionGate(config, open_registry(config, evict=rooms.evict), rooms)
-    # Handshake gates (wsserver/handshake.py): every check_request runs first (the 4006
+    registry = open_registry(
+        config, evict=documents.evict,
+        on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)))
+    region_gate = RegionGate(region_map, registry)
+    # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then
     # 4004/4005/4008.
     gates = [quota.rate_gate, region_gate, quota.quota_gate]
-    endpoint = WebSocketEndpoint(config, authenticator, rooms, store, gates)
+    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates)
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config
     app.extensions[EXTENSION] = endpoint
     app.extensions[QUOTA_EXTENSION] = quota
+    app.extensions[health.EXTENSION] = lambda: {
+        "status": "ok", "rooms": len(documents), "connections": len(endpoint.connections),
+        "refused": {str(code): n for code, n in quota.refusals.counts().items()}}
     app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol
-    install_discovery(app, endpoint.handshake, region_gate)  # GET /discovery
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify(status="ok", rooms=len(rooms), connections=len(endpoint.connections),
-                       refused={str(code): n for code, n in quota.refusals.counts().items()})
-
-    @app.get("/<path:name>")
-    def document(name):
-        response = jsonify(error="this is a WebSocket endpoint: connect with a y-websocket "
-                                 "provider", code=426)
-        response.status_code = 426
-        response.headers["Upgrade"] = "websocket"
-        return response
-
-    @app.errorhandler(WsServerError)
-    def ws_error(error):
-        return jsonify(error.to_json()), error.http_status, error.http_headers()
-
-    @app.errorhandler(404)
-    def not_found(_):
-        return jsonify(error="not found", code=404), 404
-
-    @app.errorhandler(405)
-    def not_allowed(_):
-        return jsonify(error="method not allowed", code=405), 405
-
+    app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
+    app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
     return app
 
 

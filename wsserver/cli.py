@@ -1,4 +1,4 @@
-"""Command line: `wsserver serve` and `wsserver token`."""
+"""Command line: `wsserver serve`, `wsserver token`, `wsserver --version`."""
 
 import argparse
 import sys
@@ -19,7 +19,7 @@ def _serve(args):
     from geventwebsocket.handler import WebSocketHandler
 
     from .app import create_app, endpoint_of
-    from .config import Config
+    from .settings import Config
     from .logs import configure_logging
 
     config = Config.load(args.config)
@@ -63,8 +63,8 @@ def _serve(args):
 
 
 def _token(args):
-    from .auth import Authenticator
-    from .config import Config
+    from .handshake.auth import Authenticator
+    from .settings import Config
 
     config = Config.load(args.config)
     authenticator = Authenticator.from_config(config.auth)
@@ -73,7 +73,10 @@ def _token(args):
 
 
 def main(argv=None):
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="wsserver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"wsserver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (one gevent process)")
     serve.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG or config/dev.yaml)")

@@ -1,0 +1,166 @@
+"""The document manager: the rooms of this process, shared loads, unloading when empty, flushing on shutdown.
+
+`join` is the only way into a room. The first join of an unloaded document creates the
+room and loads it; joins that arrive meanwhile wait on the same load, and nobody is
+answered before it completes. A failed load fails every waiting join (1011) and is
+forgotten, so the next join tries again.
+
+When a room's last connection leaves, an unloader waits `unload_after` seconds, waits
+for the room's queued updates to be durable, compacts the log, and only then drops
+the room. If any of that fails the room stays loaded and the unloader retries.
+"""
+
+import logging
+
+import gevent
+
+from ..errors import InternalError
+from .room import Room
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN, RETRY_MAX = 0.5, 30.0
+
+
+class DocumentManager:
+    """Every live document of this process, by DocKey; `join` is the way in."""
+
+    def __init__(self, store, config, before_compact=None):
+        self.store = store
+        self.before_compact = before_compact  # see Room.before_compact
+        self.unload_after = config.unload_after
+        self.compact_after_updates = config.compact_after_updates
+        self.compact_after_bytes = config.compact_after_bytes
+        self.rooms = {}
+
+    def __len__(self):
+        return len(self.rooms)
+
+    def get(self, key):
+        """The loaded room of `key`, or None."""
+        return self.rooms.get(key)
+
+    def close(self, key, error):
+        """Close every connection of the document `key` with `error` (a WsServerError);
+        nothing when it is not loaded here."""
+        room = self.rooms.get(key)
+        if room is None:
+            return
+        for conn in list(room.connections):
+            conn.close(error)
+
+    def join(self, key, conn):
+        """Add `conn` to the room of `key`, loading it if needed; return the room."""
+        room = self.rooms.get(key)
+        if room is None:
+            room = Room(key, self.store, self.compact_after_updates, self.compact_after_bytes,
+                        self.before_compact)
+            self.rooms[key] = room
+            gevent.spawn(self._load, room)
+        try:
+            room.ready.get()
+        except Exception as e:
+            raise InternalError("document could not be loaded") from e
+        if room.unloader is not None:
+            room.unloader.kill(block=False)
+            room.unloader = None
+        room.join(conn)
+        return room
+
+    def _load(self, room):
+        try:
+            room.load()
+        except Exception as e:
+            log.exception("%r: load failed", room)
+            if self.rooms.get(room.key) is room:
+                del self.rooms[room.key]
+            room.ready.set_exception(e)
+        else:
+            room.ready.set(room)
+
+    def leave(self, room, conn):
+        room.leave(conn)
+        if not room.connections and room.unloader is None:
+            room.unloader = gevent.spawn(self._unload, room)
+
+    def _unload(self, room):
+        gevent.sleep(self.unload_after)
+        delay = RETRY_MIN
+        while not room.connections:
+            try:
+                self.flush(room)
+            except Exception:
+                log.exception("%r: flush before unload failed; keeping it loaded", room)
+                gevent.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if room.connections or room.pending:
+                break  # someone joined (or wrote) during the flush: stay loaded
+            if self.rooms.get(room.key) is room:
+                del self.rooms[room.key]
+            log.debug("%r unloaded", room)
+            return
+        room.unloader = None
+
+    def evict(self, key, compact=True):
+        """Drop the room of `key` now if it has no connections; True when no room of
+        `key` is loaded afterwards.
+
+        The region registry releases a document's claim only once this returns True:
+        every update of the room is durable first, so the next region loads it all from
+        storage, and this process keeps no copy that a later join could be served stale.
+        `compact=False` after a lost claim: another region may have written meanwhile,
+        and a snapshot of this copy would overwrite what it stored. Raises when the
+        flush fails; the room then stays loaded (its unloader restarted) and the caller
+        retries.
+        """
+        room = self.rooms.get(key)
+        if room is None:
+            return True
+        if room.connections or not room.ready.ready():
+            return False
+        if room.unloader is not None:
+            room.unloader.kill()
+            room.unloader = None
+        try:
+            room.wait_durable()
+            gevent.sleep(0)  # let a compaction spawned by the last durable update start
+            while room.compacting:
+                gevent.sleep(0.01)
+            if compact:
+                room.compact()
+        except BaseException:
+            if not room.connections and room.unloader is None:
+                room.unloader = gevent.spawn(self._unload, room)
+            raise
+        if room.connections or room.pending:
+            return False
+        # A dropped room must never write a snapshot again (a compaction still scheduled
+        # on it would overwrite what the next region stores): nothing left to compact.
+        room.log_count = room.log_bytes = room.log_id_sum = 0
+        if self.rooms.get(key) is room:
+            del self.rooms[key]
+        log.debug("%r evicted", room)
+        return True
+
+    def flush(self, room):
+        """Wait for the room's queued updates to be durable, then compact its log."""
+        room.wait_durable()
+        room.compact()
+
+    def shutdown(self, timeout):
+        """Flush every room (connections are already closed); False if time ran out."""
+        ok = True
+        with gevent.Timeout(timeout, False):
+            for room in list(self.rooms.values()):
+                if not room.ready.ready() or room.ready.exception is not None:
+                    continue
+                try:
+                    self.flush(room)
+                except Exception:
+                    ok = False
+                    log.exception("%r: flush at shutdown failed (its updates are durable; "
+                                  "the log is not compacted)", room)
+            return ok
+        log.error("shutdown: flushing rooms took longer than %.1fs", timeout)
+        return False

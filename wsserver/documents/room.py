@@ -1,0 +1,302 @@
+"""A room: one live document, its awareness, and the connections editing it.
+
+Every update enters through `apply_update(update, origin)`, and the fan-out rule lives
+there and only there:
+
+    origin CLIENT (a Connection)  apply, store, and once durable broadcast to everyone
+                                  (the sender too: y-websocket v4 takes the echo as
+                                  confirmation)
+    origin LOAD                   apply only
+
+Nothing here switches greenlets while a pycrdt transaction is open: `apply_update`
+and `get_update` are single calls, and broadcasting only queues frames.
+"""
+
+import logging
+import time
+
+import gevent
+from gevent.event import AsyncResult
+from pycrdt import Awareness, Doc, merge_updates
+
+from ..protocol import codec
+from ..transport import frames
+from ..errors import InvalidPayload, ProtocolViolation
+from .storage import StoreError
+
+log = logging.getLogger(__name__)
+
+LOAD = "load"
+# How long the clock of a removed awareness client is remembered.
+AWARENESS_META_TTL_MS = 60_000
+
+
+class HalfApplied(Exception):
+    """An update failed after changing the document: it must be rebuilt."""
+
+
+def _apply(doc, update):
+    """Apply a Yjs update; every failure becomes InvalidPayload (1007).
+
+    A decoding failure (ValueError) leaves the document untouched. An integration
+    failure (RuntimeError, e.g. a block whose parent is a character) may come after
+    part of the update was integrated: HalfApplied, chained to the InvalidPayload,
+    tells the room to rebuild the document.
+    """
+    try:
+        doc.apply_update(update)
+    except ValueError as e:
+        raise InvalidPayload("invalid update") from e
+    except RuntimeError:
+        raise HalfApplied() from InvalidPayload("invalid update")
+    except BaseException as e:
+        # A Rust panic surfaces as pyo3's PanicException, a BaseException.
+        if type(e).__name__ == "PanicException":
+            raise HalfApplied() from InvalidPayload("invalid update")
+        raise
+
+
+class Room:
+    def __init__(self, key, store, compact_after_updates, compact_after_bytes,
+                 before_compact=None):
+        self.key = key
+        self.store = store
+        # Asked right before each compaction; False refuses it (StoreError): a node that
+        # may have lost the document to another region leaves the new owner's log alone
+        # (the region registry's `may_compact`).
+        self.before_compact = before_compact
+        self.compact_after_updates = compact_after_updates
+        self.compact_after_bytes = compact_after_bytes
+        self.doc = Doc()
+        self.awareness = Awareness(self.doc)
+        # pycrdt gives the server a local state {}; clients would show it as a peer.
+        self.awareness.set_local_state(None)
+        self.awareness.observe(self._on_awareness)
+        self.connections = {}  # Connection -> None, in join order
+        self.ready = AsyncResult()  # set once loaded; joins wait on it
+        self.unloader = None  # the greenlet that will unload the room once it is empty
+        # Storage bookkeeping: updates queued but not yet durable, and the log size.
+        self.pending = 0
+        self.last_id = 0
+        self.log_count = 0
+        self.log_bytes = 0
+        self.log_id_sum = 0  # with log_count, identifies the log rows this copy holds
+        self.compacting = False
+        self.rebuilding = None  # an AsyncResult while the document is rebuilt
+
+    def __repr__(self):
+        return f"Room({'/'.join(self.key)})"
+
+    # --- loading --------------------------------------------------------------------
+
+    def load(self):
+        loaded = self.store.load(self.key)
+        for update in loaded.updates:
+            self.apply_update(update, LOAD)
+        self.last_id = loaded.last_id
+        self.log_count = loaded.log_count
+        self.log_bytes = loaded.log_bytes
+        self.log_id_sum = loaded.id_sum
+        self.maybe_compact()
+
+    # --- connections ----------------------------------------------------------------
+
+    def join(self, conn):
+        self._wait_rebuild()
+        self.connections[conn] = None
+        conn.room = self
+        conn.send_message(codec.sync_step1(self.doc.get_state()))
+        states = self.awareness.states
+        if states:
+            conn.send_message(codec.awareness(self.awareness.encode_awareness_update(list(states))))
+
+    def leave(self, conn):
+        self.connections.pop(conn, None)
+        ids = [i for i in conn.awareness_ids if i in self.awareness.states]
+        conn.awareness_ids.clear()
+        if ids:
+            self.awareness.remove_awareness_states(ids, None)
+            self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
+        self._prune_awareness_meta()
+
+    def _prune_awareness_meta(self):
+        """Forget the clocks of clients removed a while ago.
+
+        pycrdt (like y-protocols) keeps `meta` for every client id it ever saw, so a room
+        that never empties would grow by one entry per page load, for ever. A removed
+        client's clock only matters while its last messages may still be in flight.
+        """
+        meta, states = self.awareness.meta, self.awareness.states
+        if len(meta) <= 2 * len(states) + 64:
+            return
+        cutoff = time.time() * 1000 - AWARENESS_META_TTL_MS
+        for client_id in [c for c, m in meta.items()
+                          if c not in states and m["lastUpdated"] < cutoff]:
+            del meta[client_id]
+
+    def broadcast(self, message):
+        """Send one y-websocket message to every connection; encoded once."""
+        frame = frames.encode_frame(frames.OP_BINARY, message)
+        for conn in self.connections:
+            conn.send(frame)
+
+    # --- messages -------------------------------------------------------------------
+
+    def receive(self, conn, message):
+        """Handle one decoded client message from `conn`."""
+        self._wait_rebuild()
+        kind = message.kind
+        if kind == codec.KIND_UPDATE:
+            self.apply_update(message.data, conn)
+        elif kind == codec.KIND_STEP2:
+            # A reconnecting client's step 2 repeats much of what we have (its whole delete
+            # set at least): keep and send only what it changed, if anything.
+            self.apply_update(message.data, conn, changes_only=True)
+        elif kind == codec.KIND_STEP1:
+            try:
+                update = self.doc.get_update(message.data)
+            except ValueError:
+                raise ProtocolViolation("invalid state vector") from None
+            conn.send_message(codec.sync_step2(update))
+        elif kind == codec.KIND_AWARENESS:
+            codec.check_awareness_update(message.data)
+            try:
+                self.awareness.apply_awareness_update(message.data, conn)
+            except (ValueError, TypeError, IndexError, RuntimeError) as e:
+                raise ProtocolViolation("invalid awareness update") from e
+            self.broadcast(codec.awareness(message.data))
+        elif kind == codec.KIND_QUERY_AWARENESS:
+            states = self.awareness.states
+            if states:
+                conn.send_message(codec.awareness(
+                    self.awareness.encode_awareness_update(list(states))))
+
+    def _on_awareness(self, topic, change):
+        if topic != "update":
+            return
+        changes, origin = change
+        if origin is None or origin == LOAD:
+            return
+        ids = origin.awareness_ids
+        ids.update(changes["added"])
+        ids.update(changes["updated"])
+        ids.difference_update(changes["removed"])
+
+    # --- the fan-out rule -----------------------------------------------------------
+
+    def apply_update(self, update, origin, changes_only=False):
+        """Apply `update` from `origin` and fan it out by the rule above.
+
+        `changes_only`: store and broadcast what the update changed in the document
+        instead of the update itself, and nothing when it changed nothing.
+        """
+        if update == codec.EMPTY_UPDATE:
+            return  # a step 2 from a client that has nothing new: nothing to keep or send
+        changes = []
+        doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
+        subscription = doc.observe(lambda event: changes.append(event.update)) \
+            if changes_only else None
+        try:
+            _apply(doc, update)
+        except HalfApplied as e:
+            if origin != LOAD:
+                self._rebuild()
+            raise e.__cause__ from None
+        finally:
+            if subscription is not None:
+                doc.unobserve(subscription)
+        if origin == LOAD:
+            return
+        if changes_only:
+            if not changes:
+                return
+            update = changes[0] if len(changes) == 1 else merge_updates(*changes)
+        self.pending += 1
+        message = codec.sync_update(update)
+        size = len(update)
+
+        def on_durable(row_id):
+            self.pending -= 1
+            self.last_id = max(self.last_id, row_id)
+            self.log_count += 1
+            self.log_bytes += size
+            self.log_id_sum += row_id
+            self.broadcast(message)
+            self.maybe_compact()
+
+        self.store.append(self.key, update, on_durable)
+
+    def wait_durable(self):
+        """Return once every update this room queued is committed (and echoed)."""
+        while self.pending:
+            self.store.flush()
+            gevent.sleep(0)
+
+    # --- recovery -------------------------------------------------------------------
+
+    def _wait_rebuild(self):
+        if self.rebuilding is not None:
+            self.rebuilding.get()
+
+    def _rebuild(self):
+        """Replace a document that a failed update half-changed by one built from storage.
+
+        Every other update of the room is valid and stored (or queued to be), so the
+        store holds exactly the document without the offender's part. Messages and joins
+        wait meanwhile; an update already queued is committed first.
+        """
+        log.warning("%r: an invalid update was partly applied; rebuilding from storage", self)
+        self.rebuilding = AsyncResult()
+        try:
+            self.wait_durable()
+            loaded = self.store.load(self.key)
+            doc = Doc()
+            for update in loaded.updates:
+                doc.apply_update(update)
+            self.doc = doc
+        except Exception:
+            # The document may still hold the offender's part: say so loudly rather than
+            # serve it silently; the next unload drops this copy.
+            log.exception("%r: rebuild failed; the in-memory copy may differ from storage", self)
+        finally:
+            self.rebuilding.set()
+            self.rebuilding = None
+
+    # --- compaction -----------------------------------------------------------------
+
+    def needs_compaction(self):
+        return (self.log_count >= self.compact_after_updates
+                or self.log_bytes >= self.compact_after_bytes)
+
+    def maybe_compact(self):
+        if self.needs_compaction() and not self.compacting:
+            gevent.spawn(self._compact_logged)
+
+    def _compact_logged(self):
+        try:
+            self.compact()
+        except Exception:
+            # The log stays as it was; the next durable update or the unload retries.
+            log.exception("%r: compaction failed", self)
+
+    def compact(self):
+        """Fold the stored log up to the last durable row into one snapshot (see
+        `Store.compact`). Raises on storage failure; the log is then left as it was."""
+        if self.compacting or not self.log_count or self.rebuilding is not None:
+            return
+        if self.before_compact is not None and not self.before_compact(self.key):
+            raise StoreError(f"not compacting {'/'.join(self.key)}: "
+                             "this node may no longer own it")
+        self.compacting = True
+        try:
+            upto, count, size, id_sum = (self.last_id, self.log_count, self.log_bytes,
+                                         self.log_id_sum)
+            # The live copy holds every durable row (updates are applied before they are
+            # stored); the store uses it if nobody else wrote meanwhile.
+            self.store.compact(self.key, upto, self.doc.get_update(), (count, id_sum))
+            # Rows that became durable while compacting are still in the log.
+            self.log_count -= count
+            self.log_bytes -= size
+            self.log_id_sum -= id_sum
+        finally:
+            self.compacting = False

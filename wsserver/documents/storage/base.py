@@ -1,0 +1,154 @@
+"""Document storage: an append-only update log per document plus one snapshot.
+
+`Store` holds what every backend shares: the group-commit pipeline. Appends from every
+room are queued; one committer greenlet writes all that is queued in one transaction
+and only then calls each append's `on_durable`, so the room can echo the update
+knowing a crash will not lose it. A failed commit is retried with capped backoff and
+its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
+`_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close`.
+
+Backends run their calls through `self._call` (wsserver/blocking.py): by default in
+one worker thread, in call order, so compaction comes after the appends it covers.
+"""
+
+import logging
+from collections import namedtuple
+
+import gevent
+from gevent.event import Event
+from pycrdt import Doc
+
+from ...support.blocking import BlockingCalls
+
+log = logging.getLogger(__name__)
+
+# id_sum: the sum of the log rows' ids, which with log_count identifies the set of rows
+# a process has seen (see `Store.compact`).
+Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defaults=(0,))
+
+# Appends queued beyond this make `append` wait: backpressure on the readers instead of
+# unbounded memory while storage is slow or down.
+MAX_QUEUED = 10_000
+RETRY_MIN, RETRY_MAX = 0.05, 5.0
+
+
+class StoreError(Exception):
+    """Storage failed; what was being done is kept and retried where possible."""
+
+
+class Store(BlockingCalls):
+    def __init__(self):
+        self._queue = []
+        self._wake = Event()
+        self._space = Event()
+        self._space.set()
+        self._idle = Event()
+        self._idle.set()
+        self._start_calls()
+        self._committer = None
+        self._closed = False
+
+    # --- shared pipeline ------------------------------------------------------------
+
+    def start(self):
+        self._call(self._open)
+        self._committer = gevent.spawn(self._commit_loop)
+        return self
+
+    def append(self, key, update, on_durable):
+        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
+        while len(self._queue) >= MAX_QUEUED:
+            self._space.clear()
+            self._space.wait()
+        self._queue.append((key, update, on_durable))
+        self._idle.clear()
+        self._wake.set()
+
+    def _commit_loop(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                self._idle.set()
+                if self._closed:
+                    return
+                continue
+            delay = RETRY_MIN
+            while True:
+                try:
+                    ids = self._call(self._append_batch, [(k, u) for k, u, _ in batch])
+                    break
+                except Exception:
+                    log.exception("storage commit of %d updates failed; retrying in %.2fs",
+                                  len(batch), delay)
+                    gevent.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+            self._space.set()
+            for (_, _, on_durable), row_id in zip(batch, ids):
+                try:
+                    on_durable(row_id)
+                except Exception:
+                    log.exception("on_durable callback failed")
+            if not self._queue:
+                self._idle.set()
+                if self._closed:
+                    return
+
+    def flush(self, timeout=None):
+        """Wait until every queued append is committed; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def load(self, key):
+        """The document's snapshot and log, oldest first, as a `Loaded`."""
+        return self._call(self._load, key)
+
+    def compact(self, key, upto_id, snapshot=None, seen=None):
+        """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
+
+        `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
+        rows it holds. The copy is used only when the stored rows up to `upto_id` are
+        exactly those (checked in the same transaction): it is then cheap and correct.
+        Otherwise (another process or node wrote or compacted this document) the new
+        snapshot is folded from what is stored, so nothing it wrote is overwritten.
+        """
+        return self._call(self._compact, key, upto_id, snapshot, seen)
+
+    def close(self, timeout=10.0):
+        self._closed = True
+        self._wake.set()
+        flushed = self.flush(timeout)
+        if self._committer is not None:
+            self._committer.join(timeout=0.1)
+            self._committer.kill()
+        self._call(self._close)
+        self._stop_calls()
+        return flushed
+
+    # --- backend --------------------------------------------------------------------
+
+    def _open(self):
+        """Create tables, open connections (runs in the worker thread)."""
+
+    def _close(self):
+        """Release connections (runs in the worker thread)."""
+
+    def _load(self, key):
+        raise NotImplementedError
+
+    def _append_batch(self, items):
+        """Write [(key, update)] in one transaction; return the row id of each."""
+        raise NotImplementedError
+
+    def _compact(self, key, upto_id, snapshot, seen):
+        """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
+        raise NotImplementedError
+
+
+def fold(updates):
+    """One update equal to applying `updates` in order (a snapshot), with deleted
+    content garbage-collected as a Yjs document does."""
+    doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc.get_update()

@@ -1,0 +1,101 @@
+"""SQLite store: the embedded default. WAL journal, one writer thread, group commits."""
+
+import os
+import sqlite3
+
+from .base import Loaded, Store, fold
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, app TEXT NOT NULL, name TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_by_doc ON updates (tenant, app, name, id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    tenant TEXT NOT NULL, app TEXT NOT NULL, name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (tenant, app, name)
+);
+"""
+
+
+def connect(path, synchronous="NORMAL", busy_timeout=5.0):
+    """A WAL-mode connection in autocommit mode (transactions are explicit, see
+    `transaction`), usable from the one worker thread that runs a store's calls. The
+    file's directory is created; the store and the embedded registry share the file."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                         timeout=busy_timeout)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    return db
+
+
+def transaction(db, body):
+    """Run `body(db)` in a BEGIN IMMEDIATE transaction: other processes sharing the file
+    cannot write between its reads and its writes. Rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return result
+
+
+class SQLiteStore(Store):
+    def __init__(self, path, sync="normal"):
+        super().__init__()
+        self.path = path
+        self.sync = sync
+        self.db = None
+
+    def _open(self):
+        self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def _close(self):
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def _stored(self, key, upto_id=None):
+        """(snapshot or None, [(id, update)] oldest first, up to `upto_id` if given)."""
+        snap = self.db.execute(
+            "SELECT data FROM snapshots WHERE tenant=? AND app=? AND name=?", key).fetchone()
+        rows = self.db.execute(
+            "SELECT id, data FROM updates WHERE tenant=? AND app=? AND name=? AND id<=? "
+            "ORDER BY id", (*key, upto_id if upto_id is not None else 2 ** 63 - 1)).fetchall()
+        return (snap[0] if snap else None), rows
+
+    def _load(self, key):
+        snap, rows = self._stored(key)
+        updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
+        return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
+                      sum(r[0] for r in rows))
+
+    def _append_batch(self, items):
+        def insert(db):
+            return [db.execute("INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
+                               (*key, update)).lastrowid for key, update in items]
+        return transaction(self.db, insert)
+
+    def _compact(self, key, upto_id, snapshot, seen):
+        def replace(db):
+            stored = db.execute(
+                "SELECT count(*), coalesce(sum(id), 0) FROM updates "
+                "WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)).fetchone()
+            folded = snapshot
+            if folded is None or tuple(stored) != tuple(seen):
+                snap, rows = self._stored(key, upto_id)
+                folded = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
+            db.execute("INSERT OR REPLACE INTO snapshots (tenant, app, name, data) "
+                       "VALUES (?, ?, ?, ?)", (*key, folded))
+            db.execute("DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?",
+                       (*key, upto_id))
+        transaction(self.db, replace)

@@ -1,0 +1,267 @@
+"""Tokens: per-tenant keys, JWT verification, and development tokens.
+
+A token names its tenant (`tenantId`) and app (`appId`); the key is chosen by the
+token's `kid` among that tenant's keys, and each key is pinned to one algorithm, so
+neither `none` nor an HMAC-with-a-public-key confusion can pass. PyJWT does the
+cryptography and the registered-claim checks.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import jwt
+
+from ..errors import ConfigError, Forbidden, InvalidToken, NoToken
+
+DEFAULT_AUDIENCE = "WireSocket.API"
+DEFAULT_SCOPE = "WireSocket.API"
+HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
+PUBLIC_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                     "ES256", "ES384", "ES512", "EdDSA"}
+# Clock skew tolerated on exp/nbf/iat, in seconds.
+LEEWAY = 5
+
+
+@dataclass(frozen=True)
+class Key:
+    kid: str
+    alg: str
+    key: object  # what PyJWT verifies with: a secret (bytes) or a public key object
+    material: object = None  # the secret, for signing development tokens (HMAC only)
+
+
+@dataclass
+class App:
+    name: str
+    allowed_origins: list | None = None  # None: any origin
+    settings: dict = field(default_factory=dict)  # the whole mapping, for later checks
+
+    def allows_origin(self, origin):
+        return self.allowed_origins is None or origin in self.allowed_origins
+
+
+@dataclass
+class Tenant:
+    name: str
+    keys: dict  # kid -> Key, in config order
+    apps: dict  # name -> App
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+    tenant: str
+    app: str
+    user: str | None
+    claims: dict
+
+
+def _load_key(key_path, alg, material):
+    try:
+        return jwt.get_algorithm_by_name(alg).prepare_key(material)
+    except Exception as e:  # PyJWT raises several types for unusable key material
+        raise ConfigError(key_path, f"not a usable {alg} key: {e}") from e
+
+
+def _read_file(key_path, path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(key_path, f"cannot read {path}: {e.strerror}") from e
+
+
+def _parse_key_entry(key_path, entry):
+    """One entry of `keys`: yields Key objects (a JWKS file yields several)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(key_path, "must be a mapping")
+    if "jwks_file" in entry:
+        text = _read_file(f"{key_path}.jwks_file", entry["jwks_file"])
+        try:
+            jwks = jwt.PyJWKSet.from_json(text)
+        except (jwt.PyJWKSetError, jwt.InvalidKeyError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{key_path}.jwks_file", f"not a usable JWKS: {e}") from e
+        for jwk in jwks.keys:
+            if not jwk.key_id:
+                raise ConfigError(f"{key_path}.jwks_file", "every JWK needs a kid")
+            if jwk.algorithm_name not in PUBLIC_ALGORITHMS:
+                raise ConfigError(f"{key_path}.jwks_file", f"key {jwk.key_id}: algorithm "
+                                  f"{jwk.algorithm_name} not allowed")
+            yield Key(jwk.key_id, jwk.algorithm_name, jwk.key)
+        return
+    kid, alg = entry.get("kid"), entry.get("alg")
+    if not isinstance(kid, str) or not kid:
+        raise ConfigError(f"{key_path}.kid", "is required")
+    if alg in HMAC_ALGORITHMS:
+        secret = entry.get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"{key_path}.secret", f"is required for {alg} (empty or unset)")
+        secret = secret.encode("utf-8")
+        yield Key(kid, alg, _load_key(f"{key_path}.secret", alg, secret), secret)
+    elif alg in PUBLIC_ALGORITHMS:
+        if "public_key" in entry:
+            pem = entry["public_key"]
+        elif "public_key_file" in entry:
+            pem = _read_file(f"{key_path}.public_key_file", entry["public_key_file"])
+        else:
+            raise ConfigError(key_path, f"{alg} needs public_key or public_key_file")
+        yield Key(kid, alg, _load_key(key_path, alg, pem))
+    else:
+        raise ConfigError(f"{key_path}.alg", f"must be one of "
+                          f"{', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_ALGORITHMS))}, not {alg!r}")
+
+
+def _parse_app(app_path, name, conf):
+    conf = {} if conf is None else conf
+    if not isinstance(conf, dict):
+        raise ConfigError(app_path, "must be a mapping")
+    origins = conf.get("allowed_origins")
+    if origins is not None and (not isinstance(origins, list)
+                                or not all(isinstance(o, str) for o in origins)):
+        raise ConfigError(f"{app_path}.allowed_origins", "must be a list of origins")
+    return App(name, origins, conf)
+
+
+class Authenticator:
+    def __init__(self, audience, scope, tenants):
+        self.audience = audience
+        self.scope = scope
+        self.tenants = tenants
+
+    @classmethod
+    def from_config(cls, auth):
+        audience = auth.get("audience", DEFAULT_AUDIENCE)
+        scope = auth.get("scope", DEFAULT_SCOPE)
+        for key in ("audience", "scope"):
+            if not isinstance(auth.get(key, ""), str):
+                raise ConfigError(f"auth.{key}", "must be a string")
+        unknown = set(auth) - {"audience", "scope", "tenants"}
+        if unknown:
+            raise ConfigError(f"auth.{sorted(unknown)[0]}", "unknown setting")
+        tenants_conf = auth.get("tenants")
+        if not isinstance(tenants_conf, dict) or not tenants_conf:
+            raise ConfigError("auth.tenants", "needs at least one tenant")
+        tenants = {}
+        for tname, tconf in tenants_conf.items():
+            path = f"auth.tenants.{tname}"
+            if not isinstance(tconf, dict):
+                raise ConfigError(path, "must be a mapping")
+            keys = {}
+            entries = tconf.get("keys")
+            if not isinstance(entries, list) or not entries:
+                raise ConfigError(f"{path}.keys", "needs at least one key")
+            for i, entry in enumerate(entries):
+                for key in _parse_key_entry(f"{path}.keys[{i}]", entry):
+                    if key.kid in keys:
+                        raise ConfigError(f"{path}.keys[{i}]", f"duplicate kid {key.kid!r}")
+                    keys[key.kid] = key
+            apps_conf = tconf.get("apps")
+            if not isinstance(apps_conf, dict) or not apps_conf:
+                raise ConfigError(f"{path}.apps", "needs at least one app")
+            apps = {str(a): _parse_app(f"{path}.apps.{a}", str(a), c) for a, c in apps_conf.items()}
+            tenants[str(tname)] = Tenant(str(tname), keys, apps)
+        return cls(audience, scope, tenants)
+
+    # --- verification ---------------------------------------------------------------
+
+    def verify(self, token):
+        """Check a token's signature and claims; return its Principal.
+
+        Raises NoToken (4001), InvalidToken (4002), or Forbidden (4003) for a token that
+        passes every check it can but names a tenant that is not configured.
+        """
+        if not token:
+            raise NoToken()
+        try:
+            # One unverified parse gives both the kid and the tenant to pick the key by.
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = unverified["header"], unverified["payload"]
+        except jwt.DecodeError:
+            raise InvalidToken("malformed token") from None
+        tenant_id = unverified.get("tenantId")
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise InvalidToken("token has no tenantId")
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            # No key to check the signature with: check what can be checked, so an
+            # expired or foreign-audience token still answers 4002, then refuse.
+            self._decode(token, None, header.get("alg"))
+            raise Forbidden("unknown tenant")
+        kid = header.get("kid")
+        if kid is None and len(tenant.keys) == 1:
+            key = next(iter(tenant.keys.values()))
+        else:
+            key = tenant.keys.get(kid)
+        if key is None:
+            raise InvalidToken("unknown key")
+        if header.get("alg") != key.alg:
+            raise InvalidToken("algorithm not allowed for this key")
+        claims = self._decode(token, key, key.alg)
+        app = claims.get("appId")
+        if not isinstance(app, str) or not app:
+            raise InvalidToken("token has no appId")
+        sub = claims.get("sub")
+        return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims)
+
+    def _decode(self, token, key, alg):
+        options = {"require": ["exp", "aud"]}
+        if key is None:
+            # PyJWT turns every claim check off with the signature check: turn them back on.
+            options.update(verify_signature=False, verify_exp=True, verify_nbf=True,
+                           verify_iat=True, verify_aud=True)
+        try:
+            claims = jwt.decode(token, key.key if key else None, algorithms=[alg] if alg else None,
+                                audience=self.audience, options=options, leeway=LEEWAY)
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("wrong audience") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("bad signature") from None
+        except jwt.MissingRequiredClaimError as e:
+            raise InvalidToken(f"token has no {e.claim}") from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken("malformed token") from None
+        if not self._has_scope(claims):
+            raise InvalidToken("missing scope")
+        return claims
+
+    def _has_scope(self, claims):
+        for name in ("scope", "scp"):
+            value = claims.get(name)
+            if isinstance(value, str):
+                value = value.split()
+            if isinstance(value, list) and self.scope in value:
+                return True
+        return False
+
+    def authorize(self, principal, origin):
+        """The App a verified principal may use from `origin`, or Forbidden (4003)."""
+        tenant = self.tenants.get(principal.tenant)
+        app = tenant.apps.get(principal.app) if tenant else None
+        if app is None:
+            raise Forbidden("unknown app")
+        if not app.allows_origin(origin):
+            raise Forbidden("origin not allowed")
+        return app
+
+    # --- development tokens ---------------------------------------------------------
+
+    def issue(self, tenant, app, sub=None, ttl=3600, extra=None):
+        """A token signed with the tenant's first HMAC key (for `wsserver token`)."""
+        t = self.tenants.get(tenant)
+        if t is None:
+            raise ConfigError(f"auth.tenants.{tenant}", "no such tenant")
+        key = next((k for k in t.keys.values() if k.alg in HMAC_ALGORITHMS), None)
+        if key is None:
+            raise ConfigError(f"auth.tenants.{tenant}.keys", "has no HMAC key to sign with")
+        now = int(time.time())
+        claims = {"tenantId": tenant, "appId": app, "aud": self.audience,
+                  "scope": self.scope, "iat": now, "exp": now + int(ttl)}
+        if sub:
+            claims["sub"] = sub
+        claims.update(extra or {})
+        return jwt.encode(claims, key.material, algorithm=key.alg, headers={"kid": key.kid})

@@ -1,0 +1,150 @@
+"""The checks a WebSocket handshake passes, in order, before a room is joined.
+
+    gates' check_request (4006 rate limit: before any token is parsed)
+    4007 document name  ->  4001/4002 token  ->  4003 tenant, app, origin
+    gates' admit, in order (4009 region, then 4004/4005/4008 quotas)
+
+Each check raises a WsServerError carrying its close code. A gate's `admit` may return
+a release callable (a quota share, a claim); the Session runs them when the connection
+ends, and a refusal by a later gate releases what earlier gates took, so a refused
+handshake leaves no trace.
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from .auth import App, Principal
+from ..errors import InvalidDocumentName
+from ..documents.key import DocKey
+
+log = logging.getLogger(__name__)
+
+# 1 to 64 characters: ASCII letters, digits, '.', '_', '-'; not starting with '.'.
+DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,63}")
+SUBPROTOCOL = "access_token"
+# Where the rate gate leaves the client IP it resolved (behind trusted proxies, the
+# forwarded one): every later log line and limit uses it.
+CLIENT_IP = "wsserver.client_ip"
+
+
+def peer(environ):
+    """The client's IP as the limits see it, else the socket peer."""
+    return environ.get(CLIENT_IP) or environ.get("REMOTE_ADDR", "-")
+
+
+def document_name(path):
+    """The document name of a request path `/NAME`, or InvalidDocumentName (4007)."""
+    name = path[1:] if path.startswith("/") else path
+    if not DOCUMENT_NAME.fullmatch(name):
+        raise InvalidDocumentName()
+    return name
+
+
+def offered_subprotocols(environ):
+    header = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def extract_token(environ):
+    """The token from, in order: subprotocols ['access_token', JWT], ?token=, or
+    `Authorization: Bearer`. None when there is none."""
+    offered = offered_subprotocols(environ)
+    if SUBPROTOCOL in offered:
+        i = offered.index(SUBPROTOCOL)
+        if i + 1 < len(offered):
+            return offered[i + 1]
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if query.get("token"):
+        return query["token"][0]
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def scrub_token(environ):
+    """Remove ?token= from what access logs print (QUERY_STRING, RAW_URI, REQUEST_URI)."""
+    for key in ("QUERY_STRING", "RAW_URI", "REQUEST_URI"):
+        value = environ.get(key)
+        if value and "token=" in value:
+            environ[key] = re.sub(r"(token=)[^&\s]*", r"\1[redacted]", value)
+
+
+@dataclass
+class Session:
+    """What an accepted handshake established, and what to give back when it ends."""
+    key: DocKey
+    principal: Principal
+    app: App
+    environ: dict = field(repr=False, default_factory=dict)
+    releases: list = field(repr=False, default_factory=list)
+    # True when a later gate refused the handshake: the releases then undo an admission
+    # that never served anyone (a region claim is let go at once, not after a grace).
+    refused: bool = False
+    # Set by a gate when the connection has a message rate limit: an object whose
+    # `spend()` the endpoint calls once per received message (raises to close).
+    message_budget: object = field(repr=False, default=None)
+
+    def release(self):
+        """Run every release callable once, newest first; each failure is logged."""
+        while self.releases:
+            release = self.releases.pop()
+            try:
+                release()
+            except Exception:
+                log.exception("release of %s failed", "/".join(self.key))
+
+
+class Gate:
+    """One admission check of the handshake; subclasses override what they need."""
+
+    def check_request(self, environ):
+        """Runs first, before the token is parsed: must be cheap."""
+
+    def admit(self, session):
+        """Runs after the token checks; may return a callable that undoes the admission."""
+        return None
+
+    def shutdown(self, flushed):
+        """Runs once at shutdown, after the rooms were flushed (`flushed`: completely,
+        every update durable), e.g. to let claims go."""
+
+
+class Handshake:
+    def __init__(self, authenticator, gates=()):
+        self.authenticator = authenticator
+        self.gates = list(gates)
+
+    def authenticate(self, environ, path):
+        """The checks before the gates' admit: gates' check_request, name (4007), token
+        (4001/4002), tenant/app/origin (4003). Returns (DocKey, Principal, App).
+
+        `path` is `/NAME`. /discovery runs exactly these, so it answers what the
+        WebSocket handshake would.
+        """
+        for gate in self.gates:
+            gate.check_request(environ)
+        name = document_name(path)
+        token = extract_token(environ)
+        scrub_token(environ)
+        principal = self.authenticator.verify(token)
+        app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
+        return DocKey(principal.tenant, principal.app, name), principal, app
+
+    def check(self, environ):
+        """Run every check in order; return the Session or raise its WsServerError."""
+        key, principal, app = self.authenticate(environ, environ.get("PATH_INFO", ""))
+        session = Session(key, principal, app, environ)
+        try:
+            for gate in self.gates:
+                release = gate.admit(session)
+                if release is not None:
+                    session.releases.append(release)
+        except BaseException:
+            session.refused = True
+            session.release()
+            raise
+        return session

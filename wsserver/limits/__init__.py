@@ -1,0 +1,59 @@
+"""Plans, quotas and abuse limits: close codes 4004, 4005, 4006 and 4008.
+
+    plans.py          the `plans` and `rate_limit` settings, Limits and the claim rule
+    clientip.py       the client IP (trusted_proxies / X-Forwarded-For) and rate keys
+    gates.py          RateLimitGate (4006, per IP, before the token) and QuotaGate
+                      (4004, 4005, 4008, after the token and region checks)
+    backends.py       the counting rule, MemoryQuota (one process)
+    redis_backend.py  RedisQuota (cluster-wide, leases expire with a dead process)
+    ops.py            the per-connection message budget (4006 on the message loop)
+    refusals.py       one log line and one counter per refusal
+
+`build_quota(config, authenticator)` wires them from the config; the app factory adds
+`rate_gate` first and `quota_gate` last to the handshake's gates.
+"""
+
+from .backends import MemoryQuota
+from .gates import RateLimitGate, QuotaGate
+from .refusals import Refusals
+from .plans import check_app_plans
+
+
+class Quota:
+    """What the rest of the server uses: the two gates, the refusal counters, and the
+    backend (for `close()` at shutdown and for tests)."""
+
+    def __init__(self, rate_gate, quota_gate, refusals, backend):
+        self.rate_gate = rate_gate
+        self.quota_gate = quota_gate
+        self.refusals = refusals
+        self.backend = backend
+
+
+def storages(config):
+    """(handshake-rate storage URI, quota Redis URL or None), from `rate_limit.storage`
+    and `redis`: an explicit `rate_limit.storage` wins for the handshake rate; quotas use
+    `redis`, else a Redis `rate_limit.storage`; neither set means this process only."""
+    explicit = config.rate_limit["storage"]
+    rate_storage = explicit or config.redis or "memory://"
+    quota_redis = config.redis
+    if quota_redis is None and explicit and explicit.startswith("redis"):
+        quota_redis = explicit
+    return rate_storage, quota_redis
+
+
+def build_quota(config, authenticator):
+    """Validate app plans against `plans` (ConfigError naming the key) and build."""
+    check_app_plans(authenticator, config.plans)
+    rate_limit = config.rate_limit
+    refusals = Refusals()
+    rate_storage, quota_redis = storages(config)
+    if quota_redis:
+        from .redis_backend import RedisQuota
+        backend = RedisQuota(quota_redis, rate_limit["lease_seconds"])
+    else:
+        backend = MemoryQuota()
+    rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage,
+                              rate_limit["trusted_proxies"], refusals)
+    quota_gate = QuotaGate(config.plans, backend, refusals, rate_limit["trusted_proxies"])
+    return Quota(rate_gate, quota_gate, refusals, backend)

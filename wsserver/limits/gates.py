@@ -1,0 +1,162 @@
+"""The two handshake gates of the limits: per-IP handshake rate, then quotas.
+
+`RateLimitGate.check_request` runs before anything else of the handshake, before the
+token is even parsed. It counts with a `limits` moving window (memory or Redis); once
+an IP is refused, the gate remembers until when its window stays full, so the rest of
+a flood from that IP is refused without asking the storage again. `/discovery` calls
+the same method: handshakes and discovery requests share one budget per client IP.
+
+`QuotaGate.admit` runs after the token, tenant, app, origin (and region) checks: it
+works out the connection's limits (its app's plan, lowered by the token's `limits`
+claim), takes a lease from the quota backend (4004, 4005, 4008, in that order) and
+gives the session the message budget of `max_ops_per_minute`.
+"""
+
+import logging
+import math
+import time
+import uuid
+
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from ..errors import InvalidToken, RateLimited, WsServerError
+from ..handshake.handshake import CLIENT_IP, Gate
+from ..logs import Throttled
+from .backends import Lease
+from .clientip import client_ip, rate_key
+from .ops import MessageBudget
+from .plans import plan_of
+
+log = logging.getLogger(__name__)
+
+RATE_KEY_PREFIX = "wsserver:rate"
+# Client IPs remembered as refused (a flood from one IP then costs a dict lookup per
+# handshake, not a storage call); beyond this many, refusals go to the storage.
+DENY_CACHE_SIZE = 100_000
+
+
+def session_ip(environ, trusted_proxies=0):
+    ip = environ.get(CLIENT_IP)
+    return ip if ip is not None else client_ip(environ, trusted_proxies)
+
+
+class RateLimitGate(Gate):
+    """4006 for a client IP over `rate_limit.handshakes_per_ip` (off when unset)."""
+
+    def __init__(self, handshakes_per_ip, storage_uri, trusted_proxies, refusals):
+        self.trusted_proxies = trusted_proxies
+        self.refusals = refusals
+        self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
+        self.limiter = None
+        self._storage_errors = Throttled(log)
+        # rate key -> (monotonic time it is refused until, the rate): see _deny.
+        self._denied = {}
+        self._next_prune = 0.0
+        if self.rates:
+            options = {}
+            if not storage_uri.startswith("memory://"):
+                options = {"key_prefix": RATE_KEY_PREFIX, "socket_timeout": 2,
+                           "socket_connect_timeout": 2}
+            self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+
+    def check_request(self, environ):
+        """Count one request of its client IP; raise RateLimited (with `retry_after`,
+        seconds) when one of the configured rates is exceeded."""
+        ip = client_ip(environ, self.trusted_proxies)
+        environ[CLIENT_IP] = ip
+        if self.limiter is None:
+            return
+        key = rate_key(ip)
+        denied = self._denied.get(key)
+        if denied is not None:
+            until, rate = denied
+            left = until - time.monotonic()
+            if left > 0:
+                self._refuse(ip, rate, max(1, math.ceil(left)))
+            del self._denied[key]
+        for rate in self.rates:
+            try:
+                allowed = self.limiter.hit(rate, "handshake", key)
+            except Exception as e:  # the storage (Redis) is unreachable: fail open
+                self._storage_error(e)
+                return
+            if not allowed:
+                self._refuse(ip, rate, self._deny(key, rate))
+
+    def _refuse(self, ip, rate, retry_after):
+        error = RateLimited("too many handshakes", retry_after)
+        self.refusals.record(error, ip, detail=f"over {rate}")
+        raise error
+
+    def _deny(self, key, rate):
+        """Remember that `key` stays refused until its window frees a slot (no entry of a
+        moving window leaves before its expiry, and other processes can only add more);
+        return that time as Retry-After seconds."""
+        try:
+            stats = self.limiter.get_window_stats(rate, "handshake", key)
+        except Exception as e:
+            self._storage_error(e)
+            return int(rate.get_expiry())
+        left = stats.reset_time - time.time()
+        if stats.remaining == 0 and left > 0:
+            now = time.monotonic()
+            if len(self._denied) >= DENY_CACHE_SIZE and now >= self._next_prune:
+                self._next_prune = now + 1.0
+                for stale in [k for k, (until, _) in self._denied.items() if until <= now]:
+                    del self._denied[stale]
+            if len(self._denied) < DENY_CACHE_SIZE:  # else: ask the storage each time
+                self._denied[key] = (now + left, rate)
+        return max(1, math.ceil(left))
+
+    def _storage_error(self, error):
+        self._storage_errors.error(
+            "rate limit storage failed (%s: %s); admitting handshakes meanwhile",
+            type(error).__name__, error)
+
+
+class QuotaGate(Gate):
+    """4004, 4005, 4008 from the app's plan (and the token's `limits` claim)."""
+
+    def __init__(self, plans, backend, refusals, trusted_proxies=0):
+        self.plans = plans
+        self.backend = backend
+        self.refusals = refusals
+        self.trusted_proxies = trusted_proxies
+
+    def limits_of(self, session):
+        """The connection's effective Limits; InvalidToken (4002) for a bad claim."""
+        limits = plan_of(session.app, self.plans)
+        claim = session.principal.claims.get("limits")
+        if claim is None:
+            return limits
+        try:
+            return limits.lowered_by(claim)
+        except ValueError as e:
+            raise InvalidToken(f"invalid limits claim: {e}") from None
+
+    def admit(self, session):
+        principal = session.principal
+        limits = self.limits_of(session)
+        ip = session_ip(session.environ, self.trusted_proxies)
+        app = f"{principal.tenant}/{principal.app}"
+        # A token without `sub` is a user of its own, for this connection only.
+        user = f"u:{principal.user}" if principal.user else f"c:{uuid.uuid4().hex}"
+        lease = Lease(principal.tenant, principal.app, session.key.name, user)
+        try:
+            release = self.backend.acquire(lease, limits)
+        except WsServerError as error:
+            self.refusals.record(error, ip, app=app, detail=f"document {session.key.name}")
+            raise
+        if limits.max_ops_per_minute is not None:
+            def exhausted(error):
+                self.refusals.record(error, ip, app=app,
+                                     detail=f"over {limits.max_ops_per_minute} messages/minute")
+            session.message_budget = MessageBudget(limits.max_ops_per_minute, exhausted)
+        return release
+
+    def shutdown(self, flushed):
+        """Shutdown: every connection has closed; give back this process's share
+        (a no-op in memory, drops the instance's lease in Redis)."""
+        self.backend.close()

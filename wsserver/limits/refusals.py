@@ -1,0 +1,29 @@
+"""Refusals by code: one log line each, and counters for the metrics endpoint.
+
+Every refusal made by the limits (4004, 4005, 4006, 4008) goes through
+`Refusals.record`, which logs it once with the app, the client IP and the code (never
+the token: it is not passed here), counts it, and marks the error as logged so the
+WebSocket endpoint does not log it again. `counts()` is what a metrics endpoint or
+`/healthz` shows: {code: refusals since start}, for this process.
+"""
+
+import logging
+from collections import Counter
+
+log = logging.getLogger("wsserver.limits")
+
+
+class Refusals:
+    def __init__(self):
+        self._counts = Counter()
+
+    def record(self, error, ip, app=None, detail=""):
+        """Log and count one refusal; `app` is "tenant/app" when known."""
+        self._counts[error.close_code] += 1
+        error.logged = True
+        log.info("refused %d %s: app=%s ip=%s%s", error.close_code, error.reason,
+                 app or "-", ip or "-", f" ({detail})" if detail else "")
+
+    def counts(self):
+        """{close code: count} since start, in this process."""
+        return dict(self._counts)

@@ -1,0 +1,156 @@
+"""The y-websocket wire format: one y-protocols message per binary WebSocket message.
+
+Encoding uses pycrdt's helpers. Decoding is strict and ours: pycrdt's `Decoder` slices
+past the end of a truncated message without complaint, and a server must tell a
+truncated message from a short one. Every decoding failure raises
+`ProtocolViolation` (close code 1002).
+
+    message        = varUint(messageType) payload
+    sync           = 0 varUint(syncType) varBytes(data)   step1: state vector,
+                                                          step2/update: a Yjs update
+    awareness      = 1 varBytes(awareness update)
+    auth           = 2 ...                                (server -> client only)
+    queryAwareness = 3
+"""
+
+import json
+
+from pycrdt import (
+    YMessageType,
+    YSyncMessageType,
+    create_awareness_message,
+    create_update_message,
+    write_message,
+)
+
+from ..errors import ProtocolViolation
+
+MESSAGE_SYNC = YMessageType.SYNC
+MESSAGE_AWARENESS = YMessageType.AWARENESS
+MESSAGE_AUTH = 2  # y-protocols/auth; pycrdt has no constant for it
+MESSAGE_QUERY_AWARENESS = 3  # likewise
+
+SYNC_STEP1 = YSyncMessageType.SYNC_STEP1
+SYNC_STEP2 = YSyncMessageType.SYNC_STEP2
+SYNC_UPDATE = YSyncMessageType.SYNC_UPDATE
+
+# The update Yjs encodes for "nothing": zero structs, empty delete set.
+EMPTY_UPDATE = b"\x00\x00"
+
+# A varUint longer than this cannot be a length or a message type we accept.
+_MAX_VARUINT_BYTES = 8
+
+
+class Message:
+    """A decoded client message: `kind` is one of the KIND_* names, `data` its payload."""
+
+    __slots__ = ("kind", "data")
+
+    def __init__(self, kind, data):
+        self.kind = kind
+        self.data = data
+
+    def __repr__(self):
+        return f"Message({self.kind!r}, {len(self.data)} bytes)"
+
+
+KIND_STEP1 = "sync-step1"
+KIND_STEP2 = "sync-step2"
+KIND_UPDATE = "sync-update"
+KIND_AWARENESS = "awareness"
+KIND_QUERY_AWARENESS = "query-awareness"
+
+_SYNC_KINDS = {SYNC_STEP1: KIND_STEP1, SYNC_STEP2: KIND_STEP2, SYNC_UPDATE: KIND_UPDATE}
+
+
+def read_var_uint(buf, pos):
+    """Read a lib0 varUint at `pos`; return (value, next position)."""
+    value = 0
+    shift = 0
+    end = min(len(buf), pos + _MAX_VARUINT_BYTES)
+    while pos < end:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    if pos >= len(buf):
+        raise ProtocolViolation("truncated varint")
+    raise ProtocolViolation("varint too long")
+
+
+def read_var_bytes(buf, pos):
+    """Read a length-prefixed byte string at `pos`; return (bytes, next position)."""
+    length, pos = read_var_uint(buf, pos)
+    end = pos + length
+    if end > len(buf):
+        raise ProtocolViolation("truncated message")
+    return bytes(buf[pos:end]), end
+
+
+def decode(buf):
+    """Decode one client message. Raises ProtocolViolation for anything malformed."""
+    if not buf:
+        raise ProtocolViolation("empty message")
+    msg_type, pos = read_var_uint(buf, 0)
+    if msg_type == MESSAGE_SYNC:
+        sync_type, pos = read_var_uint(buf, pos)
+        kind = _SYNC_KINDS.get(sync_type)
+        if kind is None:
+            raise ProtocolViolation(f"unknown sync message type {sync_type}")
+        data, pos = read_var_bytes(buf, pos)
+    elif msg_type == MESSAGE_AWARENESS:
+        kind = KIND_AWARENESS
+        data, pos = read_var_bytes(buf, pos)
+    elif msg_type == MESSAGE_QUERY_AWARENESS:
+        kind = KIND_QUERY_AWARENESS
+        data = b""
+    else:
+        raise ProtocolViolation(f"unexpected message type {msg_type}")
+    if pos != len(buf):
+        raise ProtocolViolation("trailing bytes after message")
+    return Message(kind, data)
+
+
+# pycrdt exports creators for updates and awareness only; step 1 and 2 use its framing.
+_STEP1_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP1])
+_STEP2_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP2])
+
+
+def sync_step1(state_vector):
+    return _STEP1_PREFIX + write_message(state_vector)
+
+
+def sync_step2(update):
+    return _STEP2_PREFIX + write_message(update)
+
+
+def sync_update(update):
+    return create_update_message(update)
+
+
+def awareness(update):
+    return create_awareness_message(update)
+
+
+def check_awareness_update(data):
+    """Validate an awareness update's structure strictly; return its client ids.
+
+    pycrdt's `Awareness.apply_awareness_update` reads with the lenient Decoder, so a
+    truncated update would be half-applied; this runs first and rejects it whole.
+    """
+    count, pos = read_var_uint(data, 0)
+    ids = []
+    for _ in range(count):
+        client_id, pos = read_var_uint(data, pos)
+        _clock, pos = read_var_uint(data, pos)
+        state, pos = read_var_bytes(data, pos)
+        try:
+            json.loads(state) if state else None
+        except ValueError:
+            raise ProtocolViolation("awareness state is not JSON") from None
+        ids.append(client_id)
+    if pos != len(data):
+        raise ProtocolViolation("trailing bytes in awareness update")
+    return ids

@@ -1,0 +1,168 @@
+"""The region map: region names, their public base URLs, pins, and the redirect.
+
+    region: eu-central-1                      # this node's (env WSSERVER_REGION overrides)
+    regions: {eu-central-1: "wss://eu.example.net", us-east-1: "wss://us.example.net"}
+    pins: [{tenant: acme, app: editor, documents: "gdpr-*", region: eu-central-1}]
+    registry: {release_after_seconds: 30, ttl_seconds: 15, heartbeat_seconds: 5}
+
+Validation happens at start-up (config.py calls the validators below) and every error
+names its key: this node's region must be in the map, a pin must name a known region,
+and a base URL must be short enough that `REDIRECT:` + URL + `/` + a 64-character
+document name fits the 123 bytes of a close reason.
+
+Pins: each of `tenant`, `app` and `documents` is a case-sensitive glob (fnmatch:
+`*`, `?`, `[...]`), `*` when left out; the first pin that matches a document decides
+its region.
+"""
+
+from fnmatch import fnmatchcase
+
+from ..errors import ConfigError, InternalError, RegistryUnavailable, WrongRegion, truncate_reason
+
+REDIRECT_PREFIX = "REDIRECT:"
+MAX_NAME = 64  # the longest document name (wsserver/handshake.py)
+MAX_REASON = 123
+# The longest base URL whose redirect reason always fits in a close frame.
+MAX_BASE_URL_BYTES = MAX_REASON - len(REDIRECT_PREFIX) - 1 - MAX_NAME  # 49
+
+PIN_FIELDS = ("tenant", "app", "documents", "region")
+REGISTRY_DEFAULTS = {"release_after_seconds": 30.0, "ttl_seconds": 15.0}
+
+
+# --- settings -----------------------------------------------------------------------
+
+def validate_regions(key, value):
+    """Region name -> base URL (ws:// or wss://, no query or fragment, trailing `/`
+    dropped, at most MAX_BASE_URL_BYTES bytes)."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(key, "must be a mapping of region name -> base URL")
+    regions = {}
+    for name, url in value.items():
+        path = f"{key}.{name}"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(key, f"region names must be non-empty strings, not {name!r}")
+        if not isinstance(url, str) or not (url.startswith("ws://") or url.startswith("wss://")):
+            raise ConfigError(path, "must be a ws:// or wss:// base URL")
+        if "?" in url or "#" in url:
+            raise ConfigError(path, "must not have a query or fragment")
+        url = url.rstrip("/")
+        size = len(url.encode("utf-8"))
+        if size > MAX_BASE_URL_BYTES:
+            raise ConfigError(path, f"is {size} bytes; at most {MAX_BASE_URL_BYTES} keep "
+                              f"'{REDIRECT_PREFIX}<url>/<64-character name>' within the "
+                              f"{MAX_REASON} bytes of a close reason")
+        regions[name] = url
+    return regions
+
+
+def validate_pins(key, value):
+    """A list of {tenant, app, documents, region}; globs default to `*`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of {tenant, app, documents, region}")
+    pins = []
+    for i, pin in enumerate(value):
+        path = f"{key}[{i}]"
+        if not isinstance(pin, dict):
+            raise ConfigError(path, "must be a mapping {tenant, app, documents, region}")
+        unknown = sorted(set(pin) - set(PIN_FIELDS))
+        if unknown:
+            raise ConfigError(f"{path}.{unknown[0]}", "unknown setting")
+        if "region" not in pin:
+            raise ConfigError(f"{path}.region", "is required")
+        normalized = {}
+        for field in PIN_FIELDS:
+            item = pin.get(field, "*")
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"{path}.{field}", "must be a non-empty string")
+            normalized[field] = item
+        pins.append(normalized)
+    return pins
+
+
+def validate_registry(key, value):
+    """{release_after_seconds, ttl_seconds, heartbeat_seconds}, as floats.
+
+    heartbeat_seconds defaults to a third of ttl_seconds and must be shorter than it.
+    """
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a mapping")
+    unknown = sorted(set(value) - {"release_after_seconds", "ttl_seconds", "heartbeat_seconds"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", "unknown setting")
+    merged = dict(REGISTRY_DEFAULTS, **value)
+    minimum = {"release_after_seconds": 0.0, "ttl_seconds": 0.5, "heartbeat_seconds": 0.05}
+    result = {}
+    for name, item in merged.items():
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise ConfigError(f"{key}.{name}", f"must be a number of seconds, not {item!r}")
+        if item < minimum[name]:
+            raise ConfigError(f"{key}.{name}", f"must be >= {minimum[name]}")
+        result[name] = float(item)
+    result.setdefault("heartbeat_seconds", result["ttl_seconds"] / 3)
+    if result["heartbeat_seconds"] >= result["ttl_seconds"]:
+        raise ConfigError(f"{key}.heartbeat_seconds", "must be shorter than ttl_seconds "
+                          "(a third of it leaves room for two missed heartbeats)")
+    return result
+
+
+def check_region_map(values, env):
+    """Cross-checks, once every setting is valid: WSSERVER_REGION, region, pins."""
+    source = "region"
+    if env.get("WSSERVER_REGION"):
+        values["region"] = env["WSSERVER_REGION"]
+        source = "WSSERVER_REGION"
+    if values["region"] not in values["regions"]:
+        raise ConfigError(source, f"{values['region']!r} is not in regions "
+                          f"({', '.join(sorted(values['regions']))})")
+    for i, pin in enumerate(values["pins"]):
+        if pin["region"] not in values["regions"]:
+            raise ConfigError(f"pins[{i}].region", f"{pin['region']!r} is not in regions")
+
+
+# --- the map --------------------------------------------------------------------------
+
+class RegionMap:
+    """This node's region, every region's base URL, and the pins."""
+
+    def __init__(self, region, regions, pins=()):
+        self.region = region
+        self.regions = dict(regions)
+        self.pins = list(pins)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.region, config.regions, config.pins)
+
+    def pinned(self, key):
+        """The region `key` (a DocKey) is pinned to, or None."""
+        for pin in self.pins:
+            if (fnmatchcase(key.tenant, pin["tenant"]) and fnmatchcase(key.app, pin["app"])
+                    and fnmatchcase(key.name, pin["documents"])):
+                return pin["region"]
+        return None
+
+    def url(self, region, name):
+        """`<base URL of region>/<name>`; InternalError for a region this node does not
+        know (nodes of different regions were given different maps)."""
+        base = self.regions.get(region)
+        if base is None:
+            raise InternalError(f"document is live in unknown region {region!r}"[:100])
+        return f"{base}/{name}"
+
+    def redirect(self, region, name):
+        """The 4009 refusal that sends a client to `region`."""
+        reason = REDIRECT_PREFIX + self.url(region, name)
+        # Config validation guarantees it fits; never send a cut URL.
+        if len(truncate_reason(reason)) != len(reason.encode("utf-8")):
+            raise InternalError("redirect reason too long")
+        return WrongRegion(reason)
+
+    def moved(self, region, name):
+        """The close for connections here to a document another region took: 4009 to
+        `region` when this map knows it, else 1013 (retry: the registry will say)."""
+        if region is not None and region in self.regions:
+            return self.redirect(region, name)
+        return RegistryUnavailable("document is moving, retry")

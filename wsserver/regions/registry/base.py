@@ -1,0 +1,352 @@
+"""The region registry: which region hosts each document right now.
+
+A *claim* says "document K is live in region R". It is held by the nodes (processes)
+of R that have connections to K, each holder with its own expiry, so a claim lives
+while any of its holders renews it and dies by itself at most `ttl` seconds after the
+last renewal of its last holder: a node that is killed (kill -9) or cut off loses its
+claims within that bound. Nodes of different regions must share one registry (the
+same SQLite file, or the same Redis) and the same document storage.
+
+Backends implement the shared table's atomic operations, and nothing else:
+
+    _claim(key, node, region, ttl) -> region
+        Atomically: if a live holder of another region exists, answer that region and
+        change nothing; else record `node` as a holder of `key` for `region`, expiring
+        `ttl` seconds from now, and answer `region`.
+    _renew(keys, node, ttl) -> set of keys
+        Push the expiry of `node`'s live holdings of `keys`; answer the keys renewed.
+        Never creates a holding, so a renewal racing a release cannot resurrect it.
+    _release(key, node)
+        Drop `node`'s holding (release-if-ours); the claim ends with its last holder.
+    _lookup(key) -> region or None
+        The region with a live holder of `key`, if any.
+    _open(), _close()
+
+This base class owns what every backend shares, on this node:
+
+- how many of this node's connections use each document (`acquire` / `release`);
+- the delayed release: `release_after` seconds after the node's last connection to a
+  document closes, the room is evicted (flushed, compacted and dropped: updates are
+  durable before they are echoed, and eviction waits for those still queued), and only
+  then is the claim released, so the next region loads everything from storage and
+  this node keeps no stale copy to serve if the document comes back. A connection that
+  comes back before that cancels the release;
+- the heartbeat that renews every claim this node holds, every `heartbeat` seconds;
+- losing a claim: when a renewal finds the document claimed by another region (this
+  node was cut off longer than the TTL), or the registry has been unreachable for
+  longer than the TTL, the document's connections here are closed (`on_claim_lost`) and its
+  room is dropped *without* compaction (a snapshot of a stale copy would overwrite
+  what the new region stored). Until that is done new connections get 1013. And
+  `may_compact(key)`, asked by the store before every compaction, says no as soon as
+  ownership is in doubt (no successful renewal for a TTL, or a renewal that found the
+  holding expired), so even a node that wakes up from a long freeze with clients still
+  writing cannot overwrite the new owner's snapshot in the window before it notices.
+- `close()` at clean shutdown: every claim released at once.
+
+Blocking backends (SQLite) run their calls in one worker thread (`threaded = True`),
+like wsserver/store does; Redis calls run in the calling greenlet (sockets are
+cooperative under gevent).
+
+Limits: a claim is per region, not per node. Two nodes of one region may both serve
+a document; keeping their copies in step is the multi-process scale-out's job, not
+the registry's.
+"""
+
+import logging
+import os
+import socket
+import time
+import uuid
+
+import gevent
+from gevent.lock import Semaphore
+
+from ...support.blocking import BlockingCalls
+from ...errors import RegistryUnavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN, RETRY_MAX = 0.2, 10.0
+
+
+def node_id(region):
+    """A name for this process that no other process will ever use."""
+    return f"{region}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _never_loaded(key, compact=True):
+    return True
+
+
+def _nothing_to_close(key, region):
+    log.warning("claim on %s lost to %s; no connection closer installed", "/".join(key), region)
+
+
+class _Holding:
+    """This node's use of one document."""
+    __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock")
+
+    def __init__(self):
+        self.count = 0  # open connections (admitted handshakes) of this node
+        self.claimed = False  # this node holds the claim in the shared registry
+        self.lost = False  # the claim was lost: close, drop the room, then forget
+        self.lost_to = None  # the region that took it, when known
+        self.generation = 0  # bumped to cancel a scheduled release
+        self.lock = Semaphore()  # serializes claim, release and eviction of the key
+
+
+class Registry(BlockingCalls):
+    threaded = False
+
+    def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
+                 evict=_never_loaded, on_claim_lost=_nothing_to_close):
+        if not 0 < heartbeat < ttl:
+            raise ValueError("heartbeat must be shorter than ttl")
+        self.region = region
+        self.node = node_id(region)
+        self.release_after = release_after
+        self.ttl = ttl
+        self.heartbeat = heartbeat
+        # evict(key, compact) -> True once no room of `key` is loaded in this process.
+        self.evict = evict
+        # on_claim_lost(key, region_or_None): close this node's connections to `key`.
+        self.on_claim_lost = on_claim_lost
+        self._holdings = {}
+        self._start_calls()
+        self._heartbeat = None
+        self._last_renewal = time.monotonic()
+        self._closed = False
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.node})"
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def start(self):
+        self._call(self._open)
+        self._last_renewal = time.monotonic()
+        self._heartbeat = gevent.spawn(self._heartbeat_loop)
+        return self
+
+    def close(self, release=True):
+        """Shutdown: stop renewing and, with `release`, let every claim of this node go
+        at once (the caller has flushed every room first). A claim not released (or
+        whose release fails, which is logged) expires within `ttl`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.kill()
+        if not release:
+            log.warning("not every document was flushed: its claims expire within %.0fs "
+                        "instead of being released now", self.ttl)
+        for key, holding in list(self._holdings.items()):
+            with holding.lock:  # not in the middle of a claim or a scheduled release
+                if holding.claimed and release:
+                    self._release_claim(key, holding)
+        self._holdings.clear()
+        try:
+            self._call(self._close)
+        finally:
+            self._stop_calls()
+
+    def _backend(self, what, fn, *args):
+        """Run a backend call; any failure becomes RegistryUnavailable (1013 / 503)."""
+        try:
+            return self._call(fn, *args)
+        except RegistryUnavailable:
+            raise
+        except Exception as e:
+            # One line, no traceback: during an outage every handshake comes through here.
+            log.warning("region registry: %s failed: %s: %s", what, type(e).__name__, e)
+            raise RegistryUnavailable() from e
+
+    # --- connections ----------------------------------------------------------------
+
+    def acquire(self, key):
+        """Count one more connection of this node to `key`, claiming it if needed.
+
+        Returns the region hosting the document. When it is this node's region the
+        caller must call `release(key)` exactly once when the connection ends; when it
+        is another region nothing was taken. Raises RegistryUnavailable when the
+        registry cannot be reached or the document is being let go after a lost claim.
+        """
+        while True:
+            holding = self._holdings.get(key)
+            if holding is None:
+                holding = self._holdings[key] = _Holding()
+            with holding.lock:
+                if self._holdings.get(key) is not holding:
+                    continue  # released while we waited for the lock: start over
+                if holding.lost:
+                    raise RegistryUnavailable("document is moving, retry")
+                if not holding.claimed:
+                    try:
+                        region = self._backend("claim", self._claim, key, self.node,
+                                               self.region, self.ttl)
+                    except RegistryUnavailable:
+                        self._forget_if_unused(key, holding)
+                        raise
+                    if region != self.region:
+                        self._forget_if_unused(key, holding)
+                        return region
+                    holding.claimed = True
+                holding.count += 1
+                holding.generation += 1  # cancels a scheduled release
+                return self.region
+
+    def _forget_if_unused(self, key, holding):
+        if holding.count == 0 and not holding.claimed and self._holdings.get(key) is holding:
+            del self._holdings[key]
+
+    def release(self, key, at_once=False):
+        """One connection of this node to `key` ended. Never blocks. `at_once`: it never
+        reached the document (refused by a later check): when it was the last, let the
+        claim go now instead of after `release_after`."""
+        holding = self._holdings.get(key)
+        if holding is None or holding.count <= 0:
+            log.error("release of %s without a matching acquire", "/".join(key))
+            return
+        holding.count -= 1
+        if holding.count == 0:
+            self._schedule_release(key, holding, at_once)
+
+    def _schedule_release(self, key, holding, at_once=False):
+        holding.generation += 1
+        delay = 0.0 if at_once or holding.lost or self._closed else self.release_after
+        gevent.spawn(self._release_later, key, holding, holding.generation, delay)
+
+    def _release_later(self, key, holding, generation, delay):
+        gevent.sleep(delay)
+        retry = RETRY_MIN
+        while True:
+            with holding.lock:
+                if (holding.generation != generation or holding.count
+                        or self._holdings.get(key) is not holding):
+                    return  # a connection came back, or someone else finished the job
+                try:
+                    evicted = self.evict(key, compact=not holding.lost)
+                except Exception:
+                    log.exception("%s: eviction before release failed; retrying", "/".join(key))
+                    evicted = False
+                if evicted:
+                    self._release_claim(key, holding)
+                    return
+            gevent.sleep(retry)
+            retry = min(retry * 2, RETRY_MAX)
+
+    def _release_claim(self, key, holding):
+        """Let the claim go (called with the key's lock held, the room evicted).
+
+        The holding leaves the table only once the backend release is done: an acquire
+        meanwhile waits on its lock, so its claim cannot reach the backend before this
+        release and be undone by it.
+        """
+        holding.claimed = False
+        try:
+            self._call(self._release, key, self.node)
+        except Exception:
+            log.exception("release of %s failed; the claim expires within %.0fs",
+                          "/".join(key), self.ttl)
+        finally:
+            if self._holdings.get(key) is holding:
+                del self._holdings[key]
+        log.debug("released %s", "/".join(key))
+
+    def lookup(self, key):
+        """The region where `key` is live now, or None; claims nothing."""
+        return self._backend("lookup", self._lookup, key)
+
+    def may_compact(self, key):
+        """True while this node surely still owns `key`: it holds the claim, and its
+        claims were renewed less than a TTL ago. A node frozen or cut off for longer may
+        have lost the document, and a snapshot of its copy would overwrite what the new
+        owner stored (the store asks this before every compaction)."""
+        holding = self._holdings.get(key)
+        if holding is None or not holding.claimed or holding.lost:
+            return False
+        return time.monotonic() - self._last_renewal < self.ttl
+
+    def holds(self, key):
+        """True while this node holds a claim on `key` (for tests and /healthz)."""
+        holding = self._holdings.get(key)
+        return holding is not None and holding.claimed
+
+    # --- heartbeat ------------------------------------------------------------------
+
+    def _heartbeat_loop(self):
+        while True:
+            gevent.sleep(self.heartbeat)
+            try:
+                self.renew()
+            except Exception:
+                log.exception("region registry heartbeat failed")
+
+    def renew(self):
+        """Renew every claim this node holds; handle the ones that were lost."""
+        held = {k: h for k, h in self._holdings.items() if h.claimed and not h.lost}
+        # Connections that reached a lost document's room after it was told to close.
+        for key, holding in list(self._holdings.items()):
+            if holding.lost and holding.count:
+                self.on_claim_lost(key, holding.lost_to)
+        started = time.monotonic()
+        if not held:
+            self._last_renewal = started
+            return
+        try:
+            renewed = self._call(self._renew, list(held), self.node, self.ttl)
+        except Exception:
+            silent = time.monotonic() - self._last_renewal
+            log.exception("region registry: renewal failed (%.1fs since the last one)", silent)
+            if silent > self.ttl:
+                for key, holding in held.items():
+                    self._lose(key, holding, None)
+            return
+        self._last_renewal = started
+        for key, holding in held.items():
+            if key not in renewed:
+                # Our claim had expired (a stall longer than the TTL). Another region may
+                # have taken the document, written to it and let it go meanwhile, so this
+                # copy can no longer be trusted: drop it, and let the clients reconnect
+                # and load what storage holds (redirected when another region has it).
+                try:
+                    owner = self._call(self._lookup, key)
+                except Exception as e:
+                    log.warning("region registry: lookup of %s failed: %s", "/".join(key), e)
+                    owner = None
+                self._lose(key, holding, owner if owner != self.region else None)
+
+    def _lose(self, key, holding, region):
+        if holding.lost or self._holdings.get(key) is not holding:
+            return
+        log.warning("claim on %s lost (now %s): closing its connections here",
+                    "/".join(key), region or "unknown: registry unreachable")
+        holding.lost = True
+        holding.lost_to = region
+        holding.claimed = False
+        try:
+            self.on_claim_lost(key, region)
+        finally:
+            if holding.count == 0:
+                self._schedule_release(key, holding)
+
+    # --- backend --------------------------------------------------------------------
+
+    def _open(self):
+        """Create tables, connect (in the worker thread when threaded)."""
+
+    def _close(self):
+        """Disconnect."""
+
+    def _claim(self, key, node, region, ttl):
+        raise NotImplementedError
+
+    def _renew(self, keys, node, ttl):
+        raise NotImplementedError
+
+    def _release(self, key, node):
+        raise NotImplementedError
+
+    def _lookup(self, key):
+        raise NotImplementedError

@@ -1,0 +1,215 @@
+"""Settings: declared once, with name, default, validator and doc (gunicorn's way).
+
+A config is one YAML file (`--config`, else `$WSSERVER_CONFIG`, else `config/dev.yaml`)
+or, in tests, a dict given to `create_app`. Strings may hold `${VAR}` or
+`${VAR:-default}`, replaced from the environment so secrets stay out of the file.
+Every error names the key it is about and stops start-up (`ConfigError`); unknown
+top-level keys are errors too, so a typo is not silently ignored.
+"""
+
+import os
+import re
+
+import yaml
+
+from ..errors import ConfigError
+from ..limits.plans import validate_plans, validate_rate_limit
+from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
+
+DEFAULT_CONFIG_PATH = "config/dev.yaml"
+MIB = 1024 * 1024
+
+
+def _int_range(low, high=None):
+    def check(key, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, not {value!r}")
+        if value < low or (high is not None and value > high):
+            raise ConfigError(key, f"must be between {low} and {high}" if high else f"must be >= {low}")
+        return value
+    return check
+
+
+def _number_range(low):
+    def check(key, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, not {value!r}")
+        if value < low:
+            raise ConfigError(key, f"must be >= {low}")
+        return float(value)
+    return check
+
+
+def _string(key, value):
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, "must be a non-empty string")
+    return value
+
+
+def _choice(*choices):
+    def check(key, value):
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return check
+
+
+def _mapping(key, value):
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a mapping")
+    return value
+
+
+def _storage_url(key, value):
+    value = _string(key, value)
+    if not (value == "memory://" or value.startswith("sqlite:///")):
+        raise ConfigError(key, "must be memory:// or sqlite:///PATH")
+    if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
+        raise ConfigError(key, "sqlite:/// needs a path")
+    return value
+
+
+def _redis_url(key, value):
+    if value is None:
+        return None
+    value = _string(key, value)
+    if not re.match(r"^rediss?://", value):
+        raise ConfigError(key, "must be a redis:// or rediss:// URL")
+    return value
+
+
+class Setting:
+    __slots__ = ("name", "default", "validate", "doc")
+
+    def __init__(self, name, default, validate, doc):
+        self.name, self.default, self.validate, self.doc = name, default, validate, doc
+
+
+SETTINGS = [
+    Setting("region", "local", _string,
+            "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it."),
+    Setting("regions", {"local": "ws://127.0.0.1:1234"}, validate_regions,
+            "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
+            "49 bytes so a 4009 redirect reason fits in a close frame)."),
+    Setting("pins", [], validate_pins,
+            "Documents that must live in one region: a list of {tenant, app, documents, "
+            "region}, each of the first three a glob (default `*`); the first match wins."),
+    Setting("registry", validate_registry("registry", None), validate_registry,
+            "The global document registry: `release_after_seconds` (30: how long a region "
+            "keeps a document after its last connection closes), `ttl_seconds` (15: a dead "
+            "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal)."),
+    Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
+            "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
+            "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on exit)."),
+    Setting("storage_sync", "normal", _choice("normal", "full"),
+            "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
+            "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
+            "group commit; slower)."),
+    Setting("host", "127.0.0.1", _string, "Address `wsserver serve` listens on."),
+    Setting("port", 1234, _int_range(0, 65535),
+            "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both."),
+    Setting("auth", None, _mapping,
+            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication)."),
+    Setting("max_message_size", 16 * MIB, _int_range(1024),
+            "Largest WebSocket message accepted, in bytes; a larger one closes with 1009."),
+    Setting("max_pending_bytes", 64 * MIB, _int_range(64 * 1024),
+            "Outgoing bytes a connection may have queued; beyond it the client is too slow "
+            "and is closed with 1013."),
+    Setting("ping_interval", 30.0, _number_range(0.05),
+            "Seconds between server pings; a socket that has sent nothing since the previous "
+            "ping is closed."),
+    Setting("unload_after", 10.0, _number_range(0),
+            "Seconds a document with no connections stays loaded before it is flushed and "
+            "unloaded."),
+    Setting("compact_after_updates", 500, _int_range(1),
+            "Stored updates of one document that trigger compaction into a snapshot."),
+    Setting("compact_after_bytes", 4 * MIB, _int_range(1),
+            "Stored update bytes of one document that trigger compaction."),
+    Setting("shutdown_timeout", 10.0, _number_range(0.1),
+            "Seconds SIGTERM waits for rooms to flush and clients to close."),
+    Setting("redis", None, _redis_url,
+            "Optional `redis://` URL shared by every process and node: cluster-wide limits "
+            "and the region registry use it when set."),
+    Setting("plans", {}, validate_plans,
+            "Plan name -> limits (`max_connections`, `max_documents`, `max_users_per_doc`, "
+            "`max_ops_per_minute`; absent or null: unlimited). An app takes one with "
+            "`plan: NAME` (README, Limits)."),
+    Setting("rate_limit", validate_rate_limit("rate_limit", None), validate_rate_limit,
+            "`handshakes_per_ip` (a `limits` rate such as \"60/minute\"; unset: off), "
+            "`trusted_proxies` (X-Forwarded-For hops to trust, 0), `storage` (memory:// or "
+            "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
+            "process's connections stop counting). README, Limits."),
+    Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging level."),
+]
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value, env, key="config"):
+    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def replace(match):
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(key, f"environment variable {name} is not set")
+        return _VAR.sub(replace, value)
+    return value
+
+
+class Config:
+    """Validated settings as attributes (`config.storage`); `raw` keeps the mapping."""
+
+    def __init__(self, values):
+        self.raw = values
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    @classmethod
+    def from_mapping(cls, mapping, env=None):
+        env = os.environ if env is None else env
+        if not isinstance(mapping, dict):
+            raise ConfigError("config", "must be a mapping at the top level")
+        mapping = expand_env(mapping, env)
+        unknown = sorted(set(mapping) - set(_BY_NAME))
+        if unknown:
+            raise ConfigError(unknown[0], "unknown setting")
+        values = {}
+        for setting in SETTINGS:
+            if setting.name in mapping:
+                values[setting.name] = setting.validate(setting.name, mapping[setting.name])
+            else:
+                values[setting.name] = setting.default
+        if values["auth"] is None:
+            raise ConfigError("auth", "is required (at least one tenant with a key)")
+        check_region_map(values, env)
+        if env.get("PORT"):
+            values["port"] = _int_range(0, 65535)("PORT", _env_int(env["PORT"]))
+        return cls(values)
+
+    @classmethod
+    def load(cls, path=None, env=None):
+        env = os.environ if env is None else env
+        path = path or env.get("WSSERVER_CONFIG") or DEFAULT_CONFIG_PATH
+        try:
+            with open(path, encoding="utf-8") as f:
+                mapping = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError("config", f"{path} is not valid YAML: {e}") from e
+        return cls.from_mapping(mapping, env)
+
+
+def _env_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError("PORT", f"must be an integer, not {text!r}") from None

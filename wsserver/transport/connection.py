@@ -1,0 +1,203 @@
+"""One client's WebSocket: reading messages, a bounded outgoing queue, and closing.
+
+Fan-out never blocks on a client. `send` hands an already-encoded frame straight to
+the kernel (a non-blocking send: no greenlet switch, no wake-up); only what the kernel
+does not take is queued, and a writer greenlet exists only while such a backlog does,
+joining everything queued into one `sendall`. A client whose backlog grows past
+`max_pending_bytes` is too slow: the backlog is dropped and it is closed with 1013.
+Sockets get TCP_NODELAY, as Node's `ws` does: small frames must not wait for the
+client's delayed ACK (Nagle), which added ~40 ms to the tail latency.
+"""
+
+import logging
+import socket
+import time
+from collections import deque
+
+import gevent
+
+from . import frames
+from ..errors import TryAgainLater
+
+log = logging.getLogger(__name__)
+
+# How long a close waits for the client's close frame before dropping the socket.
+CLOSE_TIMEOUT = 2.0
+
+
+class Connection:
+    def __init__(self, ws, max_message_size, max_pending_bytes, peer="-"):
+        handler = ws.handler
+        self.ws = ws
+        self.sock = handler.socket
+        # gevent keeps the OS socket non-blocking underneath; sends are tried on it.
+        self._raw = self.sock._sock
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:  # not TCP (a Unix socket behind a proxy): nothing to tune
+            log.debug("TCP_NODELAY not set for %s: %s", peer, e)
+        self.peer = peer
+        self.reader = frames.FrameReader(handler.rfile, max_message_size)
+        self.reader.on_control = self._on_control
+        self.max_pending_bytes = max_pending_bytes
+        self.last_seen = time.monotonic()
+        self.ping_sent = None
+        self.closed = False  # no more frames will be sent by us
+        self.close_code = None
+        self.awareness_ids = set()  # awareness client ids this connection announced
+        self.room = None
+        self.principal = None
+        self._outbox = deque()  # the backlog: bytes the kernel has not taken yet
+        self._pending = 0
+        self._writer = None  # a greenlet while there is a backlog
+        self._head_partial = False  # the backlog starts with the rest of a begun frame
+
+    # --- sending --------------------------------------------------------------------
+
+    def send(self, frame):
+        """Send an encoded frame, or queue it. Never blocks; a client that cannot keep
+        up is closed."""
+        if not self.closed:
+            self._send(frame)
+
+    def _send(self, frame):
+        if self._writer is None:
+            # No backlog, so nothing can be overtaken: try the kernel directly.
+            try:
+                sent = self._raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                self._lost(e)
+                return
+            if sent == len(frame):
+                return
+            frame = frame[sent:]
+            self._head_partial = sent > 0  # its start is on the wire: never drop the rest
+        self._outbox.append(frame)
+        self._pending += len(frame)
+        if self._pending > self.max_pending_bytes and not self.closed:
+            head = self._outbox[0] if self._head_partial else None
+            self._outbox.clear()
+            if head is not None:
+                self._outbox.append(head)
+            self._pending = len(head) if head is not None else 0
+            log.info("closing %s: 1013 client too slow (over %d bytes queued)", self.peer,
+                     self.max_pending_bytes)
+            self.close(TryAgainLater())
+            return
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
+
+    def send_message(self, message):
+        self.send(frames.encode_frame(frames.OP_BINARY, message))
+
+    def _write_loop(self):
+        try:
+            while self._outbox:
+                if len(self._outbox) == 1:
+                    data = self._outbox.popleft()
+                else:
+                    data = b"".join(self._outbox)
+                    self._outbox.clear()
+                self._pending = 0
+                self._head_partial = False
+                self.sock.sendall(data)  # waits for the socket to drain; others run
+        except OSError as e:
+            self._lost(e)
+        finally:
+            self._writer = None
+
+    def _lost(self, error):
+        log.debug("send to %s failed: %s", self.peer, error)
+        self.closed = True
+        self._outbox.clear()
+        self._pending = 0
+        self._abort()
+
+    # --- closing --------------------------------------------------------------------
+
+    def close(self, error=None, code=None, reason=""):
+        """Send a close frame after what is queued, then drop the socket if the client
+        does not answer within CLOSE_TIMEOUT. Idempotent; never blocks."""
+        if self.closed:
+            return
+        if error is not None:
+            code, reason = error.close_code, error.reason
+        self.close_code = code
+        self.closed = True
+        self._send(frames.encode_close(code, reason))
+        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self):
+        """Shut the socket down so a reader blocked on it wakes up."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            # Already shut down or reset by the peer: nothing left to wake.
+            log.debug("shutdown of %s: socket already gone", self.peer)
+
+    def finish(self):
+        """Called once the reader is done: let the writer flush briefly, then release."""
+        if not self.closed:
+            self.close(code=1000)
+        writer = self._writer
+        if writer is not None:
+            writer.join(CLOSE_TIMEOUT)
+        self._drain()
+        if self._writer is not None:
+            self._writer.kill(block=False)
+        # gevent-websocket would otherwise send its own (code-less) close frame.
+        self.ws.closed = True
+
+    def _drain(self):
+        """Read and discard until the client closes its side (or CLOSE_TIMEOUT).
+
+        Closing a socket with unread input makes the kernel send RST, and a client can
+        then lose our close frame and report 1006 instead of our code.
+        """
+        with gevent.Timeout(CLOSE_TIMEOUT, False):
+            try:
+                while self.sock.recv(65536):
+                    pass
+            except OSError as e:
+                log.debug("drain of %s ended: %s", self.peer, e)
+
+    # --- receiving ------------------------------------------------------------------
+
+    def _on_control(self, opcode, payload):
+        if opcode == frames.OP_PING:
+            self.send(frames.encode_frame(frames.OP_PONG, payload))
+        # Pongs need nothing beyond last_seen, set by receive().
+
+    def receive(self):
+        """The next binary message, or None once the peer has closed or vanished.
+
+        Protocol errors raise WsServerError subclasses; the caller closes with their code.
+        """
+        while True:
+            try:
+                opcode, payload = self.reader.read_message()
+            except frames.ConnectionLost:
+                return None
+            except OSError:
+                return None
+            self.last_seen = time.monotonic()
+            if opcode == frames.OP_BINARY:
+                return payload
+            if opcode == frames.OP_CLOSE:
+                code, _ = frames.parse_close(payload)
+                if not self.closed:
+                    # Echo the code only (1005 means "none given": answer without one).
+                    self.close(code=1000 if code in (1005, 1006) else code)
+                return None
+            self._on_control(opcode, payload)
+
+    def ping(self):
+        self.ping_sent = time.monotonic()
+        self.send(frames.encode_frame(frames.OP_PING, b""))
+
+    @property
+    def answered_last_ping(self):
+        return self.ping_sent is None or self.last_seen >= self.ping_sent
+

@@ -1,0 +1,135 @@
+"""The WebSocket endpoint: from an upgraded socket to a room member, and back out.
+
+Per connection: handshake checks, join the room (sharing its load), then read
+messages and hand them to the room until the client leaves or breaks a rule. Every
+exit path goes through one `finally`: leave the room (its awareness states removed
+and the removal broadcast), close with the right code, release the socket.
+
+Process-wide: one greenlet pings every socket each `ping_interval` and closes those
+that did not answer the previous ping; `shutdown` closes every client with 1012 and
+flushes every room.
+"""
+
+import logging
+import sys
+import time
+
+import gevent
+from geventwebsocket.handler import WebSocketHandler
+
+from ..protocol import codec
+from .connection import Connection
+from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
+from ..handshake.handshake import SUBPROTOCOL, Handshake, offered_subprotocols, peer
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketEndpoint:
+    def __init__(self, config, authenticator, documents, store, gates=()):
+        self.config = config
+        self.handshake = Handshake(authenticator, gates)
+        self.documents = documents
+        self.store = store
+        self.connections = set()
+        self.shutting_down = False
+        self._pinger = gevent.spawn(self._ping_loop)
+
+    # --- subprotocol ----------------------------------------------------------------
+
+    def select_subprotocol(self, path):
+        """gevent-websocket's `app_protocol(path)` hook.
+
+        It only passes the path and then accepts our answer if it is a *substring* of the
+        raw header, so `access_token` would "match" `not_access_token_v2`. We find the
+        handshake's environ on the calling handler and answer `access_token` only when
+        the client offered exactly that value.
+        """
+        frame = sys._getframe(1)
+        while frame is not None:
+            handler = frame.f_locals.get("self")
+            if isinstance(handler, WebSocketHandler):
+                offered = offered_subprotocols(handler.environ)
+                return SUBPROTOCOL if SUBPROTOCOL in offered else None
+            frame = frame.f_back
+        log.error("app_protocol called outside a WebSocketHandler; no subprotocol selected")
+        return None
+
+    # --- one connection -------------------------------------------------------------
+
+    def handle(self, environ):
+        ws = environ["wsgi.websocket"]
+        conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
+                          peer(environ))
+        self.connections.add(conn)
+        room = session = None
+        try:
+            if self.shutting_down:
+                raise ServiceRestart()
+            session = self.handshake.check(environ)
+            conn.peer = peer(environ)  # the rate gate has resolved the client IP
+            conn.principal = session.principal
+            room = self.documents.join(session.key, conn)
+            budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
+            while not conn.closed:
+                data = conn.receive()
+                if data is None:
+                    break
+                if budget is not None:
+                    budget.spend()
+                room.receive(conn, codec.decode(data))
+        except WsServerError as e:
+            if not e.logged:  # refusals by the limits are logged where they are made
+                log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
+                         e.close_code, e.reason)
+            conn.close(e)
+        except Exception:
+            log.exception("connection %s failed", peer(environ))
+            conn.close(InternalError())
+        finally:
+            if room is not None:
+                self.documents.leave(room, conn)
+            if session is not None:
+                session.release()
+            self.connections.discard(conn)
+            conn.finish()
+
+    # --- process-wide ---------------------------------------------------------------
+
+    def _ping_loop(self):
+        while True:
+            gevent.sleep(self.config.ping_interval)
+            for conn in list(self.connections):
+                if conn.closed:
+                    continue
+                if not conn.answered_last_ping:
+                    log.info("closing %s: no answer to ping", conn.peer)
+                    conn.close(GoingAway("ping timeout"))
+                else:
+                    conn.ping()
+
+    def shutdown(self, timeout=None):
+        """Close every client with 1012, flush every room, close the store.
+
+        Returns True when everything was flushed within `timeout` seconds.
+        """
+        if self.shutting_down:
+            return True
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self.shutting_down = True
+        self._pinger.kill(block=False)
+        for conn in list(self.connections):
+            conn.close(ServiceRestart())
+        while self.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        left = max(0.1, deadline - time.monotonic())
+        flushed = self.documents.shutdown(left)
+        stored = self.store.close(max(0.1, deadline - time.monotonic()))
+        for gate in self.handshake.gates:  # e.g. the region gate lets its claims go
+            try:
+                gate.shutdown(flushed and stored)
+            except Exception:
+                log.exception("shutdown of %s failed", type(gate).__name__)
+        log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
+        return flushed and stored
