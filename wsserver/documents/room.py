@@ -22,6 +22,7 @@ from pycrdt import Awareness, Doc, merge_updates
 from ..protocol import codec
 from ..transport import frames
 from ..errors import InvalidPayload, ProtocolViolation
+from . import ydoc
 from .storage import StoreError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Room:
         self.compact_after_updates = compact_after_updates
         self.compact_after_bytes = compact_after_bytes
         self.doc = Doc()
+        # What the document holds pending (an update that came before its dependency):
+        # every snapshot and step 2 includes it (documents/ydoc.py).
+        self.unintegrated = ydoc.Unintegrated()
         self.awareness = Awareness(self.doc)
         # pycrdt gives the server a local state {}; clients would show it as a peer.
         self.awareness.set_local_state(None)
@@ -154,7 +158,7 @@ class Room:
             self.apply_update(message.data, conn, changes_only=True)
         elif kind == codec.KIND_STEP1:
             try:
-                update = self.doc.get_update(message.data)
+                update = self.unintegrated.full_update(self.doc, message.data)
             except ValueError:
                 raise ProtocolViolation("invalid state vector") from None
             conn.send_message(codec.sync_step2(update))
@@ -205,9 +209,12 @@ class Room:
         finally:
             if subscription is not None:
                 doc.unobserve(subscription)
+        pending = self.unintegrated.after_apply(doc, update)
         if origin == LOAD:
             return
         if changes_only:
+            if pending is not None:
+                changes.append(pending)  # not integrated yet, but held: store it too
             if not changes:
                 return
             update = changes[0] if len(changes) == 1 else merge_updates(*changes)
@@ -250,10 +257,7 @@ class Room:
         try:
             self.wait_durable()
             loaded = self.store.load(self.key)
-            doc = Doc()
-            for update in loaded.updates:
-                doc.apply_update(update)
-            self.doc = doc
+            self.doc, self.unintegrated = ydoc.build(loaded.updates)
         except Exception:
             # The document may still hold the offender's part: say so loudly rather than
             # serve it silently; the next unload drops this copy.
@@ -293,7 +297,8 @@ class Room:
                                          self.log_id_sum)
             # The live copy holds every durable row (updates are applied before they are
             # stored); the store uses it if nobody else wrote meanwhile.
-            self.store.compact(self.key, upto, self.doc.get_update(), (count, id_sum))
+            self.store.compact(self.key, upto, self.unintegrated.full_update(self.doc),
+                               (count, id_sum))
             # Rows that became durable while compacting are still in the log.
             self.log_count -= count
             self.log_bytes -= size

@@ -16,9 +16,9 @@ from collections import namedtuple
 
 import gevent
 from gevent.event import Event
-from pycrdt import Doc
 
 from ...support.blocking import BlockingCalls
+from ..ydoc import fold  # noqa: F401 (the backends fold with it: pending structs kept)
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,3 @@ class Store(BlockingCalls):
     def _compact(self, key, upto_id, snapshot, seen):
         """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
         raise NotImplementedError
-
-
-def fold(updates):
-    """One update equal to applying `updates` in order (a snapshot), with deleted
-    content garbage-collected as a Yjs document does."""
-    doc = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    return doc.get_update()

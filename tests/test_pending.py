@@ -1,0 +1,203 @@
+"""An update that arrives before the update it depends on is confirmed and must never be
+lost: not by unloading, compaction, a kill -9 after compaction, or a rebuild.
+
+Client 7 types "AAA" (u1) then "BBB" (u2) and deletes "AA" (u3). The server gets u2
+and u3 first (Yrs keeps them pending: they depend on u1), echoes them once durable,
+and only later u1: the document must then read "ABBB" everywhere, after a restart too.
+"""
+
+import json
+import signal
+import sqlite3
+import time
+import urllib.request
+import uuid
+
+from pycrdt import Doc, Text
+
+from test_bad_input import PARTIAL_UPDATE, Client, Editor, text_of
+from wsserver.documents import ydoc
+from wsserver.protocol import codec
+
+
+def offline_edits():
+    """(u1, u2, u3): insert "AAA", insert "BBB", delete the first two characters."""
+    editor = Editor(client_id=7)
+    u1 = editor.insert("AAA")
+    u2 = editor.insert("BBB")
+    with editor.doc.transaction():
+        del editor.text[0:2]
+    return u1, u2, editor.updates[-1]
+
+
+def send_confirmed(client, *updates):
+    for update in updates:
+        message = codec.sync_update(update)
+        client.send(message)
+        client.wait_for(message)  # the echo: durable and confirmed
+
+
+def rooms_loaded(server):
+    with urllib.request.urlopen(f"{server.http}/healthz", timeout=5) as response:
+        return json.load(response)["rooms"]
+
+
+def wait_until(condition, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def stored_rows(tmp_path, name):
+    """(snapshots, log rows) the SQLite file holds for `name`."""
+    db = sqlite3.connect(tmp_path / "wsserver.sqlite3")
+    try:
+        snapshots = db.execute("SELECT count(*) FROM snapshots WHERE name=?", (name,)).fetchone()
+        rows = db.execute("SELECT count(*) FROM updates WHERE name=?", (name,)).fetchone()
+        return snapshots[0], rows[0]
+    finally:
+        db.close()
+
+
+def other_writer_edits(client, count):
+    """`count` confirmed edits of an unrelated client into another root type."""
+    editor = Doc(client_id=8)
+    notes = editor.get("notes", type=Text)
+    updates = []
+    editor.observe(lambda event: updates.append(event.update))
+    for i in range(count):
+        notes += f"n{i}"
+    send_confirmed(client, *updates)
+
+
+def assert_document(server, name, expected):
+    client = Client(server, name)
+    try:
+        assert text_of(client.sync()) == expected
+    finally:
+        client.close()
+
+
+# --- the unit: what the live copy holds ---------------------------------------------------
+
+def test_a_fold_keeps_pending_structs_and_deletes_until_they_integrate():
+    u1, u2, u3 = offline_edits()
+    snapshot = ydoc.fold([u2, u3])
+    assert snapshot != b"\x00\x00"  # pycrdt's Doc.get_update() alone gives b"\x00\x00"
+    doc = Doc()
+    doc.apply_update(snapshot)
+    doc.apply_update(u1)
+    assert str(doc.get("t", type=Text)) == "ABBB"
+    # once integrated nothing is tracked any more, and a fold is a plain snapshot
+    built, pending = ydoc.build([u2, u3, u1])
+    assert not pending and str(built.get("t", type=Text)) == "ABBB"
+
+
+def test_a_late_joiner_receives_the_pending_part_and_completes_it(server):
+    """The step 2 carries pending structs (as JS Yjs's encodeStateAsUpdate does): a client
+    that holds the missing dependency ends up with the whole text."""
+    name = f"pending-join-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    writer = Client(server, name)
+    send_confirmed(writer, u2, u3)
+    joiner = Client(server, name)
+    doc = joiner.sync()
+    doc.apply_update(u1)
+    assert text_of(doc) == "ABBB"
+    writer.close()
+    joiner.close()
+
+
+# --- every path that snapshots or drops the live copy ----------------------------------------
+
+def test_pending_updates_survive_unloading(start_server):
+    server = start_server(unload_after=0.2)
+    name = f"pending-unload-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    client = Client(server, name)
+    send_confirmed(client, u2, u3)
+    client.close()
+    wait_until(lambda: rooms_loaded(server) == 0, what="the room to unload")
+    client = Client(server, name)
+    send_confirmed(client, u1)
+    client.close()
+    assert_document(server, name, "ABBB")
+    server.stop()
+    server.restart()
+    assert_document(server, name, "ABBB")
+
+
+def test_pending_updates_survive_compaction_by_count(start_server, tmp_path):
+    server = start_server(compact_after_updates=6)
+    name = f"pending-compact-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    client = Client(server, name)
+    send_confirmed(client, u2, u3)
+    other_writer_edits(client, 4)  # the 6th stored update: a compaction
+    wait_until(lambda: stored_rows(tmp_path, name) == (1, 0), what="a compaction")
+    send_confirmed(client, u1)
+    client.close()
+    reader = Client(server, name)
+    synced = reader.sync()
+    assert text_of(synced) == "ABBB"
+    assert str(synced.get("notes", type=Text)) == "n0n1n2n3"
+    reader.close()
+    # storage holds the snapshot and u1 only: no shutdown compaction may repair it
+    server.stop(signal.SIGKILL)
+    server.restart()
+    assert_document(server, name, "ABBB")
+
+
+def test_pending_updates_survive_kill_9_after_compaction(start_server, tmp_path):
+    server = start_server(compact_after_updates=3)
+    name = f"pending-kill-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    client = Client(server, name)
+    send_confirmed(client, u2, u3)
+    other_writer_edits(client, 4)
+    wait_until(lambda: stored_rows(tmp_path, name)[0] == 1, what="a compaction")
+    server.stop(signal.SIGKILL)
+    server.restart()
+    client = Client(server, name)
+    send_confirmed(client, u1)
+    client.close()
+    assert_document(server, name, "ABBB")
+
+
+def test_pending_updates_survive_a_rebuild_after_a_half_applied_update(start_server, tmp_path):
+    server = start_server(compact_after_updates=6)
+    name = f"pending-rebuild-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    client = Client(server, name)
+    send_confirmed(client, u2, u3)
+    offender = Client(server, name)
+    offender.send(codec.sync_update(PARTIAL_UPDATE))
+    assert offender.wait_close()[0] == 1007
+    # the rebuilt copy is what the next compaction snapshots
+    other_writer_edits(client, 4)
+    wait_until(lambda: stored_rows(tmp_path, name) == (1, 0), what="a compaction")
+    server.stop(signal.SIGKILL)
+    server.restart()
+    client = Client(server, name)
+    send_confirmed(client, u1)
+    client.close()
+    assert_document(server, name, "ABBB")
+
+
+def test_a_pending_step_2_is_stored(server):
+    """A reconnecting client's step 2 whose structs cannot integrate yet changes nothing
+    visible, but the server holds it: it must be stored, not only kept in memory."""
+    name = f"pending-step2-{uuid.uuid4().hex[:8]}"
+    u1, u2, u3 = offline_edits()
+    client = Client(server, name)
+    client.send(codec.sync_step2(u2))
+    other_writer_edits(client, 3)  # confirmed after the step 2: it was stored before them
+    client.close()
+    server.stop(signal.SIGKILL)  # no unload or shutdown snapshot of the live copy
+    server.restart()
+    client = Client(server, name)
+    send_confirmed(client, u1)
+    client.close()
+    assert_document(server, name, "AAABBB")
