@@ -65,7 +65,8 @@ def create_app(test_config=None, config_path=None):
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config, evict=documents.evict,
-        on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)))
+        on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
+        on_claim_reasserted=documents.refresh)
     region_gate = RegionGate(region_map, registry)
     # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then

@@ -16,6 +16,7 @@ import gevent
 
 from ..errors import InternalError
 from .room import Room
+from .storage import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ class DocumentManager:
     def get(self, key):
         """The loaded room of `key`, or None."""
         return self.rooms.get(key)
+
+    def refresh(self, key):
+        """Refresh the loaded room of `key` from storage (Room.refresh), if any."""
+        room = self.rooms.get(key)
+        if room is not None and room.ready.ready() and room.ready.exception is None:
+            room.refresh()
 
     def close(self, key, error):
         """Close every connection of the document `key` with `error` (a WsServerError);
@@ -89,6 +96,11 @@ class DocumentManager:
         while not room.connections:
             try:
                 self.flush(room)
+            except StoreError as e:  # storage failing: no traceback per retry
+                log.warning("%r: flush before unload failed (%s); keeping it loaded", room, e)
+                gevent.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
             except Exception:
                 log.exception("%r: flush before unload failed; keeping it loaded", room)
                 gevent.sleep(delay)

@@ -7,6 +7,8 @@ there and only there:
                                   (the sender too: y-websocket v4 takes the echo as
                                   confirmation)
     origin LOAD                   apply only
+    origin STORAGE                apply; broadcast what it changed (another node stored
+                                  it while this copy was cut off: `refresh`)
 
 Nothing here switches greenlets while a pycrdt transaction is open: `apply_update`
 and `get_update` are single calls, and broadcasting only queues frames.
@@ -16,7 +18,7 @@ import logging
 import time
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from pycrdt import Awareness, Doc, merge_updates
 
 from ..protocol import codec
@@ -28,8 +30,17 @@ from .storage import StoreError
 log = logging.getLogger(__name__)
 
 LOAD = "load"
+STORAGE = "storage"
+# The longest a flush, an unload or an eviction waits for this room's updates to be
+# committed before it gives up (and retries later): a store that cannot commit must
+# never hold a document's registry lock, a handshake or a shutdown for ever.
+DURABLE_TIMEOUT = 5.0
 # How long the clock of a removed awareness client is remembered.
 AWARENESS_META_TTL_MS = 60_000
+
+
+class NotDurable(StoreError):
+    """The room's updates were not committed in time; they stay queued."""
 
 
 class HalfApplied(Exception):
@@ -81,6 +92,8 @@ class Room:
         self.unloader = None  # the greenlet that will unload the room once it is empty
         # Storage bookkeeping: updates queued but not yet durable, and the log size.
         self.pending = 0
+        self.durable = Event()  # set while none of this room's updates is queued
+        self.durable.set()
         self.last_id = 0
         self.log_count = 0
         self.log_bytes = 0
@@ -198,8 +211,9 @@ class Room:
             return  # a step 2 from a client that has nothing new: nothing to keep or send
         changes = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
+        capture = changes_only or origin == STORAGE
         subscription = doc.observe(lambda event: changes.append(event.update)) \
-            if changes_only else None
+            if capture else None
         try:
             _apply(doc, update)
         except HalfApplied as e:
@@ -209,21 +223,29 @@ class Room:
         finally:
             if subscription is not None:
                 doc.unobserve(subscription)
-        pending = self.unintegrated.after_apply(doc, update)
+        held = self.unintegrated.after_apply(doc, update)
         if origin == LOAD:
             return
+        if origin == STORAGE:
+            if changes:
+                self.broadcast(codec.sync_update(
+                    changes[0] if len(changes) == 1 else merge_updates(*changes)))
+            return
         if changes_only:
-            if pending is not None:
-                changes.append(pending)  # not integrated yet, but held: store it too
+            if held is not None:
+                changes.append(held)  # not integrated yet, but held: store it too
             if not changes:
                 return
             update = changes[0] if len(changes) == 1 else merge_updates(*changes)
         self.pending += 1
+        self.durable.clear()
         message = codec.sync_update(update)
         size = len(update)
 
         def on_durable(row_id):
             self.pending -= 1
+            if not self.pending:
+                self.durable.set()
             self.last_id = max(self.last_id, row_id)
             self.log_count += 1
             self.log_bytes += size
@@ -233,13 +255,22 @@ class Room:
 
         self.store.append(self.key, update, on_durable)
 
-    def wait_durable(self):
-        """Return once every update this room queued is committed (and echoed)."""
-        while self.pending:
-            self.store.flush()
-            gevent.sleep(0)
+    def wait_durable(self, timeout=DURABLE_TIMEOUT):
+        """Wait until every update this room queued is committed (and echoed); raise
+        NotDurable after `timeout` seconds (storage failing: the updates stay queued and
+        unconfirmed, the store keeps retrying). Other rooms' updates do not matter."""
+        if not self.durable.wait(timeout):
+            raise NotDurable(f"{'/'.join(self.key)}: {self.pending} updates not durable "
+                             f"after {timeout:.0f}s")
 
     # --- recovery -------------------------------------------------------------------
+
+    def refresh(self):
+        """Bring this copy up to date with storage, where another node may have written
+        while this one was cut off; clients get what changed. Compaction folds from
+        storage afterwards (the stored rows are no longer the ones this copy counted)."""
+        for update in self.store.load(self.key).updates:
+            self.apply_update(update, STORAGE)
 
     def _wait_rebuild(self):
         if self.rebuilding is not None:

@@ -1,32 +1,32 @@
 """The global document registry (which region hosts each document); see base.py.
 
-`open_registry(config, evict, on_claim_lost)` picks the backend: Redis when the `redis` setting is
-set (real deployments: every node of every region points at the same Redis);
-otherwise the embedded one, kept in the node's storage: a `registry` table in the same
-SQLite file (`sqlite:///PATH`), or an in-process table for `memory://`.
+`open_registry(config, **hooks)` picks the backend. With a single region in `regions`
+there is nothing to decide between nodes: an in-process table, so a handshake never
+waits on a registry round trip. With several, the shared one: Redis when the `redis`
+setting is set (real deployments: every node of every region points at the same
+Redis); otherwise the embedded one, kept in the node's storage: a `registry` table in
+the same SQLite file (`sqlite:///PATH`), or an in-process table for `memory://`.
 """
 
 from .base import Registry
 
 
-def open_registry(config, evict=None, on_claim_lost=None):
-    """The started registry for `config` (region, registry timings, redis/storage)."""
+def open_registry(config, **hooks):
+    """The started registry for `config` (region, registry timings, redis/storage).
+    `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry)."""
     options = dict(release_after=config.registry["release_after_seconds"],
                    ttl=config.registry["ttl_seconds"],
-                   heartbeat=config.registry["heartbeat_seconds"])
-    if evict is not None:
-        options["evict"] = evict
-    if on_claim_lost is not None:
-        options["on_claim_lost"] = on_claim_lost
+                   heartbeat=config.registry["heartbeat_seconds"],
+                   **{name: hook for name, hook in hooks.items() if hook is not None})
+    if len(config.regions) == 1 or (config.storage == "memory://" and not config.redis):
+        from .memory import MemoryRegistry
+        return MemoryRegistry(config.region, **options).start()
     if config.redis:
         from .redis import RedisRegistry
         return RedisRegistry(config.region, config.redis, **options).start()
     if config.storage.startswith("sqlite:///"):
         from .sqlite import SQLiteRegistry
         return SQLiteRegistry(config.region, config.storage[len("sqlite:///"):], **options).start()
-    if config.storage == "memory://":
-        from .memory import MemoryRegistry
-        return MemoryRegistry(config.region, **options).start()
     raise ValueError(f"no registry for storage {config.storage!r}")
 
 

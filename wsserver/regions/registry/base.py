@@ -32,15 +32,21 @@ This base class owns what every backend shares, on this node:
   this node keeps no stale copy to serve if the document comes back. A connection that
   comes back before that cancels the release;
 - the heartbeat that renews every claim this node holds, every `heartbeat` seconds;
-- losing a claim: when a renewal finds the document claimed by another region (this
-  node was cut off longer than the TTL), or the registry has been unreachable for
-  longer than the TTL, the document's connections here are closed (`on_claim_lost`) and its
-  room is dropped *without* compaction (a snapshot of a stale copy would overwrite
-  what the new region stored). Until that is done new connections get 1013. And
-  `may_compact(key)`, asked by the store before every compaction, says no as soon as
-  ownership is in doubt (no successful renewal for a TTL, or a renewal that found the
-  holding expired), so even a node that wakes up from a long freeze with clients still
-  writing cannot overwrite the new owner's snapshot in the window before it notices.
+- outages: while the registry cannot be reached, this node keeps serving every
+  document it holds (their handshakes need no registry call); only claims of new
+  documents fail (1013), and after a failure they fail at once for a capped, growing
+  back-off, so a hung registry costs a handshake at most one call timeout. When the
+  registry answers again, the next heartbeat re-asserts every claim that expired
+  meanwhile; the room is then refreshed from storage (`on_claim_reasserted`), since
+  another region may have taken the document, written to it and let it go meanwhile.
+- losing a claim: only a real conflict moves a document: a heartbeat that finds it
+  claimed by another region closes its connections here (`on_claim_lost`, 4009 to that
+  region) and drops its room *without* compaction (a snapshot of a stale copy would
+  overwrite what the new region stored). Until that is done new connections get 1013.
+  And `may_compact(key)`, asked before every compaction, says no as soon as ownership
+  is in doubt (no successful renewal for a TTL, or a renewal that found the holding
+  expired), so even a node that wakes up from a long freeze with clients still writing
+  cannot overwrite the new owner's snapshot in the window before it notices.
 - `close()` at clean shutdown: every claim released at once.
 
 Blocking backends (SQLite) run their calls in one worker thread (`threaded = True`),
@@ -63,10 +69,19 @@ from gevent.lock import Semaphore
 
 from ...support.blocking import BlockingCalls
 from ...errors import RegistryUnavailable
+from ...logs import Throttled
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN, RETRY_MAX = 0.2, 10.0
+# After a failed registry call, claims of new documents fail at once (1013) for this
+# long, doubling up to the cap while failures go on: a hung registry must not make
+# every handshake wait for a timeout.
+FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
+# The longest a handshake waits for a document's lock (held while the document is
+# claimed, or flushed and evicted before its release): then 1013, retry. Shutdown
+# waits as long for each document, then leaves its claim to expire.
+LOCK_TIMEOUT = 1.0
 
 
 def node_id(region):
@@ -80,6 +95,10 @@ def _never_loaded(key, compact=True):
 
 def _nothing_to_close(key, region):
     log.warning("claim on %s lost to %s; no connection closer installed", "/".join(key), region)
+
+
+def _nothing_to_refresh(key):
+    pass  # no documents are served by this registry's user (tests)
 
 
 class _Holding:
@@ -99,7 +118,8 @@ class Registry(BlockingCalls):
     threaded = False
 
     def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
-                 evict=_never_loaded, on_claim_lost=_nothing_to_close):
+                 evict=_never_loaded, on_claim_lost=_nothing_to_close,
+                 on_claim_reasserted=_nothing_to_refresh, clock=time.monotonic):
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
         self.region = region
@@ -111,10 +131,18 @@ class Registry(BlockingCalls):
         self.evict = evict
         # on_claim_lost(key, region_or_None): close this node's connections to `key`.
         self.on_claim_lost = on_claim_lost
+        # on_claim_reasserted(key): a claim that expired during an outage was taken
+        # again; bring the live copy up to date with what storage holds.
+        self.on_claim_reasserted = on_claim_reasserted
+        self.clock = clock
+        # Handshake-path calls fail at once until then, after a failure (see _backend).
+        self._fail_fast_until = 0.0
+        self._fail_fast_delay = FAIL_FAST_MIN
+        self._errors = Throttled(log, every=10.0)
         self._holdings = {}
         self._start_calls()
         self._heartbeat = None
-        self._last_renewal = time.monotonic()
+        self._last_renewal = clock()
         self._closed = False
 
     def __repr__(self):
@@ -124,7 +152,7 @@ class Registry(BlockingCalls):
 
     def start(self):
         self._call(self._open)
-        self._last_renewal = time.monotonic()
+        self._last_renewal = self.clock()
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         return self
 
@@ -142,9 +170,16 @@ class Registry(BlockingCalls):
             log.warning("not every document was flushed: its claims expire within %.0fs "
                         "instead of being released now", self.ttl)
         for key, holding in list(self._holdings.items()):
-            with holding.lock:  # not in the middle of a claim or a scheduled release
+            # not in the middle of a claim or a scheduled release, but never for ever
+            if not holding.lock.acquire(timeout=LOCK_TIMEOUT):
+                log.error("shutdown: %s is still being flushed or evicted; its claim "
+                          "expires within %.0fs", "/".join(key), self.ttl)
+                continue
+            try:
                 if holding.claimed and release:
                     self._release_claim(key, holding)
+            finally:
+                holding.lock.release()
         self._holdings.clear()
         try:
             self._call(self._close)
@@ -152,15 +187,36 @@ class Registry(BlockingCalls):
             self._stop_calls()
 
     def _backend(self, what, fn, *args):
-        """Run a backend call; any failure becomes RegistryUnavailable (1013 / 503)."""
+        """Run a handshake-path backend call; any failure becomes RegistryUnavailable
+        (1013 / 503), and so does every call during the fail-fast window that follows."""
+        if self.clock() < self._fail_fast_until:
+            raise RegistryUnavailable()
         try:
-            return self._call(fn, *args)
+            result = self._call(fn, *args)
         except RegistryUnavailable:
             raise
         except Exception as e:
-            # One line, no traceback: during an outage every handshake comes through here.
-            log.warning("region registry: %s failed: %s: %s", what, type(e).__name__, e)
+            self._failed(what, e)
             raise RegistryUnavailable() from e
+        self._answered()
+        return result
+
+    def _failed(self, what, error):
+        self._fail_fast_until = self.clock() + self._fail_fast_delay
+        self._fail_fast_delay = min(self._fail_fast_delay * 2, FAIL_FAST_MAX)
+        # One line per 10 s, no traceback: during an outage every handshake and every
+        # heartbeat would otherwise log it.
+        self._errors.error("region registry: %s failed: %s: %s", what,
+                           type(error).__name__, error)
+
+    def _answered(self):
+        self._fail_fast_until = 0.0
+        self._fail_fast_delay = FAIL_FAST_MIN
+
+    @property
+    def reachable(self):
+        """False while the last registry call failed (for /healthz)."""
+        return self._fail_fast_delay == FAIL_FAST_MIN
 
     # --- connections ----------------------------------------------------------------
 
@@ -176,7 +232,11 @@ class Registry(BlockingCalls):
             holding = self._holdings.get(key)
             if holding is None:
                 holding = self._holdings[key] = _Holding()
-            with holding.lock:
+            if not holding.lock.acquire(timeout=LOCK_TIMEOUT):
+                # A flush before the release is stuck (storage failing): the handshake
+                # gets 1013 and the provider retries, rather than hanging.
+                raise RegistryUnavailable("document is busy, retry")
+            try:
                 if self._holdings.get(key) is not holding:
                     continue  # released while we waited for the lock: start over
                 if holding.lost:
@@ -195,6 +255,8 @@ class Registry(BlockingCalls):
                 holding.count += 1
                 holding.generation += 1  # cancels a scheduled release
                 return self.region
+            finally:
+                holding.lock.release()
 
     def _forget_if_unused(self, key, holding):
         if holding.count == 0 and not holding.claimed and self._holdings.get(key) is holding:
@@ -266,7 +328,7 @@ class Registry(BlockingCalls):
         holding = self._holdings.get(key)
         if holding is None or not holding.claimed or holding.lost:
             return False
-        return time.monotonic() - self._last_renewal < self.ttl
+        return self.clock() - self._last_renewal < self.ttl
 
     def holds(self, key):
         """True while this node holds a claim on `key` (for tests and /healthz)."""
@@ -284,38 +346,48 @@ class Registry(BlockingCalls):
                 log.exception("region registry heartbeat failed")
 
     def renew(self):
-        """Renew every claim this node holds; handle the ones that were lost."""
+        """Renew every claim this node holds; re-assert those that expired during an
+        outage, and let go of those another region took."""
         held = {k: h for k, h in self._holdings.items() if h.claimed and not h.lost}
         # Connections that reached a lost document's room after it was told to close.
         for key, holding in list(self._holdings.items()):
             if holding.lost and holding.count:
                 self.on_claim_lost(key, holding.lost_to)
-        started = time.monotonic()
+        started = self.clock()
         if not held:
             self._last_renewal = started
             return
         try:
             renewed = self._call(self._renew, list(held), self.node, self.ttl)
-        except Exception:
-            silent = time.monotonic() - self._last_renewal
-            log.exception("region registry: renewal failed (%.1fs since the last one)", silent)
-            if silent > self.ttl:
-                for key, holding in held.items():
-                    self._lose(key, holding, None)
+        except Exception as e:
+            # Keep serving: the documents stay here, their compaction waits (may_compact)
+            # until a renewal succeeds.
+            self._failed(f"renewal ({started - self._last_renewal:.1f}s since the last one)", e)
             return
+        self._answered()
         self._last_renewal = started
         for key, holding in held.items():
             if key not in renewed:
-                # Our claim had expired (a stall longer than the TTL). Another region may
-                # have taken the document, written to it and let it go meanwhile, so this
-                # copy can no longer be trusted: drop it, and let the clients reconnect
-                # and load what storage holds (redirected when another region has it).
-                try:
-                    owner = self._call(self._lookup, key)
-                except Exception as e:
-                    log.warning("region registry: lookup of %s failed: %s", "/".join(key), e)
-                    owner = None
-                self._lose(key, holding, owner if owner != self.region else None)
+                self._reassert(key, holding)
+
+    def _reassert(self, key, holding):
+        """Our holding of `key` had expired (an outage or a stall longer than the TTL):
+        take the claim again unless another region has it now."""
+        try:
+            region = self._call(self._claim, key, self.node, self.region, self.ttl)
+        except Exception as e:
+            self._failed(f"claim of {'/'.join(key)}", e)
+            return  # still in doubt: no compaction; the next heartbeat tries again
+        if region == self.region:
+            log.warning("claim on %s had expired; re-asserted, refreshing it from storage",
+                        "/".join(key))
+            try:
+                self.on_claim_reasserted(key)
+            except Exception:
+                log.exception("refresh of %s after re-asserting its claim failed",
+                              "/".join(key))
+            return
+        self._lose(key, holding, region)
 
     def _lose(self, key, holding, region):
         if holding.lost or self._holdings.get(key) is not holding:

@@ -13,8 +13,7 @@ class MemoryRegistry(Registry):
     threaded = False
 
     def __init__(self, region, clock=time.monotonic, **options):
-        super().__init__(region, **options)
-        self.clock = clock
+        super().__init__(region, clock=clock, **options)
         self.claims = {}  # key -> (region, {node: expires_at})
 
     def _live(self, key):

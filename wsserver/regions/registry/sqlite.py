@@ -33,9 +33,8 @@ class SQLiteRegistry(Registry):
     threaded = True
 
     def __init__(self, region, path, clock=time.time, **options):
-        super().__init__(region, **options)
+        super().__init__(region, clock=clock, **options)
         self.path = path
-        self.clock = clock
         self.db = None
 
     def _open(self):
