@@ -24,6 +24,7 @@ from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
 from .settings import Config
+from .support.redis import FailFast
 from .transport.endpoint import WebSocketEndpoint
 
 EXTENSION = "wsserver"
@@ -51,7 +52,10 @@ def create_app(test_config=None, config_path=None):
     else:
         config = Config.load(config_path)
     authenticator = Authenticator.from_config(config.auth)
-    quota = build_quota(config, authenticator)  # plans, quotas, rate limits (README, Limits)
+    # One Redis outage window for the process: after a Redis failure, every gate skips
+    # Redis at once for a while instead of each handshake waiting a timeout per gate.
+    redis_fail_fast = FailFast()
+    quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
     store = open_store(config.storage, sync=config.storage_sync)
     region_map = RegionMap.from_config(config)
 
@@ -66,7 +70,8 @@ def create_app(test_config=None, config_path=None):
     registry = open_registry(
         config, evict=documents.evict,
         on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
-        on_claim_reasserted=documents.refresh)
+        on_claim_reasserted=documents.refresh,
+        fail_fast=redis_fail_fast if config.redis else None)
     region_gate = RegionGate(region_map, registry)
     # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then

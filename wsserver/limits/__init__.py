@@ -42,18 +42,19 @@ def storages(config):
     return rate_storage, quota_redis
 
 
-def build_quota(config, authenticator):
-    """Validate app plans against `plans` (ConfigError naming the key) and build."""
+def build_quota(config, authenticator, fail_fast=None):
+    """Validate app plans against `plans` (ConfigError naming the key) and build.
+    `fail_fast`: the process's shared Redis FailFast (support/redis.py)."""
     check_app_plans(authenticator, config.plans)
     rate_limit = config.rate_limit
     refusals = Refusals()
     rate_storage, quota_redis = storages(config)
     if quota_redis:
         from .redis_backend import RedisQuota
-        backend = RedisQuota(quota_redis, rate_limit["lease_seconds"])
+        backend = RedisQuota(quota_redis, rate_limit["lease_seconds"], fail_fast=fail_fast)
     else:
         backend = MemoryQuota()
     rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage,
-                              rate_limit["trusted_proxies"], refusals)
+                              rate_limit["trusted_proxies"], refusals, fail_fast=fail_fast)
     quota_gate = QuotaGate(config.plans, backend, refusals, rate_limit["trusted_proxies"])
     return Quota(rate_gate, quota_gate, refusals, backend)

@@ -24,6 +24,8 @@ from limits.strategies import MovingWindowRateLimiter
 from ..errors import InvalidToken, RateLimited, WsServerError
 from ..handshake.handshake import CLIENT_IP, Gate
 from ..logs import Throttled
+from ..support.redis import FailFast
+from ..support.redis import storage_options as redis_storage_options
 from .backends import Lease
 from .clientip import client_ip, rate_key
 from .ops import MessageBudget
@@ -45,8 +47,10 @@ def session_ip(environ, trusted_proxies=0):
 class RateLimitGate(Gate):
     """4006 for a client IP over `rate_limit.handshakes_per_ip` (off when unset)."""
 
-    def __init__(self, handshakes_per_ip, storage_uri, trusted_proxies, refusals):
+    def __init__(self, handshakes_per_ip, storage_uri, trusted_proxies, refusals,
+                 fail_fast=None):
         self.trusted_proxies = trusted_proxies
+        self.fail_fast = fail_fast or FailFast()
         self.refusals = refusals
         self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
         self.limiter = None
@@ -57,8 +61,7 @@ class RateLimitGate(Gate):
         if self.rates:
             options = {}
             if not storage_uri.startswith("memory://"):
-                options = {"key_prefix": RATE_KEY_PREFIX, "socket_timeout": 2,
-                           "socket_connect_timeout": 2}
+                options = {"key_prefix": RATE_KEY_PREFIX, **redis_storage_options()}
             self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
 
     def check_request(self, environ):
@@ -76,12 +79,16 @@ class RateLimitGate(Gate):
             if left > 0:
                 self._refuse(ip, rate, max(1, math.ceil(left)))
             del self._denied[key]
+        if self.fail_fast.skip():
+            return  # the storage failed a moment ago: admit without waiting on it
         for rate in self.rates:
             try:
                 allowed = self.limiter.hit(rate, "handshake", key)
             except Exception as e:  # the storage (Redis) is unreachable: fail open
+                self.fail_fast.failed()
                 self._storage_error(e)
                 return
+            self.fail_fast.answered()
             if not allowed:
                 self._refuse(ip, rate, self._deny(key, rate))
 

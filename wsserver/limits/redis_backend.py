@@ -41,6 +41,8 @@ import redis
 from gevent.event import AsyncResult, Event
 
 from ..logs import Throttled
+from ..support.redis import FailFast
+from ..support.redis import client as redis_client
 from .backends import QuotaBackend
 
 log = logging.getLogger(__name__)
@@ -177,10 +179,13 @@ class RedisQuota(QuotaBackend):
     """See the module docstring. `heartbeat=False` (unit tests) leaves renewing the
     lease to explicit `heartbeat()` calls."""
 
-    def __init__(self, url, lease_seconds=30.0, heartbeat=True, client=None, prefix=PREFIX):
+    def __init__(self, url, lease_seconds=30.0, heartbeat=True, client=None, prefix=PREFIX,
+                 fail_fast=None):
         super().__init__()
-        self.client = client or redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+        self.client = client or redis_client(url)
+        # Shared with the process's other Redis users: after a failure, handshakes skip
+        # Redis (admitting, as on any Redis error) instead of each waiting a timeout.
+        self.fail_fast = fail_fast or FailFast()
         self.prefix = prefix
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ms = int(lease_seconds * 1000)
@@ -206,6 +211,9 @@ class RedisQuota(QuotaBackend):
     # --- QuotaBackend ---------------------------------------------------------------
 
     def _acquire(self, lease, limits):
+        if self.fail_fast.skip():
+            self._synced = False  # the lease is held locally; the next resync writes it
+            return 0
         try:
             for _ in range(2):
                 if not self._synced:
@@ -216,6 +224,7 @@ class RedisQuota(QuotaBackend):
                      _limit(limits.max_connections), _limit(limits.max_documents),
                      _limit(limits.max_users_per_doc)])
                 if code != LOST:
+                    self.fail_fast.answered()
                     return int(code)
                 log.warning("quota: instance %s was reaped (lease expired); resyncing",
                             self.instance)
@@ -228,6 +237,10 @@ class RedisQuota(QuotaBackend):
             return 0
 
     def _release(self, lease):
+        if self.fail_fast.skip():
+            self._forget(lease)
+            self._synced = False  # the next resync writes what is held
+            return
         try:
             # `held` drops the lease only once no resync is running: a resync that read
             # `held` without it, followed by this release, would count it out twice.
@@ -311,6 +324,7 @@ class RedisQuota(QuotaBackend):
         while not self._closed:
             try:
                 self.heartbeat()
+                self.fail_fast.answered()
             except redis.RedisError as e:
                 self._error("heartbeat", e)
             except Exception:
@@ -320,5 +334,6 @@ class RedisQuota(QuotaBackend):
 
     def _error(self, what, error):
         """Log Redis errors at most once per 10 s, with how many were not logged."""
+        self.fail_fast.failed()
         self._errors.error("quota: redis %s failed (%s: %s); admitting and resyncing later",
                            what, type(error).__name__, error)

@@ -70,14 +70,11 @@ from gevent.lock import Semaphore
 from ...support.blocking import BlockingCalls
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
+from ...support.redis import FailFast
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN, RETRY_MAX = 0.2, 10.0
-# After a failed registry call, claims of new documents fail at once (1013) for this
-# long, doubling up to the cap while failures go on: a hung registry must not make
-# every handshake wait for a timeout.
-FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
 # The longest a handshake waits for a document's lock (held while the document is
 # claimed, or flushed and evicted before its release): then 1013, retry. Shutdown
 # waits as long for each document, then leaves its claim to expire.
@@ -119,7 +116,8 @@ class Registry(BlockingCalls):
 
     def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
                  evict=_never_loaded, on_claim_lost=_nothing_to_close,
-                 on_claim_reasserted=_nothing_to_refresh, clock=time.monotonic):
+                 on_claim_reasserted=_nothing_to_refresh, clock=time.monotonic,
+                 fail_fast=None):
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
         self.region = region
@@ -135,9 +133,10 @@ class Registry(BlockingCalls):
         # again; bring the live copy up to date with what storage holds.
         self.on_claim_reasserted = on_claim_reasserted
         self.clock = clock
-        # Handshake-path calls fail at once until then, after a failure (see _backend).
-        self._fail_fast_until = 0.0
-        self._fail_fast_delay = FAIL_FAST_MIN
+        # After a failed registry call, claims of new documents fail at once (1013) for
+        # a while: a hung registry must not make every handshake wait for a timeout.
+        # Shared with the other Redis users of the process when the app passes one.
+        self.fail_fast = fail_fast or FailFast(clock)
         self._errors = Throttled(log, every=10.0)
         self._holdings = {}
         self._start_calls()
@@ -189,7 +188,7 @@ class Registry(BlockingCalls):
     def _backend(self, what, fn, *args):
         """Run a handshake-path backend call; any failure becomes RegistryUnavailable
         (1013 / 503), and so does every call during the fail-fast window that follows."""
-        if self.clock() < self._fail_fast_until:
+        if self.fail_fast.skip():
             raise RegistryUnavailable()
         try:
             result = self._call(fn, *args)
@@ -202,21 +201,19 @@ class Registry(BlockingCalls):
         return result
 
     def _failed(self, what, error):
-        self._fail_fast_until = self.clock() + self._fail_fast_delay
-        self._fail_fast_delay = min(self._fail_fast_delay * 2, FAIL_FAST_MAX)
+        self.fail_fast.failed()
         # One line per 10 s, no traceback: during an outage every handshake and every
         # heartbeat would otherwise log it.
         self._errors.error("region registry: %s failed: %s: %s", what,
                            type(error).__name__, error)
 
     def _answered(self):
-        self._fail_fast_until = 0.0
-        self._fail_fast_delay = FAIL_FAST_MIN
+        self.fail_fast.answered()
 
     @property
     def reachable(self):
         """False while the last registry call failed (for /healthz)."""
-        return self._fail_fast_delay == FAIL_FAST_MIN
+        return not self.fail_fast.failing
 
     # --- connections ----------------------------------------------------------------
 

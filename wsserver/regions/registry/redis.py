@@ -17,8 +17,7 @@ TIME in a writing script); tested with 7.
 
 from urllib.parse import quote
 
-import redis
-
+from ...support.redis import client as redis_client
 from .base import Registry
 
 PREFIX = "wsserver:registry:"
@@ -106,8 +105,7 @@ class RedisRegistry(Registry):
         self.client = None
 
     def _open(self):
-        self.client = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5,
-                                           socket_connect_timeout=5, health_check_interval=30)
+        self.client = redis_client(self.url, decode_responses=True)
         self._claim_script = self.client.register_script(CLAIM)
         self._renew_script = self.client.register_script(RENEW)
         self._release_script = self.client.register_script(RELEASE)

@@ -1,0 +1,58 @@
+"""One way to reach Redis: the client factory with the project's timeouts, and the
+fail-fast window that keeps a hung Redis from making every handshake wait.
+
+Every Redis user (the limits' rate storage and quotas, the region registry) takes its
+client from `client()`, so one set of timeouts applies: a handshake waits at most one
+`SOCKET_TIMEOUT` on a Redis that does not answer. After a failure, `FailFast` makes the
+handshake-path calls of every user that shares it skip Redis at once, for a growing,
+capped window (each user then does what it does without Redis: the limits admit, the
+registry refuses claims of new documents with 1013); background loops (heartbeats,
+renewals) keep trying and close the window when Redis answers again.
+"""
+
+import time
+
+import redis
+
+SOCKET_TIMEOUT = 0.5  # seconds, for connect and for every command
+HEALTH_CHECK_INTERVAL = 30
+FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
+
+
+def client(url, **options):
+    """A redis-py client for `url` with the project's timeouts (`options` override)."""
+    settings = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT,
+                "health_check_interval": HEALTH_CHECK_INTERVAL}
+    settings.update(options)
+    return redis.Redis.from_url(url, **settings)
+
+
+def storage_options():
+    """The same timeouts for the `limits` library's Redis storage."""
+    return {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+
+
+class FailFast:
+    """After a failure, `skip()` is True for a window that doubles (up to a cap) while
+    failures go on; `answered()` (any successful call) closes it."""
+
+    def __init__(self, clock=time.monotonic, first=FAIL_FAST_MIN, cap=FAIL_FAST_MAX):
+        self.clock = clock
+        self.first = first
+        self.cap = cap
+        self._until = 0.0
+        self._window = first
+        self.failing = False  # the last call failed (for /healthz)
+
+    def skip(self):
+        return self.clock() < self._until
+
+    def failed(self):
+        self.failing = True
+        self._until = self.clock() + self._window
+        self._window = min(self._window * 2, self.cap)
+
+    def answered(self):
+        self.failing = False
+        self._until = 0.0
+        self._window = self.first
