@@ -21,6 +21,7 @@ from ..protocol import codec
 from .connection import Connection
 from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
 from ..handshake.handshake import SUBPROTOCOL, Handshake, offered_subprotocols, peer
+from ..documents.readonly import ReadOnlyGuard
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,26 @@ class WebSocketEndpoint:
             session = self.handshake.check(environ)
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
             conn.principal = session.principal
+            principal = session.principal
+            log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"), principal.describe())
             room = self.documents.join(session.key, conn)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
+            # `access: "read"`: its document changes never reach the room (documents/readonly.py).
+            guard = ReadOnlyGuard(principal, conn.peer, session.key.name) \
+                if principal.read_only else None
             while not conn.closed:
                 data = conn.receive()
                 if data is None:
                     break
                 if budget is not None:
                     budget.spend()
-                room.receive(conn, codec.decode(data))
+                message = codec.decode(data)
+                if guard is None or guard.admits(room, message):
+                    room.receive(conn, message)
         except WsServerError as e:
             if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.reason)
+                log.info("closing %s (%s): %d %s%s", peer(environ), environ.get("PATH_INFO"),
+                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "")
             conn.close(e)
         except Exception:
             log.exception("connection %s failed", peer(environ))

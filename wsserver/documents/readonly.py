@@ -1,0 +1,123 @@
+"""Read-only connections (a token with `access: "read"`): what reaches the room.
+
+A read-only connection syncs (its step 1 is answered), receives every update and
+awareness change, and its own awareness is relayed, so viewers show up. Its document
+changes are dropped before the room sees them: never applied, stored, relayed or
+echoed (so a provider never takes a read-only edit as confirmed). They are:
+
+    an update message          always
+    a step 2 message           when it would change the document (`would_change`);
+                               a reconnecting viewer's step 2 repeats the delete set and
+                               changes nothing, and is dropped without counting
+
+Each is counted; past MAX_DROPPED the connection is closed with 4003 `read-only`, so a
+broken client learns instead of editing into the void for ever.
+"""
+
+import logging
+from bisect import bisect_right
+
+from pycrdt import get_update
+
+from ..errors import InvalidPayload, ProtocolViolation, ReadOnly
+from ..protocol import codec
+
+log = logging.getLogger(__name__)
+
+# Document changes a read-only connection may send (each dropped) before it is closed.
+MAX_DROPPED = 10
+
+
+def _delete_set(data, pos):
+    """A lib0 v1 delete set at `pos`: {client: [(clock, end), ...]}, ranges merged."""
+    ranges = {}
+    clients, pos = codec.read_var_uint(data, pos)
+    for _ in range(clients):
+        client, pos = codec.read_var_uint(data, pos)
+        count, pos = codec.read_var_uint(data, pos)
+        spans = ranges.setdefault(client, [])
+        for _ in range(count):
+            clock, pos = codec.read_var_uint(data, pos)
+            length, pos = codec.read_var_uint(data, pos)
+            spans.append((clock, clock + length))
+    for client, spans in ranges.items():
+        spans.sort()
+        merged = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        ranges[client] = merged
+    return ranges
+
+
+def _covered(spans, start, end):
+    """True when [start, end) lies inside one of the merged, sorted `spans`."""
+    i = bisect_right(spans, (start, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= start and end <= spans[i][1]
+
+
+def would_change(doc, update):
+    """True when applying the Yjs `update` would change `doc`, which is left untouched.
+
+    The update changes the document when, once what the document's state vector covers
+    is cut away, a struct is left (one it lacks), or its delete set deletes something the
+    document has not deleted. Costs a diff of the update and, only when the update
+    deletes anything, the document's delete set (one pass over its blocks). An update
+    pycrdt cannot decode raises InvalidPayload (1007), as it would for a writer.
+    """
+    if update == codec.EMPTY_UPDATE:
+        return False
+    try:
+        # What `doc` lacks: structs past its state vector, then the whole delete set.
+        rest = get_update(update, doc.get_state())
+    except (ValueError, RuntimeError):
+        raise InvalidPayload("invalid update") from None
+    try:
+        structs, pos = codec.read_var_uint(rest, 0)
+        if structs:
+            return True
+        deletes = _delete_set(rest, pos)
+        if not deletes:
+            return False
+        own = doc.get_update(doc.get_state())
+        own_structs, pos = codec.read_var_uint(own, 0)
+        if own_structs:
+            return True  # never seen (pycrdt omits pending structs): judge it a change
+        have = _delete_set(own, pos)
+    except ProtocolViolation:
+        raise InvalidPayload("invalid update") from None
+    return any(not _covered(have.get(client, ()), start, end)
+               for client, spans in deletes.items() for start, end in spans if end > start)
+
+
+class ReadOnlyGuard:
+    """One read-only connection's filter: `admits(room, message)` says whether the room
+    gets the message; dropped changes are counted and, past MAX_DROPPED, ReadOnly (4003)
+    is raised (the endpoint closes with it)."""
+
+    def __init__(self, principal, peer, name):
+        self.principal = principal
+        self.peer = peer
+        self.name = name
+        self.dropped = 0
+
+    def admits(self, room, message):
+        kind = message.kind
+        if kind == codec.KIND_STEP2:
+            # During a rebuild room.doc is the copy being replaced: at worst a harmless
+            # step 2 is counted once.
+            if not would_change(room.doc, message.data):
+                return False  # nothing to apply: dropped, not counted
+        elif kind != codec.KIND_UPDATE:
+            return True
+        self.dropped += 1
+        if self.dropped == 1:
+            log.info("read-only connection %s (document %s) sent a document change: dropped "
+                     "(%s)", self.peer, self.name, self.principal.describe())
+        if self.dropped > MAX_DROPPED:
+            error = ReadOnly()
+            error.detail = f"{self.dropped} document changes dropped; {self.principal.describe()}"
+            raise error
+        return False
