@@ -8,21 +8,24 @@ step-2 judgement and `wsserver token`.
 """
 
 import json
+import struct
 import subprocess
 import sys
 
 import jwt
 import pytest
+import websocket
 from pycrdt import Doc, Map, Text
 
 from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
 from test_limits import op_open, opens, plan_config, scenario
-from test_regions import discover, open_ws
+from test_regions import discover, open_ws, start_nodes, unique
 from wsserver.documents.key import DocKey
 from wsserver.documents.readonly import MAX_DROPPED, would_change
 from wsserver.documents.storage import open_store
 from wsserver.errors import DocumentNotAllowed, InvalidToken, ReadOnly
 from wsserver.handshake.auth import Principal, access_claims
+from wsserver.protocol import codec
 
 
 def read_token(**claims):
@@ -261,3 +264,26 @@ def test_token_command_mints_documents_and_read_only(tmp_path):
 
     bad = _cli(tmp_path, "--documents", "proj-[1]")
     assert bad.returncode == 2 and "invalid documents claim" in bad.stderr and not bad.stdout
+
+
+def test_claims_hold_on_every_node_of_every_region(start_server, tmp_path):
+    eu, us = start_nodes(start_server, tmp_path)
+    name = unique("proj")
+    holder = open_ws(eu.url, name, make_token())  # the document is live in eu
+    assert holder.accepted
+    viewer = read_token(sub="viewer", documents=[name])
+    for node in (eu, us):
+        refused = open_ws(node.url, unique("other"), viewer)
+        assert (refused.code, refused.reason) == (4003, "document not allowed")
+    # us sends the viewer to eu, where it is read-only too.
+    assert open_ws(us.url, name, viewer).code == 4009
+    outcome = open_ws(eu.url, name, viewer)
+    assert outcome.accepted
+    edit = Doc()
+    edit.get("text", type=Text).insert(0, "x")
+    for _ in range(MAX_DROPPED + 1):
+        outcome.ws.send_binary(codec.sync_update(edit.get_update()))
+    while (frame := outcome.ws.recv_frame()).opcode != websocket.ABNF.OPCODE_CLOSE:
+        assert frame.data[:2] != b"\x00\x02"  # never an echo of its update
+    assert frame.data == struct.pack("!H", 4003) + b"read-only"
+    holder.close()

@@ -21,6 +21,7 @@ from pycrdt import get_update
 
 from ..errors import InvalidPayload, ProtocolViolation, ReadOnly
 from ..protocol import codec
+from .ydoc import delete_ranges
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +30,20 @@ MAX_DROPPED = 10
 
 
 def _delete_set(data, pos):
-    """A lib0 v1 delete set at `pos`: {client: [(clock, end), ...]}, ranges merged."""
-    ranges = {}
-    clients, pos = codec.read_var_uint(data, pos)
-    for _ in range(clients):
-        client, pos = codec.read_var_uint(data, pos)
-        count, pos = codec.read_var_uint(data, pos)
-        spans = ranges.setdefault(client, [])
-        for _ in range(count):
-            clock, pos = codec.read_var_uint(data, pos)
-            length, pos = codec.read_var_uint(data, pos)
-            spans.append((clock, clock + length))
-    for client, spans in ranges.items():
-        spans.sort()
+    """The delete set at `data[pos:]` as {client: [(clock, end), ...]}, sorted, with
+    touching and overlapping ranges merged (so a covered range lies inside one)."""
+    spans = {}
+    for client, clock, length in delete_ranges(data, pos):
+        spans.setdefault(client, []).append((clock, clock + length))
+    for client, ranges in spans.items():
         merged = []
-        for start, end in spans:
+        for start, end in sorted(ranges):
             if merged and start <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], end))
             else:
                 merged.append((start, end))
-        ranges[client] = merged
-    return ranges
+        spans[client] = merged
+    return spans
 
 
 def _covered(spans, start, end):
@@ -64,8 +58,10 @@ def would_change(doc, update):
     The update changes the document when, once what the document's state vector covers
     is cut away, a struct is left (one it lacks), or its delete set deletes something the
     document has not deleted. Costs a diff of the update and, only when the update
-    deletes anything, the document's delete set (one pass over its blocks). An update
-    pycrdt cannot decode raises InvalidPayload (1007), as it would for a writer.
+    deletes anything, the document's delete set (one pass over its blocks). Parts the
+    document holds pending (documents/ydoc.py) are not in its state vector nor in its
+    delete set, so re-sending them counts as a change: at worst once per connection. An
+    update pycrdt cannot decode raises InvalidPayload (1007), as it would for a writer.
     """
     if update == codec.EMPTY_UPDATE:
         return False
@@ -78,18 +74,17 @@ def would_change(doc, update):
         structs, pos = codec.read_var_uint(rest, 0)
         if structs:
             return True
-        deletes = _delete_set(rest, pos)
+        deletes = [(client, clock, clock + length)
+                   for client, clock, length in delete_ranges(rest, pos) if length]
         if not deletes:
             return False
+        # The document's own delete set: its update past its own state holds no struct.
         own = doc.get_update(doc.get_state())
-        own_structs, pos = codec.read_var_uint(own, 0)
-        if own_structs:
-            return True  # never seen (pycrdt omits pending structs): judge it a change
+        _, pos = codec.read_var_uint(own, 0)
         have = _delete_set(own, pos)
     except ProtocolViolation:
         raise InvalidPayload("invalid update") from None
-    return any(not _covered(have.get(client, ()), start, end)
-               for client, spans in deletes.items() for start, end in spans if end > start)
+    return any(not _covered(have.get(client, ()), start, end) for client, start, end in deletes)
 
 
 class ReadOnlyGuard:
