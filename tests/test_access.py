@@ -61,7 +61,7 @@ def test_a_token_limited_to_patterns_opens_only_those_documents(server):
     assert token not in log
 
 
-def test_globs(server):
+def test_globs():
     principal = Principal("acme", "editor", None, {}, ("a?c", "*-draft", "exact"))
     assert [n for n in ("abc", "a-c", "ac", "abcd", "x-draft", "-draft", "x-draft2", "exact",
                         "Exact") if principal.may_open(n)] == ["abc", "a-c", "x-draft",

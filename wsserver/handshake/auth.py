@@ -63,6 +63,7 @@ class Tenant:
 DOCUMENT_PATTERN = re.compile(r"[A-Za-z0-9._\-*?]{1,128}")
 ACCESS_WRITE = "write"
 ACCESS_READ = "read"
+LOGGED_PATTERNS = 10
 
 
 def access_claims(claims):
@@ -116,8 +117,14 @@ class Principal:
             raise error
 
     def describe(self):
-        """For log lines: app, user and access, never the token."""
-        documents = "*" if self.documents is None else ",".join(self.documents) or "(none)"
+        """For log lines: app, user and access, never the token (at most
+        LOGGED_PATTERNS patterns, so a long list does not flood the log)."""
+        if self.documents is None:
+            documents = "*"
+        else:
+            documents = ",".join(self.documents[:LOGGED_PATTERNS]) or "(none)"
+            if len(self.documents) > LOGGED_PATTERNS:
+                documents += f",... ({len(self.documents)} patterns)"
         return (f"app={self.tenant}/{self.app} user={self.user or '-'} "
                 f"access={ACCESS_READ if self.read_only else ACCESS_WRITE} documents={documents}")
 

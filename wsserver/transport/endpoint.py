@@ -1,7 +1,8 @@
 """The WebSocket endpoint: from an upgraded socket to a room member, and back out.
 
 Per connection: handshake checks, join the room (sharing its load), then read
-messages and hand them to the room until the client leaves or breaks a rule. Every
+messages and hand them to the room (a read-only connection's document changes are
+dropped before: documents/readonly.py) until the client leaves or breaks a rule. Every
 exit path goes through one `finally`: leave the room (its awareness states removed
 and the removal broadcast), close with the right code, release the socket.
 
@@ -69,12 +70,13 @@ class WebSocketEndpoint:
                 raise ServiceRestart()
             session = self.handshake.check(environ)
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
-            conn.principal = session.principal
-            principal = session.principal
-            log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"), principal.describe())
+            principal = conn.principal = session.principal
+            log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"),
+                      principal.describe())
             room = self.documents.join(session.key, conn)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
-            # `access: "read"`: its document changes never reach the room (documents/readonly.py).
+            # `access: "read"`: its document changes never reach the room
+            # (documents/readonly.py).
             guard = ReadOnlyGuard(principal, conn.peer, session.key.name) \
                 if principal.read_only else None
             while not conn.closed:
