@@ -18,7 +18,7 @@ import websocket
 from pycrdt import Doc, Map, Text
 
 from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
-from test_limits import op_open, opens, plan_config, scenario
+from test_limits import healthz, op_open, opens, plan_config, scenario
 from test_regions import discover, open_ws, start_nodes, unique
 from wsserver.documents.key import DocKey
 from wsserver.documents.readonly import MAX_DROPPED, would_change
@@ -195,6 +195,7 @@ def test_a_read_only_client_that_keeps_writing_is_closed_with_4003(server):
     assert edits[2]["status"] == "open"  # the writer is not affected
     assert "4003 read-only (11 document changes dropped; app=acme/editor user=viewer " \
            "access=read" in server.log()
+    assert healthz(server)["read_only"] == {"dropped": MAX_DROPPED + 1, "closed": 1}
     assert token not in server.log()
 
 

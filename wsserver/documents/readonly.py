@@ -10,8 +10,9 @@ echoed (so a provider never takes a read-only edit as confirmed). They are:
                                a reconnecting viewer's step 2 repeats the delete set and
                                changes nothing, and is dropped without counting
 
-Each is counted; past MAX_DROPPED the connection is closed with 4003 `read-only`, so a
-broken client learns instead of editing into the void for ever.
+Each is counted (per connection, and in the process's totals that /healthz shows);
+past MAX_DROPPED the connection is closed with 4003 `read-only`, so a broken client
+learns instead of editing into the void for ever.
 """
 
 import logging
@@ -90,12 +91,14 @@ def would_change(doc, update):
 class ReadOnlyGuard:
     """One read-only connection's filter: `admits(room, message)` says whether the room
     gets the message; dropped changes are counted and, past MAX_DROPPED, ReadOnly (4003)
-    is raised (the endpoint closes with it)."""
+    is raised (the endpoint closes with it). `totals` (a Counter shared by the process)
+    gets "dropped" and "closed" added."""
 
-    def __init__(self, principal, peer, name):
+    def __init__(self, principal, peer, name, totals):
         self.principal = principal
         self.peer = peer
         self.name = name
+        self.totals = totals
         self.dropped = 0
 
     def admits(self, room, message):
@@ -108,10 +111,12 @@ class ReadOnlyGuard:
         elif kind != codec.KIND_UPDATE:
             return True
         self.dropped += 1
+        self.totals["dropped"] += 1
         if self.dropped == 1:
             log.info("read-only connection %s (document %s) sent a document change: dropped "
                      "(%s)", self.peer, self.name, self.principal.describe())
         if self.dropped > MAX_DROPPED:
+            self.totals["closed"] += 1
             error = ReadOnly()
             error.detail = f"{self.dropped} document changes dropped; {self.principal.describe()}"
             raise error

@@ -14,6 +14,7 @@ flushes every room.
 import logging
 import sys
 import time
+from collections import Counter
 
 import gevent
 from geventwebsocket.handler import WebSocketHandler
@@ -34,6 +35,9 @@ class WebSocketEndpoint:
         self.documents = documents
         self.store = store
         self.connections = set()
+        # Read-only connections' document changes dropped, and connections closed for
+        # them (documents/readonly.py), since start: shown by /healthz.
+        self.read_only = Counter(dropped=0, closed=0)
         self.shutting_down = False
         self._pinger = gevent.spawn(self._ping_loop)
 
@@ -77,7 +81,7 @@ class WebSocketEndpoint:
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
-            guard = ReadOnlyGuard(principal, conn.peer, session.key.name) \
+            guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only) \
                 if principal.read_only else None
             while not conn.closed:
                 data = conn.receive()
