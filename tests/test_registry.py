@@ -533,6 +533,7 @@ def test_an_acquire_during_a_release_is_not_undone_by_it():
 def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
     """A later gate (quotas) refusing the handshake must not leave the document live in
     this region for release_after seconds, redirecting other regions' clients to it."""
+    from wsserver.handshake.auth import Principal
     from wsserver.handshake.handshake import Gate, Handshake
     from wsserver.errors import ConnectionLimit
     from wsserver.regions.gate import RegionGate
@@ -552,7 +553,7 @@ def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
 
     class Verified:
         def verify(self, token):
-            return SimpleNamespace(tenant=key.tenant, app=key.app, user=None, claims={})
+            return Principal(key.tenant, key.app, None, {})
 
         def authorize(self, principal, origin):
             return SimpleNamespace(name=key.app)

@@ -85,7 +85,8 @@ def create_app(test_config=None, config_path=None):
     app.extensions[QUOTA_EXTENSION] = quota
     app.extensions[health.EXTENSION] = lambda: {
         "status": "ok", "rooms": len(documents), "connections": len(endpoint.connections),
-        "refused": {str(code): n for code, n in quota.refusals.counts().items()}}
+        "refused": {str(code): n for code, n in quota.refusals.counts().items()},
+        "read_only": dict(endpoint.read_only)}
     app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol

@@ -63,12 +63,24 @@ def _serve(args):
 
 
 def _token(args):
-    from .handshake.auth import Authenticator
+    from .errors import InvalidToken
+    from .handshake.auth import ACCESS_READ, Authenticator, access_claims
     from .settings import Config
 
+    extra = {}
+    if args.documents is not None:
+        # Document names hold no comma: "a-*,b" and a repeated --documents both work.
+        extra["documents"] = [p for value in args.documents for p in value.split(",") if p]
+    if args.read_only:
+        extra["access"] = ACCESS_READ
+    try:
+        access_claims(extra)  # the server's own check: never print a token it refuses
+    except InvalidToken as e:
+        print(f"wsserver: {e.reason}", file=sys.stderr)
+        return 2
     config = Config.load(args.config)
     authenticator = Authenticator.from_config(config.auth)
-    print(authenticator.issue(args.tenant, args.app, sub=args.sub, ttl=args.ttl))
+    print(authenticator.issue(args.tenant, args.app, sub=args.sub, ttl=args.ttl, extra=extra))
     return 0
 
 
@@ -88,6 +100,11 @@ def main(argv=None):
     token.add_argument("--app", required=True)
     token.add_argument("--sub", help="user id")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--documents", action="append", metavar="PATTERNS",
+                       help="documents the token may open: comma-separated globs (* and ?), "
+                            "repeatable (default: every document of the app)")
+    token.add_argument("--read-only", action="store_true",
+                       help='access "read": sync and presence, no document changes')
     token.add_argument("--config")
     token.set_defaults(run=_token)
     args = parser.parse_args(argv)

@@ -20,6 +20,9 @@ class WsServerError(Exception):
     # Set by whoever already logged this refusal (wsserver/quota/refusals.py), so the
     # endpoint does not log it a second time.
     logged = False
+    # What the log line adds after the reason (who was refused and why); never sent
+    # to the client, never a token.
+    detail = ""
 
     def __init__(self, reason=None):
         if reason is not None:
@@ -117,6 +120,17 @@ class Forbidden(WsServerError):
     close_code = 4003
     http_status = 403
     reason = "forbidden"
+
+
+class DocumentNotAllowed(Forbidden):
+    """The token's `documents` claim matches no pattern of this document's name."""
+    reason = "document not allowed"
+
+
+class ReadOnly(Forbidden):
+    """A read-only token (`access: "read"`) tried to change a document: a connection that
+    keeps sending changes, or a write over HTTP."""
+    reason = "read-only"
 
 
 class InvalidDocumentName(WsServerError):

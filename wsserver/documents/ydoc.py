@@ -36,19 +36,22 @@ def _state_vector(encoded):
     return state
 
 
+def delete_ranges(data, pos):
+    """The ranges of the lib0 v1 delete set at `data[pos:]`: (client, clock, length)."""
+    clients, pos = read_var_uint(data, pos)
+    for _ in range(clients):
+        client, pos = read_var_uint(data, pos)
+        ranges, pos = read_var_uint(data, pos)
+        for _ in range(ranges):
+            clock, pos = read_var_uint(data, pos)
+            length, pos = read_var_uint(data, pos)
+            yield client, clock, length
+
+
 def _deletes_beyond(diff, pos, state):
     """True when the delete set at `diff[pos:]` deletes a clock the state does not cover."""
-    clients, pos = read_var_uint(diff, pos)
-    for _ in range(clients):
-        client, pos = read_var_uint(diff, pos)
-        ranges, pos = read_var_uint(diff, pos)
-        known = state.get(client, 0)
-        for _ in range(ranges):
-            clock, pos = read_var_uint(diff, pos)
-            length, pos = read_var_uint(diff, pos)
-            if clock + length > known:
-                return True
-    return False
+    return any(clock + length > state.get(client, 0)
+               for client, clock, length in delete_ranges(diff, pos))
 
 
 def missing_part(doc, update, encoded_state=None):

@@ -4,15 +4,23 @@ A token names its tenant (`tenantId`) and app (`appId`); the key is chosen by th
 token's `kid` among that tenant's keys, and each key is pinned to one algorithm, so
 neither `none` nor an HMAC-with-a-public-key confusion can pass. PyJWT does the
 cryptography and the registered-claim checks.
+
+Two optional claims say what the token may do, decided by the app's backend when it
+mints the token (`access_claims`): `documents`, the document-name patterns it may open
+(absent: all of its app's), and `access`, "write" (default) or "read". The Principal
+carries them, and `Principal.check_document` / `check_write` are the one rule every
+entry point applies (the WebSocket handshake, /discovery, the HTTP document API).
 """
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import jwt
 
-from ..errors import ConfigError, Forbidden, InvalidToken, NoToken
+from ..errors import ConfigError, DocumentNotAllowed, Forbidden, InvalidToken, NoToken, ReadOnly
 
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"
@@ -48,13 +56,77 @@ class Tenant:
     apps: dict  # name -> App
 
 
+# A `documents` pattern: the characters of a document name plus the globs `*` (any run,
+# empty included) and `?` (one character). Anything else (`[`, `/`, a space) can never
+# match a name: a pattern holding it is the issuer's bug, refused rather than matching
+# nothing in silence. Long enough for a name plus a few globs.
+DOCUMENT_PATTERN = re.compile(r"[A-Za-z0-9._\-*?]{1,128}")
+ACCESS_WRITE = "write"
+ACCESS_READ = "read"
+LOGGED_PATTERNS = 10
+
+
+def access_claims(claims):
+    """The `documents` and `access` claims of verified `claims`: (patterns, read_only).
+
+    patterns is None when the claim is absent (every document of the app), else a tuple
+    (an empty list opens nothing). Raises InvalidToken (4002) for a malformed claim, as
+    for `limits`: ignoring it would hand out more than the issuer meant.
+    """
+    documents = claims.get("documents")
+    if documents is not None:
+        if not isinstance(documents, list):
+            raise InvalidToken("invalid documents claim: must be a list of patterns")
+        for pattern in documents:
+            if not isinstance(pattern, str) or not DOCUMENT_PATTERN.fullmatch(pattern):
+                raise InvalidToken(f"invalid documents claim: bad pattern {str(pattern)[:40]!r}")
+        documents = tuple(documents)
+    access = claims.get("access")
+    if access is not None and access not in (ACCESS_WRITE, ACCESS_READ):
+        raise InvalidToken('invalid access claim: must be "write" or "read"')
+    return documents, access == ACCESS_READ
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified token speaks for."""
+    """Who a verified token speaks for, and what it may do."""
     tenant: str
     app: str
     user: str | None
     claims: dict
+    documents: tuple | None = None  # the `documents` patterns; None: every document
+    read_only: bool = False  # `access: "read"`
+
+    def may_open(self, name):
+        """True when the `documents` claim lets this token open document `name`
+        (case-sensitive globs; no claim: any document of its app)."""
+        return self.documents is None or any(fnmatchcase(name, p) for p in self.documents)
+
+    def check_document(self, name):
+        """DocumentNotAllowed (4003) unless this token may open `name`."""
+        if not self.may_open(name):
+            error = DocumentNotAllowed()
+            error.detail = self.describe()  # the patterns are not secret, and say why
+            raise error
+
+    def check_write(self):
+        """ReadOnly (4003) when this token may only read."""
+        if self.read_only:
+            error = ReadOnly()
+            error.detail = self.describe()
+            raise error
+
+    def describe(self):
+        """For log lines: app, user and access, never the token (at most
+        LOGGED_PATTERNS patterns, so a long list does not flood the log)."""
+        if self.documents is None:
+            documents = "*"
+        else:
+            documents = ",".join(self.documents[:LOGGED_PATTERNS]) or "(none)"
+            if len(self.documents) > LOGGED_PATTERNS:
+                documents += f",... ({len(self.documents)} patterns)"
+        return (f"app={self.tenant}/{self.app} user={self.user or '-'} "
+                f"access={ACCESS_READ if self.read_only else ACCESS_WRITE} documents={documents}")
 
 
 def _load_key(key_path, alg, material):
@@ -168,8 +240,9 @@ class Authenticator:
     def verify(self, token):
         """Check a token's signature and claims; return its Principal.
 
-        Raises NoToken (4001), InvalidToken (4002), or Forbidden (4003) for a token that
-        passes every check it can but names a tenant that is not configured.
+        Raises NoToken (4001), InvalidToken (4002: including a malformed `documents` or
+        `access` claim), or Forbidden (4003) for a token that passes every check it can
+        but names a tenant that is not configured.
         """
         if not token:
             raise NoToken()
@@ -202,7 +275,9 @@ class Authenticator:
         if not isinstance(app, str) or not app:
             raise InvalidToken("token has no appId")
         sub = claims.get("sub")
-        return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims)
+        documents, read_only = access_claims(claims)
+        return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims,
+                         documents, read_only)
 
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}

@@ -2,6 +2,7 @@
 
     gates' check_request (4006 rate limit: before any token is parsed)
     4007 document name  ->  4001/4002 token  ->  4003 tenant, app, origin
+    ->  4003 document not allowed (the token's `documents` claim)
     gates' admit, in order (4009 region, then 4004/4005/4008 quotas)
 
 Each check raises a WsServerError carrying its close code. A gate's `admit` may return
@@ -120,7 +121,8 @@ class Handshake:
 
     def authenticate(self, environ, path):
         """The checks before the gates' admit: gates' check_request, name (4007), token
-        (4001/4002), tenant/app/origin (4003). Returns (DocKey, Principal, App).
+        (4001/4002), tenant/app/origin (4003), the token's `documents` claim (4003).
+        Returns (DocKey, Principal, App).
 
         `path` is `/NAME`. /discovery runs exactly these, so it answers what the
         WebSocket handshake would.
@@ -132,6 +134,7 @@ class Handshake:
         scrub_token(environ)
         principal = self.authenticator.verify(token)
         app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
+        principal.check_document(name)
         return DocKey(principal.tenant, principal.app, name), principal, app
 
     def check(self, environ):

@@ -4,7 +4,7 @@
 
 The request passes exactly the WebSocket handshake's checks (Handshake.authenticate:
 the gates' check_request, hence the per-IP rate limit, then name, token, tenant/app/
-origin), and errors answer `{"error", "code"}` with the close code the WebSocket would
+origin, the token's `documents` claim), and errors answer `{"error", "code"}` with the close code the WebSocket would
 have got: 400/4007, 401/4001 or 4002, 403/4003, 429/4006 (with Retry-After), 503/1013
 when the registry cannot be reached. The token comes from `Authorization: Bearer`
 (recommended: it stays out of access logs) or `?token=`. Discovery never claims.

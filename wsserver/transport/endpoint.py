@@ -1,7 +1,8 @@
 """The WebSocket endpoint: from an upgraded socket to a room member, and back out.
 
 Per connection: handshake checks, join the room (sharing its load), then read
-messages and hand them to the room until the client leaves or breaks a rule. Every
+messages and hand them to the room (a read-only connection's document changes are
+dropped before: documents/readonly.py) until the client leaves or breaks a rule. Every
 exit path goes through one `finally`: leave the room (its awareness states removed
 and the removal broadcast), close with the right code, release the socket.
 
@@ -13,6 +14,7 @@ flushes every room.
 import logging
 import sys
 import time
+from collections import Counter
 
 import gevent
 from geventwebsocket.handler import WebSocketHandler
@@ -21,6 +23,7 @@ from ..protocol import codec
 from .connection import Connection
 from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
 from ..handshake.handshake import SUBPROTOCOL, Handshake, offered_subprotocols, peer
+from ..documents.readonly import ReadOnlyGuard
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ class WebSocketEndpoint:
         self.documents = documents
         self.store = store
         self.connections = set()
+        # Read-only connections' document changes dropped, and connections closed for
+        # them (documents/readonly.py), since start: shown by /healthz.
+        self.read_only = Counter(dropped=0, closed=0)
         self.shutting_down = False
         self._pinger = gevent.spawn(self._ping_loop)
 
@@ -68,20 +74,28 @@ class WebSocketEndpoint:
                 raise ServiceRestart()
             session = self.handshake.check(environ)
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
-            conn.principal = session.principal
+            principal = conn.principal = session.principal
+            log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"),
+                      principal.describe())
             room = self.documents.join(session.key, conn)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
+            # `access: "read"`: its document changes never reach the room
+            # (documents/readonly.py).
+            guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only) \
+                if principal.read_only else None
             while not conn.closed:
                 data = conn.receive()
                 if data is None:
                     break
                 if budget is not None:
                     budget.spend()
-                room.receive(conn, codec.decode(data))
+                message = codec.decode(data)
+                if guard is None or guard.admits(room, message):
+                    room.receive(conn, message)
         except WsServerError as e:
             if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.reason)
+                log.info("closing %s (%s): %d %s%s", peer(environ), environ.get("PATH_INFO"),
+                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "")
             conn.close(e)
         except Exception:
             log.exception("connection %s failed", peer(environ))
