@@ -332,7 +332,7 @@ def test_close_codes_seen_by_provider(shared):
     now = int(time.time())
     good = make_token()
     name = room("codes")
-    long_ok = (name + "-" + "x" * 64)[:64]
+    long_ok = (name + "-" + "x" * 255)[:255]
     specs = {
         # 4001: no token at all
         "no_token": (4001, {"via": "none"}),
@@ -357,7 +357,7 @@ def test_close_codes_seen_by_provider(shared):
                                      "origin": "https://evil.example"}),
         "locked_no_origin": (4003, {"token": make_token(app="locked")}),
         # 4007: document names
-        "name_65": (4007, {"room": "a" * 65}),
+        "name_256": (4007, {"room": "a" * 256}),
         "name_dot": (4007, {"room": ".hidden"}),
         "name_space": (4007, {"room": "a%20b"}),
         "name_unicode": (4007, {"room": "caf\u00e9"}),
@@ -375,7 +375,8 @@ def test_close_codes_seen_by_provider(shared):
     oks = {
         "locked_good_origin": {"token": make_token(app="locked"),
                                "origin": "https://editor.acme.com"},
-        "name_64": {"room": long_ok},
+        "name_255": {"room": long_ok},
+        "name_two_uuids": {"room": f"{uuid.uuid4()}_{uuid.uuid4()}"},
         "name_all_chars": {"room": f"A.b_c-9.{uuid.uuid4().hex[:8]}"},
     }
     run = []

@@ -584,13 +584,40 @@ def test_config_refusals_name_the_key():
                        registry={"release_after_seconds": -1}) == "registry.release_after_seconds"
 
 
-def test_base_urls_are_limited_so_that_a_redirect_reason_fits_a_close_frame():
-    longest = "wss://" + "e" * (MAX_BASE_URL_BYTES - len("wss://"))
-    c = load(region="eu", regions={"eu": longest})
-    reason = RegionMap.from_config(c).redirect("eu", "n" * 64).reason
-    assert reason == f"REDIRECT:{longest}/{'n' * 64}"
-    assert len(reason.encode()) == 123
+def test_a_redirect_that_does_not_fit_a_close_reason_carries_the_base_url_alone():
+    longest = "wss://" + "e" * (MAX_BASE_URL_BYTES - len("wss://"))  # 114 bytes
+    short = "wss://eu.example.net"
+    c = load(region="eu", regions={"eu": longest, "us": short})
+    regions = RegionMap.from_config(c)
+    # What fits is sent whole: REDIRECT: + base + / + name, up to exactly 123 bytes.
+    fits = "n" * (123 - len("REDIRECT:") - len(short) - 1)
+    assert regions.redirect("us", fits).reason == f"REDIRECT:{short}/{fits}"
+    assert len(regions.redirect("us", fits).close_reason) == 123
+    # One byte more, or a 255-character name, or a long base: the base URL alone.
+    assert regions.redirect("us", fits + "n").reason == f"REDIRECT:{short}"
+    assert regions.redirect("us", "n" * 255).reason == f"REDIRECT:{short}"
+    assert regions.redirect("eu", "d").reason == f"REDIRECT:{longest}"
+    assert len(regions.redirect("eu", "d").close_reason) == 123
+    # /discovery's URL is never shortened.
+    assert regions.url("us", "n" * 255) == f"{short}/{'n' * 255}"
+    # Base URLs: up to the 114 bytes that REDIRECT: leaves in a close reason.
     assert refused_key(region="eu", regions={"eu": longest + "e"}) == "regions.eu"
+
+
+def test_a_long_document_name_is_redirected_by_base_url_and_discovered_in_full(
+        start_server, tmp_path):
+    eu, us = start_nodes(start_server, tmp_path, registry=dict(FAST, release_after_seconds=20))
+    token = make_token()
+    name = (unique("long") + "." + uuid.uuid4().hex * 8)[:255]  # the longest name allowed
+    assert len(name) == 255
+    result = sync(name, token, [eu.url, us.url])
+    # The redirect names eu's base URL only; the provider follows it and syncs.
+    assert result["closes"][1][0] == {"code": 4009, "reason": f"REDIRECT:{eu.url}"}
+    assert result["finalUrls"] == [eu.url, eu.url]
+    assert_converged(result)
+    assert where(us, name, token) == {"region": "eu", "url": f"{eu.url}/{name}", "isNew": False}
+    too_long = open_ws(us.url, name + "x", token)
+    assert (too_long.code, too_long.reason) == (4007, "invalid document name")
 
 
 def test_the_example_config_is_valid():

@@ -49,10 +49,12 @@ for (const [i, serverUrl] of spec.urls.entries()) {
   provider.on('connection-close', (event) => {
     if (!event) return
     closes[i].push({ code: event.code, reason: event.reason })
-    // The redirect: close code 4009, reason "REDIRECT:<base url>/<document name>".
+    // The redirect: close code 4009, reason "REDIRECT:<base url>/<document name>", or
+    // "REDIRECT:<base url>" alone when that would not fit a close frame (long names).
     if (event.code === 4009 && event.reason.startsWith('REDIRECT:')) {
       const target = event.reason.slice('REDIRECT:'.length)
-      provider.serverUrl = target.slice(0, target.lastIndexOf('/'))
+      const suffix = '/' + provider.roomname
+      provider.serverUrl = target.endsWith(suffix) ? target.slice(0, -suffix.length) : target
     }
   })
   providers.push(provider)

@@ -22,8 +22,11 @@ from ..documents.key import DocKey
 
 log = logging.getLogger(__name__)
 
-# 1 to 64 characters: ASCII letters, digits, '.', '_', '-'; not starting with '.'.
-DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,63}")
+# The document name rule, here and nowhere else: 1 to MAX_NAME_LENGTH characters, ASCII
+# letters, digits, '.', '_', '-', not starting with '.' (the hosted product this server
+# follows documents up to 255 characters; two UUIDs joined are about 80).
+MAX_NAME_LENGTH = 255
+DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,%d}" % (MAX_NAME_LENGTH - 1))
 SUBPROTOCOL = "access_token"
 # Where the rate gate leaves the client IP it resolved (behind trusted proxies, the
 # forwarded one): every later log line and limit uses it.

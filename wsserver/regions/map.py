@@ -7,8 +7,11 @@
 
 Validation happens at start-up (config.py calls the validators below) and every error
 names its key: this node's region must be in the map, a pin must name a known region,
-and a base URL must be short enough that `REDIRECT:` + URL + `/` + a 64-character
-document name fits the 123 bytes of a close reason.
+and `REDIRECT:` + a base URL must fit the 123 bytes of a close reason.
+
+The 4009 reason is `REDIRECT:<base URL>/<document name>` when that fits a close frame,
+else `REDIRECT:<base URL>` alone (a long name: the client knows its document name);
+/discovery always answers the full URL.
 
 Pins: each of `tenant`, `app` and `documents` is a case-sensitive glob (fnmatch:
 `*`, `?`, `[...]`), `*` when left out; the first pin that matches a document decides
@@ -17,13 +20,11 @@ its region.
 
 from fnmatch import fnmatchcase
 
-from ..errors import ConfigError, InternalError, RegistryUnavailable, WrongRegion, truncate_reason
+from ..errors import MAX_REASON_BYTES, ConfigError, InternalError, RegistryUnavailable, WrongRegion
 
 REDIRECT_PREFIX = "REDIRECT:"
-MAX_NAME = 64  # the longest document name (wsserver/handshake.py)
-MAX_REASON = 123
-# The longest base URL whose redirect reason always fits in a close frame.
-MAX_BASE_URL_BYTES = MAX_REASON - len(REDIRECT_PREFIX) - 1 - MAX_NAME  # 49
+# The longest base URL a redirect reason can carry (114 bytes).
+MAX_BASE_URL_BYTES = MAX_REASON_BYTES - len(REDIRECT_PREFIX)
 
 PIN_FIELDS = ("tenant", "app", "documents", "region")
 REGISTRY_DEFAULTS = {"release_after_seconds": 30.0, "ttl_seconds": 15.0}
@@ -33,7 +34,7 @@ REGISTRY_DEFAULTS = {"release_after_seconds": 30.0, "ttl_seconds": 15.0}
 
 def validate_regions(key, value):
     """Region name -> base URL (ws:// or wss://, no query or fragment, trailing `/`
-    dropped, at most MAX_BASE_URL_BYTES bytes)."""
+    dropped, at most MAX_BASE_URL_BYTES bytes so that `REDIRECT:<url>` fits)."""
     if not isinstance(value, dict) or not value:
         raise ConfigError(key, "must be a mapping of region name -> base URL")
     regions = {}
@@ -49,8 +50,8 @@ def validate_regions(key, value):
         size = len(url.encode("utf-8"))
         if size > MAX_BASE_URL_BYTES:
             raise ConfigError(path, f"is {size} bytes; at most {MAX_BASE_URL_BYTES} keep "
-                              f"'{REDIRECT_PREFIX}<url>/<64-character name>' within the "
-                              f"{MAX_REASON} bytes of a close reason")
+                              f"'{REDIRECT_PREFIX}<url>' within the {MAX_REASON_BYTES} bytes "
+                              f"of a close reason")
         regions[name] = url
     return regions
 
@@ -153,11 +154,12 @@ class RegionMap:
         return f"{base}/{name}"
 
     def redirect(self, region, name):
-        """The 4009 refusal that sends a client to `region`."""
+        """The 4009 refusal that sends a client to `region`: `REDIRECT:<base>/<name>`,
+        or `REDIRECT:<base>` when that would not fit a close reason (never a cut URL;
+        config validation keeps every base URL within it)."""
         reason = REDIRECT_PREFIX + self.url(region, name)
-        # Config validation guarantees it fits; never send a cut URL.
-        if len(truncate_reason(reason)) != len(reason.encode("utf-8")):
-            raise InternalError("redirect reason too long")
+        if len(reason.encode("utf-8")) > MAX_REASON_BYTES:
+            reason = REDIRECT_PREFIX + self.regions[region]
         return WrongRegion(reason)
 
     def moved(self, region, name):

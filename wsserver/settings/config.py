@@ -90,7 +90,7 @@ SETTINGS = [
             "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it."),
     Setting("regions", {"local": "ws://127.0.0.1:1234"}, validate_regions,
             "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
-            "49 bytes so a 4009 redirect reason fits in a close frame)."),
+            "114 bytes so `REDIRECT:<url>`, the 4009 reason, fits in a close frame)."),
     Setting("pins", [], validate_pins,
             "Documents that must live in one region: a list of {tenant, app, documents, "
             "region}, each of the first three a glob (default `*`); the first match wins."),
