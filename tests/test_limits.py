@@ -15,6 +15,7 @@ import json
 import logging
 import struct
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -265,6 +266,40 @@ def test_forwarded_for_is_ignored_unless_trusted(tmp_path, start_server):
     assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", 4006), ("d", "synced"),
                               ("e", "synced")]
     assert "refused 4006 too many handshakes: app=- ip=203.0.113.5" in trusted.log()
+
+
+# --- every refusal is counted ---------------------------------------------------------
+
+def refused_code(server, path, token=None):
+    """The close code of a raw handshake to `path` (token by subprotocol when given)."""
+    protocols = ["access_token", token] if token else None
+    ws = websocket.create_connection(server.url + path, subprotocols=protocols, timeout=10)
+    opcode, data = ws.recv_data(control_frame=True)
+    ws.close()
+    assert opcode == websocket.ABNF.OPCODE_CLOSE, "expected a refusal"
+    return struct.unpack("!H", data[:2])[0]
+
+
+def test_every_handshake_refusal_is_counted_in_healthz(tmp_path, start_server):
+    server = start_server(config=plan_config(tmp_path, {"p": {"max_connections": 1}}))
+    good = make_token(sub="alice")
+    held, _ = connect(server, "d1", good)
+    codes = [refused_code(server, "/d1"),  # no token
+             refused_code(server, "/d1", make_token(ttl=-60)),  # expired
+             refused_code(server, "/d1", make_token(secret=OTHER_SECRET)),  # bad signature
+             refused_code(server, "/d1", make_token(app="nope")),  # unknown app
+             refused_code(server, "/.hidden", good),  # bad name
+             refused_code(server, "/d2", make_token(sub="bob"))]  # over max_connections
+    assert codes == [4001, 4002, 4002, 4003, 4007, 4004]
+    # /discovery answers what the handshake would, and counts it the same way.
+    request = urllib.request.Request(server.http + "/discovery?documentName=.x",
+                                     headers={"Authorization": f"Bearer {good}"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 400
+    held.close()
+    assert healthz(server)["refused"] == {"4001": 1, "4002": 2, "4003": 1, "4004": 1,
+                                          "4007": 2}
 
 
 # --- the token's `limits` claim ------------------------------------------------------

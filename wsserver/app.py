@@ -77,7 +77,7 @@ def create_app(test_config=None, config_path=None):
     # per-IP rate), then after the token checks each admit in this order: 4009, then
     # 4004/4005/4008.
     gates = [quota.rate_gate, region_gate, quota.quota_gate]
-    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates)
+    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates, quota.refusals)
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config

@@ -23,6 +23,8 @@ class WsServerError(Exception):
     # What the log line adds after the reason (who was refused and why); never sent
     # to the client, never a token.
     detail = ""
+    # Set once the refusal counters have counted it (wsserver/limits/refusals.py).
+    counted = False
 
     def __init__(self, reason=None):
         if reason is not None:

@@ -8,7 +8,8 @@
 Each check raises a WsServerError carrying its close code. A gate's `admit` may return
 a release callable (a quota share, a claim); the Session runs them when the connection
 ends, and a refusal by a later gate releases what earlier gates took, so a refused
-handshake leaves no trace.
+handshake leaves no trace. Every refusal is counted by its code (`refusals.count`, what
+/healthz shows as `refused`), whichever check made it.
 """
 
 import logging
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from .auth import App, Principal
-from ..errors import InvalidDocumentName
+from ..errors import InvalidDocumentName, WsServerError
 from ..documents.key import DocKey
 
 log = logging.getLogger(__name__)
@@ -117,27 +118,38 @@ class Gate:
         every update durable), e.g. to let claims go."""
 
 
+class _NoCounts:
+    def count(self, error):
+        pass
+
+
 class Handshake:
-    def __init__(self, authenticator, gates=()):
+    def __init__(self, authenticator, gates=(), refusals=None):
         self.authenticator = authenticator
         self.gates = list(gates)
+        # Counts refusals by close code (wsserver/quota/refusals.py).
+        self.refusals = refusals or _NoCounts()
 
     def authenticate(self, environ, path):
         """The checks before the gates' admit: gates' check_request, name (4007), token
         (4001/4002), tenant/app/origin (4003), the token's `documents` claim (4003).
         Returns (DocKey, Principal, App).
 
-        `path` is `/NAME`. /discovery runs exactly these, so it answers what the
-        WebSocket handshake would.
+        `path` is `/NAME`. /discovery runs exactly these, so it answers (and counts)
+        what the WebSocket handshake would.
         """
-        for gate in self.gates:
-            gate.check_request(environ)
-        name = document_name(path)
-        token = extract_token(environ)
-        scrub_token(environ)
-        principal = self.authenticator.verify(token)
-        app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
-        principal.check_document(name)
+        try:
+            for gate in self.gates:
+                gate.check_request(environ)
+            name = document_name(path)
+            token = extract_token(environ)
+            scrub_token(environ)
+            principal = self.authenticator.verify(token)
+            app = self.authenticator.authorize(principal, environ.get("HTTP_ORIGIN"))
+            principal.check_document(name)
+        except WsServerError as error:
+            self.refusals.count(error)
+            raise
         return DocKey(principal.tenant, principal.app, name), principal, app
 
     def check(self, environ):
@@ -149,8 +161,10 @@ class Handshake:
                 release = gate.admit(session)
                 if release is not None:
                     session.releases.append(release)
-        except BaseException:
+        except BaseException as error:
             session.refused = True
             session.release()
+            if isinstance(error, WsServerError):
+                self.refusals.count(error)
             raise
         return session

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class WebSocketEndpoint:
-    def __init__(self, config, authenticator, documents, store, gates=()):
+    def __init__(self, config, authenticator, documents, store, gates=(), refusals=None):
         self.config = config
-        self.handshake = Handshake(authenticator, gates)
+        self.handshake = Handshake(authenticator, gates, refusals)
         self.documents = documents
         self.store = store
         self.connections = set()
