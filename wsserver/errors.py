@@ -17,7 +17,7 @@ class WsServerError(Exception):
     close_code = 1011
     http_status = 500
     reason = "internal error"
-    # Set by whoever already logged this refusal (wsserver/quota/refusals.py), so the
+    # Set by whoever already logged this refusal (wsserver/limits/refusals.py), so the
     # endpoint does not log it a second time.
     logged = False
     # What the log line adds after the reason (who was refused and why); never sent

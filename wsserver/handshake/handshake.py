@@ -127,7 +127,7 @@ class Handshake:
     def __init__(self, authenticator, gates=(), refusals=None):
         self.authenticator = authenticator
         self.gates = list(gates)
-        # Counts refusals by close code (wsserver/quota/refusals.py).
+        # Counts refusals by close code (wsserver/limits/refusals.py).
         self.refusals = refusals or _NoCounts()
 
     def authenticate(self, environ, path):
