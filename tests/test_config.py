@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wsserver.app import load_settings
 from wsserver.settings import Config, expand_env
 from wsserver.errors import ConfigError
 
@@ -160,6 +161,30 @@ def test_load_file_errors(tmp_path):
 def test_dev_config_loads():
     c = Config.load(str(ROOT / "config" / "dev.yaml"), env={})
     assert c.auth["tenants"]
+
+
+def test_only_the_development_commands_fall_back_to_the_development_config():
+    with pytest.raises(ConfigError) as info:
+        Config.load(None, env={})  # the production entry point: create_app() under gunicorn
+    assert info.value.key == "WSSERVER_CONFIG"
+    c = Config.load(None, env={}, fallback=str(ROOT / "config" / "dev.yaml"))
+    assert list(c.auth["tenants"]) == ["dev"]
+
+
+def test_the_public_development_secret_is_accepted_on_loopback_only():
+    dev = Config.load(str(ROOT / "config" / "dev.yaml"), env={})
+    with pytest.raises(ConfigError) as info:
+        load_settings(dev)
+    assert info.value.key == "auth.tenants.dev.keys[0].secret"
+    for host in ("0.0.0.0", "::", "192.0.2.7", "", "sync.example.com"):
+        with pytest.raises(ConfigError):
+            load_settings(dev, listen_host=host)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert load_settings(dev, listen_host=host)[1].tenants["dev"]
+    # Any other secret anywhere; the development one once DEV_SECRET replaces it.
+    assert load_settings({"auth": auth()}, listen_host="0.0.0.0")
+    own = Config.load(str(ROOT / "config" / "dev.yaml"), env={"DEV_SECRET": "x" * 32})
+    assert load_settings(own, listen_host="0.0.0.0")[1].tenants["dev"]
 
 
 def _serve(config_path, env=None, timeout=30):

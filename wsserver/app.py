@@ -13,6 +13,8 @@ Hooks between parts are passed where the parts are built, named for what they do
 this function is the one place that shows who calls whom.
 """
 
+import ipaddress
+
 from flask import Flask
 
 from .documents.manager import DocumentManager
@@ -45,13 +47,35 @@ class WebSocketDispatch:
         return self.wsgi_app(environ, start_response)
 
 
-def create_app(test_config=None, config_path=None):
-    """Build the app from `test_config` (a mapping) or the YAML config file."""
+def is_loopback(host):
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(test_config=None, config_path=None, listen_host=None):
+    """The Config and Authenticator `create_app` builds on; ConfigError naming the key.
+
+    Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`: there is
+    no fallback to the development config. The public development secret is accepted
+    only when the caller says the server listens on a loopback `listen_host` (`wsserver
+    serve`); gunicorn, which binds every interface, never does.
+    """
     if test_config is not None:
         config = test_config if isinstance(test_config, Config) else Config.from_mapping(test_config)
     else:
         config = Config.load(config_path)
-    authenticator = Authenticator.from_config(config.auth)
+    return config, Authenticator.from_config(config.auth, development=is_loopback(listen_host))
+
+
+def create_app(test_config=None, config_path=None, listen_host=None):
+    """Build the app from `test_config` (a mapping or Config) or the YAML config file
+    (see load_settings; `listen_host`: the address the server listens on, when known)."""
+    config, authenticator = load_settings(test_config, config_path, listen_host)
     # One Redis outage window for the process: after a Redis failure, every gate skips
     # Redis at once for a while instead of each handshake waiting a timeout per gate.
     redis_fail_fast = FailFast()

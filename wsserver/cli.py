@@ -19,16 +19,16 @@ def _serve(args):
     from geventwebsocket.handler import WebSocketHandler
 
     from .app import create_app, endpoint_of
-    from .settings import Config
+    from .settings import DEFAULT_CONFIG_PATH, Config
     from .logs import configure_logging
 
-    config = Config.load(args.config)
+    config = Config.load(args.config, fallback=DEFAULT_CONFIG_PATH)
     if args.host:
         config.host = args.host
     if args.port is not None:
         config.port = args.port
     configure_logging(config.log_level)
-    app = create_app(config)
+    app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
     # What start-up allocated lives for ever: keep the collector from rescanning it in
     # every full collection (these stalled the loop 24-50 ms during connect bursts).
@@ -65,7 +65,7 @@ def _serve(args):
 def _token(args):
     from .errors import InvalidToken
     from .handshake.auth import ACCESS_READ, Authenticator, access_claims
-    from .settings import Config
+    from .settings import DEFAULT_CONFIG_PATH, Config
 
     extra = {}
     if args.documents is not None:
@@ -78,8 +78,9 @@ def _token(args):
     except InvalidToken as e:
         print(f"wsserver: {e.reason}", file=sys.stderr)
         return 2
-    config = Config.load(args.config)
-    authenticator = Authenticator.from_config(config.auth)
+    config = Config.load(args.config, fallback=DEFAULT_CONFIG_PATH)
+    # Signing a token serves nothing: the development secret is fine here.
+    authenticator = Authenticator.from_config(config.auth, development=True)
     print(authenticator.issue(args.tenant, args.app, sub=args.sub, ttl=args.ttl, extra=extra))
     return 0
 

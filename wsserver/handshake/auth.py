@@ -29,6 +29,9 @@ PUBLIC_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                      "ES256", "ES384", "ES512", "EdDSA"}
 # Clock skew tolerated on exp/nbf/iat, in seconds.
 LEEWAY = 5
+# The secret config/dev.yaml falls back to when $DEV_SECRET is unset. It is public (it
+# is in this repository): a server reachable from another machine must never accept it.
+DEVELOPMENT_SECRET = "dev-secret-change-me-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def _read_file(key_path, path):
         raise ConfigError(key_path, f"cannot read {path}: {e.strerror}") from e
 
 
-def _parse_key_entry(key_path, entry):
+def _parse_key_entry(key_path, entry, development):
     """One entry of `keys`: yields Key objects (a JWKS file yields several)."""
     if not isinstance(entry, dict):
         raise ConfigError(key_path, "must be a mapping")
@@ -169,6 +172,10 @@ def _parse_key_entry(key_path, entry):
         secret = entry.get("secret")
         if not isinstance(secret, str) or not secret:
             raise ConfigError(f"{key_path}.secret", f"is required for {alg} (empty or unset)")
+        if secret == DEVELOPMENT_SECRET and not development:
+            raise ConfigError(f"{key_path}.secret", "is the public development secret: set "
+                              "DEV_SECRET (or your own secret); it is accepted only by "
+                              "`wsserver serve` listening on a loopback address")
         secret = secret.encode("utf-8")
         yield Key(kid, alg, _load_key(f"{key_path}.secret", alg, secret), secret)
     elif alg in PUBLIC_ALGORITHMS:
@@ -202,7 +209,9 @@ class Authenticator:
         self.tenants = tenants
 
     @classmethod
-    def from_config(cls, auth):
+    def from_config(cls, auth, development=False):
+        """Parse the `auth` setting. `development`: accept the public development secret
+        (only a server that listens on a loopback address, or `wsserver token`)."""
         audience = auth.get("audience", DEFAULT_AUDIENCE)
         scope = auth.get("scope", DEFAULT_SCOPE)
         for key in ("audience", "scope"):
@@ -224,7 +233,7 @@ class Authenticator:
             if not isinstance(entries, list) or not entries:
                 raise ConfigError(f"{path}.keys", "needs at least one key")
             for i, entry in enumerate(entries):
-                for key in _parse_key_entry(f"{path}.keys[{i}]", entry):
+                for key in _parse_key_entry(f"{path}.keys[{i}]", entry, development):
                     if key.kid in keys:
                         raise ConfigError(f"{path}.keys[{i}]", f"duplicate kid {key.kid!r}")
                     keys[key.kid] = key

@@ -1,7 +1,9 @@
 """Settings: declared once, with name, default, validator and doc (gunicorn's way).
 
-A config is one YAML file (`--config`, else `$WSSERVER_CONFIG`, else `config/dev.yaml`)
-or, in tests, a dict given to `create_app`. Strings may hold `${VAR}` or
+A config is one YAML file (`--config`, else `$WSSERVER_CONFIG`; only the development
+commands `wsserver serve` and `wsserver token` fall back to `config/dev.yaml`, never
+the production entry point `create_app()` under gunicorn) or, in tests, a dict given to
+`create_app`. Strings may hold `${VAR}` or
 `${VAR:-default}`, replaced from the environment so secrets stay out of the file.
 Every error names the key it is about and stops start-up (`ConfigError`); unknown
 top-level keys are errors too, so a typo is not silently ignored.
@@ -16,6 +18,7 @@ from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
 
+# The development config: the fallback of `wsserver serve` and `wsserver token` only.
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
 MIB = 1024 * 1024
 
@@ -195,9 +198,16 @@ class Config:
         return cls(values)
 
     @classmethod
-    def load(cls, path=None, env=None):
+    def load(cls, path=None, env=None, fallback=None):
+        """The config file `path`, else `$WSSERVER_CONFIG`, else `fallback`. Without
+        a fallback (the production entry point) a missing `$WSSERVER_CONFIG` is a
+        ConfigError: production never silently serves the development config."""
         env = os.environ if env is None else env
-        path = path or env.get("WSSERVER_CONFIG") or DEFAULT_CONFIG_PATH
+        path = path or env.get("WSSERVER_CONFIG") or fallback
+        if not path:
+            raise ConfigError("WSSERVER_CONFIG", "is not set: name the config file the "
+                              "server runs with (config/dev.yaml is for `wsserver serve` "
+                              "on this machine only)")
         try:
             with open(path, encoding="utf-8") as f:
                 mapping = yaml.safe_load(f) or {}

@@ -1,0 +1,249 @@
+"""The production path as a new operator takes it: `requirements.txt` installed into a
+fresh venv, the Procfile's command under gunicorn with the platform's environment
+(`PORT`, `WSSERVER_CONFIG`, `REDIS_URL`), and the defaults that must never open a
+server (no fallback to config/dev.yaml, no public development secret off loopback).
+
+gunicorn and `wsserver serve` run as real processes on loopback ports; the provider
+is the real y-websocket one (tests/node/converge.mjs); Redis is the session's real
+redis-server.
+"""
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import websocket
+
+from conftest import ROOT, SECRET, free_port, make_token, run_node
+
+DEV_ENV = ("WSSERVER_CONFIG", "DEV_SECRET", "PORT", "PYTHONPATH", "WEB_CONCURRENCY")
+
+
+def procfile_command():
+    """The `web:` command of the Procfile, exactly as a platform runs it."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line[len("web:"):].strip()
+    raise AssertionError("Procfile has no web: process")
+
+
+def clean_env(**env):
+    """The environment without anything that would pick a config or a secret for us."""
+    base = {k: v for k, v in os.environ.items() if k not in DEV_ENV}
+    return dict(base, PYTHONUNBUFFERED="1", **env)
+
+
+class Platform:
+    """The Procfile's command run by a shell, as a Heroku-style platform runs it."""
+
+    def __init__(self, tmp_path, env, bin_dir=None):
+        """`bin_dir`: where gunicorn is installed (default: the test suite's venv)."""
+        self.log_path = tmp_path / f"procfile-{time.monotonic_ns()}.log"
+        bin_dir = bin_dir or Path(sys.executable).parent
+        env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+        self.port = int(env["PORT"])
+        with open(self.log_path, "w") as log:
+            # Its own session, so the shell, gunicorn's master and its worker are ended
+            # together whatever state the test leaves them in.
+            self.proc = subprocess.Popen(["bash", "-c", f"exec {procfile_command()}"], cwd=ROOT,
+                                         env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def outcome(self, timeout=30):
+        """"listening" once the port accepts, else the exit code."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return "listening"
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"neither listening nor exited after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+
+@pytest.fixture
+def platform(tmp_path):
+    started = []
+
+    def start(env, bin_dir=None):
+        started.append(Platform(tmp_path, env, bin_dir))
+        return started[-1]
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+            p.proc.wait()
+
+
+# --- no development defaults on the production path --------------------------------
+
+def test_gunicorn_without_wsserver_config_refuses_to_start(platform):
+    p = platform(clean_env(PORT=str(free_port())))
+    assert p.outcome() == 2, p.log()
+    log = p.log()
+    assert "wsserver: config: WSSERVER_CONFIG: is not set" in log
+    assert "Traceback" not in log and "Booting worker" not in log, log
+
+
+def test_gunicorn_refuses_the_public_development_secret(platform):
+    p = platform(clean_env(PORT=str(free_port()), WSSERVER_CONFIG="config/dev.yaml"))
+    assert p.outcome() == 2, p.log()
+    assert "wsserver: config: auth.tenants.dev.keys[0].secret: is the public development " \
+           "secret" in p.log()
+    assert "Traceback" not in p.log()
+
+
+def _dev_checkout(tmp_path):
+    """A directory laid out like the repository root for `wsserver serve` without
+    --config: config/dev.yaml (the real one) and room for its data/."""
+    root = tmp_path / "checkout"
+    (root / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "dev.yaml", root / "config" / "dev.yaml")
+    return root
+
+
+def test_wsserver_serve_uses_the_development_config_on_loopback_only(tmp_path):
+    root = _dev_checkout(tmp_path)
+    cli = [sys.executable, "-m", "wsserver.cli"]
+    public = subprocess.run(cli + ["serve", "--host", "0.0.0.0", "--port", "0"], cwd=root,
+                            env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert public.returncode == 2, public.stdout + public.stderr
+    assert "auth.tenants.dev.keys[0].secret: is the public development secret" in public.stderr
+    assert "listening" not in public.stdout
+
+    # On loopback (the default host) it serves, and `wsserver token` signs for it.
+    token = subprocess.run(cli + ["token", "--tenant", "dev", "--app", "editor"], cwd=root,
+                           env=clean_env(), capture_output=True, text=True, timeout=30,
+                           check=True).stdout.strip()
+    proc = subprocess.Popen(cli + ["serve", "--port", "0"], cwd=root, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        ws = websocket.create_connection(f"ws://127.0.0.1:{match.group(1)}/my-doc",
+                                         subprotocols=["access_token", token], timeout=10)
+        assert ws.recv()[:2] == b"\x00\x00"  # sync step 1: accepted
+        ws.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+# --- requirements.txt and the Procfile in a fresh venv -------------------------------
+
+def _name(requirement):
+    return re.split(r"[\s<>=!~\[;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_requirements_pin_every_install_requirement_within_its_range():
+    from packaging.requirements import Requirement
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    wanted = [Requirement(line) for line in setup["options"]["install_requires"].split("\n")
+              if line.strip()]
+    pinned = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements.txt: {line!r} is not pinned with =="
+            pinned[_name(name)] = version
+    for requirement in wanted:
+        name = _name(requirement.name)
+        assert name in pinned, f"requirements.txt does not pin {requirement}"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), \
+            f"requirements.txt pins {name}=={pinned[name]}, outside setup.cfg's {requirement}"
+    assert (ROOT / ".python-version").read_text().strip() == "3.11"
+
+
+def _wheelhouse():
+    """Wheels of every pin of requirements.txt, built once per version of the file and
+    kept in the suite's .venv (pip's cache alone still spends seconds on index lookups)."""
+    requirements = (ROOT / "requirements.txt").read_bytes()
+    tag = hashlib.sha256(requirements + sys.version.encode()).hexdigest()[:16]
+    house = Path(sys.prefix) / "deploy-wheels" / tag
+    if not house.is_dir():
+        building = house.with_name(f"{tag}.{os.getpid()}.tmp")
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet",
+                        "--disable-pip-version-check", "-r", str(ROOT / "requirements.txt"),
+                        "-w", str(building)], check=True, timeout=600)
+        building.rename(house)
+    return house
+
+
+@pytest.fixture(scope="module")
+def deployed_bin(tmp_path_factory):
+    """bin/ of a fresh venv holding only `pip install -r requirements.txt`: the
+    platform's install, offline from the wheelhouse (the
+    venv's own pip is not needed: the suite's pip installs into it)."""
+    venv = tmp_path_factory.mktemp("deploy") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "--quiet", "--disable-pip-version-check",
+                    "--no-index", "--find-links", str(_wheelhouse()),
+                    "-r", str(ROOT / "requirements.txt")], check=True, timeout=600)
+    return venv / "bin"
+
+
+def test_the_procfile_serves_providers_from_a_fresh_venv(tmp_path, platform, deployed_bin,
+                                                         redis_url):
+    port = free_port()
+    p = platform(clean_env(PORT=str(port), WSSERVER_CONFIG="config/production.yaml",
+                           REDIS_URL=redis_url, WSSERVER_SECRET=SECRET,
+                           WSSERVER_PUBLIC_URL=f"ws://127.0.0.1:{port}",
+                           WSSERVER_DATA_DIR=str(tmp_path)), bin_dir=deployed_bin)
+    assert p.outcome() == "listening", p.log()
+    # The gunicorn serving is the fresh venv's (the shell exec'd it).
+    command = (Path("/proc") / str(p.proc.pid) / "cmdline").read_bytes().split(b"\0")
+    assert command[1] == str(deployed_bin / "gunicorn").encode(), command
+
+    room = f"deploy-{time.monotonic_ns()}"
+    token = make_token(tenant="main", app="editor", kid="main")
+    result = run_node("converge.mjs", json.dumps(
+        {"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}))
+    assert result["a"] == result["b"] == result["late"]
+    assert "<alpha>" in result["a"]["text"] and "[B3]" in result["a"]["text"]
+
+    # The registry is the one in REDIS_URL: the document is claimed there.
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        assert client.exists(f"wsserver:registry:main/editor/{room}")
+    finally:
+        client.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        health = json.load(response)
+    assert health["status"] == "ok"
+    assert p.stop() == 0, p.log()
+    assert (tmp_path / "wsserver.sqlite3").exists()
