@@ -26,7 +26,7 @@ import pytest
 import redis as redis_lib
 import websocket
 
-from conftest import ROOT, SECRET, free_port, make_token, run_node
+from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
 
 DEV_ENV = ("WSSERVER_CONFIG", "DEV_SECRET", "PORT", "PYTHONPATH", "WEB_CONCURRENCY")
 
@@ -236,14 +236,62 @@ def test_the_procfile_serves_providers_from_a_fresh_venv(tmp_path, platform, dep
     assert result["a"] == result["b"] == result["late"]
     assert "<alpha>" in result["a"]["text"] and "[B3]" in result["a"]["text"]
 
-    # The registry is the one in REDIS_URL: the document is claimed there.
-    client = redis_lib.Redis.from_url(redis_url)
+    # The limits count in REDIS_URL: the worker's quota lease is there. (One region
+    # needs no registry.)
+    worker = re.search(r"Booting worker with pid: (\d+)", p.log()).group(1)
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert client.exists(f"wsserver:registry:main/editor/{room}")
+        instances = client.zrange("wsserver:{quota}:instances", 0, -1)
     finally:
         client.close()
+    assert any(f":{worker}:" in instance for instance in instances), instances
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         health = json.load(response)
-    assert health["status"] == "ok"
+    assert (health["status"], health["redis"]) == ("ok", {"limits": "ok"})
     assert p.stop() == 0, p.log()
     assert (tmp_path / "wsserver.sqlite3").exists()
+
+
+# --- /healthz and Redis ----------------------------------------------------------------
+
+def healthz(server):
+    with urllib.request.urlopen(server.http + "/healthz", timeout=10) as response:
+        assert response.status == 200  # the node still serves what it hosts
+        return json.load(response)
+
+
+def test_healthz_says_when_redis_is_unreachable(tmp_path, start_server, own_redis):
+    port = free_port()
+    # Two regions, so the registry is in Redis; a handshake rate, so the limits are too.
+    server = start_server(config=base_config(
+        tmp_path, region="eu", regions={"eu": f"ws://127.0.0.1:{port}", "us": "ws://127.0.0.1:9"},
+        redis=own_redis.url, rate_limit={"handshakes_per_ip": "100/minute"}), port=port)
+    health = healthz(server)
+    assert (health["status"], health["redis"]) == ("ok", {"registry": "ok", "limits": "ok"})
+
+    own_redis.proc.send_signal(signal.SIGSTOP)  # a stalled Redis: connections hang
+    health = healthz(server)
+    assert health["status"] == "degraded"
+    assert set(health["redis"]) == {"registry", "limits"}
+    assert all(state.startswith("unreachable: ") for state in health["redis"].values()), health
+    own_redis.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    while healthz(server)["status"] != "ok":
+        assert time.monotonic() < deadline, healthz(server)
+        time.sleep(0.1)
+
+    own_redis.stop()  # gone: connections refused
+    health = healthz(server)
+    assert health["status"] == "degraded"
+    assert health["redis"]["registry"].startswith("unreachable: ConnectionError"), health
+
+
+def test_healthz_has_no_redis_part_without_redis(tmp_path):
+    from wsserver.app import create_app
+    app = create_app(base_config(tmp_path))
+    try:
+        body = app.test_client().get("/healthz").get_json()
+        assert body["status"] == "ok" and "redis" not in body
+    finally:
+        app.extensions["wsserver"].shutdown(timeout=1)
+

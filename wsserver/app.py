@@ -107,10 +107,22 @@ def create_app(test_config=None, config_path=None, listen_host=None):
     app.config["WSSERVER"] = config
     app.extensions[EXTENSION] = endpoint
     app.extensions[QUOTA_EXTENSION] = quota
-    app.extensions[health.EXTENSION] = lambda: {
-        "status": "ok", "rooms": len(documents), "connections": len(endpoint.connections),
-        "refused": {str(code): n for code, n in quota.refusals.counts().items()},
-        "read_only": dict(endpoint.read_only)}
+    # Redis, when the registry or the limits use it: pinged on every /healthz.
+    remote = {name: check for name, check in (("registry", registry.health_check()),
+                                              ("limits", quota.health_check())) if check}
+
+    def health_body():
+        body = {"status": "ok", "rooms": len(documents),
+                "connections": len(endpoint.connections),
+                "refused": {str(code): n for code, n in quota.refusals.counts().items()},
+                "read_only": dict(endpoint.read_only)}
+        if remote:
+            body["redis"] = health.run_checks(remote)
+            if any(state != "ok" for state in body["redis"].values()):
+                body["status"] = "degraded"  # still serving what it hosts
+        return body
+
+    app.extensions[health.EXTENSION] = health_body
     app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol

@@ -1,11 +1,36 @@
 """The plain-HTTP basics: `/healthz`, the 426 answer on a document path, and the JSON
-error handlers (every HTTP error is `{"error", "code"}`, as `/discovery` answers)."""
+error handlers (every HTTP error is `{"error", "code"}`, as `/discovery` answers).
 
+/healthz also checks what the process reaches over the network (Redis): a check is a
+callable returning None when its dependency answers, else a short text saying why not
+(e.g. `support.redis.redis_check`). `run_checks` runs them side by side within
+HEALTH_TIMEOUT seconds in all, so a stalled Redis makes /healthz slower by that much,
+never hang it.
+"""
+
+import gevent
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import WsServerError
 
 EXTENSION = "wsserver.health"  # app.extensions: a callable returning the /healthz body
+HEALTH_TIMEOUT = 1.0
+
+
+def run_checks(checks, timeout=HEALTH_TIMEOUT):
+    """{name: "ok" or "unreachable: <why>"} for `checks`, a {name: check} mapping."""
+    jobs = {name: gevent.spawn(check) for name, check in checks.items()}
+    gevent.joinall(list(jobs.values()), timeout=timeout)
+    report = {}
+    for name, job in jobs.items():
+        if not job.ready():
+            job.kill(block=False)
+            report[name] = f"unreachable: no answer within {timeout:g} s"
+        elif job.exception is not None:
+            report[name] = f"unreachable: {type(job.exception).__name__}"
+        else:
+            report[name] = "ok" if job.value is None else f"unreachable: {job.value}"
+    return report
 
 
 def blueprint():

@@ -29,6 +29,23 @@ class Quota:
         self.refusals = refusals
         self.backend = backend
 
+    def health_check(self):
+        """A check of the Redis the limits count in, for /healthz (wsserver/http/
+        health.py): the quota counters' and the handshake rate's; None when both count
+        in this process."""
+        checks = [check for check in (self.backend.health_check(), self.rate_gate.health_check())
+                  if check is not None]
+        if not checks:
+            return None
+
+        def check():
+            for one in checks:
+                error = one()
+                if error is not None:
+                    return error
+            return None
+        return check
+
 
 def storages(config):
     """(handshake-rate storage URI, quota Redis URL or None), from `rate_limit.storage`

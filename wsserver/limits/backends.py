@@ -61,6 +61,10 @@ class QuotaBackend:
     def __init__(self):
         self.held = Counter()  # Lease -> open connections of this process holding it
 
+    def health_check(self):
+        """A check of the remote counters for /healthz, or None when they are local."""
+        return None
+
     def acquire(self, lease, limits):
         """Take `lease` under `limits` (settings.Limits) or raise ConnectionLimit,
         DocumentLimit or UserLimit. Returns the release callable (runs once)."""

@@ -18,7 +18,7 @@ import time
 import uuid
 
 from limits import parse_many
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import InvalidToken, RateLimited, WsServerError
@@ -63,6 +63,13 @@ class RateLimitGate(Gate):
             if not storage_uri.startswith("memory://"):
                 options = {"key_prefix": RATE_KEY_PREFIX, **redis_storage_options()}
             self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+
+    def health_check(self):
+        """A check of the rate's Redis storage for /healthz, or None (memory, or off)."""
+        storage = self.limiter.storage if self.limiter is not None else None
+        if storage is None or isinstance(storage, MemoryStorage):
+            return None
+        return lambda: None if storage.check() else "the rate limit storage does not answer"
 
     def check_request(self, environ):
         """Count one request of its client IP; raise RateLimited (with `retry_after`,

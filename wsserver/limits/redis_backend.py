@@ -41,7 +41,7 @@ import redis
 from gevent.event import AsyncResult, Event
 
 from ..logs import Throttled
-from ..support.redis import FailFast
+from ..support.redis import FailFast, redis_check
 from ..support.redis import client as redis_client
 from .backends import QuotaBackend
 
@@ -258,6 +258,9 @@ class RedisQuota(QuotaBackend):
         if doc is not None:
             result["users"] = int(users)
         return result
+
+    def health_check(self):
+        return redis_check(self.client)
 
     def close(self):
         """Stop the heartbeat and give back this instance's whole share."""

@@ -27,6 +27,18 @@ def client(url, **options):
     return redis.Redis.from_url(url, **settings)
 
 
+def redis_check(client):
+    """A /healthz check (wsserver/http/health.py) that PINGs `client`'s Redis: None when
+    it answers, else why not."""
+    def check():
+        try:
+            client.ping()
+        except Exception as e:  # any failure means unreachable: say which
+            return f"{type(e).__name__}: {e}"[:200]
+        return None
+    return check
+
+
 def storage_options():
     """The same timeouts for the `limits` library's Redis storage."""
     return {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}

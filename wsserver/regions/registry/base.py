@@ -210,6 +210,11 @@ class Registry(BlockingCalls):
     def _answered(self):
         self.fail_fast.answered()
 
+    def health_check(self):
+        """A check of the backend for /healthz (wsserver/http/health.py), or None when
+        the registry has nothing remote to reach (memory, SQLite)."""
+        return None
+
     @property
     def reachable(self):
         """False while the last registry call failed (for /healthz)."""

@@ -17,7 +17,7 @@ TIME in a writing script); tested with 7.
 
 from urllib.parse import quote
 
-from ...support.redis import client as redis_client
+from ...support.redis import client as redis_client, redis_check
 from .base import Registry
 
 PREFIX = "wsserver:registry:"
@@ -110,6 +110,9 @@ class RedisRegistry(Registry):
         self._renew_script = self.client.register_script(RENEW)
         self._release_script = self.client.register_script(RELEASE)
         self._lookup_script = self.client.register_script(LOOKUP)
+
+    def health_check(self):
+        return redis_check(self.client)
 
     def _close(self):
         if self.client is not None:
