@@ -163,6 +163,41 @@ def test_dev_config_loads():
     assert c.auth["tenants"]
 
 
+def _tenant(**overrides):
+    tenant = {"keys": [{"kid": "k1", "alg": "HS256", "secret": "s" * 32}],
+              "apps": {"editor": {"allowed_origins": ["https://editor.acme.com"]}}}
+    tenant.update(overrides)
+    return {"auth": {"tenants": {"acme": tenant}}}
+
+
+@pytest.mark.parametrize("mapping,key", [
+    ({"auth": auth(), "max_mesage_size": 1}, "max_mesage_size"),
+    ({"auth": {**auth(), "tenant": {}}}, "auth.tenant"),
+    (_tenant(apps={"editor": {"alowed_origins": ["https://editor.acme.com"]}}),
+     "auth.tenants.acme.apps.editor.alowed_origins"),
+    (_tenant(apps={"editor": {"plan ": "free"}}), "auth.tenants.acme.apps.editor.plan "),
+    (_tenant(plan="free"), "auth.tenants.acme.plan"),  # an app key one level too high
+    ({"auth": {"tenants": {"acme": {"kyes": [], "apps": {"e": {}}}}}}, "auth.tenants.acme.kyes"),
+    (_tenant(keys=[{"kid": "k1", "alg": "HS256", "secert": "s" * 32}]),
+     "auth.tenants.acme.keys[0].secert"),
+    (_tenant(keys=[{"kid": "k1", "alg": "HS256", "secret": "s" * 32, "public_key": "x"}]),
+     "auth.tenants.acme.keys[0].public_key"),
+    (_tenant(keys=[{"kid": "k1", "alg": "RS256", "public_key": "PEM", "secret": "x"}]),
+     "auth.tenants.acme.keys[0].secret"),
+    (_tenant(keys=[{"jwks_file": "keys.json", "kid": "k1"}]), "auth.tenants.acme.keys[0].kid"),
+    ({**_tenant(), "plans": {"free": {"max_conections": 1}}}, "plans.free.max_conections"),
+    ({**_tenant(), "rate_limit": {"handshake_per_ip": "1/second"}}, "rate_limit.handshake_per_ip"),
+    ({**_tenant(), "registry": {"ttl": 3}}, "registry.ttl"),
+    ({**_tenant(), "regions": {"local": "ws://127.0.0.1:1234"},
+      "pins": [{"docs": "x", "region": "local"}]}, "pins[0].docs"),
+])
+def test_unknown_keys_are_refused_at_every_level_naming_the_full_key(mapping, key):
+    with pytest.raises(ConfigError) as info:
+        load_settings(Config.from_mapping(mapping, env={}))
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config: {key}: unknown setting (known here: ")
+
+
 def test_only_the_development_commands_fall_back_to_the_development_config():
     with pytest.raises(ConfigError) as info:
         Config.load(None, env={})  # the production entry point: create_app() under gunicorn
@@ -204,6 +239,9 @@ def _serve(config_path, env=None, timeout=30):
                                     "apps": {"e": {}}}}}},
      "auth.tenants.acme.keys[0].public_key_file"),
     ({"auth": auth(""), "storage": "memory://"}, "auth.tenants.acme.keys[0].secret"),
+    ({"auth": {"tenants": {"acme": {"keys": auth()["tenants"]["acme"]["keys"],
+                                    "apps": {"editor": {"alowed_origins": ["https://a.b"]}}}}},
+      "storage": "memory://"}, "auth.tenants.acme.apps.editor.alowed_origins"),
 ])
 def test_serve_refuses_a_bad_config(tmp_path, mapping, key):
     path = tmp_path / "bad.yaml"

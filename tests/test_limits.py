@@ -412,7 +412,7 @@ def test_refused_flood_keeps_serving_other_ips(tmp_path, start_server):
     # The other IP's provider synced and had its edit confirmed while the flood ran.
     assert probe["synced"] and probe["confirmed"], probe
     assert probe["answeredAtConfirm"] < 2000, probe
-    assert healthz(server)["refused"] == {"4006": 1980}
+    assert healthz(server)["refused"] == {"4001": 20, "4006": 1980}  # every refusal counted
     assert healthz(server)["connections"] == 0
 
 
@@ -835,7 +835,9 @@ def test_unknown_plan_stops_start_up(tmp_path):
 
 
 def test_example_config_loads():
-    config = Config.load(str(ROOT / "config" / "example-limits.yaml"), env={})
+    # With its own secret, as deployed (the development default is refused off loopback).
+    config = Config.load(str(ROOT / "config" / "example-limits.yaml"),
+                         env={"DEV_SECRET": "s" * 32})
     assert config.plans["free"] == Limits(100, 10, 5, 6000)
     quota = build_quota(config, _authenticator(config.raw))
     assert quota.rate_gate.rates and isinstance(quota.backend, MemoryQuota)

@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 import jwt
 
 from ..errors import ConfigError, DocumentNotAllowed, Forbidden, InvalidToken, NoToken, ReadOnly
+from ..settings.validators import known_keys
 
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"
@@ -29,6 +30,13 @@ PUBLIC_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                      "ES256", "ES384", "ES512", "EdDSA"}
 # Clock skew tolerated on exp/nbf/iat, in seconds.
 LEEWAY = 5
+# The keys each level of `auth` accepts; anything else stops start-up, naming it.
+AUTH_KEYS = ("audience", "scope", "tenants")
+TENANT_KEYS = ("keys", "apps")
+APP_KEYS = ("allowed_origins", "plan")
+HMAC_KEY_KEYS = ("kid", "alg", "secret")
+PUBLIC_KEY_KEYS = ("kid", "alg", "public_key", "public_key_file")
+JWKS_KEY_KEYS = ("jwks_file",)
 # The secret config/dev.yaml falls back to when $DEV_SECRET is unset. It is public (it
 # is in this repository): a server reachable from another machine must never accept it.
 DEVELOPMENT_SECRET = "dev-secret-change-me-0123456789abcdef"
@@ -152,6 +160,7 @@ def _parse_key_entry(key_path, entry, development):
     if not isinstance(entry, dict):
         raise ConfigError(key_path, "must be a mapping")
     if "jwks_file" in entry:
+        known_keys(key_path, entry, JWKS_KEY_KEYS)
         text = _read_file(f"{key_path}.jwks_file", entry["jwks_file"])
         try:
             jwks = jwt.PyJWKSet.from_json(text)
@@ -166,6 +175,10 @@ def _parse_key_entry(key_path, entry, development):
             yield Key(jwk.key_id, jwk.algorithm_name, jwk.key)
         return
     kid, alg = entry.get("kid"), entry.get("alg")
+    if alg in HMAC_ALGORITHMS:
+        known_keys(key_path, entry, HMAC_KEY_KEYS)
+    elif alg in PUBLIC_ALGORITHMS:
+        known_keys(key_path, entry, PUBLIC_KEY_KEYS)
     if not isinstance(kid, str) or not kid:
         raise ConfigError(f"{key_path}.kid", "is required")
     if alg in HMAC_ALGORITHMS:
@@ -195,6 +208,7 @@ def _parse_app(app_path, name, conf):
     conf = {} if conf is None else conf
     if not isinstance(conf, dict):
         raise ConfigError(app_path, "must be a mapping")
+    known_keys(app_path, conf, APP_KEYS)
     origins = conf.get("allowed_origins")
     if origins is not None and (not isinstance(origins, list)
                                 or not all(isinstance(o, str) for o in origins)):
@@ -212,14 +226,12 @@ class Authenticator:
     def from_config(cls, auth, development=False):
         """Parse the `auth` setting. `development`: accept the public development secret
         (only a server that listens on a loopback address, or `wsserver token`)."""
+        known_keys("auth", auth, AUTH_KEYS)
         audience = auth.get("audience", DEFAULT_AUDIENCE)
         scope = auth.get("scope", DEFAULT_SCOPE)
         for key in ("audience", "scope"):
             if not isinstance(auth.get(key, ""), str):
                 raise ConfigError(f"auth.{key}", "must be a string")
-        unknown = set(auth) - {"audience", "scope", "tenants"}
-        if unknown:
-            raise ConfigError(f"auth.{sorted(unknown)[0]}", "unknown setting")
         tenants_conf = auth.get("tenants")
         if not isinstance(tenants_conf, dict) or not tenants_conf:
             raise ConfigError("auth.tenants", "needs at least one tenant")
@@ -228,6 +240,7 @@ class Authenticator:
             path = f"auth.tenants.{tname}"
             if not isinstance(tconf, dict):
                 raise ConfigError(path, "must be a mapping")
+            known_keys(path, tconf, TENANT_KEYS)
             keys = {}
             entries = tconf.get("keys")
             if not isinstance(entries, list) or not entries:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from limits import parse_many
 
 from ..errors import ConfigError
+from ..settings.validators import known_keys
 
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone
@@ -81,10 +82,7 @@ def validate_plans(key, value):
         conf = {} if conf is None else conf
         if not isinstance(conf, dict):
             raise ConfigError(path, "must be a mapping of limits")
-        unknown = sorted(set(conf) - set(LIMIT_KEYS))
-        if unknown:
-            raise ConfigError(f"{path}.{unknown[0]}",
-                              f"unknown limit (known: {', '.join(LIMIT_KEYS)})")
+        known_keys(path, conf, LIMIT_KEYS)
         plans[str(name)] = Limits(**{k: _limit_value(f"{path}.{k}", conf.get(k), _MINIMUM[k])
                                      for k in LIMIT_KEYS})
     return plans
@@ -106,9 +104,7 @@ def validate_rate_limit(key, value):
         return dict(RATE_LIMIT_DEFAULTS)
     if not isinstance(value, dict):
         raise ConfigError(key, "must be a mapping")
-    unknown = sorted(set(value) - set(RATE_LIMIT_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", "unknown setting")
+    known_keys(key, value, RATE_LIMIT_DEFAULTS)
     result = dict(RATE_LIMIT_DEFAULTS, **value)
 
     rate = result["handshakes_per_ip"]

@@ -21,6 +21,7 @@ its region.
 from fnmatch import fnmatchcase
 
 from ..errors import MAX_REASON_BYTES, ConfigError, InternalError, RegistryUnavailable, WrongRegion
+from ..settings.validators import known_keys
 
 REDIRECT_PREFIX = "REDIRECT:"
 # The longest base URL a redirect reason can carry (114 bytes).
@@ -67,9 +68,7 @@ def validate_pins(key, value):
         path = f"{key}[{i}]"
         if not isinstance(pin, dict):
             raise ConfigError(path, "must be a mapping {tenant, app, documents, region}")
-        unknown = sorted(set(pin) - set(PIN_FIELDS))
-        if unknown:
-            raise ConfigError(f"{path}.{unknown[0]}", "unknown setting")
+        known_keys(path, pin, PIN_FIELDS)
         if "region" not in pin:
             raise ConfigError(f"{path}.region", "is required")
         normalized = {}
@@ -90,9 +89,7 @@ def validate_registry(key, value):
     value = {} if value is None else value
     if not isinstance(value, dict):
         raise ConfigError(key, "must be a mapping")
-    unknown = sorted(set(value) - {"release_after_seconds", "ttl_seconds", "heartbeat_seconds"})
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", "unknown setting")
+    known_keys(key, value, ("release_after_seconds", "ttl_seconds", "heartbeat_seconds"))
     merged = dict(REGISTRY_DEFAULTS, **value)
     minimum = {"release_after_seconds": 0.0, "ttl_seconds": 0.5, "heartbeat_seconds": 0.05}
     result = {}

@@ -17,6 +17,7 @@ import yaml
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
+from .validators import known_keys
 
 # The development config: the fallback of `wsserver serve` and `wsserver token` only.
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
@@ -181,9 +182,7 @@ class Config:
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
         mapping = expand_env(mapping, env)
-        unknown = sorted(set(mapping) - set(_BY_NAME))
-        if unknown:
-            raise ConfigError(unknown[0], "unknown setting")
+        known_keys("", mapping, _BY_NAME)
         values = {}
         for setting in SETTINGS:
             if setting.name in mapping:
