@@ -1,22 +1,86 @@
-"""Logging set-up: one line per record, and no token ever printed."""
+"""Logging set-up: one line per record, text or JSON, and no token ever printed.
+
+`log_format: text` (default) writes `time LEVEL logger: message`; `log_format: json`
+writes one JSON object per line (python-json-logger) with `ts`, `level`, `logger`,
+`message`, `exc_info` for a traceback, and whatever the record carries as `extra`:
+connection events add `tenant`, `app`, `doc`, `conn`, `ip` and `code` (see `fields`).
+In JSON mode everything the process prints about itself is a JSON line too: gunicorn's
+own logs (`GunicornLogger`), errors of greenlets (gevent's hub) and uncaught exceptions.
+
+Tokens: `redact` is the one scrubber. Every formatter applies it to each finished line
+(message, extras and traceback alike), and the handshake applies it to the request's
+environ before any access log can print it (wsserver/handshake.py, `scrub_token`).
+"""
 
 import logging
 import re
 import sys
 import time
 
-_TOKEN = re.compile(r"((?:[?&]token=)|(?:access_token,\s*)|(?:Bearer\s+))[^&\s\"']+", re.I)
+from gunicorn.glogging import Logger as GunicornBaseLogger
+from pythonjsonlogger.json import JsonFormatter
+
+# A query `token=...` (access_token= too), a subprotocol pair `access_token, JWT`, a
+# header `Bearer X`, and a bare JWT anywhere (three base64url parts, header first).
+# The value ends at what cannot be part of it in a URL, a header list or a JSON string.
+_TOKEN = re.compile(r"((?:token=)|(?:access_token,\s*)|(?:Bearer\s+))[^&\s\"'\\,;]+", re.I)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+REDACTED = "[redacted]"
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = ["levelname", "name", "message"]
+JSON_RENAMES = {"levelname": "level", "name": "logger"}
+FORMATS = ("text", "json")
 
 
-class RedactTokens(logging.Filter):
-    """Replaces anything that looks like a token in a query, subprotocol or header."""
+def redact(text):
+    """`text` with every token replaced by [redacted]."""
+    if not text:
+        return text
+    lowered = text.lower()
+    if "token" in lowered or "bearer" in lowered:
+        text = _TOKEN.sub(r"\1" + REDACTED, text)
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED, text)
+    return text
 
-    def filter(self, record):
-        message = record.getMessage()
-        if "token" in message.lower() or "bearer" in message.lower():
-            record.msg = _TOKEN.sub(r"\1[redacted]", message)
-            record.args = ()
-        return True
+
+class TextFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record):
+        return redact(super().format(record))
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per record; the timestamp `ts` is ISO 8601 in UTC."""
+
+    def __init__(self):
+        super().__init__(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp="ts")
+
+    def format(self, record):
+        return redact(super().format(record))
+
+
+def formatter(log_format="text"):
+    return JsonLineFormatter() if log_format == "json" else TextFormatter()
+
+
+def fields(conn=None, key=None, code=None, ip=None):
+    """The `extra` of a connection event: tenant, app, doc, conn, ip, code (those known).
+    `key` is a DocKey; `conn` a Connection."""
+    extra = {}
+    if key is not None:
+        extra.update(tenant=key.tenant, app=key.app, doc=key.name)
+    if conn is not None:
+        extra["conn"] = conn.id
+        ip = ip or conn.peer
+    if ip is not None:
+        extra["ip"] = ip
+    if code is not None:
+        extra["code"] = code
+    return extra
 
 
 class Throttled:
@@ -41,13 +105,43 @@ class Throttled:
         self._skipped = 0
 
 
-def configure_logging(level="info"):
+def configure_logging(level="info", log_format="text"):
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactTokens())
+    handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # gevent-websocket logs every non-upgrade request line at INFO (query included);
-    # the filter above redacts it, and it is noise at the default level.
+    # gevent-websocket logs every non-upgrade request line at INFO: noise at the
+    # default level (and redacted like everything else).
     logging.getLogger("geventwebsocket.handler").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    if log_format == "json":
+        _route_uncaught_errors()
+
+
+def _route_uncaught_errors():
+    """Send what would otherwise be printed raw to stderr through logging: exceptions
+    that end a greenlet (gevent's hub prints them itself) and uncaught exceptions."""
+    import gevent.hub
+
+    errors = logging.getLogger("wsserver.uncaught")
+
+    def print_exception(hub, context, t, v, tb):
+        errors.error("unhandled error in %s", context, exc_info=(t, v, tb))
+
+    gevent.hub.Hub.print_exception = print_exception
+    sys.excepthook = lambda t, v, tb: errors.critical("uncaught exception", exc_info=(t, v, tb))
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """gunicorn's logger with our formatters: its own lines (start-up, workers,
+    tracebacks, the access log when enabled) come out as text or JSON like ours, and
+    redacted. `log_format` is set from the wsserver config by wsserver/gunicorn_conf.py."""
+
+    log_format = "text"
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(formatter(self.log_format))

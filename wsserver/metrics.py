@@ -1,0 +1,141 @@
+"""Prometheus metrics: every metric object of the server, and the exposition.
+
+A low module: any layer may import it and count where the event happens
+(`metrics.UPDATES.inc(n)`); it imports nothing of wsserver. Names are in base units
+(seconds, bytes), counters end in `_total`, and labels are bounded sets only (a close
+code, a message type, an operation): never a document, a tenant or a user, whose number
+has no bound.
+
+Under `gunicorn -w N` each worker is a process of its own: prometheus_client's
+multiprocess mode keeps each process's values in files under
+`$PROMETHEUS_MULTIPROC_DIR`, which wsserver/gunicorn_conf.py creates and empties at
+start and in which it marks dead workers; `render()` then sums every live process. The
+variable must be set before this module is first imported (gunicorn's config does it in
+the master, before any worker starts). Without it (`wsserver serve`) the values are
+this process's.
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# --- connections and handshakes ----------------------------------------------------
+
+CONNECTIONS = Gauge(
+    "wsserver_connections", "Open WebSocket connections that passed the handshake.",
+    multiprocess_mode="livesum")
+CONNECTIONS_ACCEPTED = Counter(
+    "wsserver_connections_accepted_total", "WebSocket connections that passed the handshake.")
+HANDSHAKES_REFUSED = Counter(
+    "wsserver_handshakes_refused_total",
+    "WebSocket handshakes refused, by close code (4001-4009, 1012, 1013).", ["code"])
+CLOSES = Counter(
+    "wsserver_closes_total",
+    "Accepted connections ended, by the close code sent (1006: the socket was lost).",
+    ["code"])
+INITIAL_SYNC_SECONDS = Histogram(
+    "wsserver_initial_sync_seconds",
+    "From the upgrade to the server's answer to the client's first sync step 1 (the "
+    "client then has the document), document load included.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+# --- messages ------------------------------------------------------------------------
+
+MESSAGES_RECEIVED = Counter(
+    "wsserver_messages_received_total", "y-websocket messages received, by type.", ["type"])
+RECEIVED_BYTES = Counter(
+    "wsserver_received_bytes_total", "Payload bytes of the messages received, by type.",
+    ["type"])
+MESSAGES_SENT = Counter(
+    "wsserver_messages_sent_total",
+    "y-websocket messages sent, by type (a broadcast counts once per connection).", ["type"])
+SENT_BYTES = Counter(
+    "wsserver_sent_bytes_total", "Payload bytes of the messages sent, by type.", ["type"])
+
+# --- documents and storage ---------------------------------------------------------
+
+DOCUMENTS_LOADED = Gauge(
+    "wsserver_documents_loaded", "Documents loaded in memory.", multiprocess_mode="livesum")
+UPDATES = Counter("wsserver_updates_total", "Updates stored (committed to storage).")
+COMMIT_SECONDS = Histogram(
+    "wsserver_store_commit_seconds", "Duration of one successful group commit to storage.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+STORAGE_ERRORS = Counter(
+    "wsserver_storage_errors_total", "Failed storage operations (each retry counts), by "
+    "operation.", ["operation"])
+
+# --- regions, Redis, scale-out -----------------------------------------------------
+
+REGISTRY_ERRORS = Counter(
+    "wsserver_registry_errors_total", "Region registry calls that failed (the handshake "
+    "then answers 1013).")
+REDIS_ERRORS = Counter(
+    "wsserver_redis_errors_total", "Redis calls that failed, by component.", ["component"])
+# Observed by the scale-out relay (Redis Streams) when a message published by another
+# process is delivered here.
+FANOUT_LAG = Histogram(
+    "wsserver_fanout_lag_seconds", "From an update's publication by one process to its "
+    "delivery by another.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+
+def _children(counter):
+    """A cache of `counter.labels(value)`: labels() takes a lock and builds a tuple on
+    every call, and these are counted once per message."""
+    cache = {}
+
+    def child(value):
+        found = cache.get(value)
+        if found is None:
+            found = cache[value] = counter.labels(value)
+        return found
+    return child
+
+
+_received, _received_bytes = _children(MESSAGES_RECEIVED), _children(RECEIVED_BYTES)
+_sent, _sent_bytes = _children(MESSAGES_SENT), _children(SENT_BYTES)
+
+
+def received(kind, size):
+    """One message of `kind` (codec.KIND_*) with `size` payload bytes came in."""
+    _received(kind).inc()
+    _received_bytes(kind).inc(size)
+
+
+def sent(kind, size, connections=1):
+    """One message of `kind` and `size` bytes went to `connections` connections."""
+    if connections:
+        _sent(kind).inc(connections)
+        _sent_bytes(kind).inc(size * connections)
+
+
+def multiprocess_dir():
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def render():
+    """(body, content type) of the Prometheus text exposition: every live process's
+    values in multiprocess mode, else this process's."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid):
+    """gunicorn's child_exit: drop a dead worker's live gauges (its counters stay)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)
