@@ -20,7 +20,7 @@ from flask import Flask
 from .documents.manager import DocumentManager
 from .documents.storage import open_store
 from .handshake.auth import Authenticator
-from .http import discovery, health
+from .http import admin, discovery, health, metrics, probes
 from .limits import build_quota
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
@@ -127,8 +127,26 @@ def create_app(test_config=None, config_path=None, listen_host=None):
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
+    app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
+    app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
+    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping)
+    app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
     return app
+
+
+def readiness_checks(config, endpoint, store):
+    """/readyz's checks, in order: accepting connections, the store, Redis if set."""
+    def server():
+        if not endpoint.ready:
+            raise RuntimeError("shutting down")
+
+    checks = {"server": server, "store": store.check}
+    if config.redis:
+        import redis
+        client = redis.Redis.from_url(config.redis, socket_timeout=1, socket_connect_timeout=1)
+        checks["redis"] = client.ping
+    return checks
 
 
 def endpoint_of(app):

@@ -1,4 +1,5 @@
-"""Command line: `wsserver serve`, `wsserver token`, `wsserver --version`."""
+"""Command line: `wsserver serve`, `wsserver token`, `wsserver check-config`,
+`wsserver --version`."""
 
 import argparse
 import sys
@@ -27,7 +28,7 @@ def _serve(args):
         config.host = args.host
     if args.port is not None:
         config.port = args.port
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
     # What start-up allocated lives for ever: keep the collector from rescanning it in
@@ -44,8 +45,9 @@ def _serve(args):
         # Stop accepting but keep serve_forever waiting: server.close() would set its stop
         # event, so the main greenlet would return (and the process exit) in the middle
         # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
-        server.stop_accepting()
-        endpoint.shutdown()
+        # /readyz answers 503 from now on; during `shutdown_drain` everything else still
+        # serves (a load balancer sees the probe fail and stops sending clients).
+        endpoint.shutdown(drain=config.shutdown_drain, before_closing=server.stop_accepting)
         server.stop(timeout=1)
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
@@ -57,7 +59,13 @@ def _serve(args):
               file=sys.stderr)
         return 1
     host, port = server.address[:2]
-    print(f"wsserver listening on ws://{host}:{port} (storage {config.storage})", flush=True)
+    listening = f"wsserver listening on ws://{host}:{port} (storage {config.storage})"
+    if config.log_format == "json":
+        # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
+        import logging
+        logging.getLogger(__name__).info(listening)
+    else:
+        print(listening, flush=True)
     server.serve_forever()
     return 0
 
@@ -85,6 +93,26 @@ def _token(args):
     return 0
 
 
+def _check_config(args):
+    """Validate as production start-up does (`load_settings`: settings, keys, regions;
+    plans), print the effective config with secrets masked; exit 1 naming the key on an
+    error. Without --config the file is $WSSERVER_CONFIG, as under gunicorn."""
+    import yaml
+
+    from .app import load_settings
+    from .limits.plans import check_app_plans
+    from .settings.config import mask_secrets
+
+    try:
+        config, authenticator = load_settings(config_path=args.config)
+        check_app_plans(authenticator, config.plans)
+    except ConfigError as e:
+        print(f"wsserver: {e}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(mask_secrets(config.raw), sort_keys=False), end="")
+    return 0
+
+
 def main(argv=None):
     from . import __version__
 
@@ -108,6 +136,9 @@ def main(argv=None):
                        help='access "read": sync and presence, no document changes')
     token.add_argument("--config")
     token.set_defaults(run=_token)
+    check = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
+    check.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG)")
+    check.set_defaults(run=_check_config)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

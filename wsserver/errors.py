@@ -207,6 +207,42 @@ class RegistryUnavailable(WsServerError):
     reason = "region registry unavailable"
 
 
+# --- HTTP-only routes (metrics, admin) ------------------------------------------
+
+class HttpOnlyError(WsServerError):
+    """An error of a route no WebSocket shares: its JSON `code` is the HTTP status."""
+
+    def to_json(self):
+        return {"error": self.reason, "code": self.http_status}
+
+
+class MissingBearer(HttpOnlyError):
+    http_status = 401
+    reason = "missing bearer token (Authorization: Bearer ...)"
+
+    def http_headers(self):
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class WrongBearer(HttpOnlyError):
+    http_status = 403
+    reason = "wrong token"
+
+
+class NotFound(HttpOnlyError):
+    http_status = 404
+    reason = "not found"
+
+
+class DocumentDeleted(WsServerError):
+    """The document was deleted by an operator (admin console). 4400-4499: y-websocket
+    providers take it as final and do not reconnect (which would store their copy
+    again)."""
+    close_code = 4404
+    http_status = 410
+    reason = "document deleted"
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
 

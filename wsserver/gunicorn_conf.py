@@ -1,34 +1,77 @@
 """gunicorn settings and hooks: `gunicorn -c python:wsserver.gunicorn_conf ...`.
 
-gunicorn's gevent worker answers SIGTERM by stopping the accept loop and waiting up to
-`graceful_timeout` for requests to finish, but an open WebSocket never finishes by
-itself: without this hook every client would see 1006 after the timeout. Here SIGTERM
-also starts the app's own shutdown (close clients with 1012, flush every room).
+Shutdown. gunicorn's gevent worker answers SIGTERM by stopping the accept loop and
+waiting up to `graceful_timeout` for requests to finish, but an open WebSocket never
+finishes by itself: without the hook below every client would see 1006 after the
+timeout. So SIGTERM also starts the app's own shutdown (close clients with 1012, flush
+every room, release the region claims). The worker's loop returns as soon as its
+connections are gone, which is before the flush ends: `worker_exit` (run in the worker
+process before it exits) waits for the whole shutdown, bounded by `shutdown_timeout`.
 
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
 master checks it before any worker starts, so a bad one stops gunicorn with one line
 naming the key instead of a worker traceback.
+
+Metrics. Each worker is a process: prometheus_client's multiprocess mode keeps each
+one's values in files under $PROMETHEUS_MULTIPROC_DIR (set here, in the master, before
+any worker imports prometheus_client; a fresh temporary directory unless the variable
+is already set), emptied at start, with dead workers marked so their gauges go.
+
+Logs. gunicorn's own lines use wsserver's formatter (`log_format` of the config, text
+or JSON), through `logger_class`.
 """
 
 import gc
+import glob
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 
 import gevent
+import yaml
+
+from wsserver.logs import FORMATS, GunicornLogger
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1234')}"
 worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 graceful_timeout = 20
 control_socket_disable = True
+logger_class = GunicornLogger
+
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
+
+
+def _log_format():
+    """`log_format` of $WSSERVER_CONFIG, read without importing the app: gevent patches
+    a worker only once it starts, and modules imported here before it (PyJWT's import
+    ssl) would keep the unpatched ones. A config the workers cannot use is reported by
+    `on_starting`, naming the key."""
+    try:
+        with open(os.environ.get("WSSERVER_CONFIG", ""), encoding="utf-8") as f:
+            value = (yaml.safe_load(f) or {}).get("log_format", "text")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "text"
+    if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
+        value = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
+                       lambda m: os.environ.get(m[1], m[2] or ""), value)
+    return value if value in FORMATS else "text"
+
+
+GunicornLogger.log_format = _log_format()
 
 
 def on_starting(server):
     """Check the config before any worker starts: a bad one stops gunicorn with one line
     naming the key (a worker would die with a traceback, over and over). The check runs
     in a forked child, so the master imports none of the modules that the workers'
-    gevent monkey-patching must precede."""
+    gevent monkey-patching must precede. Then empty the metrics directory: values of a
+    previous run would be summed with this one's."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -49,6 +92,18 @@ def on_starting(server):
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(2)
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    from wsserver import metrics
+    metrics.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def post_worker_init(worker):
@@ -56,13 +111,25 @@ def post_worker_init(worker):
     from wsserver.logs import configure_logging
 
     endpoint = endpoint_of(worker.wsgi)
-    configure_logging(endpoint.config.log_level)
+    worker.wsserver_endpoint = endpoint  # for worker_exit
+    config = endpoint.config
+    configure_logging(config.log_level, config.log_format)
     gc.freeze()  # start-up objects live for ever: keep full collections short
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(sig, frame):
         if callable(previous):
             previous(sig, frame)
-        gevent.spawn(endpoint.shutdown)
+        gevent.spawn(endpoint.shutdown, drain=config.shutdown_drain)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_exit(server, worker):
+    """In the worker, once its loop has returned: wait until every document is flushed
+    and the region claims are released (the shutdown SIGTERM began, or one begun here
+    when the worker exits for another reason). gunicorn also calls this in the master
+    for a worker it lost; there is nothing to wait for then."""
+    endpoint = getattr(worker, "wsserver_endpoint", None)
+    if endpoint is not None:
+        endpoint.shutdown()

@@ -145,3 +145,11 @@ class GunicornLogger(GunicornBaseLogger):
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.setFormatter(formatter(self.log_format))
+        # Until a worker configures logging (post_worker_init), what else is logged
+        # (warnings too, e.g. gevent's when patching) goes out in the same format.
+        root = logging.getLogger()
+        if not root.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(formatter(self.log_format))
+            root.addHandler(handler)
+        logging.captureWarnings(True)

@@ -120,6 +120,16 @@ def sent(kind, size, connections=1):
         _sent_bytes(kind).inc(size * connections)
 
 
+# Close codes the server sends or expects; anything else a client sends is "other", so
+# a client cannot make up label values.
+_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 1012,
+                                1013, *range(4001, 4010)})
+
+
+def close_code_label(code):
+    return str(code) if code in _KNOWN_CLOSE_CODES else "other"
+
+
 def multiprocess_dir():
     return os.environ.get(MULTIPROC_ENV) or None
 

@@ -14,6 +14,7 @@ import logging
 
 import gevent
 
+from .. import metrics
 from ..errors import InternalError
 from .room import Room
 from .storage import StoreError
@@ -63,6 +64,7 @@ class DocumentManager:
             room = Room(key, self.store, self.compact_after_updates, self.compact_after_bytes,
                         self.before_compact)
             self.rooms[key] = room
+            metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
         try:
             room.ready.get()
@@ -81,6 +83,7 @@ class DocumentManager:
             log.exception("%r: load failed", room)
             if self.rooms.get(room.key) is room:
                 del self.rooms[room.key]
+                metrics.DOCUMENTS_LOADED.dec()
             room.ready.set_exception(e)
         else:
             room.ready.set(room)
@@ -110,6 +113,7 @@ class DocumentManager:
                 break  # someone joined (or wrote) during the flush: stay loaded
             if self.rooms.get(room.key) is room:
                 del self.rooms[room.key]
+                metrics.DOCUMENTS_LOADED.dec()
             log.debug("%r unloaded", room)
             return
         room.unloader = None
@@ -152,6 +156,7 @@ class DocumentManager:
         room.log_count = room.log_bytes = room.log_id_sum = 0
         if self.rooms.get(key) is room:
             del self.rooms[key]
+            metrics.DOCUMENTS_LOADED.dec()
         log.debug("%r evicted", room)
         return True
 

@@ -21,6 +21,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from pycrdt import Awareness, Doc, merge_updates
 
+from .. import metrics
 from ..protocol import codec
 from ..transport import frames
 from ..errors import InvalidPayload, ProtocolViolation
@@ -94,6 +95,7 @@ class Room:
         self.pending = 0
         self.durable = Event()  # set while none of this room's updates is queued
         self.durable.set()
+        self.updated = None  # time.time() of the last change stored by this process
         self.last_id = 0
         self.log_count = 0
         self.log_bytes = 0
@@ -154,6 +156,7 @@ class Room:
     def broadcast(self, message):
         """Send one y-websocket message to every connection; encoded once."""
         frame = frames.encode_frame(frames.OP_BINARY, message)
+        metrics.sent(codec.kind_of(message), len(message), len(self.connections))
         for conn in self.connections:
             conn.send(frame)
 
@@ -246,6 +249,7 @@ class Room:
             self.pending -= 1
             if not self.pending:
                 self.durable.set()
+            self.updated = time.time()
             self.last_id = max(self.last_id, row_id)
             self.log_count += 1
             self.log_bytes += size

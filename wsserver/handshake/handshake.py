@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 from .auth import App, Principal
 from ..errors import InvalidDocumentName, WsServerError
+from ..logs import redact
 from ..documents.key import DocKey
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ def extract_token(environ):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if query.get("token"):
         return query["token"][0]
-    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    return bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+
+
+def bearer_token(authorization):
+    """The token of an `Authorization: Bearer X` header value, or None."""
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -71,11 +76,12 @@ def extract_token(environ):
 
 
 def scrub_token(environ):
-    """Remove ?token= from what access logs print (QUERY_STRING, RAW_URI, REQUEST_URI)."""
+    """Redact tokens in what access logs print (QUERY_STRING, RAW_URI, REQUEST_URI),
+    with the one scrubber every log line goes through (wsserver/logs.py)."""
     for key in ("QUERY_STRING", "RAW_URI", "REQUEST_URI"):
         value = environ.get(key)
-        if value and "token=" in value:
-            environ[key] = re.sub(r"(token=)[^&\s]*", r"\1[redacted]", value)
+        if value:
+            environ[key] = redact(value)
 
 
 @dataclass

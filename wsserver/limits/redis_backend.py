@@ -40,6 +40,7 @@ import gevent
 import redis
 from gevent.event import AsyncResult, Event
 
+from .. import metrics
 from ..logs import Throttled
 from ..support.redis import FailFast, redis_check
 from ..support.redis import client as redis_client
@@ -337,6 +338,7 @@ class RedisQuota(QuotaBackend):
 
     def _error(self, what, error):
         """Log Redis errors at most once per 10 s, with how many were not logged."""
+        metrics.REDIS_ERRORS.labels("limits").inc()
         self.fail_fast.failed()
         self._errors.error("quota: redis %s failed (%s: %s); admitting and resyncing later",
                            what, type(error).__name__, error)

@@ -113,6 +113,14 @@ def decode(buf):
     return Message(kind, data)
 
 
+def kind_of(message):
+    """The KIND_* of a message this server encoded (its first two bytes tell), for
+    counting what is sent without decoding it."""
+    if message[0] == MESSAGE_AWARENESS:
+        return KIND_AWARENESS
+    return _SYNC_KINDS.get(message[1], "other") if message[0] == MESSAGE_SYNC else "other"
+
+
 # pycrdt exports creators for updates and awareness only; step 1 and 2 use its framing.
 _STEP1_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP1])
 _STEP2_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP2])

@@ -82,6 +82,45 @@ def _redis_url(key, value):
     return value
 
 
+MIN_SECRET_LENGTH = 16
+
+
+def _bearer_section(key, value):
+    """`{token: SECRET}` (metrics, admin): the Bearer token that opens the routes; None
+    (absent) keeps them closed (admin) or open (metrics)."""
+    if value is None:
+        return None
+    _mapping(key, value)
+    unknown = sorted(set(value) - {"token"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", "unknown setting")
+    token = value.get("token")
+    if not isinstance(token, str) or len(token) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} "
+                                          "characters")
+    return {"token": token}
+
+
+# Keys whose values are secrets wherever they appear, and URLs' passwords: what
+# `wsserver check-config` masks.
+SECRET_KEYS = frozenset({"secret", "token", "password", "private_key"})
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)([^@]+)(@)", re.I)
+MASK = "********"
+
+
+def mask_secrets(value, key=None):
+    """A copy of a config tree with every secret replaced by MASK."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if key in SECRET_KEYS and value is not None:
+        return MASK
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1" + MASK + r"\3", value)
+    return value
+
+
 class Setting:
     __slots__ = ("name", "default", "validate", "doc")
 
@@ -131,6 +170,10 @@ SETTINGS = [
             "Stored update bytes of one document that trigger compaction."),
     Setting("shutdown_timeout", 10.0, _number_range(0.1),
             "Seconds SIGTERM waits for rooms to flush and clients to close."),
+    Setting("shutdown_drain", 0.0, _number_range(0),
+            "Seconds between SIGTERM and the closing of clients, during which /readyz answers "
+            "503 and everything else keeps serving: time for a load balancer to stop "
+            "sending new clients here."),
     Setting("redis", None, _redis_url,
             "Optional `redis://` URL shared by every process and node: cluster-wide limits "
             "and the region registry use it when set."),
@@ -144,6 +187,17 @@ SETTINGS = [
             "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
             "process's connections stop counting). README, Limits."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging level."),
+    Setting("log_format", "text", _choice("text", "json"),
+            "`text`: one line `time LEVEL logger: message`; `json`: one JSON object per line "
+            "(ts, level, logger, message; tenant, app, doc, conn, ip, code on connection "
+            "events), gunicorn's lines and tracebacks included."),
+    Setting("metrics", None, _bearer_section,
+            "`{token: SECRET}`: GET /metrics then requires `Authorization: Bearer SECRET`. "
+            "Absent: /metrics is open."),
+    Setting("admin", None, _bearer_section,
+            "`{token: SECRET}` enables the admin console (/admin) and its API "
+            "(/admin/api/...), which require `Authorization: Bearer SECRET`. Absent: they "
+            "answer 404."),
 ]
 _BY_NAME = {s.name: s for s in SETTINGS}
 

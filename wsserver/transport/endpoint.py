@@ -17,8 +17,11 @@ import time
 from collections import Counter
 
 import gevent
+from gevent.event import AsyncResult
 from geventwebsocket.handler import WebSocketHandler
 
+from .. import metrics
+from ..logs import fields
 from ..protocol import codec
 from .connection import Connection
 from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
@@ -38,7 +41,9 @@ class WebSocketEndpoint:
         # Read-only connections' document changes dropped, and connections closed for
         # them (documents/readonly.py), since start: shown by /healthz.
         self.read_only = Counter(dropped=0, closed=0)
-        self.shutting_down = False
+        self.stopping = False  # SIGTERM arrived: not ready any more (/readyz answers 503)
+        self.shutting_down = False  # clients are being closed, documents flushed
+        self._shutdown_result = None  # an AsyncResult once shutdown has begun
         self._pinger = gevent.spawn(self._ping_loop)
 
     # --- subprotocol ----------------------------------------------------------------
@@ -69,6 +74,7 @@ class WebSocketEndpoint:
                           peer(environ))
         self.connections.add(conn)
         room = session = None
+        opened = time.monotonic()
         try:
             if self.shutting_down:
                 raise ServiceRestart()
@@ -76,13 +82,16 @@ class WebSocketEndpoint:
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
             principal = conn.principal = session.principal
             log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"),
-                      principal.describe())
+                      principal.describe(), extra=fields(conn, session.key))
+            metrics.CONNECTIONS.inc()
+            metrics.CONNECTIONS_ACCEPTED.inc()
             room = self.documents.join(session.key, conn)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
             guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only) \
                 if principal.read_only else None
+            synced = False
             while not conn.closed:
                 data = conn.receive()
                 if data is None:
@@ -90,21 +99,33 @@ class WebSocketEndpoint:
                 if budget is not None:
                     budget.spend()
                 message = codec.decode(data)
+                metrics.received(message.kind, len(data))
                 if guard is None or guard.admits(room, message):
                     room.receive(conn, message)
+                if not synced and message.kind == codec.KIND_STEP1:
+                    synced = True  # the client now has the document
+                    metrics.INITIAL_SYNC_SECONDS.observe(time.monotonic() - opened)
         except WsServerError as e:
+            if session is None:
+                metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
             if not e.logged:  # refusals by the limits are logged where they are made
                 log.info("closing %s (%s): %d %s%s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "")
+                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "",
+                         extra=fields(conn, session and session.key, e.close_code))
             conn.close(e)
         except Exception:
-            log.exception("connection %s failed", peer(environ))
+            log.exception("connection %s failed", peer(environ),
+                          extra=fields(conn, session and session.key, InternalError.close_code))
             conn.close(InternalError())
         finally:
             if room is not None:
                 self.documents.leave(room, conn)
             if session is not None:
                 session.release()
+                metrics.CONNECTIONS.dec()
+                code = conn.close_code or 1006
+                metrics.CLOSES.labels(metrics.close_code_label(code)).inc()
+                log.debug("connection closed", extra=fields(conn, session.key, code))
             self.connections.discard(conn)
             conn.finish()
 
@@ -122,13 +143,38 @@ class WebSocketEndpoint:
                 else:
                     conn.ping()
 
-    def shutdown(self, timeout=None):
-        """Close every client with 1012, flush every room, close the store.
+    @property
+    def ready(self):
+        """False from the moment SIGTERM arrived (see `shutdown`)."""
+        return not self.stopping
 
-        Returns True when everything was flushed within `timeout` seconds.
+    def shutdown(self, timeout=None, drain=0.0, before_closing=None):
+        """Stop being ready; after `drain` seconds (while everything else still serves,
+        so a load balancer sees /readyz fail and stops sending clients), call
+        `before_closing` (e.g. stop accepting), close every client with 1012, flush every room, close the store, let the gates go (region
+        claims are released once every room was flushed).
+
+        Returns True when everything was flushed within `timeout` seconds (the drain
+        not counted). A second call waits for the first one's end and returns its
+        result: gunicorn's worker must not exit before it (wsserver/gunicorn_conf.py).
         """
-        if self.shutting_down:
-            return True
+        if self._shutdown_result is not None:
+            return self._shutdown_result.get()
+        self._shutdown_result = AsyncResult()
+        self.stopping = True
+        try:
+            if drain:
+                gevent.sleep(drain)
+            if before_closing is not None:
+                before_closing()
+            result = self._shutdown(timeout)
+        except BaseException as e:
+            self._shutdown_result.set_exception(e)
+            raise
+        self._shutdown_result.set(result)
+        return result
+
+    def _shutdown(self, timeout):
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self.shutting_down = True

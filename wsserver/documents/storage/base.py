@@ -12,11 +12,13 @@ one worker thread, in call order, so compaction comes after the appends it cover
 """
 
 import logging
+import time
 from collections import namedtuple
 
 import gevent
 from gevent.event import Event
 
+from ... import metrics
 from ...support.blocking import BlockingCalls
 from ..ydoc import fold  # noqa: F401 (the backends fold with it: pending structs kept)
 
@@ -47,6 +49,7 @@ class Store(BlockingCalls):
         self._start_calls()
         self._committer = None
         self._closed = False
+        self.failing = None  # the error of the last commit while commits keep failing
 
     # --- shared pipeline ------------------------------------------------------------
 
@@ -77,9 +80,15 @@ class Store(BlockingCalls):
             delay = RETRY_MIN
             while True:
                 try:
+                    started = time.monotonic()
                     ids = self._call(self._append_batch, [(k, u) for k, u, _ in batch])
+                    metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+                    metrics.UPDATES.inc(len(batch))
+                    self.failing = None
                     break
-                except Exception:
+                except Exception as e:
+                    metrics.STORAGE_ERRORS.labels("commit").inc()
+                    self.failing = e
                     log.exception("storage commit of %d updates failed; retrying in %.2fs",
                                   len(batch), delay)
                     gevent.sleep(delay)
@@ -101,7 +110,34 @@ class Store(BlockingCalls):
 
     def load(self, key):
         """The document's snapshot and log, oldest first, as a `Loaded`."""
-        return self._call(self._load, key)
+        try:
+            return self._call(self._load, key)
+        except Exception:
+            metrics.STORAGE_ERRORS.labels("load").inc()
+            raise
+
+    def check(self, timeout=2.0):
+        """Readiness: raise StoreError naming the problem when commits are failing or
+        the storage does not answer a trivial query within `timeout` seconds."""
+        if self.failing is not None:
+            raise StoreError(f"commits failing: {type(self.failing).__name__}: {self.failing}")
+        try:
+            with gevent.Timeout(timeout):
+                self._call(self._ping)
+        except gevent.Timeout:
+            raise StoreError(f"no answer within {timeout:g}s") from None
+        except Exception as e:
+            raise StoreError(f"{type(e).__name__}: {e}") from e
+
+    def size(self, key):
+        """Stored bytes of the document (snapshot and log); 0 when there is none."""
+        return self._call(self._size, key)
+
+    def delete(self, key):
+        """Remove the document's snapshot and log from storage. Appends of `key` still
+        queued are committed first, so none lands after the delete."""
+        self.flush()
+        self._call(self._delete, key)
 
     def compact(self, key, upto_id, snapshot=None, seen=None):
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
@@ -134,6 +170,15 @@ class Store(BlockingCalls):
         """Release connections (runs in the worker thread)."""
 
     def _load(self, key):
+        raise NotImplementedError
+
+    def _ping(self):
+        """A trivial read that fails when the storage is unreachable."""
+
+    def _size(self, key):
+        return sum(len(update) for update in self._load(key).updates)
+
+    def _delete(self, key):
         raise NotImplementedError
 
     def _append_batch(self, items):

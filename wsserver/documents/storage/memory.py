@@ -36,3 +36,7 @@ class MemoryStore(Store):
                             + [u for _, u in covered])
         self.snapshots[key] = snapshot
         self.logs[key] = [(i, u) for i, u in log if i > upto_id]
+
+    def _delete(self, key):
+        self.snapshots.pop(key, None)
+        self.logs.pop(key, None)

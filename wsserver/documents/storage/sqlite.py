@@ -99,3 +99,20 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?",
                        (*key, upto_id))
         transaction(self.db, replace)
+
+    def _ping(self):
+        self.db.execute("SELECT 1 FROM snapshots LIMIT 1").fetchall()
+
+    def _size(self, key):
+        row = self.db.execute(
+            "SELECT (SELECT coalesce(sum(length(data)), 0) FROM snapshots "
+            "        WHERE tenant=? AND app=? AND name=?) + "
+            "       (SELECT coalesce(sum(length(data)), 0) FROM updates "
+            "        WHERE tenant=? AND app=? AND name=?)", (*key, *key)).fetchone()
+        return row[0]
+
+    def _delete(self, key):
+        def delete(db):
+            for table in ("snapshots", "updates"):
+                db.execute(f"DELETE FROM {table} WHERE tenant=? AND app=? AND name=?", key)
+        transaction(self.db, delete)

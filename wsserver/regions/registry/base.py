@@ -67,6 +67,7 @@ import uuid
 import gevent
 from gevent.lock import Semaphore
 
+from ... import metrics
 from ...support.blocking import BlockingCalls
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
@@ -195,6 +196,7 @@ class Registry(BlockingCalls):
         except RegistryUnavailable:
             raise
         except Exception as e:
+            metrics.REGISTRY_ERRORS.inc()
             self._failed(what, e)
             raise RegistryUnavailable() from e
         self._answered()

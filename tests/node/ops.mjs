@@ -1,0 +1,35 @@
+// Providers held open while a Python test looks at the server (tests/test_ops.py).
+// spec: {url, room, tokens: [JWT per client], names?: [awareness user name per client]}
+// Prints {phase: 'synced'} once every provider is synced, then obeys one JSON command
+// per stdin line and answers each with a line:
+//   {insert: {client: i, text: '...'}}  append to Y.Text 'content', wait for the echo
+//                                       -> {phase: 'inserted', text: <client's text>}
+//   {quit: true}                        -> result line {phase: 'done', closes}, exit
+import readline from 'node:readline'
+import { client, confirmed, emit, main, spec, synced } from './lib.mjs'
+
+main(async () => {
+  const clients = spec.tokens.map((token, i) => {
+    const c = client(spec.url, spec.room, { token })
+    if (spec.names) c.provider.awareness.setLocalStateField('user', { name: spec.names[i], color: '#2563eb' })
+    return c
+  })
+  await Promise.all(clients.map((c) => synced(c)))
+  emit({ phase: 'synced' })
+  const lines = readline.createInterface({ input: process.stdin })
+  for await (const line of lines) {
+    const command = JSON.parse(line)
+    if (command.insert) {
+      const c = clients[command.insert.client]
+      const text = c.doc.getText('content')
+      text.insert(text.length, command.insert.text)
+      await confirmed(c, 20000)
+      emit({ phase: 'inserted', text: text.toString() })
+    } else if (command.quit) {
+      break
+    }
+  }
+  const closes = clients.map((c) => c.closes)
+  for (const c of clients) c.provider.destroy()
+  return { phase: 'done', closes }
+}, spec.hardMs ?? 60000)

@@ -1,0 +1,558 @@
+"""Operations: /metrics, /livez and /readyz, JSON logs without tokens, the admin API
+and console (in a real headless Chromium), `wsserver check-config`, and gunicorn
+(two workers' metrics summed; SIGTERM waits for the flush and the claims' release).
+
+Servers are real processes (`wsserver serve`, or gunicorn with the Procfile's config);
+clients are real y-websocket providers (tests/node/ops.mjs), held open while the test
+looks at the server and told over stdin when to edit.
+"""
+
+import json
+import os
+import queue
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime
+
+import pytest
+import websocket
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import NODE_DIR, ROOT, base_config, free_port, make_token
+from wsserver.logs import redact
+from wsserver.transport import frames
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def doc_name(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- HTTP and metrics helpers --------------------------------------------------------
+
+def http(method, url, token=None, timeout=10):
+    """(status, parsed JSON or text body, headers) of one request."""
+    request = urllib.request.Request(url, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body, headers = response.status, response.read().decode(), response.headers
+    except urllib.error.HTTPError as e:
+        status, body, headers = e.code, e.read().decode(), e.headers
+    if headers.get("Content-Type", "").startswith("application/json"):
+        body = json.loads(body)
+    return status, body, headers
+
+
+def scrape(base, token=None):
+    """{(sample name, frozenset of labels): value} of GET /metrics."""
+    status, body, _ = http("GET", f"{base}/metrics", token)
+    assert status == 200, body
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def eventually(predicate, timeout=10, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def refused_handshake(url, doc="refused-doc", **options):
+    """Open a WebSocket the server refuses; return its close code."""
+    ws = websocket.create_connection(f"{url}/{doc}", timeout=5, **options)
+    try:
+        while True:
+            opcode, frame = ws.recv_data_frame(True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return frames.parse_close(frame.data)[0]
+    finally:
+        ws.close()
+
+
+# --- providers held open -------------------------------------------------------------
+
+class Providers:
+    """tests/node/ops.mjs: providers on one document, editing on command."""
+
+    def __init__(self, url, room, subs, names=None, via_tokens=None):
+        tokens = via_tokens or [make_token(sub=sub) for sub in subs]
+        spec = {"url": url, "room": room, "tokens": tokens, "names": names}
+        self.proc = subprocess.Popen(["node", str(NODE_DIR / "ops.mjs"), json.dumps(spec)],
+                                     cwd=NODE_DIR, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        self.wait("synced")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip():
+                self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def wait(self, phase, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"ops.mjs: no {phase!r} within {timeout}s; "
+                                     f"stderr: {''.join(self.stderr)}") from None
+            if message is None or "error" in message:
+                raise AssertionError(f"ops.mjs ended before {phase!r}: {message} "
+                                     f"{''.join(self.stderr)}")
+            if message.get("phase") == phase:
+                return message
+
+    def command(self, **command):
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def insert(self, client, text, wait=True):
+        self.command(insert={"client": client, "text": text})
+        return self.wait("inserted") if wait else None
+
+    def quit(self):
+        self.command(quit=True)
+        result = self.wait("done")
+        self.proc.wait(10)
+        return result
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def providers():
+    started = []
+
+    def start(*args, **kwargs):
+        p = Providers(*args, **kwargs)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+# --- gunicorn ------------------------------------------------------------------------
+
+class Gunicorn:
+    """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()'."""
+
+    def __init__(self, config_path, workers=2):
+        self.port = free_port()
+        env = dict(os.environ, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
+                   WSSERVER_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:wsserver.gunicorn_conf",
+             "wsserver:create_app()"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        eventually(lambda: sum("Booting worker" in line for line in self.err) >= workers
+                   and self._live(), timeout=30, what="gunicorn workers")
+
+    def _live(self):
+        try:
+            return http("GET", f"{self.http}/livez", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout=30):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def write_config(tmp_path, name="config.yaml", **overrides):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(base_config(tmp_path, **overrides)))
+    return path
+
+
+# --- /metrics ------------------------------------------------------------------------
+
+def test_metrics_follow_real_traffic(start_server, providers):
+    server = start_server()
+    before = scrape(server.http)
+    room = doc_name("metrics")
+    p = providers(server.url, room, ["alice", "bob", "carol"])
+    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_connections") == 3 else None)(
+        scrape(server.http)), what="3 connections in /metrics")
+    assert value(samples, "wsserver_documents_loaded") == 1
+
+    assert refused_handshake(server.url) == 4001
+    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_handshakes_refused_total",
+                                                      code="4001") == 1 else None)(
+        scrape(server.http)), what="the 4001 counter")
+    assert value(before, "wsserver_handshakes_refused_total", code="4001") == 0
+
+    p.insert(0, "hello")
+    samples = scrape(server.http)
+    assert value(samples, "wsserver_updates_total") >= 1
+    assert value(samples, "wsserver_store_commit_seconds_count") >= 1
+    assert value(samples, "wsserver_messages_received_total", type="sync-update") >= 1
+    assert value(samples, "wsserver_messages_sent_total", type="sync-update") >= 3  # echo to all
+    assert value(samples, "wsserver_initial_sync_seconds_count") == 3
+    assert value(samples, "wsserver_connections_accepted_total") == 3
+
+    p.quit()
+    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_connections") == 0 else None)(
+        scrape(server.http)), what="0 connections after the providers left")
+    assert value(samples, "wsserver_closes_total", code="1000") + \
+        value(samples, "wsserver_closes_total", code="1005") == 3
+    # No per-document or per-user label anywhere.
+    labels = {label for (_, ls) in samples for label, _ in ls}
+    assert not labels & {"doc", "document", "tenant", "app", "user", "sub"}, labels
+
+
+def test_metrics_token(start_server):
+    server = start_server(metrics={"token": METRICS_TOKEN})
+    status, body, headers = http("GET", f"{server.http}/metrics")
+    assert (status, body["code"]) == (401, 401) and headers["WWW-Authenticate"] == "Bearer"
+    status, body, _ = http("GET", f"{server.http}/metrics", token="wrong-token")
+    assert (status, body) == (403, {"error": "wrong token", "code": 403})
+    assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
+
+
+def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers):
+    server = Gunicorn(write_config(tmp_path, log_format="json"), workers=2)
+    try:
+        p = providers(server.url, doc_name("gunicorn"), ["alice", "bob", "carol"])
+        for _ in range(2):
+            assert refused_handshake(server.url) == 4001
+        # Whichever worker answers the scrape, it reports both workers' values.
+        eventually(lambda: value(scrape(server.http), "wsserver_connections") == 3,
+                   what="3 connections")
+        for _ in range(10):
+            samples = scrape(server.http)
+            assert value(samples, "wsserver_connections") == 3
+            assert value(samples, "wsserver_handshakes_refused_total", code="4001") == 2
+        p.quit()
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    lines = [line for line in server.err if line.strip()]
+    assert any("Starting gunicorn" in line for line in lines)
+    for line in lines:  # gunicorn's own lines too
+        record = json.loads(line)
+        assert {"ts", "level", "logger", "message"} <= set(record), line
+
+
+def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, providers):
+    """Under gunicorn, SIGTERM: the worker's loop ends as soon as its sockets are closed;
+    the worker must still wait until every document is flushed (compacted) and its
+    region claims released. The storage is held locked for 3 s meanwhile, so the flush
+    cannot end before the worker's loop does."""
+    db_path = tmp_path / "wsserver.sqlite3"
+    server = Gunicorn(write_config(tmp_path), workers=1)
+    rooms = [doc_name("term"), doc_name("term")]
+    try:
+        for room in rooms:
+            p = providers(server.url, room, ["alice"])
+            p.insert(0, f"kept in {room}")
+        db = sqlite3.connect(db_path, timeout=10)
+        assert db.execute("SELECT count(*) FROM registry").fetchone()[0] == 2
+        db.execute("BEGIN IMMEDIATE")  # no compaction, no claim release until we commit
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(3)
+        db.execute("COMMIT")
+        assert server.proc.wait(30) == 0
+    finally:
+        server.kill()
+    log = "".join(server.err)
+    assert "shutdown complete (flushed=True, stored=True)" in log, log
+    for room in rooms:
+        assert db.execute("SELECT count(*) FROM updates WHERE name=?", (room,)).fetchone()[0] == 0, \
+            f"{room} was not compacted before the worker exited:\n{log}"
+        snapshot = db.execute("SELECT data FROM snapshots WHERE name=?", (room,)).fetchone()
+        assert snapshot is not None
+    assert db.execute("SELECT count(*) FROM registry").fetchone()[0] == 0, \
+        f"claims left to expire instead of being released:\n{log}"
+
+
+# --- /livez, /readyz -----------------------------------------------------------------
+
+def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(start_server, providers,
+                                                                       tmp_path):
+    server = start_server(log_format="json")
+    assert http("GET", f"{server.http}/livez")[:2] == (200, {"status": "alive"})
+    assert http("GET", f"{server.http}/readyz")[:2] == (
+        200, {"status": "ready", "checks": {"server": "ok", "store": "ok"}})
+    p = providers(server.url, doc_name("ready"), ["alice"])
+    p.insert(0, "before")
+    db = sqlite3.connect(tmp_path / "wsserver.sqlite3", timeout=10)
+    db.execute("BEGIN IMMEDIATE")  # another process holds the write lock: commits fail
+    p.insert(0, " during", wait=False)
+
+    def not_ready():
+        status, body, _ = http("GET", f"{server.http}/readyz")
+        return body if status == 503 else None
+    body = eventually(not_ready, timeout=20, what="/readyz 503")
+    assert body["status"] == "not ready" and body["checks"]["server"] == "ok"
+    assert body["checks"]["store"] != "ok"
+    assert http("GET", f"{server.http}/livez")[0] == 200
+    eventually(lambda: "database is locked" in json.dumps(not_ready() or {}), timeout=20,
+               what="/readyz naming the failing commits")
+    db.execute("COMMIT")
+    assert p.wait("inserted")["text"] == "before during"  # the retried commit went through
+    eventually(lambda: http("GET", f"{server.http}/readyz")[0] == 200, what="ready again")
+
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    failures = [r for r in records if "storage commit" in r["message"]]
+    assert failures and "OperationalError" in failures[0]["exc_info"]  # a traceback, as JSON
+
+
+def test_readyz_turns_503_when_redis_is_unreachable(start_server, tmp_path):
+    port = free_port()
+    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"],
+                                          capture_output=True, text=True).stdout.strip() == "PONG",
+                   what="redis-server")
+        server = start_server(redis=f"redis://127.0.0.1:{port}/0")
+        assert http("GET", f"{server.http}/readyz")[:2] == (
+            200, {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}})
+    finally:
+        redis.kill()
+        redis.wait()
+    status, body, _ = http("GET", f"{server.http}/readyz")
+    assert status == 503 and body["checks"]["redis"] != "ok", body
+    assert body["checks"]["store"] == "ok"
+
+
+def test_readyz_turns_503_as_soon_as_sigterm_arrives(start_server, providers):
+    server = start_server(shutdown_drain=2)
+    p = providers(server.url, doc_name("drain"), ["alice"])
+    server.proc.send_signal(signal.SIGTERM)
+    status, body, _ = eventually(
+        lambda: (lambda r: r if r[0] == 503 else None)(http("GET", f"{server.http}/readyz")),
+        timeout=1.5, interval=0.02, what="/readyz 503 after SIGTERM")
+    assert body["checks"]["server"] == "shutting down"
+    assert http("GET", f"{server.http}/livez")[0] == 200  # still serving during the drain
+    assert server.proc.wait(20) == 0
+    assert p.quit()["closes"][0][0]["code"] == 1012
+
+
+# --- logs ----------------------------------------------------------------------------
+
+def test_redact_covers_every_way_a_token_travels():
+    jwt = make_token()
+    for line in [f"GET /doc?token={jwt}&x=1", f"/doc?access_token={jwt}",
+                 f"Sec-WebSocket-Protocol: access_token, {jwt}", f"Authorization: Bearer {jwt}",
+                 json.dumps({"message": f"Bearer {jwt}"}), f"saw {jwt} here",
+                 "Authorization: Bearer opaque-admin-token-value"]:
+        redacted = redact(line)
+        assert jwt not in redacted and "opaque-admin" not in redacted, redacted
+        assert "[redacted]" in redacted
+    assert json.loads(redact(json.dumps({"m": f"x?token={jwt}"}))) == {"m": "x?token=[redacted]"}
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_no_token_in_any_log_line_at_debug(start_server, providers, log_format):
+    server = start_server(log_level="debug", log_format=log_format, unload_after=0.1,
+                          admin={"token": ADMIN_TOKEN}, metrics={"token": METRICS_TOKEN})
+    room = doc_name("logs")
+    tokens = [make_token(sub="by-protocol"), make_token(sub="by-query"),
+              make_token(sub="by-header")]
+    # One provider per way of passing the token (ops.mjs passes it by subprotocol; query
+    # and header go through raw sockets below).
+    p = providers(server.url, room, ["by-protocol"], via_tokens=tokens[:1])
+    for query_token in [tokens[1], make_token(ttl=-100)]:  # valid, then expired (4002)
+        ws = websocket.create_connection(f"{server.url}/{room}?token={query_token}", timeout=5)
+        ws.close()
+    ws = websocket.create_connection(f"{server.url}/{room}", timeout=5,
+                                     header=[f"Authorization: Bearer {tokens[2]}"])
+    ws.close()
+    assert refused_handshake(server.url, f"{room}?token={make_token(ttl=-100)}") == 4002
+    assert refused_handshake(server.url, "bad%20name", subprotocols=["access_token", tokens[0]]) \
+        == 4007
+    http("GET", f"{server.http}/discovery?documentName={room}&token={tokens[1]}")
+    http("GET", f"{server.http}/admin/api/documents", token=ADMIN_TOKEN)
+    http("GET", f"{server.http}/metrics", token=METRICS_TOKEN)
+    p.quit()
+    eventually(lambda: "connection closed" in server.log(), what="close events")
+    time.sleep(0.3)
+    log = server.log()
+    for secret in tokens + [ADMIN_TOKEN, METRICS_TOKEN]:
+        assert secret not in log
+    # Signature parts alone must not leak either.
+    assert not any(t.rsplit(".", 1)[1] in log for t in tokens)
+    if log_format == "json":
+        records = [json.loads(line) for line in log.splitlines() if line.strip()]
+        for record in records:
+            assert {"ts", "level", "logger", "message"} <= set(record), record
+            datetime.fromisoformat(record["ts"])
+        closes = [r for r in records if r["message"] == "connection closed"]
+        assert closes and {"tenant", "app", "doc", "conn", "ip", "code"} <= set(closes[0])
+        assert closes[0]["tenant"] == "acme" and closes[0]["doc"] == room
+        refusal = [r for r in records if r.get("code") == 4002]
+        assert refusal and refusal[0]["ip"] == "127.0.0.1"
+
+
+# --- admin API -----------------------------------------------------------------------
+
+def test_admin_routes_answer_404_when_not_configured(server):
+    for path in ["/admin", "/admin/api/documents", "/admin/api/documents/acme/editor/x"]:
+        status, body, _ = http("GET", f"{server.http}{path}", token=ADMIN_TOKEN)
+        assert (status, body) == (404, {"error": "not found", "code": 404}), path
+
+
+def test_admin_api(start_server, providers):
+    server = start_server(admin={"token": ADMIN_TOKEN}, unload_after=0.2)
+    api = f"{server.http}/admin/api/documents"
+    room = doc_name("admin")
+    status, body, headers = http("GET", api)
+    assert (status, body["code"]) == (401, 401)
+    assert http("GET", api, token="not-the-admin-token")[:2] == (
+        403, {"error": "wrong token", "code": 403})
+
+    p = providers(server.url, room, ["alice", "bob", "alice"], names=["Alice", "Bob", "Alice 2"])
+    p.insert(0, "hello")
+    status, body, _ = http("GET", api, token=ADMIN_TOKEN)
+    assert status == 200, server.log()
+    (summary,) = [d for d in body["documents"] if d["name"] == room]
+    assert (summary["tenant"], summary["app"], summary["connections"]) == ("acme", "editor", 3)
+    assert summary["users"] == ["alice", "bob"]
+    assert sorted(s["user"]["name"] for s in summary["awareness"].values()) == \
+        ["Alice", "Alice 2", "Bob"]
+    assert summary["bytes"] > 0
+    assert abs(datetime.fromisoformat(summary["updated"]).timestamp() - time.time()) < 30
+
+    status, detail, _ = http("GET", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)
+    assert status == 200 and detail["content"] == {"content": "hello"}
+    assert detail["connections"] == 3
+
+    # A stored document that is not live any more.
+    p.quit()
+    eventually(lambda: room not in [d["name"] for d in http("GET", api, token=ADMIN_TOKEN)[1]
+                                    ["documents"]], what="the document to unload")
+    status, detail, _ = http("GET", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)
+    assert (status, detail["content"], detail["connections"]) == (200, {"content": "hello"}, 0)
+    assert http("GET", f"{api}/acme/editor/no-such-doc", token=ADMIN_TOKEN)[:2] == (
+        404, {"error": "no such document", "code": 404})
+    assert http("GET", f"{api}/globex/editor/{room}", token=ADMIN_TOKEN)[0] == 404  # tenants apart
+    assert http("DELETE", f"{api}/acme/editor/{room}")[0] == 401
+
+    # DELETE: connections closed (4404: providers do not come back), storage emptied.
+    live = doc_name("admin-delete")
+    q = providers(server.url, live, ["carol"])
+    q.insert(0, "to be deleted")
+    status, body, _ = http("DELETE", f"{api}/acme/editor/{live}", token=ADMIN_TOKEN)
+    assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
+    assert http("GET", f"{api}/acme/editor/{live}", token=ADMIN_TOKEN)[0] == 404
+    time.sleep(1)  # a provider that reconnected would have stored its copy again by now
+    assert http("GET", f"{api}/acme/editor/{live}", token=ADMIN_TOKEN)[0] == 404
+    assert q.quit()["closes"][0] == [{"code": 4404, "reason": "document deleted"}]
+
+
+def test_admin_console_in_headless_chromium(start_server, providers):
+    """Two providers edit; the page open on their document shows each new text within
+    a second, and who is present."""
+    from playwright.sync_api import sync_playwright
+
+    server = start_server(admin={"token": ADMIN_TOKEN})
+    room = doc_name("inspect")
+    providers(server.url, doc_name("other"), ["dave"])
+    p = providers(server.url, room, ["alice", "bob"], names=["Alice", "Bob"])
+    p.insert(0, "Hello")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(f"{server.http}/admin")
+            page.fill("#token", ADMIN_TOKEN)
+            page.click("#login button")
+            page.wait_for_selector(f"tr[data-name='{room}']", timeout=5000)
+            page.wait_for_selector("tr[data-name^='other-']", timeout=5000)
+            page.fill("#search", "inspect")  # the search box narrows the list
+            page.wait_for_selector("tr[data-name^='other-']", state="detached", timeout=5000)
+            page.click(f"tr[data-name='{room}']")
+            page.wait_for_function("() => [...document.querySelectorAll('pre.content')]"
+                                   ".some(e => e.textContent === 'Hello')", timeout=5000)
+            for client, text, expected in [(0, ", world", "Hello, world"),
+                                           (1, " from Bob", "Hello, world from Bob")]:
+                p.insert(client, text)
+                page.wait_for_function(
+                    "(t) => [...document.querySelectorAll('pre.content')]"
+                    ".some(e => e.textContent === t)", arg=expected, timeout=1000)
+            people = page.inner_text(".people")
+            assert "Alice" in people and "Bob" in people
+            shot = os.environ.get("ADMIN_SCREENSHOT")
+            if shot:
+                page.wait_for_timeout(300)
+                page.screenshot(path=shot)
+        finally:
+            browser.close()
+
+
+# --- check-config --------------------------------------------------------------------
+
+def test_check_config_prints_masked_config_and_names_a_bad_key(tmp_path):
+    secret_redis = "redis://:hunter2-redis-password@127.0.0.1:6379/0"
+    good = write_config(tmp_path, admin={"token": ADMIN_TOKEN}, redis=secret_redis)
+    run = subprocess.run([sys.executable, "-m", "wsserver", "check-config", "--config", str(good)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    effective = yaml.safe_load(run.stdout)
+    assert effective["admin"] == {"token": "********"}
+    assert effective["auth"]["tenants"]["acme"]["keys"][0]["secret"] == "********"
+    assert effective["redis"] == "redis://:********@127.0.0.1:6379/0"
+    assert effective["max_message_size"] == 16 * 1024 * 1024  # defaults shown
+    for secret in [ADMIN_TOKEN, "hunter2", "test-secret"]:
+        assert secret not in run.stdout
+
+    bad = write_config(tmp_path, "bad.yaml", admin={"token": "short"})
+    run = subprocess.run([sys.executable, "-m", "wsserver", "check-config", "--config", str(bad)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "admin.token" in run.stderr and run.stdout == ""
