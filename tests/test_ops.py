@@ -177,7 +177,7 @@ class Gunicorn:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:wsserver.gunicorn_conf",
-             "wsserver:create_app()"],
+             "--bind", f"127.0.0.1:{self.port}", "wsserver:create_app()"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out, self.err = [], []
         threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()

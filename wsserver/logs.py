@@ -111,9 +111,10 @@ def configure_logging(level="info", log_format="text"):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # gevent-websocket logs every non-upgrade request line at INFO: noise at the
-    # default level (and redacted like everything else).
-    logging.getLogger("geventwebsocket.handler").setLevel(logging.WARNING)
+    # gevent-websocket logs every plain HTTP request line (query included) at INFO:
+    # noise except at `debug`, where it shows (redacted like everything else).
+    logging.getLogger("geventwebsocket.handler").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING)
     logging.captureWarnings(True)
     if log_format == "json":
         _route_uncaught_errors()
