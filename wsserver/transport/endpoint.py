@@ -151,8 +151,9 @@ class WebSocketEndpoint:
     def shutdown(self, timeout=None, drain=0.0, before_closing=None):
         """Stop being ready; after `drain` seconds (while everything else still serves,
         so a load balancer sees /readyz fail and stops sending clients), call
-        `before_closing` (e.g. stop accepting), close every client with 1012, flush every room, close the store, let the gates go (region
-        claims are released once every room was flushed).
+        `before_closing` (e.g. stop accepting), close every client with 1012, flush
+        every room, close the store, let the gates go (region claims are released once
+        every room was flushed).
 
         Returns True when everything was flushed within `timeout` seconds (the drain
         not counted). A second call waits for the first one's end and returns its
