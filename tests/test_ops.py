@@ -170,8 +170,8 @@ def providers():
 class Gunicorn:
     """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()'."""
 
-    def __init__(self, config_path, workers=2):
-        self.port = free_port()
+    def __init__(self, config_path, workers=2, port=None):
+        self.port = port or free_port()
         env = dict(os.environ, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
                    WSSERVER_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -290,7 +290,12 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
     region claims released. The storage is held locked for 3 s meanwhile, so the flush
     cannot end before the worker's loop does."""
     db_path = tmp_path / "wsserver.sqlite3"
-    server = Gunicorn(write_config(tmp_path), workers=1)
+    port = free_port()
+    # Two regions, so documents are claimed in the registry (the `registry` table of
+    # the same SQLite file).
+    config = write_config(tmp_path, region="eu", regions={"eu": f"ws://127.0.0.1:{port}",
+                                                          "us": "ws://127.0.0.1:9"})
+    server = Gunicorn(config, workers=1, port=port)
     rooms = [doc_name("term"), doc_name("term")]
     try:
         for room in rooms:

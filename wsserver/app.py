@@ -27,6 +27,7 @@ from .regions.map import RegionMap
 from .regions.registry import open_registry
 from .settings import Config
 from .support.redis import FailFast
+from .support.redis import client as redis_client
 from .transport.endpoint import WebSocketEndpoint
 
 EXTENSION = "wsserver"
@@ -143,9 +144,8 @@ def readiness_checks(config, endpoint, store):
 
     checks = {"server": server, "store": store.check}
     if config.redis:
-        import redis
-        client = redis.Redis.from_url(config.redis, socket_timeout=1, socket_connect_timeout=1)
-        checks["redis"] = client.ping
+        # Pinged directly, never skipped by the fail-fast window: the probe tells the truth.
+        checks["redis"] = redis_client(config.redis).ping
     return checks
 
 
