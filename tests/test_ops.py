@@ -500,6 +500,36 @@ def test_admin_api(start_server, providers):
     assert q.quit()["closes"][0] == [{"code": 4404, "reason": "document deleted"}]
 
 
+def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, providers, redis_url):
+    """Two workers sharing Redis: whichever answers, the list holds every live document
+    with every process's connections, and a delete closes them all."""
+    server = Gunicorn(write_config(tmp_path, admin={"token": ADMIN_TOKEN}, redis=redis_url),
+                      workers=2)
+    api = f"{server.http}/admin/api/documents"
+    rooms = [doc_name("everywhere") for _ in range(3)]
+    try:
+        held = [providers(server.url, room, [f"user-{i}", f"other-{i}"])
+                for i, room in enumerate(rooms)]
+
+        def complete():
+            listed = {d["name"]: d for d in http("GET", api, token=ADMIN_TOKEN)[1]["documents"]}
+            return all(listed.get(r, {}).get("connections") == 2 for r in rooms) and listed
+        eventually(complete, timeout=10, what="every document with its 2 connections")
+        for _ in range(10):  # every answer, from either worker
+            listed = complete()
+            assert listed, "a worker answered without the other's documents"
+            assert listed[rooms[0]]["users"] == ["other-0", "user-0"]
+        status, body, _ = http("DELETE", f"{api}/acme/editor/{rooms[1]}", token=ADMIN_TOKEN)
+        assert (status, body) == (200, {"deleted": True, "connections_closed": 2})
+        assert held[1].quit()["closes"] == [[{"code": 4404, "reason": "document deleted"}]] * 2
+        assert http("GET", f"{api}/acme/editor/{rooms[1]}", token=ADMIN_TOKEN)[0] == 404
+        for p in held[::2]:
+            p.quit()
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
 def test_admin_console_in_headless_chromium(start_server, providers):
     """Two providers edit; the page open on their document shows each new text within
     a second, and who is present."""

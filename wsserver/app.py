@@ -130,7 +130,12 @@ def create_app(test_config=None, config_path=None, listen_host=None):
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
     app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
-    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping)
+    board = None
+    if config.admin and config.redis:  # the admin console sees every process's documents
+        board = admin.RedisBoard(redis_client(config.redis),
+                                 redis_client(config.redis, socket_timeout=None))
+    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping,
+                                board=board)
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
     return app

@@ -12,13 +12,20 @@ route requires `Authorization: Bearer <admin token>` (401 without, 403 wrong; JS
 
 A summary is {"tenant", "app", "name", "connections", "users" (distinct `sub`s),
 "awareness" ({client id: state}), "bytes" (stored size), "updated" (ISO 8601 of the
-last change stored by this process, null when unknown)}. "content" is every root type
-as JSON (wsserver/documents/content.py). The live figures are this process's: with
-several processes, each answers for its own connections.
+last change stored by a process, null when unknown)}. "content" is every root type as
+JSON (wsserver/documents/content.py), from a live copy here, else from storage.
+
+With `redis`, every process publishes its live documents on a board in Redis
+(`RedisBoard`), so any process answers for all of them: the figures are summed over
+processes, and a delete reaches every process's connections.
 """
 
 import json
+import logging
+import os
+import socket
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,7 +37,10 @@ from ..documents.key import DocKey
 from ..documents.storage import fold
 from ..errors import DocumentDeleted, NotFound
 from ..handshake.handshake import document_name
+from ..logs import Throttled
 from .bearer import require_bearer
+
+log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("admin.html")
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
@@ -44,15 +54,38 @@ def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
-class Inspector:
-    """What the admin API reads and does, on this process's documents and the store."""
+def _merge(summaries):
+    """One summary per document from several processes' summaries of it."""
+    merged = {}
+    for summary in summaries:
+        key = (summary["tenant"], summary["app"], summary["name"])
+        into = merged.get(key)
+        if into is None:
+            merged[key] = dict(summary, users=list(summary["users"]),
+                               awareness=dict(summary["awareness"]))
+            continue
+        into["connections"] += summary["connections"]
+        into["users"] = sorted(set(into["users"]) | set(summary["users"]))
+        into["awareness"].update(summary["awareness"])
+        # ISO 8601 in UTC with the same precision: the later one sorts last.
+        into["updated"] = max(filter(None, [into["updated"], summary["updated"]]), default=None)
+    return merged
 
-    def __init__(self, documents, store, stopping):
+
+class Inspector:
+    """What the admin API reads and does: the live documents (this process's, plus the
+    other processes' from `board` when there is one) and the store."""
+
+    def __init__(self, documents, store, stopping, board=None):
         self.documents = documents
         self.store = store
         self.stopping = stopping  # callable: True once the process is shutting down
+        self.board = board
+        if board is not None:
+            board.start(self.local, self.drop)
 
-    def summary(self, key, room=None):
+    def local_summary(self, key, room=None):
+        """This process's figures of one document (no stored size)."""
         connections = list(room.connections) if room is not None else []
         users = {c.principal.user for c in connections if c.principal is not None}
         awareness = room.awareness.states if room is not None else {}
@@ -62,13 +95,28 @@ class Inspector:
             "users": sorted(u for u in users if u),
             "awareness": {str(client): state for client, state in awareness.items()
                           if state is not None},
-            "bytes": self.store.size(key),
             "updated": _iso(room.updated if room is not None else None),
         }
 
-    def live(self):
+    def local(self):
         rooms = [room for room in list(self.documents.rooms.values()) if room.ready.ready()]
-        return [self.summary(room.key, room) for room in rooms]
+        return [self.local_summary(room.key, room) for room in rooms]
+
+    def _elsewhere(self):
+        return self.board.others() if self.board is not None else []
+
+    def live(self):
+        merged = _merge(self.local() + self._elsewhere())
+        return [dict(summary, bytes=self.store.size(DocKey(*key)))
+                for key, summary in sorted(merged.items())]
+
+    def summary(self, key, room=None):
+        mine = self.local_summary(key, room)
+        others = [s for s in self._elsewhere()
+                  if (s["tenant"], s["app"], s["name"]) == tuple(key)]
+        result = _merge([mine] + others)[tuple(key)]
+        result["bytes"] = self.store.size(key)
+        return result
 
     def detail(self, key):
         """The summary plus "content"; NotFound when the document is neither live
@@ -89,10 +137,14 @@ class Inspector:
     def fingerprint(self, key):
         """Changes whenever what `detail` shows may have changed."""
         room = self.documents.get(key)
-        if room is None:
-            return None
-        return (room.updated, room.pending, len(room.connections),
-                json.dumps(room.awareness.states, sort_keys=True, default=str))
+        mine = None if room is None else (
+            room.updated, room.pending, len(room.connections),
+            json.dumps(room.awareness.states, sort_keys=True, default=str))
+        if self.board is None:
+            return mine
+        return mine, json.dumps([s for s in self.board.others(cached=True)
+                                 if (s["tenant"], s["app"], s["name"]) == tuple(key)],
+                                sort_keys=True)
 
     def events(self, key):
         """Server-sent events: `detail(key)` now and after each change, until the
@@ -114,10 +166,10 @@ class Inspector:
                 quiet_since = time.monotonic()
             gevent.sleep(EVENTS_POLL)
 
-    def delete(self, key):
-        """Close the document's connections here (4404: providers do not come back with
-        their copy), drop the room without writing anything more, delete it from
-        storage. Returns the number of connections closed."""
+    def drop(self, key):
+        """Close this process's connections to `key` (4404: providers do not come back
+        with their copy) and drop its room without writing anything more. Returns the
+        number of connections closed."""
         room = self.documents.get(key)
         closed = len(room.connections) if room is not None else 0
         self.documents.close(key, DocumentDeleted())
@@ -125,8 +177,103 @@ class Inspector:
         while room is not None and room.connections and time.monotonic() < deadline:
             gevent.sleep(0.02)
         self.documents.evict(key, compact=False)
+        return closed
+
+    def delete(self, key):
+        """Drop the document in every process, then delete it from storage. Returns
+        the number of connections closed."""
+        closed = self.drop(key)
+        if self.board is not None:
+            closed += self.board.drop_everywhere(key)
         self.store.delete(key)
         return closed
+
+
+class RedisBoard:
+    """The live documents of every process, on a board in Redis.
+
+    Each process writes its summaries every PUBLISH_EVERY seconds under its own key,
+    which expires when it stops (a killed process disappears within EXPIRE seconds),
+    and listens on a channel for deletes. Redis errors are logged (throttled) and the
+    API then shows this process's documents only.
+    """
+
+    PREFIX = "wsserver:admin:live:"
+    CHANNEL = "wsserver:admin:drop"
+    PUBLISH_EVERY = 1.0
+    EXPIRE = 5
+
+    def __init__(self, client, subscriber):
+        self.client = client
+        self.subscriber = subscriber  # a client without a read timeout: pub/sub, BLPOP
+        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._errors = Throttled(log)
+        self._cache = (0.0, [])
+
+    def start(self, local, drop):
+        self._local, self._drop = local, drop
+        gevent.spawn(self._publish_loop)
+        gevent.spawn(self._listen_loop)
+
+    def _publish_loop(self):
+        while True:
+            try:
+                self.client.set(self.PREFIX + self.node, json.dumps(self._local()),
+                                ex=self.EXPIRE)
+            except Exception as e:  # redis-py raises RedisError and OSError subclasses
+                self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
+            gevent.sleep(self.PUBLISH_EVERY)
+
+    def _listen_loop(self):
+        while True:
+            try:
+                pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.CHANNEL)
+                for message in pubsub.listen():
+                    request = json.loads(message["data"])
+                    closed = self._drop(DocKey(*request["key"]))
+                    self.client.rpush(request["reply"], closed)
+                    self.client.expire(request["reply"], 30)
+            except Exception as e:
+                self._errors.error("admin board: listening failed: %s: %s", type(e).__name__, e)
+                gevent.sleep(1)
+
+    def others(self, cached=False):
+        """Every other live process's summaries; `cached`: at most PUBLISH_EVERY old."""
+        now = time.monotonic()
+        if cached and now - self._cache[0] < self.PUBLISH_EVERY:
+            return self._cache[1]
+        own = self.PREFIX + self.node
+        try:
+            keys = [k for k in self.client.scan_iter(match=self.PREFIX + "*", count=100)
+                    if k.decode() != own]
+            values = self.client.mget(keys) if keys else []
+        except Exception as e:
+            self._errors.error("admin board: read failed: %s: %s", type(e).__name__, e)
+            return []
+        summaries = [s for v in values if v is not None for s in json.loads(v)]
+        self._cache = (now, summaries)
+        return summaries
+
+    def drop_everywhere(self, key):
+        """Ask every other process to drop `key`; wait for their answers (at most
+        DELETE_WAIT seconds each); return how many connections they closed."""
+        reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
+        try:
+            listeners = self.client.publish(self.CHANNEL, json.dumps(
+                {"key": list(key), "reply": reply}))
+            closed = 0
+            # Our own listener answers too (its drop finds nothing left to close).
+            for _ in range(listeners):
+                answer = self.subscriber.blpop([reply], timeout=DELETE_WAIT)
+                if answer is None:
+                    break
+                closed += int(answer[1])
+            return closed
+        except Exception as e:
+            self._errors.error("admin board: delete request failed: %s: %s",
+                               type(e).__name__, e)
+            return 0
 
 
 def blueprint(settings, inspector):
