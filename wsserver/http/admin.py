@@ -122,16 +122,17 @@ class Inspector:
         """The summary plus "content"; NotFound when the document is neither live
         here nor stored."""
         room = self.documents.get(key)
-        if room is not None and room.ready.ready():
+        if room is None or not room.ready.ready():
+            room = None
+        result = self.summary(key, room)
+        if room is not None:
             update = room.doc.get_update()
         else:
-            room = None
             updates = self.store.load(key).updates
-            if not updates:
+            if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
-            update = fold(updates)
-        result = self.summary(key, room)
-        result["content"] = document_json(update)
+            update = fold(updates) if updates else None
+        result["content"] = document_json(update) if update else {}
         return result
 
     def fingerprint(self, key):
