@@ -218,12 +218,14 @@ class RedisBoard:
 
     def _publish_loop(self):
         while True:
-            try:
-                self.client.set(self.PREFIX + self.node, json.dumps(self._local()),
-                                ex=self.EXPIRE)
-            except Exception as e:  # redis-py raises RedisError and OSError subclasses
-                self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
+            self._publish()
             gevent.sleep(self.PUBLISH_EVERY)
+
+    def _publish(self):
+        try:
+            self.client.set(self.PREFIX + self.node, json.dumps(self._local()), ex=self.EXPIRE)
+        except Exception as e:  # redis-py raises RedisError and OSError subclasses
+            self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
 
     def _listen_loop(self):
         while True:
@@ -233,6 +235,7 @@ class RedisBoard:
                 for message in pubsub.listen():
                     request = json.loads(message["data"])
                     closed = self._drop(DocKey(*request["key"]))
+                    self._publish()  # the board must not show it live here any more
                     self.client.rpush(request["reply"], closed)
                     self.client.expire(request["reply"], 30)
             except Exception as e:
