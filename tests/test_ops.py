@@ -28,6 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import NODE_DIR, ROOT, base_config, free_port, make_token
+from wsserver.http.admin import RedisBoard
 from wsserver.logs import redact
 from wsserver.transport import frames
 
@@ -513,9 +514,9 @@ def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, provid
 
         def complete():
             listed = {d["name"]: d for d in http("GET", api, token=ADMIN_TOKEN)[1]["documents"]}
-            print({r: listed.get(r, {}).get("connections") for r in rooms})
             return all(listed.get(r, {}).get("connections") == 2 for r in rooms) and listed
         eventually(complete, timeout=10, what="every document with its 2 connections")
+        time.sleep(2 * RedisBoard.PUBLISH_EVERY)  # every worker has published since
         for _ in range(10):  # every answer, from either worker
             listed = complete()
             assert listed, "a worker answered without the other's documents"
