@@ -11,7 +11,8 @@ import { client, confirmed, emit, main, spec, synced } from './lib.mjs'
 main(async () => {
   const clients = spec.tokens.map((token, i) => {
     const c = client(spec.url, spec.room, { token })
-    if (spec.names) c.provider.awareness.setLocalStateField('user', { name: spec.names[i], color: '#2563eb' })
+    const colors = ['#2563eb', '#db2777', '#16a34a', '#ea580c']
+    if (spec.names) c.provider.awareness.setLocalStateField('user', { name: spec.names[i], color: colors[i % colors.length] })
     return c
   })
   await Promise.all(clients.map((c) => synced(c)))
