@@ -10,7 +10,6 @@ looks at the server and told over stdin when to edit.
 import json
 import os
 import queue
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +26,7 @@ import websocket
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NODE_DIR, ROOT, base_config, free_port, make_token
+from conftest import NODE_DIR, ROOT, ServerProcess, base_config, free_port, make_token
 from wsserver.http.admin import RedisBoard
 from wsserver.logs import redact
 from wsserver.transport import frames
@@ -168,11 +167,12 @@ def providers():
 
 # --- gunicorn ------------------------------------------------------------------------
 
-class Gunicorn:
-    """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()'."""
+class Gunicorn(ServerProcess):
+    """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()',
+    on loopback. `output` is its stderr (the log); stdout stays empty."""
 
     def __init__(self, config_path, workers=2, port=None):
-        self.port = port or free_port()
+        super().__init__(config_path, port=port or free_port())
         env = dict(os.environ, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
                    WSSERVER_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -180,29 +180,17 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "-c", "python:wsserver.gunicorn_conf",
              "--bind", f"127.0.0.1:{self.port}", "wsserver:create_app()"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out, self.err = [], []
+        self.out = []
         threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
-        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
-        eventually(lambda: sum("Booting worker" in line for line in self.err) >= workers
-                   and self._live(), timeout=30, what="gunicorn workers")
+        threading.Thread(target=lambda: self.output.extend(self.proc.stderr), daemon=True).start()
+        eventually(lambda: self.log().count("Booting worker") >= workers and self._live(),
+                   timeout=30, what="gunicorn workers")
 
     def _live(self):
         try:
             return http("GET", f"{self.http}/livez", timeout=1)[0] == 200
         except OSError:
             return False
-
-    @property
-    def url(self):
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self, timeout=30):
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
     def kill(self):
         if self.proc.poll() is None:
@@ -278,7 +266,7 @@ def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers):
         assert server.stop() == 0
     finally:
         server.kill()
-    lines = [line for line in server.err if line.strip()]
+    lines = [line for line in server.output if line.strip()]
     assert any("Starting gunicorn" in line for line in lines)
     for line in lines:  # gunicorn's own lines too
         record = json.loads(line)
@@ -311,7 +299,7 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
         assert server.proc.wait(30) == 0
     finally:
         server.kill()
-    log = "".join(server.err)
+    log = server.log()
     assert "shutdown complete (flushed=True, stored=True)" in log, log
     for room in rooms:
         assert db.execute("SELECT count(*) FROM updates WHERE name=?", (room,)).fetchone()[0] == 0, \
@@ -355,22 +343,11 @@ def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(start_serv
     assert failures and "OperationalError" in failures[0]["exc_info"]  # a traceback, as JSON
 
 
-def test_readyz_turns_503_when_redis_is_unreachable(start_server, tmp_path):
-    port = free_port()
-    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind",
-                              "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--dir", str(tmp_path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        eventually(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                                          capture_output=True, text=True).stdout.strip() == "PONG",
-                   what="redis-server")
-        server = start_server(redis=f"redis://127.0.0.1:{port}/0")
-        assert http("GET", f"{server.http}/readyz")[:2] == (
-            200, {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}})
-    finally:
-        redis.kill()
-        redis.wait()
+def test_readyz_turns_503_when_redis_is_unreachable(start_server, own_redis):
+    server = start_server(redis=own_redis.url)
+    assert http("GET", f"{server.http}/readyz")[:2] == (
+        200, {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}})
+    own_redis.stop()
     status, body, _ = http("GET", f"{server.http}/readyz")
     assert status == 503 and body["checks"]["redis"] != "ok", body
     assert body["checks"]["store"] == "ok"

@@ -26,9 +26,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import multiprocess
+from prometheus_client import disable_created_metrics, multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# `*_created` samples (a timestamp per counter and histogram) only add series here.
+disable_created_metrics()
 
 # --- connections and handshakes ----------------------------------------------------
 
