@@ -90,10 +90,7 @@ def _bearer_section(key, value):
     (absent) keeps them closed (admin) or open (metrics)."""
     if value is None:
         return None
-    _mapping(key, value)
-    unknown = sorted(set(value) - {"token"})
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", "unknown setting")
+    known_keys(key, _mapping(key, value), {"token"})
     token = value.get("token")
     if not isinstance(token, str) or len(token) < MIN_SECRET_LENGTH:
         raise ConfigError(f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} "
