@@ -16,12 +16,13 @@ import gevent
 
 from .. import metrics
 from ..errors import InternalError
+from ..support.backoff import Backoff
 from .room import Room
 from .storage import StoreError
 
 log = logging.getLogger(__name__)
 
-RETRY_MIN, RETRY_MAX = 0.5, 30.0
+UNLOAD_RETRY = (0.5, 30.0)  # Backoff(first, cap) of a failed flush before unloading
 
 
 class DocumentManager:
@@ -95,7 +96,7 @@ class DocumentManager:
 
     def _unload(self, room):
         gevent.sleep(self.unload_after)
-        delay = RETRY_MIN
+        backoff = Backoff(*UNLOAD_RETRY)
         while not room.connections:
             try:
                 self.flush(room)
@@ -106,8 +107,7 @@ class DocumentManager:
                 continue
             except Exception:
                 log.exception("%r: flush before unload failed; keeping it loaded", room)
-                gevent.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                backoff.sleep()
                 continue
             if room.connections or room.pending:
                 break  # someone joined (or wrote) during the flush: stay loaded

@@ -14,6 +14,8 @@ import time
 
 import redis
 
+from .backoff import Backoff
+
 SOCKET_TIMEOUT = 0.5  # seconds, for connect and for every command
 HEALTH_CHECK_INTERVAL = 30
 FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
@@ -46,14 +48,13 @@ def storage_options():
 
 class FailFast:
     """After a failure, `skip()` is True for a window that doubles (up to a cap) while
-    failures go on; `answered()` (any successful call) closes it."""
+    failures go on (the project's Backoff rule); `answered()` (any successful call)
+    closes it."""
 
     def __init__(self, clock=time.monotonic, first=FAIL_FAST_MIN, cap=FAIL_FAST_MAX):
         self.clock = clock
-        self.first = first
-        self.cap = cap
         self._until = 0.0
-        self._window = first
+        self._window = Backoff(first, cap)
         self.failing = False  # the last call failed (for /healthz)
 
     def skip(self):
@@ -61,10 +62,9 @@ class FailFast:
 
     def failed(self):
         self.failing = True
-        self._until = self.clock() + self._window
-        self._window = min(self._window * 2, self.cap)
+        self._until = self.clock() + self._window.next()
 
     def answered(self):
         self.failing = False
         self._until = 0.0
-        self._window = self.first
+        self._window.reset()

@@ -7,7 +7,7 @@ knowing a crash will not lose it. A failed commit is retried with capped backoff
 its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
 `_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close`.
 
-Backends run their calls through `self._call` (wsserver/blocking.py): by default in
+Backends run their calls through `self._call` (wsserver/support/blocking.py): by default in
 one worker thread, in call order, so compaction comes after the appends it covers.
 """
 
@@ -19,6 +19,7 @@ import gevent
 from gevent.event import Event
 
 from ... import metrics
+from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls
 from ..ydoc import fold  # noqa: F401 (the backends fold with it: pending structs kept)
 
@@ -31,7 +32,7 @@ Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defa
 # Appends queued beyond this make `append` wait: backpressure on the readers instead of
 # unbounded memory while storage is slow or down.
 MAX_QUEUED = 10_000
-RETRY_MIN, RETRY_MAX = 0.05, 5.0
+COMMIT_RETRY = (0.05, 5.0)  # Backoff(first, cap) of a failed commit, in seconds
 
 
 class StoreError(Exception):
@@ -77,7 +78,7 @@ class Store(BlockingCalls):
                 if self._closed:
                     return
                 continue
-            delay = RETRY_MIN
+            backoff = Backoff(*COMMIT_RETRY)
             while True:
                 try:
                     started = time.monotonic()
@@ -90,9 +91,8 @@ class Store(BlockingCalls):
                     metrics.STORAGE_ERRORS.labels("commit").inc()
                     self.failing = e
                     log.exception("storage commit of %d updates failed; retrying in %.2fs",
-                                  len(batch), delay)
-                    gevent.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
+                                  len(batch), backoff.delay)
+                    backoff.sleep()
             self._space.set()
             for (_, _, on_durable), row_id in zip(batch, ids):
                 try:

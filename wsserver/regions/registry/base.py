@@ -71,11 +71,13 @@ from ... import metrics
 from ...support.blocking import BlockingCalls
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
+from ...support.backoff import Backoff
 from ...support.redis import FailFast
 
 log = logging.getLogger(__name__)
 
-RETRY_MIN, RETRY_MAX = 0.2, 10.0
+# Backoff(first, cap) between eviction attempts of a delayed release that failed.
+RELEASE_RETRY = (0.2, 10.0)
 # The longest a handshake waits for a document's lock (held while the document is
 # claimed, or flushed and evicted before its release): then 1013, retry. Shutdown
 # waits as long for each document, then leaves its claim to expire.
@@ -118,7 +120,7 @@ class Registry(BlockingCalls):
     def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
                  evict=_never_loaded, on_claim_lost=_nothing_to_close,
                  on_claim_reasserted=_nothing_to_refresh, clock=time.monotonic,
-                 fail_fast=None):
+                 fail_fast=None, retry=RELEASE_RETRY):
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
         self.region = region
@@ -134,6 +136,7 @@ class Registry(BlockingCalls):
         # again; bring the live copy up to date with what storage holds.
         self.on_claim_reasserted = on_claim_reasserted
         self.clock = clock
+        self.retry = retry  # the Backoff (first, cap) of a delayed release's evictions
         # After a failed registry call, claims of new documents fail at once (1013) for
         # a while: a hung registry must not make every handshake wait for a timeout.
         # Shared with the other Redis users of the process when the app passes one.
@@ -285,7 +288,7 @@ class Registry(BlockingCalls):
 
     def _release_later(self, key, holding, generation, delay):
         gevent.sleep(delay)
-        retry = RETRY_MIN
+        backoff = Backoff(*self.retry)
         while True:
             with holding.lock:
                 if (holding.generation != generation or holding.count
@@ -299,8 +302,7 @@ class Registry(BlockingCalls):
                 if evicted:
                     self._release_claim(key, holding)
                     return
-            gevent.sleep(retry)
-            retry = min(retry * 2, RETRY_MAX)
+            backoff.sleep()
 
     def _release_claim(self, key, holding):
         """Let the claim go (called with the key's lock held, the room evicted).
