@@ -257,3 +257,45 @@ def test_serve_refuses_an_unreadable_config(tmp_path):
     proc = _serve(tmp_path / "nope.yaml")
     assert proc.returncode != 0
     assert "config" in proc.stderr and "nope.yaml" in proc.stderr, proc.stderr
+
+
+def test_every_setting_fails_the_same_way_naming_its_full_key():
+    """Top-level settings and the nested ones owned by the limits and the regions
+    (wsserver/settings/validators.py): the same words for the same mistake."""
+    regions = {"region": "eu", "regions": {"eu": "wss://eu.example.net"}}
+    cases = [
+        ({"port": "80"}, "port", "must be an integer, not '80'"),
+        ({"port": 70000}, "port", "must be between 0 and 65535"),
+        ({"plans": {"free": {"max_connections": "10"}}}, "plans.free.max_connections",
+         "must be an integer or null, not '10'"),
+        ({"plans": {"free": {"max_ops_per_minute": 0}}}, "plans.free.max_ops_per_minute",
+         "must be >= 1"),
+        ({"rate_limit": {"trusted_proxies": 17}}, "rate_limit.trusted_proxies",
+         "must be between 0 and 16"),
+        ({"unload_after": "soon"}, "unload_after", "must be a number, not 'soon'"),
+        ({"rate_limit": {"lease_seconds": "long"}}, "rate_limit.lease_seconds",
+         "must be a number of seconds, not 'long'"),
+        ({**regions, "registry": {"ttl_seconds": "x"}}, "registry.ttl_seconds",
+         "must be a number of seconds, not 'x'"),
+        ({"plans": {"free": {"max_conections": 1}}}, "plans.free.max_conections",
+         "unknown setting (known here: max_connections, max_documents, max_ops_per_minute, "
+         "max_users_per_doc)"),
+        ({"rate_limit": {"burst": 1}}, "rate_limit.burst", "unknown setting (known here: "),
+        ({**regions, "pins": [{"documents": "x", "region": "eu", "zone": 1}]}, "pins[0].zone",
+         "unknown setting (known here: app, documents, region, tenant)"),
+        ({**regions, "pins": [{"documents": "", "region": "eu"}]}, "pins[0].documents",
+         "must be a non-empty string"),
+        ({**regions, "pins": [None]}, "pins[0]", "must be a mapping {tenant, app, documents, region}"),
+        ({"redis": "http://x"}, "redis", "must be a redis:// or rediss:// URL, not 'http://x'"),
+        ({"rate_limit": {"storage": "http://x"}}, "rate_limit.storage",
+         "must be memory:// or a redis:// / rediss:// URL, not 'http://x'"),
+    ]
+    for settings, key, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load({"auth": auth(), **settings})
+        assert info.value.key == key, settings
+        assert str(info.value).startswith(f"config: {key}: {message}"), str(info.value)
+    # None means "not set" for a section: its defaults.
+    c = load({"auth": auth(), "rate_limit": None, "plans": {"free": None}, "pins": None})
+    assert c.rate_limit["trusted_proxies"] == 0 and c.pins == []
+    assert c.plans["free"].max_connections is None

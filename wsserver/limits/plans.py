@@ -12,13 +12,12 @@ limits (`Limits.lowered_by`). Validation happens once, at start-up, and every er
 names its key (`plans.free.max_connections`).
 """
 
-import re
 from dataclasses import dataclass, replace
 
 from limits import parse_many
 
 from ..errors import ConfigError
-from ..settings.validators import known_keys
+from ..settings.validators import integer, matching, number, section
 
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone
@@ -60,14 +59,11 @@ class Limits:
 UNLIMITED = Limits()
 
 
-def _limit_value(key, value, minimum):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"must be an integer or null, not {value!r}")
-    if value < minimum:
-        raise ConfigError(key, f"must be >= {minimum}")
-    return value
+# One validator per limit key (wsserver/settings/validators.py): an integer >= its
+# minimum, or null for no limit.
+_LIMIT_FIELDS = {k: integer(_MINIMUM[k], nullable=True) for k in LIMIT_KEYS}
+_PLAN = section(_LIMIT_FIELDS, defaults=dict.fromkeys(LIMIT_KEYS),
+                description="a mapping of limits")
 
 
 def validate_plans(key, value):
@@ -76,16 +72,7 @@ def validate_plans(key, value):
         return {}
     if not isinstance(value, dict):
         raise ConfigError(key, "must be a mapping of plan name -> limits")
-    plans = {}
-    for name, conf in value.items():
-        path = f"{key}.{name}"
-        conf = {} if conf is None else conf
-        if not isinstance(conf, dict):
-            raise ConfigError(path, "must be a mapping of limits")
-        known_keys(path, conf, LIMIT_KEYS)
-        plans[str(name)] = Limits(**{k: _limit_value(f"{path}.{k}", conf.get(k), _MINIMUM[k])
-                                     for k in LIMIT_KEYS})
-    return plans
+    return {str(name): Limits(**_PLAN(f"{key}.{name}", conf)) for name, conf in value.items()}
 
 
 RATE_LIMIT_DEFAULTS = {
@@ -94,42 +81,32 @@ RATE_LIMIT_DEFAULTS = {
     "storage": None,  # the `redis` URL when set, else memory://
     "lease_seconds": 30.0,
 }
-_STORAGE = re.compile(r"^(memory://$|rediss?://)")
+
+
+def _rate(key, value):
+    if value is None:
+        return None
+    try:
+        parse_many(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a rate such as \"60/minute\" or "
+                          f"\"10/second;100/minute\", not {value!r}") from None
+    return value
+
+
+_RATE_LIMIT = section({
+    "handshakes_per_ip": _rate,
+    "trusted_proxies": integer(0, 16),
+    "storage": matching(r"memory://$|rediss?://", "memory:// or a redis:// / rediss:// URL",
+                        nullable=True),
+    "lease_seconds": number(1, what="a number of seconds"),
+}, defaults=RATE_LIMIT_DEFAULTS)
 
 
 def validate_rate_limit(key, value):
     """`rate_limit: {handshakes_per_ip, trusted_proxies, storage, lease_seconds}` ->
     the same mapping, defaults filled in."""
-    if value is None:
-        return dict(RATE_LIMIT_DEFAULTS)
-    if not isinstance(value, dict):
-        raise ConfigError(key, "must be a mapping")
-    known_keys(key, value, RATE_LIMIT_DEFAULTS)
-    result = dict(RATE_LIMIT_DEFAULTS, **value)
-
-    rate = result["handshakes_per_ip"]
-    if rate is not None:
-        try:
-            parse_many(rate)
-        except ValueError:
-            raise ConfigError(f"{key}.handshakes_per_ip",
-                              f"must be a rate such as \"60/minute\" or \"10/second;100/minute\", "
-                              f"not {rate!r}") from None
-
-    proxies = result["trusted_proxies"]
-    if isinstance(proxies, bool) or not isinstance(proxies, int) or not 0 <= proxies <= 16:
-        raise ConfigError(f"{key}.trusted_proxies", f"must be an integer from 0 to 16, not {proxies!r}")
-
-    storage = result["storage"]
-    if storage is not None and (not isinstance(storage, str) or not _STORAGE.match(storage)):
-        raise ConfigError(f"{key}.storage", f"must be memory:// or a redis:// / rediss:// URL, "
-                          f"not {storage!r}")
-
-    lease = result["lease_seconds"]
-    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease < 1:
-        raise ConfigError(f"{key}.lease_seconds", f"must be a number of seconds >= 1, not {lease!r}")
-    result["lease_seconds"] = float(lease)
-    return result
+    return _RATE_LIMIT(key, value)
 
 
 def check_app_plans(authenticator, plans):

@@ -21,7 +21,7 @@ its region.
 from fnmatch import fnmatchcase
 
 from ..errors import MAX_REASON_BYTES, ConfigError, InternalError, RegistryUnavailable, WrongRegion
-from ..settings.validators import known_keys
+from ..settings.validators import number, section, string
 
 REDIRECT_PREFIX = "REDIRECT:"
 # The longest base URL a redirect reason can carry (114 bytes).
@@ -57,28 +57,24 @@ def validate_regions(key, value):
     return regions
 
 
+_PIN = section({field: string for field in PIN_FIELDS},
+               defaults={"tenant": "*", "app": "*", "documents": "*"}, required=("region",),
+               description="a mapping {tenant, app, documents, region}", nullable=False)
+
+
 def validate_pins(key, value):
     """A list of {tenant, app, documents, region}; globs default to `*`."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise ConfigError(key, "must be a list of {tenant, app, documents, region}")
-    pins = []
-    for i, pin in enumerate(value):
-        path = f"{key}[{i}]"
-        if not isinstance(pin, dict):
-            raise ConfigError(path, "must be a mapping {tenant, app, documents, region}")
-        known_keys(path, pin, PIN_FIELDS)
-        if "region" not in pin:
-            raise ConfigError(f"{path}.region", "is required")
-        normalized = {}
-        for field in PIN_FIELDS:
-            item = pin.get(field, "*")
-            if not isinstance(item, str) or not item:
-                raise ConfigError(f"{path}.{field}", "must be a non-empty string")
-            normalized[field] = item
-        pins.append(normalized)
-    return pins
+    return [_PIN(f"{key}[{i}]", pin) for i, pin in enumerate(value)]
+
+
+_REGISTRY = section({"release_after_seconds": number(0.0, what="a number of seconds"),
+                     "ttl_seconds": number(0.5, what="a number of seconds"),
+                     "heartbeat_seconds": number(0.05, what="a number of seconds")},
+                    defaults=REGISTRY_DEFAULTS)
 
 
 def validate_registry(key, value):
@@ -86,19 +82,7 @@ def validate_registry(key, value):
 
     heartbeat_seconds defaults to a third of ttl_seconds and must be shorter than it.
     """
-    value = {} if value is None else value
-    if not isinstance(value, dict):
-        raise ConfigError(key, "must be a mapping")
-    known_keys(key, value, ("release_after_seconds", "ttl_seconds", "heartbeat_seconds"))
-    merged = dict(REGISTRY_DEFAULTS, **value)
-    minimum = {"release_after_seconds": 0.0, "ttl_seconds": 0.5, "heartbeat_seconds": 0.05}
-    result = {}
-    for name, item in merged.items():
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ConfigError(f"{key}.{name}", f"must be a number of seconds, not {item!r}")
-        if item < minimum[name]:
-            raise ConfigError(f"{key}.{name}", f"must be >= {minimum[name]}")
-        result[name] = float(item)
+    result = _REGISTRY(key, value)
     result.setdefault("heartbeat_seconds", result["ttl_seconds"] / 3)
     if result["heartbeat_seconds"] >= result["ttl_seconds"]:
         raise ConfigError(f"{key}.heartbeat_seconds", "must be shorter than ttl_seconds "

@@ -17,68 +17,19 @@ import yaml
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
-from .validators import known_keys
+from .validators import choice, integer, known_keys, mapping, matching, number, string
 
 # The development config: the fallback of `wsserver serve` and `wsserver token` only.
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
 MIB = 1024 * 1024
 
 
-def _int_range(low, high=None):
-    def check(key, value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, not {value!r}")
-        if value < low or (high is not None and value > high):
-            raise ConfigError(key, f"must be between {low} and {high}" if high else f"must be >= {low}")
-        return value
-    return check
-
-
-def _number_range(low):
-    def check(key, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"must be a number, not {value!r}")
-        if value < low:
-            raise ConfigError(key, f"must be >= {low}")
-        return float(value)
-    return check
-
-
-def _string(key, value):
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, "must be a non-empty string")
-    return value
-
-
-def _choice(*choices):
-    def check(key, value):
-        if value not in choices:
-            raise ConfigError(key, f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
-    return check
-
-
-def _mapping(key, value):
-    if not isinstance(value, dict):
-        raise ConfigError(key, "must be a mapping")
-    return value
-
-
 def _storage_url(key, value):
-    value = _string(key, value)
+    value = string(key, value)
     if not (value == "memory://" or value.startswith("sqlite:///")):
         raise ConfigError(key, "must be memory:// or sqlite:///PATH")
     if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
         raise ConfigError(key, "sqlite:/// needs a path")
-    return value
-
-
-def _redis_url(key, value):
-    if value is None:
-        return None
-    value = _string(key, value)
-    if not re.match(r"^rediss?://", value):
-        raise ConfigError(key, "must be a redis:// or rediss:// URL")
     return value
 
 
@@ -90,7 +41,7 @@ def _bearer_section(key, value):
     (absent) keeps them closed (admin) or open (metrics)."""
     if value is None:
         return None
-    known_keys(key, _mapping(key, value), {"token"})
+    known_keys(key, mapping(key, value), {"token"})
     token = value.get("token")
     if not isinstance(token, str) or len(token) < MIN_SECRET_LENGTH:
         raise ConfigError(f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} "
@@ -126,7 +77,7 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("region", "local", _string,
+    Setting("region", "local", string,
             "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it."),
     Setting("regions", {"local": "ws://127.0.0.1:1234"}, validate_regions,
             "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
@@ -141,37 +92,37 @@ SETTINGS = [
     Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
             "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
             "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on exit)."),
-    Setting("storage_sync", "normal", _choice("normal", "full"),
+    Setting("storage_sync", "normal", choice("normal", "full"),
             "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
             "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
             "group commit; slower)."),
-    Setting("host", "127.0.0.1", _string, "Address `wsserver serve` listens on."),
-    Setting("port", 1234, _int_range(0, 65535),
+    Setting("host", "127.0.0.1", string, "Address `wsserver serve` listens on."),
+    Setting("port", 1234, integer(0, 65535),
             "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both."),
-    Setting("auth", None, _mapping,
+    Setting("auth", None, mapping,
             "Token checks: `audience`, `scope` and `tenants` (see README, Authentication)."),
-    Setting("max_message_size", 16 * MIB, _int_range(1024),
+    Setting("max_message_size", 16 * MIB, integer(1024),
             "Largest WebSocket message accepted, in bytes; a larger one closes with 1009."),
-    Setting("max_pending_bytes", 64 * MIB, _int_range(64 * 1024),
+    Setting("max_pending_bytes", 64 * MIB, integer(64 * 1024),
             "Outgoing bytes a connection may have queued; beyond it the client is too slow "
             "and is closed with 1013."),
-    Setting("ping_interval", 30.0, _number_range(0.05),
+    Setting("ping_interval", 30.0, number(0.05),
             "Seconds between server pings; a socket that has sent nothing since the previous "
             "ping is closed."),
-    Setting("unload_after", 10.0, _number_range(0),
+    Setting("unload_after", 10.0, number(0),
             "Seconds a document with no connections stays loaded before it is flushed and "
             "unloaded."),
-    Setting("compact_after_updates", 500, _int_range(1),
+    Setting("compact_after_updates", 500, integer(1),
             "Stored updates of one document that trigger compaction into a snapshot."),
-    Setting("compact_after_bytes", 4 * MIB, _int_range(1),
+    Setting("compact_after_bytes", 4 * MIB, integer(1),
             "Stored update bytes of one document that trigger compaction."),
-    Setting("shutdown_timeout", 10.0, _number_range(0.1),
+    Setting("shutdown_timeout", 10.0, number(0.1),
             "Seconds SIGTERM waits for rooms to flush and clients to close."),
-    Setting("shutdown_drain", 0.0, _number_range(0),
+    Setting("shutdown_drain", 0.0, number(0),
             "Seconds between SIGTERM and the closing of clients, during which /readyz answers "
             "503 and everything else keeps serving: time for a load balancer to stop "
             "sending new clients here."),
-    Setting("redis", None, _redis_url,
+    Setting("redis", None, matching(r"rediss?://", "a redis:// or rediss:// URL", nullable=True),
             "Optional `redis://` URL shared by every process and node: cluster-wide limits "
             "and the region registry use it when set."),
     Setting("plans", {}, validate_plans,
@@ -183,8 +134,8 @@ SETTINGS = [
             "`trusted_proxies` (X-Forwarded-For hops to trust, 0), `storage` (memory:// or "
             "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
             "process's connections stop counting). README, Limits."),
-    Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging level."),
-    Setting("log_format", "text", _choice("text", "json"),
+    Setting("log_level", "info", choice("debug", "info", "warning", "error"), "Logging level."),
+    Setting("log_format", "text", choice("text", "json"),
             "`text`: one line `time LEVEL logger: message`; `json`: one JSON object per line "
             "(ts, level, logger, message; tenant, app, doc, conn, ip, code on connection "
             "events), gunicorn's lines and tracebacks included."),
@@ -244,7 +195,7 @@ class Config:
             raise ConfigError("auth", "is required (at least one tenant with a key)")
         check_region_map(values, env)
         if env.get("PORT"):
-            values["port"] = _int_range(0, 65535)("PORT", _env_int(env["PORT"]))
+            values["port"] = integer(0, 65535)("PORT", _env_int(env["PORT"]))
         return cls(values)
 
     @classmethod

@@ -1,21 +1,134 @@
-"""Checks every concern's settings share (a leaf module: it imports only errors).
+"""Setting validators: one style for every key of the config.
 
-A validator takes `(key, value)`, where `key` is the full dotted path of the value in
-the config (`auth.tenants.acme.apps.editor`), and returns the value normalized or
-raises ConfigError naming that key.
+A validator is a function `check(key, value) -> value`: it returns the value to keep
+(normalized: seconds as floats, defaults filled in) or raises ConfigError naming `key`,
+the full dotted path of what is wrong (`plans.free.max_connections`, `pins[0].region`).
+The functions below build validators; modules that own a setting (limits/plans.py,
+regions/map.py, handshake/auth.py) compose them, so every setting reads and fails the
+same way, and every level of the config refuses unknown keys (`known_keys`).
+
+This module imports nothing of wsserver but its errors: owners of settings import it
+without pulling in the settings table (settings/config.py, which imports them).
 """
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 
+Validator = Callable[[str, Any], Any]
 
-def known_keys(key, mapping, known):
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(low: int | None = None, high: int | None = None, *,
+            nullable: bool = False) -> Validator:
+    """An int within [low, high] (either bound optional); None too when `nullable`."""
+    def check(key, value):
+        if value is None and nullable:
+            return None
+        if not _is_int(value):
+            what = "an integer or null" if nullable else "an integer"
+            raise ConfigError(key, f"must be {what}, not {value!r}")
+        if low is not None and high is not None and not low <= value <= high:
+            raise ConfigError(key, f"must be between {low} and {high}")
+        if low is not None and value < low:
+            raise ConfigError(key, f"must be >= {low}")
+        if high is not None and value > high:
+            raise ConfigError(key, f"must be <= {high}")
+        return value
+    return check
+
+
+def number(low: float | None = None, what: str = "a number") -> Validator:
+    """An int or float >= low, kept as a float. `what` names it in the error."""
+    def check(key, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be {what}, not {value!r}")
+        if low is not None and value < low:
+            raise ConfigError(key, f"must be >= {low}")
+        return float(value)
+    return check
+
+
+def string(key: str, value: Any) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, "must be a non-empty string")
+    return value
+
+
+def choice(*choices: str) -> Validator:
+    """One of `choices`."""
+    def check(key, value):
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return check
+
+
+def matching(pattern: str, description: str, nullable: bool = False) -> Validator:
+    """A string matching the regular expression `pattern` (from its start);
+    `description` says what is expected (`a redis:// or rediss:// URL`)."""
+    compiled = re.compile(pattern)
+
+    def check(key, value):
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not compiled.match(value):
+            raise ConfigError(key, f"must be {description}, not {value!r}")
+        return value
+    return check
+
+
+def mapping(key: str, value: Any) -> dict:
+    """Any mapping (checked further by whoever reads it)."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a mapping")
+    return value
+
+
+def known_keys(key: str, mapping: Mapping, known: Iterable[str]) -> Mapping:
     """Refuse the first key of `mapping` (sorted) that is not in `known`, naming it in
     full (`auth.tenants.acme.apps.editor.alowed_origins`): a typo must stop start-up,
     never be ignored (a misspelled `allowed_origins` would leave an app open to every
     Origin). Returns `mapping`."""
+    known = tuple(known)
     unknown = sorted(str(name) for name in mapping if name not in known)
     if unknown:
         prefix = f"{key}." if key else ""
         raise ConfigError(f"{prefix}{unknown[0]}",
                           f"unknown setting (known here: {', '.join(sorted(known))})")
     return mapping
+
+
+def section(fields: Mapping[str, Validator], defaults: Mapping[str, Any] | None = None,
+            required: Iterable[str] = (), description: str = "a mapping",
+            nullable: bool = True) -> Validator:
+    """A mapping with the keys of `fields` only, each checked by its validator under
+    `KEY.FIELD`. A missing field takes its value from `defaults` (not validated: the
+    owner's defaults are right by construction) or, when absent there too, is left out;
+    `required` fields must be present. None means an empty mapping when `nullable`."""
+    defaults = dict(defaults or {})
+    required = tuple(required)
+
+    def check(key, value):
+        if value is None and nullable:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be {description}")
+        known_keys(key, value, fields)
+        for name in required:
+            if name not in value:
+                raise ConfigError(f"{key}.{name}", "is required")
+        result = {}
+        for name, validate in fields.items():
+            if name in value:
+                result[name] = validate(f"{key}.{name}", value[name])
+            elif name in defaults:
+                result[name] = defaults[name]
+        return result
+    return check
