@@ -28,7 +28,7 @@ from wsserver.errors import (ConfigError, ConnectionLimit, DocumentLimit, RateLi
                              UserLimit)
 from wsserver.limits import build_quota, storages
 from wsserver.limits.backends import Lease, MemoryQuota
-from wsserver.limits.clientip import client_ip, rate_key
+from wsserver.limits.clientip import client_ip, rate_key, trust_proxies
 from wsserver.limits.gates import RateLimitGate
 from wsserver.limits.ops import MessageBudget
 from wsserver.limits.redis_backend import RedisQuota
@@ -722,7 +722,14 @@ def test_client_ip(peer, header, trusted, expected):
     environ = {"REMOTE_ADDR": peer}
     if header is not None:
         environ["HTTP_X_FORWARDED_FOR"] = header
-    assert client_ip(environ, trusted) == expected
+    seen = []
+
+    def app(environ, start_response):  # what every part of the server sees
+        seen.append(client_ip(environ))
+        return []
+
+    trust_proxies(app, trusted)(environ, None)
+    assert seen == [expected]
 
 
 def test_rate_key_groups_ipv6_by_64():
@@ -737,7 +744,7 @@ def test_rate_key_groups_ipv6_by_64():
 
 def test_rate_gate_refuses_with_retry_after():
     refusals = Refusals()
-    gate = RateLimitGate("2/minute", "memory://", 0, refusals)
+    gate = RateLimitGate("2/minute", "memory://", refusals)
     environ = {"REMOTE_ADDR": "203.0.113.9"}
     gate.check_request(dict(environ))
     gate.check_request(dict(environ))
@@ -751,7 +758,7 @@ def test_rate_gate_refuses_with_retry_after():
 
 
 def test_rate_gate_refuses_a_flood_without_asking_the_storage_again():
-    gate = RateLimitGate("2/2seconds", "memory://", 0, Refusals())
+    gate = RateLimitGate("2/2seconds", "memory://", Refusals())
     hits = []
     real_hit = gate.limiter.hit
     gate.limiter.hit = lambda *args, **kwargs: hits.append(args) or real_hit(*args, **kwargs)
@@ -777,7 +784,7 @@ def _passes(gate, environ):
 
 
 def test_rate_gate_fails_open_when_its_storage_is_unreachable(caplog):
-    gate = RateLimitGate("1/minute", f"redis://127.0.0.1:{free_port()}/0", 0, Refusals())
+    gate = RateLimitGate("1/minute", f"redis://127.0.0.1:{free_port()}/0", Refusals())
     with caplog.at_level(logging.ERROR, logger="wsserver.limits.gates"):
         for _ in range(3):
             gate.check_request({"REMOTE_ADDR": "203.0.113.9"})
@@ -785,7 +792,7 @@ def test_rate_gate_fails_open_when_its_storage_is_unreachable(caplog):
 
 
 def test_rate_gate_off_by_default():
-    gate = RateLimitGate(None, "memory://", 0, Refusals())
+    gate = RateLimitGate(None, "memory://", Refusals())
     for _ in range(1000):
         gate.check_request({"REMOTE_ADDR": "203.0.113.9"})
 

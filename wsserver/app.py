@@ -22,6 +22,7 @@ from .documents.storage import open_store
 from .handshake.auth import Authenticator
 from .http import admin, discovery, health, metrics, probes
 from .limits import build_quota
+from .limits.clientip import trust_proxies
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
@@ -125,6 +126,9 @@ def create_app(test_config=None, config_path=None, listen_host=None):
 
     app.extensions[health.EXTENSION] = health_body
     app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
+    # Behind `rate_limit.trusted_proxies` proxies: REMOTE_ADDR is the client, for the
+    # WebSocket endpoint and the HTTP routes alike (werkzeug's ProxyFix, x_for only).
+    app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery

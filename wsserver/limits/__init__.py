@@ -1,7 +1,7 @@
 """Plans, quotas and abuse limits: close codes 4004, 4005, 4006 and 4008.
 
     plans.py          the `plans` and `rate_limit` settings, Limits and the claim rule
-    clientip.py       the client IP (trusted_proxies / X-Forwarded-For) and rate keys
+    clientip.py       the client IP (trusted_proxies: werkzeug's ProxyFix) and rate keys
     gates.py          RateLimitGate (4006, per IP, before the token) and QuotaGate
                       (4004, 4005, 4008, after the token and region checks)
     backends.py       the counting rule, MemoryQuota (one process)
@@ -10,7 +10,8 @@
     refusals.py       one log line and one counter per refusal
 
 `build_quota(config, authenticator)` wires them from the config; the app factory adds
-`rate_gate` first and `quota_gate` last to the handshake's gates.
+`rate_gate` first and `quota_gate` last to the handshake's gates, and wraps the app in
+`clientip.trust_proxies` (`rate_limit.trusted_proxies`).
 """
 
 from .backends import MemoryQuota
@@ -71,7 +72,7 @@ def build_quota(config, authenticator, fail_fast=None):
         backend = RedisQuota(quota_redis, rate_limit["lease_seconds"], fail_fast=fail_fast)
     else:
         backend = MemoryQuota()
-    rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage,
-                              rate_limit["trusted_proxies"], refusals, fail_fast=fail_fast)
-    quota_gate = QuotaGate(config.plans, backend, refusals, rate_limit["trusted_proxies"])
+    rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage, refusals,
+                              fail_fast=fail_fast)
+    quota_gate = QuotaGate(config.plans, backend, refusals)
     return Quota(rate_gate, quota_gate, refusals, backend)

@@ -7,27 +7,39 @@ outermost proxy saw. Everything to its left was written by the client and is ign
 so a forged header changes nothing; with N = 0 the header is never read. A header
 with fewer than N addresses did not come through our proxies: the peer is used.
 
+That is werkzeug's ProxyFix rule with `x_for=N` (and nothing else trusted: not the
+forwarded host, scheme, port or prefix), so `trust_proxies` installs ProxyFix around
+the whole app, WebSocket upgrades included: REMOTE_ADDR is the client for every part
+(rate limits, quotas, logs, Flask's `request.remote_addr`); ProxyFix keeps the socket
+peer in `environ["werkzeug.proxy_fix.orig"]`. What is ours on top: a port some proxies
+append is dropped (`1.2.3.4:5678`, `[::1]:5678`), and the rate keys below.
+
 Rate keys: an IPv4 address is its own key; an IPv6 client is keyed by its /64 (one
 subscriber usually owns a whole /64 and could otherwise rotate addresses freely);
 IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is keyed as IPv4. `Forwarded` (RFC 7239) is not read.
 """
 
 import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+WSGIApp = Callable[[dict, Callable], Any]
 
 
-def client_ip(environ, trusted_proxies=0):
-    """The client's address as text (see the module docstring)."""
-    peer = environ.get("REMOTE_ADDR") or "-"
+def trust_proxies(wsgi_app: WSGIApp, trusted_proxies: int) -> WSGIApp:
+    """`wsgi_app` seeing the client's address in REMOTE_ADDR when `trusted_proxies`
+    (N > 0) proxies of ours append to X-Forwarded-For; unchanged for N = 0."""
     if trusted_proxies <= 0:
-        return peer
-    header = environ.get("HTTP_X_FORWARDED_FOR")
-    if not header:
-        return peer
-    hops = [h.strip() for h in header.split(",")]
-    hops = [h for h in hops if h]
-    if len(hops) < trusted_proxies:
-        return peer
-    return _strip_port(hops[-trusted_proxies])
+        return wsgi_app
+    return ProxyFix(wsgi_app, x_for=trusted_proxies, x_proto=0, x_host=0, x_port=0, x_prefix=0)
+
+
+def client_ip(environ: dict) -> str:
+    """The client's address as text: REMOTE_ADDR (set by `trust_proxies` behind our
+    proxies) without a port."""
+    return _strip_port(environ.get("REMOTE_ADDR") or "-")
 
 
 def _strip_port(address):
@@ -40,7 +52,7 @@ def _strip_port(address):
     return address
 
 
-def rate_key(ip):
+def rate_key(ip: str) -> str:
     """The key a client's handshakes are counted under."""
     try:
         address = ipaddress.ip_address(ip)

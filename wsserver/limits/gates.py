@@ -39,17 +39,15 @@ RATE_KEY_PREFIX = "wsserver:rate"
 DENY_CACHE_SIZE = 100_000
 
 
-def session_ip(environ, trusted_proxies=0):
+def session_ip(environ):
     ip = environ.get(CLIENT_IP)
-    return ip if ip is not None else client_ip(environ, trusted_proxies)
+    return ip if ip is not None else client_ip(environ)
 
 
 class RateLimitGate(Gate):
     """4006 for a client IP over `rate_limit.handshakes_per_ip` (off when unset)."""
 
-    def __init__(self, handshakes_per_ip, storage_uri, trusted_proxies, refusals,
-                 fail_fast=None):
-        self.trusted_proxies = trusted_proxies
+    def __init__(self, handshakes_per_ip, storage_uri, refusals, fail_fast=None):
         self.fail_fast = fail_fast or FailFast()
         self.refusals = refusals
         self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
@@ -74,7 +72,7 @@ class RateLimitGate(Gate):
     def check_request(self, environ):
         """Count one request of its client IP; raise RateLimited (with `retry_after`,
         seconds) when one of the configured rates is exceeded."""
-        ip = client_ip(environ, self.trusted_proxies)
+        ip = client_ip(environ)
         environ[CLIENT_IP] = ip
         if self.limiter is None:
             return
@@ -133,11 +131,10 @@ class RateLimitGate(Gate):
 class QuotaGate(Gate):
     """4004, 4005, 4008 from the app's plan (and the token's `limits` claim)."""
 
-    def __init__(self, plans, backend, refusals, trusted_proxies=0):
+    def __init__(self, plans, backend, refusals):
         self.plans = plans
         self.backend = backend
         self.refusals = refusals
-        self.trusted_proxies = trusted_proxies
 
     def limits_of(self, session):
         """The connection's effective Limits; InvalidToken (4002) for a bad claim."""
@@ -153,7 +150,7 @@ class QuotaGate(Gate):
     def admit(self, session):
         principal = session.principal
         limits = self.limits_of(session)
-        ip = session_ip(session.environ, self.trusted_proxies)
+        ip = session_ip(session.environ)
         app = f"{principal.tenant}/{principal.app}"
         # A token without `sub` is a user of its own, for this connection only.
         user = f"u:{principal.user}" if principal.user else f"c:{uuid.uuid4().hex}"
