@@ -197,13 +197,44 @@ class Recorder:
         self.events.append(("reasserted", key.name))
 
 
+class FaultyRegistry(MemoryRegistry):
+    """The in-process backend with the faults of a real one: `down` (every call fails,
+    as with an unreachable Redis) and `latency` (seconds each claim and release takes,
+    a far-away Redis)."""
+
+    down = False
+    latency = 0.0
+    claims_made = 0
+
+    def _backend_call(self, operation, *args):
+        if self.down:
+            raise ConnectionError("registry down")
+        if self.latency:
+            gevent.sleep(self.latency)
+        return getattr(super(), operation)(*args)
+
+    def _claim(self, *args):
+        self.claims_made += 1
+        return self._backend_call("_claim", *args)
+
+    def _renew(self, *args):
+        return self._backend_call("_renew", *args)
+
+    def _release(self, *args):
+        return self._backend_call("_release", *args)
+
+
 def make(region="eu", shared=None, clock=None, **options):
+    """A started registry whose hooks record into the returned Recorder. `clock`: a
+    FakeClock the test moves (claims' expiries and the base class's renewal times);
+    greenlets (heartbeat, delayed releases) only run while the test yields."""
     ref = []
     recorder = Recorder(ref)
-    options.setdefault("release_after", 0.1)
+    options.setdefault("release_after", 0.02)
     options.setdefault("ttl", 1.0)
     options.setdefault("heartbeat", 0.2)
-    reg = MemoryRegistry(region, clock=clock or time.monotonic, evict=recorder.evict,
+    options.setdefault("retry", (0.01, 0.02))
+    reg = FaultyRegistry(region, clock=clock or time.monotonic, evict=recorder.evict,
                          on_claim_lost=recorder.on_claim_lost,
                          on_claim_reasserted=recorder.on_claim_reasserted, **options)
     if shared is not None:
@@ -213,50 +244,50 @@ def make(region="eu", shared=None, clock=None, **options):
 
 
 def test_claim_is_released_after_the_last_connection_and_the_eviction():
-    reg, rec = make()
+    reg, rec = make(release_after=0.05)
     key = doc()
     assert reg.acquire(key) == "eu"
     assert reg.acquire(key) == "eu"
     reg.release(key)
-    gevent.sleep(0.3)
-    assert reg.holds(key) and reg._lookup(key) == "eu"  # one connection left
+    gevent.sleep(0.1)
+    assert reg.holds(key) and reg.lookup(key) == "eu"  # one connection left
     reg.release(key)
     assert reg.holds(key)  # not at once: release_after first
-    gevent.sleep(0.3)
+    gevent.sleep(0.1)
     assert not reg.holds(key)
-    assert reg._lookup(key) is None
+    assert reg.lookup(key) is None
     # Evicted (with compaction) while the claim was still held, then released.
     assert rec.events == [("evict", key.name, True, "eu")]
     reg.close()
 
 
 def test_a_connection_that_comes_back_cancels_the_release():
-    reg, rec = make(release_after=0.3)
+    reg, rec = make(release_after=0.1)
     key = doc()
     reg.acquire(key)
     reg.release(key)
-    gevent.sleep(0.1)
+    gevent.sleep(0.03)
     reg.acquire(key)
-    gevent.sleep(0.5)
+    gevent.sleep(0.15)
     assert reg.holds(key) and rec.events == []
     reg.release(key)
-    gevent.sleep(0.5)
+    gevent.sleep(0.15)
     assert not reg.holds(key) and len(rec.events) == 1
     reg.close()
 
 
 def test_release_waits_until_the_room_is_evicted():
-    reg, rec = make()
+    reg, rec = make(release_after=0.01, retry=(0.01, 0.02))
     key = doc()
     rec.evictable = False  # e.g. storage down: the flush fails
     reg.acquire(key)
     reg.release(key)
-    gevent.sleep(0.6)
-    assert reg.holds(key) and reg._lookup(key) == "eu"
+    gevent.sleep(0.1)
+    assert reg.holds(key) and reg.lookup(key) == "eu"
     assert len(rec.events) >= 2  # retried
     rec.evictable = True
-    gevent.sleep(2.5)
-    assert not reg.holds(key) and reg._lookup(key) is None
+    gevent.sleep(0.1)
+    assert not reg.holds(key) and reg.lookup(key) is None
     reg.close()
 
 
@@ -266,9 +297,9 @@ def test_other_region_is_answered_and_nothing_is_taken():
     key = doc()
     assert eu.acquire(key) == "eu"
     assert us.acquire(key) == "eu"
-    assert not us.holds(key) and key not in us._holdings
+    assert not us.holds(key) and key not in us._holdings  # no entry left behind either
     eu.release(key)
-    gevent.sleep(0.4)
+    gevent.sleep(0.1)
     assert us.acquire(key) == "us"
     assert eu.acquire(key) == "us"
     us.close()
@@ -276,32 +307,34 @@ def test_other_region_is_answered_and_nothing_is_taken():
 
 
 def test_concurrent_acquires_share_one_claim():
-    reg, _ = make()
+    reg, _ = make(release_after=0.02)
+    reg.latency = 0.05  # every acquire arrives while the first claim is under way
     key = doc()
-    calls = []
-    original = reg._claim
-
-    def slow_claim(*args):
-        calls.append(args)
-        gevent.sleep(0.05)
-        return original(*args)
-
-    reg._claim = slow_claim
     results = [g.get() for g in [gevent.spawn(reg.acquire, key) for _ in range(5)]]
     assert results == ["eu"] * 5
-    assert len(calls) == 1
-    assert reg._holdings[key].count == 5
+    assert reg.claims_made == 1
+    reg.latency = 0.0
+    for _ in range(4):  # five connections counted: the claim outlives four releases
+        reg.release(key)
+    gevent.sleep(0.06)
+    assert reg.holds(key)
+    reg.release(key)
+    gevent.sleep(0.06)
+    assert not reg.holds(key)
     reg.close()
 
 
 def test_heartbeat_keeps_claims_alive_beyond_the_ttl():
-    reg, _ = make(ttl=0.5, heartbeat=0.1, release_after=30)
+    clock = FakeClock()
+    reg, _ = make(clock=clock, ttl=1.0, heartbeat=0.01, release_after=30)
     key = doc()
     reg.acquire(key)
-    gevent.sleep(1.5)
-    assert reg._lookup(key) == "eu"
+    for _ in range(6):  # 3 s of the registry's time: three TTLs
+        clock.now += 0.5
+        gevent.sleep(0.03)  # the heartbeat runs
+    assert reg.lookup(key) == "eu"
     reg.close()
-    assert reg._lookup(key) is None  # close() released it at once
+    assert reg.lookup(key) is None  # close() released it at once
 
 
 def test_claim_lost_to_another_region_closes_and_evicts_without_compaction():
@@ -310,8 +343,7 @@ def test_claim_lost_to_another_region_closes_and_evicts_without_compaction():
     us, _ = make("us", shared=eu, clock=clock, ttl=1.0, heartbeat=0.1)
     key = doc()
     assert eu.acquire(key) == "eu"
-    eu._heartbeat.kill()  # a stalled node: its holding expires
-    clock.now += 2.0
+    clock.now += 2.0  # a stalled node (nothing yields: no heartbeat): its holding expires
     assert us.acquire(key) == "us"
     eu.renew()  # the stall ends: renewal fails, and "us" owns it now
     gevent.sleep(0.05)
@@ -319,11 +351,11 @@ def test_claim_lost_to_another_region_closes_and_evicts_without_compaction():
     with pytest.raises(RegistryUnavailable):
         eu.acquire(key)  # until its connections are gone and the room dropped
     eu.release(key)  # the closed connection ends
-    gevent.sleep(0.1)
+    gevent.sleep(0.05)
     assert ("evict", key.name, False, "us") in rec.events  # no compaction of the stale copy
-    assert key not in eu._holdings
-    assert us._lookup(key) == "us"  # the eu release did not touch the us claim
-    assert eu.acquire(key) == "us"
+    assert not eu.holds(key)
+    assert us.lookup(key) == "us"  # the eu release did not touch the us claim
+    assert eu.acquire(key) == "us"  # forgotten: no longer "moving", and nothing taken
     us.close()
     eu.close()
 
@@ -333,16 +365,11 @@ def test_an_outage_longer_than_the_ttl_keeps_serving_and_reasserts_the_claims():
     waits while ownership is in doubt; the claim is taken again when the registry is back
     and the room refreshed from storage (another region may have written meanwhile)."""
     clock = FakeClock()
-    reg, rec = make(clock=clock, ttl=1.0, heartbeat=0.1, release_after=30)
+    # heartbeat: 0.9 real seconds, never reached: heartbeats driven by hand below
+    reg, rec = make(clock=clock, ttl=1.0, heartbeat=0.9, release_after=30)
     key = doc()
     assert reg.acquire(key) == "eu"
-    reg._heartbeat.kill()  # heartbeats driven by hand below
-    working_renew, working_claim = reg._renew, reg._claim
-
-    def broken(*args):
-        raise ConnectionError("registry down")
-
-    reg._renew = reg._claim = broken
+    reg.down = True
     for _ in range(30):  # 3 s of failed heartbeats: three TTLs
         clock.now += 0.1
         reg.renew()
@@ -352,10 +379,10 @@ def test_an_outage_longer_than_the_ttl_keeps_serving_and_reasserts_the_claims():
     assert not reg.may_compact(key)  # but no snapshot while ownership is in doubt
     with pytest.raises(RegistryUnavailable):
         reg.acquire(doc("new"))  # a new document cannot be claimed: 1013
-    reg._renew, reg._claim = working_renew, working_claim
+    reg.down = False
     reg.renew()  # the registry is back; our holding had expired there
     assert rec.events == [("reasserted", key.name)]
-    assert reg._lookup(key) == "eu" and reg.may_compact(key)
+    assert reg.lookup(key) == "eu" and reg.may_compact(key)
     reg.close()
 
 
@@ -363,29 +390,21 @@ def test_claims_fail_fast_after_a_registry_failure():
     """A hung registry costs one call timeout, not one per handshake: after a failure,
     claims of new documents fail at once for a growing, capped back-off."""
     clock = FakeClock()
-    reg, _ = make(clock=clock, ttl=1.0, heartbeat=0.1)
-    reg._heartbeat.kill()
-    calls = []
-    working_claim = reg._claim
-
-    def broken(*args):
-        calls.append(args)
-        raise ConnectionError("registry down")
-
-    reg._claim = broken
+    reg, _ = make(clock=clock, ttl=1.0, heartbeat=0.9)  # no heartbeat during the test
+    reg.down = True
     for i in range(5):
         with pytest.raises(RegistryUnavailable):
             reg.acquire(doc(f"d{i}"))
-    assert len(calls) == 1  # the other four failed without a call
+    assert reg.claims_made == 1  # the other four failed without a call
     clock.now += 0.6  # past the first back-off (0.5 s): one more try, which fails
     with pytest.raises(RegistryUnavailable):
         reg.acquire(doc("again"))
-    assert len(calls) == 2
+    assert reg.claims_made == 2
     clock.now += 0.6  # the back-off doubled to 1 s: still failing fast
     with pytest.raises(RegistryUnavailable):
         reg.acquire(doc("again"))
-    assert len(calls) == 2
-    reg._claim = working_claim
+    assert reg.claims_made == 2
+    reg.down = False
     clock.now += 0.5
     assert reg.acquire(doc("again")) == "eu"  # the registry answers: back to normal
     assert reg.acquire(doc("next")) == "eu"
@@ -459,8 +478,8 @@ def test_evict_flushes_and_drops_only_an_empty_room():
 
 def test_may_compact_only_while_ownership_is_certain():
     clock = FakeClock()
-    reg, rec = make(clock=clock, ttl=0.5, heartbeat=0.1, release_after=30)
-    reg._heartbeat.kill()  # heartbeats driven by hand
+    # heartbeat: 0.4 real seconds, never reached: heartbeats driven by hand
+    reg, rec = make(clock=clock, ttl=0.5, heartbeat=0.4, release_after=30)
     key = doc()
     assert not reg.may_compact(key)  # not held
     reg.acquire(key)
@@ -511,22 +530,16 @@ def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
 
 
 def test_an_acquire_during_a_release_is_not_undone_by_it():
-    reg, _ = make(release_after=0.05)
+    reg, _ = make(release_after=0.01)
     key = doc()
-    original = reg._release
-
-    def slow_release(*args):
-        gevent.sleep(0.2)  # e.g. a round trip to a far-away Redis
-        original(*args)
-
-    reg._release = slow_release
     reg.acquire(key)
+    reg.latency = 0.05  # e.g. a round trip to a far-away Redis
     reg.release(key)
-    gevent.sleep(0.1)  # the release is under way
+    gevent.sleep(0.03)  # the release is under way
     assert reg.acquire(key) == "eu"
-    gevent.sleep(0.3)
+    gevent.sleep(0.1)
     assert reg.holds(key)
-    assert reg._lookup(key) == "eu"  # the new claim is in the table, not released
+    assert reg.lookup(key) == "eu"  # the new claim is in the table, not released
     reg.close()
 
 

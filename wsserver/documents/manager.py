@@ -102,8 +102,7 @@ class DocumentManager:
                 self.flush(room)
             except StoreError as e:  # storage failing: no traceback per retry
                 log.warning("%r: flush before unload failed (%s); keeping it loaded", room, e)
-                gevent.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                backoff.sleep()
                 continue
             except Exception:
                 log.exception("%r: flush before unload failed; keeping it loaded", room)

@@ -16,24 +16,29 @@ and a few float operations per message, on the hot path.
 """
 
 import time
+from collections.abc import Callable
 
 from ..errors import RateLimited
 
 
 class MessageBudget:
-    __slots__ = ("capacity", "rate", "tokens", "stamp", "on_exhausted")
+    """The bucket of one connection; `clock()` gives monotonic seconds (injectable)."""
 
-    def __init__(self, per_minute, on_exhausted=None, clock=time.monotonic):
+    __slots__ = ("capacity", "rate", "tokens", "stamp", "on_exhausted", "clock")
+
+    def __init__(self, per_minute: int,
+                 on_exhausted: Callable[[RateLimited], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0  # tokens per second
         self.tokens = self.capacity
+        self.clock = clock
         self.stamp = clock()
         self.on_exhausted = on_exhausted  # called with the RateLimited error, before it is raised
 
-    def spend(self, now=None):
+    def spend(self) -> None:
         """Take one token for a received message, or raise RateLimited (4006)."""
-        if now is None:
-            now = time.monotonic()
+        now = self.clock()
         tokens = self.tokens + (now - self.stamp) * self.rate
         if tokens > self.capacity:
             tokens = self.capacity
