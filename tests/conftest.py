@@ -157,6 +157,47 @@ def server(start_server):
     return start_server()
 
 
+class AppNode:
+    """`create_app(config)` in the test process, driven through Flask's test client: for
+    plain-HTTP behaviour (/discovery, CORS, /healthz, 426) that needs no socket. It is
+    the same app `wsserver serve` runs (same factory, routes, gates, registry, storage);
+    requests come from 127.0.0.1 as from a local client. `url` is its region's base URL."""
+
+    def __init__(self, config):
+        from wsserver.app import create_app, endpoint_of
+        self.app = create_app(config)
+        self.endpoint = endpoint_of(self.app)
+        self.client = self.app.test_client()
+        regions = config.get("regions")
+        self.region = config.get("region", "local")
+        self.url = regions[self.region] if regions else "ws://127.0.0.1:1234"
+
+    def request(self, path, method="GET", headers=None):
+        """(status, headers, parsed JSON body or None), as `http()` helpers return."""
+        response = self.client.open(path, method=method, headers=headers or {})
+        body = response.get_data()
+        return response.status_code, response.headers, (json.loads(body) if body else None)
+
+    def close(self):
+        self.endpoint.shutdown(timeout=5)
+
+
+@pytest.fixture
+def start_app(tmp_path):
+    """Factory: start_app(config=None, **config_overrides) -> an AppNode, shut down after
+    the test."""
+    apps = []
+
+    def start(config=None, **overrides):
+        app = AppNode(config or base_config(tmp_path, **overrides))
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.close()
+
+
 def run_node(script, *args, timeout=120):
     """Run tests/node/SCRIPT with args; return its last stdout line parsed as JSON."""
     proc = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], cwd=NODE_DIR,

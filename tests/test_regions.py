@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 import websocket
 
-from conftest import ROOT, base_config, free_port, make_token, run_node
+from conftest import ROOT, AppNode, base_config, free_port, make_token, run_node
 from wsserver.settings import Config
 from wsserver.errors import ConfigError
 from wsserver.regions.map import MAX_BASE_URL_BYTES, RegionMap
@@ -48,9 +48,11 @@ def shared_registry(request):
 
 
 def start_nodes(start_server, tmp_path, count=2, redis=None, registry=FAST, per_node=None,
-                **overrides):
+                start_app=None, in_process=(), **overrides):
     """`count` nodes of regions eu, us, ap on fixed free ports, one storage file;
-    `per_node` maps a region to settings for that node only."""
+    `per_node` maps a region to settings for that node only. The regions in
+    `in_process` are built with `start_app` (an AppNode: plain HTTP only, through the
+    test client) instead of being started as servers."""
     names = REGIONS[:count]
     ports = [free_port() for _ in names]
     regions = {name: f"ws://127.0.0.1:{port}" for name, port in zip(names, ports)}
@@ -60,7 +62,10 @@ def start_nodes(start_server, tmp_path, count=2, redis=None, registry=FAST, per_
                              **overrides, **(per_node or {}).get(name, {}))
         if redis:
             config["redis"] = redis
-        node = start_server(config=config, port=port)
+        if name in in_process:
+            node = start_app(config=config)
+        else:
+            node = start_server(config=config, port=port)
         assert node.url == regions[name]
         node.region = name
         nodes.append(node)
@@ -95,7 +100,9 @@ def open_ws(url, name, token, timeout=10):
 
 
 def http(node, path, method="GET", headers=None):
-    """(status, headers, parsed JSON body or None)."""
+    """(status, headers, parsed JSON body or None), from a server or an AppNode."""
+    if isinstance(node, AppNode):
+        return node.request(path, method, headers)
     request = urllib.request.Request(node.http + path, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -412,8 +419,10 @@ def test_clean_shutdown_releases_claims_at_once(start_server, tmp_path, shared_r
 # --- /discovery ------------------------------------------------------------------------------
 
 
-def test_discovery_errors_use_the_websocket_close_codes(start_server, tmp_path):
-    eu, us = start_nodes(start_server, tmp_path)
+def test_discovery_errors_use_the_websocket_close_codes(start_server, start_app, tmp_path):
+    # eu answers through the test client; us is a real server on the same storage file
+    # (hence the same embedded registry), so a WebSocket can take the document there.
+    eu, us = start_nodes(start_server, tmp_path, start_app=start_app, in_process=("eu",))
     token = make_token()
 
     def error(*args, **kwargs):
@@ -460,8 +469,8 @@ def where_with(node, name, token, headers):
     return body
 
 
-def test_discovery_is_rate_limited_with_retry_after(start_server, tmp_path):
-    (eu,) = start_nodes(start_server, tmp_path, count=1,
+def test_discovery_is_rate_limited_with_retry_after(start_app, tmp_path):
+    (eu,) = start_nodes(None, tmp_path, count=1, start_app=start_app, in_process=("eu",),
                         rate_limit={"handshakes_per_ip": "3/minute"})
     token = make_token()
     for _ in range(3):
@@ -488,9 +497,8 @@ def preflight(node, origin):
         "Access-Control-Request-Headers": "authorization"})
 
 
-def test_discovery_cors_follows_the_apps_allowed_origins(start_server, tmp_path):
-    port = free_port()
-    node = start_server(config=cors_config(tmp_path, port), port=port)
+def test_discovery_cors_follows_the_apps_allowed_origins(start_app, tmp_path):
+    node = start_app(config=cors_config(tmp_path, free_port()))
     locked = make_token(app="locked")
 
     # Preflight (no token yet): the union of every app's allowed origins.
@@ -519,8 +527,9 @@ def test_discovery_cors_follows_the_apps_allowed_origins(start_server, tmp_path)
     assert head["Access-Control-Allow-Origin"] == "https://editor.acme.com"
 
 
-def test_discovery_cors_allows_any_origin_when_an_app_sets_no_list(start_server, tmp_path):
-    (eu,) = start_nodes(start_server, tmp_path, count=1)  # acme/editor has no list
+def test_discovery_cors_allows_any_origin_when_an_app_sets_no_list(start_app, tmp_path):
+    # acme/editor has no list
+    (eu,) = start_nodes(None, tmp_path, count=1, start_app=start_app, in_process=("eu",))
     origin = "https://anywhere.example"
     status, head, _ = preflight(eu, origin)
     assert status == 204 and head["Access-Control-Allow-Origin"] == origin
