@@ -35,8 +35,7 @@ def store_factory(request, tmp_path):
     make.kind = request.param
     yield make
     for store in made:
-        if not store._closed:
-            store.close(timeout=2)
+        store.close(timeout=2)  # a no-op for a store the test closed
 
 
 def edits(n, client_id=11):

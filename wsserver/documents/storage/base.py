@@ -151,6 +151,10 @@ class Store(BlockingCalls):
         return self._call(self._compact, key, upto_id, snapshot, seen)
 
     def close(self, timeout=10.0):
+        """Commit what is queued (up to `timeout` seconds), then disconnect; True when
+        everything was committed. Closing again does nothing."""
+        if self._closed:
+            return self._idle.is_set()
         self._closed = True
         self._wake.set()
         flushed = self.flush(timeout)
