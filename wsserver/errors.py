@@ -6,6 +6,8 @@ mapping lives here and nowhere else. `reason` is the short text sent in the clos
 frame; it is always cut to the 123 bytes a close frame can carry.
 """
 
+from __future__ import annotations
+
 import math
 
 MAX_REASON_BYTES = 123
@@ -26,20 +28,20 @@ class WsServerError(Exception):
     # Set once the refusal counters have counted it (wsserver/limits/refusals.py).
     counted = False
 
-    def __init__(self, reason=None):
+    def __init__(self, reason: str | None = None) -> None:
         if reason is not None:
             self.reason = reason
         super().__init__(self.reason)
 
     @property
-    def close_reason(self):
+    def close_reason(self) -> bytes:
         """The reason as UTF-8, never longer than a close frame allows."""
         return truncate_reason(self.reason)
 
-    def to_json(self):
+    def to_json(self) -> dict:
         return {"error": self.reason, "code": self.close_code}
 
-    def http_headers(self):
+    def http_headers(self) -> dict[str, str]:
         """Extra headers of the JSON HTTP answer."""
         return {}
 
@@ -246,6 +248,6 @@ class DocumentDeleted(WsServerError):
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
 
-    def __init__(self, key, message):
+    def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"config: {key}: {message}")

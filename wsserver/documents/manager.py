@@ -10,7 +10,11 @@ for the room's queued updates to be durable, compacts the log, and only then dro
 the room. If any of that fails the room stays loaded and the unloader retries.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 
@@ -18,7 +22,13 @@ from .. import metrics
 from ..errors import InternalError
 from ..support.backoff import Backoff
 from .room import Room
-from .storage import StoreError
+from .key import DocKey
+from .storage import Store, StoreError
+
+if TYPE_CHECKING:
+    from ..errors import WsServerError
+    from ..settings import Config
+    from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +38,8 @@ UNLOAD_RETRY = (0.5, 30.0)  # Backoff(first, cap) of a failed flush before unloa
 class DocumentManager:
     """Every live document of this process, by DocKey; `join` is the way in."""
 
-    def __init__(self, store, config, before_compact=None):
+    def __init__(self, store: Store, config: Config,
+                 before_compact: Callable[[DocKey], bool] | None = None) -> None:
         self.store = store
         self.before_compact = before_compact  # see Room.before_compact
         self.unload_after = config.unload_after
@@ -36,20 +47,20 @@ class DocumentManager:
         self.compact_after_bytes = config.compact_after_bytes
         self.rooms = {}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rooms)
 
-    def get(self, key):
+    def get(self, key: DocKey) -> Room | None:
         """The loaded room of `key`, or None."""
         return self.rooms.get(key)
 
-    def refresh(self, key):
+    def refresh(self, key: DocKey) -> None:
         """Refresh the loaded room of `key` from storage (Room.refresh), if any."""
         room = self.rooms.get(key)
         if room is not None and room.ready.ready() and room.ready.exception is None:
             room.refresh()
 
-    def close(self, key, error):
+    def close(self, key: DocKey, error: WsServerError) -> None:
         """Close every connection of the document `key` with `error` (a WsServerError);
         nothing when it is not loaded here."""
         room = self.rooms.get(key)
@@ -58,7 +69,7 @@ class DocumentManager:
         for conn in list(room.connections):
             conn.close(error)
 
-    def join(self, key, conn):
+    def join(self, key: DocKey, conn: Connection) -> Room:
         """Add `conn` to the room of `key`, loading it if needed; return the room."""
         room = self.rooms.get(key)
         if room is None:
@@ -89,7 +100,7 @@ class DocumentManager:
         else:
             room.ready.set(room)
 
-    def leave(self, room, conn):
+    def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
         if not room.connections and room.unloader is None:
             room.unloader = gevent.spawn(self._unload, room)
@@ -117,7 +128,7 @@ class DocumentManager:
             return
         room.unloader = None
 
-    def evict(self, key, compact=True):
+    def evict(self, key: DocKey, compact: bool = True) -> bool:
         """Drop the room of `key` now if it has no connections; True when no room of
         `key` is loaded afterwards.
 
@@ -159,12 +170,12 @@ class DocumentManager:
         log.debug("%r evicted", room)
         return True
 
-    def flush(self, room):
+    def flush(self, room: Room) -> None:
         """Wait for the room's queued updates to be durable, then compact its log."""
         room.wait_durable()
         room.compact()
 
-    def shutdown(self, timeout):
+    def shutdown(self, timeout: float) -> bool:
         """Flush every room (connections are already closed); False if time ran out."""
         ok = True
         with gevent.Timeout(timeout, False):

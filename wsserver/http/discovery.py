@@ -24,14 +24,23 @@ get no CORS header at all (the browser then blocks the response). No credentials
 the token is a header, not a cookie.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import WsServerError
 
+if TYPE_CHECKING:
+    from ..handshake.auth import Authenticator
+    from ..handshake.handshake import Handshake
+    from ..regions.gate import RegionGate
+
 PREFLIGHT_MAX_AGE = 600
 
 
-def origins_union(authenticator):
+def origins_union(authenticator: Authenticator) -> set[str] | None:
     """Every configured app's allowed origins, or None when some app allows any."""
     union = set()
     for tenant in authenticator.tenants.values():
@@ -42,7 +51,7 @@ def origins_union(authenticator):
     return union
 
 
-def blueprint(handshake, region_gate):
+def blueprint(handshake: Handshake, region_gate: RegionGate) -> Blueprint:
     """The /discovery route, answering with `handshake`'s checks and `region_gate`."""
     bp = Blueprint("discovery", __name__)
     union = origins_union(handshake.authenticator)

@@ -14,17 +14,27 @@
 `clientip.trust_proxies` (`rate_limit.trusted_proxies`).
 """
 
-from .backends import MemoryQuota
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .backends import MemoryQuota, QuotaBackend
 from .gates import RateLimitGate, QuotaGate
 from .refusals import Refusals
 from .plans import check_app_plans
+
+if TYPE_CHECKING:
+    from ..handshake.auth import Authenticator
+    from ..settings import Config
+    from ..support.redis import FailFast
 
 
 class Quota:
     """What the rest of the server uses: the two gates, the refusal counters, and the
     backend (for `close()` at shutdown and for tests)."""
 
-    def __init__(self, rate_gate, quota_gate, refusals, backend):
+    def __init__(self, rate_gate: RateLimitGate, quota_gate: QuotaGate, refusals: Refusals,
+                 backend: QuotaBackend) -> None:
         self.rate_gate = rate_gate
         self.quota_gate = quota_gate
         self.refusals = refusals
@@ -48,7 +58,7 @@ class Quota:
         return check
 
 
-def storages(config):
+def storages(config: Config) -> tuple[str, str | None]:
     """(handshake-rate storage URI, quota Redis URL or None), from `rate_limit.storage`
     and `redis`: an explicit `rate_limit.storage` wins for the handshake rate; quotas use
     `redis`, else a Redis `rate_limit.storage`; neither set means this process only."""
@@ -60,7 +70,8 @@ def storages(config):
     return rate_storage, quota_redis
 
 
-def build_quota(config, authenticator, fail_fast=None):
+def build_quota(config: Config, authenticator: Authenticator,
+                fail_fast: FailFast | None = None) -> Quota:
     """Validate app plans against `plans` (ConfigError naming the key) and build.
     `fail_fast`: the process's shared Redis FailFast (support/redis.py)."""
     check_app_plans(authenticator, config.plans)

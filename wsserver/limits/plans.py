@@ -12,12 +12,18 @@ limits (`Limits.lowered_by`). Validation happens once, at start-up, and every er
 names its key (`plans.free.max_connections`).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from limits import parse_many
 
 from ..errors import ConfigError
 from ..settings.validators import integer, matching, number, section
+
+if TYPE_CHECKING:
+    from ..handshake.auth import App, Authenticator
 
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone
@@ -34,7 +40,7 @@ class Limits:
     max_users_per_doc: int | None = None
     max_ops_per_minute: int | None = None
 
-    def lowered_by(self, claim):
+    def lowered_by(self, claim: Any) -> Limits:
         """These limits lowered by a token's `limits` claim (a mapping), never raised.
 
         Raises ValueError, with a short message, for a claim that is not a mapping of
@@ -66,7 +72,7 @@ _PLAN = section(_LIMIT_FIELDS, defaults=dict.fromkeys(LIMIT_KEYS),
                 description="a mapping of limits")
 
 
-def validate_plans(key, value):
+def validate_plans(key: str, value: Any) -> dict[str, Limits]:
     """`plans: {NAME: {max_connections: N, ...}}` -> {NAME: Limits}."""
     if value is None:
         return {}
@@ -103,13 +109,13 @@ _RATE_LIMIT = section({
 }, defaults=RATE_LIMIT_DEFAULTS)
 
 
-def validate_rate_limit(key, value):
+def validate_rate_limit(key: str, value: Any) -> dict[str, Any]:
     """`rate_limit: {handshakes_per_ip, trusted_proxies, storage, lease_seconds}` ->
     the same mapping, defaults filled in."""
     return _RATE_LIMIT(key, value)
 
 
-def check_app_plans(authenticator, plans):
+def check_app_plans(authenticator: Authenticator, plans: dict[str, Limits]) -> None:
     """Every app's `plan` must name a configured plan: a ConfigError names the app's key."""
     for tenant in authenticator.tenants.values():
         for app in tenant.apps.values():
@@ -122,7 +128,7 @@ def check_app_plans(authenticator, plans):
                                   f"unknown plan {plan!r} (plans: {known})")
 
 
-def plan_of(app, plans):
+def plan_of(app: App, plans: dict[str, Limits]) -> Limits:
     """The Limits of an app's plan; UNLIMITED for an app without one."""
     name = app.settings.get("plan")
     return UNLIMITED if name is None else plans[name]

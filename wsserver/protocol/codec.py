@@ -13,6 +13,8 @@ truncated message from a short one. Every decoding failure raises
     queryAwareness = 3
 """
 
+from __future__ import annotations
+
 import json
 
 from pycrdt import (
@@ -46,7 +48,7 @@ class Message:
 
     __slots__ = ("kind", "data")
 
-    def __init__(self, kind, data):
+    def __init__(self, kind: int, data: bytes) -> None:
         self.kind = kind
         self.data = data
 
@@ -63,7 +65,7 @@ KIND_QUERY_AWARENESS = "query-awareness"
 _SYNC_KINDS = {SYNC_STEP1: KIND_STEP1, SYNC_STEP2: KIND_STEP2, SYNC_UPDATE: KIND_UPDATE}
 
 
-def read_var_uint(buf, pos):
+def read_var_uint(buf: bytes, pos: int) -> tuple[int, int]:
     """Read a lib0 varUint at `pos`; return (value, next position)."""
     value = 0
     shift = 0
@@ -80,7 +82,7 @@ def read_var_uint(buf, pos):
     raise ProtocolViolation("varint too long")
 
 
-def read_var_bytes(buf, pos):
+def read_var_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
     """Read a length-prefixed byte string at `pos`; return (bytes, next position)."""
     length, pos = read_var_uint(buf, pos)
     end = pos + length
@@ -89,7 +91,7 @@ def read_var_bytes(buf, pos):
     return bytes(buf[pos:end]), end
 
 
-def decode(buf):
+def decode(buf: bytes | bytearray) -> Message:
     """Decode one client message. Raises ProtocolViolation for anything malformed."""
     if not buf:
         raise ProtocolViolation("empty message")
@@ -126,19 +128,19 @@ _STEP1_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP1])
 _STEP2_PREFIX = bytes([MESSAGE_SYNC, SYNC_STEP2])
 
 
-def sync_step1(state_vector):
+def sync_step1(state_vector: bytes) -> bytes:
     return _STEP1_PREFIX + write_message(state_vector)
 
 
-def sync_step2(update):
+def sync_step2(update: bytes) -> bytes:
     return _STEP2_PREFIX + write_message(update)
 
 
-def sync_update(update):
+def sync_update(update: bytes) -> bytes:
     return create_update_message(update)
 
 
-def awareness(update):
+def awareness(update: bytes) -> bytes:
     return create_awareness_message(update)
 
 

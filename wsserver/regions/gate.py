@@ -14,17 +14,27 @@
 node loses a claim is wired in `create_app` (the registry's `on_claim_lost`).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from ..errors import RegistryUnavailable
-from ..handshake.handshake import Gate
+from ..handshake.handshake import Gate, Session
+
+if TYPE_CHECKING:
+    from ..documents.key import DocKey
+    from .map import RegionMap
+    from .registry import Registry
 
 
 class RegionGate(Gate):
-    def __init__(self, region_map, registry):
+    def __init__(self, region_map: RegionMap, registry: Registry) -> None:
         self.map = region_map
         self.region = region_map.region
         self.registry = registry
 
-    def admit(self, session):
+    def admit(self, session: Session) -> Callable[[], object] | None:
         key = session.key
         pinned = self.map.pinned(key)
         if pinned is not None and pinned != self.region:
@@ -36,7 +46,7 @@ class RegionGate(Gate):
             raise self.map.redirect(region, key.name)
         return lambda: self.registry.release(key, at_once=session.refused)
 
-    def discover(self, key):
+    def discover(self, key: DocKey) -> dict:
         """{"region", "url", "isNew"} for `key` (a DocKey); claims nothing."""
         region = self.registry.lookup(key)
         is_new = region is None
@@ -44,7 +54,7 @@ class RegionGate(Gate):
             region = self.map.pinned(key) or self.region
         return {"region": region, "url": self.map.url(region, key.name), "isNew": is_new}
 
-    def shutdown(self, flushed):
+    def shutdown(self, flushed: bool) -> None:
         """Release every claim at once, but only when every room was flushed: a claim
         must not go before the document's updates are durable. Otherwise the claims
         simply expire with the heartbeat (within the TTL)."""

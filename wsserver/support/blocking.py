@@ -7,6 +7,11 @@ it covers. With `threaded = False` (in-memory backends, redis-py's cooperative s
 `_call` is a plain call.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 from gevent.threadpool import ThreadPool
 
 
@@ -16,7 +21,7 @@ class BlockingCalls:
     def _start_calls(self):
         self._pool = ThreadPool(1) if self.threaded else None
 
-    def _call(self, fn, *args):
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._pool is None:
             return fn(*args)
         return self._pool.apply(fn, args)

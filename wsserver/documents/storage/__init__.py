@@ -1,12 +1,14 @@
 """Document storage backends, side by side: `base` (the shared group-commit pipeline),
 `memory` (tests), `sqlite` (the embedded default). `open_store` picks one by URL."""
 
+from __future__ import annotations
+
 from .base import Loaded, Store, StoreError, fold
 
 __all__ = ["Loaded", "Store", "StoreError", "fold", "open_store"]
 
 
-def open_store(url, sync="normal"):
+def open_store(url: str, sync: str = "normal") -> Store:
     """The store a `storage` URL names, started."""
     if url == "memory://":
         from .memory import MemoryStore

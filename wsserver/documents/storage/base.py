@@ -11,9 +11,12 @@ Backends run their calls through `self._call` (wsserver/support/blocking.py): by
 one worker thread, in call order, so compaction comes after the appends it covers.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 from collections import namedtuple
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -21,6 +24,7 @@ from gevent.event import Event
 from ... import metrics
 from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls
+from ..key import DocKey
 from ..ydoc import fold  # noqa: F401 (the backends fold with it: pending structs kept)
 
 log = logging.getLogger(__name__)
@@ -54,12 +58,12 @@ class Store(BlockingCalls):
 
     # --- shared pipeline ------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Store:
         self._call(self._open)
         self._committer = gevent.spawn(self._commit_loop)
         return self
 
-    def append(self, key, update, on_durable):
+    def append(self, key: DocKey, update: bytes, on_durable: Callable[[int], object]) -> None:
         """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
         while len(self._queue) >= MAX_QUEUED:
             self._space.clear()
@@ -104,11 +108,11 @@ class Store(BlockingCalls):
                 if self._closed:
                     return
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued append is committed; False on timeout."""
         return self._idle.wait(timeout)
 
-    def load(self, key):
+    def load(self, key: DocKey) -> Loaded:
         """The document's snapshot and log, oldest first, as a `Loaded`."""
         try:
             return self._call(self._load, key)
@@ -139,7 +143,8 @@ class Store(BlockingCalls):
         self.flush()
         self._call(self._delete, key)
 
-    def compact(self, key, upto_id, snapshot=None, seen=None):
+    def compact(self, key: DocKey, upto_id: int, snapshot: bytes | None = None,
+                seen: tuple[int, int] | None = None) -> object:
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
 
         `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
@@ -150,7 +155,7 @@ class Store(BlockingCalls):
         """
         return self._call(self._compact, key, upto_id, snapshot, seen)
 
-    def close(self, timeout=10.0):
+    def close(self, timeout: float = 10.0) -> bool:
         """Commit what is queued (up to `timeout` seconds), then disconnect; True when
         everything was committed. Closing again does nothing."""
         if self._closed:

@@ -8,10 +8,18 @@ Redis); otherwise the embedded one, kept in the node's storage: a `registry` tab
 the same SQLite file (`sqlite:///PATH`), or an in-process table for `memory://`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .base import Registry
 
+if TYPE_CHECKING:
+    from ...settings import Config
 
-def open_registry(config, **hooks):
+
+def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).
     `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry)."""
     options = dict(release_after=config.registry["release_after_seconds"],
