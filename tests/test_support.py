@@ -1,9 +1,10 @@
-"""The shared helpers of wsserver/support: the back-off rule, the Redis client options."""
+"""The shared helpers of wsserver/support: the back-off rule and the Redis fail-fast
+window built on it."""
 
 import pytest
 
 from wsserver.support.backoff import Backoff
-from wsserver.support.redis import client_options, redis_client
+from wsserver.support.redis import FailFast
 
 
 def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
@@ -17,10 +18,22 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
         Backoff(0, 1)
 
 
-def test_every_redis_client_gets_the_same_timeouts():
-    client = redis_client("redis://127.0.0.1:1/0", decode_responses=True)
-    kwargs = client.connection_pool.connection_kwargs
-    for name, value in client_options().items():
-        assert kwargs[name] == value, name
-    assert kwargs["decode_responses"] is True
-    assert client_options()["socket_timeout"] == 2.0
+def test_the_redis_fail_fast_window_follows_the_backoff_rule():
+    now = [0.0]
+    window = FailFast(clock=lambda: now[0], first=0.5, cap=2.0)
+    assert not window.skip() and not window.failing
+
+    def window_after_a_failure():
+        """How long skip() stays True after one more failure, to 0.01 s."""
+        start = now[0]
+        window.failed()
+        assert window.failing
+        length = 0.0
+        while window.skip():
+            length += 0.01
+            now[0] = start + length
+        return round(length, 2)
+
+    assert [window_after_a_failure() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    window.answered()  # an answer starts the rule over
+    assert not window.failing and window_after_a_failure() == 0.5

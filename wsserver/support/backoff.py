@@ -21,7 +21,7 @@ import gevent
 class Backoff:
     """The delays `first, 2*first, 4*first, ...` capped at `cap`."""
 
-    __slots__ = ("first", "cap", "delay", "failures", "_sleep")
+    __slots__ = ("first", "cap", "delay", "_sleep")
 
     def __init__(self, first: float, cap: float,
                  sleep: Callable[[float], object] = gevent.sleep) -> None:
@@ -30,14 +30,12 @@ class Backoff:
         self.first = first
         self.cap = cap
         self.delay = first  # what the next failure waits
-        self.failures = 0  # delays handed out since the last reset
         self._sleep = sleep
 
     def next(self) -> float:
         """The delay to wait now; the following one doubles (up to `cap`)."""
         delay = self.delay
         self.delay = min(delay * 2, self.cap)
-        self.failures += 1
         return delay
 
     def sleep(self) -> float:
@@ -49,4 +47,3 @@ class Backoff:
     def reset(self) -> None:
         """After a success: the next failure waits `first` again."""
         self.delay = self.first
-        self.failures = 0
