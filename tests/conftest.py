@@ -202,9 +202,10 @@ def run_node(script, *args, timeout=120):
     """Run tests/node/SCRIPT with args; return its last stdout line parsed as JSON."""
     proc = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], cwd=NODE_DIR,
                           capture_output=True, text=True, timeout=timeout)
-    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
-        raise AssertionError(f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(lines[-1])
 
 

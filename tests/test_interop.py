@@ -21,7 +21,6 @@ import uuid
 
 import pytest
 import yaml
-
 from conftest import NODE_DIR, OTHER_SECRET, ServerProcess, base_config, make_token, run_node
 
 QUIET_SECONDS = 47  # > 45 s: y-websocket v3 reconnects after 30 s of silence, v4 after 45 s
@@ -86,7 +85,7 @@ class NodeProcess:
             self.kill()
             self._fail(f"still running after {timeout}s")
         time.sleep(0.05)  # let the reader threads take the last lines
-        lines = [l for l in self.stdout if l.strip()]
+        lines = [line for line in self.stdout if line.strip()]
         if self.proc.returncode != 0 or not lines:
             self._fail(f"exit code {self.proc.returncode}")
         return json.loads(lines[-1])
@@ -168,7 +167,8 @@ def test_two_providers_converge_on_concurrent_edits(shared):
     a_pos = [text.index(t) for t in a_tokens]
     b_pos = [text.index(t) for t in b_tokens]
     assert a_pos == sorted(a_pos) and b_pos == sorted(b_pos, reverse=True)
-    expected = {f"a{i}": i for i in range(1, rounds + 1)} | {f"b{i}": i for i in range(1, rounds + 1)}
+    expected = ({f"a{i}": i for i in range(1, rounds + 1)}
+                | {f"b{i}": i for i in range(1, rounds + 1)})
     shared_value = r["a"]["map"].pop("shared")
     assert shared_value in ("from-a", "from-b")
     assert r["a"]["map"] == expected
@@ -261,7 +261,8 @@ def test_kill9_keeps_confirmed_edits(start_server, overrides):
     assert ready["updates"] == 2 * count  # a text insert and a map set each
     assert r["closes"]["w"]["code"] == 1006  # the process died: no close frame
     server.restart()
-    read = cases(server, {"id": "read", "room": name, "token": make_token(), "expect": "ok"})["read"]
+    read = cases(server, {"id": "read", "room": name, "token": make_token(),
+                          "expect": "ok"})["read"]
     assert_ok(read)
     assert read["content"] == ready["content"]
     assert read["content"]["text"] == "".join(f"[{i}]" for i in range(count))
@@ -304,7 +305,8 @@ def test_subprotocol_selection_is_exact(shared):
     r = cases(
         shared,
         {"id": "exact", "room": name, "raw": True, "protocols": ["access_token", token]},
-        {"id": "bearer", "room": name, "raw": True, "headers": {"Authorization": f"Bearer {token}"}},
+        {"id": "bearer", "room": name, "raw": True,
+         "headers": {"Authorization": f"Bearer {token}"}},
         {"id": "lookalike", "room": name, "raw": True, "protocols": ["not_access_token_v2", token]},
         {"id": "prefix", "room": name, "raw": True, "protocols": ["access_token_v2", token]},
     )

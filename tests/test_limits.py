@@ -21,19 +21,18 @@ import urllib.request
 import pytest
 import redis as redis_lib
 import websocket
-
 from conftest import OTHER_SECRET, ROOT, base_config, free_port, make_token, run_node
-from wsserver.settings import Config
-from wsserver.errors import (ConfigError, ConnectionLimit, DocumentLimit, RateLimited,
-                             UserLimit)
+
+from wsserver.errors import ConfigError, ConnectionLimit, DocumentLimit, RateLimited, UserLimit
 from wsserver.limits import build_quota, storages
 from wsserver.limits.backends import Lease, MemoryQuota
 from wsserver.limits.clientip import client_ip, rate_key, trust_proxies
 from wsserver.limits.gates import RateLimitGate
 from wsserver.limits.ops import MessageBudget
+from wsserver.limits.plans import Limits, validate_plans, validate_rate_limit
 from wsserver.limits.redis_backend import RedisQuota
 from wsserver.limits.refusals import Refusals
-from wsserver.limits.plans import Limits, validate_plans, validate_rate_limit
+from wsserver.settings import Config
 
 REDIS_DB = 7  # the limits tests' own database on the session's redis-server
 

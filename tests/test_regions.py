@@ -22,12 +22,12 @@ from urllib.parse import quote
 
 import pytest
 import websocket
-
 from conftest import ROOT, AppNode, base_config, free_port, make_token, run_node
-from wsserver.settings import Config
+
+from wsserver.documents import DocKey
 from wsserver.errors import ConfigError
 from wsserver.regions.map import MAX_BASE_URL_BYTES, RegionMap
-from wsserver.documents import DocKey
+from wsserver.settings import Config
 
 REGIONS = ("eu", "us", "ap")
 # Short timings so moves happen within the tests; each test says what it relies on.
@@ -307,7 +307,7 @@ def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, t
         barrier = threading.Barrier(2)
         outcomes = {}
 
-        def attempt(node):
+        def attempt(node, barrier=barrier, outcomes=outcomes, name=name):
             barrier.wait()
             outcomes[node.region] = open_ws(node.url, name, token)
 

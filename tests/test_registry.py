@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
+from wsserver.documents import DocKey
 from wsserver.errors import RegistryUnavailable
 from wsserver.regions.registry.memory import MemoryRegistry
 from wsserver.regions.registry.sqlite import SQLiteRegistry
-from wsserver.documents import DocKey
 
 TTL = 5.0
 
@@ -442,9 +442,9 @@ class FakeConn:
 def test_evict_flushes_and_drops_only_an_empty_room():
     from pycrdt import Doc, Text
 
-    from wsserver.settings import Config
     from wsserver.documents.manager import DocumentManager
     from wsserver.documents.storage.memory import MemoryStore
+    from wsserver.settings import Config
 
     store = MemoryStore().start()
     config = Config.from_mapping({"auth": {"tenants": {"t": {
@@ -546,9 +546,9 @@ def test_an_acquire_during_a_release_is_not_undone_by_it():
 def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
     """A later gate (quotas) refusing the handshake must not leave the document live in
     this region for release_after seconds, redirecting other regions' clients to it."""
+    from wsserver.errors import ConnectionLimit
     from wsserver.handshake.auth import Principal
     from wsserver.handshake.handshake import Gate, Handshake
-    from wsserver.errors import ConnectionLimit
     from wsserver.regions.gate import RegionGate
 
     reg, _ = make(release_after=30)

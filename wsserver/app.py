@@ -68,7 +68,8 @@ def load_settings(test_config=None, config_path=None, listen_host=None):
     serve`); gunicorn, which binds every interface, never does.
     """
     if test_config is not None:
-        config = test_config if isinstance(test_config, Config) else Config.from_mapping(test_config)
+        config = (test_config if isinstance(test_config, Config)
+                  else Config.from_mapping(test_config))
     else:
         config = Config.load(config_path)
     return config, Authenticator.from_config(config.auth, development=is_loopback(listen_host))

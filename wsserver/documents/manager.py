@@ -1,4 +1,5 @@
-"""The document manager: the rooms of this process, shared loads, unloading when empty, flushing on shutdown.
+"""The document manager: the rooms of this process, shared loads, unloading when empty,
+flushing on shutdown.
 
 `join` is the only way into a room. The first join of an unloaded document creates the
 room and loads it; joins that arrive meanwhile wait on the same load, and nobody is
@@ -21,8 +22,8 @@ import gevent
 from .. import metrics
 from ..errors import InternalError
 from ..support.backoff import Backoff
-from .room import Room
 from .key import DocKey
+from .room import Room
 from .storage import Store, StoreError
 
 if TYPE_CHECKING:

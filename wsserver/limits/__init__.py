@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backends import MemoryQuota, QuotaBackend
-from .gates import RateLimitGate, QuotaGate
-from .refusals import Refusals
+from .gates import QuotaGate, RateLimitGate
 from .plans import check_app_plans
+from .refusals import Refusals
 
 if TYPE_CHECKING:
     from ..handshake.auth import Authenticator
