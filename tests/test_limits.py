@@ -894,29 +894,44 @@ def _authenticator(config):
     return Authenticator.from_config(config["auth"])
 
 
+class StallingRedis(redis_lib.Redis):
+    """A real Redis client whose next script call waits for `stall` (a gevent Event)
+    when one is set: a call in flight as long as the test wants."""
+
+    stall = None
+
+    def evalsha(self, *args, **kwargs):
+        stall, self.stall = self.stall, None
+        if stall is not None:
+            stall.wait()
+        return super().evalsha(*args, **kwargs)
+
+
 def test_redis_release_during_a_resync_does_not_count_an_open_connection_out(redis_url):
     """Two tabs of one user; one closes while a resync waits for an in-flight call: the
     other tab must still be counted once everything has settled."""
     import gevent
+    from gevent.event import Event
 
-    client = redis_lib.Redis.from_url(redis_url)
+    client = StallingRedis.from_url(redis_url)
     quota = RedisQuota(redis_url, 30, heartbeat=False, client=client)
     try:
         lease = Lease("race", "app", "doc", "u:alice")
+        other = Lease("race", "app", "doc2", "u:bob")
         first = quota.acquire(lease, Limits())
         quota.acquire(lease, Limits())
-        quota._inflight = 1  # another call in flight: the resync waits for it
-        quota._drained.clear()
-        quota._synced = False
-        resync = gevent.spawn(quota.resync)
+        client.stall = Event()
+        stalled = client.stall
+        in_flight = gevent.spawn(quota.acquire, other, Limits())  # another call in flight
+        gevent.sleep(0)
+        resync = gevent.spawn(quota.resync)  # waits for the call in flight
         gevent.sleep(0)
         closing = gevent.spawn(first)  # tab 1 closes during the resync
         gevent.sleep(0)
-        quota._inflight = 0
-        quota._drained.set()
-        gevent.joinall([resync, closing], raise_error=True)
-        assert quota.usage("race", "app", "doc") == {"connections": 1, "documents": 1,
+        stalled.set()
+        gevent.joinall([in_flight, resync, closing], raise_error=True)
+        assert quota.usage("race", "app", "doc") == {"connections": 2, "documents": 2,
                                                      "users": 1}
-        assert dict(quota.held) == {lease: 1}
+        assert dict(quota.held) == {lease: 1, other: 1}
     finally:
         quota.close()
