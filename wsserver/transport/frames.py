@@ -8,6 +8,8 @@ read and unmasked in chunks that yield to other greenlets, and close frames carr
 real code.
 """
 
+from __future__ import annotations
+
 import struct
 
 import gevent
@@ -31,7 +33,7 @@ class ConnectionLost(Exception):
     """The peer went away without a close frame (EOF or a socket error)."""
 
 
-def encode_frame(opcode, payload):
+def encode_frame(opcode: int, payload: bytes) -> bytes:
     """A server frame (never masked) carrying `payload` as one final frame."""
     length = len(payload)
     if length < 126:
@@ -43,12 +45,12 @@ def encode_frame(opcode, payload):
     return header + payload
 
 
-def encode_close(code, reason=""):
+def encode_close(code: int, reason: str = "") -> bytes:
     """A close frame: 2-byte big-endian code, then the UTF-8 reason (<= 123 bytes)."""
     return encode_frame(OP_CLOSE, struct.pack("!H", code) + truncate_reason(reason))
 
 
-def parse_close(payload):
+def parse_close(payload: bytes) -> tuple[int, str]:
     """(code, reason) from a close frame payload; (1005, "") when it has no code."""
     if len(payload) < 2:
         return 1005, ""

@@ -1,5 +1,7 @@
 """SQLite store: the embedded default. WAL journal, one writer thread, group commits."""
 
+from __future__ import annotations
+
 import os
 import sqlite3
 
@@ -49,7 +51,7 @@ def transaction(db, body):
 
 
 class SQLiteStore(Store):
-    def __init__(self, path, sync="normal"):
+    def __init__(self, path: str, sync: str = "normal") -> None:
         super().__init__()
         self.path = path
         self.sync = sync

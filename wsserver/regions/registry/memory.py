@@ -4,7 +4,11 @@ Same semantics as the shared backends (holders with expiries, release-if-ours), 
 base class's logic is exercised the same way in tests. `clock` is injectable for them.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .base import Registry
 
@@ -12,7 +16,8 @@ from .base import Registry
 class MemoryRegistry(Registry):
     threaded = False
 
-    def __init__(self, region, clock=time.monotonic, **options):
+    def __init__(self, region: str, clock: Callable[[], float] = time.monotonic,
+                 **options: Any) -> None:
         super().__init__(region, clock=clock, **options)
         self.claims = {}  # key -> (region, {node: expires_at})
 

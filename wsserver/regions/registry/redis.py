@@ -15,6 +15,9 @@ the layout works on Redis Cluster). Needs Redis 5 or later (effects replication,
 TIME in a writing script); tested with 7.
 """
 
+from __future__ import annotations
+
+from typing import Any
 from urllib.parse import quote
 
 from ...support.redis import client as redis_client, redis_check
@@ -99,7 +102,7 @@ def redis_key(key):
 class RedisRegistry(Registry):
     threaded = False  # redis-py's sockets are cooperative under gevent's monkey patching
 
-    def __init__(self, region, url, **options):
+    def __init__(self, region: str, url: str, **options: Any) -> None:
         super().__init__(region, **options)
         self.url = url
         self.client = None

@@ -11,7 +11,11 @@ clock. The connection is this class's own (WAL, busy_timeout), used only from th
 worker thread.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ...documents.storage.sqlite import connect, transaction
 from .base import Registry
@@ -32,7 +36,8 @@ _DOC = "tenant=? AND app=? AND name=?"
 class SQLiteRegistry(Registry):
     threaded = True
 
-    def __init__(self, region, path, clock=time.time, **options):
+    def __init__(self, region: str, path: str, clock: Callable[[], float] = time.time,
+                 **options: Any) -> None:
         super().__init__(region, clock=clock, **options)
         self.path = path
         self.db = None
