@@ -4,10 +4,11 @@
 
 The request passes exactly the WebSocket handshake's checks (Handshake.authenticate:
 the gates' check_request, hence the per-IP rate limit, then name, token, tenant/app/
-origin, the token's `documents` claim), and errors answer `{"error", "code"}` with the close code the WebSocket would
-have got: 400/4007, 401/4001 or 4002, 403/4003, 429/4006 (with Retry-After), 503/1013
-when the registry cannot be reached. The token comes from `Authorization: Bearer`
-(recommended: it stays out of access logs) or `?token=`. Discovery never claims.
+origin, the token's `documents` claim), and errors answer `{"error", "code"}` with the
+close code the WebSocket would have got: 400/4007, 401/4001 or 4002, 403/4003, 429/4006
+(with Retry-After), 503/1013 when the registry cannot be reached. The token comes from
+`Authorization: Bearer` (recommended: it stays out of access logs) or `?token=`.
+Discovery never claims.
 
 CORS. Browsers call this from the app's page, with the token in a header, so they
 send a preflight (OPTIONS) first, and the preflight carries no token: which app is
