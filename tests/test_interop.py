@@ -446,7 +446,7 @@ def test_http_get_document_426_and_healthz(start_app):
     status, headers, body = node.request("/healthz")
     assert status == 200
     assert body.get("status") == "ok"
-    assert body == {"status": "ok", "rooms": 0, "connections": 0, "refused": {}}
+    assert (body["rooms"], body["connections"], body["refused"]) == (0, 0, {})  # a new app
     status, _, body = node.request("/some-doc", method="POST")
     assert status == 405 and body == {"error": "method not allowed", "code": 405}
 
