@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from wsserver.app import load_settings
-from wsserver.settings import Config, expand_env
 from wsserver.errors import ConfigError
+from wsserver.settings import Config, expand_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -285,7 +285,8 @@ def test_every_setting_fails_the_same_way_naming_its_full_key():
          "unknown setting (known here: app, documents, region, tenant)"),
         ({**regions, "pins": [{"documents": "", "region": "eu"}]}, "pins[0].documents",
          "must be a non-empty string"),
-        ({**regions, "pins": [None]}, "pins[0]", "must be a mapping {tenant, app, documents, region}"),
+        ({**regions, "pins": [None]}, "pins[0]",
+         "must be a mapping {tenant, app, documents, region}"),
         ({"redis": "http://x"}, "redis", "must be a redis:// or rediss:// URL, not 'http://x'"),
         ({"rate_limit": {"storage": "http://x"}}, "rate_limit.storage",
          "must be memory:// or a redis:// / rediss:// URL, not 'http://x'"),

@@ -12,6 +12,8 @@ carries them, and `Principal.check_document` / `check_write` are the one rule ev
 entry point applies (the WebSocket handshake, /discovery, the HTTP document API).
 """
 
+from __future__ import annotations
+
 import json
 import re
 import time
@@ -56,7 +58,7 @@ class App:
     allowed_origins: list | None = None  # None: any origin
     settings: dict = field(default_factory=dict)  # the whole mapping, for later checks
 
-    def allows_origin(self, origin):
+    def allows_origin(self, origin: str | None) -> bool:
         return self.allowed_origins is None or origin in self.allowed_origins
 
 
@@ -217,13 +219,13 @@ def _parse_app(app_path, name, conf):
 
 
 class Authenticator:
-    def __init__(self, audience, scope, tenants):
+    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant]) -> None:
         self.audience = audience
         self.scope = scope
         self.tenants = tenants
 
     @classmethod
-    def from_config(cls, auth, development=False):
+    def from_config(cls, auth: dict, development: bool = False) -> Authenticator:
         """Parse the `auth` setting. `development`: accept the public development secret
         (only a server that listens on a loopback address, or `wsserver token`)."""
         known_keys("auth", auth, AUTH_KEYS)
@@ -259,7 +261,7 @@ class Authenticator:
 
     # --- verification ---------------------------------------------------------------
 
-    def verify(self, token):
+    def verify(self, token: str | None) -> Principal:
         """Check a token's signature and claims; return its Principal.
 
         Raises NoToken (4001), InvalidToken (4002: including a malformed `documents` or
@@ -335,7 +337,7 @@ class Authenticator:
                 return True
         return False
 
-    def authorize(self, principal, origin):
+    def authorize(self, principal: Principal, origin: str | None) -> App:
         """The App a verified principal may use from `origin`, or Forbidden (4003)."""
         tenant = self.tenants.get(principal.tenant)
         app = tenant.apps.get(principal.app) if tenant else None
@@ -347,7 +349,8 @@ class Authenticator:
 
     # --- development tokens ---------------------------------------------------------
 
-    def issue(self, tenant, app, sub=None, ttl=3600, extra=None):
+    def issue(self, tenant: str, app: str, sub: str | None = None, ttl: float = 3600,
+              extra: dict | None = None) -> str:
         """A token signed with the tenant's first HMAC key (for `wsserver token`)."""
         t = self.tenants.get(tenant)
         if t is None:

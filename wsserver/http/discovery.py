@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from ..handshake.handshake import Handshake
     from ..regions.gate import RegionGate
 
+if TYPE_CHECKING:
+    from ..handshake.auth import Authenticator
+    from ..handshake.handshake import Handshake
+    from ..regions.gate import RegionGate
+
 PREFLIGHT_MAX_AGE = 600
 
 

@@ -8,6 +8,10 @@ HEALTH_TIMEOUT seconds in all, so a stalled Redis makes /healthz slower by that 
 never hang it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import gevent
 from flask import Blueprint, current_app, jsonify
 
@@ -17,7 +21,8 @@ EXTENSION = "wsserver.health"  # app.extensions: a callable returning the /healt
 HEALTH_TIMEOUT = 1.0
 
 
-def run_checks(checks, timeout=HEALTH_TIMEOUT):
+def run_checks(checks: dict[str, Callable[[], str | None]],
+               timeout: float = HEALTH_TIMEOUT) -> dict[str, str]:
     """{name: "ok" or "unreachable: <why>"} for `checks`, a {name: check} mapping."""
     jobs = {name: gevent.spawn(check) for name, check in checks.items()}
     gevent.joinall(list(jobs.values()), timeout=timeout)
@@ -33,7 +38,7 @@ def run_checks(checks, timeout=HEALTH_TIMEOUT):
     return report
 
 
-def blueprint():
+def blueprint() -> Blueprint:
     bp = Blueprint("health", __name__)
 
     @bp.get("/healthz")

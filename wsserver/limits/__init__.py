@@ -16,11 +16,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .backends import MemoryQuota, QuotaBackend
 from .gates import QuotaGate, RateLimitGate
 from .plans import check_app_plans
+
+if TYPE_CHECKING:
+    from ..handshake.auth import Authenticator
+    from ..settings import Config
 from .refusals import Refusals
 
 if TYPE_CHECKING:
@@ -40,7 +45,7 @@ class Quota:
         self.refusals = refusals
         self.backend = backend
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None] | None:
         """A check of the Redis the limits count in, for /healthz (wsserver/http/
         health.py): the quota counters' and the handshake rate's; None when both count
         in this process."""

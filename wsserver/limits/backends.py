@@ -18,12 +18,18 @@ idempotent release, refusal by code); subclasses implement `_acquire` and `_rele
 (wsserver/quota/redis_backend.py: every process and node sharing one Redis).
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 from collections import Counter, defaultdict
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ConnectionLimit, DocumentLimit, UserLimit
+
+if TYPE_CHECKING:
+    from .plans import Limits
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,8 @@ class Lease(NamedTuple):
     user: str
 
 
-def refusal_code(limits, connections, documents, doc_active, users, user_present):
+def refusal_code(limits: Limits, connections: int, documents: int, doc_active: bool,
+                 users: int, user_present: bool) -> int:
     """The rule every backend applies (the Redis one in Lua): 0 to admit, else the code.
 
     `connections`, `documents`, `users`: the current counts of the app, the app and the
@@ -61,11 +68,11 @@ class QuotaBackend:
     def __init__(self):
         self.held = Counter()  # Lease -> open connections of this process holding it
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None] | None:
         """A check of the remote counters for /healthz, or None when they are local."""
         return None
 
-    def acquire(self, lease, limits):
+    def acquire(self, lease: Lease, limits: Limits) -> Callable[[], None]:
         """Take `lease` under `limits` (settings.Limits) or raise ConnectionLimit,
         DocumentLimit or UserLimit. Returns the release callable (runs once)."""
         code = self._acquire(lease, limits)
@@ -89,11 +96,11 @@ class QuotaBackend:
         else:
             del self.held[lease]
 
-    def usage(self, tenant, app, doc=None):
+    def usage(self, tenant: str, app: str, doc: str | None = None) -> dict[str, int]:
         """{connections, documents[, users]} as this backend counts them (tests, metrics)."""
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         """Give back every share this process holds (clean shutdown)."""
 
     # --- what subclasses implement --------------------------------------------------
@@ -149,7 +156,7 @@ class MemoryQuota(QuotaBackend):
             if not self._users[doc]:
                 del self._users[doc]
 
-    def usage(self, tenant, app, doc=None):
+    def usage(self, tenant: str, app: str, doc: str | None = None) -> dict[str, int]:
         result = {"connections": self._connections.get((tenant, app), 0),
                   "documents": len(self._documents.get((tenant, app), {}))}
         if doc is not None:

@@ -12,24 +12,28 @@ claim), takes a lease from the quota backend (4004, 4005, 4008, in that order) a
 gives the session the message budget of `max_ops_per_minute`.
 """
 
+from __future__ import annotations
+
 import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 
 from limits import parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import InvalidToken, RateLimited, WsServerError
-from ..handshake.handshake import CLIENT_IP, Gate
+from ..handshake.handshake import CLIENT_IP, Gate, Session
 from ..logs import Throttled
 from ..support.redis import FailFast
 from ..support.redis import storage_options as redis_storage_options
-from .backends import Lease
+from .backends import Lease, QuotaBackend
 from .clientip import client_ip, rate_key
 from .ops import MessageBudget
-from .plans import plan_of
+from .plans import Limits, plan_of
+from .refusals import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ RATE_KEY_PREFIX = "wsserver:rate"
 DENY_CACHE_SIZE = 100_000
 
 
-def session_ip(environ):
+def session_ip(environ: dict) -> str:
     ip = environ.get(CLIENT_IP)
     return ip if ip is not None else client_ip(environ)
 
@@ -47,7 +51,8 @@ def session_ip(environ):
 class RateLimitGate(Gate):
     """4006 for a client IP over `rate_limit.handshakes_per_ip` (off when unset)."""
 
-    def __init__(self, handshakes_per_ip, storage_uri, refusals, fail_fast=None):
+    def __init__(self, handshakes_per_ip: str | None, storage_uri: str, refusals: Refusals,
+                 fail_fast: FailFast | None = None) -> None:
         self.fail_fast = fail_fast or FailFast()
         self.refusals = refusals
         self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
@@ -62,14 +67,14 @@ class RateLimitGate(Gate):
                 options = {"key_prefix": RATE_KEY_PREFIX, **redis_storage_options()}
             self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None] | None:
         """A check of the rate's Redis storage for /healthz, or None (memory, or off)."""
         storage = self.limiter.storage if self.limiter is not None else None
         if storage is None or isinstance(storage, MemoryStorage):
             return None
         return lambda: None if storage.check() else "the rate limit storage does not answer"
 
-    def check_request(self, environ):
+    def check_request(self, environ: dict) -> None:
         """Count one request of its client IP; raise RateLimited (with `retry_after`,
         seconds) when one of the configured rates is exceeded."""
         ip = client_ip(environ)
@@ -131,12 +136,13 @@ class RateLimitGate(Gate):
 class QuotaGate(Gate):
     """4004, 4005, 4008 from the app's plan (and the token's `limits` claim)."""
 
-    def __init__(self, plans, backend, refusals):
+    def __init__(self, plans: dict[str, Limits], backend: QuotaBackend, refusals: Refusals,
+                 ) -> None:
         self.plans = plans
         self.backend = backend
         self.refusals = refusals
 
-    def limits_of(self, session):
+    def limits_of(self, session: Session) -> Limits:
         """The connection's effective Limits; InvalidToken (4002) for a bad claim."""
         limits = plan_of(session.app, self.plans)
         claim = session.principal.claims.get("limits")
@@ -147,7 +153,7 @@ class QuotaGate(Gate):
         except ValueError as e:
             raise InvalidToken(f"invalid limits claim: {e}") from None
 
-    def admit(self, session):
+    def admit(self, session: Session) -> Callable[[], None]:
         principal = session.principal
         limits = self.limits_of(session)
         ip = session_ip(session.environ)
@@ -167,7 +173,7 @@ class QuotaGate(Gate):
             session.message_budget = MessageBudget(limits.max_ops_per_minute, exhausted)
         return release
 
-    def shutdown(self, flushed):
+    def shutdown(self, flushed: bool) -> None:
         """Shutdown: every connection has closed; give back this process's share
         (a no-op in memory, drops the instance's lease in Redis)."""
         self.backend.close()

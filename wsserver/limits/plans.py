@@ -25,6 +25,9 @@ from ..settings.validators import integer, matching, number, section
 if TYPE_CHECKING:
     from ..handshake.auth import App, Authenticator
 
+if TYPE_CHECKING:
+    from ..handshake.auth import App, Authenticator
+
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone
 # (a suspended app); a message budget of 0 would close a connection at its first message.

@@ -30,11 +30,14 @@ Needs Redis 5 or newer (scripts read TIME before writing). All keys carry the ha
 is tested). Use a separate database (redis://host/N) for separate deployments.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 import gevent
 import redis
@@ -180,8 +183,9 @@ class RedisQuota(QuotaBackend):
     """See the module docstring. `heartbeat=False` (unit tests) leaves renewing the
     lease to explicit `heartbeat()` calls."""
 
-    def __init__(self, url, lease_seconds=30.0, heartbeat=True, client=None, prefix=PREFIX,
-                 fail_fast=None):
+    def __init__(self, url: str, lease_seconds: float = 30.0, heartbeat: bool = True,
+                 client: redis.Redis | None = None, prefix: str = PREFIX,
+                 fail_fast: FailFast | None = None) -> None:
         super().__init__()
         self.client = client or redis_client(url)
         # Shared with the process's other Redis users: after a failure, handshakes skip
@@ -252,7 +256,7 @@ class RedisQuota(QuotaBackend):
             self._synced = False  # the next resync drops it
             self._error("release", e)
 
-    def usage(self, tenant, app, doc=None):
+    def usage(self, tenant: str, app: str, doc: str | None = None) -> dict[str, int]:
         connections, documents, users = self._usage_script(
             [self._instances], [self.prefix, tenant, app, doc or ""])
         result = {"connections": int(connections), "documents": int(documents)}
@@ -260,10 +264,10 @@ class RedisQuota(QuotaBackend):
             result["users"] = int(users)
         return result
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None]:
         return redis_check(self.client)
 
-    def close(self):
+    def close(self) -> None:
         """Stop the heartbeat and give back this instance's whole share."""
         self._closed = True
         if self._heartbeat is not None:
@@ -275,7 +279,7 @@ class RedisQuota(QuotaBackend):
 
     # --- lease ----------------------------------------------------------------------
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         """Renew this instance's lease (resyncing if it was reaped or is out of date);
         reaps expired instances on the way. Raises RedisError."""
         if self._synced and self._heartbeat_script(
@@ -287,7 +291,7 @@ class RedisQuota(QuotaBackend):
         self._synced = False
         self.resync()
 
-    def resync(self):
+    def resync(self) -> None:
         """Replace this instance's share in Redis with what it holds. One at a time:
         callers arriving during a resync wait for it. Raises RedisError."""
         if self._resyncing is not None:

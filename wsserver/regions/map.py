@@ -18,10 +18,25 @@ Pins: each of `tenant`, `app` and `documents` is a case-sensitive glob (fnmatch:
 its region.
 """
 
-from fnmatch import fnmatchcase
+from __future__ import annotations
 
-from ..errors import MAX_REASON_BYTES, ConfigError, InternalError, RegistryUnavailable, WrongRegion
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    MAX_REASON_BYTES,
+    ConfigError,
+    InternalError,
+    RegistryUnavailable,
+    WrongRegion,
+    WsServerError,
+)
 from ..settings.validators import number, section, string
+
+if TYPE_CHECKING:
+    from ..documents.key import DocKey
+    from ..settings import Config
 
 REDIRECT_PREFIX = "REDIRECT:"
 # The longest base URL a redirect reason can carry (114 bytes).
@@ -33,7 +48,7 @@ REGISTRY_DEFAULTS = {"release_after_seconds": 30.0, "ttl_seconds": 15.0}
 
 # --- settings -----------------------------------------------------------------------
 
-def validate_regions(key, value):
+def validate_regions(key: str, value: Any) -> dict[str, str]:
     """Region name -> base URL (ws:// or wss://, no query or fragment, trailing `/`
     dropped, at most MAX_BASE_URL_BYTES bytes so that `REDIRECT:<url>` fits)."""
     if not isinstance(value, dict) or not value:
@@ -62,7 +77,7 @@ _PIN = section({field: string for field in PIN_FIELDS},
                description="a mapping {tenant, app, documents, region}", nullable=False)
 
 
-def validate_pins(key, value):
+def validate_pins(key: str, value: Any) -> list[dict[str, str]]:
     """A list of {tenant, app, documents, region}; globs default to `*`."""
     if value is None:
         return []
@@ -77,7 +92,7 @@ _REGISTRY = section({"release_after_seconds": number(0.0, what="a number of seco
                     defaults=REGISTRY_DEFAULTS)
 
 
-def validate_registry(key, value):
+def validate_registry(key: str, value: Any) -> dict[str, float]:
     """{release_after_seconds, ttl_seconds, heartbeat_seconds}, as floats.
 
     heartbeat_seconds defaults to a third of ttl_seconds and must be shorter than it.
@@ -90,7 +105,7 @@ def validate_registry(key, value):
     return result
 
 
-def check_region_map(values, env):
+def check_region_map(values: dict[str, Any], env: Mapping[str, str]) -> None:
     """Cross-checks, once every setting is valid: WSSERVER_REGION, region, pins."""
     source = "region"
     if env.get("WSSERVER_REGION"):
@@ -109,16 +124,17 @@ def check_region_map(values, env):
 class RegionMap:
     """This node's region, every region's base URL, and the pins."""
 
-    def __init__(self, region, regions, pins=()):
+    def __init__(self, region: str, regions: Mapping[str, str],
+                 pins: Iterable[dict[str, str]] = ()) -> None:
         self.region = region
         self.regions = dict(regions)
         self.pins = list(pins)
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config) -> RegionMap:
         return cls(config.region, config.regions, config.pins)
 
-    def pinned(self, key):
+    def pinned(self, key: DocKey) -> str | None:
         """The region `key` (a DocKey) is pinned to, or None."""
         for pin in self.pins:
             if (fnmatchcase(key.tenant, pin["tenant"]) and fnmatchcase(key.app, pin["app"])
@@ -126,7 +142,7 @@ class RegionMap:
                 return pin["region"]
         return None
 
-    def url(self, region, name):
+    def url(self, region: str, name: str) -> str:
         """`<base URL of region>/<name>`; InternalError for a region this node does not
         know (nodes of different regions were given different maps)."""
         base = self.regions.get(region)
@@ -134,7 +150,7 @@ class RegionMap:
             raise InternalError(f"document is live in unknown region {region!r}"[:100])
         return f"{base}/{name}"
 
-    def redirect(self, region, name):
+    def redirect(self, region: str, name: str) -> WrongRegion:
         """The 4009 refusal that sends a client to `region`: `REDIRECT:<base>/<name>`,
         or `REDIRECT:<base>` when that would not fit a close reason (never a cut URL;
         config validation keeps every base URL within it)."""
@@ -143,7 +159,7 @@ class RegionMap:
             reason = REDIRECT_PREFIX + self.regions[region]
         return WrongRegion(reason)
 
-    def moved(self, region, name):
+    def moved(self, region: str | None, name: str) -> WsServerError:
         """The close for connections here to a document another region took: 4009 to
         `region` when this map knows it, else 1013 (retry: the registry will say)."""
         if region is not None and region in self.regions:

@@ -9,15 +9,19 @@ Every error names the key it is about and stops start-up (`ConfigError`); unknow
 top-level keys are errors too, so a typo is not silently ignored.
 """
 
+from __future__ import annotations
+
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
-from .validators import choice, integer, known_keys, mapping, matching, number, string
+from .validators import Validator, choice, integer, known_keys, mapping, matching, number, string
 
 # The development config: the fallback of `wsserver serve` and `wsserver token` only.
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
@@ -72,7 +76,7 @@ def mask_secrets(value, key=None):
 class Setting:
     __slots__ = ("name", "default", "validate", "doc")
 
-    def __init__(self, name, default, validate, doc):
+    def __init__(self, name: str, default: Any, validate: Validator, doc: str) -> None:
         self.name, self.default, self.validate, self.doc = name, default, validate, doc
 
 
@@ -91,7 +95,8 @@ SETTINGS = [
             "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal)."),
     Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
             "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
-            "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on exit)."),
+            "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on "
+            "exit)."),
     Setting("storage_sync", "normal", choice("normal", "full"),
             "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
             "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
@@ -152,10 +157,11 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(value, env, key="config"):
+def expand_env(value: Any, env: Mapping[str, str], key: str = "config") -> Any:
     """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree."""
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [expand_env(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str):
@@ -173,13 +179,14 @@ def expand_env(value, env, key="config"):
 class Config:
     """Validated settings as attributes (`config.storage`); `raw` keeps the mapping."""
 
-    def __init__(self, values):
+    def __init__(self, values: dict[str, Any]) -> None:
         self.raw = values
         for name, value in values.items():
             setattr(self, name, value)
 
     @classmethod
-    def from_mapping(cls, mapping, env=None):
+    def from_mapping(cls, mapping: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                     ) -> Config:
         env = os.environ if env is None else env
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
@@ -199,7 +206,8 @@ class Config:
         return cls(values)
 
     @classmethod
-    def load(cls, path=None, env=None, fallback=None):
+    def load(cls, path: str | None = None, env: Mapping[str, str] | None = None,
+             fallback: str | None = None) -> Config:
         """The config file `path`, else `$WSSERVER_CONFIG`, else `fallback`. Without
         a fallback (the production entry point) a missing `$WSSERVER_CONFIG` is a
         ConfigError: production never silently serves the development config."""

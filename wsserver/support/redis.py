@@ -10,7 +10,11 @@ registry refuses claims of new documents with 1013); background loops (heartbeat
 renewals) keep trying and close the window when Redis answers again.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -21,7 +25,7 @@ HEALTH_CHECK_INTERVAL = 30
 FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
 
 
-def client(url, **options):
+def client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for `url` with the project's timeouts (`options` override)."""
     settings = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT,
                 "health_check_interval": HEALTH_CHECK_INTERVAL}
@@ -29,7 +33,7 @@ def client(url, **options):
     return redis.Redis.from_url(url, **settings)
 
 
-def redis_check(client):
+def redis_check(client: redis.Redis) -> Callable[[], str | None]:
     """A /healthz check (wsserver/http/health.py) that PINGs `client`'s Redis: None when
     it answers, else why not."""
     def check():
@@ -41,7 +45,7 @@ def redis_check(client):
     return check
 
 
-def storage_options():
+def storage_options() -> dict[str, float]:
     """The same timeouts for the `limits` library's Redis storage."""
     return {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
 
@@ -51,20 +55,21 @@ class FailFast:
     failures go on (the project's Backoff rule); `answered()` (any successful call)
     closes it."""
 
-    def __init__(self, clock=time.monotonic, first=FAIL_FAST_MIN, cap=FAIL_FAST_MAX):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, first: float = FAIL_FAST_MIN,
+                 cap: float = FAIL_FAST_MAX) -> None:
         self.clock = clock
         self._until = 0.0
         self._window = Backoff(first, cap)
         self.failing = False  # the last call failed (for /healthz)
 
-    def skip(self):
+    def skip(self) -> bool:
         return self.clock() < self._until
 
-    def failed(self):
+    def failed(self) -> None:
         self.failing = True
         self._until = self.clock() + self._window.next()
 
-    def answered(self):
+    def answered(self) -> None:
         self.failing = False
         self._until = 0.0
         self._window.reset()

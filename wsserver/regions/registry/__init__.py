@@ -18,6 +18,9 @@ from .base import Registry
 if TYPE_CHECKING:
     from ...settings import Config
 
+if TYPE_CHECKING:
+    from ...settings import Config
+
 
 def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).

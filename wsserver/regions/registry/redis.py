@@ -17,10 +17,12 @@ TIME in a writing script); tested with 7.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from ...support.redis import client as redis_client, redis_check
+from ...support.redis import client as redis_client
+from ...support.redis import redis_check
 from .base import Registry
 
 PREFIX = "wsserver:registry:"
@@ -114,7 +116,7 @@ class RedisRegistry(Registry):
         self._release_script = self.client.register_script(RELEASE)
         self._lookup_script = self.client.register_script(LOOKUP)
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None]:
         return redis_check(self.client)
 
     def _close(self):
