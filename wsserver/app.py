@@ -13,7 +13,11 @@ Hooks between parts are passed where the parts are built, named for what they do
 this function is the one place that shows who calls whom.
 """
 
+from __future__ import annotations
+
 import ipaddress
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
@@ -38,7 +42,7 @@ QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal
 class WebSocketDispatch:
     """WSGI middleware: requests gevent-websocket upgraded go to the endpoint."""
 
-    def __init__(self, wsgi_app, endpoint):
+    def __init__(self, wsgi_app, endpoint: WebSocketEndpoint) -> None:
         self.wsgi_app = wsgi_app
         self.endpoint = endpoint
 
@@ -49,7 +53,7 @@ class WebSocketDispatch:
         return self.wsgi_app(environ, start_response)
 
 
-def is_loopback(host):
+def is_loopback(host: str) -> bool:
     """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
         return True
@@ -59,7 +63,9 @@ def is_loopback(host):
         return False
 
 
-def load_settings(test_config=None, config_path=None, listen_host=None):
+def load_settings(test_config: Mapping[str, Any] | Config | None = None,
+                  config_path: str | None = None,
+                  listen_host: str | None = None) -> tuple[Config, Authenticator]:
     """The Config and Authenticator `create_app` builds on; ConfigError naming the key.
 
     Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`: there is
@@ -75,7 +81,8 @@ def load_settings(test_config=None, config_path=None, listen_host=None):
     return config, Authenticator.from_config(config.auth, development=is_loopback(listen_host))
 
 
-def create_app(test_config=None, config_path=None, listen_host=None):
+def create_app(test_config: Mapping[str, Any] | Config | None = None,
+               config_path: str | None = None, listen_host: str | None = None) -> Flask:
     """Build the app from `test_config` (a mapping or Config) or the YAML config file
     (see load_settings; `listen_host`: the address the server listens on, when known)."""
     config, authenticator = load_settings(test_config, config_path, listen_host)
@@ -159,5 +166,5 @@ def readiness_checks(config, endpoint, store):
     return checks
 
 
-def endpoint_of(app):
+def endpoint_of(app: Flask) -> WebSocketEndpoint:
     return app.extensions[EXTENSION]

@@ -12,15 +12,22 @@ handshake leaves no trace. Every refusal is counted by its code (`refusals.count
 /healthz shows as `refused`), whichever check made it.
 """
 
+from __future__ import annotations
+
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from .auth import App, Principal
+from ..documents.key import DocKey
 from ..errors import InvalidDocumentName, WsServerError
 from ..logs import redact
-from ..documents.key import DocKey
+from .auth import App, Authenticator, Principal
+
+if TYPE_CHECKING:
+    from ..limits.refusals import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +35,19 @@ log = logging.getLogger(__name__)
 # letters, digits, '.', '_', '-', not starting with '.' (the hosted product this server
 # follows documents up to 255 characters; two UUIDs joined are about 80).
 MAX_NAME_LENGTH = 255
-DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,%d}" % (MAX_NAME_LENGTH - 1))
+DOCUMENT_NAME = re.compile(rf"[A-Za-z0-9_\-][A-Za-z0-9._\-]{{0,{MAX_NAME_LENGTH - 1}}}")
 SUBPROTOCOL = "access_token"
 # Where the rate gate leaves the client IP it resolved (behind trusted proxies, the
 # forwarded one): every later log line and limit uses it.
 CLIENT_IP = "wsserver.client_ip"
 
 
-def peer(environ):
+def peer(environ: dict) -> str:
     """The client's IP as the limits see it, else the socket peer."""
     return environ.get(CLIENT_IP) or environ.get("REMOTE_ADDR", "-")
 
 
-def document_name(path):
+def document_name(path: str) -> str:
     """The document name of a request path `/NAME`, or InvalidDocumentName (4007)."""
     name = path[1:] if path.startswith("/") else path
     if not DOCUMENT_NAME.fullmatch(name):
@@ -48,12 +55,12 @@ def document_name(path):
     return name
 
 
-def offered_subprotocols(environ):
+def offered_subprotocols(environ: dict) -> list[str]:
     header = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
-def extract_token(environ):
+def extract_token(environ: dict) -> str | None:
     """The token from, in order: subprotocols ['access_token', JWT], ?token=, or
     `Authorization: Bearer`. None when there is none."""
     offered = offered_subprotocols(environ)
@@ -75,7 +82,7 @@ def bearer_token(authorization):
     return None
 
 
-def scrub_token(environ):
+def scrub_token(environ: dict) -> None:
     """Redact tokens in what access logs print (QUERY_STRING, RAW_URI, REQUEST_URI),
     with the one scrubber every log line goes through (wsserver/logs.py)."""
     for key in ("QUERY_STRING", "RAW_URI", "REQUEST_URI"):
@@ -99,7 +106,7 @@ class Session:
     # `spend()` the endpoint calls once per received message (raises to close).
     message_budget: object = field(repr=False, default=None)
 
-    def release(self):
+    def release(self) -> None:
         """Run every release callable once, newest first; each failure is logged."""
         while self.releases:
             release = self.releases.pop()
@@ -112,14 +119,14 @@ class Session:
 class Gate:
     """One admission check of the handshake; subclasses override what they need."""
 
-    def check_request(self, environ):
+    def check_request(self, environ: dict) -> None:
         """Runs first, before the token is parsed: must be cheap."""
 
-    def admit(self, session):
+    def admit(self, session: Session) -> Callable[[], object] | None:
         """Runs after the token checks; may return a callable that undoes the admission."""
         return None
 
-    def shutdown(self, flushed):
+    def shutdown(self, flushed: bool) -> None:
         """Runs once at shutdown, after the rooms were flushed (`flushed`: completely,
         every update durable), e.g. to let claims go."""
 
@@ -130,13 +137,14 @@ class _NoCounts:
 
 
 class Handshake:
-    def __init__(self, authenticator, gates=(), refusals=None):
+    def __init__(self, authenticator: Authenticator, gates: Iterable[Gate] = (),
+                 refusals: Refusals | None = None) -> None:
         self.authenticator = authenticator
         self.gates = list(gates)
         # Counts refusals by close code (wsserver/limits/refusals.py).
         self.refusals = refusals or _NoCounts()
 
-    def authenticate(self, environ, path):
+    def authenticate(self, environ: dict, path: str) -> tuple[DocKey, Principal, App]:
         """The checks before the gates' admit: gates' check_request, name (4007), token
         (4001/4002), tenant/app/origin (4003), the token's `documents` claim (4003).
         Returns (DocKey, Principal, App).
@@ -158,7 +166,7 @@ class Handshake:
             raise
         return DocKey(principal.tenant, principal.app, name), principal, app
 
-    def check(self, environ):
+    def check(self, environ: dict) -> Session:
         """Run every check in order; return the Session or raise its WsServerError."""
         key, principal, app = self.authenticate(environ, environ.get("PATH_INFO", ""))
         session = Session(key, principal, app, environ)

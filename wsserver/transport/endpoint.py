@@ -11,28 +11,41 @@ that did not answer the previous ping; `shutdown` closes every client with 1012 
 flushes every room.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import AsyncResult
 from geventwebsocket.handler import WebSocketHandler
 
 from .. import metrics
+from ..documents.readonly import ReadOnlyGuard
+from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
+from ..handshake.handshake import SUBPROTOCOL, Gate, Handshake, offered_subprotocols, peer
 from ..logs import fields
 from ..protocol import codec
 from .connection import Connection
-from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
-from ..handshake.handshake import SUBPROTOCOL, Handshake, offered_subprotocols, peer
-from ..documents.readonly import ReadOnlyGuard
+
+if TYPE_CHECKING:
+    from ..documents.manager import DocumentManager
+    from ..documents.storage import Store
+    from ..handshake.auth import Authenticator
+    from ..limits.refusals import Refusals
+    from ..settings import Config
 
 log = logging.getLogger(__name__)
 
 
 class WebSocketEndpoint:
-    def __init__(self, config, authenticator, documents, store, gates=(), refusals=None):
+    def __init__(self, config: Config, authenticator: Authenticator,
+                 documents: DocumentManager, store: Store, gates: Iterable[Gate] = (),
+                 refusals: Refusals | None = None) -> None:
         self.config = config
         self.handshake = Handshake(authenticator, gates, refusals)
         self.documents = documents
@@ -48,7 +61,7 @@ class WebSocketEndpoint:
 
     # --- subprotocol ----------------------------------------------------------------
 
-    def select_subprotocol(self, path):
+    def select_subprotocol(self, path: str) -> str | None:
         """gevent-websocket's `app_protocol(path)` hook.
 
         It only passes the path and then accepts our answer if it is a *substring* of the
@@ -68,7 +81,7 @@ class WebSocketEndpoint:
 
     # --- one connection -------------------------------------------------------------
 
-    def handle(self, environ):
+    def handle(self, environ: dict) -> None:
         ws = environ["wsgi.websocket"]
         conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
                           peer(environ))
@@ -148,7 +161,8 @@ class WebSocketEndpoint:
         """False from the moment SIGTERM arrived (see `shutdown`)."""
         return not self.stopping
 
-    def shutdown(self, timeout=None, drain=0.0, before_closing=None):
+    def shutdown(self, timeout: float | None = None, drain: float = 0.0,
+                 before_closing: Callable[[], object] | None = None) -> bool:
         """Stop being ready; after `drain` seconds (while everything else still serves,
         so a load balancer sees /readyz fail and stops sending clients), call
         `before_closing` (e.g. stop accepting), close every client with 1012, flush

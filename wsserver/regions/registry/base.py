@@ -58,17 +58,24 @@ a document; keeping their copies in step is the multi-process scale-out's job, n
 the registry's.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.lock import Semaphore
 
 from ... import metrics
 from ...support.blocking import BlockingCalls
+
+if TYPE_CHECKING:
+    from ...documents.key import DocKey
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
 from ...support.backoff import Backoff
@@ -117,10 +124,14 @@ class _Holding:
 class Registry(BlockingCalls):
     threaded = False
 
-    def __init__(self, region, release_after=30.0, ttl=15.0, heartbeat=5.0,
-                 evict=_never_loaded, on_claim_lost=_nothing_to_close,
-                 on_claim_reasserted=_nothing_to_refresh, clock=time.monotonic,
-                 fail_fast=None, retry=RELEASE_RETRY):
+    def __init__(self, region: str, release_after: float = 30.0, ttl: float = 15.0,
+                 heartbeat: float = 5.0,
+                 evict: Callable[..., bool] = _never_loaded,
+                 on_claim_lost: Callable[[DocKey, str | None], object] = _nothing_to_close,
+                 on_claim_reasserted: Callable[[DocKey], object] = _nothing_to_refresh,
+                 clock: Callable[[], float] = time.monotonic,
+                 fail_fast: FailFast | None = None,
+                 retry: tuple[float, float] = RELEASE_RETRY) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
         self.region = region
@@ -153,13 +164,13 @@ class Registry(BlockingCalls):
 
     # --- life cycle -----------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Registry:
         self._call(self._open)
         self._last_renewal = self.clock()
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         return self
 
-    def close(self, release=True):
+    def close(self, release: bool = True) -> None:
         """Shutdown: stop renewing and, with `release`, let every claim of this node go
         at once (the caller has flushed every room first). A claim not released (or
         whose release fails, which is logged) expires within `ttl`.
@@ -215,19 +226,19 @@ class Registry(BlockingCalls):
     def _answered(self):
         self.fail_fast.answered()
 
-    def health_check(self):
+    def health_check(self) -> Callable[[], str | None] | None:
         """A check of the backend for /healthz (wsserver/http/health.py), or None when
         the registry has nothing remote to reach (memory, SQLite)."""
         return None
 
     @property
-    def reachable(self):
+    def reachable(self) -> bool:
         """False while the last registry call failed (for /healthz)."""
         return not self.fail_fast.failing
 
     # --- connections ----------------------------------------------------------------
 
-    def acquire(self, key):
+    def acquire(self, key: DocKey) -> str:
         """Count one more connection of this node to `key`, claiming it if needed.
 
         Returns the region hosting the document. When it is this node's region the
@@ -269,7 +280,7 @@ class Registry(BlockingCalls):
         if holding.count == 0 and not holding.claimed and self._holdings.get(key) is holding:
             del self._holdings[key]
 
-    def release(self, key, at_once=False):
+    def release(self, key: DocKey, at_once: bool = False) -> None:
         """One connection of this node to `key` ended. Never blocks. `at_once`: it never
         reached the document (refused by a later check): when it was the last, let the
         claim go now instead of after `release_after`."""
@@ -322,11 +333,11 @@ class Registry(BlockingCalls):
                 del self._holdings[key]
         log.debug("released %s", "/".join(key))
 
-    def lookup(self, key):
+    def lookup(self, key: DocKey) -> str | None:
         """The region where `key` is live now, or None; claims nothing."""
         return self._backend("lookup", self._lookup, key)
 
-    def may_compact(self, key):
+    def may_compact(self, key: DocKey) -> bool:
         """True while this node surely still owns `key`: it holds the claim, and its
         claims were renewed less than a TTL ago. A node frozen or cut off for longer may
         have lost the document, and a snapshot of its copy would overwrite what the new
@@ -336,7 +347,7 @@ class Registry(BlockingCalls):
             return False
         return self.clock() - self._last_renewal < self.ttl
 
-    def holds(self, key):
+    def holds(self, key: DocKey) -> bool:
         """True while this node holds a claim on `key` (for tests and /healthz)."""
         holding = self._holdings.get(key)
         return holding is not None and holding.claimed
@@ -351,7 +362,7 @@ class Registry(BlockingCalls):
             except Exception:
                 log.exception("region registry heartbeat failed")
 
-    def renew(self):
+    def renew(self) -> None:
         """Renew every claim this node holds; re-assert those that expired during an
         outage, and let go of those another region took."""
         held = {k: h for k, h in self._holdings.items() if h.claimed and not h.lost}
