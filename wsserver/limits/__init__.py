@@ -14,18 +14,20 @@
 """
 
 from .backends import MemoryQuota
-from .gates import RateLimitGate, QuotaGate
+from .gates import QuotaGate, RateLimitGate, WriteQuotaGate
 from .refusals import Refusals
 from .plans import check_app_plans
 
 
 class Quota:
-    """What the rest of the server uses: the two gates, the refusal counters, and the
-    backend (for `close()` at shutdown and for tests)."""
+    """What the rest of the server uses: the two gates (and the quota gate of HTTP API
+    writes), the refusal counters, and the backend (for `close()` at shutdown and for
+    tests)."""
 
-    def __init__(self, rate_gate, quota_gate, refusals, backend):
+    def __init__(self, rate_gate, quota_gate, refusals, backend, write_gate=None):
         self.rate_gate = rate_gate
         self.quota_gate = quota_gate
+        self.write_gate = write_gate
         self.refusals = refusals
         self.backend = backend
 
@@ -74,4 +76,5 @@ def build_quota(config, authenticator, fail_fast=None):
     rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage,
                               rate_limit["trusted_proxies"], refusals, fail_fast=fail_fast)
     quota_gate = QuotaGate(config.plans, backend, refusals, rate_limit["trusted_proxies"])
-    return Quota(rate_gate, quota_gate, refusals, backend)
+    write_gate = WriteQuotaGate(config.plans, backend, refusals, rate_limit["trusted_proxies"])
+    return Quota(rate_gate, quota_gate, refusals, backend, write_gate)
