@@ -189,6 +189,9 @@ def test_a_receiver_that_fails_twice_gets_the_event(hooked, receiver):
     after = webhook_counts(hooked)
     assert after["retried"] - before["retried"] == 2
     assert after["delivered"] > before["delivered"]
+    exposition = request(hooked, "GET", "/metrics")[2].decode()
+    assert f'wsserver_webhook_events_total{{outcome="retried"}} {float(after["retried"])}' \
+        in exposition
 
 
 def test_a_hanging_receiver_does_not_slow_editing(hooked, receiver):

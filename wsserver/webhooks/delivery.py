@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import gevent
 from gevent.queue import Full, Queue
 
+from .. import metrics
 from ..logs import Throttled
 from . import signing
 
@@ -38,7 +39,8 @@ USER_AGENT = "wsserver-webhooks"
 
 
 class Delivery:
-    """Queue and senders; `counts()` for /healthz: queued, delivered, retried, dropped."""
+    """Queue and senders; `counts()` for /healthz: queued, in flight, delivered, retried,
+    dropped (the last three also in /metrics: wsserver_webhook_events_total)."""
 
     def __init__(self, queue_size=QUEUE_SIZE, senders=SENDERS, attempts=ATTEMPTS,
                  retry=(RETRY_MIN, RETRY_MAX), timeout=REQUEST_TIMEOUT):
@@ -72,7 +74,7 @@ class Delivery:
         gevent.killall(self._senders, block=False)
         left = self.queue.qsize() + self._busy
         if left:
-            self.counters["dropped"] += left
+            self._count("dropped", left)
             log.error("webhooks: %d events not delivered at shutdown", left)
 
     # --- senders --------------------------------------------------------------------
@@ -95,14 +97,14 @@ class Delivery:
         for attempt in range(1, self.attempts + 1):
             status, problem = self._post(hook, body)
             if status is not None and 200 <= status < 300:
-                self.counters["delivered"] += 1
+                self._count("delivered")
                 return
             if status is not None and status < 500:
                 self._drop(f"answered {status}", hook, event)
                 return
             if attempt == self.attempts:
                 break
-            self.counters["retried"] += 1
+            self._count("retried")
             log.info("webhook %s to %s: %s; retrying in %.1fs", event, hook.url, problem, delay)
             gevent.sleep(delay)
             delay = min(delay * 2, self.retry_max)
@@ -134,6 +136,10 @@ class Delivery:
         finally:
             connection.close()
 
+    def _count(self, outcome, n=1):
+        self.counters[outcome] += n
+        metrics.WEBHOOK_EVENTS.labels(outcome).inc(n)
+
     def _drop(self, why, hook, event):
-        self.counters["dropped"] += 1
+        self._count("dropped")
         self._drops.error("webhook %s to %s dropped: %s", event, hook.url, why)
