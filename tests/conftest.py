@@ -7,10 +7,12 @@ the test's tmp_path, so tests see exactly what a user's process would do.
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,7 +95,6 @@ class ServerProcess:
             if match:
                 self.port = int(match.group(1))
                 # Keep draining output so the server never blocks on a full pipe.
-                import threading
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
         raise RuntimeError("server did not start:\n" + "".join(self.output))
@@ -207,6 +208,66 @@ def run_node(script, *args, timeout=120):
         raise AssertionError(
             f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(lines[-1])
+
+
+class NodeProcess:
+    """A Node script running in the background; the test reads its JSON lines as they come."""
+
+    def __init__(self, script, spec):
+        self.script = script
+        self.proc = subprocess.Popen(["node", str(NODE_DIR / script), json.dumps(spec)],
+                                     cwd=NODE_DIR, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        self.stdout, self.stderr = [], []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, True),
+                         daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, False),
+                         daemon=True).start()
+
+    def _read(self, stream, sink, queued):
+        for line in stream:
+            sink.append(line)
+            if queued and line.strip():
+                self.lines.put(line)
+        if queued:
+            self.lines.put(None)
+
+    def _fail(self, what):
+        raise AssertionError(f"node {self.script}: {what}\nstdout:\n{''.join(self.stdout)}\n"
+                             f"stderr:\n{''.join(self.stderr)}")
+
+    def wait_phase(self, phase, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self._fail(f"no {phase!r} line within {timeout}s")
+            if line is None:
+                self._fail(f"exited before {phase!r}")
+            message = json.loads(line)
+            if message.get("phase") == phase:
+                return message
+            if "error" in message:
+                self._fail(f"failed before {phase!r}")
+
+    def result(self, timeout):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._fail(f"still running after {timeout}s")
+        time.sleep(0.05)  # let the reader threads take the last lines
+        lines = [l for l in self.stdout if l.strip()]
+        if self.proc.returncode != 0 or not lines:
+            self._fail(f"exit code {self.proc.returncode}")
+        return json.loads(lines[-1])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def free_port():

@@ -12,16 +12,15 @@ The quiet-provider test needs ~47 s of wall time: its Node process starts with t
 """
 
 import json
-import queue
 import signal
-import subprocess
-import threading
 import time
 import uuid
 
 import pytest
 import yaml
-from conftest import NODE_DIR, OTHER_SECRET, ServerProcess, base_config, make_token, run_node
+
+from conftest import (NODE_DIR, OTHER_SECRET, NodeProcess, ServerProcess, base_config,
+                      make_token, run_node)
 
 QUIET_SECONDS = 47  # > 45 s: y-websocket v3 reconnects after 30 s of silence, v4 after 45 s
 
@@ -34,66 +33,6 @@ def start_own_server(directory, **overrides):
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(base_config(directory, **overrides)))
     return ServerProcess(path).start()
-
-
-class NodeProcess:
-    """A Node script running in the background; the test reads its JSON lines as they come."""
-
-    def __init__(self, script, spec):
-        self.script = script
-        self.proc = subprocess.Popen(["node", str(NODE_DIR / script), json.dumps(spec)],
-                                     cwd=NODE_DIR, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        self.stdout, self.stderr = [], []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, True),
-                         daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, False),
-                         daemon=True).start()
-
-    def _read(self, stream, sink, queued):
-        for line in stream:
-            sink.append(line)
-            if queued and line.strip():
-                self.lines.put(line)
-        if queued:
-            self.lines.put(None)
-
-    def _fail(self, what):
-        raise AssertionError(f"node {self.script}: {what}\nstdout:\n{''.join(self.stdout)}\n"
-                             f"stderr:\n{''.join(self.stderr)}")
-
-    def wait_phase(self, phase, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                self._fail(f"no {phase!r} line within {timeout}s")
-            if line is None:
-                self._fail(f"exited before {phase!r}")
-            message = json.loads(line)
-            if message.get("phase") == phase:
-                return message
-            if "error" in message:
-                self._fail(f"failed before {phase!r}")
-
-    def result(self, timeout):
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self._fail(f"still running after {timeout}s")
-        time.sleep(0.05)  # let the reader threads take the last lines
-        lines = [line for line in self.stdout if line.strip()]
-        if self.proc.returncode != 0 or not lines:
-            self._fail(f"exit code {self.proc.returncode}")
-        return json.loads(lines[-1])
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def kill_server(server):

@@ -1,7 +1,7 @@
 """The application factory: every part built and wired here, in dependency order.
 
-    settings -> auth -> limits -> storage -> documents -> regions -> handshake gates
-             -> WebSocket endpoint -> Flask app (HTTP blueprints)
+    settings -> auth -> limits -> webhooks -> storage -> documents -> regions
+             -> handshake gates -> WebSocket endpoint -> Flask app (HTTP blueprints)
 
 `create_app(test_config=None)` does no I/O at import time; it opens the store when
 called. The returned Flask app is the WSGI callable for gevent-websocket (directly or
@@ -24,7 +24,7 @@ from flask import Flask
 from .documents.manager import DocumentManager
 from .documents.storage import open_store
 from .handshake.auth import Authenticator
-from .http import admin, discovery, health, metrics, probes
+from .http import admin, discovery, documents as document_api, health, metrics, probes
 from .limits import build_quota
 from .limits.clientip import trust_proxies
 from .regions.gate import RegionGate
@@ -34,6 +34,7 @@ from .settings import Config
 from .support.redis import FailFast
 from .support.redis import client as redis_client
 from .transport.endpoint import WebSocketEndpoint
+from .webhooks import build_webhooks
 
 EXTENSION = "wsserver"
 QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal counts
@@ -90,6 +91,7 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     # Redis at once for a while instead of each handshake waiting a timeout per gate.
     redis_fail_fast = FailFast()
     quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
+    webhooks = build_webhooks(authenticator)  # None when no app has webhooks
     store = open_store(config.storage, sync=config.storage_sync)
     region_map = RegionMap.from_config(config)
 
@@ -99,7 +101,9 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
         # No snapshot of a document this node may have lost to another region.
         return registry.may_compact(key)
 
-    documents = DocumentManager(store, config, before_compact=before_compact)
+    documents = DocumentManager(
+        store, config, before_compact=before_compact,
+        on_stored=webhooks.document_stored if webhooks is not None else None)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config, evict=documents.evict,
@@ -111,7 +115,8 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     # per-IP rate), then after the token checks each admit in this order: 4009, then
     # 4004/4005/4008.
     gates = [quota.rate_gate, region_gate, quota.quota_gate]
-    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates, quota.refusals)
+    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates, quota.refusals,
+                                 webhooks)
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config
@@ -126,6 +131,8 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
                 "connections": len(endpoint.connections),
                 "refused": {str(code): n for code, n in quota.refusals.counts().items()},
                 "read_only": dict(endpoint.read_only)}
+        if webhooks is not None:
+            body["webhooks"] = webhooks.counts()
         if remote:
             body["redis"] = health.run_checks(remote)
             if any(state != "ok" for state in body["redis"].values()):
@@ -149,6 +156,9 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping,
                                 board=board)
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
+    app.register_blueprint(document_api.blueprint(  # /v1/documents/...
+        endpoint.handshake, region_gate, quota.write_gate, documents, store,
+        config.max_message_size, lambda: endpoint.shutting_down))
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
     return app
 

@@ -106,6 +106,20 @@ class TryAgainLater(WsServerError):
     reason = "client too slow"
 
 
+# --- plain-HTTP answers with no WebSocket counterpart (code = HTTP status) ----------
+
+class BadRequest(WsServerError):
+    close_code = 400
+    http_status = 400
+    reason = "bad request"
+
+
+class NotFound(WsServerError):
+    close_code = 404
+    http_status = 404
+    reason = "not found"
+
+
 # --- application codes, checked in the handshake -----------------------------------
 
 class NoToken(WsServerError):
@@ -195,10 +209,16 @@ class UserLimit(WsServerError):
 
 class WrongRegion(WsServerError):
     """The document is pinned to or live in another region. The reason is
-    `REDIRECT:<that region's base URL>/<document name>` (config keeps it <= 123 bytes)."""
+    `REDIRECT:<that region's base URL>/<document name>` (config keeps it <= 123 bytes);
+    `base` and `name` are those two parts (the HTTP document API builds its URL)."""
     close_code = 4009
-    http_status = 421  # Misdirected Request
+    http_status = 409
     reason = "wrong region"
+
+    def __init__(self, reason=None, base=None, name=None):
+        super().__init__(reason)
+        self.base = base
+        self.name = name
 
 
 class RegistryUnavailable(WsServerError):

@@ -92,6 +92,14 @@ FANOUT_LAG = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 
+# --- webhooks --------------------------------------------------------------------------
+
+WEBHOOK_EVENTS = Counter(
+    "wsserver_webhook_events_total",
+    "Webhook deliveries by outcome: delivered, retried (an attempt failed and is repeated), "
+    "dropped (queue full, refused by the receiver, or out of attempts).", ["outcome"])
+
+
 def _children(counter):
     """A cache of `counter.labels(value)`: labels() takes a lock and builds a tuple on
     every call, and these are counted once per message."""

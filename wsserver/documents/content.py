@@ -1,14 +1,20 @@
-"""A document's root types as JSON, for people reading it (the admin console).
+"""A document's root types as JSON: what `GET /v1/documents/NAME?format=json` answers
+and what the admin console shows.
 
-An update carries no type for a root (a client declares it: `getText('content')`), so
-each root's kind is told from its content, on scratch copies: casting a root fixes its
-type for good, and the live copy must stay as clients made it.
+An update carries no type for a root: a client declares it (`getText('content')`), and a
+document the server only ever applied updates to has untyped roots. So each root's kind
+is told from its content, on scratch copies (casting a root fixes its type for good,
+and the live copy must stay as clients made it):
 
-    string content            text      -> a string
-    XML elements or XML text  fragment  -> its XML string form
-    other sequence items      array     -> a list
-    keyed entries             map       -> an object
-    nothing                             -> null
+    string content (Yjs ContentString)            text      -> a string
+    an XML element or XML text among its items    fragment  -> its XML string form
+    other sequence items                          array     -> a list
+    keyed entries                                 map       -> an object
+    nothing left (never used, or all deleted)     unknown   -> null
+
+Nested values follow the same mapping (a nested type knows its kind). Binary content
+becomes base64, a subdocument its guid. Numbers that are whole come out as integers
+(Yjs stores JS numbers as float64 or varint; `1.0` and `1` are the same number to JSON).
 """
 
 import base64
@@ -16,52 +22,59 @@ import base64
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 _XML = (XmlFragment, XmlElement, XmlText)
+# Whole floats up to 2**53 are exact integers in JS too.
+_MAX_SAFE = 2 ** 53
 
 
 def document_json(update):
     """{root name: JSON value} of the document `update` (a Yjs v1 update) holds."""
-    names = list(_copy(update).keys())
+    names = _root_names(update)
+    if not names:
+        return {}
+    as_text, as_array, as_map = (_cast_all(update, names, kind) for kind in (Text, Array, Map))
     result = {}
     for name in sorted(names):
-        text = str(_copy(update).get(name, type=Text))
-        items = list(_copy(update).get(name, type=Array))
-        if text and not any(isinstance(i, _XML) for i in items):
-            result[name] = text
-        elif any(isinstance(i, _XML) for i in items):
-            result[name] = str(_copy(update).get(name, type=XmlFragment))
+        text, array, mapping = as_text[name], as_array[name], as_map[name]
+        items = list(array)
+        xml = any(isinstance(item, _XML) for item in items)
+        if str(text) and not xml:
+            result[name] = str(text)
+        elif xml:
+            result[name] = str(_cast_all(update, [name], XmlFragment)[name])
         elif items:
-            result[name] = [_value(i) for i in items]
+            result[name] = [_value(item) for item in items]
+        elif len(mapping):
+            result[name] = {key: _value(value) for key, value in mapping.items()}
         else:
-            mapping = _copy(update).get(name, type=Map)
-            result[name] = {k: _value(v) for k, v in mapping.items()} if len(mapping) else None
+            result[name] = None
     return result
 
 
-def _copy(update):
+def _root_names(update):
     doc = Doc()
     doc.apply_update(update)
-    return doc
+    return list(doc.keys())
+
+
+def _cast_all(update, names, kind):
+    doc = Doc()
+    doc.apply_update(update)
+    return {name: doc.get(name, type=kind) for name in names}
 
 
 def _value(value):
-    """A nested value as JSON: shared types by their kind, bytes as base64, whole
-    floats (Yjs numbers are float64) as integers."""
     if isinstance(value, _XML):
         return str(value)
     if isinstance(value, Text):
         return str(value)
-    if isinstance(value, Array):
+    if isinstance(value, (Map, dict)):
+        return {str(k): _value(v) for k, v in value.items()}
+    if isinstance(value, (Array, list, tuple)):
         return [_value(v) for v in value]
-    if isinstance(value, Map):
-        return {k: _value(v) for k, v in value.items()}
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_SAFE:
+        return int(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, Doc):
         return str(value.guid)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_value(v) for v in value]
     return value

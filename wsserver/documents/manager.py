@@ -1,20 +1,23 @@
 """The document manager: the rooms of this process, shared loads, unloading when empty,
 flushing on shutdown.
 
-`join` is the only way into a room. The first join of an unloaded document creates the
-room and loads it; joins that arrive meanwhile wait on the same load, and nobody is
-answered before it completes. A failed load fails every waiting join (1011) and is
-forgotten, so the next join tries again.
+`join` (a connection) and `hold` (an HTTP API request, for as long as it needs the
+document) are the only ways into a room. The first of them for an unloaded document
+creates the room and loads it; those that arrive meanwhile wait on the same load, and
+nobody is answered before it completes. A failed load fails every waiting one (1011)
+and is forgotten, so the next tries again.
 
-When a room's last connection leaves, an unloader waits `unload_after` seconds, waits
-for the room's queued updates to be durable, compacts the log, and only then drops
-the room. If any of that fails the room stays loaded and the unloader retries.
+When a room's last connection leaves (and nothing holds it), an unloader waits
+`unload_after` seconds, waits for the room's queued updates to be durable, compacts the
+log, and only then drops the room. If any of that fails the room stays loaded and the
+unloader retries.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import gevent
@@ -40,9 +43,11 @@ class DocumentManager:
     """Every live document of this process, by DocKey; `join` is the way in."""
 
     def __init__(self, store: Store, config: Config,
-                 before_compact: Callable[[DocKey], bool] | None = None) -> None:
+                 before_compact: Callable[[DocKey], bool] | None = None,
+                 on_stored: Callable | None = None) -> None:
         self.store = store
         self.before_compact = before_compact  # see Room.before_compact
+        self.on_stored = on_stored  # see Room.on_stored
         self.unload_after = config.unload_after
         self.compact_after_updates = config.compact_after_updates
         self.compact_after_bytes = config.compact_after_bytes
@@ -72,10 +77,28 @@ class DocumentManager:
 
     def join(self, key: DocKey, conn: Connection) -> Room:
         """Add `conn` to the room of `key`, loading it if needed; return the room."""
+        room = self._loaded(key)
+        room.join(conn)
+        return room
+
+    @contextmanager
+    def hold(self, key):
+        """The room of `key`, loaded if needed and kept loaded while the block runs;
+        afterwards it is unloaded as usual once nobody uses it."""
+        room = self._loaded(key)
+        room.holds += 1
+        try:
+            yield room
+        finally:
+            room.holds -= 1
+            self._unload_when_idle(room)
+
+    def _loaded(self, key):
+        """The room of `key` once loaded (sharing a load under way), its unloader stopped."""
         room = self.rooms.get(key)
         if room is None:
             room = Room(key, self.store, self.compact_after_updates, self.compact_after_bytes,
-                        self.before_compact)
+                        self.before_compact, self.on_stored)
             self.rooms[key] = room
             metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
@@ -86,7 +109,6 @@ class DocumentManager:
         if room.unloader is not None:
             room.unloader.kill(block=False)
             room.unloader = None
-        room.join(conn)
         return room
 
     def _load(self, room):
@@ -103,13 +125,16 @@ class DocumentManager:
 
     def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
-        if not room.connections and room.unloader is None:
+        self._unload_when_idle(room)
+
+    def _unload_when_idle(self, room):
+        if room.idle and room.unloader is None:
             room.unloader = gevent.spawn(self._unload, room)
 
     def _unload(self, room):
         gevent.sleep(self.unload_after)
         backoff = Backoff(*UNLOAD_RETRY)
-        while not room.connections:
+        while room.idle:
             try:
                 self.flush(room)
             except StoreError as e:  # storage failing: no traceback per retry
@@ -120,7 +145,7 @@ class DocumentManager:
                 log.exception("%r: flush before unload failed; keeping it loaded", room)
                 backoff.sleep()
                 continue
-            if room.connections or room.pending:
+            if not room.idle or room.pending:
                 break  # someone joined (or wrote) during the flush: stay loaded
             if self.rooms.get(room.key) is room:
                 del self.rooms[room.key]
@@ -130,7 +155,7 @@ class DocumentManager:
         room.unloader = None
 
     def evict(self, key: DocKey, compact: bool = True) -> bool:
-        """Drop the room of `key` now if it has no connections; True when no room of
+        """Drop the room of `key` now if nobody uses it; True when no room of
         `key` is loaded afterwards.
 
         The region registry releases a document's claim only once this returns True:
@@ -144,7 +169,7 @@ class DocumentManager:
         room = self.rooms.get(key)
         if room is None:
             return True
-        if room.connections or not room.ready.ready():
+        if not room.idle or not room.ready.ready():
             return False
         if room.unloader is not None:
             room.unloader.kill()
@@ -157,10 +182,9 @@ class DocumentManager:
             if compact:
                 room.compact()
         except BaseException:
-            if not room.connections and room.unloader is None:
-                room.unloader = gevent.spawn(self._unload, room)
+            self._unload_when_idle(room)
             raise
-        if room.connections or room.pending:
+        if not room.idle or room.pending:
             return False
         # A dropped room must never write a snapshot again (a compaction still scheduled
         # on it would overwrite what the next region stores): nothing left to compact.

@@ -6,9 +6,15 @@ there and only there:
     origin CLIENT (a Connection)  apply, store, and once durable broadcast to everyone
                                   (the sender too: y-websocket v4 takes the echo as
                                   confirmation)
+    origin API                    the same as a client's: the HTTP document API
+                                  (wsserver/http/documents.py) writes through here
     origin LOAD                   apply only
     origin STORAGE                apply; broadcast what it changed (another node stored
                                   it while this copy was cut off: `refresh`)
+
+Once an update is durable, `on_stored(key, created)` (when given) learns of it:
+`created` is True for the first update stored of a document storage had nothing of
+(the webhooks' document.changed and document.created).
 
 Nothing here switches greenlets while a pycrdt transaction is open: `apply_update`
 and `get_update` are single calls, and broadcasting only queues frames.
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LOAD = "load"
 STORAGE = "storage"
+API = "api"
 # The longest a flush, an unload or an eviction waits for this room's updates to be
 # committed before it gives up (and retries later): a store that cannot commit must
 # never hold a document's registry lock, a handshake or a shutdown for ever.
@@ -71,9 +78,11 @@ def _apply(doc, update):
 
 class Room:
     def __init__(self, key, store, compact_after_updates, compact_after_bytes,
-                 before_compact=None):
+                 before_compact=None, on_stored=None):
         self.key = key
         self.store = store
+        self.on_stored = on_stored
+        self.stored_nothing = False  # set at load: storage held nothing of this document
         # Asked right before each compaction; False refuses it (StoreError): a node that
         # may have lost the document to another region leaves the new owner's log alone
         # (the region registry's `may_compact`).
@@ -89,6 +98,9 @@ class Room:
         self.awareness.set_local_state(None)
         self.awareness.observe(self._on_awareness)
         self.connections = {}  # Connection -> None, in join order
+        # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
+        # the room is not unloaded while any holds it.
+        self.holds = 0
         self.ready = AsyncResult()  # set once loaded; joins wait on it
         self.unloader = None  # the greenlet that will unload the room once it is empty
         # Storage bookkeeping: updates queued but not yet durable, and the log size.
@@ -106,10 +118,16 @@ class Room:
     def __repr__(self):
         return f"Room({'/'.join(self.key)})"
 
+    @property
+    def idle(self):
+        """Nobody uses the room: no connection and no holder."""
+        return not self.connections and not self.holds
+
     # --- loading --------------------------------------------------------------------
 
     def load(self):
         loaded = self.store.load(self.key)
+        self.stored_nothing = not loaded.updates
         for update in loaded.updates:
             self.apply_update(update, LOAD)
         self.last_id = loaded.last_id
@@ -204,14 +222,16 @@ class Room:
 
     # --- the fan-out rule -----------------------------------------------------------
 
-    def apply_update(self, update, origin, changes_only=False):
+    def apply_update(self, update, origin, changes_only=False, on_durable=None):
         """Apply `update` from `origin` and fan it out by the rule above.
 
         `changes_only`: store and broadcast what the update changed in the document
         instead of the update itself, and nothing when it changed nothing.
+        `on_durable()`: called once the update is committed and broadcast. Returns True
+        when something was queued for storage (only then is `on_durable` called).
         """
         if update == codec.EMPTY_UPDATE:
-            return  # a step 2 from a client that has nothing new: nothing to keep or send
+            return False  # a step 2 from a client that has nothing new: nothing to keep or send
         changes = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
         capture = changes_only or origin == STORAGE
@@ -228,24 +248,24 @@ class Room:
                 doc.unobserve(subscription)
         held = self.unintegrated.after_apply(doc, update)
         if origin == LOAD:
-            return
+            return False
         if origin == STORAGE:
             if changes:
                 self.broadcast(codec.sync_update(
                     changes[0] if len(changes) == 1 else merge_updates(*changes)))
-            return
+            return False
         if changes_only:
             if held is not None:
                 changes.append(held)  # not integrated yet, but held: store it too
             if not changes:
-                return
+                return False
             update = changes[0] if len(changes) == 1 else merge_updates(*changes)
         self.pending += 1
         self.durable.clear()
         message = codec.sync_update(update)
         size = len(update)
 
-        def on_durable(row_id):
+        def stored(row_id):
             self.pending -= 1
             if not self.pending:
                 self.durable.set()
@@ -255,9 +275,21 @@ class Room:
             self.log_bytes += size
             self.log_id_sum += row_id
             self.broadcast(message)
+            if on_durable is not None:
+                on_durable()
+            if self.on_stored is not None:
+                created, self.stored_nothing = self.stored_nothing, False
+                self.on_stored(self.key, created)
             self.maybe_compact()
 
-        self.store.append(self.key, update, on_durable)
+        self.store.append(self.key, update, stored)
+        return True
+
+    def current_update(self):
+        """The live copy as one update: every update applied, durable or not yet, and
+        its pending parts (documents/ydoc.py)."""
+        self._wait_rebuild()
+        return self.unintegrated.full_update(self.doc)
 
     def wait_durable(self, timeout=DURABLE_TIMEOUT):
         """Wait until every update this room queued is committed (and echoed); raise

@@ -35,7 +35,8 @@ LEEWAY = 5
 # The keys each level of `auth` accepts; anything else stops start-up, naming it.
 AUTH_KEYS = ("audience", "scope", "tenants")
 TENANT_KEYS = ("keys", "apps")
-APP_KEYS = ("allowed_origins", "plan")
+# `plan` is checked by limits/plans.py, `webhooks` by webhooks/settings.py.
+APP_KEYS = ("allowed_origins", "plan", "webhooks")
 HMAC_KEY_KEYS = ("kid", "alg", "secret")
 PUBLIC_KEY_KEYS = ("kid", "alg", "public_key", "public_key_file")
 JWKS_KEY_KEYS = ("jwks_file",)

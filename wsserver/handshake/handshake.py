@@ -169,9 +169,14 @@ class Handshake:
     def check(self, environ: dict) -> Session:
         """Run every check in order; return the Session or raise its WsServerError."""
         key, principal, app = self.authenticate(environ, environ.get("PATH_INFO", ""))
-        session = Session(key, principal, app, environ)
+        return self.admit(Session(key, principal, app, environ), self.gates)
+
+    def admit(self, session, gates):
+        """Run `gates`' admit in order on `session` and return it; a refusal releases
+        what the earlier gates took, and is counted (the HTTP document API passes its
+        own gates)."""
         try:
-            for gate in self.gates:
+            for gate in gates:
                 release = gate.admit(session)
                 if release is not None:
                     session.releases.append(release)

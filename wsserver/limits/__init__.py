@@ -20,12 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .backends import MemoryQuota, QuotaBackend
-from .gates import QuotaGate, RateLimitGate
+from .gates import QuotaGate, RateLimitGate, WriteQuotaGate
 from .plans import check_app_plans
 
-if TYPE_CHECKING:
-    from ..handshake.auth import Authenticator
-    from ..settings import Config
 from .refusals import Refusals
 
 if TYPE_CHECKING:
@@ -35,13 +32,15 @@ if TYPE_CHECKING:
 
 
 class Quota:
-    """What the rest of the server uses: the two gates, the refusal counters, and the
-    backend (for `close()` at shutdown and for tests)."""
+    """What the rest of the server uses: the two gates (and the quota gate of HTTP API
+    writes), the refusal counters, and the backend (for `close()` at shutdown and for
+    tests)."""
 
     def __init__(self, rate_gate: RateLimitGate, quota_gate: QuotaGate, refusals: Refusals,
-                 backend: QuotaBackend) -> None:
+                 backend: QuotaBackend, write_gate: WriteQuotaGate | None = None) -> None:
         self.rate_gate = rate_gate
         self.quota_gate = quota_gate
+        self.write_gate = write_gate
         self.refusals = refusals
         self.backend = backend
 
@@ -91,4 +90,5 @@ def build_quota(config: Config, authenticator: Authenticator,
     rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage, refusals,
                               fail_fast=fail_fast)
     quota_gate = QuotaGate(config.plans, backend, refusals)
-    return Quota(rate_gate, quota_gate, refusals, backend)
+    write_gate = WriteQuotaGate(config.plans, backend, refusals)
+    return Quota(rate_gate, quota_gate, refusals, backend, write_gate)

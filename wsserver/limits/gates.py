@@ -177,3 +177,13 @@ class QuotaGate(Gate):
         """Shutdown: every connection has closed; give back this process's share
         (a no-op in memory, drops the instance's lease in Redis)."""
         self.backend.close()
+
+
+class WriteQuotaGate(QuotaGate):
+    """The quota of an HTTP document API write (wsserver/http/documents.py): only
+    `max_documents` (4005) applies, since a write makes its document active; the
+    connection, user and message limits are about sockets. While the write runs it
+    holds a lease like a connection's, so the document counts as active meanwhile."""
+
+    def limits_of(self, session):
+        return Limits(max_documents=super().limits_of(session).max_documents)

@@ -157,7 +157,7 @@ class RegionMap:
         reason = REDIRECT_PREFIX + self.url(region, name)
         if len(reason.encode("utf-8")) > MAX_REASON_BYTES:
             reason = REDIRECT_PREFIX + self.regions[region]
-        return WrongRegion(reason)
+        return WrongRegion(reason, base=self.regions[region], name=name)
 
     def moved(self, region: str | None, name: str) -> WsServerError:
         """The close for connections here to a document another region took: 4009 to

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..handshake.auth import Authenticator
     from ..limits.refusals import Refusals
     from ..settings import Config
+    from ..webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,14 @@ log = logging.getLogger(__name__)
 class WebSocketEndpoint:
     def __init__(self, config: Config, authenticator: Authenticator,
                  documents: DocumentManager, store: Store, gates: Iterable[Gate] = (),
-                 refusals: Refusals | None = None) -> None:
+                 refusals: Refusals | None = None, webhooks: Webhooks | None = None) -> None:
         self.config = config
         self.handshake = Handshake(authenticator, gates, refusals)
         self.documents = documents
         self.store = store
+        # connection_opened/closed(key, user) once a connection joined / left its room,
+        # close(timeout) at shutdown (wsserver/webhooks); None: no app has webhooks.
+        self.webhooks = webhooks
         self.connections = set()
         # Read-only connections' document changes dropped, and connections closed for
         # them (documents/readonly.py), since start: shown by /healthz.
@@ -99,6 +103,8 @@ class WebSocketEndpoint:
             metrics.CONNECTIONS.inc()
             metrics.CONNECTIONS_ACCEPTED.inc()
             room = self.documents.join(session.key, conn)
+            if self.webhooks is not None:
+                self.webhooks.connection_opened(session.key, session.principal.user)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
@@ -133,6 +139,8 @@ class WebSocketEndpoint:
         finally:
             if room is not None:
                 self.documents.leave(room, conn)
+                if self.webhooks is not None:
+                    self.webhooks.connection_closed(session.key, session.principal.user)
             if session is not None:
                 session.release()
                 metrics.CONNECTIONS.dec()
@@ -206,5 +214,7 @@ class WebSocketEndpoint:
                 gate.shutdown(flushed and stored)
             except Exception:
                 log.exception("shutdown of %s failed", type(gate).__name__)
+        if self.webhooks is not None:  # what is queued gets what time is left
+            self.webhooks.close(max(0.1, deadline - time.monotonic()))
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
         return flushed and stored

@@ -1,0 +1,154 @@
+"""The HTTP document API: an app's backend reads and writes documents without a socket.
+
+    GET  /v1/documents/NAME                 200 application/octet-stream: the whole
+                                            document as one Yjs update (v1)
+    GET  /v1/documents/NAME?format=json     200 {root name: JSON} (documents/content.py)
+    POST /v1/documents/NAME/update          body: a Yjs update; 200 {"stored": bool}
+                                            once it is durable
+
+Both pass the WebSocket handshake's checks (Handshake.authenticate: the per-IP rate,
+the name, the token from `Authorization: Bearer` or `?token=`, tenant, app, origin, the
+token's `documents` claim), and the document is (tenantId, appId, NAME) as on the
+socket. A read-only token (`access: "read"`) may GET, never POST (403/4003). Errors are
+`{"error", "code"}` with the close code the socket would get (401/4001, 401/4002,
+403/4003, 400/4007, 429/4006 with Retry-After, 413/1009, 400/1007, 429/4005, 503/1013),
+404 `{"code": 404}` for a document that does not exist, and 409 `{"code": 4009, "url"}`
+for a document live in (or pinned to) another region, `url` being this API's URL for
+it there.
+
+Reads never claim a document: a document live here is read from the live copy (what
+clients were echoed, at least), any other from storage. A write goes where a client's
+update goes: the region gate claims the document (4009 when it lives elsewhere), the
+write quota counts it (4005 over `max_documents`), the document manager loads it once
+and keeps it loaded while the write runs, and `Room.apply_update(update, API)` applies,
+stores and, once durable, broadcasts it to every connection; the answer waits for that.
+CORS: as wsserver/http/cors.py says.
+"""
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from gevent.event import Event
+
+from ..documents.content import document_json
+from ..documents.room import API, DURABLE_TIMEOUT
+from ..documents.storage import fold
+from ..errors import (BadRequest, InternalError, MessageTooBig, NotFound, ServiceRestart,
+                      TryAgainLater, WrongRegion, WsServerError)
+from ..handshake.handshake import Session
+from ..protocol.codec import EMPTY_UPDATE
+from .cors import Cors
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v1/documents"
+FORMATS = ("binary", "json")
+
+
+def api_url(base, name):
+    """This API's URL of document `name` on a region whose WebSocket base URL is `base`."""
+    scheme, sep, rest = base.partition("://")
+    return {"ws": "http", "wss": "https"}.get(scheme, scheme) + sep + rest + f"{PREFIX}/{name}"
+
+
+def blueprint(handshake, region_gate, write_gate, documents, store, max_body, shutting_down):
+    """The routes; `write_gate` is the quota of writes (limits.WriteQuotaGate),
+    `max_body` the largest update accepted (`max_message_size`), `shutting_down()` True
+    once SIGTERM came (writes then answer 503/1012)."""
+    bp = Blueprint("documents", __name__)
+    cors = Cors(handshake.authenticator, ("GET", "POST", "OPTIONS"),
+                headers=("Authorization", "Content-Type"))
+
+    def refused(error, origin):
+        body = None
+        if isinstance(error, WrongRegion) and error.base is not None:
+            body = dict(error.to_json(), url=api_url(error.base, error.name))
+        return cors.error(error, origin, body)
+
+    def current_update(key):
+        """The document as one update, from the live copy or storage; NotFound when
+        there is nothing."""
+        region = region_gate.discover(key)["region"]
+        if region != region_gate.region:
+            raise region_gate.map.redirect(region, key.name)
+        room = documents.get(key)
+        if room is not None:
+            room.ready.wait()  # a load under way: its result
+        if room is not None and room.ready.successful():
+            update = room.current_update()
+        else:  # not loaded here, or its load failed: storage has every durable update
+            updates = store.load(key).updates
+            update = fold(updates) if updates else EMPTY_UPDATE
+        if update == EMPTY_UPDATE:
+            raise NotFound("no such document")
+        return update
+
+    def route(rule, method):
+        """Register a handler(key, principal, app) -> response at `rule`, for `method`
+        and its preflight: the checks run first, every error answers JSON with CORS."""
+        def register(handler):
+            def view(name):
+                origin = request.headers.get("Origin")
+                if request.method == "OPTIONS":
+                    return cors.preflight(origin)
+                try:
+                    key, principal, app = handshake.authenticate(request.environ, "/" + name)
+                    return cors.answer(handler(key, principal, app), origin, app)
+                except WsServerError as error:
+                    return refused(error, origin)
+                except Exception:  # e.g. storage failing: a JSON 500, never a traceback
+                    log.exception("%s %s failed", request.method, request.path)
+                    return refused(InternalError(), origin)
+            bp.add_url_rule(rule, handler.__name__, view, methods=[method, "OPTIONS"],
+                            provide_automatic_options=False)
+            return handler
+        return register
+
+    @route(f"{PREFIX}/<name>", "GET")
+    def read(key, principal, app):
+        form = request.args.get("format", "binary")
+        if form not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        update = current_update(key)
+        if form == "json":
+            return jsonify(document_json(update))
+        return Response(update, mimetype="application/octet-stream")
+
+    @route(f"{PREFIX}/<name>/update", "POST")
+    def write(key, principal, app):
+        if shutting_down():
+            raise ServiceRestart()
+        principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
+        update = read_body(max_body)
+        session = handshake.admit(Session(key, principal, app, request.environ),
+                                  (region_gate, write_gate))
+        try:
+            return jsonify(stored=apply(key, update))
+        finally:
+            session.release()
+
+    def apply(key, update):
+        with documents.hold(key) as room:
+            durable = Event()
+            # InvalidPayload (400/1007) leaves the document as it was.
+            if not room.apply_update(update, API, on_durable=durable.set):
+                return False
+            # Storage failing: 503/1013 after the room's bounded wait. The update stays
+            # queued and will be stored; a retry is harmless (Yjs updates are idempotent).
+            if not durable.wait(DURABLE_TIMEOUT):
+                raise TryAgainLater("update not yet durable; retry")
+            return True
+
+    return bp
+
+
+def read_body(limit):
+    """The request body, or MessageTooBig (413/1009) past `limit` bytes, known from
+    Content-Length before anything is read, else after reading at most limit + 1."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise MessageTooBig()
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise MessageTooBig()
+    return body

@@ -1,0 +1,89 @@
+"""Signed webhooks, per app: what happened to its documents and connections.
+
+    settings.py   an app's `webhooks` list (url, secret, events, debounce_seconds)
+    signing.py    the X-Wsserver-Timestamp / X-Wsserver-Signature rule (and `verify`)
+    delivery.py   the bounded queue, the senders, retries and drops
+
+`Webhooks` is what the rest of the server calls; every call returns at once (it at
+most queues an event), so webhooks never slow the data plane. Bodies are JSON:
+
+    {"event", "tenant", "app", "document", "time"[, "sub"]}
+
+`time` is when it happened (ISO 8601, UTC); `sub` (connection events) is the token's
+user, null for a token without one. `document.changed` is sent at most once per
+`debounce_seconds` per document and hook: the first change after a quiet spell opens
+a window, the event goes out when it closes, and every change inside it is covered
+by that one event. So while edits go on, one event per window (at least one every
+10 s, the longest window allowed).
+"""
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import gevent
+
+from .delivery import Delivery
+from .settings import (CONNECTION_CLOSED, CONNECTION_OPENED, DOCUMENT_CHANGED,
+                       DOCUMENT_CREATED, hooks_by_app)
+
+log = logging.getLogger(__name__)
+
+
+def build_webhooks(authenticator):
+    """Webhooks for the configured apps (ConfigError naming the key of a bad entry), or
+    None when no app has any: then nothing is spawned and nothing is called."""
+    hooks = hooks_by_app(authenticator)
+    return Webhooks(hooks, Delivery()) if hooks else None
+
+
+class Webhooks:
+    def __init__(self, hooks, delivery):
+        self.hooks = hooks  # (tenant, app) -> [Hook]
+        self.delivery = delivery
+        # (Hook, DocKey) -> the greenlet that sends the document.changed of that window.
+        self._windows = {}
+
+    def document_stored(self, key, created):
+        """An update of the document `key` is durable (`created`: its first)."""
+        hooks = self.hooks.get((key.tenant, key.app))
+        if not hooks:
+            return
+        for hook in hooks:
+            if created and DOCUMENT_CREATED in hook.events:
+                self._send(hook, DOCUMENT_CREATED, key)
+            if DOCUMENT_CHANGED in hook.events and (hook, key) not in self._windows:
+                self._windows[(hook, key)] = gevent.spawn_later(
+                    hook.debounce_seconds, self._close_window, hook, key)
+
+    def connection_opened(self, key, user):
+        self._connection(CONNECTION_OPENED, key, user)
+
+    def connection_closed(self, key, user):
+        self._connection(CONNECTION_CLOSED, key, user)
+
+    def counts(self):
+        return self.delivery.counts()
+
+    def close(self, timeout):
+        """Shutdown: send the changes of open windows now, then give the queue up to
+        `timeout` seconds."""
+        for (hook, key), window in list(self._windows.items()):
+            window.kill(block=False)
+            self._close_window(hook, key)
+        self.delivery.close(timeout)
+
+    def _connection(self, event, key, user):
+        for hook in self.hooks.get((key.tenant, key.app), ()):
+            if event in hook.events:
+                self._send(hook, event, key, sub=user)
+
+    def _close_window(self, hook, key):
+        self._windows.pop((hook, key), None)
+        self._send(hook, DOCUMENT_CHANGED, key)
+
+    def _send(self, hook, event, key, **extra):
+        body = {"event": event, "tenant": key.tenant, "app": key.app, "document": key.name,
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"), **extra}
+        self.delivery.enqueue(hook, event, json.dumps(body, separators=(",", ":")).encode())

@@ -1,0 +1,86 @@
+"""The `webhooks` list of an app (auth.tenants.T.apps.A.webhooks): shape and validation.
+
+    webhooks:
+      - url: "https://api.acme.com/wsserver-hook"   # http:// or https://
+        secret: "${ACME_HOOK_SECRET}"              # HMAC-SHA256 key of the signature
+        events: [document.changed, document.created, connection.opened, connection.closed]
+        debounce_seconds: 2                        # document.changed: at most one per
+                                                   # document this often (0.1 to 10)
+
+`events` defaults to all four. Every error names its key and stops start-up.
+"""
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from ..settings.validators import known_keys
+
+DOCUMENT_CHANGED = "document.changed"
+DOCUMENT_CREATED = "document.created"
+CONNECTION_OPENED = "connection.opened"
+CONNECTION_CLOSED = "connection.closed"
+EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
+KEYS = ("url", "secret", "events", "debounce_seconds")
+DEFAULT_DEBOUNCE = 2.0
+# The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
+MAX_DEBOUNCE = 10.0
+MIN_DEBOUNCE = 0.1
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: each entry is its own hook
+class Hook:
+    url: str
+    secret: bytes
+    events: frozenset
+    debounce_seconds: float = DEFAULT_DEBOUNCE
+
+    def __repr__(self):  # never the secret
+        return f"Hook({self.url})"
+
+
+def parse_hooks(path, value):
+    """An app's `webhooks` value -> [Hook]; ConfigError naming `path[i].key`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(path, "must be a list of {url, secret, events, debounce_seconds}")
+    return [_parse_hook(f"{path}[{i}]", entry) for i, entry in enumerate(value)]
+
+
+def _parse_hook(path, entry):
+    if not isinstance(entry, dict):
+        raise ConfigError(path, "must be a mapping")
+    known_keys(path, entry, KEYS)
+    url = entry.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}.url", "must be an http:// or https:// URL")
+    secret = entry.get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{path}.secret", "is required (empty or unset)")
+    events = entry.get("events", list(EVENTS))
+    if not isinstance(events, list) or not events:
+        raise ConfigError(f"{path}.events", f"must be a non-empty list of {', '.join(EVENTS)}")
+    for event in events:
+        if event not in EVENTS:
+            raise ConfigError(f"{path}.events", f"unknown event {str(event)[:40]!r} "
+                              f"(known: {', '.join(EVENTS)})")
+    debounce = entry.get("debounce_seconds", DEFAULT_DEBOUNCE)
+    if (isinstance(debounce, bool) or not isinstance(debounce, (int, float))
+            or not MIN_DEBOUNCE <= debounce <= MAX_DEBOUNCE):
+        raise ConfigError(f"{path}.debounce_seconds",
+                          f"must be a number from {MIN_DEBOUNCE} to {MAX_DEBOUNCE:g}")
+    return Hook(url, secret.encode("utf-8"), frozenset(events), float(debounce))
+
+
+def hooks_by_app(authenticator):
+    """{(tenant, app): [Hook]} for every app that has webhooks."""
+    hooks = {}
+    for tenant in authenticator.tenants.values():
+        for app in tenant.apps.values():
+            path = f"auth.tenants.{tenant.name}.apps.{app.name}.webhooks"
+            parsed = parse_hooks(path, app.settings.get("webhooks"))
+            if parsed:
+                hooks[(tenant.name, app.name)] = parsed
+    return hooks
