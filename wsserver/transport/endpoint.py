@@ -128,8 +128,8 @@ class WebSocketEndpoint:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
             if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s%s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "",
+                log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
+                         e.close_code, e.log_reason,
                          extra=fields(conn, session and session.key, e.close_code))
             conn.close(e)
         except Exception:
