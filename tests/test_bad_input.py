@@ -323,6 +323,7 @@ def test_large_message_does_not_freeze_other_connections(start_server):
 class _Conn:
     def __init__(self):
         self.frames, self.messages, self.awareness_ids, self.room = [], [], set(), None
+        self.awareness_ignored, self.principal = 0, None
 
     def send(self, frame):
         self.frames.append(frame)

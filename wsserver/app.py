@@ -130,7 +130,8 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
         body = {"status": "ok", "rooms": len(documents),
                 "connections": len(endpoint.connections),
                 "refused": {str(code): n for code, n in quota.refusals.counts().items()},
-                "read_only": dict(endpoint.read_only)}
+                "read_only": dict(endpoint.read_only),
+                "awareness_ignored": endpoint.awareness_ignored}
         if webhooks is not None:
             body["webhooks"] = webhooks.counts()
         if remote:

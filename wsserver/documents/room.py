@@ -96,7 +96,9 @@ class Room:
         self.awareness = Awareness(self.doc)
         # pycrdt gives the server a local state {}; clients would show it as a peer.
         self.awareness.set_local_state(None)
-        self.awareness.observe(self._on_awareness)
+        # Awareness client id -> the connection that announced it first. Only that
+        # connection may set or remove the id's state (see `_may_announce`).
+        self.awareness_owners = {}
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -149,8 +151,13 @@ class Room:
 
     def leave(self, conn):
         self.connections.pop(conn, None)
+        for client_id in conn.awareness_ids:
+            del self.awareness_owners[client_id]
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
         conn.awareness_ids.clear()
+        if conn.awareness_ignored:
+            log.info("%r: ignored %d awareness entries from %s for client ids another "
+                     "connection announced", self, conn.awareness_ignored, conn.peer)
         if ids:
             self.awareness.remove_awareness_states(ids, None)
             self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
@@ -197,28 +204,52 @@ class Room:
                 raise ProtocolViolation("invalid state vector") from None
             conn.send_message(codec.sync_step2(update))
         elif kind == codec.KIND_AWARENESS:
-            codec.check_awareness_update(message.data)
-            try:
-                self.awareness.apply_awareness_update(message.data, conn)
-            except (ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise ProtocolViolation("invalid awareness update") from e
-            self.broadcast(codec.awareness(message.data))
+            self._receive_awareness(conn, message.data)
         elif kind == codec.KIND_QUERY_AWARENESS:
             states = self.awareness.states
             if states:
                 conn.send_message(codec.awareness(
                     self.awareness.encode_awareness_update(list(states))))
 
-    def _on_awareness(self, topic, change):
-        if topic != "update":
-            return
-        changes, origin = change
-        if origin is None or origin == LOAD:
-            return
-        ids = origin.awareness_ids
-        ids.update(changes["added"])
-        ids.update(changes["updated"])
-        ids.difference_update(changes["removed"])
+    def _receive_awareness(self, conn, data):
+        """Apply and relay the entries of an awareness update that `conn` may send.
+
+        Entries for a client id another connection announced are dropped and counted
+        (`conn.awareness_ignored`): a connection cannot overwrite someone else's name
+        or cursor, nor remove it. The rest is relayed byte for byte.
+        """
+        entries = codec.parse_awareness_update(data)
+        allowed = [e for e in entries if self._may_announce(conn, e.client_id)]
+        if len(allowed) != len(entries):
+            conn.awareness_ignored += len(entries) - len(allowed)
+            if not allowed:
+                return
+            data = codec.encode_awareness_entries(allowed)
+        try:
+            self.awareness.apply_awareness_update(data, conn)
+        except (ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise ProtocolViolation("invalid awareness update") from e
+        self.broadcast(codec.awareness(data))
+
+    def _may_announce(self, conn, client_id):
+        """Whether `conn` may set or remove `client_id`'s awareness; claims it if free.
+
+        The first connection to announce a client id owns it until it leaves. A second
+        connection of the same user (same token `sub`) takes it over: that is a provider
+        reconnecting (it keeps its client id) before the server noticed that its old
+        socket died. Anonymous tokens (no `sub`) never take over.
+        """
+        owner = self.awareness_owners.get(client_id)
+        if owner is conn:
+            return True
+        if owner is not None:
+            user = conn.principal.user if conn.principal else None
+            if user is None or owner.principal is None or owner.principal.user != user:
+                return False
+            owner.awareness_ids.discard(client_id)
+        self.awareness_owners[client_id] = conn
+        conn.awareness_ids.add(client_id)
+        return True
 
     # --- the fan-out rule -----------------------------------------------------------
 

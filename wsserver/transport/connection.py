@@ -52,7 +52,8 @@ class Connection:
         self.ping_sent = None
         self.closed = False  # no more frames will be sent by us
         self.close_code = None
-        self.awareness_ids = set()  # awareness client ids this connection announced
+        self.awareness_ids = set()  # awareness client ids this connection owns (room.py)
+        self.awareness_ignored = 0  # its awareness entries for ids others own, dropped
         self.room = None
         self.principal = None
         # Names this connection in logs and the admin console: unique in this process,

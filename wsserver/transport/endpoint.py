@@ -58,6 +58,9 @@ class WebSocketEndpoint:
         # Read-only connections' document changes dropped, and connections closed for
         # them (documents/readonly.py), since start: shown by /healthz.
         self.read_only = Counter(dropped=0, closed=0)
+        # Awareness entries dropped because another connection owns their client id
+        # (documents/room.py), over every connection that has ended: /healthz shows it.
+        self.awareness_ignored = 0
         self.stopping = False  # SIGTERM arrived: not ready any more (/readyz answers 503)
         self.shutting_down = False  # clients are being closed, documents flushed
         self._shutdown_result = None  # an AsyncResult once shutdown has begun
@@ -148,6 +151,7 @@ class WebSocketEndpoint:
                 metrics.CLOSES.labels(metrics.close_code_label(code)).inc()
                 log.debug("connection closed", extra=fields(conn, session.key, code))
             self.connections.discard(conn)
+            self.awareness_ignored += conn.awareness_ignored
             conn.finish()
 
     # --- process-wide ---------------------------------------------------------------
