@@ -200,10 +200,10 @@ class Connection:
             if opcode == frames.OP_BINARY:
                 return payload
             if opcode == frames.OP_CLOSE:
-                code, _ = frames.parse_close(payload)
+                code, _ = frames.check_close(payload)  # raises for a forbidden code
                 if not self.closed:
-                    # Echo the code only (1005 means "none given": answer without one).
-                    self.close(code=1000 if code in (1005, 1006) else code)
+                    # Echo the code only (none given: answer 1000).
+                    self.close(code=1000 if code is None else code)
                 return None
             self._on_control(opcode, payload)
 
