@@ -38,7 +38,7 @@ LEEWAY = 5
 # The cause is the error's `detail`, for the server log only.
 UNVERIFIABLE = "bad signature"
 # The keys each level of `auth` accepts; anything else stops start-up, naming it.
-AUTH_KEYS = ("audience", "scope", "tenants")
+AUTH_KEYS = ("audience", "scope", "tenants", "close_on_expiry")
 TENANT_KEYS = ("keys", "apps")
 # `plan` is checked by limits/plans.py, `webhooks` by webhooks/settings.py.
 APP_KEYS = ("allowed_origins", "plan", "webhooks")
@@ -225,10 +225,15 @@ def _parse_app(app_path, name, conf):
 
 
 class Authenticator:
-    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant]) -> None:
+    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant],
+                 close_on_expiry: bool = False) -> None:
         self.audience = audience
         self.scope = scope
         self.tenants = tenants
+        # Close an open connection with 4002 "token expired" once its token's exp (plus
+        # LEEWAY) passes. Off by default: a provider reconnects with the token it was
+        # built with, so this needs a client that refreshes it (README, Authentication).
+        self.close_on_expiry = close_on_expiry
 
     @classmethod
     def from_config(cls, auth: dict, development: bool = False) -> Authenticator:
@@ -240,6 +245,9 @@ class Authenticator:
         for key in ("audience", "scope"):
             if not isinstance(auth.get(key, ""), str):
                 raise ConfigError(f"auth.{key}", "must be a string")
+        close_on_expiry = auth.get("close_on_expiry", False)
+        if not isinstance(close_on_expiry, bool):
+            raise ConfigError("auth.close_on_expiry", "must be true or false")
         tenants_conf = auth.get("tenants")
         if not isinstance(tenants_conf, dict) or not tenants_conf:
             raise ConfigError("auth.tenants", "needs at least one tenant")
@@ -263,7 +271,7 @@ class Authenticator:
                 raise ConfigError(f"{path}.apps", "needs at least one app")
             apps = {str(a): _parse_app(f"{path}.apps.{a}", str(a), c) for a, c in apps_conf.items()}
             tenants[str(tname)] = Tenant(str(tname), keys, apps)
-        return cls(audience, scope, tenants)
+        return cls(audience, scope, tenants, close_on_expiry)
 
     # --- verification ---------------------------------------------------------------
 
@@ -307,6 +315,13 @@ class Authenticator:
         documents, read_only = access_claims(claims)
         return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims,
                          documents, read_only)
+
+    def expiry_deadline(self, principal):
+        """The time.time() at which `principal`'s connection is closed as expired, or
+        None when `close_on_expiry` is off."""
+        if not self.close_on_expiry:
+            return None
+        return principal.claims["exp"] + LEEWAY  # exp is required and numeric (PyJWT)
 
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}

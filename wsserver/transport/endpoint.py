@@ -26,7 +26,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from .. import metrics
 from ..documents.readonly import ReadOnlyGuard
-from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
+from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
 from ..handshake.handshake import SUBPROTOCOL, Gate, Handshake, offered_subprotocols, peer
 from ..logs import fields
 from ..protocol import codec
@@ -93,7 +93,7 @@ class WebSocketEndpoint:
         conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
                           peer(environ))
         self.connections.add(conn)
-        room = session = None
+        room = session = expiry = None
         opened = time.monotonic()
         try:
             if self.shutting_down:
@@ -108,6 +108,7 @@ class WebSocketEndpoint:
             room = self.documents.join(session.key, conn)
             if self.webhooks is not None:
                 self.webhooks.connection_opened(session.key, session.principal.user)
+            expiry = self._close_on_expiry(conn, session.principal)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
@@ -116,7 +117,7 @@ class WebSocketEndpoint:
             synced = False
             while not conn.closed:
                 data = conn.receive()
-                if data is None:
+                if data is None or conn.closed:  # nothing is taken after our close
                     break
                 if budget is not None:
                     budget.spend()
@@ -140,6 +141,8 @@ class WebSocketEndpoint:
                           extra=fields(conn, session and session.key, InternalError.close_code))
             conn.close(InternalError())
         finally:
+            if expiry is not None:
+                expiry.kill(block=False)
             if room is not None:
                 self.documents.leave(room, conn)
                 if self.webhooks is not None:
@@ -153,6 +156,20 @@ class WebSocketEndpoint:
             self.connections.discard(conn)
             self.awareness_ignored += conn.awareness_ignored
             conn.finish()
+
+    def _close_on_expiry(self, conn, principal):
+        """With `auth.close_on_expiry`: a timer closing `conn` with 4002 "token expired"
+        when the token's exp (plus the skew) passes. Returns it, or None."""
+        deadline = self.handshake.authenticator.expiry_deadline(principal)
+        if deadline is None:
+            return None
+
+        def expire():
+            if not conn.closed:
+                log.info("closing %s: 4002 token expired", conn.peer)
+                conn.close(InvalidToken("token expired"))
+
+        return gevent.spawn_later(max(0.0, deadline - time.time()), expire)
 
     # --- process-wide ---------------------------------------------------------------
 
