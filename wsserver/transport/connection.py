@@ -151,6 +151,12 @@ class Connection:
             # Already shut down or reset by the peer: nothing left to wake.
             log.debug("shutdown of %s: socket already gone", self.peer)
 
+    def hand_over(self) -> None:
+        """The socket now belongs to someone else (transport/delayed_close.py): send
+        nothing more, and keep gevent-websocket from sending its own close frame."""
+        self.closed = True
+        self.ws.closed = True
+
     def finish(self) -> None:
         """Called once the reader is done: let the writer flush briefly, then release."""
         if not self.closed:

@@ -28,9 +28,10 @@ from .. import metrics
 from ..documents.readonly import ReadOnlyGuard
 from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
 from ..handshake.handshake import SUBPROTOCOL, Gate, Handshake, offered_subprotocols, peer
-from ..logs import fields
+from ..logs import RefusalSummary, fields
 from ..protocol import codec
 from .connection import Connection
+from .delayed_close import DelayedCloses
 
 if TYPE_CHECKING:
     from ..documents.manager import DocumentManager
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     from ..webhooks import Webhooks
 
 log = logging.getLogger(__name__)
+
+# Handshake refusals that providers retry for ever (README, "When the server refuses"):
+# no token, a bad token, a forbidden tenant/app/origin, a bad document name.
+RETRIED_REFUSALS = frozenset({4001, 4002, 4003, 4007})
 
 
 class WebSocketEndpoint:
@@ -64,6 +69,8 @@ class WebSocketEndpoint:
         self.stopping = False  # SIGTERM arrived: not ready any more (/readyz answers 503)
         self.shutting_down = False  # clients are being closed, documents flushed
         self._shutdown_result = None  # an AsyncResult once shutdown has begun
+        self.refusal_log = RefusalSummary(log)
+        self.delayed_closes = DelayedCloses(config.refusal_delay, config.max_delayed_refusals)
         self._pinger = gevent.spawn(self._ping_loop)
 
     # --- subprotocol ----------------------------------------------------------------
@@ -95,6 +102,7 @@ class WebSocketEndpoint:
         self.connections.add(conn)
         room = session = expiry = None
         opened = time.monotonic()
+        handed_over = False
         try:
             if self.shutting_down:
                 raise ServiceRestart()
@@ -131,11 +139,21 @@ class WebSocketEndpoint:
         except WsServerError as e:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
-            if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.log_reason,
-                         extra=fields(conn, session and session.key, e.close_code))
-            conn.close(e)
+            if e.close_code in RETRIED_REFUSALS:
+                # A provider retries these for ever: one log line per IP and code and
+                # minute, and the answer comes late, from a socket that costs nothing.
+                self.refusal_log.record(peer(environ), e.close_code, e.log_reason)
+                handed_over = self.delayed_closes.take(conn.sock, e)
+                if handed_over:
+                    conn.hand_over()
+                else:
+                    conn.close(e)
+            else:
+                if not e.logged:  # refusals by the limits are logged where they are made
+                    log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
+                             e.close_code, e.log_reason,
+                             extra=fields(conn, session and session.key, e.close_code))
+                conn.close(e)
         except Exception:
             log.exception("connection %s failed", peer(environ),
                           extra=fields(conn, session and session.key, InternalError.close_code))
@@ -155,7 +173,12 @@ class WebSocketEndpoint:
                 log.debug("connection closed", extra=fields(conn, session.key, code))
             self.connections.discard(conn)
             self.awareness_ignored += conn.awareness_ignored
-            conn.finish()
+            if not handed_over:
+                conn.finish()
+
+    def header_timed_out(self, ip, timeout):
+        """transport/handler.py dropped a request whose headers took too long (408)."""
+        self.refusal_log.record(ip, 408, f"request headers not complete within {timeout:g} s")
 
     def _close_on_expiry(self, conn, principal):
         """With `auth.close_on_expiry`: a timer closing `conn` with 4002 "token expired"
@@ -225,6 +248,8 @@ class WebSocketEndpoint:
         self._pinger.kill(block=False)
         for conn in list(self.connections):
             conn.close(ServiceRestart())
+        self.delayed_closes.close_all()
+        self.refusal_log.flush()
         while self.connections and time.monotonic() < deadline:
             gevent.sleep(0.05)
         left = max(0.1, deadline - time.monotonic())
