@@ -105,7 +105,9 @@ SETTINGS = [
     Setting("port", 1234, integer(0, 65535),
             "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both."),
     Setting("auth", None, mapping,
-            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication)."),
+            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication), and "
+            "`close_on_expiry` (default false: an open connection outlives its token; true: "
+            "it is closed with 4002 \"token expired\" once the token's exp plus 5 s passes)."),
     Setting("max_message_size", 16 * MIB, integer(1024),
             "Largest WebSocket message accepted, in bytes; a larger one closes with 1009."),
     Setting("max_pending_bytes", 64 * MIB, integer(64 * 1024),
