@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
@@ -367,4 +367,65 @@ def test_fuzz_frames(fuzz_server, sequence):
         pass  # e.g. a fragment announcing more than we sent: the probe became its payload
     finally:
         raw.close()
+    assert_clean_log("".join(fuzz_server.output[start:]))
+
+
+# --- the HTTP request itself ----------------------------------------------------------------
+
+http_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@st.composite
+def http_requests(draw):
+    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"OPTIONS", b"G\xffT", b""]))
+    target = draw(st.one_of(st.just(b"/doc"), http_bytes.map(lambda b: b"/" + b)))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.x", b""]))
+    headers = [(b"Host", b"127.0.0.1")]
+    if draw(st.booleans()):
+        headers += [(b"Upgrade", draw(st.sampled_from([b"websocket", b"WebSocket", b"h2c"]))),
+                    (b"Connection", draw(st.sampled_from([b"Upgrade", b"keep-alive, Upgrade"])))]
+    headers += draw(st.lists(st.tuples(
+        st.sampled_from([b"Sec-WebSocket-Key", b"Sec-WebSocket-Version", b"Content-Length",
+                         b"Transfer-Encoding", b"Sec-WebSocket-Protocol", b"Origin",
+                         b"X-Forwarded-For", b"Expect", b"Junk_Header"]), http_bytes),
+        max_size=4))
+    body = draw(st.binary(max_size=30))
+    lines = [b" ".join(p for p in (method, target, version) if p)]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def upgrade(*headers, version=b"HTTP/1.1"):
+    lines = [b"GET /doc " + version, b"Host: x", b"Upgrade: websocket", b"Connection: Upgrade",
+             *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@FUZZ
+@given(request=http_requests())
+# gevent-websocket answered these with a str body: a TypeError traceback each
+@example(request=upgrade())  # no Sec-WebSocket-Version
+@example(request=upgrade(b"Sec-WebSocket-Version: 8"))
+@example(request=upgrade(b"Sec-WebSocket-Version: 13"))  # no key
+@example(request=upgrade(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Key: c2hvcnQ=", ))
+@example(request=upgrade(b"Sec-WebSocket-Version: 13", version=b"HTTP/1.0"))
+# ...and this one raised binascii.Error (a key that is not base64)
+@example(request=upgrade(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Key: a"))
+def test_fuzz_the_http_request(fuzz_server, request):
+    start = len(fuzz_server.output)
+    sock = socket.create_connection(("127.0.0.1", fuzz_server.port), timeout=5)
+    try:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)  # nothing more: the server must answer or drop
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b""
+    finally:
+        sock.close()
+    if answer.startswith(b"HTTP/1.1 5"):
+        pytest.fail(f"{answer[:200]!r} for {request!r}")
+    if request.startswith(b"GET /doc HTTP/1.") and b"Sec-WebSocket-Key: dGhl" not in request:
+        assert answer.startswith(b"HTTP/1.1 4"), (answer[:200], request)
     assert_clean_log("".join(fuzz_server.output[start:]))

@@ -1,5 +1,5 @@
 """The HTTP request handler under every server: gevent-websocket's, with a deadline on
-the request line and headers.
+the request line and headers, and its refusals of bad upgrades made safe.
 
 gevent's pywsgi waits for a request's headers for ever, so 500 sockets that send half
 an upgrade and stall hold 500 descriptors (and, under gunicorn, fill
@@ -9,10 +9,16 @@ complete within `header_timeout` seconds of the handler starting to wait for the
 connection is dropped. Once the headers are in, the deadline is gone: an open
 WebSocket has no time limit.
 
+gevent-websocket 0.10 answers a bad upgrade (no or an unsupported Sec-WebSocket-Version,
+a missing key, HTTP/1.0) with a `str` body, which pywsgi on Python 3 cannot send (a
+TypeError and a traceback per request), and does not catch the error base64 raises for
+a key that is not base64: both become plain 4xx answers here.
+
 `wsserver serve` uses `WebSocketRequestHandler`; gunicorn uses `GunicornWorker`
 (wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler.
 """
 
+import binascii
 import logging
 
 import gevent
@@ -56,6 +62,18 @@ class WebSocketRequestHandler(WebSocketHandler):
             return super().read_request(raw_requestline)
         finally:
             self._header_deadline.cancel()
+
+
+    def upgrade_websocket(self):
+        try:
+            result = super().upgrade_websocket()
+        except binascii.Error:  # gevent-websocket only catches TypeError from b64decode
+            log.debug("invalid Sec-WebSocket-Key from %s", self.client_address)
+            self.start_response("400 Bad Request", [])
+            result = ["Invalid Sec-WebSocket-Key"]
+        if result:
+            return [part.encode("utf-8") if isinstance(part, str) else part for part in result]
+        return result
 
 
 class GunicornWorker(GeventWebSocketWorker):
