@@ -61,7 +61,8 @@ class DelayedCloses:
         """Answer every waiting refusal now (shutdown)."""
         while self._waiting:
             _, sock, frame = self._waiting.popleft()
-            self._answer(sock, frame)
+            if self._answer(sock, frame):
+                self._release(sock)
         while self._closing:
             self._release(self._closing.popleft()[1])
 

@@ -139,21 +139,7 @@ class WebSocketEndpoint:
         except WsServerError as e:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
-            if e.close_code in RETRIED_REFUSALS:
-                # A provider retries these for ever: one log line per IP and code and
-                # minute, and the answer comes late, from a socket that costs nothing.
-                self.refusal_log.record(peer(environ), e.close_code, e.log_reason)
-                handed_over = self.delayed_closes.take(conn.sock, e)
-                if handed_over:
-                    conn.hand_over()
-                else:
-                    conn.close(e)
-            else:
-                if not e.logged:  # refusals by the limits are logged where they are made
-                    log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
-                             e.close_code, e.log_reason,
-                             extra=fields(conn, session and session.key, e.close_code))
-                conn.close(e)
+            handed_over = self._close_with(conn, e, environ, session)
         except Exception:
             log.exception("connection %s failed", peer(environ),
                           extra=fields(conn, session and session.key, InternalError.close_code))
@@ -175,6 +161,24 @@ class WebSocketEndpoint:
             self.awareness_ignored += conn.awareness_ignored
             if not handed_over:
                 conn.finish()
+
+    def _close_with(self, conn, error, environ, session):
+        """Log and close `conn` with `error` (`session`: None when the handshake refused
+        it). Returns True when the close was handed to `delayed_closes` (the socket is no
+        longer ours)."""
+        if error.close_code in RETRIED_REFUSALS:
+            # A provider retries these for ever: one log line per IP and code and
+            # minute, and the answer comes late, from a socket that costs nothing.
+            self.refusal_log.record(peer(environ), error.close_code, error.log_reason)
+            if self.delayed_closes.take(conn.sock, error):
+                conn.hand_over()
+                return True
+        elif not error.logged:  # refusals by the limits are logged where they are made
+            key = session.key if session is not None else None
+            log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
+                     error.close_code, error.log_reason, extra=fields(conn, key, error.close_code))
+        conn.close(error)
+        return False
 
     def header_timed_out(self, ip, timeout):
         """transport/handler.py dropped a request whose headers took too long (408)."""
