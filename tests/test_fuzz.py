@@ -26,7 +26,9 @@ from wsserver.protocol import codec
 from wsserver.transport import frames
 
 MAX_MESSAGE_SIZE = 4096
-FUZZ = settings(deadline=None, database=None, max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
+# FUZZ_EXAMPLES=2000 for a longer hunt; the default keeps the whole file at some seconds.
+FUZZ = settings(deadline=None, database=None,
+                max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Codes a hostile client may get: the token and name refusals, the protocol codes.
 HANDSHAKE_CODES = {4001, 4002, 4003, 4007}
@@ -428,4 +430,30 @@ def test_fuzz_the_http_request(fuzz_server, request):
         pytest.fail(f"{answer[:200]!r} for {request!r}")
     if request.startswith(b"GET /doc HTTP/1.") and b"Sec-WebSocket-Key: dGhl" not in request:
         assert answer.startswith(b"HTTP/1.1 4"), (answer[:200], request)
+    assert_clean_log("".join(fuzz_server.output[start:]))
+
+
+@settings(FUZZ, max_examples=max(1, FUZZ.max_examples // 3))  # HTTP round trips are slower
+@given(name=st.text(max_size=80), token=tokens(), via=st.sampled_from(["query", "header", "none"]),
+       origin=st.sampled_from([None, "https://editor.acme.com", "https://evil.example", ""]))
+def test_fuzz_discovery(fuzz_server, name, token, via, origin):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    start = len(fuzz_server.output)
+    query = {"documentName": name}
+    headers = {"Origin": origin} if origin is not None else {}
+    if via == "query":
+        query["token"] = token
+    elif via == "header":
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"{fuzz_server.http}/discovery?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+            status, body = r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        status, body = e.code, json.load(e)
+    assert status == 200 or (400 <= status < 500 and body["code"] in HANDSHAKE_CODES), \
+        (status, body, name, token)
     assert_clean_log("".join(fuzz_server.output[start:]))
