@@ -101,6 +101,18 @@ def test_a_reconnecting_user_takes_its_client_id_over(server):
         c.close()
 
 
+def test_an_awareness_state_nested_100000_deep_is_a_1002(server):
+    """Issue 8 item 4: it raised RecursionError: 1011 and a traceback per message."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    client = Client(server, doc)
+    client.recv()
+    client.send(codec.awareness(codec.encode_awareness_entries([
+        codec.AwarenessEntry(5, 1, b"[" * 100_000 + b"]" * 100_000)])))
+    assert client.wait_close() == (1002, "awareness state nested too deeply")
+    client.close()
+    assert "Traceback" not in server.log() and " ERROR " not in server.log()
+
+
 def test_real_providers_keep_their_presence_against_a_spoofer(server):
     result = run_node("spoof.mjs", json.dumps({
         "url": server.url, "room": f"aw-{uuid.uuid4().hex[:8]}",
