@@ -28,9 +28,11 @@ from geventwebsocket.handler import WebSocketHandler
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+_REQUEST_TIMEOUT_BODY = b'{"error": "request headers took too long", "code": 408}'
 _REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                             b"Content-Type: application/json\r\nContent-Length: 55\r\n\r\n"
-                             b'{"error": "request headers took too long", "code": 408}')
+                             b"Content-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(_REQUEST_TIMEOUT_BODY)
+                             + _REQUEST_TIMEOUT_BODY)
 
 
 class _HeadersTooSlow(BaseException):
@@ -40,6 +42,8 @@ class _HeadersTooSlow(BaseException):
 
 
 class WebSocketRequestHandler(WebSocketHandler):
+    """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
+
     def handle_one_request(self):
         application = self.server.application
         timeout = getattr(application, "header_timeout", DEFAULT_HEADER_TIMEOUT)
@@ -49,7 +53,8 @@ class WebSocketRequestHandler(WebSocketHandler):
         except _HeadersTooSlow:
             on_timeout = getattr(application, "on_header_timeout", None)
             if on_timeout is not None:
-                on_timeout(self.client_address[0] if self.client_address else "-", timeout)
+                address = self.client_address  # a path string on a Unix socket
+                on_timeout(address[0] if isinstance(address, tuple) else "-", timeout)
             self.close_connection = True
             return ("408", _REQUEST_TIMEOUT_RESPONSE)
         finally:
@@ -62,7 +67,6 @@ class WebSocketRequestHandler(WebSocketHandler):
             return super().read_request(raw_requestline)
         finally:
             self._header_deadline.cancel()
-
 
     def upgrade_websocket(self):
         try:
