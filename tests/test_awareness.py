@@ -3,6 +3,7 @@ awareness client ids it announced first; entries for ids another connection owns
 dropped (and counted), never relayed, and its leaving removes only its own ids."""
 
 import json
+import time
 import urllib.request
 import uuid
 
@@ -121,3 +122,9 @@ def test_real_providers_keep_their_presence_against_a_spoofer(server):
     assert result["nameAfterSpooferLeft"] == "alice", result
     assert "mallory" not in result["namesSeenByB"] and None not in result["namesSeenByB"], result
     assert result["aId"] in result["bKeys"], result
+    # Providers send every awareness change they receive back to the server: those copies
+    # are dropped silently; only the spoofer's two entries (a new name, a removal) count.
+    deadline = time.monotonic() + 10
+    while healthz(server)["connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert healthz(server)["awareness_ignored"] == 2

@@ -174,7 +174,7 @@ def test_check_awareness_update_returns_client_ids():
 def test_parse_awareness_update_round_trips():
     two = b"\x02" + b"\x05\x01\x02{}" + b"\xac\x02\x03\x04null"
     entries = codec.parse_awareness_update(two)
-    assert entries == [(5, 1, b"{}"), (300, 3, b"null")]
+    assert entries == [(5, 1, b"{}", False), (300, 3, b"null", True)]
     assert codec.encode_awareness_entries(entries) == two
     assert codec.encode_awareness_entries(entries[1:]) == b"\x01\xac\x02\x03\x04null"
 

@@ -214,14 +214,17 @@ class Room:
     def _receive_awareness(self, conn, data):
         """Apply and relay the entries of an awareness update that `conn` may send.
 
-        Entries for a client id another connection announced are dropped and counted
-        (`conn.awareness_ignored`): a connection cannot overwrite someone else's name
-        or cursor, nor remove it. The rest is relayed byte for byte.
+        Only a client id's owner changes its state (see `_may_announce`): a connection
+        cannot rename or move someone else's cursor, nor remove it. Entries that would
+        have changed another connection's client id are dropped and counted
+        (`conn.awareness_ignored`); entries that change nothing are dropped silently:
+        y-websocket providers send every awareness change they receive back to the
+        server, so each connection repeats every other client's states. What is left is
+        relayed byte for byte.
         """
         entries = codec.parse_awareness_update(data)
-        allowed = [e for e in entries if self._may_announce(conn, e.client_id)]
+        allowed = [e for e in entries if self._may_announce(conn, e)]
         if len(allowed) != len(entries):
-            conn.awareness_ignored += len(entries) - len(allowed)
             if not allowed:
                 return
             data = codec.encode_awareness_entries(allowed)
@@ -231,20 +234,36 @@ class Room:
             raise ProtocolViolation("invalid awareness update") from e
         self.broadcast(codec.awareness(data))
 
-    def _may_announce(self, conn, client_id):
-        """Whether `conn` may set or remove `client_id`'s awareness; claims it if free.
+    def _may_announce(self, conn, entry):
+        """Whether `conn` may apply `entry`; claims its client id when that is free.
 
-        The first connection to announce a client id owns it until it leaves. A second
-        connection of the same user (same token `sub`) takes it over: that is a provider
-        reconnecting (it keeps its client id) before the server noticed that its old
-        socket died. Anonymous tokens (no `sub`) never take over.
+        The first connection to announce a state for a client id (a newer clock than
+        any the room has seen for it) owns the id until it leaves. Another connection
+        of the same user (same token `sub`) takes it over with a newer clock: that is a
+        provider reconnecting (it keeps its client id) before the server noticed its
+        old socket died. Anonymous tokens (no `sub`) never take over. An entry with no
+        newer clock changes nothing for anyone but its owner: a copy of a state the
+        sender received, dropped without counting.
         """
+        client_id = entry.client_id
         owner = self.awareness_owners.get(client_id)
         if owner is conn:
             return True
-        if owner is not None:
+        meta = self.awareness.meta.get(client_id)
+        known = meta["clock"] if meta is not None else -1
+        newer = entry.clock > known
+        if owner is None:
+            if not newer or entry.removal:
+                return False  # a copy, or the removal of a client that is gone
+        else:
             user = conn.principal.user if conn.principal else None
-            if user is None or owner.principal is None or owner.principal.user != user:
+            same_user = user is not None and owner.principal is not None \
+                and owner.principal.user == user
+            if not (newer and same_user):
+                # pycrdt also removes a present state on a removal with an equal clock
+                if newer or (entry.removal and entry.clock == known
+                             and client_id in self.awareness.states):
+                    conn.awareness_ignored += 1
                 return False
             owner.awareness_ids.discard(client_id)
         self.awareness_owners[client_id] = conn

@@ -153,10 +153,12 @@ MAX_AWARENESS_DEPTH = 64
 
 
 class AwarenessEntry(NamedTuple):
-    """One client's entry of an awareness update; `state` is its raw JSON bytes."""
+    """One client's entry of an awareness update; `state` is its raw JSON bytes, and
+    `removal` says that it is empty or JSON null (the client is gone)."""
     client_id: int
     clock: int
     state: bytes
+    removal: bool = False
 
 
 def _refuse_constant(name):
@@ -165,6 +167,7 @@ def _refuse_constant(name):
 
 
 def _check_awareness_state(state):
+    """The parsed state, or ProtocolViolation."""
     try:
         value = json.loads(state, parse_constant=_refuse_constant)
     except RecursionError:
@@ -172,7 +175,7 @@ def _check_awareness_state(state):
     except ValueError:
         raise ProtocolViolation("awareness state is not JSON") from None
     # Iterative, so that checking the depth cannot itself recurse too deeply.
-    stack = [(value, 1)]
+    parsed, stack = value, [(value, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, (dict, list)):
@@ -180,6 +183,7 @@ def _check_awareness_state(state):
                 raise ProtocolViolation("awareness state nested too deeply")
             children = value.values() if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
+    return parsed
 
 
 def parse_awareness_update(data):
@@ -196,9 +200,8 @@ def parse_awareness_update(data):
         client_id, pos = read_var_uint(data, pos)
         clock, pos = read_var_uint(data, pos)
         state, pos = read_var_bytes(data, pos)
-        if state:
-            _check_awareness_state(state)
-        entries.append(AwarenessEntry(client_id, clock, state))
+        removal = not state or _check_awareness_state(state) is None
+        entries.append(AwarenessEntry(client_id, clock, state, removal))
     if pos != len(data):
         raise ProtocolViolation("trailing bytes in awareness update")
     return entries

@@ -166,7 +166,7 @@ class WebSocketEndpoint:
         """Log and close `conn` with `error` (`session`: None when the handshake refused
         it). Returns True when the close was handed to `delayed_closes` (the socket is no
         longer ours)."""
-        if error.close_code in RETRIED_REFUSALS:
+        if session is None and error.close_code in RETRIED_REFUSALS:
             # A provider retries these for ever: one log line per IP and code and
             # minute, and the answer comes late, from a socket that costs nothing.
             self.refusal_log.record(peer(environ), error.close_code, error.log_reason)
