@@ -20,6 +20,7 @@ import time
 from collections import deque
 
 import gevent
+from gevent import ssl
 
 from . import frames
 
@@ -46,6 +47,8 @@ class DelayedCloses:
         caller then closes as usual."""
         if self.delay <= 0 or len(self._waiting) >= self.max_waiting:
             return False
+        if isinstance(sock, ssl.SSLSocket):
+            return False  # TLS in this process (gunicorn --certfile): frames cannot be raw
         try:
             duplicate = sock.dup()
         except OSError as e:  # out of descriptors: answer now instead
