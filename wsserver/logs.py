@@ -135,7 +135,7 @@ class RefusalSummary:
             return
         self._counts[key] = [0, reason]
         self.logger.info("refused %d %s: ip=%s (more of these: one summary line per %d s)",
-                         code, reason, key[0], self.window)
+                         code, reason, key[0], self.window, extra=fields(ip=key[0], code=code))
         if self._flusher is None:
             self._flusher = gevent.spawn_later(self.window, self.flush)
 
@@ -146,7 +146,8 @@ class RefusalSummary:
         for (ip, code), (more, reason) in counts.items():
             if more:
                 self.logger.info("refused %d x%d more: ip=%s in the last %d s (latest: %s)",
-                                 code, more, ip, self.window, reason)
+                                 code, more, ip, self.window, reason,
+                                 extra=dict(fields(ip=ip, code=code), count=more))
 
 
 def configure_logging(level="info", log_format="text"):
