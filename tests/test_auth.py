@@ -324,8 +324,9 @@ def test_malformed(auth, token):
 def test_a_token_naming_an_unknown_tenant_answers_like_a_bad_signature(auth, overrides, kid):
     """Issue 8 item 5: no key can verify it, so it is 4002 with the very answer a real
     tenant gives to a token signed with the wrong secret: nobody can enumerate tenants."""
-    fake = hs_token(secret="guessed-secret-0123456789abcdef0123456", kid=kid, tenantId="initech", **overrides)
-    real = hs_token(secret="guessed-secret-0123456789abcdef0123456", kid=kid, tenantId="acme", **overrides)
+    guessed = "guessed-secret-0123456789abcdef0123456"
+    fake = hs_token(secret=guessed, kid=kid, tenantId="initech", **overrides)
+    real = hs_token(secret=guessed, kid=kid, tenantId="acme", **overrides)
     answers = []
     for token in (fake, real):
         with pytest.raises(InvalidToken) as info:

@@ -9,6 +9,7 @@ import uuid
 
 from conftest import make_token, run_node
 from test_bad_input import Client
+
 from wsserver.protocol import codec
 
 

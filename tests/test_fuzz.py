@@ -16,12 +16,12 @@ import uuid
 
 import pytest
 import yaml
+from conftest import AUDIENCE, SCOPE, SECRET, ServerProcess, base_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
-
-from conftest import AUDIENCE, SCOPE, SECRET, ServerProcess, base_config
 from test_bad_input import masked_frame
+
 from wsserver.protocol import codec
 from wsserver.transport import frames
 

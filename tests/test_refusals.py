@@ -13,8 +13,8 @@ import urllib.request
 import uuid
 
 import websocket
-
 from conftest import make_token, run_node
+
 from wsserver.transport import frames
 
 

@@ -5,9 +5,9 @@ import time
 import uuid
 
 import pytest
-
 from conftest import base_config, make_token
 from test_bad_input import Client, Editor, text_of
+
 from wsserver.errors import ConfigError
 from wsserver.handshake.auth import Authenticator
 from wsserver.protocol import codec

@@ -316,7 +316,7 @@ class Authenticator:
         return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims,
                          documents, read_only)
 
-    def expiry_deadline(self, principal):
+    def expiry_deadline(self, principal: Principal) -> float | None:
         """The time.time() at which `principal`'s connection is closed as expired, or
         None when `close_on_expiry` is off."""
         if not self.close_on_expiry:

@@ -16,7 +16,8 @@ truncated message from a short one. Every decoding failure raises
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from pycrdt import (
     YMessageType,
@@ -161,12 +162,12 @@ class AwarenessEntry(NamedTuple):
     removal: bool = False
 
 
-def _refuse_constant(name):
+def _refuse_constant(name: str) -> None:
     # json.loads accepts NaN and Infinity, which JSON.parse in every client rejects.
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_awareness_state(state):
+def _check_awareness_state(state: bytes) -> Any:
     """The parsed state, or ProtocolViolation."""
     try:
         value = json.loads(state, parse_constant=_refuse_constant)
@@ -186,7 +187,7 @@ def _check_awareness_state(state):
     return parsed
 
 
-def parse_awareness_update(data):
+def parse_awareness_update(data: bytes) -> list[AwarenessEntry]:
     """Validate an awareness update strictly; return its entries, in order.
 
     pycrdt's `Awareness.apply_awareness_update` reads with the lenient Decoder, so a
@@ -207,7 +208,7 @@ def parse_awareness_update(data):
     return entries
 
 
-def encode_awareness_entries(entries):
+def encode_awareness_entries(entries: Iterable[AwarenessEntry]) -> bytes:
     """The awareness update holding `entries` (as parse_awareness_update returns them)."""
     parts = [write_var_uint(len(entries))]
     for entry in entries:

@@ -14,15 +14,21 @@ lets the client's close frame arrive, which is then read and discarded, so closi
 descriptor does not reset a connection whose client still reads our close frame.
 """
 
+from __future__ import annotations
+
 import logging
 import socket
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent import ssl
 
 from . import frames
+
+if TYPE_CHECKING:
+    from ..errors import WsServerError
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +37,19 @@ CLOSE_GRACE = 1.0
 
 
 class DelayedCloses:
-    def __init__(self, delay, max_waiting):
+    def __init__(self, delay: float, max_waiting: int) -> None:
         self.delay = delay
         self.max_waiting = max_waiting
-        self._waiting = deque()  # (deadline, socket, close frame), deadlines ascending
-        self._closing = deque()  # (deadline, socket): close frame sent, FIN sent
-        self._worker = None
+        # (deadline, socket, close frame), deadlines ascending
+        self._waiting: deque[tuple[float, socket.socket, bytes]] = deque()
+        # (deadline, socket): close frame sent, FIN sent
+        self._closing: deque[tuple[float, socket.socket]] = deque()
+        self._worker: gevent.Greenlet | None = None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._waiting) + len(self._closing)
 
-    def take(self, sock, error):
+    def take(self, sock: socket.socket, error: WsServerError) -> bool:
         """Answer `error` (a WsServerError) on `sock` after the delay. Returns False, and
         takes nothing, when the delay is off or `max_waiting` sockets already wait: the
         caller then closes as usual."""
@@ -60,7 +68,7 @@ class DelayedCloses:
             self._worker = gevent.spawn(self._run)
         return True
 
-    def close_all(self):
+    def close_all(self) -> None:
         """Answer every waiting refusal now (shutdown)."""
         while self._waiting:
             _, sock, frame = self._waiting.popleft()
@@ -69,7 +77,7 @@ class DelayedCloses:
         while self._closing:
             self._release(self._closing.popleft()[1])
 
-    def _run(self):
+    def _run(self) -> None:
         try:
             while self._waiting or self._closing:
                 now = time.monotonic()
@@ -86,7 +94,7 @@ class DelayedCloses:
             self._worker = None
 
     @staticmethod
-    def _answer(sock, frame):
+    def _answer(sock: socket.socket, frame: bytes) -> bool:
         """Send the close frame and FIN without waiting; False if the socket is gone."""
         raw = sock._sock if hasattr(sock, "_sock") else sock
         try:
@@ -99,7 +107,7 @@ class DelayedCloses:
             return False
 
     @staticmethod
-    def _release(sock):
+    def _release(sock: socket.socket) -> None:
         """Discard what the client sent (its frames, its close frame), then close."""
         raw = sock._sock if hasattr(sock, "_sock") else sock
         try:

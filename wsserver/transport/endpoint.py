@@ -36,7 +36,8 @@ from .delayed_close import DelayedCloses
 if TYPE_CHECKING:
     from ..documents.manager import DocumentManager
     from ..documents.storage import Store
-    from ..handshake.auth import Authenticator
+    from ..handshake.auth import Authenticator, Principal
+    from ..handshake.handshake import Session
     from ..limits.refusals import Refusals
     from ..settings import Config
     from ..webhooks import Webhooks
@@ -162,7 +163,8 @@ class WebSocketEndpoint:
             if not handed_over:
                 conn.finish()
 
-    def _close_with(self, conn, error, environ, session):
+    def _close_with(self, conn: Connection, error: WsServerError, environ: dict,
+                    session: Session | None) -> bool:
         """Log and close `conn` with `error` (`session`: None when the handshake refused
         it). Returns True when the close was handed to `delayed_closes` (the socket is no
         longer ours)."""
@@ -180,18 +182,19 @@ class WebSocketEndpoint:
         conn.close(error)
         return False
 
-    def header_timed_out(self, ip, timeout):
+    def header_timed_out(self, ip: str, timeout: float) -> None:
         """transport/handler.py dropped a request whose headers took too long (408)."""
         self.refusal_log.record(ip, 408, f"request headers not complete within {timeout:g} s")
 
-    def _close_on_expiry(self, conn, principal):
+    def _close_on_expiry(self, conn: Connection,
+                         principal: Principal) -> gevent.Greenlet | None:
         """With `auth.close_on_expiry`: a timer closing `conn` with 4002 "token expired"
         when the token's exp (plus the skew) passes. Returns it, or None."""
         deadline = self.handshake.authenticator.expiry_deadline(principal)
         if deadline is None:
             return None
 
-        def expire():
+        def expire() -> None:
             if not conn.closed:
                 log.info("closing %s: 4002 token expired", conn.peer)
                 conn.close(InvalidToken("token expired"))

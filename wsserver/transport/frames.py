@@ -64,14 +64,14 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     return code, payload[2:].decode("utf-8", "replace")
 
 
-def _sendable_close_code(code):
+def _sendable_close_code(code: int) -> bool:
     """RFC 6455 7.4: the codes an endpoint may put on the wire. 1004 is reserved, 1005,
     1006 and 1015 are for reporting only, 1016-2999 are unassigned (1012-1014 are
     registered with IANA), 3000-4999 belong to libraries and applications."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
-def check_close(payload):
+def check_close(payload: bytes) -> tuple[int | None, str]:
     """(code, reason) of a client's close frame; None for the code when it has none.
 
     A code RFC 6455 forbids on the wire, or a 1-byte payload, is a ProtocolViolation

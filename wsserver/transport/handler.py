@@ -18,8 +18,11 @@ a key that is not base64: both become plain 4xx answers here.
 (wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler.
 """
 
+from __future__ import annotations
+
 import binascii
 import logging
+from typing import Any
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
@@ -44,7 +47,7 @@ class _HeadersTooSlow(BaseException):
 class WebSocketRequestHandler(WebSocketHandler):
     """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> Any:
         application = self.server.application
         timeout = getattr(application, "header_timeout", DEFAULT_HEADER_TIMEOUT)
         self._header_deadline = gevent.Timeout.start_new(timeout, _HeadersTooSlow)
@@ -60,7 +63,7 @@ class WebSocketRequestHandler(WebSocketHandler):
         finally:
             self._header_deadline.cancel()
 
-    def read_request(self, raw_requestline):
+    def read_request(self, raw_requestline: str) -> Any:
         # The headers are read when this returns: the rest of the request (the
         # application, the WebSocket) runs without the deadline.
         try:
@@ -68,7 +71,7 @@ class WebSocketRequestHandler(WebSocketHandler):
         finally:
             self._header_deadline.cancel()
 
-    def upgrade_websocket(self):
+    def upgrade_websocket(self) -> list[bytes] | None:
         try:
             result = super().upgrade_websocket()
         except binascii.Error:  # gevent-websocket only catches TypeError from b64decode
