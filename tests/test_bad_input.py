@@ -176,7 +176,24 @@ CASES = {
     "text frame": (lambda c: c.ws.send("hello"), 1003),
     "unmasked frame": (lambda c: c.ws.sock.sendall(b"\x82\x04\x00\x00\x01\x00"), 1002),
     "reserved opcode": (lambda c: c.ws.sock.sendall(masked_frame(0x3, b"\x00\x00\x01\x00")), 1002),
+    # Close frames (issue 8 item 8): codes RFC 6455 forbids on the wire are a 1002, a
+    # reason that is not UTF-8 a 1007; allowed codes are echoed.
+    **{f"close code {code}": (lambda c, code=code: _send_close(c, struct.pack("!H", code)), 1002)
+       for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)},
+    "close with a 1-byte payload": (lambda c: _send_close(c, b"\x03"), 1002),
+    "close reason not UTF-8": (lambda c: _send_close(c, struct.pack("!H", 1000) + b"ok \xff\xfe"),
+                               1007),
+    "close reason cut inside a character": (
+        lambda c: _send_close(c, struct.pack("!H", 4000) + "é".encode()[:1]), 1007),
+    **{f"close code {code} is echoed": (
+        lambda c, code=code: _send_close(c, struct.pack("!H", code) + "bye é".encode()), code)
+       for code in (1000, 1001, 1011, 1014, 3000, 4999)},
+    "close without a code is answered 1000": (lambda c: _send_close(c, b""), 1000),
 }
+
+
+def _send_close(client, payload):
+    client.ws.sock.sendall(masked_frame(frames.OP_CLOSE, payload))
 
 
 def _vanish(client):
@@ -323,6 +340,7 @@ def test_large_message_does_not_freeze_other_connections(start_server):
 class _Conn:
     def __init__(self):
         self.frames, self.messages, self.awareness_ids, self.room = [], [], set(), None
+        self.awareness_ignored, self.principal = 0, None
 
     def send(self, frame):
         self.frames.append(frame)

@@ -8,7 +8,7 @@ format by hand: varUint = 7 bits per byte, little end first, high bit = "more".
 """
 
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, write_var_uint
 
 from wsserver.protocol import codec
 from wsserver.errors import ProtocolViolation
@@ -157,14 +157,49 @@ def test_every_truncation_of_valid_messages_is_rejected():
                 codec.decode(message[:cut])
 
 
+def check_awareness_update(data):
+    return [entry.client_id for entry in codec.parse_awareness_update(data)]
+
+
 def test_check_awareness_update_returns_client_ids():
-    assert codec.check_awareness_update(AWARENESS_ANN) == [5]
-    assert codec.check_awareness_update(AWARENESS_REMOVE) == [5]
-    assert codec.check_awareness_update(b"\x00") == []
+    assert check_awareness_update(AWARENESS_ANN) == [5]
+    assert check_awareness_update(AWARENESS_REMOVE) == [5]
+    assert check_awareness_update(b"\x00") == []
     two = b"\x02" + b"\x05\x01\x02{}" + b"\xac\x02\x03\x04null"
-    assert codec.check_awareness_update(two) == [5, 300]
+    assert check_awareness_update(two) == [5, 300]
     # an empty state string is allowed (nothing to parse)
-    assert codec.check_awareness_update(b"\x01\x09\x01\x00") == [9]
+    assert check_awareness_update(b"\x01\x09\x01\x00") == [9]
+
+
+def test_parse_awareness_update_round_trips():
+    two = b"\x02" + b"\x05\x01\x02{}" + b"\xac\x02\x03\x04null"
+    entries = codec.parse_awareness_update(two)
+    assert entries == [(5, 1, b"{}", False), (300, 3, b"null", True)]
+    assert codec.encode_awareness_entries(entries) == two
+    assert codec.encode_awareness_entries(entries[1:]) == b"\x01\xac\x02\x03\x04null"
+
+
+def _state(text):
+    data = text.encode()
+    return b"\x01\x05\x01" + write_var_uint(len(data)) + data
+
+
+@pytest.mark.parametrize("state,reason", [
+    ("[" * 100_000 + "]" * 100_000, "awareness state nested too deeply"),
+    ('{"a":' * 100_000 + "1" + "}" * 100_000, "awareness state nested too deeply"),
+    ("[" * 65 + "]" * 65, "awareness state nested too deeply"),
+    ('{"x": NaN}', "awareness state is not JSON"),
+    ('{"x": -Infinity}', "awareness state is not JSON"),
+])
+def test_hostile_awareness_states_are_protocol_violations(state, reason):
+    """Issue 8 item 4: 100,000 levels raised RecursionError (1011 and a traceback)."""
+    with pytest.raises(ProtocolViolation) as info:
+        codec.parse_awareness_update(_state(state))
+    assert (info.value.reason, info.value.close_code) == (reason, 1002)
+
+
+def test_an_awareness_state_64_levels_deep_is_accepted():
+    assert check_awareness_update(_state("[" * 64 + "]" * 64)) == [5]
 
 
 @pytest.mark.parametrize("data,reason", [
@@ -179,6 +214,6 @@ def test_check_awareness_update_returns_client_ids():
 ])
 def test_check_awareness_update_rejects(data, reason):
     with pytest.raises(ProtocolViolation) as info:
-        codec.check_awareness_update(data)
+        codec.parse_awareness_update(data)
     assert info.value.reason == reason
     assert info.value.close_code == 1002

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from wsserver.transport import frames
-from wsserver.errors import MessageTooBig, ProtocolViolation, UnsupportedData
+from wsserver.errors import InvalidPayload, MessageTooBig, ProtocolViolation, UnsupportedData
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -96,6 +96,27 @@ def test_parse_close():
     assert frames.parse_close(b"\x0f\xa1no token") == (4001, "no token")
     assert frames.parse_close(b"") == (1005, "")
     assert frames.parse_close(b"\x03") == (1005, "")
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014,
+                                  3000, 4001, 4999])
+def test_check_close_accepts_codes_allowed_on_the_wire(code):
+    assert frames.check_close(struct.pack("!H", code) + "fin é".encode()) == (code, "fin é")
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535])
+def test_check_close_refuses_codes_forbidden_on_the_wire(code):
+    with pytest.raises(ProtocolViolation):
+        frames.check_close(struct.pack("!H", code))
+
+
+def test_check_close_payloads():
+    assert frames.check_close(b"") == (None, "")
+    with pytest.raises(ProtocolViolation):
+        frames.check_close(b"\x03")
+    with pytest.raises(InvalidPayload) as info:
+        frames.check_close(b"\x03\xe8\xc3")
+    assert info.value.close_code == 1007
 
 
 # --- unmasking ------------------------------------------------------------------------

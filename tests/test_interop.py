@@ -289,8 +289,10 @@ def test_close_codes_seen_by_provider(shared):
         "alg_none": (4002, {"token": make_token(secret=None, alg="none")}),
         "bad_query_token": (4002, {"token": make_token(ttl=-60), "via": "query"}),
         "bad_header_token": (4002, {"token": make_token(secret=OTHER_SECRET), "via": "header"}),
+        # a tenant that is not configured: no key can verify the token (4002, not 4003,
+        # so that nobody can enumerate tenants)
+        "unknown_tenant": (4002, {"token": make_token(tenant="initech")}),
         # 4003: valid token, but not for anything configured / not from an allowed origin
-        "unknown_tenant": (4003, {"token": make_token(tenant="initech")}),
         "unknown_app": (4003, {"token": make_token(app="nope")}),
         "locked_bad_origin": (4003, {"token": make_token(app="locked"),
                                      "origin": "https://evil.example"}),
@@ -332,7 +334,8 @@ def test_close_codes_seen_by_provider(shared):
     for cid, (code, _) in specs.items():
         assert_close(results[cid], code)
     for word, cid in [("expired", "expired"), ("audience", "wrong_audience"),
-                      ("scope", "missing_scope"), ("signature", "bad_signature")]:
+                      ("scope", "missing_scope"), ("signature", "bad_signature"),
+                      ("signature", "unknown_tenant")]:
         assert word in results[cid]["close"]["reason"].lower(), results[cid]
     for cid in oks:
         assert_ok(results[cid])

@@ -439,7 +439,7 @@ def test_discovery_errors_use_the_websocket_close_codes(start_server, start_app,
     assert error(eu, "fine", "not-a-jwt") == (401, 4002)
     assert error(eu, "fine", make_token(ttl=-120)) == (401, 4002)
     assert error(eu, "fine", make_token(secret="wrong-secret-0123456789abcdef0123")) == (401, 4002)
-    assert error(eu, "fine", make_token(tenant="nope")) == (403, 4003)
+    assert error(eu, "fine", make_token(tenant="nope")) == (401, 4002)  # no tenant enumeration
     assert error(eu, "fine", make_token(app="nope")) == (403, 4003)
     locked = make_token(app="locked")
     assert error(eu, "fine", locked, headers={"Origin": "https://evil.example"}) == (403, 4003)

@@ -257,7 +257,7 @@ class FakeConnection:
         self.name = name
         self.frames = []
         self.messages = []
-        self.awareness_ids = set()
+        self.awareness_ids, self.awareness_ignored = set(), 0
         self.room = None
 
     def send(self, frame):

@@ -130,7 +130,8 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
         body = {"status": "ok", "rooms": len(documents),
                 "connections": len(endpoint.connections),
                 "refused": {str(code): n for code, n in quota.refusals.counts().items()},
-                "read_only": dict(endpoint.read_only)}
+                "read_only": dict(endpoint.read_only),
+                "awareness_ignored": endpoint.awareness_ignored}
         if webhooks is not None:
             body["webhooks"] = webhooks.counts()
         if remote:
@@ -146,6 +147,9 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
     # gevent-websocket asks the WSGI application object which subprotocol to select.
     app.app_protocol = endpoint.select_subprotocol
+    # The request handler (transport/handler.py) reads these from it too.
+    app.header_timeout = config.header_timeout
+    app.on_header_timeout = endpoint.header_timed_out
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
     app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics

@@ -17,11 +17,11 @@ def _serve(args):
 
     import gevent
     from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
 
     from .app import create_app, endpoint_of
     from .settings import DEFAULT_CONFIG_PATH, Config
     from .logs import configure_logging
+    from .transport.handler import WebSocketRequestHandler
 
     config = Config.load(args.config, fallback=DEFAULT_CONFIG_PATH)
     if args.host:
@@ -34,7 +34,7 @@ def _serve(args):
     # What start-up allocated lives for ever: keep the collector from rescanning it in
     # every full collection (these stalled the loop 24-50 ms during connect bursts).
     gc.freeze()
-    server = WSGIServer((config.host, config.port), app, handler_class=WebSocketHandler,
+    server = WSGIServer((config.host, config.port), app, handler_class=WebSocketRequestHandler,
                         log=None)
     stopping = []
 

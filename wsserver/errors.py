@@ -28,10 +28,17 @@ class WsServerError(Exception):
     # Set once the refusal counters have counted it (wsserver/limits/refusals.py).
     counted = False
 
-    def __init__(self, reason: str | None = None) -> None:
+    def __init__(self, reason: str | None = None, detail: str | None = None) -> None:
         if reason is not None:
             self.reason = reason
+        if detail is not None:
+            self.detail = detail
         super().__init__(self.reason)
+
+    @property
+    def log_reason(self) -> str:
+        """`reason`, with the detail the client was not told, for the server log."""
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
 
     @property
     def close_reason(self) -> bytes:

@@ -36,7 +36,8 @@ import yaml
 from wsserver.logs import FORMATS, GunicornLogger
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1234')}"
-worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+# gevent-websocket's worker with a deadline on request headers (transport/handler.py).
+worker_class = "wsserver.transport.handler.GunicornWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 graceful_timeout = 20
 control_socket_disable = True

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 
+import gevent
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
@@ -103,6 +104,50 @@ class Throttled:
         self.logger.error(message, *args)
         self._last = now
         self._skipped = 0
+
+
+class RefusalSummary:
+    """Refusals logged per client IP and code: the first of each `window` at once, the
+    rest as one summary line when the window ends. A client that is refused ten times a
+    second for ever (a provider reconnecting with a bad token) costs two lines a
+    minute, not 600. At most `max_keys` (IP, code) pairs are tracked per window; the
+    rest are counted together under `ip=(others)`.
+    """
+
+    OTHERS = "(others)"
+
+    def __init__(self, logger, window=60.0, max_keys=10_000):
+        self.logger = logger
+        self.window = window
+        self.max_keys = max_keys
+        self._counts = {}  # (ip, code) -> [refusals after the first, latest reason]
+        self._flusher = None
+
+    def record(self, ip, code, reason):
+        key = (ip, code)
+        entry = self._counts.get(key)
+        if entry is None and len(self._counts) >= self.max_keys:
+            key = (self.OTHERS, code)
+            entry = self._counts.get(key)
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = reason
+            return
+        self._counts[key] = [0, reason]
+        self.logger.info("refused %d %s: ip=%s (more of these: one summary line per %d s)",
+                         code, reason, key[0], self.window, extra=fields(ip=key[0], code=code))
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(self.window, self.flush)
+
+    def flush(self):
+        """Log the window's summary lines and start a new window."""
+        self._flusher = None
+        counts, self._counts = self._counts, {}
+        for (ip, code), (more, reason) in counts.items():
+            if more:
+                self.logger.info("refused %d x%d more: ip=%s in the last %d s (latest: %s)",
+                                 code, more, ip, self.window, reason,
+                                 extra=dict(fields(ip=ip, code=code), count=more))
 
 
 def configure_logging(level="info", log_format="text"):

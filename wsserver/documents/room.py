@@ -96,7 +96,9 @@ class Room:
         self.awareness = Awareness(self.doc)
         # pycrdt gives the server a local state {}; clients would show it as a peer.
         self.awareness.set_local_state(None)
-        self.awareness.observe(self._on_awareness)
+        # Awareness client id -> the connection that announced it first. Only that
+        # connection may set or remove the id's state (see `_may_announce`).
+        self.awareness_owners = {}
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -149,8 +151,13 @@ class Room:
 
     def leave(self, conn):
         self.connections.pop(conn, None)
+        for client_id in conn.awareness_ids:
+            del self.awareness_owners[client_id]
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
         conn.awareness_ids.clear()
+        if conn.awareness_ignored:
+            log.info("%r: ignored %d awareness entries from %s for client ids another "
+                     "connection announced", self, conn.awareness_ignored, conn.peer)
         if ids:
             self.awareness.remove_awareness_states(ids, None)
             self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
@@ -197,28 +204,71 @@ class Room:
                 raise ProtocolViolation("invalid state vector") from None
             conn.send_message(codec.sync_step2(update))
         elif kind == codec.KIND_AWARENESS:
-            codec.check_awareness_update(message.data)
-            try:
-                self.awareness.apply_awareness_update(message.data, conn)
-            except (ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise ProtocolViolation("invalid awareness update") from e
-            self.broadcast(codec.awareness(message.data))
+            self._receive_awareness(conn, message.data)
         elif kind == codec.KIND_QUERY_AWARENESS:
             states = self.awareness.states
             if states:
                 conn.send_message(codec.awareness(
                     self.awareness.encode_awareness_update(list(states))))
 
-    def _on_awareness(self, topic, change):
-        if topic != "update":
-            return
-        changes, origin = change
-        if origin is None or origin == LOAD:
-            return
-        ids = origin.awareness_ids
-        ids.update(changes["added"])
-        ids.update(changes["updated"])
-        ids.difference_update(changes["removed"])
+    def _receive_awareness(self, conn, data):
+        """Apply and relay the entries of an awareness update that `conn` may send.
+
+        Only a client id's owner changes its state (see `_may_announce`): a connection
+        cannot rename or move someone else's cursor, nor remove it. Entries that would
+        have changed another connection's client id are dropped and counted
+        (`conn.awareness_ignored`); entries that change nothing are dropped silently:
+        y-websocket providers send every awareness change they receive back to the
+        server, so each connection repeats every other client's states. What is left is
+        relayed byte for byte.
+        """
+        entries = codec.parse_awareness_update(data)
+        allowed = [e for e in entries if self._may_announce(conn, e)]
+        if len(allowed) != len(entries):
+            if not allowed:
+                return
+            data = codec.encode_awareness_entries(allowed)
+        try:
+            self.awareness.apply_awareness_update(data, conn)
+        except (ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise ProtocolViolation("invalid awareness update") from e
+        self.broadcast(codec.awareness(data))
+
+    def _may_announce(self, conn, entry):
+        """Whether `conn` may apply `entry`; claims its client id when that is free.
+
+        The first connection to announce a state for a client id (a newer clock than
+        any the room has seen for it) owns the id until it leaves. Another connection
+        of the same user (same token `sub`) takes it over with a newer clock: that is a
+        provider reconnecting (it keeps its client id) before the server noticed its
+        old socket died. Anonymous tokens (no `sub`) never take over. An entry with no
+        newer clock changes nothing for anyone but its owner: a copy of a state the
+        sender received, dropped without counting.
+        """
+        client_id = entry.client_id
+        owner = self.awareness_owners.get(client_id)
+        if owner is conn:
+            return True
+        meta = self.awareness.meta.get(client_id)
+        known = meta["clock"] if meta is not None else -1
+        newer = entry.clock > known
+        if owner is None:
+            if not newer or entry.removal:
+                return False  # a copy, or the removal of a client that is gone
+        else:
+            user = conn.principal.user if conn.principal else None
+            same_user = user is not None and owner.principal is not None \
+                and owner.principal.user == user
+            if not (newer and same_user):
+                # pycrdt also removes a present state on a removal with an equal clock
+                if newer or (entry.removal and entry.clock == known
+                             and client_id in self.awareness.states):
+                    conn.awareness_ignored += 1
+                return False
+            owner.awareness_ids.discard(client_id)
+        self.awareness_owners[client_id] = conn
+        conn.awareness_ids.add(client_id)
+        return True
 
     # --- the fan-out rule -----------------------------------------------------------
 

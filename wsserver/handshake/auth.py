@@ -32,8 +32,13 @@ PUBLIC_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                      "ES256", "ES384", "ES512", "EdDSA"}
 # Clock skew tolerated on exp/nbf/iat, in seconds.
 LEEWAY = 5
+# The one reason a client gets for a token whose signature cannot be verified, whatever
+# the cause (unknown tenant, unknown kid, algorithm not that key's, wrong signature):
+# distinct answers would let anyone enumerate tenants and kids with unsigned tokens.
+# The cause is the error's `detail`, for the server log only.
+UNVERIFIABLE = "bad signature"
 # The keys each level of `auth` accepts; anything else stops start-up, naming it.
-AUTH_KEYS = ("audience", "scope", "tenants")
+AUTH_KEYS = ("audience", "scope", "tenants", "close_on_expiry")
 TENANT_KEYS = ("keys", "apps")
 # `plan` is checked by limits/plans.py, `webhooks` by webhooks/settings.py.
 APP_KEYS = ("allowed_origins", "plan", "webhooks")
@@ -220,10 +225,15 @@ def _parse_app(app_path, name, conf):
 
 
 class Authenticator:
-    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant]) -> None:
+    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant],
+                 close_on_expiry: bool = False) -> None:
         self.audience = audience
         self.scope = scope
         self.tenants = tenants
+        # Close an open connection with 4002 "token expired" once its token's exp (plus
+        # LEEWAY) passes. Off by default: a provider reconnects with the token it was
+        # built with, so this needs a client that refreshes it (README, Authentication).
+        self.close_on_expiry = close_on_expiry
 
     @classmethod
     def from_config(cls, auth: dict, development: bool = False) -> Authenticator:
@@ -235,6 +245,9 @@ class Authenticator:
         for key in ("audience", "scope"):
             if not isinstance(auth.get(key, ""), str):
                 raise ConfigError(f"auth.{key}", "must be a string")
+        close_on_expiry = auth.get("close_on_expiry", False)
+        if not isinstance(close_on_expiry, bool):
+            raise ConfigError("auth.close_on_expiry", "must be true or false")
         tenants_conf = auth.get("tenants")
         if not isinstance(tenants_conf, dict) or not tenants_conf:
             raise ConfigError("auth.tenants", "needs at least one tenant")
@@ -258,16 +271,17 @@ class Authenticator:
                 raise ConfigError(f"{path}.apps", "needs at least one app")
             apps = {str(a): _parse_app(f"{path}.apps.{a}", str(a), c) for a, c in apps_conf.items()}
             tenants[str(tname)] = Tenant(str(tname), keys, apps)
-        return cls(audience, scope, tenants)
+        return cls(audience, scope, tenants, close_on_expiry)
 
     # --- verification ---------------------------------------------------------------
 
     def verify(self, token: str | None) -> Principal:
         """Check a token's signature and claims; return its Principal.
 
-        Raises NoToken (4001), InvalidToken (4002: including a malformed `documents` or
-        `access` claim), or Forbidden (4003) for a token that passes every check it can
-        but names a tenant that is not configured.
+        Raises NoToken (4001) or InvalidToken (4002: including a malformed `documents` or
+        `access` claim). A token naming a tenant that is not configured cannot be
+        verified: it is a 4002 with the same reason as a bad signature, so the answer
+        says nothing about which tenants exist.
         """
         if not token:
             raise NoToken()
@@ -275,26 +289,24 @@ class Authenticator:
             # One unverified parse gives both the kid and the tenant to pick the key by.
             unverified = jwt.decode_complete(token, options={"verify_signature": False})
             header, unverified = unverified["header"], unverified["payload"]
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:
+            # DecodeError, and InvalidTokenError for a non-string `kid` or a `crit` header.
             raise InvalidToken("malformed token") from None
         tenant_id = unverified.get("tenantId")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise InvalidToken("token has no tenantId")
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
-            # No key to check the signature with: check what can be checked, so an
-            # expired or foreign-audience token still answers 4002, then refuse.
-            self._decode(token, None, header.get("alg"))
-            raise Forbidden("unknown tenant")
+            raise InvalidToken(UNVERIFIABLE, detail="unknown tenant")
         kid = header.get("kid")
         if kid is None and len(tenant.keys) == 1:
             key = next(iter(tenant.keys.values()))
         else:
-            key = tenant.keys.get(kid)
+            key = tenant.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            raise InvalidToken("unknown key")
+            raise InvalidToken(UNVERIFIABLE, detail="unknown key")
         if header.get("alg") != key.alg:
-            raise InvalidToken("algorithm not allowed for this key")
+            raise InvalidToken(UNVERIFIABLE, detail="algorithm not allowed for this key")
         claims = self._decode(token, key, key.alg)
         app = claims.get("appId")
         if not isinstance(app, str) or not app:
@@ -304,14 +316,17 @@ class Authenticator:
         return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims,
                          documents, read_only)
 
+    def expiry_deadline(self, principal: Principal) -> float | None:
+        """The time.time() at which `principal`'s connection is closed as expired, or
+        None when `close_on_expiry` is off."""
+        if not self.close_on_expiry:
+            return None
+        return principal.claims["exp"] + LEEWAY  # exp is required and numeric (PyJWT)
+
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}
-        if key is None:
-            # PyJWT turns every claim check off with the signature check: turn them back on.
-            options.update(verify_signature=False, verify_exp=True, verify_nbf=True,
-                           verify_iat=True, verify_aud=True)
         try:
-            claims = jwt.decode(token, key.key if key else None, algorithms=[alg] if alg else None,
+            claims = jwt.decode(token, key.key, algorithms=[alg],
                                 audience=self.audience, options=options, leeway=LEEWAY)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
@@ -320,7 +335,7 @@ class Authenticator:
         except jwt.InvalidAudienceError:
             raise InvalidToken("wrong audience") from None
         except jwt.InvalidSignatureError:
-            raise InvalidToken("bad signature") from None
+            raise InvalidToken(UNVERIFIABLE) from None
         except jwt.MissingRequiredClaimError as e:
             raise InvalidToken(f"token has no {e.claim}") from None
         except jwt.InvalidTokenError:

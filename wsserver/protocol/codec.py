@@ -16,6 +16,8 @@ truncated message from a short one. Every decoding failure raises
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from pycrdt import (
     YMessageType,
@@ -23,6 +25,7 @@ from pycrdt import (
     create_awareness_message,
     create_update_message,
     write_message,
+    write_var_uint,
 )
 
 from ..errors import ProtocolViolation
@@ -144,23 +147,71 @@ def awareness(update: bytes) -> bytes:
     return create_awareness_message(update)
 
 
-def check_awareness_update(data):
-    """Validate an awareness update's structure strictly; return its client ids.
+# Deepest JSON nesting accepted in an awareness state. Real states are a few levels deep
+# (a user, a cursor holding two relative positions); a deeper one is hostile: Python's
+# parser raises RecursionError near 1,000 levels, and clients would choke on it too.
+MAX_AWARENESS_DEPTH = 64
+
+
+class AwarenessEntry(NamedTuple):
+    """One client's entry of an awareness update; `state` is its raw JSON bytes, and
+    `removal` says that it is empty or JSON null (the client is gone)."""
+    client_id: int
+    clock: int
+    state: bytes
+    removal: bool = False
+
+
+def _refuse_constant(name: str) -> None:
+    # json.loads accepts NaN and Infinity, which JSON.parse in every client rejects.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_awareness_state(state: bytes) -> Any:
+    """The parsed state, or ProtocolViolation."""
+    try:
+        value = json.loads(state, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ProtocolViolation("awareness state nested too deeply") from None
+    except ValueError:
+        raise ProtocolViolation("awareness state is not JSON") from None
+    # Iterative, so that checking the depth cannot itself recurse too deeply.
+    parsed, stack = value, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_AWARENESS_DEPTH:
+                raise ProtocolViolation("awareness state nested too deeply")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return parsed
+
+
+def parse_awareness_update(data: bytes) -> list[AwarenessEntry]:
+    """Validate an awareness update strictly; return its entries, in order.
 
     pycrdt's `Awareness.apply_awareness_update` reads with the lenient Decoder, so a
-    truncated update would be half-applied; this runs first and rejects it whole.
+    truncated update would be half-applied; this runs first and rejects it whole. Each
+    state must be JSON (or empty) without NaN/Infinity and at most MAX_AWARENESS_DEPTH
+    levels deep.
     """
     count, pos = read_var_uint(data, 0)
-    ids = []
+    entries = []
     for _ in range(count):
         client_id, pos = read_var_uint(data, pos)
-        _clock, pos = read_var_uint(data, pos)
+        clock, pos = read_var_uint(data, pos)
         state, pos = read_var_bytes(data, pos)
-        try:
-            json.loads(state) if state else None
-        except ValueError:
-            raise ProtocolViolation("awareness state is not JSON") from None
-        ids.append(client_id)
+        removal = not state or _check_awareness_state(state) is None
+        entries.append(AwarenessEntry(client_id, clock, state, removal))
     if pos != len(data):
         raise ProtocolViolation("trailing bytes in awareness update")
-    return ids
+    return entries
+
+
+def encode_awareness_entries(entries: Iterable[AwarenessEntry]) -> bytes:
+    """The awareness update holding `entries` (as parse_awareness_update returns them)."""
+    parts = [write_var_uint(len(entries))]
+    for entry in entries:
+        parts += (write_var_uint(entry.client_id), write_var_uint(entry.clock),
+                  write_message(entry.state))
+    return b"".join(parts)

@@ -105,7 +105,9 @@ SETTINGS = [
     Setting("port", 1234, integer(0, 65535),
             "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both."),
     Setting("auth", None, mapping,
-            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication)."),
+            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication), and "
+            "`close_on_expiry` (default false: an open connection outlives its token; true: "
+            "it is closed with 4002 \"token expired\" once the token's exp plus 5 s passes)."),
     Setting("max_message_size", 16 * MIB, integer(1024),
             "Largest WebSocket message accepted, in bytes; a larger one closes with 1009."),
     Setting("max_pending_bytes", 64 * MIB, integer(64 * 1024),
@@ -127,6 +129,18 @@ SETTINGS = [
             "Seconds between SIGTERM and the closing of clients, during which /readyz answers "
             "503 and everything else keeps serving: time for a load balancer to stop "
             "sending new clients here."),
+    Setting("header_timeout", 10.0, number(0.1),
+            "Seconds a client has to send a request's line and headers (each request of a "
+            "keep-alive connection) before it gets a 408 and is dropped: sockets that send "
+            "half a request and stall (slowloris) are not held for ever."),
+    Setting("refusal_delay", 2.0, number(0),
+            "Seconds before the close frame of a refused handshake (4001, 4002, 4003, 4007) "
+            "is sent, so a provider that reconnects at once after every close (y-websocket "
+            "1.x and 2.x) retries once per delay instead of ten times a second; the waiting "
+            "socket costs only its file descriptor. 0: answer at once."),
+    Setting("max_delayed_refusals", 1000, integer(0),
+            "Refused sockets that may wait for `refusal_delay` at once; further refusals are "
+            "answered at once."),
     Setting("redis", None, matching(r"rediss?://", "a redis:// or rediss:// URL", nullable=True),
             "Optional `redis://` URL shared by every process and node: cluster-wide limits "
             "and the region registry use it when set."),

@@ -52,7 +52,8 @@ class Connection:
         self.ping_sent = None
         self.closed = False  # no more frames will be sent by us
         self.close_code = None
-        self.awareness_ids = set()  # awareness client ids this connection announced
+        self.awareness_ids = set()  # awareness client ids this connection owns (room.py)
+        self.awareness_ignored = 0  # its awareness entries for ids others own, dropped
         self.room = None
         self.principal = None
         # Names this connection in logs and the admin console: unique in this process,
@@ -150,6 +151,12 @@ class Connection:
             # Already shut down or reset by the peer: nothing left to wake.
             log.debug("shutdown of %s: socket already gone", self.peer)
 
+    def hand_over(self) -> None:
+        """The socket now belongs to someone else (transport/delayed_close.py): send
+        nothing more, and keep gevent-websocket from sending its own close frame."""
+        self.closed = True
+        self.ws.closed = True
+
     def finish(self) -> None:
         """Called once the reader is done: let the writer flush briefly, then release."""
         if not self.closed:
@@ -199,10 +206,10 @@ class Connection:
             if opcode == frames.OP_BINARY:
                 return payload
             if opcode == frames.OP_CLOSE:
-                code, _ = frames.parse_close(payload)
+                code, _ = frames.check_close(payload)  # raises for a forbidden code
                 if not self.closed:
-                    # Echo the code only (1005 means "none given": answer without one).
-                    self.close(code=1000 if code in (1005, 1006) else code)
+                    # Echo the code only (none given: answer 1000).
+                    self.close(code=1000 if code is None else code)
                 return None
             self._on_control(opcode, payload)
 

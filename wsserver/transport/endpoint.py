@@ -26,21 +26,27 @@ from geventwebsocket.handler import WebSocketHandler
 
 from .. import metrics
 from ..documents.readonly import ReadOnlyGuard
-from ..errors import GoingAway, InternalError, ServiceRestart, WsServerError
+from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
 from ..handshake.handshake import SUBPROTOCOL, Gate, Handshake, offered_subprotocols, peer
-from ..logs import fields
+from ..logs import RefusalSummary, fields
 from ..protocol import codec
 from .connection import Connection
+from .delayed_close import DelayedCloses
 
 if TYPE_CHECKING:
     from ..documents.manager import DocumentManager
     from ..documents.storage import Store
-    from ..handshake.auth import Authenticator
+    from ..handshake.auth import Authenticator, Principal
+    from ..handshake.handshake import Session
     from ..limits.refusals import Refusals
     from ..settings import Config
     from ..webhooks import Webhooks
 
 log = logging.getLogger(__name__)
+
+# Handshake refusals that providers retry for ever (README, "When the server refuses"):
+# no token, a bad token, a forbidden tenant/app/origin, a bad document name.
+RETRIED_REFUSALS = frozenset({4001, 4002, 4003, 4007})
 
 
 class WebSocketEndpoint:
@@ -58,9 +64,14 @@ class WebSocketEndpoint:
         # Read-only connections' document changes dropped, and connections closed for
         # them (documents/readonly.py), since start: shown by /healthz.
         self.read_only = Counter(dropped=0, closed=0)
+        # Awareness entries dropped because another connection owns their client id
+        # (documents/room.py), over every connection that has ended: /healthz shows it.
+        self.awareness_ignored = 0
         self.stopping = False  # SIGTERM arrived: not ready any more (/readyz answers 503)
         self.shutting_down = False  # clients are being closed, documents flushed
         self._shutdown_result = None  # an AsyncResult once shutdown has begun
+        self.refusal_log = RefusalSummary(log)
+        self.delayed_closes = DelayedCloses(config.refusal_delay, config.max_delayed_refusals)
         self._pinger = gevent.spawn(self._ping_loop)
 
     # --- subprotocol ----------------------------------------------------------------
@@ -90,8 +101,9 @@ class WebSocketEndpoint:
         conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
                           peer(environ))
         self.connections.add(conn)
-        room = session = None
+        room = session = expiry = None
         opened = time.monotonic()
+        handed_over = False
         try:
             if self.shutting_down:
                 raise ServiceRestart()
@@ -105,6 +117,7 @@ class WebSocketEndpoint:
             room = self.documents.join(session.key, conn)
             if self.webhooks is not None:
                 self.webhooks.connection_opened(session.key, session.principal.user)
+            expiry = self._close_on_expiry(conn, session.principal)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
@@ -113,7 +126,7 @@ class WebSocketEndpoint:
             synced = False
             while not conn.closed:
                 data = conn.receive()
-                if data is None:
+                if data is None or conn.closed:  # nothing is taken after our close
                     break
                 if budget is not None:
                     budget.spend()
@@ -127,16 +140,14 @@ class WebSocketEndpoint:
         except WsServerError as e:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
-            if not e.logged:  # refusals by the limits are logged where they are made
-                log.info("closing %s (%s): %d %s%s", peer(environ), environ.get("PATH_INFO"),
-                         e.close_code, e.reason, f" ({e.detail})" if e.detail else "",
-                         extra=fields(conn, session and session.key, e.close_code))
-            conn.close(e)
+            handed_over = self._close_with(conn, e, environ, session)
         except Exception:
             log.exception("connection %s failed", peer(environ),
                           extra=fields(conn, session and session.key, InternalError.close_code))
             conn.close(InternalError())
         finally:
+            if expiry is not None:
+                expiry.kill(block=False)
             if room is not None:
                 self.documents.leave(room, conn)
                 if self.webhooks is not None:
@@ -148,7 +159,47 @@ class WebSocketEndpoint:
                 metrics.CLOSES.labels(metrics.close_code_label(code)).inc()
                 log.debug("connection closed", extra=fields(conn, session.key, code))
             self.connections.discard(conn)
-            conn.finish()
+            self.awareness_ignored += conn.awareness_ignored
+            if not handed_over:
+                conn.finish()
+
+    def _close_with(self, conn: Connection, error: WsServerError, environ: dict,
+                    session: Session | None) -> bool:
+        """Log and close `conn` with `error` (`session`: None when the handshake refused
+        it). Returns True when the close was handed to `delayed_closes` (the socket is no
+        longer ours)."""
+        if session is None and error.close_code in RETRIED_REFUSALS:
+            # A provider retries these for ever: one log line per IP and code and
+            # minute, and the answer comes late, from a socket that costs nothing.
+            self.refusal_log.record(peer(environ), error.close_code, error.log_reason)
+            if self.delayed_closes.take(conn.sock, error):
+                conn.hand_over()
+                return True
+        elif not error.logged:  # refusals by the limits are logged where they are made
+            key = session.key if session is not None else None
+            log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
+                     error.close_code, error.log_reason, extra=fields(conn, key, error.close_code))
+        conn.close(error)
+        return False
+
+    def header_timed_out(self, ip: str, timeout: float) -> None:
+        """transport/handler.py dropped a request whose headers took too long (408)."""
+        self.refusal_log.record(ip, 408, f"request headers not complete within {timeout:g} s")
+
+    def _close_on_expiry(self, conn: Connection,
+                         principal: Principal) -> gevent.Greenlet | None:
+        """With `auth.close_on_expiry`: a timer closing `conn` with 4002 "token expired"
+        when the token's exp (plus the skew) passes. Returns it, or None."""
+        deadline = self.handshake.authenticator.expiry_deadline(principal)
+        if deadline is None:
+            return None
+
+        def expire() -> None:
+            if not conn.closed:
+                log.info("closing %s: 4002 token expired", conn.peer)
+                conn.close(InvalidToken("token expired"))
+
+        return gevent.spawn_later(max(0.0, deadline - time.time()), expire)
 
     # --- process-wide ---------------------------------------------------------------
 
@@ -204,6 +255,8 @@ class WebSocketEndpoint:
         self._pinger.kill(block=False)
         for conn in list(self.connections):
             conn.close(ServiceRestart())
+        self.delayed_closes.close_all()
+        self.refusal_log.flush()
         while self.connections and time.monotonic() < deadline:
             gevent.sleep(0.05)
         left = max(0.1, deadline - time.monotonic())

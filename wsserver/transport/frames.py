@@ -14,7 +14,13 @@ import struct
 
 import gevent
 
-from ..errors import MessageTooBig, ProtocolViolation, UnsupportedData, truncate_reason
+from ..errors import (
+    InvalidPayload,
+    MessageTooBig,
+    ProtocolViolation,
+    UnsupportedData,
+    truncate_reason,
+)
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -56,6 +62,32 @@ def parse_close(payload: bytes) -> tuple[int, str]:
         return 1005, ""
     code = struct.unpack("!H", payload[:2])[0]
     return code, payload[2:].decode("utf-8", "replace")
+
+
+def _sendable_close_code(code: int) -> bool:
+    """RFC 6455 7.4: the codes an endpoint may put on the wire. 1004 is reserved, 1005,
+    1006 and 1015 are for reporting only, 1016-2999 are unassigned (1012-1014 are
+    registered with IANA), 3000-4999 belong to libraries and applications."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def check_close(payload: bytes) -> tuple[int | None, str]:
+    """(code, reason) of a client's close frame; None for the code when it has none.
+
+    A code RFC 6455 forbids on the wire, or a 1-byte payload, is a ProtocolViolation
+    (1002); a reason that is not UTF-8 is an InvalidPayload (1007).
+    """
+    if not payload:
+        return None, ""
+    if len(payload) < 2:
+        raise ProtocolViolation("close frame with a 1-byte payload")
+    code = struct.unpack("!H", payload[:2])[0]
+    if not _sendable_close_code(code):
+        raise ProtocolViolation(f"close code {code} is not allowed on the wire")
+    try:
+        return code, payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPayload("close reason is not UTF-8") from None
 
 
 def unmask(payload, mask):

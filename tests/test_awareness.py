@@ -1,0 +1,131 @@
+"""Awareness ownership (issue 8 item 6): a connection may only set and remove the
+awareness client ids it announced first; entries for ids another connection owns are
+dropped (and counted), never relayed, and its leaving removes only its own ids."""
+
+import json
+import time
+import urllib.request
+import uuid
+
+from conftest import make_token, run_node
+from test_bad_input import Client
+
+from wsserver.protocol import codec
+
+
+def announce(*entries):
+    """An awareness message: entries of (client id, clock, state or None)."""
+    return codec.awareness(codec.encode_awareness_entries([
+        codec.AwarenessEntry(cid, clock, json.dumps(state).encode())
+        for cid, clock, state in entries]))
+
+
+def awareness_states(client, timeout=5):
+    """The client's next awareness message, as {client id: (clock, state)}."""
+    while True:
+        message = codec.decode(client.recv(timeout))
+        if message.kind == codec.KIND_AWARENESS:
+            return {e.client_id: (e.clock, json.loads(e.state))
+                    for e in codec.parse_awareness_update(message.data)}
+
+
+def everything_seen(client):
+    return b"".join(client.received)
+
+
+def healthz(server):
+    with urllib.request.urlopen(f"{server.http}/healthz", timeout=5) as response:
+        return json.load(response)
+
+
+def test_a_connection_cannot_overwrite_or_remove_another_ones_awareness(server):
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    victim = Client(server, doc, make_token(sub="alice"))
+    victim.recv()  # step 1
+    victim.send(announce((111, 1, {"user": "alice"})))
+    assert awareness_states(victim) == {111: (1, {"user": "alice"})}  # relayed back
+    watcher = Client(server, doc, make_token(sub="walter"))
+    watcher.recv()  # step 1
+    assert awareness_states(watcher) == {111: (1, {"user": "alice"})}  # on join
+
+    spoofer = Client(server, doc, make_token(sub="mallory"))
+    spoofer.recv()
+    awareness_states(spoofer)
+    # One message: an overwrite of alice's id (ignored) and an id of its own (relayed).
+    spoofer.send(announce((111, 5, {"user": "mallory"}), (222, 1, {"user": "spoofer"})))
+    assert awareness_states(watcher) == {222: (1, {"user": "spoofer"})}
+    spoofer.send(announce((111, 6, None)))  # a removal of alice: ignored
+    spoofer.close()
+    # Its leaving removes its own id, and only that.
+    assert [(cid, state) for cid, (_, state) in awareness_states(watcher).items()] == [(222, None)]
+    watcher.send(b"\x03")  # query awareness
+    assert awareness_states(watcher) == {111: (1, {"user": "alice"})}
+    assert b"mallory" not in everything_seen(watcher) + everything_seen(victim)
+    # alice is still in charge of her id
+    victim.send(announce((111, 2, {"user": "alice", "cursor": 3})))
+    assert awareness_states(watcher) == {111: (2, {"user": "alice", "cursor": 3})}
+    assert healthz(server)["awareness_ignored"] == 2
+    assert "ignored 2 awareness entries from 127.0.0.1" in server.log()
+    for c in (victim, watcher):
+        c.close()
+    assert "Traceback" not in server.log()
+
+
+def test_a_reconnecting_user_takes_its_client_id_over(server):
+    """A provider keeps its client id across reconnects; its new socket may arrive
+    before the server noticed the old one died: the same user (sub) takes the id over,
+    and the old socket's end then removes nothing."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    old = Client(server, doc, make_token(sub="alice"))
+    old.recv()
+    old.send(announce((111, 1, {"user": "alice"})))
+    awareness_states(old)
+    watcher = Client(server, doc, make_token(sub="walter"))
+    watcher.recv()
+    awareness_states(watcher)
+    new = Client(server, doc, make_token(sub="alice"))
+    new.recv()
+    awareness_states(new)
+    new.send(announce((111, 2, {"user": "alice", "tab": "new"})))
+    assert awareness_states(watcher) == {111: (2, {"user": "alice", "tab": "new"})}
+    old.close()
+    watcher.send(b"\x03")  # query awareness: alice is still there
+    assert awareness_states(watcher) == {111: (2, {"user": "alice", "tab": "new"})}
+    # and another anonymous connection still cannot touch it
+    anonymous = Client(server, doc, make_token())
+    anonymous.recv()
+    awareness_states(anonymous)
+    anonymous.send(announce((111, 9, None)))
+    anonymous.close()
+    watcher.send(b"\x03")
+    assert awareness_states(watcher) == {111: (2, {"user": "alice", "tab": "new"})}
+    for c in (new, watcher):
+        c.close()
+
+
+def test_an_awareness_state_nested_100000_deep_is_a_1002(server):
+    """Issue 8 item 4: it raised RecursionError: 1011 and a traceback per message."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    client = Client(server, doc)
+    client.recv()
+    client.send(codec.awareness(codec.encode_awareness_entries([
+        codec.AwarenessEntry(5, 1, b"[" * 100_000 + b"]" * 100_000)])))
+    assert client.wait_close() == (1002, "awareness state nested too deeply")
+    client.close()
+    assert "Traceback" not in server.log() and " ERROR " not in server.log()
+
+
+def test_real_providers_keep_their_presence_against_a_spoofer(server):
+    result = run_node("spoof.mjs", json.dumps({
+        "url": server.url, "room": f"aw-{uuid.uuid4().hex[:8]}",
+        "token": make_token(sub="alice"), "spooferToken": make_token(sub="mallory")}))
+    assert result["nameAfterSpoof"] == "alice", result
+    assert result["nameAfterSpooferLeft"] == "alice", result
+    assert "mallory" not in result["namesSeenByB"] and None not in result["namesSeenByB"], result
+    assert result["aId"] in result["bKeys"], result
+    # Providers send every awareness change they receive back to the server: those copies
+    # are dropped silently; only the spoofer's two entries (a new name, a removal) count.
+    deadline = time.monotonic() + 10
+    while healthz(server)["connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert healthz(server)["awareness_ignored"] == 2

@@ -1,0 +1,88 @@
+"""The HTTP request handler under every server: gevent-websocket's, with a deadline on
+the request line and headers, and its refusals of bad upgrades made safe.
+
+gevent's pywsgi waits for a request's headers for ever, so 500 sockets that send half
+an upgrade and stall hold 500 descriptors (and, under gunicorn, fill
+`worker_connections`, refusing everyone). Here the request line and headers must be
+complete within `header_timeout` seconds of the handler starting to wait for them
+(for each request of a keep-alive connection); otherwise the client gets a 408 and the
+connection is dropped. Once the headers are in, the deadline is gone: an open
+WebSocket has no time limit.
+
+gevent-websocket 0.10 answers a bad upgrade (no or an unsupported Sec-WebSocket-Version,
+a missing key, HTTP/1.0) with a `str` body, which pywsgi on Python 3 cannot send (a
+TypeError and a traceback per request), and does not catch the error base64 raises for
+a key that is not base64: both become plain 4xx answers here.
+
+`wsserver serve` uses `WebSocketRequestHandler`; gunicorn uses `GunicornWorker`
+(wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from typing import Any
+
+import gevent
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from geventwebsocket.handler import WebSocketHandler
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+_REQUEST_TIMEOUT_BODY = b'{"error": "request headers took too long", "code": 408}'
+_REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                             b"Content-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(_REQUEST_TIMEOUT_BODY)
+                             + _REQUEST_TIMEOUT_BODY)
+
+
+class _HeadersTooSlow(BaseException):
+    """Raised into the handler when the deadline passes. A BaseException, so that
+    pywsgi's `except Exception` around header parsing (which would print a traceback
+    and answer 400) lets it through to `handle_one_request`."""
+
+
+class WebSocketRequestHandler(WebSocketHandler):
+    """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
+
+    def handle_one_request(self) -> Any:
+        application = self.server.application
+        timeout = getattr(application, "header_timeout", DEFAULT_HEADER_TIMEOUT)
+        self._header_deadline = gevent.Timeout.start_new(timeout, _HeadersTooSlow)
+        try:
+            return super().handle_one_request()
+        except _HeadersTooSlow:
+            on_timeout = getattr(application, "on_header_timeout", None)
+            if on_timeout is not None:
+                address = self.client_address  # a path string on a Unix socket
+                on_timeout(address[0] if isinstance(address, tuple) else "-", timeout)
+            self.close_connection = True
+            return ("408", _REQUEST_TIMEOUT_RESPONSE)
+        finally:
+            self._header_deadline.cancel()
+
+    def read_request(self, raw_requestline: str) -> Any:
+        # The headers are read when this returns: the rest of the request (the
+        # application, the WebSocket) runs without the deadline.
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._header_deadline.cancel()
+
+    def upgrade_websocket(self) -> list[bytes] | None:
+        try:
+            result = super().upgrade_websocket()
+        except binascii.Error:  # gevent-websocket only catches TypeError from b64decode
+            log.debug("invalid Sec-WebSocket-Key from %s", self.client_address)
+            self.start_response("400 Bad Request", [])
+            result = ["Invalid Sec-WebSocket-Key"]
+        if result:
+            return [part.encode("utf-8") if isinstance(part, str) else part for part in result]
+        return result
+
+
+class GunicornWorker(GeventWebSocketWorker):
+    """gevent-websocket's gunicorn worker with the header deadline."""
+    wsgi_handler = WebSocketRequestHandler
