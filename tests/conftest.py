@@ -331,3 +331,98 @@ def own_redis(tmp_path_factory):
     server = RedisProcess(tmp_path_factory.mktemp("own-redis")).start()
     yield server
     server.stop()
+
+
+class PostgresServer:
+    """A throwaway Postgres on loopback: initdb'd into a temp dir, run as the `postgres`
+    user when the tests run as root (Postgres refuses root), else as the current user."""
+
+    def __init__(self):
+        import glob
+        import tempfile
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                      key=lambda p: int(p.split("/")[4]))
+        if not bins:
+            pytest.fail("postgresql is not installed: run the suite with scripts/test")
+        self.bin = os.path.dirname(bins[-1])
+        self.dir = tempfile.mkdtemp(prefix="wsserver-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.proc = None
+        self.databases = 0
+        if os.geteuid() == 0:
+            import pwd
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        else:
+            self._as = []
+
+    def _run(self, *args, **kwargs):
+        return subprocess.run([*self._as, *args], check=True, capture_output=True, **kwargs)
+
+    def init(self):
+        self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+                  "--no-sync")
+        return self
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [*self._as, f"{self.bin}/postgres", "-D", self.data, "-p", str(self.port),
+             "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "max_connections=300"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            ready = subprocess.run([f"{self.bin}/pg_isready", "-h", "127.0.0.1", "-p",
+                                    str(self.port), "-U", "postgres"], capture_output=True)
+            if ready.returncode == 0:
+                return self
+            time.sleep(0.1)
+        pytest.fail("postgres did not start")
+
+    def stop(self):
+        """Fast shutdown (SIGINT to the postmaster): clients are disconnected."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self._postmaster(), signal.SIGINT)
+            self.proc.wait(30)
+
+    def pause(self):
+        """SIGSTOP the postmaster and every backend: the database hangs, sockets stay."""
+        subprocess.run(["pkill", "-STOP", "-P", str(self._postmaster())], check=False)
+        os.kill(self._postmaster(), signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self._postmaster(), signal.SIGCONT)
+        subprocess.run(["pkill", "-CONT", "-P", str(self._postmaster())], check=False)
+
+    def _postmaster(self):
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def url(self, database="postgres"):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self):
+        import psycopg
+        self.databases += 1
+        name = f"t{os.getpid()}_{self.databases}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real Postgres for the whole session (scripts/test installs `postgresql`)."""
+    server = PostgresServer().init().start()
+    yield server
+    server.stop()
+    import shutil
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """The URL of a new, empty database of the session's Postgres."""
+    return postgres_server.create_database()

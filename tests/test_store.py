@@ -1,5 +1,7 @@
-"""Storage (wsserver/store) and the room lifecycle on top of it (wsserver/rooms.py):
-group commits, retries, compaction keeping content equal, and shared loads."""
+"""Storage (wsserver/documents/storage) and the room lifecycle on top of it
+(wsserver/documents/manager.py): group commits, retries, compaction keeping content
+equal, and shared loads. Every store test runs against the in-memory store, SQLite and
+a real Postgres (tests/conftest.py starts one)."""
 
 import sqlite3
 from types import SimpleNamespace
@@ -12,6 +14,7 @@ from wsserver.documents import DocKey
 from wsserver.documents.manager import DocumentManager
 from wsserver.documents.storage import Loaded, open_store
 from wsserver.documents.storage.memory import MemoryStore
+from wsserver.documents.storage.postgres import PostgresStore
 from wsserver.documents.storage.sqlite import SQLiteStore
 from wsserver.protocol import codec
 
@@ -19,23 +22,57 @@ KEY = DocKey("acme", "editor", "doc")
 OTHER = DocKey("acme", "notes", "doc")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_factory(request, tmp_path):
-    """Makes started stores of the parametrized kind; closes them all at the end."""
+def _factory(request, tmp_path):
+    """Makes started stores of the parametrized kind; closes them all at the end. Each
+    call opens the same database (SQLite file, Postgres database), as a restarted
+    process or a second process sharing it would; `flaky=True`: see `Flaky`."""
     made = []
+    target = None
+    if request.param == "sqlite":
+        target = str(tmp_path / "db.sqlite3")
+    elif request.param == "postgres":
+        target = request.getfixturevalue("pg_url")
 
-    def make(cls=None, path=None):
-        if request.param == "memory":
-            store = (cls or MemoryStore)()
-        else:
-            store = (cls or SQLiteStore)(str(path or tmp_path / "db.sqlite3"))
+    def make(flaky=False):
+        cls = (FLAKY if flaky else PLAIN)[request.param]
+        store = cls() if target is None else cls(target)
         made.append(store.start())
         return store
 
     make.kind = request.param
+    make.target = target
+    return make, made
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_factory(request, tmp_path):
+    make, made = _factory(request, tmp_path)
     yield make
     for store in made:
         store.close(timeout=2)  # a no-op for a store the test closed
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_factory(request, tmp_path):
+    """`store_factory` for the stores that keep data across a reopen."""
+    make, made = _factory(request, tmp_path)
+    yield make
+    for store in made:
+        if not store._closed:
+            store.close(timeout=2)
+
+
+def stored_rows(store, key):
+    """Log rows of `key` as the database itself holds them."""
+    if isinstance(store, SQLiteStore):
+        return sqlite3.connect(store.path).execute(
+            "SELECT count(*) FROM updates WHERE tenant=? AND app=? AND name=?", key).fetchone()[0]
+    if isinstance(store, PostgresStore):
+        import psycopg
+        with psycopg.connect(store.url) as conn:
+            return conn.execute("SELECT count(*) FROM wsserver_updates WHERE tenant=%s AND "
+                                "app=%s AND name=%s", key).fetchone()[0]
+    return len(store.logs[key])
 
 
 def edits(n, client_id=11):
@@ -126,12 +163,7 @@ def test_store_compact_keeps_content_and_removes_log_rows(store_factory):
     assert loaded.log_count == rest
     assert loaded.last_id == later[-1]
     assert content(doc_from(loaded.updates)) == content(doc)
-    if store_factory.kind == "sqlite":
-        rows = sqlite3.connect(store.path).execute(
-            "SELECT count(*) FROM updates WHERE tenant=? AND app=? AND name=?", KEY).fetchone()[0]
-        assert rows == rest
-    else:
-        assert len(store.logs[KEY]) == rest
+    assert stored_rows(store, KEY) == rest
 
 
 def test_compaction_leaves_other_documents_alone(store_factory):
@@ -184,8 +216,16 @@ class FlakySQLite(Flaky, SQLiteStore):
     pass
 
 
+class FlakyPostgres(Flaky, PostgresStore):
+    pass
+
+
+PLAIN = {"memory": MemoryStore, "sqlite": SQLiteStore, "postgres": PostgresStore}
+FLAKY = {"memory": FlakyMemory, "sqlite": FlakySQLite, "postgres": FlakyPostgres}
+
+
 def test_failed_commits_are_retried_and_confirmed_once(store_factory, caplog):
-    store = store_factory(FlakyMemory if store_factory.kind == "memory" else FlakySQLite)
+    store = store_factory(flaky=True)
     calls = []
     for i in range(5):
         store.append(KEY, bytes([65 + i]), lambda row_id, i=i: calls.append(i))
@@ -199,16 +239,25 @@ def test_failed_commits_are_retried_and_confirmed_once(store_factory, caplog):
     assert "retrying" in caplog.text
 
 
-def test_sqlite_data_survives_reopening(tmp_path):
-    path = tmp_path / "sub" / "dir" / "db.sqlite3"  # directories are created
-    doc, updates = edits(40)
+def test_sqlite_creates_directories(tmp_path):
+    path = tmp_path / "sub" / "dir" / "db.sqlite3"
     store = SQLiteStore(str(path)).start()
+    try:
+        append_all(store, KEY, [b"\x00\x00"])
+        assert path.exists()
+    finally:
+        store.close(timeout=5)
+
+
+def test_data_survives_reopening(durable_factory):
+    doc, updates = edits(40)
+    store = durable_factory()
     ids = append_all(store, KEY, updates[:30])
     store.compact(KEY, ids[-1])
     append_all(store, KEY, updates[30:])
     assert store.close(timeout=5)
 
-    store = SQLiteStore(str(path)).start()
+    store = durable_factory()
     try:
         loaded = store.load(KEY)
         assert loaded.log_count == len(updates) - 30
@@ -220,14 +269,14 @@ def test_sqlite_data_survives_reopening(tmp_path):
         store.close(timeout=5)
 
 
-def test_close_flushes_what_is_queued(tmp_path):
-    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+def test_close_flushes_what_is_queued(durable_factory):
+    store = durable_factory()
     calls = []
     for i in range(50):
         store.append(KEY, bytes([i]), calls.append)
     assert store.close(timeout=5)
     assert len(calls) == 50
-    reopened = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    reopened = durable_factory()
     try:
         assert len(reopened.load(KEY).updates) == 50
     finally:
@@ -436,7 +485,7 @@ def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_facto
 
 
 def test_updates_are_echoed_only_once_durable(store_factory):
-    store = store_factory(FlakyMemory if store_factory.kind == "memory" else FlakySQLite)
+    store = store_factory(flaky=True)
     rooms = DocumentManager(store, rooms_config())
     a, b = FakeConnection("a"), FakeConnection("b")
     room = rooms.join(KEY, a)

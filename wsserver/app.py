@@ -92,7 +92,8 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     redis_fail_fast = FailFast()
     quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
-    store = open_store(config.storage, sync=config.storage_sync)
+    store = open_store(config.storage, sync=config.storage_sync,
+                       pool_size=config.storage_pool_size)
     region_map = RegionMap.from_config(config)
 
     registry = None  # built below: it needs the documents, which ask it before compacting

@@ -19,6 +19,7 @@ def _serve(args):
     from gevent.pywsgi import WSGIServer
 
     from .app import create_app, endpoint_of
+    from .documents.storage import redact_url
     from .settings import DEFAULT_CONFIG_PATH, Config
     from .logs import configure_logging
     from .transport.handler import WebSocketRequestHandler
@@ -59,7 +60,8 @@ def _serve(args):
               file=sys.stderr)
         return 1
     host, port = server.address[:2]
-    listening = f"wsserver listening on ws://{host}:{port} (storage {config.storage})"
+    listening = (f"wsserver listening on ws://{host}:{port} "
+                 f"(storage {redact_url(config.storage)})")
     if config.log_format == "json":
         # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
         import logging

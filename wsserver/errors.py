@@ -278,3 +278,13 @@ class ConfigError(Exception):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"config: {key}: {message}")
+
+
+class StorageSchemaError(ConfigError):
+    """The database was written by a later wsserver: its schema is newer than this code
+    knows, and writing to it could corrupt what that version keeps there."""
+
+    def __init__(self, found, known):
+        self.found, self.known = found, known
+        super().__init__("storage", f"the database's schema is version {found}, newer than "
+                                    f"this wsserver knows ({known}): upgrade wsserver")

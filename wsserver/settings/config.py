@@ -30,8 +30,9 @@ MIB = 1024 * 1024
 
 def _storage_url(key, value):
     value = string(key, value)
-    if not (value == "memory://" or value.startswith("sqlite:///")):
-        raise ConfigError(key, "must be memory:// or sqlite:///PATH")
+    if not (value == "memory://" or value.startswith(("sqlite:///", "postgresql://",
+                                                       "postgres://"))):
+        raise ConfigError(key, "must be memory://, sqlite:///PATH or a postgresql:// URL")
     if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
         raise ConfigError(key, "sqlite:/// needs a path")
     return value
@@ -95,8 +96,14 @@ SETTINGS = [
             "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal)."),
     Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
             "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
-            "`sqlite:////abs/path` for an absolute one) or `memory://` (tests only: lost on "
-            "exit)."),
+            "`sqlite:////abs/path` for an absolute one), a Postgres URL "
+            "(`postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=require`, or Heroku's "
+            "`postgres://` form; usually `${DATABASE_URL}`) or `memory://` (tests only: lost "
+            "on exit)."),
+    Setting("storage_pool_size", 5, integer(1, 1000),
+            "Postgres only: connections each server process keeps to the database at most "
+            "(one per concurrent load, compaction or group commit). Mind the plan's "
+            "connection limit: processes x pool size."),
     Setting("storage_sync", "normal", choice("normal", "full"),
             "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
             "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "

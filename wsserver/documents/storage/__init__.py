@@ -1,14 +1,30 @@
 """Document storage backends, side by side: `base` (the shared group-commit pipeline),
-`memory` (tests), `sqlite` (the embedded default). `open_store` picks one by URL."""
+`memory` (tests), `sqlite` (the embedded default), `postgres` (platform deploys).
+`open_store` picks one by URL. psycopg is imported only when a Postgres URL is opened
+(after gevent's patching, which it needs)."""
 
 from __future__ import annotations
 
+import re
+
 from .base import Loaded, Store, StoreError, fold
 
-__all__ = ["Loaded", "Store", "StoreError", "fold", "open_store"]
+__all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store",
+           "redact_url"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str, sync: str = "normal") -> Store:
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for logs and the start-up line."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def open_store(url: str, sync: str = "normal", pool_size: int = 5) -> Store:
     """The store a `storage` URL names, started."""
     if url == "memory://":
         from .memory import MemoryStore
@@ -16,4 +32,7 @@ def open_store(url: str, sync: str = "normal") -> Store:
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
         return SQLiteStore(url[len("sqlite:///"):], sync=sync).start()
+    if is_postgres_url(url):
+        from .postgres import PostgresStore
+        return PostgresStore(url, pool_size=pool_size).start()
     raise ValueError(f"unsupported storage URL {url!r}")
