@@ -1,7 +1,8 @@
 """Unit tests of the region registry (wsserver/registry) and of Rooms.evict.
 
 Backends: the same contract is checked on the in-process, SQLite (two registries on one
-file, as two nodes sharing a storage file) and Redis (a real redis-server) backends.
+file, as two nodes sharing a storage file), Redis (a real redis-server) and Postgres
+(a real Postgres, registries sharing one database) backends.
 The shared logic of the base class (connection counting, delayed release after
 eviction, heartbeat, lost claims, shutdown) is checked on the in-process backend.
 """
@@ -35,7 +36,7 @@ def doc(name=None):
     return DocKey(f"t-{uuid.uuid4().hex[:8]}", "editor", name or "doc")
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def nodes(request, tmp_path):
     """Three registries sharing one table: eu1 and eu2 (region eu), us1 (region us).
 
@@ -54,6 +55,15 @@ def nodes(request, tmp_path):
         clock = FakeClock()
         path = str(tmp_path / "shared.sqlite3")
         made = [SQLiteRegistry(r, path, clock=clock, ttl=TTL, heartbeat=1.0)
+                for r in ("eu", "eu", "us")]
+
+        def advance(seconds):
+            clock.now += seconds
+    elif kind == "postgres":
+        from wsserver.regions.registry.postgres import PostgresRegistry
+        clock = FakeClock()
+        url = request.getfixturevalue("pg_url")
+        made = [PostgresRegistry(r, url, clock=clock, ttl=TTL, heartbeat=1.0)
                 for r in ("eu", "eu", "us")]
 
         def advance(seconds):
@@ -151,7 +161,7 @@ def test_expired_holding_is_not_renewed(nodes):
     assert eu1._renew([key], eu1.node, ttl) == set()
 
 
-@pytest.mark.parametrize("nodes", ["sqlite", "redis"], indirect=True)  # shared across processes
+@pytest.mark.parametrize("nodes", ["sqlite", "redis", "postgres"], indirect=True)  # shared
 def test_racing_claims_from_two_regions_end_with_one_owner(nodes):
     eu1, eu2, us1, advance, kind = nodes
     keys = [doc(f"race-{i}") for i in range(40)]

@@ -237,6 +237,8 @@ def test_failed_commits_are_retried_and_confirmed_once(store_factory, caplog):
     assert calls == [0, 1, 2, 3, 4]
     assert [bytes(u) for u in store.load(KEY).updates] == [b"A", b"B", b"C", b"D", b"E"]
     assert "retrying" in caplog.text
+    # said once, not once per retry (an outage would otherwise flood the log)
+    assert caplog.text.count("storage commit of") == 1
 
 
 def test_sqlite_creates_directories(tmp_path):

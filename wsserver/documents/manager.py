@@ -24,6 +24,7 @@ import gevent
 
 from .. import metrics
 from ..errors import InternalError
+from ..logs import Throttled
 from ..support.backoff import Backoff
 from .key import DocKey
 from .room import Room
@@ -52,6 +53,7 @@ class DocumentManager:
         self.compact_after_updates = config.compact_after_updates
         self.compact_after_bytes = config.compact_after_bytes
         self.rooms = {}
+        self._load_errors = Throttled(log)
 
     def __len__(self) -> int:
         return len(self.rooms)
@@ -115,7 +117,9 @@ class DocumentManager:
         try:
             room.load()
         except Exception as e:
-            log.exception("%r: load failed", room)
+            # Once per 10 s: while storage is down every connection attempt fails here.
+            self._load_errors.error("%r: load failed (%s: %s); refusing with 1011, the next "
+                                    "connection retries", room, type(e).__name__, e)
             if self.rooms.get(room.key) is room:
                 del self.rooms[room.key]
                 metrics.DOCUMENTS_LOADED.dec()

@@ -22,6 +22,7 @@ import gevent
 from gevent.event import Event
 
 from ... import metrics
+from ...logs import Throttled
 from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls
 from ..key import DocKey
@@ -55,6 +56,7 @@ class Store(BlockingCalls):
         self._committer = None
         self._closed = False
         self.failing = None  # the error of the last commit while commits keep failing
+        self._commit_errors = Throttled(log)
 
     # --- shared pipeline ------------------------------------------------------------
 
@@ -94,8 +96,11 @@ class Store(BlockingCalls):
                 except Exception as e:
                     metrics.STORAGE_ERRORS.labels("commit").inc()
                     self.failing = e
-                    log.exception("storage commit of %d updates failed; retrying in %.2fs",
-                                  len(batch), backoff.delay)
+                    # Once per 10 s: during an outage this retries for as long as it lasts.
+                    self._commit_errors.error(
+                        "storage commit of %d updates failed (%s: %s); retrying in %.2fs "
+                        "(the updates stay unconfirmed)", len(batch), type(e).__name__, e,
+                        backoff.delay, exc_info=True)
                     backoff.sleep()
             self._space.set()
             for (_, _, on_durable), row_id in zip(batch, ids):

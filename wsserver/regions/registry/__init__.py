@@ -5,7 +5,9 @@ there is nothing to decide between nodes: an in-process table, so a handshake ne
 waits on a registry round trip. With several, the shared one: Redis when the `redis`
 setting is set (real deployments: every node of every region points at the same
 Redis); otherwise the embedded one, kept in the node's storage: a `registry` table in
-the same SQLite file (`sqlite:///PATH`), or an in-process table for `memory://`.
+the same SQLite file (`sqlite:///PATH`) or a `wsserver_registry` table in the same
+Postgres database (`postgresql://`), so nodes of several machines can share registry
+and storage without Redis; or an in-process table for `memory://`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ...documents.storage import is_postgres_url
 from .base import Registry
 
 if TYPE_CHECKING:
@@ -38,6 +41,9 @@ def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     if config.storage.startswith("sqlite:///"):
         from .sqlite import SQLiteRegistry
         return SQLiteRegistry(config.region, config.storage[len("sqlite:///"):], **options).start()
+    if is_postgres_url(config.storage):
+        from .postgres import PostgresRegistry
+        return PostgresRegistry(config.region, config.storage, **options).start()
     raise ValueError(f"no registry for storage {config.storage!r}")
 
 

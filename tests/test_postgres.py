@@ -1,0 +1,219 @@
+"""What only the Postgres store has: URL forms, the versioned schema, compaction under
+an advisory lock across processes, and riding out a Postgres restart. (The store
+contract itself runs on Postgres in test_store.py, the registry's in test_registry.py.)"""
+
+import logging
+import threading
+import time
+
+import gevent
+import psycopg
+import pytest
+from pycrdt import Doc, Text
+
+from conftest import PostgresServer
+from wsserver.documents import DocKey
+from wsserver.documents.storage import open_store, redact_url
+from wsserver.documents.storage.postgres import (LOCK_NAMESPACE, MIGRATIONS, SCHEMA_VERSION,
+                                                 PostgresStore, doc_lock_key)
+from wsserver.errors import ConfigError, StorageSchemaError
+from wsserver.settings import Config
+
+KEY = DocKey("acme", "editor", "doc")
+
+
+def text_update(text, client_id=None):
+    doc = Doc(client_id=client_id) if client_id else Doc()
+    doc.get("t", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+def text_of(updates):
+    doc = Doc()
+    for u in updates:
+        doc.apply_update(u)
+    return str(doc.get("t", type=Text))
+
+
+def append_all(store, key, updates):
+    ids = []
+    for u in updates:
+        store.append(key, u, ids.append)
+    assert store.flush(timeout=20)
+    return ids
+
+
+def query(url, sql, params=()):
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+@pytest.fixture
+def stores():
+    made = []
+    yield made
+    for store in made:
+        if not store._closed:
+            store.close(timeout=5)
+
+
+# --- URLs and settings -------------------------------------------------------------------
+
+def test_both_url_forms_and_query_options_reach_the_database(pg_url, stores):
+    heroku = pg_url.replace("postgresql://", "postgres://") + "?application_name=wsserver-test"
+    config = Config.from_mapping({"storage": heroku, "storage_pool_size": 3,
+                                  "auth": {"tenants": {}}})
+    store = open_store(config.storage, pool_size=config.storage_pool_size)
+    stores.append(store)
+    assert isinstance(store, PostgresStore)
+    assert store.pool.max_size == 3
+    with store.pool.connection() as conn:
+        assert conn.execute("SHOW application_name").fetchone()[0] == "wsserver-test"
+    append_all(store, KEY, [text_update("hello")])
+    assert text_of(store.load(KEY).updates) == "hello"
+
+
+def test_config_refuses_other_schemes_and_a_bad_pool_size():
+    with pytest.raises(ConfigError, match="postgresql://"):
+        Config.from_mapping({"storage": "mysql://x", "auth": {"tenants": {}}})
+    with pytest.raises(ConfigError, match="storage_pool_size"):
+        Config.from_mapping({"storage": "postgres://x/db", "storage_pool_size": 0,
+                             "auth": {"tenants": {}}})
+
+
+def test_password_is_never_shown():
+    assert redact_url("postgres://u:s3cret@db.example.com:5432/d?sslmode=require") == \
+        "postgres://u:***@db.example.com:5432/d?sslmode=require"
+    assert redact_url("postgresql://db/d") == "postgresql://db/d"
+
+
+def test_unreachable_database_is_a_clear_start_up_error(postgres_server):
+    from conftest import free_port
+    with pytest.raises(ConfigError, match=r"cannot connect to postgresql://u:\*\*\*@"):
+        PostgresStore(f"postgresql://u:pw@127.0.0.1:{free_port()}/x?connect_timeout=1").start()
+
+
+# --- schema ------------------------------------------------------------------------------
+
+def test_a_new_database_gets_every_table_and_the_current_version(pg_url, stores):
+    stores.append(PostgresStore(pg_url).start())
+    assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
+    tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables "
+                                          "WHERE tablename LIKE 'wsserver_%%'")}
+    assert tables == {"wsserver_schema", "wsserver_updates", "wsserver_snapshots",
+                      "wsserver_registry"}
+    # a second process starting on it changes nothing
+    stores.append(PostgresStore(pg_url).start())
+    assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
+
+
+def test_an_older_schema_is_migrated_in_place(pg_url, stores):
+    # A database as version 1 left it, with a document in it.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wsserver_schema (version integer NOT NULL)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO wsserver_schema VALUES (1)")
+        conn.execute("INSERT INTO wsserver_updates (tenant, app, name, data) "
+                     "VALUES (%s, %s, %s, %s)", (*KEY, text_update("kept")))
+    store = PostgresStore(pg_url).start()
+    stores.append(store)
+    assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
+    assert text_of(store.load(KEY).updates) == "kept"
+    assert query(pg_url, "SELECT count(*) FROM wsserver_registry") == [(0,)]
+
+
+def test_a_newer_schema_is_refused_and_left_alone(pg_url, start_server, stores):
+    stores.append(PostgresStore(pg_url).start())
+    query(pg_url, "UPDATE wsserver_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    before = query(pg_url, "SELECT count(*) FROM wsserver_updates")
+    with pytest.raises(StorageSchemaError, match="newer than this wsserver knows"):
+        PostgresStore(pg_url).start()
+    assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION + 1,)]
+    assert query(pg_url, "SELECT count(*) FROM wsserver_updates") == before
+    # what a user sees: `wsserver serve` stops with that message, no traceback
+    with pytest.raises(RuntimeError) as failed:
+        start_server(storage=pg_url)
+    assert f"schema is version {SCHEMA_VERSION + 1}, newer than this wsserver knows" \
+        in str(failed.value)
+    assert "Traceback" not in str(failed.value)
+
+
+# --- compaction across processes ---------------------------------------------------------
+
+def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch):
+    """Row ids are handed out before commit: another process may commit a row with a
+    lower id than rows a compaction covers, even while the compaction runs. The
+    compaction must neither drop it nor fold it twice."""
+    from wsserver.documents.storage import postgres
+    store = PostgresStore(pg_url).start()
+    stores.append(store)
+    append_all(store, KEY, [text_update("a", 1)])
+    late = psycopg.connect(pg_url)  # another process, mid-transaction
+    late.execute("INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
+                 (*KEY, text_update("late", 2)))
+    ids = append_all(store, KEY, [text_update("b", 3)])
+    real_fold = postgres.fold
+
+    def fold_while_the_other_commits(updates):
+        late.commit()  # between the compaction's reads and its delete
+        return real_fold(updates)
+
+    monkeypatch.setattr(postgres, "fold", fold_while_the_other_commits)
+    store.compact(KEY, ids[-1], None, None)
+    late.close()
+    loaded = store.load(KEY)
+    assert sorted(text_of(loaded.updates)) == sorted("alateb")
+    assert loaded.log_count == 1  # the late row, still in the log after the snapshot
+
+
+def test_one_compactor_per_document_at_a_time(pg_url, stores):
+    store = PostgresStore(pg_url).start()
+    stores.append(store)
+    ids = append_all(store, KEY, [text_update("x")])
+    holder = psycopg.connect(pg_url, autocommit=True)  # another process compacting KEY
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(KEY)))
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (store.compact(KEY, ids[-1]), done.set()))
+    thread.start()
+    try:
+        assert not done.wait(0.5)  # waiting for the other compactor
+        other = DocKey("acme", "editor", "other")  # another document is not held up
+        other_ids = append_all(store, other, [text_update("y")])
+        store.compact(other, other_ids[-1])
+    finally:
+        holder.close()  # its session ends: the lock is released
+    assert done.wait(10)
+    thread.join()
+    assert store.load(KEY).log_count == 0
+    assert text_of(store.load(KEY).updates) == "x"
+
+
+# --- outages -----------------------------------------------------------------------------
+
+@pytest.fixture
+def own_postgres():
+    """A Postgres of this test alone, so it can be stopped."""
+    server = PostgresServer().init().start()
+    yield server
+    server.stop()
+
+
+def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
+    caplog.set_level(logging.ERROR)
+    store = PostgresStore(own_postgres.url()).start()
+    stores.append(store)
+    append_all(store, KEY, [text_update("before ", 1)])
+    own_postgres.stop()
+    confirmed = []
+    for i, word in enumerate(["during ", "the ", "outage "]):
+        store.append(KEY, text_update(word, 10 + i), confirmed.append)
+    assert not store.flush(timeout=3)
+    assert confirmed == []  # not confirmed while the database is down
+    own_postgres.start()
+    assert store.flush(timeout=30)
+    assert len(confirmed) == 3
+    assert sorted(text_of(store.load(KEY).updates).split()) == \
+        sorted(["before", "during", "the", "outage"])
+    failures = [r for r in caplog.records if "storage commit" in r.getMessage()]
+    assert 1 <= len(failures) <= 2  # once per 10 s, not once per retry
