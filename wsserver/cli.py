@@ -1,10 +1,11 @@
 """Command line: `wsserver serve`, `wsserver token`, `wsserver check-config`,
-`wsserver --version`."""
+`wsserver --version`, and moving documents between storages: `wsserver copy-storage`,
+`wsserver export`, `wsserver import`."""
 
 import argparse
 import sys
 
-from .errors import ConfigError
+from .errors import CommandError, ConfigError
 
 
 def _serve(args):
@@ -115,6 +116,70 @@ def _check_config(args):
     return 0
 
 
+def _open(url):
+    from .documents.storage import open_store
+    try:
+        return open_store(url)
+    except ValueError:
+        raise CommandError(f"unsupported storage URL {url!r}: sqlite:///PATH or "
+                           "postgresql://...") from None
+
+
+def _storage_of(args):
+    if args.storage:
+        return args.storage
+    from .settings import Config
+    return Config.load(args.config).storage
+
+
+def _copy_storage(args):
+    from .documents.storage import redact_url
+    from .documents.storage.transfer import copy_storage
+
+    source, target = _open(args.source), _open(args.target)
+    try:
+        copied, skipped = copy_storage(source, target, report=lambda line: print(line, flush=True))
+    finally:
+        source.close()
+        target.close()
+    print(f"copied {copied} documents from {redact_url(args.source)} to "
+          f"{redact_url(args.target)} ({skipped} were already there); every copy verified")
+    return 0
+
+
+def _export(args):
+    from .documents import DocKey
+    from .documents.storage.transfer import export_document
+
+    store = _open(_storage_of(args))
+    try:
+        update = export_document(store, DocKey(args.tenant, args.app, args.doc))
+    finally:
+        store.close()
+    with open(args.file, "wb") as f:
+        f.write(update)
+    print(f"wrote {len(update)} bytes to {args.file}")
+    return 0
+
+
+def _import(args):
+    from .documents import DocKey
+    from .documents.storage.transfer import import_document
+
+    try:
+        with open(args.file, "rb") as f:
+            update = f.read()
+    except OSError as e:
+        raise CommandError(f"cannot read {args.file}: {e.strerror}") from None
+    store = _open(_storage_of(args))
+    try:
+        import_document(store, DocKey(args.tenant, args.app, args.doc), update)
+    finally:
+        store.close()
+    print(f"imported {len(update)} bytes into {args.tenant}/{args.app}/{args.doc}")
+    return 0
+
+
 def main(argv=None):
     from . import __version__
 
@@ -141,10 +206,26 @@ def main(argv=None):
     check = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
     check.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG)")
     check.set_defaults(run=_check_config)
+    copy = sub.add_parser("copy-storage", help="copy every document from one storage to another "
+                          "(SQLite <-> Postgres), verifying each; safe to run again")
+    copy.add_argument("source", metavar="FROM_URL")
+    copy.add_argument("target", metavar="TO_URL")
+    copy.set_defaults(run=_copy_storage)
+    for name, run, what in (("export", _export, "write one document to FILE as a Yjs update"),
+                            ("import", _import, "merge the Yjs update in FILE into one document "
+                             "(a server that has it open sees it after a reload)")):
+        command = sub.add_parser(name, help=what)
+        command.add_argument("--tenant", required=True)
+        command.add_argument("--app", required=True)
+        command.add_argument("--doc", required=True, help="document name")
+        command.add_argument("file", metavar="FILE")
+        command.add_argument("--storage", help="storage URL (default: the config's `storage`)")
+        command.add_argument("--config")
+        command.set_defaults(run=run)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as e:
+    except (ConfigError, CommandError) as e:
         print(f"wsserver: {e}", file=sys.stderr)
         return 2
 

@@ -280,6 +280,10 @@ class ConfigError(Exception):
         super().__init__(f"config: {key}: {message}")
 
 
+class CommandError(Exception):
+    """A command line tool cannot do what it was asked (the message says why)."""
+
+
 class StorageSchemaError(ConfigError):
     """The database was written by a later wsserver: its schema is newer than this code
     knows, and writing to it could corrupt what that version keeps there."""

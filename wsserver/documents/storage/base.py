@@ -148,6 +148,10 @@ class Store(BlockingCalls):
         self.flush()
         self._call(self._delete, key)
 
+    def documents(self) -> list[DocKey]:
+        """The key of every stored document, sorted (for `wsserver copy-storage`)."""
+        return sorted(DocKey(*k) for k in self._call(self._documents))
+
     def compact(self, key: DocKey, upto_id: int, snapshot: bytes | None = None,
                 seen: tuple[int, int] | None = None) -> object:
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
@@ -197,6 +201,10 @@ class Store(BlockingCalls):
 
     def _append_batch(self, items):
         """Write [(key, update)] in one transaction; return the row id of each."""
+        raise NotImplementedError
+
+    def _documents(self):
+        """(tenant, app, name) of every document with a snapshot or log rows."""
         raise NotImplementedError
 
     def _compact(self, key, upto_id, snapshot, seen):

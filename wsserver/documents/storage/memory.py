@@ -40,3 +40,6 @@ class MemoryStore(Store):
     def _delete(self, key):
         self.snapshots.pop(key, None)
         self.logs.pop(key, None)
+
+    def _documents(self):
+        return set(self.snapshots) | {key for key, log in self.logs.items() if log}

@@ -168,6 +168,11 @@ class PostgresStore(Store):
         return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
                       sum(r[0] for r in rows))
 
+    def _documents(self):
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT tenant, app, name FROM wsserver_snapshots UNION "
+                                "SELECT tenant, app, name FROM wsserver_updates").fetchall()
+
     def _append_batch(self, items):
         # One statement for the whole batch. The rows are inserted in batch order, so
         # the ids the sequence hands out ascend in that order: sorted, they are the ids

@@ -81,6 +81,10 @@ class SQLiteStore(Store):
         return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
                       sum(r[0] for r in rows))
 
+    def _documents(self):
+        return self.db.execute("SELECT tenant, app, name FROM snapshots UNION "
+                               "SELECT tenant, app, name FROM updates").fetchall()
+
     def _append_batch(self, items):
         def insert(db):
             return [db.execute("INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",

@@ -1,0 +1,87 @@
+"""Moving documents between stores: `wsserver copy-storage`, `export` and `import`.
+
+A copy takes a document's stored updates (snapshot and log rows) as they are and
+appends them to the target as log rows, so nothing is re-encoded on the way (a pending
+struct stays pending, a compacted document stays one snapshot). Each copy is then
+verified: the target's document must have the same Yjs state vector and the same
+content (the same folded update) as the source's. Running it again is safe: documents
+that already match are skipped, and one that differs gets the source's updates merged
+in (applying a Yjs update twice changes nothing). Run it while no server writes to the
+source, or run it again afterwards to pick up what was written meanwhile.
+
+Import appends one Yjs update to a document, merged with what it holds; a server that
+has the document open sees it only after reloading it (when its last client leaves).
+"""
+
+from pycrdt import Doc
+
+from ...errors import CommandError
+from .base import fold
+
+COPY_BATCH = 200  # documents read and queued before waiting for the target's commits
+
+
+class Mismatch(CommandError):
+    """A copied document differs from its source."""
+
+
+def _doc(updates):
+    doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+def same_document(source_updates, target_updates):
+    """True when both hold the same Yjs state vector and the same content."""
+    a, b = _doc(source_updates), _doc(target_updates)
+    return a.get_state() == b.get_state() and a.get_update() == b.get_update()
+
+
+def copy_storage(source, target, report=lambda line: None):
+    """Copy every document of `source` into `target` (started stores); returns
+    (copied, skipped). Raises Mismatch naming the first document whose copy differs."""
+    copied = skipped = 0
+    keys = source.documents()
+    for start in range(0, len(keys), COPY_BATCH):
+        batch = []
+        for key in keys[start:start + COPY_BATCH]:
+            updates = [bytes(u) for u in source.load(key).updates]
+            if same_document(updates, target.load(key).updates):
+                skipped += 1
+                continue
+            for update in updates:
+                target.append(key, update, _ignore)
+            batch.append((key, updates))
+        if not target.flush(timeout=600):
+            raise Mismatch("the target did not commit within 10 minutes")
+        for key, updates in batch:
+            if not same_document(updates, target.load(key).updates):
+                raise Mismatch(f"{'/'.join(key)}: the copy differs from the source (the target "
+                               "already held other edits of it?)")
+            copied += 1
+        report(f"{start + min(COPY_BATCH, len(keys) - start)}/{len(keys)} documents "
+               f"({copied} copied, {skipped} already there)")
+    return copied, skipped
+
+
+def export_document(store, key):
+    """The document as one Yjs update (b'\\x00\\x00' when it does not exist)."""
+    return fold(store.load(key).updates)
+
+
+def import_document(store, key, update):
+    """Append `update` (one Yjs update) to the document; refuses what is not one."""
+    try:
+        Doc().apply_update(update)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # pycrdt's Rust panics are BaseExceptions
+        raise CommandError(f"the file is not a Yjs update ({type(e).__name__}: {e})") from None
+    store.append(key, update, _ignore)
+    if not store.flush(timeout=60):
+        raise CommandError("the storage did not commit the update within 60 s")
+
+
+def _ignore(row_id):
+    pass
