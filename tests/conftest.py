@@ -350,16 +350,17 @@ class PostgresServer:
         self.port = free_port()
         self.proc = None
         self.databases = 0
+        self._as = {}
         if os.geteuid() == 0:
             import pwd
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
-        else:
-            self._as = []
+            # The server itself is the child (no runuser in between), so signals reach it.
+            self._as = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+                            cwd=self.dir)
 
-    def _run(self, *args, **kwargs):
-        return subprocess.run([*self._as, *args], check=True, capture_output=True, **kwargs)
+    def _run(self, *args):
+        return subprocess.run(args, check=True, capture_output=True, **self._as)
 
     def init(self):
         self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
@@ -368,10 +369,10 @@ class PostgresServer:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [*self._as, f"{self.bin}/postgres", "-D", self.data, "-p", str(self.port),
+            [f"{self.bin}/postgres", "-D", self.data, "-p", str(self.port),
              "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "max_connections=300"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as)
         deadline = time.time() + 30
         while time.time() < deadline:
             ready = subprocess.run([f"{self.bin}/pg_isready", "-h", "127.0.0.1", "-p",
@@ -382,23 +383,19 @@ class PostgresServer:
         pytest.fail("postgres did not start")
 
     def stop(self):
-        """Fast shutdown (SIGINT to the postmaster): clients are disconnected."""
+        """Fast shutdown (SIGINT): clients are disconnected."""
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self._postmaster(), signal.SIGINT)
+            self.proc.send_signal(signal.SIGINT)
             self.proc.wait(30)
 
     def pause(self):
-        """SIGSTOP the postmaster and every backend: the database hangs, sockets stay."""
-        subprocess.run(["pkill", "-STOP", "-P", str(self._postmaster())], check=False)
-        os.kill(self._postmaster(), signal.SIGSTOP)
+        """SIGSTOP the server and its backends: the database hangs, sockets stay open."""
+        subprocess.run(["pkill", "-STOP", "-P", str(self.proc.pid)], check=False)
+        self.proc.send_signal(signal.SIGSTOP)
 
     def resume(self):
-        os.kill(self._postmaster(), signal.SIGCONT)
-        subprocess.run(["pkill", "-CONT", "-P", str(self._postmaster())], check=False)
-
-    def _postmaster(self):
-        with open(os.path.join(self.data, "postmaster.pid")) as f:
-            return int(f.readline())
+        self.proc.send_signal(signal.SIGCONT)
+        subprocess.run(["pkill", "-CONT", "-P", str(self.proc.pid)], check=False)
 
     def url(self, database="postgres"):
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -426,3 +423,13 @@ def postgres_server():
 def pg_url(postgres_server):
     """The URL of a new, empty database of the session's Postgres."""
     return postgres_server.create_database()
+
+
+@pytest.fixture
+def own_postgres():
+    """A Postgres of this test alone, so the test can stop it."""
+    server = PostgresServer().init().start()
+    yield server
+    server.stop()
+    import shutil
+    shutil.rmtree(server.dir, ignore_errors=True)

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from pycrdt import Doc, Text
 
-from conftest import PostgresServer
 from wsserver.documents import DocKey
 from wsserver.documents.storage import open_store, redact_url
 from wsserver.documents.storage.postgres import (LOCK_NAMESPACE, MIGRATIONS, SCHEMA_VERSION,
@@ -190,14 +189,6 @@ def test_one_compactor_per_document_at_a_time(pg_url, stores):
 
 
 # --- outages -----------------------------------------------------------------------------
-
-@pytest.fixture
-def own_postgres():
-    """A Postgres of this test alone, so it can be stopped."""
-    server = PostgresServer().init().start()
-    yield server
-    server.stop()
-
 
 def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
     caplog.set_level(logging.ERROR)
