@@ -183,9 +183,12 @@ def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server):
                                 "list": []}
 
 
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 @pytest.mark.parametrize("overrides", [{}, {"compact_after_updates": 25}],
                          ids=["log", "compacting"])
-def test_kill9_keeps_confirmed_edits(start_server, overrides):
+def test_kill9_keeps_confirmed_edits(start_server, overrides, storage, request):
+    if storage == "postgres":
+        overrides = dict(overrides, storage=request.getfixturevalue("pg_url"))
     server = start_server(**overrides)
     name = room("kill9")
     count = 60
@@ -206,6 +209,32 @@ def test_kill9_keeps_confirmed_edits(start_server, overrides):
     assert read["content"] == ready["content"]
     assert read["content"]["text"] == "".join(f"[{i}]" for i in range(count))
     assert read["content"]["map"] == {f"k{i}": i for i in range(count)}
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_kill9_while_writing_loses_no_echoed_update(start_server, storage, request):
+    overrides = {"compact_after_updates": 30}
+    if storage == "postgres":
+        overrides["storage"] = request.getfixturevalue("pg_url")
+    server = start_server(**overrides)
+    name = room("kill9-writing")
+    node = NodeProcess("kill_writing.mjs", {"url": server.url, "token": make_token(),
+                                            "room": name, "intervalMs": 5})
+    try:
+        node.wait_phase("writing", 20)
+        time.sleep(1.5)
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+        r = node.result(30)
+    finally:
+        node.kill()
+    assert r["close"]["code"] == 1006
+    assert len(r["confirmed"]) > 50, r["sent"]
+    server.restart()
+    read = cases(server, {"id": "read", "room": name, "token": make_token(), "expect": "ok"})["read"]
+    assert_ok(read)
+    stored = read["content"]["map"]
+    lost = [i for i in r["confirmed"] if stored.get(f"k{i}") != i]
+    assert lost == [], f"{len(lost)} echoed updates lost, e.g. {lost[:5]}"
 
 
 # --- auth -----------------------------------------------------------------------------

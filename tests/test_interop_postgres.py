@@ -2,12 +2,13 @@
 processes whose documents live in a real Postgres, while that Postgres or the server
 misbehaves. (kill -9 of the server on Postgres is in test_interop.py, next to SQLite's.)"""
 
+import json
 import signal
 import time
 
 import pytest
 
-from conftest import make_token
+from conftest import make_token, run_node
 from test_interop import NodeProcess, assert_close, assert_ok, cases, kill_server, room
 
 
@@ -82,3 +83,26 @@ def test_document_that_cannot_be_loaded_is_refused_and_retried(start_server, own
     assert again["content"]["text"] == "after"
     # the log said it once, not once per refused connection
     assert server.log().count("load failed") == 1, server.log()
+
+
+def test_two_servers_on_one_database_converge_after_reload(start_server, pg_url):
+    """Each process loads and compacts the document on its own; the compaction rule
+    (count and sum of the row ids it has seen) keeps either from dropping the other's
+    rows, so both processes reload the same, complete document."""
+    settings = dict(storage=pg_url, unload_after=0.2, compact_after_updates=7,
+                    registry={"release_after_seconds": 0.2})
+    servers = [start_server(**settings), start_server(**settings)]
+    name = room("two-servers")
+    edits = 40
+    r = run_node("two_servers.mjs", json.dumps({
+        "urls": [s.url for s in servers], "token": make_token(), "room": name,
+        "edits": edits, "settleMs": 2000}), timeout=90)
+    first, second = r["contents"]
+    assert first == second
+    assert first["map"] == {f"{tag}{i}": i for tag in "ab" for i in range(edits)}
+    for server in servers:
+        assert "compaction failed" not in server.log(), server.log()
+    import psycopg
+    with psycopg.connect(pg_url) as conn:  # both compacted it meanwhile: a snapshot is there
+        assert conn.execute("SELECT count(*) FROM wsserver_snapshots WHERE name = %s",
+                            (name,)).fetchone()[0] == 1
