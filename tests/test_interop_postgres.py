@@ -85,11 +85,16 @@ def test_document_that_cannot_be_loaded_is_refused_and_retried(start_server, own
     assert server.log().count("load failed") == 1, server.log()
 
 
-def test_two_servers_on_one_database_converge_after_reload(start_server, pg_url):
+@pytest.mark.parametrize("storage", ["postgres", "sqlite"])
+def test_two_servers_on_one_database_converge_after_reload(start_server, storage, request,
+                                                          tmp_path):
     """Each process loads and compacts the document on its own; the compaction rule
-    (count and sum of the row ids it has seen) keeps either from dropping the other's
-    rows, so both processes reload the same, complete document."""
-    settings = dict(storage=pg_url, unload_after=0.2, compact_after_updates=7,
+    (count and sum of the row ids it has seen, merged with the stored snapshot) keeps
+    either from dropping what the other stored, so both reload the same, complete
+    document. (SQLite: two processes sharing the file, for comparison.)"""
+    url = (request.getfixturevalue("pg_url") if storage == "postgres"
+           else f"sqlite:///{tmp_path}/shared.sqlite3")
+    settings = dict(storage=url, unload_after=0.2, compact_after_updates=7,
                     registry={"release_after_seconds": 0.2})
     servers = [start_server(**settings), start_server(**settings)]
     name = room("two-servers")
@@ -102,7 +107,8 @@ def test_two_servers_on_one_database_converge_after_reload(start_server, pg_url)
     assert first["map"] == {f"{tag}{i}": i for tag in "ab" for i in range(edits)}
     for server in servers:
         assert "compaction failed" not in server.log(), server.log()
-    import psycopg
-    with psycopg.connect(pg_url) as conn:  # both compacted it meanwhile: a snapshot is there
-        assert conn.execute("SELECT count(*) FROM wsserver_snapshots WHERE name = %s",
-                            (name,)).fetchone()[0] == 1
+    if storage == "postgres":
+        import psycopg
+        with psycopg.connect(url) as conn:  # they compacted it meanwhile: a snapshot is there
+            assert conn.execute("SELECT count(*) FROM wsserver_snapshots WHERE name = %s",
+                                (name,)).fetchone()[0] == 1

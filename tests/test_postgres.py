@@ -144,7 +144,7 @@ def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch
     """Row ids are handed out before commit: another process may commit a row with a
     lower id than rows a compaction covers, even while the compaction runs. The
     compaction must neither drop it nor fold it twice."""
-    from wsserver.documents.storage import postgres
+    from wsserver.documents.storage import base
     store = PostgresStore(pg_url).start()
     stores.append(store)
     append_all(store, KEY, [text_update("a", 1)])
@@ -152,13 +152,13 @@ def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch
     late.execute("INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
                  (*KEY, text_update("late", 2)))
     ids = append_all(store, KEY, [text_update("b", 3)])
-    real_fold = postgres.fold
+    real_fold = base.fold
 
     def fold_while_the_other_commits(updates):
         late.commit()  # between the compaction's reads and its delete
         return real_fold(updates)
 
-    monkeypatch.setattr(postgres, "fold", fold_while_the_other_commits)
+    monkeypatch.setattr(base, "fold", fold_while_the_other_commits)
     store.compact(KEY, ids[-1], None, None)
     late.close()
     loaded = store.load(KEY)

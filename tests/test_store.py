@@ -551,3 +551,25 @@ def test_compaction_uses_the_live_copy_only_when_it_holds_every_stored_row(store
     loaded = doc_from(store.load(KEY).updates)
     assert str(loaded.get("other", type=Text)) == "written elsewhere"
     assert content(loaded) == content(mine)
+
+
+def test_compaction_keeps_a_snapshot_another_process_wrote(store_factory):
+    """Process B compacts its rows into a snapshot; process A, which loaded before and
+    never saw them, then compacts its own rows with its live copy (it holds exactly the
+    stored rows). B's content must survive: A's copy is merged with B's snapshot."""
+    store = store_factory()
+    a_doc, b_doc = Doc(client_id=1), Doc(client_id=2)
+    a_updates, b_updates = [], []
+    a_doc.observe(lambda event: a_updates.append(event.update))
+    b_doc.observe(lambda event: b_updates.append(event.update))
+    for i in range(5):
+        b_doc.get("t", type=Text).insert(0, f"b{i} ")
+    b_ids = append_all(store, KEY, b_updates)
+    store.compact(KEY, b_ids[-1], b_doc.get_update(), (len(b_ids), sum(b_ids)))
+    for i in range(5):
+        a_doc.get("m", type=Map)[f"a{i}"] = i
+    a_ids = append_all(store, KEY, a_updates)
+    store.compact(KEY, a_ids[-1], a_doc.get_update(), (len(a_ids), sum(a_ids)))
+    loaded = doc_from(store.load(KEY).updates)
+    assert str(loaded.get("t", type=Text)) == str(b_doc.get("t", type=Text))
+    assert loaded.get("m", type=Map).to_py() == {f"a{i}": i for i in range(5)}

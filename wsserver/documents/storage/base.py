@@ -26,7 +26,7 @@ from ...logs import Throttled
 from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls
 from ..key import DocKey
-from ..ydoc import fold  # noqa: F401 (the backends fold with it: pending structs kept)
+from ..ydoc import fold  # the backends fold with it: pending structs kept
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,11 @@ class Store(BlockingCalls):
 
         `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
         rows it holds. The copy is used only when the stored rows up to `upto_id` are
-        exactly those (checked in the same transaction): it is then cheap and correct.
-        Otherwise (another process or node wrote or compacted this document) the new
-        snapshot is folded from what is stored, so nothing it wrote is overwritten.
-        """
+        exactly those (checked in the same transaction), merged with the stored snapshot
+        (another process may have compacted rows this copy never saw into it): it is
+        then cheap and correct. Otherwise (another process or node wrote this document)
+        the new snapshot is folded from what is stored, so nothing it wrote is
+        overwritten (see `compacted`)."""
         return self._call(self._compact, key, upto_id, snapshot, seen)
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -210,3 +211,21 @@ class Store(BlockingCalls):
     def _compact(self, key, upto_id, snapshot, seen):
         """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
         raise NotImplementedError
+
+
+def compacted(stored_snapshot, live, live_rows, stored_rows, read_rows):
+    """The snapshot a compaction writes; every backend's `_compact` asks this inside
+    the transaction that then replaces the snapshot and deletes the rows.
+
+    `stored_snapshot`: the snapshot stored now (None: none); `live`, `live_rows`: the
+    caller's live copy (or None) and (count, sum of ids) of the log rows it holds;
+    `stored_rows`: (count, sum of ids) of the stored rows the compaction covers;
+    `read_rows()`: those rows' updates, oldest first. The live copy stands for the rows
+    only when it holds exactly the stored ones; even then it is merged with the stored
+    snapshot, which another process may have written after this one loaded (folding in
+    rows this copy never saw), so that snapshot's content is never overwritten.
+    """
+    base = [stored_snapshot] if stored_snapshot is not None else []
+    if live is not None and live_rows is not None and tuple(stored_rows) == tuple(live_rows):
+        return fold(base + [live]) if base else live
+    return fold(base + read_rows())

@@ -1,6 +1,6 @@
 """In-memory store, for tests: the same pipeline as the real ones, nothing on disk."""
 
-from .base import Loaded, Store, fold
+from .base import Loaded, Store, compacted
 
 
 class MemoryStore(Store):
@@ -31,10 +31,9 @@ class MemoryStore(Store):
     def _compact(self, key, upto_id, snapshot, seen):
         log = self.logs.get(key, [])
         covered = [(i, u) for i, u in log if i <= upto_id]
-        if snapshot is None or seen != (len(covered), sum(i for i, _ in covered)):
-            snapshot = fold(([self.snapshots[key]] if key in self.snapshots else [])
-                            + [u for _, u in covered])
-        self.snapshots[key] = snapshot
+        self.snapshots[key] = compacted(
+            self.snapshots.get(key), snapshot, seen,
+            (len(covered), sum(i for i, _ in covered)), lambda: [u for _, u in covered])
         self.logs[key] = [(i, u) for i, u in log if i > upto_id]
 
     def _delete(self, key):

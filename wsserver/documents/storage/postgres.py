@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from ...errors import ConfigError, StorageSchemaError
 from . import redact_url as redact
-from .base import Loaded, Store, fold
+from .base import Loaded, Store, compacted
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,13 @@ class PostgresStore(Store):
             self.pool.close()
             self.pool = None
 
-    def _stored(self, conn, key, upto_id=None):
+    def _stored(self, conn, key, upto_id=None, rows=True):
         """(snapshot or None, [(id, update)] oldest first), read by one statement so a
-        compaction committing meanwhile cannot be half seen."""
+        compaction committing meanwhile cannot be half seen; no rows when `rows` is false."""
+        if not rows:
+            snap = conn.execute(f"SELECT data FROM wsserver_snapshots WHERE {_DOC}",
+                                key).fetchone()
+            return (snap[0] if snap else None), []
         rows = conn.execute(
             f"SELECT NULL::bigint, data FROM wsserver_snapshots WHERE {_DOC} "
             f"UNION ALL SELECT id, data FROM wsserver_updates WHERE {_DOC} AND id <= %s "
@@ -202,10 +206,9 @@ class PostgresStore(Store):
                     stored = conn.execute(
                         f"SELECT count(*), coalesce(sum(id), 0) FROM wsserver_updates "
                         f"WHERE {_DOC} AND id <= %s", (*key, upto_id)).fetchone()
-                    folded = snapshot
-                    if folded is None or tuple(stored) != tuple(seen):
-                        snap, rows = self._stored(conn, key, upto_id)
-                        folded = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
+                    snap, _ = self._stored(conn, key, rows=False)
+                    folded = compacted(snap, snapshot, seen, stored, lambda: [
+                        r[1] for r in self._stored(conn, key, upto_id)[1]])
                     conn.execute(
                         "INSERT INTO wsserver_snapshots (tenant, app, name, data) "
                         "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, app, name) "

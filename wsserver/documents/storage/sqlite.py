@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from .base import Loaded, Store, fold
+from .base import Loaded, Store, compacted
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -66,10 +66,13 @@ class SQLiteStore(Store):
             self.db.close()
             self.db = None
 
-    def _stored(self, key, upto_id=None):
-        """(snapshot or None, [(id, update)] oldest first, up to `upto_id` if given)."""
+    def _stored(self, key, upto_id=None, rows=True):
+        """(snapshot or None, [(id, update)] oldest first, up to `upto_id` if given;
+        no rows when `rows` is false)."""
         snap = self.db.execute(
             "SELECT data FROM snapshots WHERE tenant=? AND app=? AND name=?", key).fetchone()
+        if not rows:
+            return (snap[0] if snap else None), []
         rows = self.db.execute(
             "SELECT id, data FROM updates WHERE tenant=? AND app=? AND name=? AND id<=? "
             "ORDER BY id", (*key, upto_id if upto_id is not None else 2 ** 63 - 1)).fetchall()
@@ -96,10 +99,9 @@ class SQLiteStore(Store):
             stored = db.execute(
                 "SELECT count(*), coalesce(sum(id), 0) FROM updates "
                 "WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)).fetchone()
-            folded = snapshot
-            if folded is None or tuple(stored) != tuple(seen):
-                snap, rows = self._stored(key, upto_id)
-                folded = fold(([snap] if snap is not None else []) + [r[1] for r in rows])
+            snap, _ = self._stored(key, rows=False)
+            folded = compacted(snap, snapshot, seen, stored,
+                               lambda: [r[1] for r in self._stored(key, upto_id)[1]])
             db.execute("INSERT OR REPLACE INTO snapshots (tenant, app, name, data) "
                        "VALUES (?, ?, ?, ?)", (*key, folded))
             db.execute("DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?",

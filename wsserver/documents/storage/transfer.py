@@ -33,9 +33,10 @@ def _doc(updates):
 
 
 def same_document(source_updates, target_updates):
-    """True when both hold the same Yjs state vector and the same content."""
-    a, b = _doc(source_updates), _doc(target_updates)
-    return a.get_state() == b.get_state() and a.get_update() == b.get_update()
+    """True when both hold the same Yjs state vector and the same content (the same
+    folded update: pending structs and deletions included)."""
+    return (_doc(source_updates).get_state() == _doc(target_updates).get_state()
+            and fold(source_updates) == fold(target_updates))
 
 
 def copy_storage(source, target, report=lambda line: None):
