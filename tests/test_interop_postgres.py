@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import make_token, run_node
-from test_interop import NodeProcess, assert_close, assert_ok, cases, kill_server, room
+from test_interop import NodeProcess, assert_close, assert_ok, cases, room
 
 
 def outage_config(pg, **overrides):

@@ -4,13 +4,12 @@ contract itself runs on Postgres in test_store.py, the registry's in test_regist
 
 import logging
 import threading
-import time
 
-import gevent
 import psycopg
 import pytest
 from pycrdt import Doc, Text
 
+from test_store import append_all, doc_from
 from wsserver.documents import DocKey
 from wsserver.documents.storage import open_store, redact_url
 from wsserver.documents.storage.postgres import (LOCK_NAMESPACE, MIGRATIONS, SCHEMA_VERSION,
@@ -28,18 +27,7 @@ def text_update(text, client_id=None):
 
 
 def text_of(updates):
-    doc = Doc()
-    for u in updates:
-        doc.apply_update(u)
-    return str(doc.get("t", type=Text))
-
-
-def append_all(store, key, updates):
-    ids = []
-    for u in updates:
-        store.append(key, u, ids.append)
-    assert store.flush(timeout=20)
-    return ids
+    return str(doc_from(updates).get("t", type=Text))
 
 
 def query(url, sql, params=()):
@@ -208,3 +196,38 @@ def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
         sorted(["before", "during", "the", "outage"])
     failures = [r for r in caplog.records if "storage commit" in r.getMessage()]
     assert 1 <= len(failures) <= 2  # once per 10 s, not once per retry
+
+
+COOPERATION = """
+from gevent import monkey
+monkey.patch_all()
+import sys, time, gevent
+from wsserver.documents.storage.postgres import PostgresStore
+store = PostgresStore(sys.argv[1]).start()
+def slow_query():
+    with store.pool.connection() as conn:
+        conn.execute("SELECT pg_sleep(1)")
+ticks = 0
+started = time.monotonic()
+query = gevent.spawn(slow_query)
+while not query.ready():
+    gevent.sleep(0.01)
+    ticks += 1
+query.get()
+store.close()
+print(ticks, round(time.monotonic() - started, 2))
+"""
+
+
+def test_a_query_never_blocks_the_other_greenlets(pg_url):
+    """In a patched process (as `wsserver serve` and the gunicorn worker run) a 1 s query
+    suspends only its own greenlet: the others keep running meanwhile."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", COOPERATION, pg_url], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ticks, took = out.stdout.split()
+    assert float(took) >= 1.0
+    assert int(ticks) > 30, out.stdout  # ~90 ticks of 10 ms in that second
+    assert "blocks the whole process" not in out.stderr

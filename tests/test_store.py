@@ -22,7 +22,7 @@ KEY = DocKey("acme", "editor", "doc")
 OTHER = DocKey("acme", "notes", "doc")
 
 
-def _factory(request, tmp_path):
+def _stores(request, tmp_path):
     """Makes started stores of the parametrized kind; closes them all at the end. Each
     call opens the same database (SQLite file, Postgres database), as a restarted
     process or a second process sharing it would; `flaky=True`: see `Flaky`."""
@@ -40,26 +40,20 @@ def _factory(request, tmp_path):
         return store
 
     make.kind = request.param
-    make.target = target
-    return make, made
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def store_factory(request, tmp_path):
-    make, made = _factory(request, tmp_path)
     yield make
     for store in made:
         store.close(timeout=2)  # a no-op for a store the test closed
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_factory(request, tmp_path):
+    yield from _stores(request, tmp_path)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def durable_factory(request, tmp_path):
     """`store_factory` for the stores that keep data across a reopen."""
-    make, made = _factory(request, tmp_path)
-    yield make
-    for store in made:
-        if not store._closed:
-            store.close(timeout=2)
+    yield from _stores(request, tmp_path)
 
 
 def stored_rows(store, key):

@@ -92,7 +92,7 @@ def test_copy_storage_both_ways_and_again(tmp_path, pg_url):
 
     again = wsserver("copy-storage", sqlite_url, pg_url)  # safe to run again
     assert again.returncode == 0, again.stderr
-    assert f"copied 0 documents" in again.stdout and f"({DOCUMENTS} were already there)" \
+    assert "copied 0 documents" in again.stdout and f"({DOCUMENTS} were already there)" \
         in again.stdout
 
     back_url = f"sqlite:///{tmp_path}/back.sqlite3"
