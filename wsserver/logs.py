@@ -95,15 +95,38 @@ class Throttled:
         self._skipped = 0
 
     def error(self, message, *args):
+        message = self.due(message)
+        if message is not None:
+            self.logger.error(message, *args)
+
+    def due(self, message):
+        """`message` (saying how many were skipped) when one may be logged now, else
+        None (counted as skipped)."""
         now = time.monotonic()
         if self._last is not None and now - self._last < self.every:
             self._skipped += 1
-            return
+            return None
         if self._skipped:
             message += f" ({self._skipped} more since the last report)"
-        self.logger.error(message, *args)
         self._last = now
         self._skipped = 0
+        return message
+
+
+class ThrottleFilter(logging.Filter):
+    """A logger filter letting one record through per `every` seconds (a library's
+    logger that repeats itself during an outage: psycopg_pool's reconnect attempts)."""
+
+    def __init__(self, every=10.0):
+        super().__init__()
+        self._throttle = Throttled(None, every)
+
+    def filter(self, record):
+        message = self._throttle.due(record.getMessage())
+        if message is None:
+            return False
+        record.msg, record.args = message, ()
+        return True
 
 
 class RefusalSummary:
@@ -160,6 +183,12 @@ def configure_logging(level="info", log_format="text"):
     # noise except at `debug`, where it shows (redacted like everything else).
     logging.getLogger("geventwebsocket.handler").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING)
+    # psycopg_pool logs every connection taken and given back at INFO, and each failed
+    # reconnect attempt (seconds apart) while Postgres is down at WARNING.
+    pool = logging.getLogger("psycopg.pool")
+    pool.setLevel(logging.WARNING)
+    if not any(isinstance(f, ThrottleFilter) for f in pool.filters):
+        pool.addFilter(ThrottleFilter())
     logging.captureWarnings(True)
     if log_format == "json":
         _route_uncaught_errors()
