@@ -103,7 +103,7 @@ def test_unknown_top_level_key_is_refused():
     ({"auth": auth(), "port": 70000}, "port"),
     ({"auth": auth(), "port": True}, "port"),
     ({"auth": auth(), "max_message_size": 10}, "max_message_size"),
-    ({"auth": auth(), "storage": "postgres://x"}, "storage"),
+    ({"auth": auth(), "storage": "mysql://x"}, "storage"),
     ({"auth": auth(), "storage": "sqlite:///"}, "storage"),
     ({"auth": auth(), "storage_sync": "off"}, "storage_sync"),
     ({"auth": auth(), "ping_interval": 0}, "ping_interval"),
