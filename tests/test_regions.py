@@ -4,7 +4,7 @@
 Two or three real `wsserver serve` processes of different regions run on loopback with
 fixed ports (their `regions` map names each other's real URLs) and share one storage
 file, hence the embedded registry; the `shared_registry` tests run again with every
-node on one real Redis. Clients are real y-websocket providers (tests/node/
+node on one real Redis, and with documents and registry in one real Postgres. Clients are real y-websocket providers (tests/node/
 regions_sync.mjs follows redirects the way docs/regions.md shows) and raw WebSocket
 clients that read the first frame: a sync message means accepted, a close frame gives
 the code and reason.
@@ -38,21 +38,24 @@ def unique(prefix="doc"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "postgres"])
 def shared_registry(request):
-    """None: the nodes share the embedded registry (their common SQLite file);
-    else the redis:// URL every node is given."""
+    """Settings every node is given: {} (the nodes share the embedded registry of their
+    common SQLite file), a `redis` URL, or a Postgres `storage` (documents and registry
+    in one database)."""
     if request.param == "redis":
-        return request.getfixturevalue("redis_url")
-    return None
+        return {"redis": request.getfixturevalue("redis_url")}
+    if request.param == "postgres":
+        return {"storage": request.getfixturevalue("pg_url")}
+    return {}
 
 
-def start_nodes(start_server, tmp_path, count=2, redis=None, registry=FAST, per_node=None,
+def start_nodes(start_server, tmp_path, count=2, shared=None, registry=FAST, per_node=None,
                 start_app=None, in_process=(), **overrides):
-    """`count` nodes of regions eu, us, ap on fixed free ports, one storage file;
-    `per_node` maps a region to settings for that node only. The regions in
-    `in_process` are built with `start_app` (an AppNode: plain HTTP only, through the
-    test client) instead of being started as servers."""
+    """`count` nodes of regions eu, us, ap on fixed free ports, one storage (the SQLite
+    file, unless `shared` names another); `per_node` maps a region to settings for that
+    node only. The regions in `in_process` are built with `start_app` (an AppNode: plain
+    HTTP only, through the test client) instead of being started as servers."""
     names = REGIONS[:count]
     ports = [free_port() for _ in names]
     regions = {name: f"ws://127.0.0.1:{port}" for name, port in zip(names, ports)}
@@ -60,8 +63,7 @@ def start_nodes(start_server, tmp_path, count=2, redis=None, registry=FAST, per_
     for name, port in zip(names, ports):
         config = base_config(tmp_path, region=name, regions=regions, registry=registry,
                              **overrides, **(per_node or {}).get(name, {}))
-        if redis:
-            config["redis"] = redis
+        config.update(shared or {})
         if name in in_process:
             node = start_app(config=config)
         else:
@@ -142,22 +144,18 @@ def sync(name, token, urls):
     return run_node("regions_sync.mjs", json.dumps({"doc": name, "token": token, "urls": urls}))
 
 
-def stored_text(tmp_path, name, tenant="acme", app="editor"):
-    """The Y.Text "t" of a document as the shared SQLite storage holds it now."""
-    import sqlite3
-
+def stored_text(tmp_path, name, tenant="acme", app="editor", shared=None):
+    """The Y.Text "t" of a document as the nodes' shared storage holds it now."""
     from pycrdt import Doc, Text
-    db = sqlite3.connect(str(tmp_path / "wsserver.sqlite3"))
+
+    from wsserver.documents.storage import open_store
+    store = open_store((shared or {}).get("storage") or base_config(tmp_path)["storage"])
     try:
-        key = (tenant, app, name)
-        rows = [r[0] for r in db.execute(
-            "SELECT data FROM snapshots WHERE tenant=? AND app=? AND name=?", key)]
-        rows += [r[0] for r in db.execute(
-            "SELECT data FROM updates WHERE tenant=? AND app=? AND name=? ORDER BY id", key)]
+        updates = store.load(DocKey(tenant, app, name)).updates
     finally:
-        db.close()
+        store.close()
     doc = Doc()
-    for update in rows:
+    for update in updates:
         doc.apply_update(update)
     return str(doc.get("t", type=Text))
 
@@ -179,7 +177,7 @@ def assert_converged(result):
 
 def test_live_document_redirects_to_its_region_and_providers_sync(start_server, tmp_path,
                                                                   shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, redis=shared_registry,
+    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
                          registry=dict(FAST, release_after_seconds=20))
     name, token = unique(), make_token()
 
@@ -214,7 +212,7 @@ def test_documents_move_between_three_regions_with_their_content(start_server, t
                                                                  shared_registry):
     # unload_after 60: only the release's eviction drops a room, so a region that kept
     # a stale copy would show it when the document comes back.
-    eu, us, ap = start_nodes(start_server, tmp_path, count=3, redis=shared_registry,
+    eu, us, ap = start_nodes(start_server, tmp_path, count=3, shared=shared_registry,
                              unload_after=60)
     name, token = unique(), make_token()
 
@@ -298,7 +296,7 @@ def test_pins_redirect_even_when_the_document_is_not_live(start_server, tmp_path
 
 def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, tmp_path,
                                                                  shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, redis=shared_registry,
+    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
                          registry=dict(FAST, release_after_seconds=30))
     token = make_token()
     names = [unique("race") for _ in range(25)]
@@ -334,7 +332,7 @@ def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, t
 
 def test_killed_nodes_claims_expire_within_the_ttl(start_server, tmp_path, shared_registry):
     ttl = FAST["ttl_seconds"]
-    eu, us = start_nodes(start_server, tmp_path, redis=shared_registry,
+    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
                          registry=dict(FAST, release_after_seconds=30))
     name, token = unique(), make_token()
     first = sync(name, token, [eu.url])
@@ -365,7 +363,7 @@ def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(start_ser
     ttl = FAST["ttl_seconds"]
     # us folds every update into its snapshot at once while eu keeps its log: a snapshot
     # of eu's stale copy written after the loss would visibly drop us's edits.
-    eu, us = start_nodes(start_server, tmp_path, redis=shared_registry,
+    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
                          registry=dict(FAST, release_after_seconds=30),
                          per_node={"us": {"compact_after_updates": 1}})
     name, token = unique(), make_token()
@@ -399,11 +397,11 @@ def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(start_ser
         time.sleep(0.05)
     assert (refused.code, refused.reason) == (4009, f"REDIRECT:{us.url}/{name}")
     # eu dropped its stale copy without writing a snapshot of it over what us stored.
-    assert stored_text(tmp_path, name) == assert_converged(moved)
+    assert stored_text(tmp_path, name, shared=shared_registry) == assert_converged(moved)
 
 
 def test_clean_shutdown_releases_claims_at_once(start_server, tmp_path, shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, redis=shared_registry,
+    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
                          registry={"release_after_seconds": 30, "ttl_seconds": 20})
     name, token = unique(), make_token()
     text = assert_converged(sync(name, token, [eu.url]))

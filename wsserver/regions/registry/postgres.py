@@ -26,13 +26,16 @@ class PostgresRegistry(Registry):
     threaded = False
 
     def __init__(self, region, url, clock=None, **options):
-        super().__init__(region, **options)
+        # `clock` (tests) stands in for the database's clock in the table and, as in
+        # every registry, for this node's own timing; without it, those are the
+        # database's clock and time.monotonic.
+        super().__init__(region, **options, **({"clock": clock} if clock else {}))
         self.url = url
-        self.clock = clock
+        self.table_clock = clock
         self.pool = None
 
     def _params(self, key=None, **extra):
-        params = {"now": self.clock() if self.clock is not None else None, **extra}
+        params = {"now": self.table_clock() if self.table_clock is not None else None, **extra}
         if key is not None:
             params.update(t=key[0], a=key[1], n=key[2])
         return params
