@@ -153,8 +153,10 @@ def test_awareness_appears_and_disappears(shared):
 
 # --- restarts -------------------------------------------------------------------------
 
-def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server):
-    server = start_server()
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server, storage, request):
+    server = start_server(**({"storage": request.getfixturevalue("pg_url")}
+                             if storage == "postgres" else {}))
     node = NodeProcess("restart_sigterm.mjs", {
         "url": server.url, "token": make_token(),
         "persistRoom": room("persist"), "liveRoom": room("live")})

@@ -114,6 +114,8 @@ def ensure_schema(conn):
         version = row[0] or 0
         if version > SCHEMA_VERSION:
             raise StorageSchemaError(version, SCHEMA_VERSION)
+        if version == SCHEMA_VERSION:
+            return version
         for step in range(version, SCHEMA_VERSION):
             conn.execute(MIGRATIONS[step])
             log.info("storage schema migrated to version %d", step + 1)
