@@ -128,8 +128,8 @@ def _open(url):
 def _storage_of(args):
     if args.storage:
         return args.storage
-    from .settings import Config
-    return Config.load(args.config).storage
+    from .settings import DEFAULT_CONFIG_PATH, Config
+    return Config.load(args.config, fallback=DEFAULT_CONFIG_PATH).storage
 
 
 def _copy_storage(args):
