@@ -4,6 +4,7 @@ contract itself runs on Postgres in test_store.py, the registry's in test_regist
 
 import logging
 import threading
+import time
 
 import psycopg
 import pytest
@@ -231,3 +232,22 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
     assert float(took) >= 1.0
     assert int(ticks) > 30, out.stdout  # ~90 ticks of 10 ms in that second
     assert "blocks the whole process" not in out.stderr
+
+
+def test_readiness_fails_while_postgres_is_down(own_postgres, stores):
+    from wsserver.documents.storage import StoreError
+    store = PostgresStore(own_postgres.url()).start()
+    stores.append(store)
+    store.check()
+    own_postgres.stop()
+    with pytest.raises(StoreError):
+        store.check()
+    own_postgres.start()
+    deadline = time.monotonic() + 20
+    while True:  # the pool reconnects by itself
+        try:
+            store.check()
+            break
+        except StoreError:
+            assert time.monotonic() < deadline, "the pool did not reconnect"
+            time.sleep(0.2)

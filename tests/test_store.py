@@ -567,3 +567,27 @@ def test_compaction_keeps_a_snapshot_another_process_wrote(store_factory):
     loaded = doc_from(store.load(KEY).updates)
     assert str(loaded.get("t", type=Text)) == str(b_doc.get("t", type=Text))
     assert loaded.get("m", type=Map).to_py() == {f"a{i}": i for i in range(5)}
+
+
+def test_delete_removes_snapshot_and_log_of_one_document(store_factory):
+    store = store_factory()
+    _, updates = edits(20)
+    ids = append_all(store, KEY, updates[:10])
+    store.compact(KEY, ids[-1])
+    append_all(store, KEY, updates[10:])
+    other = append_all(store, OTHER, updates[:3])
+    store.delete(KEY)
+    assert store.load(KEY).updates == []
+    assert store.documents() == [OTHER]
+    assert store.load(OTHER).last_id == other[-1]
+
+
+def test_size_and_readiness(store_factory):
+    store = store_factory()
+    _, updates = edits(12)
+    ids = append_all(store, KEY, updates[:6])
+    store.compact(KEY, ids[-1])
+    append_all(store, KEY, updates[6:])
+    assert store.size(KEY) == sum(map(len, store.load(KEY).updates))
+    assert store.size(DocKey("acme", "editor", "missing")) == 0
+    store.check()  # raises when the storage does not answer

@@ -174,6 +174,26 @@ class PostgresStore(Store):
         return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
                       sum(r[0] for r in rows))
 
+    def _delete(self, key):
+        # Under the document's compaction lock: a compaction committing after the
+        # delete would write its snapshot back.
+        lock = (LOCK_NAMESPACE, doc_lock_key(key))
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
+            for table in ("wsserver_snapshots", "wsserver_updates"):
+                conn.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
+
+    def _ping(self):
+        with self.pool.connection() as conn:
+            conn.execute("SELECT 1").fetchall()
+
+    def _size(self, key):
+        with self.pool.connection() as conn:
+            return conn.execute(
+                f"SELECT (SELECT coalesce(sum(length(data)), 0) FROM wsserver_snapshots "
+                f"WHERE {_DOC}) + (SELECT coalesce(sum(length(data)), 0) FROM wsserver_updates "
+                f"WHERE {_DOC})", (*key, *key)).fetchone()[0]
+
     def _documents(self):
         with self.pool.connection() as conn:
             return conn.execute("SELECT tenant, app, name FROM wsserver_snapshots UNION "
