@@ -569,12 +569,19 @@ def test_compaction_keeps_a_snapshot_another_process_wrote(store_factory):
     assert loaded.get("m", type=Map).to_py() == {f"a{i}": i for i in range(5)}
 
 
+def snapshot_and_log(store, key, n):
+    """Document `key` stored as a snapshot of the first half of `n` edits plus the rest
+    as log rows."""
+    _, updates = edits(n)
+    ids = append_all(store, key, updates[:n // 2])
+    store.compact(key, ids[-1])
+    append_all(store, key, updates[n // 2:])
+    return updates
+
+
 def test_delete_removes_snapshot_and_log_of_one_document(store_factory):
     store = store_factory()
-    _, updates = edits(20)
-    ids = append_all(store, KEY, updates[:10])
-    store.compact(KEY, ids[-1])
-    append_all(store, KEY, updates[10:])
+    updates = snapshot_and_log(store, KEY, 20)
     other = append_all(store, OTHER, updates[:3])
     store.delete(KEY)
     assert store.load(KEY).updates == []
@@ -584,10 +591,7 @@ def test_delete_removes_snapshot_and_log_of_one_document(store_factory):
 
 def test_size_and_readiness(store_factory):
     store = store_factory()
-    _, updates = edits(12)
-    ids = append_all(store, KEY, updates[:6])
-    store.compact(KEY, ids[-1])
-    append_all(store, KEY, updates[6:])
+    snapshot_and_log(store, KEY, 12)
     assert store.size(KEY) == sum(map(len, store.load(KEY).updates))
     assert store.size(DocKey("acme", "editor", "missing")) == 0
     store.check()  # raises when the storage does not answer

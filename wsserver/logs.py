@@ -94,10 +94,10 @@ class Throttled:
         self._last = None
         self._skipped = 0
 
-    def error(self, message, *args):
+    def error(self, message, *args, exc_info=False):
         message = self.due(message)
         if message is not None:
-            self.logger.error(message, *args)
+            self.logger.error(message, *args, exc_info=exc_info)
 
     def due(self, message):
         """`message` (saying how many were skipped) when one may be logged now, else
