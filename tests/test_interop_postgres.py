@@ -7,7 +7,6 @@ import signal
 import time
 
 import pytest
-
 from conftest import make_token, run_node
 from test_interop import NodeProcess, assert_close, assert_ok, cases, room
 

@@ -9,12 +9,17 @@ import time
 import psycopg
 import pytest
 from pycrdt import Doc, Text
-
 from test_store import append_all, doc_from
+
 from wsserver.documents import DocKey
 from wsserver.documents.storage import open_store, redact_url
-from wsserver.documents.storage.postgres import (LOCK_NAMESPACE, MIGRATIONS, SCHEMA_VERSION,
-                                                 PostgresStore, doc_lock_key)
+from wsserver.documents.storage.postgres import (
+    LOCK_NAMESPACE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PostgresStore,
+    doc_lock_key,
+)
 from wsserver.errors import ConfigError, StorageSchemaError
 from wsserver.settings import Config
 

@@ -4,10 +4,10 @@
 Two or three real `wsserver serve` processes of different regions run on loopback with
 fixed ports (their `regions` map names each other's real URLs) and share one storage
 file, hence the embedded registry; the `shared_registry` tests run again with every
-node on one real Redis, and with documents and registry in one real Postgres. Clients are real y-websocket providers (tests/node/
-regions_sync.mjs follows redirects the way docs/regions.md shows) and raw WebSocket
-clients that read the first frame: a sync message means accepted, a close frame gives
-the code and reason.
+node on one real Redis, and with documents and registry in one real Postgres.
+Clients are real y-websocket providers (tests/node/regions_sync.mjs follows redirects
+the way docs/regions.md shows) and raw WebSocket clients that read the first frame: a
+sync message means accepted, a close frame gives the code and reason.
 """
 
 import json

@@ -4,9 +4,9 @@ them (subprocesses), between SQLite and a real Postgres."""
 import subprocess
 import sys
 
+from conftest import ROOT
 from pycrdt import Doc, Map, Text
 
-from conftest import ROOT
 from wsserver.documents import DocKey
 from wsserver.documents.storage.postgres import PostgresStore
 from wsserver.documents.storage.sqlite import SQLiteStore

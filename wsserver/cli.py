@@ -21,8 +21,8 @@ def _serve(args):
 
     from .app import create_app, endpoint_of
     from .documents.storage import redact_url
-    from .settings import DEFAULT_CONFIG_PATH, Config
     from .logs import configure_logging
+    from .settings import DEFAULT_CONFIG_PATH, Config
     from .transport.handler import WebSocketRequestHandler
 
     config = Config.load(args.config, fallback=DEFAULT_CONFIG_PATH)
