@@ -213,7 +213,9 @@ class Store(BlockingCalls):
         raise NotImplementedError
 
 
-def compacted(stored_snapshot, live, live_rows, stored_rows, read_rows):
+def compacted(stored_snapshot: bytes | None, live: bytes | None,
+              live_rows: tuple[int, int] | None, stored_rows: tuple[int, int],
+              read_rows: Callable[[], list[bytes]]) -> bytes:
     """The snapshot a compaction writes; every backend's `_compact` asks this inside
     the transaction that then replaces the snapshot and deletes the rows.
 

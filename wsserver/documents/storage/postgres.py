@@ -25,13 +25,17 @@ connection breaks, raises; the pipeline in base.py keeps the updates queued and
 retries, and the pool replaces broken connections and reconnects by itself.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import zlib
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from ...errors import ConfigError, StorageSchemaError
+from ..key import DocKey
 from . import redact_url as redact
 from .base import Loaded, Store, compacted
 
@@ -79,7 +83,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _DOC = "tenant = %s AND app = %s AND name = %s"
 
 
-def open_pool(url, size, name):
+def open_pool(url: str, size: int, name: str) -> ConnectionPool:
     """A started pool of autocommit connections to `url` (libpq URL; query options such
     as `sslmode=require` go to libpq as they are). Raises ConfigError when the database
     cannot be reached at start."""
@@ -94,7 +98,7 @@ def open_pool(url, size, name):
     return pool
 
 
-def _check_cooperative():
+def _check_cooperative() -> None:
     from psycopg import waiting
     monkey = sys.modules.get("gevent.monkey")
     if (monkey is not None and monkey.is_module_patched("select")
@@ -103,7 +107,7 @@ def _check_cooperative():
                   "query blocks the whole process (import wsserver after monkey.patch_all())")
 
 
-def ensure_schema(conn):
+def ensure_schema(conn: Any) -> int:
     """Create the tables on a new database, or migrate an older schema in place; refuse
     a newer one (written by a later wsserver) rather than write to it. One migrator at a
     time: processes starting together wait on an advisory lock."""
@@ -124,7 +128,7 @@ def ensure_schema(conn):
     return version
 
 
-def doc_lock_key(key):
+def doc_lock_key(key: DocKey) -> int:
     """The second advisory-lock key of a document (a collision only serializes two
     documents' compactions; it is never wrong)."""
     return zlib.crc32("\x1f".join(key).encode()) - (1 << 31)
@@ -133,7 +137,7 @@ def doc_lock_key(key):
 class PostgresStore(Store):
     threaded = False  # cooperative sockets; see the module docstring
 
-    def __init__(self, url, pool_size=5):
+    def __init__(self, url: str, pool_size: int = 5) -> None:
         super().__init__()
         self.url = url
         self.pool_size = pool_size

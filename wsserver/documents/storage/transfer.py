@@ -13,10 +13,15 @@ Import appends one Yjs update to a document, merged with what it holds; a server
 has the document open sees it only after reloading it (when its last client leaves).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 from pycrdt import Doc
 
 from ...errors import CommandError
-from .base import fold
+from ..key import DocKey
+from .base import Store, fold
 
 COPY_BATCH = 200  # documents read and queued before waiting for the target's commits
 
@@ -25,21 +30,22 @@ class Mismatch(CommandError):
     """A copied document differs from its source."""
 
 
-def _doc(updates):
+def _doc(updates: list[bytes]) -> Doc:
     doc = Doc()
     for update in updates:
         doc.apply_update(update)
     return doc
 
 
-def same_document(source_updates, target_updates):
+def same_document(source_updates: list[bytes], target_updates: list[bytes]) -> bool:
     """True when both hold the same Yjs state vector and the same content (the same
     folded update: pending structs and deletions included)."""
     return (_doc(source_updates).get_state() == _doc(target_updates).get_state()
             and fold(source_updates) == fold(target_updates))
 
 
-def copy_storage(source, target, report=lambda line: None):
+def copy_storage(source: Store, target: Store,
+                 report: Callable[[str], None] = lambda line: None) -> tuple[int, int]:
     """Copy every document of `source` into `target` (started stores); returns
     (copied, skipped). Raises Mismatch naming the first document whose copy differs."""
     copied = skipped = 0
@@ -66,12 +72,12 @@ def copy_storage(source, target, report=lambda line: None):
     return copied, skipped
 
 
-def export_document(store, key):
+def export_document(store: Store, key: DocKey) -> bytes:
     """The document as one Yjs update (b'\\x00\\x00' when it does not exist)."""
     return fold(store.load(key).updates)
 
 
-def import_document(store, key, update):
+def import_document(store: Store, key: DocKey, update: bytes) -> None:
     """Append `update` (one Yjs update) to the document; refuses what is not one."""
     try:
         Doc().apply_update(update)
@@ -84,5 +90,5 @@ def import_document(store, key, update):
         raise CommandError("the storage did not commit the update within 60 s")
 
 
-def _ignore(row_id):
+def _ignore(row_id: int) -> None:
     pass

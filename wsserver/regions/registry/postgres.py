@@ -13,6 +13,11 @@ greenlet on connections of a small pool of this registry's own, like the store's
 that module for why that is right under gevent).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 from ...documents.storage.postgres import LOCK_NAMESPACE, doc_lock_key, ensure_schema, open_pool
 from .base import Registry
 
@@ -25,7 +30,8 @@ _NOW = "coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp()))"
 class PostgresRegistry(Registry):
     threaded = False
 
-    def __init__(self, region, url, clock=None, **options):
+    def __init__(self, region: str, url: str, clock: Callable[[], float] | None = None,
+                 **options: Any) -> None:
         # `clock` (tests) stands in for the database's clock in the table and, as in
         # every registry, for this node's own timing; without it, those are the
         # database's clock and time.monotonic.
