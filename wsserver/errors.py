@@ -115,14 +115,19 @@ class TryAgainLater(WsServerError):
 
 # --- plain-HTTP answers with no WebSocket counterpart (code = HTTP status) ----------
 
-class BadRequest(WsServerError):
-    close_code = 400
+class HttpOnlyError(WsServerError):
+    """An error of a route no WebSocket shares: its JSON `code` is the HTTP status."""
+
+    def to_json(self):
+        return {"error": self.reason, "code": self.http_status}
+
+
+class BadRequest(HttpOnlyError):
     http_status = 400
     reason = "bad request"
 
 
-class NotFound(WsServerError):
-    close_code = 404
+class NotFound(HttpOnlyError):
     http_status = 404
     reason = "not found"
 
@@ -238,13 +243,6 @@ class RegistryUnavailable(WsServerError):
 
 # --- HTTP-only routes (metrics, admin) ------------------------------------------
 
-class HttpOnlyError(WsServerError):
-    """An error of a route no WebSocket shares: its JSON `code` is the HTTP status."""
-
-    def to_json(self):
-        return {"error": self.reason, "code": self.http_status}
-
-
 class MissingBearer(HttpOnlyError):
     http_status = 401
     reason = "missing bearer token (Authorization: Bearer ...)"
@@ -256,11 +254,6 @@ class MissingBearer(HttpOnlyError):
 class WrongBearer(HttpOnlyError):
     http_status = 403
     reason = "wrong token"
-
-
-class NotFound(HttpOnlyError):
-    http_status = 404
-    reason = "not found"
 
 
 class DocumentDeleted(WsServerError):
