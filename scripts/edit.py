@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Edit a shared document from the terminal, as any y-websocket editor would.
 
-    scripts/edit.py --url ws://127.0.0.1:1234 --doc my-doc --token "$(wsserver token --tenant dev --app editor)"
+    TOKEN=$(wsserver token --tenant dev --app editor)
+    scripts/edit.py --url ws://127.0.0.1:1234 --doc my-doc --token "$TOKEN"
 
 Each line typed is appended to the document's Y.Text (default field `text`); the whole
 text is printed again whenever anyone changes it. Ctrl-D quits. It speaks the plain
@@ -28,8 +29,9 @@ def main():
 
     doc = Doc()
     text = doc.get(args.field, type=Text)
-    ws = websocket.create_connection(f"{args.url.rstrip('/')}/{args.doc}",
-                                     subprotocols=["access_token", args.token])
+    ws = websocket.create_connection(
+        f"{args.url.rstrip('/')}/{args.doc}", subprotocols=["access_token", args.token]
+    )
     ws.send_binary(codec.sync_step1(doc.get_state()))
     shown = None
     print(f"connected to {args.doc}; type lines to append, Ctrl-D to quit", file=sys.stderr)
@@ -39,7 +41,9 @@ def main():
             opcode, data = ws.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-                print(f"closed by server: {code} {data[2:].decode(errors='replace')}", file=sys.stderr)
+                print(
+                    f"closed by server: {code} {data[2:].decode(errors='replace')}", file=sys.stderr
+                )
                 return 1
             if opcode != websocket.ABNF.OPCODE_BINARY:
                 continue

@@ -59,8 +59,9 @@ def _log_format():
     except (OSError, yaml.YAMLError, AttributeError):
         return "text"
     if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
-        value = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
-                       lambda m: os.environ.get(m[1], m[2] or ""), value)
+        value = re.sub(
+            r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m[1], m[2] or ""), value
+        )
     return value if value in FORMATS else "text"
 
 
@@ -99,6 +100,7 @@ def on_starting(server):
 
 def child_exit(server, worker):
     from wsserver import metrics
+
     metrics.mark_process_dead(worker.pid)
 
 

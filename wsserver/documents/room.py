@@ -28,9 +28,9 @@ from gevent.event import AsyncResult, Event
 from pycrdt import Awareness, Doc, merge_updates
 
 from .. import metrics
+from ..errors import InvalidPayload, ProtocolViolation
 from ..protocol import codec
 from ..transport import frames
-from ..errors import InvalidPayload, ProtocolViolation
 from . import ydoc
 from .storage import StoreError
 
@@ -77,8 +77,15 @@ def _apply(doc, update):
 
 
 class Room:
-    def __init__(self, key, store, compact_after_updates, compact_after_bytes,
-                 before_compact=None, on_stored=None):
+    def __init__(
+        self,
+        key,
+        store,
+        compact_after_updates,
+        compact_after_bytes,
+        before_compact=None,
+        on_stored=None,
+    ):
         self.key = key
         self.store = store
         self.on_stored = on_stored
@@ -156,8 +163,13 @@ class Room:
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
         conn.awareness_ids.clear()
         if conn.awareness_ignored:
-            log.info("%r: ignored %d awareness entries from %s for client ids another "
-                     "connection announced", self, conn.awareness_ignored, conn.peer)
+            log.info(
+                "%r: ignored %d awareness entries from %s for client ids another "
+                "connection announced",
+                self,
+                conn.awareness_ignored,
+                conn.peer,
+            )
         if ids:
             self.awareness.remove_awareness_states(ids, None)
             self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
@@ -174,8 +186,9 @@ class Room:
         if len(meta) <= 2 * len(states) + 64:
             return
         cutoff = time.time() * 1000 - AWARENESS_META_TTL_MS
-        for client_id in [c for c, m in meta.items()
-                          if c not in states and m["lastUpdated"] < cutoff]:
+        for client_id in [
+            c for c, m in meta.items() if c not in states and m["lastUpdated"] < cutoff
+        ]:
             del meta[client_id]
 
     def broadcast(self, message):
@@ -208,8 +221,9 @@ class Room:
         elif kind == codec.KIND_QUERY_AWARENESS:
             states = self.awareness.states
             if states:
-                conn.send_message(codec.awareness(
-                    self.awareness.encode_awareness_update(list(states))))
+                conn.send_message(
+                    codec.awareness(self.awareness.encode_awareness_update(list(states)))
+                )
 
     def _receive_awareness(self, conn, data):
         """Apply and relay the entries of an awareness update that `conn` may send.
@@ -257,12 +271,14 @@ class Room:
                 return False  # a copy, or the removal of a client that is gone
         else:
             user = conn.principal.user if conn.principal else None
-            same_user = user is not None and owner.principal is not None \
-                and owner.principal.user == user
+            same_user = (
+                user is not None and owner.principal is not None and owner.principal.user == user
+            )
             if not (newer and same_user):
                 # pycrdt also removes a present state on a removal with an equal clock
-                if newer or (entry.removal and entry.clock == known
-                             and client_id in self.awareness.states):
+                if newer or (
+                    entry.removal and entry.clock == known and client_id in self.awareness.states
+                ):
                     conn.awareness_ignored += 1
                 return False
             owner.awareness_ids.discard(client_id)
@@ -285,8 +301,7 @@ class Room:
         changes = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
         capture = changes_only or origin == STORAGE
-        subscription = doc.observe(lambda event: changes.append(event.update)) \
-            if capture else None
+        subscription = doc.observe(lambda event: changes.append(event.update)) if capture else None
         try:
             _apply(doc, update)
         except HalfApplied as e:
@@ -301,8 +316,9 @@ class Room:
             return False
         if origin == STORAGE:
             if changes:
-                self.broadcast(codec.sync_update(
-                    changes[0] if len(changes) == 1 else merge_updates(*changes)))
+                self.broadcast(
+                    codec.sync_update(changes[0] if len(changes) == 1 else merge_updates(*changes))
+                )
             return False
         if changes_only:
             if held is not None:
@@ -346,8 +362,9 @@ class Room:
         NotDurable after `timeout` seconds (storage failing: the updates stay queued and
         unconfirmed, the store keeps retrying). Other rooms' updates do not matter."""
         if not self.durable.wait(timeout):
-            raise NotDurable(f"{'/'.join(self.key)}: {self.pending} updates not durable "
-                             f"after {timeout:.0f}s")
+            raise NotDurable(
+                f"{'/'.join(self.key)}: {self.pending} updates not durable after {timeout:.0f}s"
+            )
 
     # --- recovery -------------------------------------------------------------------
 
@@ -386,8 +403,10 @@ class Room:
     # --- compaction -----------------------------------------------------------------
 
     def needs_compaction(self):
-        return (self.log_count >= self.compact_after_updates
-                or self.log_bytes >= self.compact_after_bytes)
+        return (
+            self.log_count >= self.compact_after_updates
+            or self.log_bytes >= self.compact_after_bytes
+        )
 
     def maybe_compact(self):
         if self.needs_compaction() and not self.compacting:
@@ -406,16 +425,20 @@ class Room:
         if self.compacting or not self.log_count or self.rebuilding is not None:
             return
         if self.before_compact is not None and not self.before_compact(self.key):
-            raise StoreError(f"not compacting {'/'.join(self.key)}: "
-                             "this node may no longer own it")
+            raise StoreError(f"not compacting {'/'.join(self.key)}: this node may no longer own it")
         self.compacting = True
         try:
-            upto, count, size, id_sum = (self.last_id, self.log_count, self.log_bytes,
-                                         self.log_id_sum)
+            upto, count, size, id_sum = (
+                self.last_id,
+                self.log_count,
+                self.log_bytes,
+                self.log_id_sum,
+            )
             # The live copy holds every durable row (updates are applied before they are
             # stored); the store uses it if nobody else wrote meanwhile.
-            self.store.compact(self.key, upto, self.unintegrated.full_update(self.doc),
-                               (count, id_sum))
+            self.store.compact(
+                self.key, upto, self.unintegrated.full_update(self.doc), (count, id_sum)
+            )
             # Rows that became durable while compacting are still in the log.
             self.log_count -= count
             self.log_bytes -= size
