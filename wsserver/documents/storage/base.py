@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 # a process has seen (see `Store.compact`).
 Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defaults=(0,))
 
+
+def loaded(snapshot, rows):
+    """The `Loaded` of a stored snapshot (or None) and log rows [(id, update)], oldest
+    first: what every backend's `_load` answers."""
+    updates = ([snapshot] if snapshot is not None else []) + [update for _, update in rows]
+    return Loaded(
+        updates,
+        rows[-1][0] if rows else 0,
+        len(rows),
+        sum(len(update) for _, update in rows),
+        sum(row_id for row_id, _ in rows),
+    )
+
+
 # Appends queued beyond this make `append` wait: backpressure on the readers instead of
 # unbounded memory while storage is slow or down.
 MAX_QUEUED = 10_000

@@ -1,6 +1,6 @@
 """In-memory store, for tests: the same pipeline as the real ones, nothing on disk."""
 
-from .base import Loaded, Store, compacted
+from .base import Store, compacted, loaded
 
 
 class MemoryStore(Store):
@@ -16,14 +16,7 @@ class MemoryStore(Store):
     def _load(self, key):
         self.loads += 1
         log = self.logs.get(key, [])
-        updates = ([self.snapshots[key]] if key in self.snapshots else []) + [u for _, u in log]
-        return Loaded(
-            updates,
-            log[-1][0] if log else 0,
-            len(log),
-            sum(len(u) for _, u in log),
-            sum(i for i, _ in log),
-        )
+        return loaded(self.snapshots.get(key), log)
 
     def _append_batch(self, items):
         ids = []

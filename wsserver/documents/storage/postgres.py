@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool
 from ...errors import ConfigError, StorageSchemaError
 from ..key import DocKey
 from . import redact_url as redact
-from .base import Loaded, Store, compacted
+from .base import Store, compacted, loaded
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +187,7 @@ class PostgresStore(Store):
     def _load(self, key):
         with self.pool.connection() as conn:
             snap, rows = self._stored(conn, key)
-        updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
-        return Loaded(
-            updates,
-            rows[-1][0] if rows else 0,
-            len(rows),
-            sum(len(r[1]) for r in rows),
-            sum(r[0] for r in rows),
-        )
+        return loaded(snap, rows)
 
     def _delete(self, key):
         # Under the document's compaction lock: a compaction committing after the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from .base import Loaded, Store, compacted
+from .base import Store, compacted, loaded
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -82,14 +82,7 @@ class SQLiteStore(Store):
 
     def _load(self, key):
         snap, rows = self._stored(key)
-        updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
-        return Loaded(
-            updates,
-            rows[-1][0] if rows else 0,
-            len(rows),
-            sum(len(r[1]) for r in rows),
-            sum(r[0] for r in rows),
-        )
+        return loaded(snap, rows)
 
     def _documents(self):
         return self.db.execute(
