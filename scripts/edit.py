@@ -28,8 +28,9 @@ def main():
 
     doc = Doc()
     text = doc.get(args.field, type=Text)
-    ws = websocket.create_connection(f"{args.url.rstrip('/')}/{args.doc}",
-                                     subprotocols=["access_token", args.token])
+    ws = websocket.create_connection(
+        f"{args.url.rstrip('/')}/{args.doc}", subprotocols=["access_token", args.token]
+    )
     ws.send_binary(codec.sync_step1(doc.get_state()))
     shown = None
     print(f"connected to {args.doc}; type lines to append, Ctrl-D to quit", file=sys.stderr)
@@ -39,7 +40,9 @@ def main():
             opcode, data = ws.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-                print(f"closed by server: {code} {data[2:].decode(errors='replace')}", file=sys.stderr)
+                print(
+                    f"closed by server: {code} {data[2:].decode(errors='replace')}", file=sys.stderr
+                )
                 return 1
             if opcode != websocket.ABNF.OPCODE_BINARY:
                 continue

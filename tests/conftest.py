@@ -55,11 +55,18 @@ def base_config(tmp_path, **overrides):
     return config
 
 
-def make_token(tenant="acme", app="editor", sub=None, secret=SECRET, kid="k1", alg="HS256",
-               ttl=600, **claims):
+def make_token(
+    tenant="acme", app="editor", sub=None, secret=SECRET, kid="k1", alg="HS256", ttl=600, **claims
+):
     now = int(time.time())
-    payload = {"tenantId": tenant, "appId": app, "aud": AUDIENCE, "scope": SCOPE,
-               "iat": now, "exp": now + ttl}
+    payload = {
+        "tenantId": tenant,
+        "appId": app,
+        "aud": AUDIENCE,
+        "scope": SCOPE,
+        "iat": now,
+        "exp": now + ttl,
+    }
     if sub:
         payload["sub"] = sub
     payload.update(claims)
@@ -82,9 +89,22 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
         env.pop("PORT", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsserver.cli", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "wsserver.cli",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             line = self.proc.stdout.readline()
@@ -166,6 +186,7 @@ class AppNode:
 
     def __init__(self, config):
         from wsserver.app import create_app, endpoint_of
+
         self.app = create_app(config)
         self.endpoint = endpoint_of(self.app)
         self.client = self.app.test_client()
@@ -201,12 +222,18 @@ def start_app(tmp_path):
 
 def run_node(script, *args, timeout=120):
     """Run tests/node/SCRIPT with args; return its last stdout line parsed as JSON."""
-    proc = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], cwd=NODE_DIR,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["node", str(NODE_DIR / script), *map(str, args)],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
         raise AssertionError(
-            f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            f"node {script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return json.loads(lines[-1])
 
 
@@ -215,15 +242,21 @@ class NodeProcess:
 
     def __init__(self, script, spec):
         self.script = script
-        self.proc = subprocess.Popen(["node", str(NODE_DIR / script), json.dumps(spec)],
-                                     cwd=NODE_DIR, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / script), json.dumps(spec)],
+            cwd=NODE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines = queue.Queue()
         self.stdout, self.stderr = [], []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, True),
-                         daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, False),
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(self.proc.stdout, self.stdout, True), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._read, args=(self.proc.stderr, self.stderr, False), daemon=True
+        ).start()
 
     def _read(self, stream, sink, queued):
         for line in stream:
@@ -234,8 +267,10 @@ class NodeProcess:
             self.lines.put(None)
 
     def _fail(self, what):
-        raise AssertionError(f"node {self.script}: {what}\nstdout:\n{''.join(self.stdout)}\n"
-                             f"stderr:\n{''.join(self.stderr)}")
+        raise AssertionError(
+            f"node {self.script}: {what}\nstdout:\n{''.join(self.stdout)}\n"
+            f"stderr:\n{''.join(self.stderr)}"
+        )
 
     def wait_phase(self, phase, timeout):
         deadline = time.monotonic() + timeout
@@ -272,6 +307,7 @@ class NodeProcess:
 
 def free_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -282,6 +318,7 @@ class RedisProcess:
 
     def __init__(self, workdir):
         import shutil
+
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: run the suite with scripts/test")
@@ -296,10 +333,24 @@ class RedisProcess:
 
     def start(self):
         import socket
+
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -340,8 +391,10 @@ class PostgresServer:
     def __init__(self):
         import glob
         import tempfile
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-                      key=lambda p: int(p.split("/")[4]))
+
+        bins = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4])
+        )
         if not bins:
             pytest.fail("postgresql is not installed: run the suite with scripts/test")
         self.bin = os.path.dirname(bins[-1])
@@ -353,30 +406,56 @@ class PostgresServer:
         self._as = {}
         if os.geteuid() == 0:
             import pwd
+
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             # The server itself is the child (no runuser in between), so signals reach it.
-            self._as = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                            cwd=self.dir)
+            self._as = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd=self.dir)
 
     def _run(self, *args):
         return subprocess.run(args, check=True, capture_output=True, **self._as)
 
     def init(self):
-        self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
-                  "--no-sync")
+        self._run(
+            f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"
+        )
         return self
 
     def start(self):
         self.proc = subprocess.Popen(
-            [f"{self.bin}/postgres", "-D", self.data, "-p", str(self.port),
-             "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "max_connections=300"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as)
+            [
+                f"{self.bin}/postgres",
+                "-D",
+                self.data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.dir,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=300",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self._as,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
-            ready = subprocess.run([f"{self.bin}/pg_isready", "-h", "127.0.0.1", "-p",
-                                    str(self.port), "-U", "postgres"], capture_output=True)
+            ready = subprocess.run(
+                [
+                    f"{self.bin}/pg_isready",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                ],
+                capture_output=True,
+            )
             if ready.returncode == 0:
                 return self
             time.sleep(0.1)
@@ -402,6 +481,7 @@ class PostgresServer:
 
     def create_database(self):
         import psycopg
+
         self.databases += 1
         name = f"t{os.getpid()}_{self.databases}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
@@ -416,6 +496,7 @@ def postgres_server():
     yield server
     server.stop()
     import shutil
+
     shutil.rmtree(server.dir, ignore_errors=True)
 
 
@@ -432,4 +513,5 @@ def own_postgres():
     yield server
     server.stop()
     import shutil
+
     shutil.rmtree(server.dir, ignore_errors=True)

@@ -15,11 +15,11 @@ import sys
 import jwt
 import pytest
 import websocket
-from pycrdt import Doc, Map, Text
-
 from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
+from pycrdt import Doc, Map, Text
 from test_limits import healthz, op_open, opens, plan_config, scenario
 from test_regions import discover, open_ws, start_nodes, unique
+
 from wsserver.documents.key import DocKey
 from wsserver.documents.readonly import MAX_DROPPED, would_change
 from wsserver.documents.storage import open_store
@@ -34,6 +34,7 @@ def read_token(**claims):
 
 # --- which documents a token opens -------------------------------------------------
 
+
 def test_a_token_limited_to_patterns_opens_only_those_documents(server):
     token = make_token(sub="alice", documents=["proj-1-*", "notes-alice"])
     results = scenario(
@@ -44,8 +45,14 @@ def test_a_token_limited_to_patterns_opens_only_those_documents(server):
         op_open(server, "prefix", "x-proj-1-a", token),  # the whole name must match
         op_open(server, "free", "proj-2-a", make_token(sub="bob")),  # no claim: every document
     )
-    assert opens(results) == [("a", "synced"), ("notes", "synced"), ("other", 4003),
-                              ("case", 4003), ("prefix", 4003), ("free", "synced")]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("notes", "synced"),
+        ("other", 4003),
+        ("case", 4003),
+        ("prefix", 4003),
+        ("free", "synced"),
+    ]
     refused = [r for r in results if r.get("code") == 4003]
     assert {r["reason"] for r in refused} == {"document not allowed"}
 
@@ -56,16 +63,20 @@ def test_a_token_limited_to_patterns_opens_only_those_documents(server):
 
     # The log says why (the patterns are not secret), never the token.
     log = server.log()
-    assert "4003 document not allowed (app=acme/editor user=alice access=write " \
-           "documents=proj-1-*,notes-alice)" in log
+    assert (
+        "4003 document not allowed (app=acme/editor user=alice access=write "
+        "documents=proj-1-*,notes-alice)" in log
+    )
     assert token not in log
 
 
 def test_globs():
     principal = Principal("acme", "editor", None, {}, ("a?c", "*-draft", "exact"))
-    assert [n for n in ("abc", "a-c", "ac", "abcd", "x-draft", "-draft", "x-draft2", "exact",
-                        "Exact") if principal.may_open(n)] == ["abc", "a-c", "x-draft",
-                                                               "-draft", "exact"]
+    assert [
+        n
+        for n in ("abc", "a-c", "ac", "abcd", "x-draft", "-draft", "x-draft2", "exact", "Exact")
+        if principal.may_open(n)
+    ] == ["abc", "a-c", "x-draft", "-draft", "exact"]
     assert not Principal("acme", "editor", None, {}, ()).may_open("anything")
     assert Principal("acme", "editor", None, {}).may_open("anything")
     with pytest.raises(DocumentNotAllowed) as info:
@@ -100,13 +111,16 @@ def test_access_claims():
     assert access_claims({}) == (None, False)
     assert access_claims({"documents": None, "access": None}) == (None, False)
     assert access_claims({"documents": [], "access": "write"}) == ((), False)
-    assert access_claims({"documents": ["a-*", "b?", "c.d_e"], "access": "read"}) == \
-        (("a-*", "b?", "c.d_e"), True)
+    assert access_claims({"documents": ["a-*", "b?", "c.d_e"], "access": "read"}) == (
+        ("a-*", "b?", "c.d_e"),
+        True,
+    )
 
 
 def test_malformed_claims_are_refused_with_4002(server):
-    steps = [op_open(server, name, "doc", make_token(**claims))
-             for name, claims in MALFORMED.items()]
+    steps = [
+        op_open(server, name, "doc", make_token(**claims)) for name, claims in MALFORMED.items()
+    ]
     results = scenario(*steps, op_open(server, "fine", "doc", make_token(documents=["doc"])))
     assert opens(results) == [(name, 4002) for name in MALFORMED] + [("fine", "synced")]
     reasons = {r["id"]: r["reason"] for r in results if r["op"] == "open" and "reason" in r}
@@ -118,14 +132,18 @@ def test_malformed_claims_are_refused_with_4002(server):
     assert (status, body["code"]) == (401, 4002)
 
 
-def test_document_check_runs_after_the_name_and_before_region_and_quota_gates(start_server,
-                                                                                tmp_path):
+def test_document_check_runs_after_the_name_and_before_region_and_quota_gates(
+    start_server, tmp_path
+):
     port = free_port()
-    config = plan_config(tmp_path, {"closed": {"max_connections": 0}},
-                         apps=(("acme", "notes", "closed"),),
-                         region="here",
-                         regions={"here": f"ws://127.0.0.1:{port}", "there": "ws://127.0.0.1:9"},
-                         pins=[{"documents": "pinned-*", "region": "there"}])
+    config = plan_config(
+        tmp_path,
+        {"closed": {"max_connections": 0}},
+        apps=(("acme", "notes", "closed"),),
+        region="here",
+        regions={"here": f"ws://127.0.0.1:{port}", "there": "ws://127.0.0.1:9"},
+        pins=[{"documents": "pinned-*", "region": "there"}],
+    )
     server = start_server(config=config, port=port)
     limited = make_token(documents=["proj-*"])
 
@@ -140,11 +158,14 @@ def test_document_check_runs_after_the_name_and_before_region_and_quota_gates(st
     assert code("proj-1", make_token(app="notes", documents=["other"])) == 4003  # before quotas
     assert code("proj-1", make_token(app="notes", documents=["proj-*"])) == 4004
     assert code("proj-1", limited) == "accepted"
-    assert discover(server, "pinned-1", limited)[2] == {"error": "document not allowed",
-                                                        "code": 4003}
+    assert discover(server, "pinned-1", limited)[2] == {
+        "error": "document not allowed",
+        "code": 4003,
+    }
 
 
 # --- read-only connections ---------------------------------------------------------
+
 
 def stored(tmp_path, name):
     """The document as the server's SQLite storage holds it (tenant acme, app editor)."""
@@ -160,9 +181,17 @@ def stored(tmp_path, name):
 
 
 def test_a_read_only_viewer_sees_everything_and_changes_nothing(server, tmp_path):
-    out = run_node("readonly.mjs", json.dumps({
-        "url": server.url, "room": "viewed", "writeToken": make_token(sub="writer"),
-        "readToken": read_token(sub="viewer")}))
+    out = run_node(
+        "readonly.mjs",
+        json.dumps(
+            {
+                "url": server.url,
+                "room": "viewed",
+                "writeToken": make_token(sub="writer"),
+                "readToken": read_token(sub="viewer"),
+            }
+        ),
+    )
     # Its edits reached neither the writer, nor a late joiner, nor the store ...
     nothing = {"text": "hello", "map": {}, "list": []}
     assert out["writerAfterEdit"] == nothing
@@ -190,11 +219,16 @@ def test_a_read_only_client_that_keeps_writing_is_closed_with_4003(server):
     )
     edits = [r for r in results if r["op"] == "edits"]
     assert edits[0]["status"] == "open"  # ten are dropped quietly
-    assert (edits[1]["status"], edits[1]["code"], edits[1]["reason"]) == \
-        ("closed", 4003, "read-only")  # the eleventh closes
+    assert (edits[1]["status"], edits[1]["code"], edits[1]["reason"]) == (
+        "closed",
+        4003,
+        "read-only",
+    )  # the eleventh closes
     assert edits[2]["status"] == "open"  # the writer is not affected
-    assert "4003 read-only (11 document changes dropped; app=acme/editor user=viewer " \
-           "access=read" in server.log()
+    assert (
+        "4003 read-only (11 document changes dropped; app=acme/editor user=viewer "
+        "access=read" in server.log()
+    )
     assert healthz(server)["read_only"] == {"dropped": MAX_DROPPED + 1, "closed": 1}
     assert token not in server.log()
 
@@ -203,7 +237,7 @@ def _doc_with(text="hello world", delete=(0, 3)):
     doc = Doc()
     t = doc.get("text", type=Text)
     t += text
-    del t[delete[0]:delete[1]]
+    del t[delete[0] : delete[1]]
     return doc
 
 
@@ -243,24 +277,49 @@ def test_would_change_judges_a_step_2_without_applying_it():
 
 # --- wsserver token ----------------------------------------------------------------
 
+
 def _cli(tmp_path, *args):
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps(base_config(tmp_path)))
-    return subprocess.run([sys.executable, "-m", "wsserver", "token", "--config", str(config),
-                           "--tenant", "acme", "--app", "editor", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsserver",
+            "token",
+            "--config",
+            str(config),
+            "--tenant",
+            "acme",
+            "--app",
+            "editor",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_token_command_mints_documents_and_read_only(tmp_path):
-    out = _cli(tmp_path, "--sub", "alice", "--documents", "proj-1-*,notes-alice",
-               "--documents", "x", "--read-only")
+    out = _cli(
+        tmp_path,
+        "--sub",
+        "alice",
+        "--documents",
+        "proj-1-*,notes-alice",
+        "--documents",
+        "x",
+        "--read-only",
+    )
     assert out.returncode == 0, out.stderr
-    claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"],
-                        audience="WireSocket.API")
+    claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"], audience="WireSocket.API")
     assert claims["documents"] == ["proj-1-*", "notes-alice", "x"]
     assert claims["access"] == "read"
-    plain = jwt.decode(_cli(tmp_path).stdout.strip(), SECRET, algorithms=["HS256"],
-                       audience="WireSocket.API")
+    plain = jwt.decode(
+        _cli(tmp_path).stdout.strip(), SECRET, algorithms=["HS256"], audience="WireSocket.API"
+    )
     assert "documents" not in plain and "access" not in plain
 
     bad = _cli(tmp_path, "--documents", "proj-[1]")

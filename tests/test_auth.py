@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from wsserver.handshake.auth import Authenticator, Principal
 from wsserver.errors import ConfigError, Forbidden, InvalidToken, NoToken
+from wsserver.handshake.auth import Authenticator, Principal
 
 AUD = "WireSocket.API"
 SCOPE = "WireSocket.API"
@@ -21,13 +21,17 @@ GLOBEX_SECRET = "globex-secret-0123456789abcdef01234567"
 
 
 def _pem_private(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_public(key):
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,11 @@ def key_dir(keys, tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     (d / "rsa1.pem").write_text(_pem_public(keys["rsa1"]))
     (d / "ec1.pem").write_text(_pem_public(keys["ec1"]))
-    (d / "jwks.json").write_text(json.dumps({"keys": [
-        _jwk(keys["rsa2"], "j-rsa", "RS256"), _jwk(keys["ec2"], "j-ec", "ES256")]}))
+    (d / "jwks.json").write_text(
+        json.dumps(
+            {"keys": [_jwk(keys["rsa2"], "j-rsa", "RS256"), _jwk(keys["ec2"], "j-ec", "ES256")]}
+        )
+    )
     return d
 
 
@@ -66,13 +73,20 @@ def auth_config(keys, key_dir):
                 "keys": [
                     {"kid": "hs", "alg": "HS256", "secret": SECRET},
                     {"kid": "rs-inline", "alg": "RS256", "public_key": _pem_public(keys["rsa1"])},
-                    {"kid": "rs-file", "alg": "RS256", "public_key_file": str(key_dir / "rsa1.pem")},
+                    {
+                        "kid": "rs-file",
+                        "alg": "RS256",
+                        "public_key_file": str(key_dir / "rsa1.pem"),
+                    },
                     {"kid": "es-inline", "alg": "ES256", "public_key": _pem_public(keys["ec1"])},
                     {"kid": "es-file", "alg": "ES256", "public_key_file": str(key_dir / "ec1.pem")},
                     {"jwks_file": str(key_dir / "jwks.json")},
                 ],
-                "apps": {"editor": {}, "notes": None,
-                         "locked": {"allowed_origins": ["https://editor.acme.com"]}},
+                "apps": {
+                    "editor": {},
+                    "notes": None,
+                    "locked": {"allowed_origins": ["https://editor.acme.com"]},
+                },
             },
             "globex": {
                 "keys": [{"kid": "g1", "alg": "HS256", "secret": GLOBEX_SECRET}],
@@ -89,8 +103,15 @@ def auth(auth_config):
 
 def claims(**overrides):
     now = int(time.time())
-    c = {"tenantId": "acme", "appId": "editor", "aud": AUD, "scope": SCOPE,
-         "iat": now, "exp": now + 600, "sub": "user-1"}
+    c = {
+        "tenantId": "acme",
+        "appId": "editor",
+        "aud": AUD,
+        "scope": SCOPE,
+        "iat": now,
+        "exp": now + 600,
+        "sub": "user-1",
+    }
     c.update(overrides)
     return {k: v for k, v in c.items() if v is not None}
 
@@ -128,6 +149,7 @@ def unverifiable(fn, *args):
 
 # --- accepted tokens -------------------------------------------------------------------
 
+
 def test_hs256_ok(auth):
     principal = auth.verify(hs_token())
     assert principal == Principal("acme", "editor", "user-1", principal.claims)
@@ -138,27 +160,34 @@ def test_no_sub_means_no_user(auth):
     assert auth.verify(hs_token(sub=None)).user is None
 
 
-@pytest.mark.parametrize("kid,key_name,alg", [
-    ("rs-inline", "rsa1", "RS256"),
-    ("rs-file", "rsa1", "RS256"),
-    ("es-inline", "ec1", "ES256"),
-    ("es-file", "ec1", "ES256"),
-    ("j-rsa", "rsa2", "RS256"),
-    ("j-ec", "ec2", "ES256"),
-])
+@pytest.mark.parametrize(
+    "kid,key_name,alg",
+    [
+        ("rs-inline", "rsa1", "RS256"),
+        ("rs-file", "rsa1", "RS256"),
+        ("es-inline", "ec1", "ES256"),
+        ("es-file", "ec1", "ES256"),
+        ("j-rsa", "rsa2", "RS256"),
+        ("j-ec", "ec2", "ES256"),
+    ],
+)
 def test_public_key_tokens_ok(auth, keys, kid, key_name, alg):
-    token = jwt.encode(claims(appId="notes"), _pem_private(keys[key_name]), algorithm=alg,
-                       headers={"kid": kid})
+    token = jwt.encode(
+        claims(appId="notes"), _pem_private(keys[key_name]), algorithm=alg, headers={"kid": kid}
+    )
     principal = auth.verify(token)
     assert (principal.tenant, principal.app, principal.user) == ("acme", "notes", "user-1")
 
 
-@pytest.mark.parametrize("kid,key_name,alg", [
-    ("rs-inline", "rsa2", "RS256"),  # the JWKS key, presented under the PEM kid
-    ("j-rsa", "rsa1", "RS256"),
-    ("es-file", "ec2", "ES256"),
-    ("j-ec", "ec1", "ES256"),
-])
+@pytest.mark.parametrize(
+    "kid,key_name,alg",
+    [
+        ("rs-inline", "rsa2", "RS256"),  # the JWKS key, presented under the PEM kid
+        ("j-rsa", "rsa1", "RS256"),
+        ("es-file", "ec2", "ES256"),
+        ("j-ec", "ec1", "ES256"),
+    ],
+)
 def test_kid_selects_the_key(auth, keys, kid, key_name, alg):
     token = jwt.encode(claims(), _pem_private(keys[key_name]), algorithm=alg, headers={"kid": kid})
     assert reason_of(InvalidToken, auth.verify, token) == "bad signature"
@@ -192,24 +221,32 @@ def test_unknown_kid(auth):
 
 # --- algorithm confusion and `none` ------------------------------------------------------
 
+
 def test_hs256_signed_with_the_rsa_public_key_is_refused(auth, keys):
     public_pem = _pem_public(keys["rsa1"]).encode()
     for kid in ("rs-inline", "rs-file", "j-rsa"):
-        token = raw_token({"alg": "HS256", "typ": "JWT", "kid": kid}, claims(),
-                          lambda m: hmac.new(public_pem, m, hashlib.sha256).digest())
+        token = raw_token(
+            {"alg": "HS256", "typ": "JWT", "kid": kid},
+            claims(),
+            lambda m: hmac.new(public_pem, m, hashlib.sha256).digest(),
+        )
         assert unverifiable(auth.verify, token) == "algorithm not allowed for this key"
 
 
 def test_hs256_signed_with_public_key_under_the_hmac_kid_is_a_bad_signature(auth, keys):
     public_pem = _pem_public(keys["rsa1"]).encode()
-    token = raw_token({"alg": "HS256", "typ": "JWT", "kid": "hs"}, claims(),
-                      lambda m: hmac.new(public_pem, m, hashlib.sha256).digest())
+    token = raw_token(
+        {"alg": "HS256", "typ": "JWT", "kid": "hs"},
+        claims(),
+        lambda m: hmac.new(public_pem, m, hashlib.sha256).digest(),
+    )
     assert reason_of(InvalidToken, auth.verify, token) == "bad signature"
 
 
 def test_rs256_token_under_an_hmac_kid_is_refused(auth, keys):
-    token = jwt.encode(claims(), _pem_private(keys["rsa1"]), algorithm="RS256",
-                       headers={"kid": "hs"})
+    token = jwt.encode(
+        claims(), _pem_private(keys["rsa1"]), algorithm="RS256", headers={"kid": "hs"}
+    )
     assert unverifiable(auth.verify, token) == "algorithm not allowed for this key"
 
 
@@ -229,12 +266,14 @@ def test_alg_none_is_refused(auth, alg):
 
 
 def test_es256_token_under_an_rs256_kid_is_refused(auth, keys):
-    token = jwt.encode(claims(), _pem_private(keys["ec1"]), algorithm="ES256",
-                       headers={"kid": "rs-inline"})
+    token = jwt.encode(
+        claims(), _pem_private(keys["ec1"]), algorithm="ES256", headers={"kid": "rs-inline"}
+    )
     assert unverifiable(auth.verify, token) == "algorithm not allowed for this key"
 
 
 # --- claims -----------------------------------------------------------------------------
+
 
 def test_expired(auth):
     token = hs_token(exp=int(time.time()) - 60)
@@ -261,37 +300,47 @@ def test_audience_list_containing_ours_is_accepted(auth):
 
 @pytest.mark.parametrize("claim", ["exp", "aud"])
 def test_required_registered_claims(auth, claim):
-    assert reason_of(InvalidToken, auth.verify, hs_token(**{claim: None})) == f"token has no {claim}"
+    assert (
+        reason_of(InvalidToken, auth.verify, hs_token(**{claim: None})) == f"token has no {claim}"
+    )
 
 
-@pytest.mark.parametrize("scope_claims", [
-    {"scope": None},
-    {"scope": "read write"},
-    {"scope": "WireSocket.APIx"},
-    {"scope": "WireSocket"},
-    {"scope": ["read"]},
-    {"scope": None, "scp": "read"},
-    {"scope": None, "scp": ["WireSocket.API.read"]},
-    {"scope": 42},
-])
+@pytest.mark.parametrize(
+    "scope_claims",
+    [
+        {"scope": None},
+        {"scope": "read write"},
+        {"scope": "WireSocket.APIx"},
+        {"scope": "WireSocket"},
+        {"scope": ["read"]},
+        {"scope": None, "scp": "read"},
+        {"scope": None, "scp": ["WireSocket.API.read"]},
+        {"scope": 42},
+    ],
+)
 def test_missing_scope(auth, scope_claims):
     assert reason_of(InvalidToken, auth.verify, hs_token(**scope_claims)) == "missing scope"
 
 
-@pytest.mark.parametrize("scope_claims", [
-    {"scope": "read WireSocket.API write"},
-    {"scope": None, "scp": "WireSocket.API"},
-    {"scope": None, "scp": "openid WireSocket.API"},
-    {"scope": None, "scp": ["openid", "WireSocket.API"]},
-    {"scope": "read", "scp": ["WireSocket.API"]},
-])
+@pytest.mark.parametrize(
+    "scope_claims",
+    [
+        {"scope": "read WireSocket.API write"},
+        {"scope": None, "scp": "WireSocket.API"},
+        {"scope": None, "scp": "openid WireSocket.API"},
+        {"scope": None, "scp": ["openid", "WireSocket.API"]},
+        {"scope": "read", "scp": ["WireSocket.API"]},
+    ],
+)
 def test_scope_accepted(auth, scope_claims):
     assert auth.verify(hs_token(**scope_claims)).app == "editor"
 
 
 @pytest.mark.parametrize("tenant", [None, "", 7])
 def test_missing_tenant_id(auth, tenant):
-    assert reason_of(InvalidToken, auth.verify, hs_token(tenantId=tenant)) == "token has no tenantId"
+    assert (
+        reason_of(InvalidToken, auth.verify, hs_token(tenantId=tenant)) == "token has no tenantId"
+    )
 
 
 @pytest.mark.parametrize("app", [None, "", ["editor"]])
@@ -313,13 +362,16 @@ def test_malformed(auth, token):
     assert info.value.close_code == 4002
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"exp": int(time.time()) - 60},
-    {"aud": "Other.API"},
-    {"scope": "read"},
-    {"exp": None},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"exp": int(time.time()) - 60},
+        {"aud": "Other.API"},
+        {"scope": "read"},
+        {"exp": None},
+    ],
+)
 @pytest.mark.parametrize("kid", ["hs", "g1", "nope", None])
 def test_a_token_naming_an_unknown_tenant_answers_like_a_bad_signature(auth, overrides, kid):
     """Issue 8 item 5: no key can verify it, so it is 4002 with the very answer a real
@@ -332,25 +384,34 @@ def test_a_token_naming_an_unknown_tenant_answers_like_a_bad_signature(auth, ove
         with pytest.raises(InvalidToken) as info:
             auth.verify(token)
         answers.append((info.value.close_code, info.value.reason, info.value.to_json()))
-    assert answers[0] == answers[1] == (4002, "bad signature",
-                                        {"error": "bad signature", "code": 4002})
+    assert (
+        answers[0]
+        == answers[1]
+        == (4002, "bad signature", {"error": "bad signature", "code": 4002})
+    )
     assert unverifiable(auth.verify, fake) == "unknown tenant"
 
 
-@pytest.mark.parametrize("header", [
-    {"alg": "HS256", "kid": ["hs"]},
-    {"alg": "HS256", "kid": {"a": 1}},
-    {"alg": "HS256", "kid": 7},
-    {"alg": "HS256", "kid": "hs", "crit": ["exp"]},
-    {"alg": "HS256", "kid": "hs", "crit": "b64"},
-    {"alg": ["HS256"], "kid": "hs"},
-    {"alg": None},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "HS256", "kid": ["hs"]},
+        {"alg": "HS256", "kid": {"a": 1}},
+        {"alg": "HS256", "kid": 7},
+        {"alg": "HS256", "kid": "hs", "crit": ["exp"]},
+        {"alg": "HS256", "kid": "hs", "crit": "b64"},
+        {"alg": ["HS256"], "kid": "hs"},
+        {"alg": None},
+    ],
+)
 @pytest.mark.parametrize("tenant", ["acme", "globex", "initech"])
 def test_odd_headers_are_invalid_tokens(auth, header, tenant):
     """Issue 8 item 4: a non-string kid or a crit header was an uncaught PyJWT error."""
-    token = raw_token(header, claims(tenantId=tenant),
-                      lambda m: hmac.new(SECRET.encode(), m, hashlib.sha256).digest())
+    token = raw_token(
+        header,
+        claims(tenantId=tenant),
+        lambda m: hmac.new(SECRET.encode(), m, hashlib.sha256).digest(),
+    )
     with pytest.raises(InvalidToken) as info:
         auth.verify(token)
     assert info.value.close_code == 4002
@@ -362,6 +423,7 @@ def test_codes(auth):
 
 
 # --- authorize -------------------------------------------------------------------------
+
 
 def test_authorize(auth):
     principal = auth.verify(hs_token())
@@ -379,8 +441,9 @@ def test_authorize_unknown_app(auth):
 
 def test_authorize_app_of_another_tenant(auth):
     # globex has no app "notes": acme's apps do not leak across tenants
-    principal = auth.verify(hs_token(secret=GLOBEX_SECRET, kid="g1", tenantId="globex",
-                                     appId="notes"))
+    principal = auth.verify(
+        hs_token(secret=GLOBEX_SECRET, kid="g1", tenantId="globex", appId="notes")
+    )
     with pytest.raises(Forbidden):
         auth.authorize(principal, None)
 
@@ -388,14 +451,19 @@ def test_authorize_app_of_another_tenant(auth):
 def test_authorize_origin(auth):
     principal = auth.verify(hs_token(appId="locked"))
     assert auth.authorize(principal, "https://editor.acme.com").name == "locked"
-    for origin in (None, "https://evil.example", "https://editor.acme.com.evil.example",
-                   "http://editor.acme.com"):
+    for origin in (
+        None,
+        "https://evil.example",
+        "https://editor.acme.com.evil.example",
+        "http://editor.acme.com",
+    ):
         with pytest.raises(Forbidden) as info:
             auth.authorize(principal, origin)
         assert info.value.reason == "origin not allowed"
 
 
 # --- issue -------------------------------------------------------------------------------
+
 
 def test_issue_round_trips(auth):
     token = auth.issue("acme", "notes", sub="dev-user", ttl=120)
@@ -414,52 +482,95 @@ def test_issue_errors(auth, keys):
     with pytest.raises(ConfigError) as info:
         auth.issue("initech", "editor")
     assert info.value.key == "auth.tenants.initech"
-    only_rsa = Authenticator.from_config({"tenants": {"t": {
-        "keys": [{"kid": "r", "alg": "RS256", "public_key": _pem_public(keys["rsa1"])}],
-        "apps": {"a": {}}}}})
+    only_rsa = Authenticator.from_config(
+        {
+            "tenants": {
+                "t": {
+                    "keys": [{"kid": "r", "alg": "RS256", "public_key": _pem_public(keys["rsa1"])}],
+                    "apps": {"a": {}},
+                }
+            }
+        }
+    )
     with pytest.raises(ConfigError) as info:
         only_rsa.issue("t", "a")
     assert info.value.key == "auth.tenants.t.keys"
 
 
 def test_defaults(keys):
-    a = Authenticator.from_config({"tenants": {"t": {
-        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}})
+    a = Authenticator.from_config(
+        {
+            "tenants": {
+                "t": {"keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}
+            }
+        }
+    )
     assert (a.audience, a.scope) == ("WireSocket.API", "WireSocket.API")
 
 
 # --- configuration errors name the key -----------------------------------------------------
 
+
 def _one_tenant(key_entry, apps=None):
     return {"tenants": {"acme": {"keys": [key_entry], "apps": apps or {"editor": {}}}}}
 
 
-@pytest.mark.parametrize("conf,key", [
-    (_one_tenant({"kid": "k", "alg": "HS256"}), "auth.tenants.acme.keys[0].secret"),
-    (_one_tenant({"kid": "k", "alg": "HS256", "secret": ""}), "auth.tenants.acme.keys[0].secret"),
-    (_one_tenant({"kid": "k", "alg": "HS257", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-    (_one_tenant({"kid": "k", "alg": "none", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-    (_one_tenant({"kid": "k", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-    (_one_tenant({"alg": "HS256", "secret": "x"}), "auth.tenants.acme.keys[0].kid"),
-    (_one_tenant({"kid": "k", "alg": "RS256"}), "auth.tenants.acme.keys[0]"),
-    (_one_tenant({"kid": "k", "alg": "RS256", "public_key": "not a pem"}),
-     "auth.tenants.acme.keys[0]"),
-    (_one_tenant({"kid": "k", "alg": "RS256", "public_key_file": "/nonexistent/key.pem"}),
-     "auth.tenants.acme.keys[0].public_key_file"),
-    (_one_tenant({"jwks_file": "/nonexistent/jwks.json"}), "auth.tenants.acme.keys[0].jwks_file"),
-    (_one_tenant("k1"), "auth.tenants.acme.keys[0]"),
-    (_one_tenant({"kid": "k", "alg": "HS256", "secret": "x"}, apps={"e": {"allowed_origins": "x"}}),
-     "auth.tenants.acme.apps.e.allowed_origins"),
-    ({"tenants": {"acme": {"keys": [], "apps": {"e": {}}}}}, "auth.tenants.acme.keys"),
-    ({"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "x"}]}}},
-     "auth.tenants.acme.apps"),
-    ({"tenants": {}}, "auth.tenants"),
-    ({"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "x"},
-                                    {"kid": "k", "alg": "HS256", "secret": "y"}],
-                           "apps": {"e": {}}}}}, "auth.tenants.acme.keys[1]"),
-    ({"audience": 5, "tenants": {}}, "auth.audience"),
-    ({"scopes": "x", "tenants": {}}, "auth.scopes"),
-])
+@pytest.mark.parametrize(
+    "conf,key",
+    [
+        (_one_tenant({"kid": "k", "alg": "HS256"}), "auth.tenants.acme.keys[0].secret"),
+        (
+            _one_tenant({"kid": "k", "alg": "HS256", "secret": ""}),
+            "auth.tenants.acme.keys[0].secret",
+        ),
+        (_one_tenant({"kid": "k", "alg": "HS257", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"kid": "k", "alg": "none", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"kid": "k", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"alg": "HS256", "secret": "x"}), "auth.tenants.acme.keys[0].kid"),
+        (_one_tenant({"kid": "k", "alg": "RS256"}), "auth.tenants.acme.keys[0]"),
+        (
+            _one_tenant({"kid": "k", "alg": "RS256", "public_key": "not a pem"}),
+            "auth.tenants.acme.keys[0]",
+        ),
+        (
+            _one_tenant({"kid": "k", "alg": "RS256", "public_key_file": "/nonexistent/key.pem"}),
+            "auth.tenants.acme.keys[0].public_key_file",
+        ),
+        (
+            _one_tenant({"jwks_file": "/nonexistent/jwks.json"}),
+            "auth.tenants.acme.keys[0].jwks_file",
+        ),
+        (_one_tenant("k1"), "auth.tenants.acme.keys[0]"),
+        (
+            _one_tenant(
+                {"kid": "k", "alg": "HS256", "secret": "x"}, apps={"e": {"allowed_origins": "x"}}
+            ),
+            "auth.tenants.acme.apps.e.allowed_origins",
+        ),
+        ({"tenants": {"acme": {"keys": [], "apps": {"e": {}}}}}, "auth.tenants.acme.keys"),
+        (
+            {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "x"}]}}},
+            "auth.tenants.acme.apps",
+        ),
+        ({"tenants": {}}, "auth.tenants"),
+        (
+            {
+                "tenants": {
+                    "acme": {
+                        "keys": [
+                            {"kid": "k", "alg": "HS256", "secret": "x"},
+                            {"kid": "k", "alg": "HS256", "secret": "y"},
+                        ],
+                        "apps": {"e": {}},
+                    }
+                }
+            },
+            "auth.tenants.acme.keys[1]",
+        ),
+        ({"audience": 5, "tenants": {}}, "auth.audience"),
+        ({"scopes": "x", "tenants": {}}, "auth.scopes"),
+    ],
+)
 def test_config_errors_name_the_key(conf, key):
     with pytest.raises(ConfigError) as info:
         Authenticator.from_config(conf)
@@ -485,10 +596,12 @@ def test_unreadable_key_file_names_the_file(tmp_path):
 def test_bad_jwks_files(tmp_path, keys):
     cases = {
         "not-json.json": "{nope",
-        "no-kid.json": json.dumps({"keys": [{k: v for k, v in _jwk(keys["rsa1"], "x", "RS256").items()
-                                             if k != "kid"}]}),
-        "hmac.json": json.dumps({"keys": [{"kty": "oct", "kid": "h", "alg": "HS256",
-                                           "k": b64(b"s" * 32)}]}),
+        "no-kid.json": json.dumps(
+            {"keys": [{k: v for k, v in _jwk(keys["rsa1"], "x", "RS256").items() if k != "kid"}]}
+        ),
+        "hmac.json": json.dumps(
+            {"keys": [{"kty": "oct", "kid": "h", "alg": "HS256", "k": b64(b"s" * 32)}]}
+        ),
     }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)

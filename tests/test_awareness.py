@@ -15,9 +15,14 @@ from wsserver.protocol import codec
 
 def announce(*entries):
     """An awareness message: entries of (client id, clock, state or None)."""
-    return codec.awareness(codec.encode_awareness_entries([
-        codec.AwarenessEntry(cid, clock, json.dumps(state).encode())
-        for cid, clock, state in entries]))
+    return codec.awareness(
+        codec.encode_awareness_entries(
+            [
+                codec.AwarenessEntry(cid, clock, json.dumps(state).encode())
+                for cid, clock, state in entries
+            ]
+        )
+    )
 
 
 def awareness_states(client, timeout=5):
@@ -25,8 +30,10 @@ def awareness_states(client, timeout=5):
     while True:
         message = codec.decode(client.recv(timeout))
         if message.kind == codec.KIND_AWARENESS:
-            return {e.client_id: (e.clock, json.loads(e.state))
-                    for e in codec.parse_awareness_update(message.data)}
+            return {
+                e.client_id: (e.clock, json.loads(e.state))
+                for e in codec.parse_awareness_update(message.data)
+            }
 
 
 def everything_seen(client):
@@ -108,17 +115,30 @@ def test_an_awareness_state_nested_100000_deep_is_a_1002(server):
     doc = f"aw-{uuid.uuid4().hex[:8]}"
     client = Client(server, doc)
     client.recv()
-    client.send(codec.awareness(codec.encode_awareness_entries([
-        codec.AwarenessEntry(5, 1, b"[" * 100_000 + b"]" * 100_000)])))
+    client.send(
+        codec.awareness(
+            codec.encode_awareness_entries(
+                [codec.AwarenessEntry(5, 1, b"[" * 100_000 + b"]" * 100_000)]
+            )
+        )
+    )
     assert client.wait_close() == (1002, "awareness state nested too deeply")
     client.close()
     assert "Traceback" not in server.log() and " ERROR " not in server.log()
 
 
 def test_real_providers_keep_their_presence_against_a_spoofer(server):
-    result = run_node("spoof.mjs", json.dumps({
-        "url": server.url, "room": f"aw-{uuid.uuid4().hex[:8]}",
-        "token": make_token(sub="alice"), "spooferToken": make_token(sub="mallory")}))
+    result = run_node(
+        "spoof.mjs",
+        json.dumps(
+            {
+                "url": server.url,
+                "room": f"aw-{uuid.uuid4().hex[:8]}",
+                "token": make_token(sub="alice"),
+                "spooferToken": make_token(sub="mallory"),
+            }
+        ),
+    )
     assert result["nameAfterSpoof"] == "alice", result
     assert result["nameAfterSpooferLeft"] == "alice", result
     assert "mallory" not in result["namesSeenByB"] and None not in result["namesSeenByB"], result

@@ -16,23 +16,26 @@ import uuid
 import pytest
 import websocket
 import yaml
+from conftest import ServerProcess, base_config, make_token
 from pycrdt import Doc, Text
 
-from conftest import ServerProcess, base_config, make_token
+from wsserver.errors import ProtocolViolation
 from wsserver.protocol import codec
 from wsserver.transport import frames
-from wsserver.errors import ProtocolViolation
 
 MAX_MESSAGE_SIZE = 65536
 
 
 # --- a raw y-websocket client ------------------------------------------------------------
 
+
 class Client:
     def __init__(self, server, doc, token=None, timeout=5):
         self.ws = websocket.create_connection(
-            f"{server.url}/{doc}", subprotocols=["access_token", token or make_token()],
-            timeout=timeout)
+            f"{server.url}/{doc}",
+            subprotocols=["access_token", token or make_token()],
+            timeout=timeout,
+        )
         self.received = []  # every binary message, decoded as a server message
 
     def send(self, message):
@@ -124,6 +127,7 @@ def masked_frame(opcode, payload, length=None, mask=b"\x9a\x01\x7e\x33", fin=Tru
 
 # --- servers -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """One server for the bad-input cases, with a small max_message_size."""
@@ -138,6 +142,7 @@ def small_server(tmp_path_factory):
 
 
 # --- the cases -------------------------------------------------------------------------------
+
 
 def random_bytes():
     data = random.Random(20240601).randbytes(64)
@@ -167,27 +172,42 @@ CASES = {
     "garbage state vector": (lambda c: c.send(codec.sync_step1(b"garbage")), 1002),
     "awareness not JSON": (lambda c: c.send(codec.awareness(b"\x01\x05\x01\x03{x}")), 1002),
     "truncated awareness": (lambda c: c.send(codec.awareness(b"\x02\x05\x01\x02{}")), 1002),
-    "oversize message": (lambda c: c.send(codec.sync_update(b"\x00" * (MAX_MESSAGE_SIZE + 1))),
-                         1009),
+    "oversize message": (
+        lambda c: c.send(codec.sync_update(b"\x00" * (MAX_MESSAGE_SIZE + 1))),
+        1009,
+    ),
     "oversize fragmented message": (
         lambda c: c.ws.sock.sendall(
             masked_frame(frames.OP_BINARY, b"\x00" * 40000, fin=False)
-            + masked_frame(frames.OP_CONTINUATION, b"\x00" * 40000)), 1009),
+            + masked_frame(frames.OP_CONTINUATION, b"\x00" * 40000)
+        ),
+        1009,
+    ),
     "text frame": (lambda c: c.ws.send("hello"), 1003),
     "unmasked frame": (lambda c: c.ws.sock.sendall(b"\x82\x04\x00\x00\x01\x00"), 1002),
     "reserved opcode": (lambda c: c.ws.sock.sendall(masked_frame(0x3, b"\x00\x00\x01\x00")), 1002),
     # Close frames (issue 8 item 8): codes RFC 6455 forbids on the wire are a 1002, a
     # reason that is not UTF-8 a 1007; allowed codes are echoed.
-    **{f"close code {code}": (lambda c, code=code: _send_close(c, struct.pack("!H", code)), 1002)
-       for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)},
+    **{
+        f"close code {code}": (lambda c, code=code: _send_close(c, struct.pack("!H", code)), 1002)
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)
+    },
     "close with a 1-byte payload": (lambda c: _send_close(c, b"\x03"), 1002),
-    "close reason not UTF-8": (lambda c: _send_close(c, struct.pack("!H", 1000) + b"ok \xff\xfe"),
-                               1007),
+    "close reason not UTF-8": (
+        lambda c: _send_close(c, struct.pack("!H", 1000) + b"ok \xff\xfe"),
+        1007,
+    ),
     "close reason cut inside a character": (
-        lambda c: _send_close(c, struct.pack("!H", 4000) + "é".encode()[:1]), 1007),
-    **{f"close code {code} is echoed": (
-        lambda c, code=code: _send_close(c, struct.pack("!H", code) + "bye é".encode()), code)
-       for code in (1000, 1001, 1011, 1014, 3000, 4999)},
+        lambda c: _send_close(c, struct.pack("!H", 4000) + "é".encode()[:1]),
+        1007,
+    ),
+    **{
+        f"close code {code} is echoed": (
+            lambda c, code=code: _send_close(c, struct.pack("!H", code) + "bye é".encode()),
+            code,
+        )
+        for code in (1000, 1001, 1011, 1014, 3000, 4999)
+    },
     "close without a code is answered 1000": (lambda c: _send_close(c, b""), 1000),
 }
 
@@ -273,11 +293,13 @@ def test_the_server_survived_every_case(small_server):
     # runs after the cases above (pytest keeps file order): one more full round trip
     _run_case(small_server, lambda c: c.send(b"\x00\x02\x80"), 1002)
     import urllib.request
+
     with urllib.request.urlopen(f"{small_server.http}/healthz", timeout=5) as response:
         assert response.status == 200
 
 
 # --- a large valid message does not freeze the others -----------------------------------------
+
 
 def test_large_message_does_not_freeze_other_connections(start_server):
     server = start_server()  # default limits: 16 MiB
@@ -301,7 +323,7 @@ def test_large_message_does_not_freeze_other_connections(start_server):
         try:
             state["sending"] = True
             for i in range(0, len(frame), chunk):
-                big.ws.sock.sendall(frame[i:i + chunk])
+                big.ws.sock.sendall(frame[i : i + chunk])
                 time.sleep(0.02)  # a client on a slow link: ~0.7 s for 8 MB
             state["sent"] = True
             big.wait_for(big_message, timeout=30)
@@ -337,6 +359,7 @@ def test_large_message_does_not_freeze_other_connections(start_server):
 
 # --- the same inputs against a Room directly: the code, and the document untouched ----------
 
+
 class _Conn:
     def __init__(self):
         self.frames, self.messages, self.awareness_ids, self.room = [], [], set(), None
@@ -351,8 +374,8 @@ class _Conn:
 
 @pytest.fixture
 def room_with_hello():
-    from wsserver.documents.room import Room
     from wsserver.documents import DocKey
+    from wsserver.documents.room import Room
     from wsserver.documents.storage.memory import MemoryStore
 
     store = MemoryStore().start()
@@ -427,10 +450,14 @@ def test_a_client_that_stops_reading_is_closed_with_1013_and_others_carry_on(sta
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", server.port))
     key = "dGhlIHNhbXBsZSBub25jZQ=="
-    stalled.sendall((f"GET /{doc} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                     f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {make_token()}\r\n"
-                     "\r\n").encode())
+    stalled.sendall(
+        (
+            f"GET /{doc} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {make_token()}\r\n"
+            "\r\n"
+        ).encode()
+    )
     watcher = Client(server, doc)
     writer = Client(server, doc)
     editor = Editor(client_id=77)

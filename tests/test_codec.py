@@ -10,8 +10,8 @@ format by hand: varUint = 7 bits per byte, little end first, high bit = "more".
 import pytest
 from pycrdt import Doc, Text, write_var_uint
 
-from wsserver.protocol import codec
 from wsserver.errors import ProtocolViolation
+from wsserver.protocol import codec
 
 
 def h(text):
@@ -60,16 +60,19 @@ def test_encode_matches_y_protocols(name):
     assert encode(arg) == expected
 
 
-@pytest.mark.parametrize("name,kind,data", [
-    ("step1-empty", codec.KIND_STEP1, b"\x00"),
-    ("step1-hello", codec.KIND_STEP1, SV_HELLO),
-    ("step2-empty", codec.KIND_STEP2, b"\x00\x00"),
-    ("step2-hello", codec.KIND_STEP2, UPDATE_HELLO),
-    ("update-hello", codec.KIND_UPDATE, UPDATE_HELLO),
-    ("update-200", codec.KIND_UPDATE, UPDATE_200),
-    ("awareness", codec.KIND_AWARENESS, AWARENESS_ANN),
-    ("awareness-remove", codec.KIND_AWARENESS, AWARENESS_REMOVE),
-])
+@pytest.mark.parametrize(
+    "name,kind,data",
+    [
+        ("step1-empty", codec.KIND_STEP1, b"\x00"),
+        ("step1-hello", codec.KIND_STEP1, SV_HELLO),
+        ("step2-empty", codec.KIND_STEP2, b"\x00\x00"),
+        ("step2-hello", codec.KIND_STEP2, UPDATE_HELLO),
+        ("update-hello", codec.KIND_UPDATE, UPDATE_HELLO),
+        ("update-200", codec.KIND_UPDATE, UPDATE_200),
+        ("awareness", codec.KIND_AWARENESS, AWARENESS_ANN),
+        ("awareness-remove", codec.KIND_AWARENESS, AWARENESS_REMOVE),
+    ],
+)
 def test_decode_golden(name, kind, data):
     message = codec.decode(GOLDEN[name][2])
     assert message.kind == kind
@@ -99,7 +102,7 @@ def test_read_var_uint():
     assert codec.read_var_uint(b"\xff\xff\x03", 0) == (65535, 3)
     assert codec.read_var_uint(b"\x01\xac\x02\x05", 1) == (300, 3)
     # the largest an 8-byte varUint holds: 56 bits
-    assert codec.read_var_uint(b"\xff" * 7 + b"\x7f", 0) == (2 ** 56 - 1, 8)
+    assert codec.read_var_uint(b"\xff" * 7 + b"\x7f", 0) == (2**56 - 1, 8)
 
 
 def test_read_var_bytes():
@@ -184,13 +187,16 @@ def _state(text):
     return b"\x01\x05\x01" + write_var_uint(len(data)) + data
 
 
-@pytest.mark.parametrize("state,reason", [
-    ("[" * 100_000 + "]" * 100_000, "awareness state nested too deeply"),
-    ('{"a":' * 100_000 + "1" + "}" * 100_000, "awareness state nested too deeply"),
-    ("[" * 65 + "]" * 65, "awareness state nested too deeply"),
-    ('{"x": NaN}', "awareness state is not JSON"),
-    ('{"x": -Infinity}', "awareness state is not JSON"),
-])
+@pytest.mark.parametrize(
+    "state,reason",
+    [
+        ("[" * 100_000 + "]" * 100_000, "awareness state nested too deeply"),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "awareness state nested too deeply"),
+        ("[" * 65 + "]" * 65, "awareness state nested too deeply"),
+        ('{"x": NaN}', "awareness state is not JSON"),
+        ('{"x": -Infinity}', "awareness state is not JSON"),
+    ],
+)
 def test_hostile_awareness_states_are_protocol_violations(state, reason):
     """Issue 8 item 4: 100,000 levels raised RecursionError (1011 and a traceback)."""
     with pytest.raises(ProtocolViolation) as info:
@@ -202,16 +208,19 @@ def test_an_awareness_state_64_levels_deep_is_accepted():
     assert check_awareness_update(_state("[" * 64 + "]" * 64)) == [5]
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "truncated varint"),
-    (b"\x01", "truncated varint"),  # count 1, no entry
-    (b"\x01\x05\x01", "truncated varint"),  # no state length
-    (AWARENESS_ANN[:-1], "truncated message"),
-    (b"\x02" + AWARENESS_ANN[1:], "truncated varint"),  # claims two entries
-    (AWARENESS_ANN + b"\x00", "trailing bytes in awareness update"),
-    (b"\x01\x05\x01\x03{x}", "awareness state is not JSON"),
-    (b"\x01\x05\x01\x02\xff\xfe", "awareness state is not JSON"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "truncated varint"),
+        (b"\x01", "truncated varint"),  # count 1, no entry
+        (b"\x01\x05\x01", "truncated varint"),  # no state length
+        (AWARENESS_ANN[:-1], "truncated message"),
+        (b"\x02" + AWARENESS_ANN[1:], "truncated varint"),  # claims two entries
+        (AWARENESS_ANN + b"\x00", "trailing bytes in awareness update"),
+        (b"\x01\x05\x01\x03{x}", "awareness state is not JSON"),
+        (b"\x01\x05\x01\x02\xff\xfe", "awareness state is not JSON"),
+    ],
+)
 def test_check_awareness_update_rejects(data, reason):
     with pytest.raises(ProtocolViolation) as info:
         codec.parse_awareness_update(data)

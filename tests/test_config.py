@@ -18,8 +18,14 @@ MIB = 1024 * 1024
 
 
 def auth(secret="s" * 32):
-    return {"tenants": {"acme": {"keys": [{"kid": "k1", "alg": "HS256", "secret": secret}],
-                                 "apps": {"editor": {}}}}}
+    return {
+        "tenants": {
+            "acme": {
+                "keys": [{"kid": "k1", "alg": "HS256", "secret": secret}],
+                "apps": {"editor": {}},
+            }
+        }
+    }
 
 
 def load(mapping, env=None):
@@ -60,8 +66,9 @@ def test_env_expansion():
         "host": "${HOST:-0.0.0.0}",
         "log_level": "${LEVEL:-info}",
     }
-    c = load(mapping, {"DATA_DIR": "/var/lib/ws", "ACME_SECRET": "from-env-secret",
-                       "LEVEL": "debug"})
+    c = load(
+        mapping, {"DATA_DIR": "/var/lib/ws", "ACME_SECRET": "from-env-secret", "LEVEL": "debug"}
+    )
     assert c.storage == "sqlite:////var/lib/ws/db.sqlite3"
     assert c.auth["tenants"]["acme"]["keys"][0]["secret"] == "from-env-secret"
     assert c.host == "0.0.0.0"  # default used
@@ -80,11 +87,18 @@ def test_env_expansion_details():
     assert expand_env("${B}", {"B": "${A}"}) == "${A}"
 
 
-@pytest.mark.parametrize("mapping,key,var", [
-    ({"auth": auth("${ACME_SECRET}")}, "auth.tenants.acme.keys[0].secret", "ACME_SECRET"),
-    ({"auth": auth(), "storage": "sqlite:///${DATA_DIR}/x"}, "storage", "DATA_DIR"),
-    ({"auth": auth(), "regions": {"local": "ws://a", "eu": "${EU_URL}"}}, "regions.eu", "EU_URL"),
-])
+@pytest.mark.parametrize(
+    "mapping,key,var",
+    [
+        ({"auth": auth("${ACME_SECRET}")}, "auth.tenants.acme.keys[0].secret", "ACME_SECRET"),
+        ({"auth": auth(), "storage": "sqlite:///${DATA_DIR}/x"}, "storage", "DATA_DIR"),
+        (
+            {"auth": auth(), "regions": {"local": "ws://a", "eu": "${EU_URL}"}},
+            "regions.eu",
+            "EU_URL",
+        ),
+    ],
+)
 def test_missing_env_var_names_the_key(mapping, key, var):
     with pytest.raises(ConfigError) as info:
         load(mapping)
@@ -96,30 +110,38 @@ def test_unknown_top_level_key_is_refused():
     assert error_key({"auth": auth(), "max_mesage_size": 1000}) == "max_mesage_size"
 
 
-@pytest.mark.parametrize("mapping,key", [
-    ({}, "auth"),
-    ({"auth": "yes"}, "auth"),
-    ({"auth": auth(), "port": "80"}, "port"),
-    ({"auth": auth(), "port": 70000}, "port"),
-    ({"auth": auth(), "port": True}, "port"),
-    ({"auth": auth(), "max_message_size": 10}, "max_message_size"),
-    ({"auth": auth(), "storage": "mysql://x"}, "storage"),
-    ({"auth": auth(), "storage": "sqlite:///"}, "storage"),
-    ({"auth": auth(), "storage_sync": "off"}, "storage_sync"),
-    ({"auth": auth(), "ping_interval": 0}, "ping_interval"),
-    ({"auth": auth(), "regions": {"local": "http://x"}}, "regions.local"),
-    ({"auth": auth(), "redis": "http://localhost"}, "redis"),
-    ({"auth": auth(), "log_level": "verbose"}, "log_level"),
-    ({"auth": auth(), "region": "eu"}, "region"),
-    ({"auth": auth(), "region": "eu", "regions": {"us": "wss://us.example"}}, "region"),
-])
+@pytest.mark.parametrize(
+    "mapping,key",
+    [
+        ({}, "auth"),
+        ({"auth": "yes"}, "auth"),
+        ({"auth": auth(), "port": "80"}, "port"),
+        ({"auth": auth(), "port": 70000}, "port"),
+        ({"auth": auth(), "port": True}, "port"),
+        ({"auth": auth(), "max_message_size": 10}, "max_message_size"),
+        ({"auth": auth(), "storage": "mysql://x"}, "storage"),
+        ({"auth": auth(), "storage": "sqlite:///"}, "storage"),
+        ({"auth": auth(), "storage_sync": "off"}, "storage_sync"),
+        ({"auth": auth(), "ping_interval": 0}, "ping_interval"),
+        ({"auth": auth(), "regions": {"local": "http://x"}}, "regions.local"),
+        ({"auth": auth(), "redis": "http://localhost"}, "redis"),
+        ({"auth": auth(), "log_level": "verbose"}, "log_level"),
+        ({"auth": auth(), "region": "eu"}, "region"),
+        ({"auth": auth(), "region": "eu", "regions": {"us": "wss://us.example"}}, "region"),
+    ],
+)
 def test_invalid_values_name_the_key(mapping, key):
     assert error_key(mapping) == key
 
 
 def test_region_in_regions_is_accepted():
-    c = load({"auth": auth(), "region": "eu",
-              "regions": {"eu": "wss://eu.example", "us": "wss://us.example"}})
+    c = load(
+        {
+            "auth": auth(),
+            "region": "eu",
+            "regions": {"eu": "wss://eu.example", "us": "wss://us.example"},
+        }
+    )
     assert c.region == "eu"
 
 
@@ -164,33 +186,58 @@ def test_dev_config_loads():
 
 
 def _tenant(**overrides):
-    tenant = {"keys": [{"kid": "k1", "alg": "HS256", "secret": "s" * 32}],
-              "apps": {"editor": {"allowed_origins": ["https://editor.acme.com"]}}}
+    tenant = {
+        "keys": [{"kid": "k1", "alg": "HS256", "secret": "s" * 32}],
+        "apps": {"editor": {"allowed_origins": ["https://editor.acme.com"]}},
+    }
     tenant.update(overrides)
     return {"auth": {"tenants": {"acme": tenant}}}
 
 
-@pytest.mark.parametrize("mapping,key", [
-    ({"auth": auth(), "max_mesage_size": 1}, "max_mesage_size"),
-    ({"auth": {**auth(), "tenant": {}}}, "auth.tenant"),
-    (_tenant(apps={"editor": {"alowed_origins": ["https://editor.acme.com"]}}),
-     "auth.tenants.acme.apps.editor.alowed_origins"),
-    (_tenant(apps={"editor": {"plan ": "free"}}), "auth.tenants.acme.apps.editor.plan "),
-    (_tenant(plan="free"), "auth.tenants.acme.plan"),  # an app key one level too high
-    ({"auth": {"tenants": {"acme": {"kyes": [], "apps": {"e": {}}}}}}, "auth.tenants.acme.kyes"),
-    (_tenant(keys=[{"kid": "k1", "alg": "HS256", "secert": "s" * 32}]),
-     "auth.tenants.acme.keys[0].secert"),
-    (_tenant(keys=[{"kid": "k1", "alg": "HS256", "secret": "s" * 32, "public_key": "x"}]),
-     "auth.tenants.acme.keys[0].public_key"),
-    (_tenant(keys=[{"kid": "k1", "alg": "RS256", "public_key": "PEM", "secret": "x"}]),
-     "auth.tenants.acme.keys[0].secret"),
-    (_tenant(keys=[{"jwks_file": "keys.json", "kid": "k1"}]), "auth.tenants.acme.keys[0].kid"),
-    ({**_tenant(), "plans": {"free": {"max_conections": 1}}}, "plans.free.max_conections"),
-    ({**_tenant(), "rate_limit": {"handshake_per_ip": "1/second"}}, "rate_limit.handshake_per_ip"),
-    ({**_tenant(), "registry": {"ttl": 3}}, "registry.ttl"),
-    ({**_tenant(), "regions": {"local": "ws://127.0.0.1:1234"},
-      "pins": [{"docs": "x", "region": "local"}]}, "pins[0].docs"),
-])
+@pytest.mark.parametrize(
+    "mapping,key",
+    [
+        ({"auth": auth(), "max_mesage_size": 1}, "max_mesage_size"),
+        ({"auth": {**auth(), "tenant": {}}}, "auth.tenant"),
+        (
+            _tenant(apps={"editor": {"alowed_origins": ["https://editor.acme.com"]}}),
+            "auth.tenants.acme.apps.editor.alowed_origins",
+        ),
+        (_tenant(apps={"editor": {"plan ": "free"}}), "auth.tenants.acme.apps.editor.plan "),
+        (_tenant(plan="free"), "auth.tenants.acme.plan"),  # an app key one level too high
+        (
+            {"auth": {"tenants": {"acme": {"kyes": [], "apps": {"e": {}}}}}},
+            "auth.tenants.acme.kyes",
+        ),
+        (
+            _tenant(keys=[{"kid": "k1", "alg": "HS256", "secert": "s" * 32}]),
+            "auth.tenants.acme.keys[0].secert",
+        ),
+        (
+            _tenant(keys=[{"kid": "k1", "alg": "HS256", "secret": "s" * 32, "public_key": "x"}]),
+            "auth.tenants.acme.keys[0].public_key",
+        ),
+        (
+            _tenant(keys=[{"kid": "k1", "alg": "RS256", "public_key": "PEM", "secret": "x"}]),
+            "auth.tenants.acme.keys[0].secret",
+        ),
+        (_tenant(keys=[{"jwks_file": "keys.json", "kid": "k1"}]), "auth.tenants.acme.keys[0].kid"),
+        ({**_tenant(), "plans": {"free": {"max_conections": 1}}}, "plans.free.max_conections"),
+        (
+            {**_tenant(), "rate_limit": {"handshake_per_ip": "1/second"}},
+            "rate_limit.handshake_per_ip",
+        ),
+        ({**_tenant(), "registry": {"ttl": 3}}, "registry.ttl"),
+        (
+            {
+                **_tenant(),
+                "regions": {"local": "ws://127.0.0.1:1234"},
+                "pins": [{"docs": "x", "region": "local"}],
+            },
+            "pins[0].docs",
+        ),
+    ],
+)
 def test_unknown_keys_are_refused_at_every_level_naming_the_full_key(mapping, key):
     with pytest.raises(ConfigError) as info:
         load_settings(Config.from_mapping(mapping, env={}))
@@ -226,23 +273,62 @@ def _serve(config_path, env=None, timeout=30):
     env = dict(os.environ, **(env or {}))
     env.pop("PORT", None)
     env.pop("WSSERVER_TEST_UNSET_SECRET", None)
-    return subprocess.run([sys.executable, "-m", "wsserver.cli", "serve", "--config",
-                           str(config_path), "--port", "0"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsserver.cli",
+            "serve",
+            "--config",
+            str(config_path),
+            "--port",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("mapping,key", [
-    ({"auth": auth(), "max_mesage_size": 1000}, "max_mesage_size"),
-    ({"auth": auth("${WSSERVER_TEST_UNSET_SECRET}")}, "auth.tenants.acme.keys[0].secret"),
-    ({"auth": {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "RS256",
-                                              "public_key_file": "/nonexistent.pem"}],
-                                    "apps": {"e": {}}}}}},
-     "auth.tenants.acme.keys[0].public_key_file"),
-    ({"auth": auth(""), "storage": "memory://"}, "auth.tenants.acme.keys[0].secret"),
-    ({"auth": {"tenants": {"acme": {"keys": auth()["tenants"]["acme"]["keys"],
-                                    "apps": {"editor": {"alowed_origins": ["https://a.b"]}}}}},
-      "storage": "memory://"}, "auth.tenants.acme.apps.editor.alowed_origins"),
-])
+@pytest.mark.parametrize(
+    "mapping,key",
+    [
+        ({"auth": auth(), "max_mesage_size": 1000}, "max_mesage_size"),
+        ({"auth": auth("${WSSERVER_TEST_UNSET_SECRET}")}, "auth.tenants.acme.keys[0].secret"),
+        (
+            {
+                "auth": {
+                    "tenants": {
+                        "acme": {
+                            "keys": [
+                                {"kid": "k", "alg": "RS256", "public_key_file": "/nonexistent.pem"}
+                            ],
+                            "apps": {"e": {}},
+                        }
+                    }
+                }
+            },
+            "auth.tenants.acme.keys[0].public_key_file",
+        ),
+        ({"auth": auth(""), "storage": "memory://"}, "auth.tenants.acme.keys[0].secret"),
+        (
+            {
+                "auth": {
+                    "tenants": {
+                        "acme": {
+                            "keys": auth()["tenants"]["acme"]["keys"],
+                            "apps": {"editor": {"alowed_origins": ["https://a.b"]}},
+                        }
+                    }
+                },
+                "storage": "memory://",
+            },
+            "auth.tenants.acme.apps.editor.alowed_origins",
+        ),
+    ],
+)
 def test_serve_refuses_a_bad_config(tmp_path, mapping, key):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(mapping))
@@ -266,30 +352,60 @@ def test_every_setting_fails_the_same_way_naming_its_full_key():
     cases = [
         ({"port": "80"}, "port", "must be an integer, not '80'"),
         ({"port": 70000}, "port", "must be between 0 and 65535"),
-        ({"plans": {"free": {"max_connections": "10"}}}, "plans.free.max_connections",
-         "must be an integer or null, not '10'"),
-        ({"plans": {"free": {"max_ops_per_minute": 0}}}, "plans.free.max_ops_per_minute",
-         "must be >= 1"),
-        ({"rate_limit": {"trusted_proxies": 17}}, "rate_limit.trusted_proxies",
-         "must be between 0 and 16"),
+        (
+            {"plans": {"free": {"max_connections": "10"}}},
+            "plans.free.max_connections",
+            "must be an integer or null, not '10'",
+        ),
+        (
+            {"plans": {"free": {"max_ops_per_minute": 0}}},
+            "plans.free.max_ops_per_minute",
+            "must be >= 1",
+        ),
+        (
+            {"rate_limit": {"trusted_proxies": 17}},
+            "rate_limit.trusted_proxies",
+            "must be between 0 and 16",
+        ),
         ({"unload_after": "soon"}, "unload_after", "must be a number, not 'soon'"),
-        ({"rate_limit": {"lease_seconds": "long"}}, "rate_limit.lease_seconds",
-         "must be a number of seconds, not 'long'"),
-        ({**regions, "registry": {"ttl_seconds": "x"}}, "registry.ttl_seconds",
-         "must be a number of seconds, not 'x'"),
-        ({"plans": {"free": {"max_conections": 1}}}, "plans.free.max_conections",
-         "unknown setting (known here: max_connections, max_documents, max_ops_per_minute, "
-         "max_users_per_doc)"),
+        (
+            {"rate_limit": {"lease_seconds": "long"}},
+            "rate_limit.lease_seconds",
+            "must be a number of seconds, not 'long'",
+        ),
+        (
+            {**regions, "registry": {"ttl_seconds": "x"}},
+            "registry.ttl_seconds",
+            "must be a number of seconds, not 'x'",
+        ),
+        (
+            {"plans": {"free": {"max_conections": 1}}},
+            "plans.free.max_conections",
+            "unknown setting (known here: max_connections, max_documents, max_ops_per_minute, "
+            "max_users_per_doc)",
+        ),
         ({"rate_limit": {"burst": 1}}, "rate_limit.burst", "unknown setting (known here: "),
-        ({**regions, "pins": [{"documents": "x", "region": "eu", "zone": 1}]}, "pins[0].zone",
-         "unknown setting (known here: app, documents, region, tenant)"),
-        ({**regions, "pins": [{"documents": "", "region": "eu"}]}, "pins[0].documents",
-         "must be a non-empty string"),
-        ({**regions, "pins": [None]}, "pins[0]",
-         "must be a mapping {tenant, app, documents, region}"),
+        (
+            {**regions, "pins": [{"documents": "x", "region": "eu", "zone": 1}]},
+            "pins[0].zone",
+            "unknown setting (known here: app, documents, region, tenant)",
+        ),
+        (
+            {**regions, "pins": [{"documents": "", "region": "eu"}]},
+            "pins[0].documents",
+            "must be a non-empty string",
+        ),
+        (
+            {**regions, "pins": [None]},
+            "pins[0]",
+            "must be a mapping {tenant, app, documents, region}",
+        ),
         ({"redis": "http://x"}, "redis", "must be a redis:// or rediss:// URL, not 'http://x'"),
-        ({"rate_limit": {"storage": "http://x"}}, "rate_limit.storage",
-         "must be memory:// or a redis:// / rediss:// URL, not 'http://x'"),
+        (
+            {"rate_limit": {"storage": "http://x"}},
+            "rate_limit.storage",
+            "must be memory:// or a redis:// / rediss:// URL, not 'http://x'",
+        ),
     ]
     for settings, key, message in cases:
         with pytest.raises(ConfigError) as info:

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import websocket
-
 from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
 
 DEV_ENV = ("WSSERVER_CONFIG", "DEV_SECRET", "PORT", "PYTHONPATH", "WEB_CONCURRENCY")
@@ -35,7 +34,7 @@ def procfile_command():
     """The `web:` command of the Procfile, exactly as a platform runs it."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
-            return line[len("web:"):].strip()
+            return line[len("web:") :].strip()
     raise AssertionError("Procfile has no web: process")
 
 
@@ -57,15 +56,20 @@ class Platform:
         with open(self.log_path, "w") as log:
             # Its own session, so the shell, gunicorn's master and its worker are ended
             # together whatever state the test leaves them in.
-            self.proc = subprocess.Popen(["bash", "-c", f"exec {procfile_command()}"], cwd=ROOT,
-                                         env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["bash", "-c", f"exec {procfile_command()}"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self):
         return self.log_path.read_text()
 
     def outcome(self, timeout=30):
-        """"listening" once the port accepts, else the exit code."""
+        """ "listening" once the port accepts, else the exit code."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -106,6 +110,7 @@ def platform(tmp_path):
 
 # --- no development defaults on the production path --------------------------------
 
+
 def test_gunicorn_without_wsserver_config_refuses_to_start(platform):
     p = platform(clean_env(PORT=str(free_port())))
     assert p.outcome() == 2, p.log()
@@ -117,8 +122,10 @@ def test_gunicorn_without_wsserver_config_refuses_to_start(platform):
 def test_gunicorn_refuses_the_public_development_secret(platform):
     p = platform(clean_env(PORT=str(free_port()), WSSERVER_CONFIG="config/dev.yaml"))
     assert p.outcome() == 2, p.log()
-    assert "wsserver: config: auth.tenants.dev.keys[0].secret: is the public development " \
-           "secret" in p.log()
+    assert (
+        "wsserver: config: auth.tenants.dev.keys[0].secret: is the public development "
+        "secret" in p.log()
+    )
     assert "Traceback" not in p.log()
 
 
@@ -134,24 +141,45 @@ def _dev_checkout(tmp_path):
 def test_wsserver_serve_uses_the_development_config_on_loopback_only(tmp_path):
     root = _dev_checkout(tmp_path)
     cli = [sys.executable, "-m", "wsserver.cli"]
-    public = subprocess.run(cli + ["serve", "--host", "0.0.0.0", "--port", "0"], cwd=root,
-                            env=clean_env(), capture_output=True, text=True, timeout=30)
+    public = subprocess.run(
+        cli + ["serve", "--host", "0.0.0.0", "--port", "0"],
+        cwd=root,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert public.returncode == 2, public.stdout + public.stderr
     assert "auth.tenants.dev.keys[0].secret: is the public development secret" in public.stderr
     assert "listening" not in public.stdout
 
     # On loopback (the default host) it serves, and `wsserver token` signs for it.
-    token = subprocess.run(cli + ["token", "--tenant", "dev", "--app", "editor"], cwd=root,
-                           env=clean_env(), capture_output=True, text=True, timeout=30,
-                           check=True).stdout.strip()
-    proc = subprocess.Popen(cli + ["serve", "--port", "0"], cwd=root, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    token = subprocess.run(
+        cli + ["token", "--tenant", "dev", "--app", "editor"],
+        cwd=root,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        cli + ["serve", "--port", "0"],
+        cwd=root,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line)
         assert match, line
-        ws = websocket.create_connection(f"ws://127.0.0.1:{match.group(1)}/my-doc",
-                                         subprotocols=["access_token", token], timeout=10)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{match.group(1)}/my-doc",
+            subprotocols=["access_token", token],
+            timeout=10,
+        )
         assert ws.recv()[:2] == b"\x00\x00"  # sync step 1: accepted
         ws.close()
     finally:
@@ -160,6 +188,7 @@ def test_wsserver_serve_uses_the_development_config_on_loopback_only(tmp_path):
 
 
 # --- requirements.txt and the Procfile in a fresh venv -------------------------------
+
 
 def _name(requirement):
     return re.split(r"[\s<>=!~\[;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
@@ -170,8 +199,11 @@ def test_requirements_pin_every_install_requirement_within_its_range():
 
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    wanted = [Requirement(line) for line in setup["options"]["install_requires"].split("\n")
-              if line.strip()]
+    wanted = [
+        Requirement(line)
+        for line in setup["options"]["install_requires"].split("\n")
+        if line.strip()
+    ]
     pinned = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
@@ -182,8 +214,9 @@ def test_requirements_pin_every_install_requirement_within_its_range():
     for requirement in wanted:
         name = _name(requirement.name)
         assert name in pinned, f"requirements.txt does not pin {requirement}"
-        assert requirement.specifier.contains(pinned[name], prereleases=True), \
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"requirements.txt pins {name}=={pinned[name]}, outside setup.cfg's {requirement}"
+        )
     assert (ROOT / ".python-version").read_text().strip() == "3.11"
 
 
@@ -195,9 +228,22 @@ def _wheelhouse():
     house = Path(sys.prefix) / "deploy-wheels" / tag
     if not house.is_dir():
         building = house.with_name(f"{tag}.{os.getpid()}.tmp")
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet",
-                        "--disable-pip-version-check", "-r", str(ROOT / "requirements.txt"),
-                        "-w", str(building)], check=True, timeout=600)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(ROOT / "requirements.txt"),
+                "-w",
+                str(building),
+            ],
+            check=True,
+            timeout=600,
+        )
         building.rename(house)
     return house
 
@@ -208,22 +254,46 @@ def deployed_bin(tmp_path_factory):
     platform's install, offline from the wheelhouse (the
     venv's own pip is not needed: the suite's pip installs into it)."""
     venv = tmp_path_factory.mktemp("deploy") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                    "install", "--quiet", "--disable-pip-version-check",
-                    "--no-index", "--find-links", str(_wheelhouse()),
-                    "-r", str(ROOT / "requirements.txt")], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--find-links",
+            str(_wheelhouse()),
+            "-r",
+            str(ROOT / "requirements.txt"),
+        ],
+        check=True,
+        timeout=600,
+    )
     return venv / "bin"
 
 
-def test_the_procfile_serves_providers_from_a_fresh_venv(tmp_path, platform, deployed_bin,
-                                                         redis_url):
+def test_the_procfile_serves_providers_from_a_fresh_venv(
+    tmp_path, platform, deployed_bin, redis_url
+):
     port = free_port()
-    p = platform(clean_env(PORT=str(port), WSSERVER_CONFIG="config/production.yaml",
-                           REDIS_URL=redis_url, WSSERVER_SECRET=SECRET,
-                           WSSERVER_PUBLIC_URL=f"ws://127.0.0.1:{port}",
-                           WSSERVER_DATA_DIR=str(tmp_path)), bin_dir=deployed_bin)
+    p = platform(
+        clean_env(
+            PORT=str(port),
+            WSSERVER_CONFIG="config/production.yaml",
+            REDIS_URL=redis_url,
+            WSSERVER_SECRET=SECRET,
+            WSSERVER_PUBLIC_URL=f"ws://127.0.0.1:{port}",
+            WSSERVER_DATA_DIR=str(tmp_path),
+        ),
+        bin_dir=deployed_bin,
+    )
     assert p.outcome() == "listening", p.log()
     # The gunicorn serving is the fresh venv's (the shell exec'd it).
     command = (Path("/proc") / str(p.proc.pid) / "cmdline").read_bytes().split(b"\0")
@@ -231,8 +301,10 @@ def test_the_procfile_serves_providers_from_a_fresh_venv(tmp_path, platform, dep
 
     room = f"deploy-{time.monotonic_ns()}"
     token = make_token(tenant="main", app="editor", kid="main")
-    result = run_node("converge.mjs", json.dumps(
-        {"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}))
+    result = run_node(
+        "converge.mjs",
+        json.dumps({"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}),
+    )
     assert result["a"] == result["b"] == result["late"]
     assert "<alpha>" in result["a"]["text"] and "[B3]" in result["a"]["text"]
 
@@ -254,6 +326,7 @@ def test_the_procfile_serves_providers_from_a_fresh_venv(tmp_path, platform, dep
 
 # --- /healthz and Redis ----------------------------------------------------------------
 
+
 def healthz(server):
     with urllib.request.urlopen(server.http + "/healthz", timeout=10) as response:
         assert response.status == 200  # the node still serves what it hosts
@@ -263,9 +336,16 @@ def healthz(server):
 def test_healthz_says_when_redis_is_unreachable(tmp_path, start_server, own_redis):
     port = free_port()
     # Two regions, so the registry is in Redis; a handshake rate, so the limits are too.
-    server = start_server(config=base_config(
-        tmp_path, region="eu", regions={"eu": f"ws://127.0.0.1:{port}", "us": "ws://127.0.0.1:9"},
-        redis=own_redis.url, rate_limit={"handshakes_per_ip": "100/minute"}), port=port)
+    server = start_server(
+        config=base_config(
+            tmp_path,
+            region="eu",
+            regions={"eu": f"ws://127.0.0.1:{port}", "us": "ws://127.0.0.1:9"},
+            redis=own_redis.url,
+            rate_limit={"handshakes_per_ip": "100/minute"},
+        ),
+        port=port,
+    )
     health = healthz(server)
     assert (health["status"], health["redis"]) == ("ok", {"registry": "ok", "limits": "ok"})
 
@@ -288,10 +368,10 @@ def test_healthz_says_when_redis_is_unreachable(tmp_path, start_server, own_redi
 
 def test_healthz_has_no_redis_part_without_redis(tmp_path):
     from wsserver.app import create_app
+
     app = create_app(base_config(tmp_path))
     try:
         body = app.test_client().get("/healthz").get_json()
         assert body["status"] == "ok" and "redis" not in body
     finally:
         app.extensions["wsserver"].shutdown(timeout=1)
-

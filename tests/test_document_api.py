@@ -20,9 +20,8 @@ import uuid
 import pytest
 import websocket
 import yaml
-from pycrdt import Doc, Map, Text
-
 from conftest import OTHER_SECRET, NodeProcess, ServerProcess, base_config, make_token
+from pycrdt import Doc, Map, Text
 
 RATE = 30  # handshakes_per_ip per minute on the shared server
 
@@ -56,8 +55,15 @@ def get_json(server, doc, token):
 
 
 def post(server, doc, token, update, **kw):
-    return request(server, "POST", f"/v1/documents/{doc}/update", token, update,
-                   {"Content-Type": "application/octet-stream"}, **kw)
+    return request(
+        server,
+        "POST",
+        f"/v1/documents/{doc}/update",
+        token,
+        update,
+        {"Content-Type": "application/octet-stream"},
+        **kw,
+    )
 
 
 def assert_error(answer, status, code):
@@ -76,11 +82,15 @@ def text_update(text, key="text"):
 
 def api_config(directory, **overrides):
     config = base_config(
-        directory, unload_after=0.3, max_message_size=8192,
+        directory,
+        unload_after=0.3,
+        max_message_size=8192,
         plans={"one": {"max_documents": 1}},
         rate_limit={"handshakes_per_ip": f"{RATE}/minute", "trusted_proxies": 1},
         regions={"local": "ws://127.0.0.1:1234", "far": "wss://far.example.net"},
-        pins=[{"documents": "far-*", "region": "far"}], **overrides)
+        pins=[{"documents": "far-*", "region": "far"}],
+        **overrides,
+    )
     config["auth"]["tenants"]["acme"]["apps"]["capped"] = {"plan": "one"}
     return config
 
@@ -98,11 +108,13 @@ def api(tmp_path_factory):
 
 # --- with live providers ------------------------------------------------------------
 
+
 def test_get_and_post_match_live_providers_and_post_survives_kill9(start_server):
     server = start_server()
     doc, token = name("live"), make_token(sub="backend")
-    node = NodeProcess("docapi.mjs", {"url": server.url, "http": server.http, "token": token,
-                                      "room": doc})
+    node = NodeProcess(
+        "docapi.mjs", {"url": server.url, "http": server.http, "token": token, "room": doc}
+    )
     try:
         r = node.wait_phase("posted", 40)
         held = r["held"]
@@ -129,6 +141,7 @@ def test_get_and_post_match_live_providers_and_post_survives_kill9(start_server)
 
 
 # --- reads and writes ---------------------------------------------------------------
+
 
 def test_post_creates_a_document_read_live_then_from_storage(api):
     doc, token = name("create"), make_token()
@@ -157,8 +170,9 @@ def test_post_answers_only_once_the_update_is_durable(api):
     answers = []
     source = Doc()
     source["later"] = Text("second")
-    writer = threading.Thread(target=lambda: answers.append(post(api, doc, token,
-                                                                 source.get_update())))
+    writer = threading.Thread(
+        target=lambda: answers.append(post(api, doc, token, source.get_update()))
+    )
     writer.start()
     try:
         writer.join(1.5)
@@ -174,8 +188,14 @@ def test_post_answers_only_once_the_update_is_durable(api):
 def test_concurrent_writes_to_a_new_document_share_one_load(api):
     doc, token = name("together"), make_token()
     answers = []
-    writers = [threading.Thread(target=lambda i=i: answers.append(
-        post(api, doc, token, text_update(f"w{i}", key=f"root{i}"))[0])) for i in range(6)]
+    writers = [
+        threading.Thread(
+            target=lambda i=i: answers.append(
+                post(api, doc, token, text_update(f"w{i}", key=f"root{i}"))[0]
+            )
+        )
+        for i in range(6)
+    ]
     for writer in writers:
         writer.start()
     for writer in writers:
@@ -207,10 +227,12 @@ def test_json_of_maps_and_nested_types(api):
     source["meta"] = Map({"title": "T", "count": 3, "tags": ["a", "b"], "body": Text("nested")})
     assert post(api, doc, token, source.get_update())[0] == 200
     assert get_json(api, doc, token) == {
-        "meta": {"title": "T", "count": 3, "tags": ["a", "b"], "body": "nested"}}
+        "meta": {"title": "T", "count": 3, "tags": ["a", "b"], "body": "nested"}
+    }
 
 
 # --- errors -------------------------------------------------------------------------
+
 
 def test_errors_carry_the_websocket_close_code(api):
     doc, token = name("errors"), make_token()
@@ -221,8 +243,18 @@ def test_errors_carry_the_websocket_close_code(api):
         assert_error(request(api, method, target, make_token(secret=OTHER_SECRET), body), 401, 4002)
         assert_error(request(api, method, target, make_token(ttl=-60), body), 401, 4002)
         assert_error(request(api, method, target, make_token(app="nope"), body), 403, 4003)
-        assert_error(request(api, method, target, make_token(app="locked"), body,
-                             {"Origin": "https://evil.example"}), 403, 4003)
+        assert_error(
+            request(
+                api,
+                method,
+                target,
+                make_token(app="locked"),
+                body,
+                {"Origin": "https://evil.example"},
+            ),
+            403,
+            4003,
+        )
     assert_error(request(api, "GET", "/v1/documents/.hidden", token), 400, 4007)
     assert_error(post(api, "bad%20name", token, update), 400, 4007)
     assert_error(request(api, "GET", path + "?format=xml", token), 400, 400)
@@ -271,17 +303,21 @@ def test_rate_limit_is_429_with_retry_after(api):
 def test_document_of_another_region_is_409_with_its_url(api):
     token = make_token()
     for method, suffix, body in (("GET", "", None), ("POST", "/update", text_update("w"))):
-        data = assert_error(request(api, method, f"/v1/documents/far-doc{suffix}", token, body),
-                            409, 4009)
+        data = assert_error(
+            request(api, method, f"/v1/documents/far-doc{suffix}", token, body), 409, 4009
+        )
         assert data["url"] == "https://far.example.net/v1/documents/far-doc"
 
 
 def test_write_over_max_documents_is_4005(api):
     token = make_token(app="capped", sub="u1")
     active, other = name("cap-a"), name("cap-b")
-    ws = websocket.create_connection(f"{api.url}/{active}", timeout=5,
-                                     subprotocols=["access_token", token],
-                                     header={"X-Forwarded-For": client_ip()})
+    ws = websocket.create_connection(
+        f"{api.url}/{active}",
+        timeout=5,
+        subprotocols=["access_token", token],
+        header={"X-Forwarded-For": client_ip()},
+    )
     try:
         ws.recv()  # sync step 1: admitted, the document is active
         assert_error(post(api, other, token, text_update("no")), 429, 4005)
@@ -308,21 +344,27 @@ def test_tenant_isolation(api):
 def test_cors_as_for_discovery(api):
     origin = "https://editor.acme.com"
     doc = name("cors")
-    status, headers, _ = request(api, "OPTIONS", f"/v1/documents/{doc}/update",
-                                 headers={"Origin": origin,
-                                          "Access-Control-Request-Method": "POST"})
+    status, headers, _ = request(
+        api,
+        "OPTIONS",
+        f"/v1/documents/{doc}/update",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+    )
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == origin
     assert "POST" in headers["Access-Control-Allow-Methods"]
     assert "Content-Type" in headers["Access-Control-Allow-Headers"]
     token = make_token(app="locked")
-    status, headers, _ = request(api, "POST", f"/v1/documents/{doc}/update", token,
-                                 text_update("c"), {"Origin": origin})
+    status, headers, _ = request(
+        api, "POST", f"/v1/documents/{doc}/update", token, text_update("c"), {"Origin": origin}
+    )
     assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
-    status, headers, _ = request(api, "GET", f"/v1/documents/{doc}", token,
-                                 headers={"Origin": origin})
+    status, headers, _ = request(
+        api, "GET", f"/v1/documents/{doc}", token, headers={"Origin": origin}
+    )
     assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
     assert headers["Vary"] == "Origin"
-    status, headers, _ = request(api, "GET", f"/v1/documents/{doc}", None,
-                                 headers={"Origin": origin})
+    status, headers, _ = request(
+        api, "GET", f"/v1/documents/{doc}", None, headers={"Origin": origin}
+    )
     assert status == 401 and headers["Access-Control-Allow-Origin"] == origin

@@ -31,16 +31,20 @@ def healthz(server_or_url):
 @pytest.fixture
 def two_processes(start_server, tmp_path, redis_url):
     """Factory: two `wsserver serve` processes, one SQLite file, one Redis."""
+
     def start(redis=None, **overrides):
         config = base_config(tmp_path, redis=redis or redis_url, **overrides)
         return start_server(config), start_server(config)
+
     return start
 
 
 def test_two_processes_converge_and_share_awareness(two_processes):
     a, b = two_processes()
-    r = run_node("fanout.mjs", json.dumps({
-        "urls": [a.url, b.url, b.url], "token": make_token(), "room": room("fan")}))
+    r = run_node(
+        "fanout.mjs",
+        json.dumps({"urls": [a.url, b.url, b.url], "token": make_token(), "room": room("fan")}),
+    )
     assert r["converged"]
     assert all(late == r["content"] for late in r["late"])
     assert len(r["content"]["map"]) == 3 * 20  # every client's every edit
@@ -57,8 +61,17 @@ def test_without_redis_two_processes_do_not_see_each_other(start_server, tmp_pat
     config = base_config(tmp_path)
     a, b = start_server(config), start_server(config)
     with pytest.raises(AssertionError, match="awareness of every client everywhere"):
-        run_node("fanout.mjs", json.dumps({"urls": [a.url, b.url], "token": make_token(),
-                                            "room": room("split"), "hardMs": 20000}))
+        run_node(
+            "fanout.mjs",
+            json.dumps(
+                {
+                    "urls": [a.url, b.url],
+                    "token": make_token(),
+                    "room": room("split"),
+                    "hardMs": 20000,
+                }
+            ),
+        )
     assert healthz(a)["fanout"] == {"state": "off"}
 
 
@@ -68,11 +81,23 @@ def _gunicorn(tmp_path, workers, config, port):
     # The Procfile's command, bound to loopback for the test.
     procfile = (ROOT / "Procfile").read_text().split(":", 1)[1].strip()
     command = procfile.replace("gunicorn", str(Path(sys.executable).parent / "gunicorn"), 1)
-    env = dict(os.environ, WEB_CONCURRENCY=str(workers), PORT=str(port),
-               WSSERVER_CONFIG=str(path), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(command + f" --bind 127.0.0.1:{port}", shell=True, cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    env = dict(
+        os.environ,
+        WEB_CONCURRENCY=str(workers),
+        PORT=str(port),
+        WSSERVER_CONFIG=str(path),
+        PYTHONUNBUFFERED="1",
+    )
+    return subprocess.Popen(
+        command + f" --bind 127.0.0.1:{port}",
+        shell=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):
@@ -104,9 +129,16 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
         # all landed on one worker proves nothing, so it is tried again (a few times).
         for attempt in range(4):
             pause = tmp_path / f"go-on-{attempt}"
-            node = NodeProcess("fanout.mjs", {"urls": [f"ws://127.0.0.1:{port}"] * 6,
-                                              "token": make_token(), "room": room("guni"),
-                                              "pauseFile": str(pause), "staggerMs": 150})
+            node = NodeProcess(
+                "fanout.mjs",
+                {
+                    "urls": [f"ws://127.0.0.1:{port}"] * 6,
+                    "token": make_token(),
+                    "room": room("guni"),
+                    "pauseFile": str(pause),
+                    "staggerMs": 150,
+                },
+            )
             try:
                 node.wait_phase("ready", 40)
                 # Which worker answers /healthz is the kernel's choice too: ask until
@@ -136,8 +168,10 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
 
 def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
     a, b = two_processes()
-    node = NodeProcess("kill_cross.mjs", {"writerUrl": a.url, "otherUrl": b.url,
-                                          "token": make_token(), "room": room("kill")})
+    node = NodeProcess(
+        "kill_cross.mjs",
+        {"writerUrl": a.url, "otherUrl": b.url, "token": make_token(), "room": room("kill")},
+    )
     try:
         node.wait_phase("writing", 20)
         time.sleep(0.3)  # the writer goes on writing
@@ -154,8 +188,10 @@ def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
 
 
 def _edit_during(urls, name, durationMs=4000):
-    return NodeProcess("edit_during.mjs", {"urls": urls, "token": make_token(), "room": name,
-                                           "durationMs": durationMs})
+    return NodeProcess(
+        "edit_during.mjs",
+        {"urls": urls, "token": make_token(), "room": name, "durationMs": durationMs},
+    )
 
 
 def test_redis_hung_then_back(two_processes, own_redis):
@@ -171,10 +207,24 @@ def test_redis_hung_then_back(two_processes, own_redis):
         time.sleep(1.5)
         # A new client of the open document is admitted without waiting on Redis for
         # more than about a second (the case fails if it is not synced within 2.5 s).
-        joined = run_node("cases.mjs", json.dumps({
-            "url": a.url, "caseTimeoutMs": 2500,
-            "cases": [{"id": "join", "room": name, "token": make_token(), "expect": "ok",
-                       "write": "during the outage"}]}))["results"]["join"]
+        joined = run_node(
+            "cases.mjs",
+            json.dumps(
+                {
+                    "url": a.url,
+                    "caseTimeoutMs": 2500,
+                    "cases": [
+                        {
+                            "id": "join",
+                            "room": name,
+                            "token": make_token(),
+                            "expect": "ok",
+                            "write": "during the outage",
+                        }
+                    ],
+                }
+            ),
+        )["results"]["join"]
         time.sleep(max(0.0, 3 - (time.time() * 1000 - stopped) / 1000))
         continued = time.time() * 1000
         down = healthz(a)["fanout"]
@@ -200,8 +250,9 @@ def test_redis_restarted_empty(two_processes, own_redis):
     # The region registry re-asserts the claims Redis forgot at its next renewal and
     # refreshes the rooms from storage (regions/registry/base.py), which would hide what
     # the fan-out does: no renewal during this test.
-    a, b = two_processes(redis=own_redis.url,
-                         registry={"ttl_seconds": 120, "heartbeat_seconds": 60})
+    a, b = two_processes(
+        redis=own_redis.url, registry={"ttl_seconds": 120, "heartbeat_seconds": 60}
+    )
     node = _edit_during([a.url, b.url], room("empty"), durationMs=6000)
     try:
         node.wait_phase("editing", 20)
@@ -226,9 +277,18 @@ def test_a_process_loading_a_document_mid_stream_misses_nothing(two_processes):
     """The joiner's process subscribes before it reads the store: every update is in
     what the store returned or in the stream after the position it took."""
     a, b = two_processes()
-    r = run_node("join_during.mjs", json.dumps({
-        "writerUrl": a.url, "joinerUrl": b.url, "token": make_token(), "writeMs": 1500,
-        "rooms": [room(f"join{i}") for i in range(12)]}))
+    r = run_node(
+        "join_during.mjs",
+        json.dumps(
+            {
+                "writerUrl": a.url,
+                "joinerUrl": b.url,
+                "token": make_token(),
+                "writeMs": 1500,
+                "rooms": [room(f"join{i}") for i in range(12)],
+            }
+        ),
+    )
     for result in r["results"]:
         assert result["missing"] == [], result
         assert result["written"] > 100
@@ -236,11 +296,13 @@ def test_a_process_loading_a_document_mid_stream_misses_nothing(two_processes):
 
 # --- the engine against a real Redis, without servers -----------------------------------
 
+
 class FakeRoom:
     """What the engine needs of a room: a key, `ready`, and the remote entry points."""
 
     def __init__(self, key):
         from gevent.event import AsyncResult
+
         self.key = key
         self.ready = AsyncResult()
         self.ready.set(self)
@@ -261,6 +323,7 @@ def engine(redis_url):
     import uuid
 
     from wsserver.fanout.redis_streams import RedisStreamsFanout
+
     fanout = RedisStreamsFanout(redis_url, prefix=f"test:{{fanout}}:{uuid.uuid4().hex}:")
     fanout._connect()
     fanout.state = "up"
@@ -273,10 +336,12 @@ def test_a_reader_trimmed_past_its_position_reloads_from_the_store(engine):
     import gevent
 
     from wsserver.fanout.base import UPDATE, Subscription
+
     room = FakeRoom(("acme", "editor", "trimmed"))
     stream = engine.stream_of(room.key)
-    ids = engine._publish([(stream, {b"h": b"other", b"t": UPDATE, b"d": b"u%d" % i})
-                           for i in range(50)])
+    ids = engine._publish(
+        [(stream, {b"h": b"other", b"t": UPDATE, b"d": b"u%d" % i}) for i in range(50)]
+    )
     engine.commands.xtrim(stream, maxlen=10, approximate=False)  # as MAXLEN/MINID would
     assert engine._trimmed_past({stream: ids[5]}) == {stream}
     assert engine._trimmed_past({stream: ids[45]}) == set()
@@ -293,6 +358,7 @@ def test_a_reader_trimmed_past_its_position_reloads_from_the_store(engine):
 
 def test_updates_not_published_during_an_outage_are_announced_for_reconciliation(engine):
     from wsserver.fanout.base import RECONCILE
+
     key = ("acme", "editor", "outage")
     stream = engine.stream_of(key)
     engine.state = "down"
@@ -325,7 +391,8 @@ def test_an_update_from_another_process_reaches_local_clients_once():
 
     from wsserver.documents.room import Room
     from wsserver.documents.storage.memory import MemoryStore
-    room = Room(("acme", "editor", "once"), MemoryStore(), 1000, 10 ** 9)
+
+    room = Room(("acme", "editor", "once"), MemoryStore(), 1000, 10**9)
     client = FakeConnection()
     room.connections[client] = None
     remote = Doc()
@@ -342,11 +409,17 @@ def test_an_update_from_another_process_reaches_local_clients_once():
 
 def test_the_reader_skips_its_own_entries(engine):
     from wsserver.fanout.base import UPDATE, Subscription
+
     room = FakeRoom(("acme", "editor", "own"))
     stream = engine.stream_of(room.key)
     engine.subs[stream] = Subscription(room, stream, "0-0")
-    engine._deliver(stream, [("1-1", {b"h": engine.host, b"t": UPDATE, b"d": b"mine"}),
-                             ("1-2", {b"h": b"other", b"t": UPDATE, b"d": b"theirs"})])
+    engine._deliver(
+        stream,
+        [
+            ("1-1", {b"h": engine.host, b"t": UPDATE, b"d": b"mine"}),
+            ("1-2", {b"h": b"other", b"t": UPDATE, b"d": b"theirs"}),
+        ],
+    )
     assert room.updates == [b"theirs"]
     assert engine.subs[stream].position == "1-2"
 
@@ -370,7 +443,7 @@ def test_awareness_from_other_processes_follows_the_ownership_rule():
         conn.awareness_ignored = 0
         return conn
 
-    room = Room(("acme", "editor", "owners"), MemoryStore(), 1000, 10 ** 9)
+    room = Room(("acme", "editor", "owners"), MemoryStore(), 1000, 10**9)
     mallory, alice = connection("mallory"), connection("alice")
     room.connections[mallory] = room.connections[alice] = None
     room.apply_remote_awareness(update(7, 1), b"host-a", "alice")

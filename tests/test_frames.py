@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from wsserver.transport import frames
 from wsserver.errors import InvalidPayload, MessageTooBig, ProtocolViolation, UnsupportedData
+from wsserver.transport import frames
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -40,15 +40,19 @@ def reader(data, max_message_size=16 * 1024 * 1024):
 
 # --- server frames --------------------------------------------------------------------
 
-@pytest.mark.parametrize("length,header", [
-    (0, b"\x82\x00"),
-    (1, b"\x82\x01"),
-    (125, b"\x82\x7d"),
-    (126, b"\x82\x7e\x00\x7e"),
-    (65535, b"\x82\x7e\xff\xff"),
-    (65536, b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
-    (1 << 20, b"\x82\x7f\x00\x00\x00\x00\x00\x10\x00\x00"),
-])
+
+@pytest.mark.parametrize(
+    "length,header",
+    [
+        (0, b"\x82\x00"),
+        (1, b"\x82\x01"),
+        (125, b"\x82\x7d"),
+        (126, b"\x82\x7e\x00\x7e"),
+        (65535, b"\x82\x7e\xff\xff"),
+        (65536, b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+        (1 << 20, b"\x82\x7f\x00\x00\x00\x00\x00\x10\x00\x00"),
+    ],
+)
 def test_encode_frame_lengths(length, header):
     payload = os.urandom(length)
     frame = frames.encode_frame(frames.OP_BINARY, payload)
@@ -98,8 +102,9 @@ def test_parse_close():
     assert frames.parse_close(b"\x03") == (1005, "")
 
 
-@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014,
-                                  3000, 4001, 4999])
+@pytest.mark.parametrize(
+    "code", [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014, 3000, 4001, 4999]
+)
 def test_check_close_accepts_codes_allowed_on_the_wire(code):
     assert frames.check_close(struct.pack("!H", code) + "fin é".encode()) == (code, "fin é")
 
@@ -120,6 +125,7 @@ def test_check_close_payloads():
 
 
 # --- unmasking ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 7, 8, 13, 125, 126, 1023, 4097])
 def test_unmask_matches_naive_loop(length):
@@ -145,10 +151,12 @@ def test_reader_unmasks_payloads_larger_than_a_chunk(extra):
 
 
 def test_reader_small_messages():
-    data = (client_frame(frames.OP_BINARY, b"")
-            + client_frame(frames.OP_BINARY, b"\x00\x00\x01\x00")
-            + client_frame(frames.OP_BINARY, bytes(range(200)))
-            + client_frame(frames.OP_BINARY, b"z" * 70000))
+    data = (
+        client_frame(frames.OP_BINARY, b"")
+        + client_frame(frames.OP_BINARY, b"\x00\x00\x01\x00")
+        + client_frame(frames.OP_BINARY, bytes(range(200)))
+        + client_frame(frames.OP_BINARY, b"z" * 70000)
+    )
     r = reader(data)
     assert r.read_message() == (frames.OP_BINARY, b"")
     assert r.read_message() == (frames.OP_BINARY, b"\x00\x00\x01\x00")
@@ -159,14 +167,18 @@ def test_reader_small_messages():
 
 
 def test_reader_returns_control_frames():
-    r = reader(client_frame(frames.OP_PING, b"hi") + client_frame(frames.OP_PONG, b"")
-               + client_frame(frames.OP_CLOSE, b"\x03\xe8bye"))
+    r = reader(
+        client_frame(frames.OP_PING, b"hi")
+        + client_frame(frames.OP_PONG, b"")
+        + client_frame(frames.OP_CLOSE, b"\x03\xe8bye")
+    )
     assert r.read_message() == (frames.OP_PING, b"hi")
     assert r.read_message() == (frames.OP_PONG, b"")
     assert r.read_message() == (frames.OP_CLOSE, b"\x03\xe8bye")
 
 
 # --- limits and violations --------------------------------------------------------------
+
 
 class HeaderOnly(io.BytesIO):
     """A stream that fails the test if more than the header is read."""
@@ -211,15 +223,18 @@ def test_unmasked_client_frame_is_a_protocol_violation():
     assert info.value.close_code == 1002
 
 
-@pytest.mark.parametrize("data", [
-    client_frame(frames.OP_BINARY, b"abc", rsv=0x40),  # RSV1 without an extension
-    client_frame(0x3, b"abc"),  # reserved data opcode
-    client_frame(0xB, b""),  # reserved control opcode
-    client_frame(frames.OP_PING, b"x" * 126),  # control frame > 125
-    client_frame(frames.OP_PING, b"", fin=False),  # fragmented control frame
-    client_frame(frames.OP_CONTINUATION, b"abc"),  # continuation with nothing to continue
-    client_frame(frames.OP_BINARY, b"a", fin=False) + client_frame(frames.OP_BINARY, b"b"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        client_frame(frames.OP_BINARY, b"abc", rsv=0x40),  # RSV1 without an extension
+        client_frame(0x3, b"abc"),  # reserved data opcode
+        client_frame(0xB, b""),  # reserved control opcode
+        client_frame(frames.OP_PING, b"x" * 126),  # control frame > 125
+        client_frame(frames.OP_PING, b"", fin=False),  # fragmented control frame
+        client_frame(frames.OP_CONTINUATION, b"abc"),  # continuation with nothing to continue
+        client_frame(frames.OP_BINARY, b"a", fin=False) + client_frame(frames.OP_BINARY, b"b"),
+    ],
+)
 def test_malformed_frames_are_protocol_violations(data):
     with pytest.raises(ProtocolViolation):
         reader(data).read_message()
@@ -232,19 +247,23 @@ def test_text_frame_is_unsupported_data():
 
 
 def test_fragmented_text_is_unsupported_data():
-    data = client_frame(frames.OP_TEXT, b"he", fin=False) + client_frame(frames.OP_CONTINUATION, b"y")
+    data = client_frame(frames.OP_TEXT, b"he", fin=False) + client_frame(
+        frames.OP_CONTINUATION, b"y"
+    )
     with pytest.raises(UnsupportedData):
         reader(data).read_message()
 
 
 def test_fragmented_message_is_reassembled_with_control_frames_in_between():
     seen = []
-    data = (client_frame(frames.OP_BINARY, b"\x00\x02", fin=False)
-            + client_frame(frames.OP_PING, b"p1")
-            + client_frame(frames.OP_CONTINUATION, b"\x03ab", fin=False, mask=b"\x01\x02\x03\x04")
-            + client_frame(frames.OP_PONG, b"")
-            + client_frame(frames.OP_CONTINUATION, b"c")
-            + client_frame(frames.OP_BINARY, b"next"))
+    data = (
+        client_frame(frames.OP_BINARY, b"\x00\x02", fin=False)
+        + client_frame(frames.OP_PING, b"p1")
+        + client_frame(frames.OP_CONTINUATION, b"\x03ab", fin=False, mask=b"\x01\x02\x03\x04")
+        + client_frame(frames.OP_PONG, b"")
+        + client_frame(frames.OP_CONTINUATION, b"c")
+        + client_frame(frames.OP_BINARY, b"next")
+    )
     r = reader(data)
     r.on_control = lambda op, payload: seen.append((op, payload))
     assert r.read_message() == (frames.OP_BINARY, b"\x00\x02\x03abc")
@@ -253,8 +272,9 @@ def test_fragmented_message_is_reassembled_with_control_frames_in_between():
 
 
 def test_close_inside_a_fragmented_message_ends_it():
-    data = (client_frame(frames.OP_BINARY, b"ab", fin=False)
-            + client_frame(frames.OP_CLOSE, b"\x03\xe8"))
+    data = client_frame(frames.OP_BINARY, b"ab", fin=False) + client_frame(
+        frames.OP_CLOSE, b"\x03\xe8"
+    )
     assert reader(data).read_message() == (frames.OP_CLOSE, b"\x03\xe8")
 
 

@@ -27,9 +27,12 @@ from wsserver.transport import frames
 
 MAX_MESSAGE_SIZE = 4096
 # FUZZ_EXAMPLES=2000 for a longer hunt; the default keeps the whole file at some seconds.
-FUZZ = settings(deadline=None, database=None,
-                max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # Codes a hostile client may get: the token and name refusals, the protocol codes.
 HANDSHAKE_CODES = {4001, 4002, 4003, 4007}
 MESSAGE_CODES = {1000, 1002, 1003, 1007, 1009}
@@ -39,8 +42,13 @@ MESSAGE_CODES = {1000, 1002, 1003, 1007, 1009}
 def fuzz_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(base_config(
-        tmp, max_message_size=MAX_MESSAGE_SIZE, refusal_delay=0, storage="memory://")))
+    path.write_text(
+        yaml.safe_dump(
+            base_config(
+                tmp, max_message_size=MAX_MESSAGE_SIZE, refusal_delay=0, storage="memory://"
+            )
+        )
+    )
     server = ServerProcess(path).start()
     yield server
     server.stop()
@@ -52,6 +60,7 @@ def assert_clean_log(text):
 
 
 # --- raw sockets ----------------------------------------------------------------------------
+
 
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -72,9 +81,14 @@ class Raw:
 
     def __init__(self, server, path, headers):
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
-                 "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            "Host: 127.0.0.1",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ]
         lines += [f"{name}: {value}" for name, value in headers]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.buffer = b""
@@ -104,8 +118,8 @@ class Raw:
                 if length < 126 or offset > 2:
                     if len(self.buffer) >= offset + length:
                         opcode = self.buffer[0] & 0x0F
-                        payload = self.buffer[offset:offset + length]
-                        self.buffer = self.buffer[offset + length:]
+                        payload = self.buffer[offset : offset + length]
+                        self.buffer = self.buffer[offset + length :]
                         return opcode, payload
             self._read()
 
@@ -129,11 +143,16 @@ class Raw:
 # --- the handshake --------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=10)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
 
 
 def claim(good, *others):
@@ -148,12 +167,19 @@ def tokens(draw):
     if kind == "segments":
         parts = draw(st.lists(st.binary(max_size=40), min_size=1, max_size=4))
         return ".".join(b64url(p) for p in parts)
-    header = {"alg": draw(claim("HS256", st.sampled_from(["none", "RS256", "HS512", "EdDSA"]))),
-              "typ": "JWT"}
+    header = {
+        "alg": draw(claim("HS256", st.sampled_from(["none", "RS256", "HS512", "EdDSA"]))),
+        "typ": "JWT",
+    }
     if draw(st.booleans()):
         header["kid"] = draw(claim("k1", st.just("g1"), st.text(max_size=5)))
-    header.update(draw(st.dictionaries(st.sampled_from(["crit", "jku", "x5u", "b64", "cty"]),
-                                       json_values, max_size=2)))
+    header.update(
+        draw(
+            st.dictionaries(
+                st.sampled_from(["crit", "jku", "x5u", "b64", "cty"]), json_values, max_size=2
+            )
+        )
+    )
     now = 1_900_000_000
     payload = {
         "tenantId": draw(claim("acme", st.just("globex"), st.just("initech"))),
@@ -164,10 +190,24 @@ def tokens(draw):
     }
     for name in ("sub", "nbf", "iat", "limits", "documents", "access"):
         if draw(st.booleans()):
-            payload[name] = draw(st.one_of(
-                json_values, st.dictionaries(st.sampled_from(
-                    ["max_connections", "max_documents", "max_users_per_doc",
-                     "max_ops_per_minute", "x"]), json_values, max_size=3)))
+            payload[name] = draw(
+                st.one_of(
+                    json_values,
+                    st.dictionaries(
+                        st.sampled_from(
+                            [
+                                "max_connections",
+                                "max_documents",
+                                "max_users_per_doc",
+                                "max_ops_per_minute",
+                                "x",
+                            ]
+                        ),
+                        json_values,
+                        max_size=3,
+                    ),
+                )
+            )
     payload = {k: v for k, v in payload.items() if draw(st.integers(0, 9)) > 0}
     return jwt_of(header, payload, sign=draw(st.booleans()))
 
@@ -176,8 +216,14 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_si
 paths = st.one_of(
     st.just("/doc"),
     st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=80).map(lambda p: "/" + p),
-    st.text(max_size=30).map(lambda p: "/" + "".join(c if c.isprintable() and c != " " else "x"
-                                                      for c in p).encode().decode("latin-1")),
+    st.text(max_size=30).map(
+        lambda p: (
+            "/"
+            + "".join(c if c.isprintable() and c != " " else "x" for c in p)
+            .encode()
+            .decode("latin-1")
+        )
+    ),
 )
 
 
@@ -193,19 +239,39 @@ def handshakes(draw):
     if via in ("query", "mixed"):
         path += draw(st.sampled_from(["?token=", "?a=1&token=", "?token=x&token="])) + token
     if via in ("header", "mixed"):
-        headers.append(("Authorization", draw(st.sampled_from(["Bearer ", "bearer  ", "Basic "]))
-                        + token))
+        headers.append(
+            ("Authorization", draw(st.sampled_from(["Bearer ", "bearer  ", "Basic "])) + token)
+        )
     if draw(st.booleans()):
         headers.append(("Origin", draw(st.sampled_from(["https://editor.acme.com", "null", ""]))))
-    headers += draw(st.lists(st.tuples(st.sampled_from(
-        ["X-Forwarded-For", "Sec-WebSocket-Protocol", "Origin", "Authorization", "X-Junk"]),
-        header_text), max_size=2))
+    headers += draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "X-Forwarded-For",
+                        "Sec-WebSocket-Protocol",
+                        "Origin",
+                        "Authorization",
+                        "X-Junk",
+                    ]
+                ),
+                header_text,
+            ),
+            max_size=2,
+        )
+    )
     return path, headers
 
 
 def _bearer(header):
-    payload = {"tenantId": "acme", "appId": "editor", "aud": AUDIENCE, "scope": SCOPE,
-               "exp": 1_900_000_000}
+    payload = {
+        "tenantId": "acme",
+        "appId": "editor",
+        "aud": AUDIENCE,
+        "scope": SCOPE,
+        "exp": 1_900_000_000,
+    }
     return "/doc", [("Authorization", "Bearer " + jwt_of(header, payload, sign=True))]
 
 
@@ -235,6 +301,7 @@ def test_fuzz_the_handshake(fuzz_server, handshake):
 
 
 # --- messages and frames on an open connection ---------------------------------------------
+
 
 def _valid_update():
     doc = Doc(client_id=7)
@@ -278,18 +345,28 @@ awareness_states = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
     st.binary(max_size=20),
-    st.just(b""), st.just(b"null"), st.just(b'{"x": NaN}'))
+    st.just(b""),
+    st.just(b"null"),
+    st.just(b'{"x": NaN}'),
+)
 
 
 @st.composite
 def awareness_updates(draw):
-    entries = draw(st.lists(st.tuples(
-        st.one_of(st.integers(0, 2**32), st.integers(0, 2**56 - 1)),
-        st.one_of(st.integers(0, 10), st.integers(0, 2**56 - 1)),
-        awareness_states), max_size=3))
+    entries = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(st.integers(0, 2**32), st.integers(0, 2**56 - 1)),
+                st.one_of(st.integers(0, 10), st.integers(0, 2**56 - 1)),
+                awareness_states,
+            ),
+            max_size=3,
+        )
+    )
     data = var_uint(len(entries)) + b"".join(
         var_uint(cid) + var_uint(clock) + var_uint(len(state)) + state
-        for cid, clock, state in entries)
+        for cid, clock, state in entries
+    )
     return data
 
 
@@ -297,15 +374,19 @@ payloads = st.one_of(st.binary(max_size=64), mutated_updates())
 messages = st.one_of(
     payloads.map(codec.sync_update),
     payloads.map(codec.sync_step2),
-    st.one_of(st.binary(max_size=24), st.lists(st.tuples(st.integers(0, 2**40),
-                                                         st.integers(0, 2**40)), max_size=3)
-              .map(lambda pairs: var_uint(len(pairs)) + b"".join(var_uint(a) + var_uint(b)
-                                                                for a, b in pairs)))
-    .map(codec.sync_step1),
+    st.one_of(
+        st.binary(max_size=24),
+        st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)), max_size=3).map(
+            lambda pairs: (
+                var_uint(len(pairs)) + b"".join(var_uint(a) + var_uint(b) for a, b in pairs)
+            )
+        ),
+    ).map(codec.sync_step1),
     awareness_updates().map(codec.awareness),
     st.binary(max_size=16).map(lambda b: b"\x03" + b),  # query awareness (+ junk)
-    st.tuples(st.integers(0, 2**40), st.integers(0, 2**40), st.binary(max_size=16))
-    .map(lambda t: var_uint(t[0]) + var_uint(t[1]) + t[2]),
+    st.tuples(st.integers(0, 2**40), st.integers(0, 2**40), st.binary(max_size=16)).map(
+        lambda t: var_uint(t[0]) + var_uint(t[1]) + t[2]
+    ),
     st.binary(max_size=64),
 )
 
@@ -316,6 +397,7 @@ def _is_step2(message):
 
 def _open(server, doc):
     from conftest import make_token
+
     raw = Raw(server, f"/{doc}", [("Authorization", f"Bearer {make_token()}")])
     assert raw.status() == 101
     return raw
@@ -354,8 +436,9 @@ def raw_frames(draw):
     opcode = draw(st.integers(0, 15))
     payload = draw(st.binary(max_size=140))
     if opcode == frames.OP_CLOSE and draw(st.booleans()):
-        payload = struct.pack("!H", draw(st.integers(0, 65535))) + draw(st.one_of(
-            st.binary(max_size=20), st.text(max_size=20).map(str.encode)))
+        payload = struct.pack("!H", draw(st.integers(0, 65535))) + draw(
+            st.one_of(st.binary(max_size=20), st.text(max_size=20).map(str.encode))
+        )
     b0 = opcode | draw(st.sampled_from([0x80, 0x80, 0x00, 0x90, 0xC0]))
     masked = draw(st.sampled_from([True, True, True, False]))
     header = struct.pack("!BB", b0, (0x80 if masked else 0) | min(len(payload), 125))
@@ -398,13 +481,31 @@ def http_requests(draw):
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.x", b""]))
     headers = [(b"Host", b"127.0.0.1")]
     if draw(st.booleans()):
-        headers += [(b"Upgrade", draw(st.sampled_from([b"websocket", b"WebSocket", b"h2c"]))),
-                    (b"Connection", draw(st.sampled_from([b"Upgrade", b"keep-alive, Upgrade"])))]
-    headers += draw(st.lists(st.tuples(
-        st.sampled_from([b"Sec-WebSocket-Key", b"Sec-WebSocket-Version", b"Content-Length",
-                         b"Transfer-Encoding", b"Sec-WebSocket-Protocol", b"Origin",
-                         b"X-Forwarded-For", b"Expect", b"Junk_Header"]), http_bytes),
-        max_size=4))
+        headers += [
+            (b"Upgrade", draw(st.sampled_from([b"websocket", b"WebSocket", b"h2c"]))),
+            (b"Connection", draw(st.sampled_from([b"Upgrade", b"keep-alive, Upgrade"]))),
+        ]
+    headers += draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        b"Sec-WebSocket-Key",
+                        b"Sec-WebSocket-Version",
+                        b"Content-Length",
+                        b"Transfer-Encoding",
+                        b"Sec-WebSocket-Protocol",
+                        b"Origin",
+                        b"X-Forwarded-For",
+                        b"Expect",
+                        b"Junk_Header",
+                    ]
+                ),
+                http_bytes,
+            ),
+            max_size=4,
+        )
+    )
     body = draw(st.binary(max_size=30))
     lines = [b" ".join(p for p in (method, target, version) if p)]
     lines += [name + b": " + value for name, value in headers]
@@ -412,8 +513,13 @@ def http_requests(draw):
 
 
 def upgrade(*headers, version=b"HTTP/1.1"):
-    lines = [b"GET /doc " + version, b"Host: x", b"Upgrade: websocket", b"Connection: Upgrade",
-             *headers]
+    lines = [
+        b"GET /doc " + version,
+        b"Host: x",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        *headers,
+    ]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -423,7 +529,12 @@ def upgrade(*headers, version=b"HTTP/1.1"):
 @example(request=upgrade())  # no Sec-WebSocket-Version
 @example(request=upgrade(b"Sec-WebSocket-Version: 8"))
 @example(request=upgrade(b"Sec-WebSocket-Version: 13"))  # no key
-@example(request=upgrade(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Key: c2hvcnQ=", ))
+@example(
+    request=upgrade(
+        b"Sec-WebSocket-Version: 13",
+        b"Sec-WebSocket-Key: c2hvcnQ=",
+    )
+)
 @example(request=upgrade(b"Sec-WebSocket-Version: 13", version=b"HTTP/1.0"))
 # ...and this one raised binascii.Error (a key that is not base64)
 @example(request=upgrade(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Key: a"))
@@ -448,8 +559,12 @@ def test_fuzz_the_http_request(fuzz_server, request):
 
 
 @settings(FUZZ, max_examples=max(1, FUZZ.max_examples // 3))  # HTTP round trips are slower
-@given(name=st.text(max_size=80), token=tokens(), via=st.sampled_from(["query", "header", "none"]),
-       origin=st.sampled_from([None, "https://editor.acme.com", "https://evil.example", ""]))
+@given(
+    name=st.text(max_size=80),
+    token=tokens(),
+    via=st.sampled_from(["query", "header", "none"]),
+    origin=st.sampled_from([None, "https://editor.acme.com", "https://evil.example", ""]),
+)
 def test_fuzz_discovery(fuzz_server, name, token, via, origin):
     import urllib.error
     import urllib.parse
@@ -468,6 +583,10 @@ def test_fuzz_discovery(fuzz_server, name, token, via, origin):
             status, body = r.status, json.load(r)
     except urllib.error.HTTPError as e:
         status, body = e.code, json.load(e)
-    assert status == 200 or (400 <= status < 500 and body["code"] in HANDSHAKE_CODES), \
-        (status, body, name, token)
+    assert status == 200 or (400 <= status < 500 and body["code"] in HANDSHAKE_CODES), (
+        status,
+        body,
+        name,
+        token,
+    )
     assert_clean_log("".join(fuzz_server.output[start:]))

@@ -18,9 +18,15 @@ import uuid
 
 import pytest
 import yaml
-
-from conftest import (NODE_DIR, OTHER_SECRET, NodeProcess, ServerProcess, base_config,
-                      make_token, run_node)
+from conftest import (
+    NODE_DIR,
+    OTHER_SECRET,
+    NodeProcess,
+    ServerProcess,
+    base_config,
+    make_token,
+    run_node,
+)
 
 QUIET_SECONDS = 47  # > 45 s: y-websocket v3 reconnects after 30 s of silence, v4 after 45 s
 
@@ -56,13 +62,21 @@ def quiet_run(request, tmp_path_factory):
     """The quiet provider, started with the module so its wait overlaps the other tests
     (only when its test was selected). Its own server (default ping_interval 30 s) so
     nothing else touches it."""
-    if not any(item.name == "test_quiet_provider_stays_connected"
-               for item in request.session.items):
+    if not any(
+        item.name == "test_quiet_provider_stays_connected" for item in request.session.items
+    ):
         yield None
         return
     server = start_own_server(tmp_path_factory.mktemp("interop-quiet"))
-    node = NodeProcess("quiet.mjs", {"url": server.url, "token": make_token(),
-                                     "room": room("quiet"), "durationMs": QUIET_SECONDS * 1000})
+    node = NodeProcess(
+        "quiet.mjs",
+        {
+            "url": server.url,
+            "token": make_token(),
+            "room": room("quiet"),
+            "durationMs": QUIET_SECONDS * 1000,
+        },
+    )
     yield node, server
     node.kill()
     kill_server(server)
@@ -70,8 +84,9 @@ def quiet_run(request, tmp_path_factory):
 
 def cases(server, *specs, timeout=60):
     """Run handshake cases in parallel in one Node process; {id: result}."""
-    return run_node("cases.mjs", json.dumps({"url": server.url, "cases": list(specs)}),
-                    timeout=timeout)["results"]
+    return run_node(
+        "cases.mjs", json.dumps({"url": server.url, "cases": list(specs)}), timeout=timeout
+    )["results"]
 
 
 def assert_close(result, code):
@@ -84,16 +99,22 @@ def assert_close(result, code):
 
 
 def assert_ok(result):
-    assert result.get("error") is None and result["close"] is None and result["synced"], \
+    assert result.get("error") is None and result["close"] is None and result["synced"], (
         f"{result['id']}: expected a synced connection: {result}"
+    )
 
 
 # --- sync -----------------------------------------------------------------------------
 
+
 def test_two_providers_converge_on_concurrent_edits(shared):
     rounds = 15
-    r = run_node("converge.mjs", json.dumps(
-        {"url": shared.url, "token": make_token(), "room": room("converge"), "rounds": rounds}))
+    r = run_node(
+        "converge.mjs",
+        json.dumps(
+            {"url": shared.url, "token": make_token(), "room": room("converge"), "rounds": rounds}
+        ),
+    )
     assert r["a"] == r["b"], "the two providers did not converge"
     assert r["late"] == r["a"], "the server's state differs from the providers'"
     text = r["a"]["text"]
@@ -106,20 +127,25 @@ def test_two_providers_converge_on_concurrent_edits(shared):
     a_pos = [text.index(t) for t in a_tokens]
     b_pos = [text.index(t) for t in b_tokens]
     assert a_pos == sorted(a_pos) and b_pos == sorted(b_pos, reverse=True)
-    expected = ({f"a{i}": i for i in range(1, rounds + 1)}
-                | {f"b{i}": i for i in range(1, rounds + 1)})
+    expected = {f"a{i}": i for i in range(1, rounds + 1)} | {
+        f"b{i}": i for i in range(1, rounds + 1)
+    }
     shared_value = r["a"]["map"].pop("shared")
     assert shared_value in ("from-a", "from-b")
     assert r["a"]["map"] == expected
 
 
 def test_late_joiner_gets_full_state(shared):
-    r = run_node("late_join.mjs", json.dumps(
-        {"url": shared.url, "token": make_token(), "room": room("late")}))
+    r = run_node(
+        "late_join.mjs",
+        json.dumps({"url": shared.url, "token": make_token(), "room": room("late")}),
+    )
     expected = {
         "text": "hello yjs!",
-        "map": {**{f"k{i}": {"i": i, "even": i % 2 == 0} for i in range(1, 20)},
-                "last": "transaction"},
+        "map": {
+            **{f"k{i}": {"i": i, "even": i % 2 == 0} for i in range(1, 20)},
+            "last": "transaction",
+        },
         "list": ["one", "three"],
     }
     assert r["writer"] == expected
@@ -134,8 +160,10 @@ def test_late_joiner_gets_full_state(shared):
 
 
 def test_awareness_appears_and_disappears(shared):
-    r = run_node("awareness.mjs", json.dumps(
-        {"url": shared.url, "token": make_token(), "room": room("awareness")}))
+    r = run_node(
+        "awareness.mjs",
+        json.dumps({"url": shared.url, "token": make_token(), "room": room("awareness")}),
+    )
     a, b, c = r["aId"], r["bId"], r["cId"]
     assert r["bSaw"] == {"user": {"name": "alice", "color": "#ff0000"}}
     # Exactly the clients: the server has no awareness state of its own.
@@ -153,13 +181,21 @@ def test_awareness_appears_and_disappears(shared):
 
 # --- restarts -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server, storage, request):
-    server = start_server(**({"storage": request.getfixturevalue("pg_url")}
-                             if storage == "postgres" else {}))
-    node = NodeProcess("restart_sigterm.mjs", {
-        "url": server.url, "token": make_token(),
-        "persistRoom": room("persist"), "liveRoom": room("live")})
+    server = start_server(
+        **({"storage": request.getfixturevalue("pg_url")} if storage == "postgres" else {})
+    )
+    node = NodeProcess(
+        "restart_sigterm.mjs",
+        {
+            "url": server.url,
+            "token": make_token(),
+            "persistRoom": room("persist"),
+            "liveRoom": room("live"),
+        },
+    )
     try:
         node.wait_phase("ready", 20)
         started = time.monotonic()
@@ -181,21 +217,26 @@ def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server, st
     # A and B reconnected by themselves and kept collaborating.
     assert r["aStatuses"].count("connected") >= 2
     assert r["offline"]
-    assert r["a"] == r["b"] == {"text": "A before. A offline. A after.", "map": {"b": "before"},
-                                "list": []}
+    assert (
+        r["a"]
+        == r["b"]
+        == {"text": "A before. A offline. A after.", "map": {"b": "before"}, "list": []}
+    )
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
-@pytest.mark.parametrize("overrides", [{}, {"compact_after_updates": 25}],
-                         ids=["log", "compacting"])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"compact_after_updates": 25}], ids=["log", "compacting"]
+)
 def test_kill9_keeps_confirmed_edits(start_server, overrides, storage, request):
     if storage == "postgres":
         overrides = dict(overrides, storage=request.getfixturevalue("pg_url"))
     server = start_server(**overrides)
     name = room("kill9")
     count = 60
-    node = NodeProcess("kill.mjs", {"url": server.url, "token": make_token(), "room": name,
-                                    "count": count})
+    node = NodeProcess(
+        "kill.mjs", {"url": server.url, "token": make_token(), "room": name, "count": count}
+    )
     try:
         ready = node.wait_phase("ready", 20)
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -205,8 +246,9 @@ def test_kill9_keeps_confirmed_edits(start_server, overrides, storage, request):
     assert ready["updates"] == 2 * count  # a text insert and a map set each
     assert r["closes"]["w"]["code"] == 1006  # the process died: no close frame
     server.restart()
-    read = cases(server, {"id": "read", "room": name, "token": make_token(),
-                          "expect": "ok"})["read"]
+    read = cases(server, {"id": "read", "room": name, "token": make_token(), "expect": "ok"})[
+        "read"
+    ]
     assert_ok(read)
     assert read["content"] == ready["content"]
     assert read["content"]["text"] == "".join(f"[{i}]" for i in range(count))
@@ -220,8 +262,10 @@ def test_kill9_while_writing_loses_no_echoed_update(start_server, storage, reque
         overrides["storage"] = request.getfixturevalue("pg_url")
     server = start_server(**overrides)
     name = room("kill9-writing")
-    node = NodeProcess("kill_writing.mjs", {"url": server.url, "token": make_token(),
-                                            "room": name, "intervalMs": 5})
+    node = NodeProcess(
+        "kill_writing.mjs",
+        {"url": server.url, "token": make_token(), "room": name, "intervalMs": 5},
+    )
     try:
         node.wait_phase("writing", 20)
         time.sleep(1.5)
@@ -232,7 +276,9 @@ def test_kill9_while_writing_loses_no_echoed_update(start_server, storage, reque
     assert r["close"]["code"] == 1006
     assert len(r["confirmed"]) > 50, r["sent"]
     server.restart()
-    read = cases(server, {"id": "read", "room": name, "token": make_token(), "expect": "ok"})["read"]
+    read = cases(server, {"id": "read", "room": name, "token": make_token(), "expect": "ok"})[
+        "read"
+    ]
     assert_ok(read)
     stored = read["content"]["map"]
     lost = [i for i in r["confirmed"] if stored.get(f"k{i}") != i]
@@ -241,13 +287,28 @@ def test_kill9_while_writing_loses_no_echoed_update(start_server, storage, reque
 
 # --- auth -----------------------------------------------------------------------------
 
+
 def test_each_auth_method_works(shared):
-    tokens = {via: make_token(sub=f"user-{via}-{uuid.uuid4().hex}")
-              for via in ("protocol", "query", "header")}
+    tokens = {
+        via: make_token(sub=f"user-{via}-{uuid.uuid4().hex}")
+        for via in ("protocol", "query", "header")
+    }
     rooms = {via: room(f"auth-{via}") for via in tokens}
     # Each method writes to its own document...
-    written = cases(shared, *({"id": via, "room": rooms[via], "token": tokens[via], "via": via,
-                               "expect": "ok", "write": f"via {via}"} for via in tokens))
+    written = cases(
+        shared,
+        *(
+            {
+                "id": via,
+                "room": rooms[via],
+                "token": tokens[via],
+                "via": via,
+                "expect": "ok",
+                "write": f"via {via}",
+            }
+            for via in tokens
+        ),
+    )
     for via, result in written.items():
         assert_ok(result)
         assert result["content"]["text"] == f"via {via}"
@@ -255,12 +316,26 @@ def test_each_auth_method_works(shared):
     assert written["protocol"]["protocol"] == "access_token"
     # ...and another method reads it: all three reach the same tenant/app namespace.
     readers = {"protocol": "header", "query": "protocol", "header": "query"}
-    read = cases(shared, *({"id": via, "room": rooms[via], "token": make_token(),
-                            "via": readers[via], "expect": "ok"} for via in tokens))
+    read = cases(
+        shared,
+        *(
+            {
+                "id": via,
+                "room": rooms[via],
+                "token": make_token(),
+                "via": readers[via],
+                "expect": "ok",
+            }
+            for via in tokens
+        ),
+    )
     for via, result in read.items():
         assert_ok(result)
-        assert result["content"] == {"text": f"via {via}", "map": {"writer": f"via {via}"},
-                                     "list": []}
+        assert result["content"] == {
+            "text": f"via {via}",
+            "map": {"writer": f"via {via}"},
+            "list": [],
+        }
     assert read["query"]["upgradeProtocol"] == "access_token"  # read via subprotocol
     # A token is never logged, wherever it came from.
     log = shared.log()
@@ -275,8 +350,12 @@ def test_subprotocol_selection_is_exact(shared):
     r = cases(
         shared,
         {"id": "exact", "room": name, "raw": True, "protocols": ["access_token", token]},
-        {"id": "bearer", "room": name, "raw": True,
-         "headers": {"Authorization": f"Bearer {token}"}},
+        {
+            "id": "bearer",
+            "room": name,
+            "raw": True,
+            "headers": {"Authorization": f"Bearer {token}"},
+        },
         {"id": "lookalike", "room": name, "raw": True, "protocols": ["not_access_token_v2", token]},
         {"id": "prefix", "room": name, "raw": True, "protocols": ["access_token_v2", token]},
     )
@@ -297,6 +376,7 @@ def test_scp_claim_is_accepted(shared):
 
 
 # --- close codes ----------------------------------------------------------------------
+
 
 def test_close_codes_seen_by_provider(shared):
     now = int(time.time())
@@ -325,8 +405,10 @@ def test_close_codes_seen_by_provider(shared):
         "unknown_tenant": (4002, {"token": make_token(tenant="initech")}),
         # 4003: valid token, but not for anything configured / not from an allowed origin
         "unknown_app": (4003, {"token": make_token(app="nope")}),
-        "locked_bad_origin": (4003, {"token": make_token(app="locked"),
-                                     "origin": "https://evil.example"}),
+        "locked_bad_origin": (
+            4003,
+            {"token": make_token(app="locked"), "origin": "https://evil.example"},
+        ),
         "locked_no_origin": (4003, {"token": make_token(app="locked")}),
         # 4007: document names
         "name_256": (4007, {"room": "a" * 256}),
@@ -341,12 +423,16 @@ def test_close_codes_seen_by_provider(shared):
         "expired_unknown_app": (4002, {"token": make_token(app="nope", ttl=-60)}),
         "expired_unknown_tenant": (4002, {"token": make_token(tenant="initech", ttl=-60)}),
         "bad_signature_unknown_app": (4002, {"token": make_token(app="nope", secret=OTHER_SECRET)}),
-        "bad_audience_bad_origin": (4002, {"token": make_token(app="locked", aud="x"),
-                                           "origin": "https://evil.example"}),
+        "bad_audience_bad_origin": (
+            4002,
+            {"token": make_token(app="locked", aud="x"), "origin": "https://evil.example"},
+        ),
     }
     oks = {
-        "locked_good_origin": {"token": make_token(app="locked"),
-                               "origin": "https://editor.acme.com"},
+        "locked_good_origin": {
+            "token": make_token(app="locked"),
+            "origin": "https://editor.acme.com",
+        },
         "name_255": {"room": long_ok},
         "name_two_uuids": {"room": f"{uuid.uuid4()}_{uuid.uuid4()}"},
         "name_all_chars": {"room": f"A.b_c-9.{uuid.uuid4().hex[:8]}"},
@@ -364,9 +450,13 @@ def test_close_codes_seen_by_provider(shared):
     assert codes == {cid: code for cid, (code, _) in specs.items()}, results
     for cid, (code, _) in specs.items():
         assert_close(results[cid], code)
-    for word, cid in [("expired", "expired"), ("audience", "wrong_audience"),
-                      ("scope", "missing_scope"), ("signature", "bad_signature"),
-                      ("signature", "unknown_tenant")]:
+    for word, cid in [
+        ("expired", "expired"),
+        ("audience", "wrong_audience"),
+        ("scope", "missing_scope"),
+        ("signature", "bad_signature"),
+        ("signature", "unknown_tenant"),
+    ]:
         assert word in results[cid]["close"]["reason"].lower(), results[cid]
     for cid in oks:
         assert_ok(results[cid])
@@ -374,8 +464,12 @@ def test_close_codes_seen_by_provider(shared):
 
 def test_oversize_update_closes_1009_and_others_carry_on(start_server):
     server = start_server(max_message_size=4096)
-    r = run_node("oversize.mjs", json.dumps(
-        {"url": server.url, "token": make_token(), "room": room("oversize"), "size": 20000}))
+    r = run_node(
+        "oversize.mjs",
+        json.dumps(
+            {"url": server.url, "token": make_token(), "room": room("oversize"), "size": 20000}
+        ),
+    )
     assert r["bigClose"]["code"] == 1009, r
     assert r["bigClose"]["reason"] and len(r["bigClose"]["reason"].encode()) <= 123
     assert r["otherCloses"] == [] and r["otherConnected"], r
@@ -385,6 +479,7 @@ def test_oversize_update_closes_1009_and_others_carry_on(start_server):
 
 # --- tenant isolation -----------------------------------------------------------------
 
+
 def test_tenant_isolation(shared):
     name = room("same-name")
     namespaces = {
@@ -392,20 +487,34 @@ def test_tenant_isolation(shared):
         "acme_notes": make_token(app="notes"),
         "globex_editor": make_token(tenant="globex", app="editor", secret=OTHER_SECRET, kid="g1"),
     }
-    written = cases(shared, *({"id": ns, "room": name, "token": token, "expect": "ok",
-                               "write": f"data of {ns}"} for ns, token in namespaces.items()))
+    written = cases(
+        shared,
+        *(
+            {"id": ns, "room": name, "token": token, "expect": "ok", "write": f"data of {ns}"}
+            for ns, token in namespaces.items()
+        ),
+    )
     for ns, result in written.items():
         assert_ok(result)
         assert result["content"]["text"] == f"data of {ns}", result
-    read = cases(shared, *({"id": ns, "room": name, "token": token, "expect": "ok"}
-                           for ns, token in namespaces.items()))
+    read = cases(
+        shared,
+        *(
+            {"id": ns, "room": name, "token": token, "expect": "ok"}
+            for ns, token in namespaces.items()
+        ),
+    )
     for ns, result in read.items():
         assert_ok(result)
-        assert result["content"] == {"text": f"data of {ns}", "map": {"writer": f"data of {ns}"},
-                                     "list": []}, result
+        assert result["content"] == {
+            "text": f"data of {ns}",
+            "map": {"writer": f"data of {ns}"},
+            "list": [],
+        }, result
 
 
 # --- plain HTTP -----------------------------------------------------------------------
+
 
 def test_http_get_document_426_and_healthz(start_app):
     # Plain HTTP needs no socket: the app itself, through Flask's test client (the real
@@ -425,6 +534,7 @@ def test_http_get_document_426_and_healthz(start_app):
 
 
 # --- last: collects the quiet provider started with the module -------------------------
+
 
 def test_quiet_provider_stays_connected(quiet_run):
     node, server = quiet_run

@@ -39,8 +39,8 @@ REDIS_DB = 7  # the limits tests' own database on the session's redis-server
 
 # --- helpers ------------------------------------------------------------------------
 
-def plan_config(tmp_path, plans, apps=(("acme", "editor", "p"),), rate_limit=None,
-                **overrides):
+
+def plan_config(tmp_path, plans, apps=(("acme", "editor", "p"),), rate_limit=None, **overrides):
     """base_config with `plans`, each (tenant, app, plan) assigned, and `rate_limit`."""
     config = base_config(tmp_path, **overrides)
     config["plans"] = plans
@@ -52,15 +52,21 @@ def plan_config(tmp_path, plans, apps=(("acme", "editor", "p"),), rate_limit=Non
 
 
 def scenario(*steps, timeout=60):
-    out = run_node("limits.mjs", json.dumps({"steps": list(steps), "timeout": timeout * 1000}),
-                   timeout=timeout + 30)
+    out = run_node(
+        "limits.mjs",
+        json.dumps({"steps": list(steps), "timeout": timeout * 1000}),
+        timeout=timeout + 30,
+    )
     return out["results"]
 
 
 def opens(results):
     """[(id, 'synced' or the close code)] of the scenario's open steps, in order."""
-    return [(r["id"], "synced" if r["status"] == "synced" else r["code"])
-            for r in results if r["op"] == "open"]
+    return [
+        (r["id"], "synced" if r["status"] == "synced" else r["code"])
+        for r in results
+        if r["op"] == "open"
+    ]
 
 
 def op_open(server, id, doc, token, xff=None):
@@ -99,8 +105,9 @@ def connect(server, doc, token, xff=None):
     """A raw WebSocket client: (ws, None) once the server has sent sync step 1 (admitted),
     or (None, close code) when the handshake was refused."""
     header = [f"X-Forwarded-For: {xff}"] if xff else []
-    ws = websocket.create_connection(f"{server.url}/{doc}", subprotocols=["access_token", token],
-                                     header=header, timeout=10)
+    ws = websocket.create_connection(
+        f"{server.url}/{doc}", subprotocols=["access_token", token], header=header, timeout=10
+    )
     opcode, data = ws.recv_data(control_frame=True)
     if opcode == websocket.ABNF.OPCODE_CLOSE:
         ws.close()
@@ -129,6 +136,7 @@ def redis_db(redis_url):
 
 # --- 4004, 4005, 4008 with the real provider -----------------------------------------
 
+
 def test_connection_limit_4004(tmp_path, start_server):
     server = start_server(config=plan_config(tmp_path, {"p": {"max_connections": 2}}))
     alice = make_token(sub="alice")
@@ -138,18 +146,29 @@ def test_connection_limit_4004(tmp_path, start_server):
         op_open(server, "c", "d3", make_token(sub="carol")),  # the 3rd: refused
         # Other apps have their own counts: acme/notes (no plan), globex/editor.
         op_open(server, "notes", "d1", make_token(app="notes", sub="alice")),
-        op_open(server, "globex", "d1", make_token(tenant="globex", kid="g1",
-                                                   secret=OTHER_SECRET, sub="alice")),
+        op_open(
+            server,
+            "globex",
+            "d1",
+            make_token(tenant="globex", kid="g1", secret=OTHER_SECRET, sub="alice"),
+        ),
         op_close("a"),
         op_settle(server, 3),
         op_open(server, "d", "d3", make_token(sub="carol")),  # a's share is back
         op_open(server, "e", "d4", alice),  # full again
     )
-    assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", 4004),
-                              ("notes", "synced"), ("globex", "synced"), ("d", "synced"),
-                              ("e", 4004)]
-    assert [r["reason"] for r in results if r.get("code") == 4004] == \
-        ["connection limit reached"] * 2
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", "synced"),
+        ("c", 4004),
+        ("notes", "synced"),
+        ("globex", "synced"),
+        ("d", "synced"),
+        ("e", 4004),
+    ]
+    assert [r["reason"] for r in results if r.get("code") == 4004] == [
+        "connection limit reached"
+    ] * 2
     assert healthz(server)["refused"] == {"4004": 2}
     log = server.log()
     assert log.count("refused 4004") == 2
@@ -173,8 +192,14 @@ def test_document_limit_4005(tmp_path, start_server):
         op_settle(server, 1),
         op_open(server, "f", "d3", token),  # d1 is no longer active
     )
-    assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", 4005), ("d", "synced"),
-                              ("e", 4005), ("f", "synced")]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", "synced"),
+        ("c", 4005),
+        ("d", "synced"),
+        ("e", 4005),
+        ("f", "synced"),
+    ]
     assert healthz(server)["refused"] == {"4005": 2}
     assert "refused 4005 document limit reached: app=acme/editor ip=127.0.0.1" in server.log()
 
@@ -200,17 +225,29 @@ def test_user_limit_4008(tmp_path, start_server):
         op_open(server, "n2", "anon-doc", anonymous),
         op_open(server, "n3", "anon-doc", anonymous),  # three connections, three users
     )
-    assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", 4008), ("a2", "synced"),
-                              ("anon", 4008), ("c2", "synced"), ("c3", "synced"), ("d", 4008),
-                              ("n1", "synced"), ("n2", "synced"), ("n3", 4008)]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", "synced"),
+        ("c", 4008),
+        ("a2", "synced"),
+        ("anon", 4008),
+        ("c2", "synced"),
+        ("c3", "synced"),
+        ("d", 4008),
+        ("n1", "synced"),
+        ("n2", "synced"),
+        ("n3", 4008),
+    ]
     assert healthz(server)["refused"] == {"4008": 4}
 
 
 # --- 4006: handshakes per IP ---------------------------------------------------------
 
+
 def test_handshake_rate_4006(tmp_path, start_server):
-    server = start_server(config=plan_config(
-        tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "3/6seconds"}))
+    server = start_server(
+        config=plan_config(tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "3/6seconds"})
+    )
     token = make_token(sub="alice")
     results = scenario(
         op_open(server, "a", "d1", token),
@@ -221,26 +258,40 @@ def test_handshake_rate_4006(tmp_path, start_server):
         op_open(server, "bad", "d5", "not-a-token"),
         op_close("a"),  # closing frees nothing: the window has to move
         op_settle(server, 2),
-        {"op": "openRetry", "id": "e", "url": server.url, "doc": "d1", "token": token,
-         "every": 300, "max": 20000},
+        {
+            "op": "openRetry",
+            "id": "e",
+            "url": server.url,
+            "doc": "d1",
+            "token": token,
+            "every": 300,
+            "max": 20000,
+        },
     )
-    assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", "synced"), ("d", 4006),
-                              ("bad", 4006)]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", "synced"),
+        ("c", "synced"),
+        ("d", 4006),
+        ("bad", 4006),
+    ]
     assert [r["reason"] for r in results if r.get("code") == 4006] == ["too many handshakes"] * 2
     retry = results[-1]["attempts"]
     assert retry[-1] == "synced", retry  # accepted again once the window moved on
     assert set(retry[:-1]) <= {4006}, retry
     refused = healthz(server)["refused"]
     assert refused == {"4006": 2 + len(retry) - 1}
-    assert "refused 4006 too many handshakes: app=- ip=127.0.0.1 (over 3 per 6 second)" \
-        in server.log()
+    assert (
+        "refused 4006 too many handshakes: app=- ip=127.0.0.1 (over 3 per 6 second)" in server.log()
+    )
 
 
 def test_forwarded_for_is_ignored_unless_trusted(tmp_path, start_server):
     token = make_token(sub="alice")
     # trusted_proxies 0: the header is the client's own text; everyone is 127.0.0.1.
-    untrusted = start_server(config=plan_config(
-        tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "2/minute"}))
+    untrusted = start_server(
+        config=plan_config(tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "2/minute"})
+    )
     results = scenario(
         op_open(untrusted, "a", "d1", token, xff="198.51.100.1"),
         op_open(untrusted, "b", "d2", token, xff="198.51.100.2"),
@@ -252,9 +303,14 @@ def test_forwarded_for_is_ignored_unless_trusted(tmp_path, start_server):
 
     # trusted_proxies 1: the last hop (what our proxy saw) is the client; hops to its left
     # were written by the client and change nothing.
-    trusted = start_server(config=plan_config(
-        tmp_path, {}, apps=(),
-        rate_limit={"handshakes_per_ip": "2/minute", "trusted_proxies": 1}))
+    trusted = start_server(
+        config=plan_config(
+            tmp_path,
+            {},
+            apps=(),
+            rate_limit={"handshakes_per_ip": "2/minute", "trusted_proxies": 1},
+        )
+    )
     results = scenario(
         op_open(trusted, "a", "d1", token, xff="203.0.113.5"),
         op_open(trusted, "b", "d2", token, xff="198.51.100.77, 203.0.113.5"),
@@ -262,12 +318,18 @@ def test_forwarded_for_is_ignored_unless_trusted(tmp_path, start_server):
         op_open(trusted, "d", "d4", token, xff="203.0.113.6"),  # another client
         op_open(trusted, "e", "d5", token),  # no header: the socket peer
     )
-    assert opens(results) == [("a", "synced"), ("b", "synced"), ("c", 4006), ("d", "synced"),
-                              ("e", "synced")]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", "synced"),
+        ("c", 4006),
+        ("d", "synced"),
+        ("e", "synced"),
+    ]
     assert "refused 4006 too many handshakes: app=- ip=203.0.113.5" in trusted.log()
 
 
 # --- every refusal is counted ---------------------------------------------------------
+
 
 def refused_code(server, path, token=None):
     """The close code of a raw handshake to `path` (token by subprotocol when given)."""
@@ -283,29 +345,33 @@ def test_every_handshake_refusal_is_counted_in_healthz(tmp_path, start_server):
     server = start_server(config=plan_config(tmp_path, {"p": {"max_connections": 1}}))
     good = make_token(sub="alice")
     held, _ = connect(server, "d1", good)
-    codes = [refused_code(server, "/d1"),  # no token
-             refused_code(server, "/d1", make_token(ttl=-60)),  # expired
-             refused_code(server, "/d1", make_token(secret=OTHER_SECRET)),  # bad signature
-             refused_code(server, "/d1", make_token(app="nope")),  # unknown app
-             refused_code(server, "/.hidden", good),  # bad name
-             refused_code(server, "/d2", make_token(sub="bob"))]  # over max_connections
+    codes = [
+        refused_code(server, "/d1"),  # no token
+        refused_code(server, "/d1", make_token(ttl=-60)),  # expired
+        refused_code(server, "/d1", make_token(secret=OTHER_SECRET)),  # bad signature
+        refused_code(server, "/d1", make_token(app="nope")),  # unknown app
+        refused_code(server, "/.hidden", good),  # bad name
+        refused_code(server, "/d2", make_token(sub="bob")),
+    ]  # over max_connections
     assert codes == [4001, 4002, 4002, 4003, 4007, 4004]
     # /discovery answers what the handshake would, and counts it the same way.
-    request = urllib.request.Request(server.http + "/discovery?documentName=.x",
-                                     headers={"Authorization": f"Bearer {good}"})
+    request = urllib.request.Request(
+        server.http + "/discovery?documentName=.x", headers={"Authorization": f"Bearer {good}"}
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400
     held.close()
-    assert healthz(server)["refused"] == {"4001": 1, "4002": 2, "4003": 1, "4004": 1,
-                                          "4007": 2}
+    assert healthz(server)["refused"] == {"4001": 1, "4002": 2, "4003": 1, "4004": 1, "4007": 2}
 
 
 # --- the token's `limits` claim ------------------------------------------------------
 
+
 def test_limits_claim_lowers_and_never_raises(tmp_path, start_server):
-    server = start_server(config=plan_config(
-        tmp_path, {"p": {"max_users_per_doc": 3, "max_connections": 10}}))
+    server = start_server(
+        config=plan_config(tmp_path, {"p": {"max_users_per_doc": 3, "max_connections": 10}})
+    )
     results = scenario(
         op_open(server, "a", "doc", make_token(sub="alice")),
         # Lowered to 1 user for this connection: alice is there already.
@@ -322,8 +388,17 @@ def test_limits_claim_lowers_and_never_raises(tmp_path, start_server):
         op_open(server, "g", "doc", make_token(sub="gus", limits={"max_users_per_doc": "many"})),
         op_open(server, "h", "doc", make_token(sub="hal", limits={"max_user_per_doc": 1})),
     )
-    assert opens(results) == [("a", "synced"), ("b", 4008), ("b2", "synced"), ("c", "synced"),
-                              ("d", 4008), ("e", 4004), ("f", 4004), ("g", 4002), ("h", 4002)]
+    assert opens(results) == [
+        ("a", "synced"),
+        ("b", 4008),
+        ("b2", "synced"),
+        ("c", "synced"),
+        ("d", 4008),
+        ("e", 4004),
+        ("f", 4004),
+        ("g", 4002),
+        ("h", 4002),
+    ]
     reasons = {r["id"]: r["reason"] for r in results if r["op"] == "open" and "reason" in r}
     assert reasons["g"].startswith("invalid limits claim")
     assert reasons["h"] == "invalid limits claim: unknown limit 'max_user_per_doc'"
@@ -331,10 +406,15 @@ def test_limits_claim_lowers_and_never_raises(tmp_path, start_server):
 
 # --- 4006: messages per connection ---------------------------------------------------
 
+
 def test_message_rate_close_4006(tmp_path, start_server):
-    server = start_server(config=plan_config(
-        tmp_path, {"p": {"max_ops_per_minute": 60}, "big": {"max_ops_per_minute": 6000}},
-        apps=(("acme", "editor", "p"), ("acme", "notes", "big"))))
+    server = start_server(
+        config=plan_config(
+            tmp_path,
+            {"p": {"max_ops_per_minute": 60}, "big": {"max_ops_per_minute": 6000}},
+            apps=(("acme", "editor", "p"), ("acme", "notes", "big")),
+        )
+    )
     results = scenario(
         op_open(server, "flooder", "doc", make_token(sub="flooder")),
         op_open(server, "typist", "doc", make_token(sub="typist")),
@@ -356,13 +436,18 @@ def test_message_rate_close_4006(tmp_path, start_server):
     assert edits["high"]["status"] == "open"
     assert healthz(server)["refused"] == {"4006": 2}
     log = server.log()
-    assert "refused 4006 too many messages: app=acme/editor ip=127.0.0.1 " \
-           "(over 60 messages/minute)" in log
-    assert "refused 4006 too many messages: app=acme/notes ip=127.0.0.1 " \
-           "(over 30 messages/minute)" in log
+    assert (
+        "refused 4006 too many messages: app=acme/editor ip=127.0.0.1 "
+        "(over 60 messages/minute)" in log
+    )
+    assert (
+        "refused 4006 too many messages: app=acme/notes ip=127.0.0.1 "
+        "(over 30 messages/minute)" in log
+    )
 
 
 # --- every close path releases -------------------------------------------------------
+
 
 def test_every_close_path_releases(tmp_path, start_server):
     server = start_server(config=plan_config(tmp_path, {"p": {"max_connections": 1}}))
@@ -395,15 +480,36 @@ def test_every_close_path_releases(tmp_path, start_server):
 
 # --- a flood ---------------------------------------------------------------------------
 
+
 def test_refused_flood_keeps_serving_other_ips(tmp_path, start_server):
-    server = start_server(config=plan_config(
-        tmp_path, {}, apps=(),
-        rate_limit={"handshakes_per_ip": "20/minute", "trusted_proxies": 1}))
-    result = run_node("limits-flood.mjs", json.dumps({
-        "port": server.port, "count": 2000, "concurrency": 50, "xff": "203.0.113.66",
-        "probe": {"url": server.url, "doc": "probe", "token": make_token(sub="probe"),
-                  "xff": "198.51.100.9"},
-        "probeAfter": 200, "timeout": 120000}), timeout=150)
+    server = start_server(
+        config=plan_config(
+            tmp_path,
+            {},
+            apps=(),
+            rate_limit={"handshakes_per_ip": "20/minute", "trusted_proxies": 1},
+        )
+    )
+    result = run_node(
+        "limits-flood.mjs",
+        json.dumps(
+            {
+                "port": server.port,
+                "count": 2000,
+                "concurrency": 50,
+                "xff": "203.0.113.66",
+                "probe": {
+                    "url": server.url,
+                    "doc": "probe",
+                    "token": make_token(sub="probe"),
+                    "xff": "198.51.100.9",
+                },
+                "probeAfter": 200,
+                "timeout": 120000,
+            }
+        ),
+        timeout=150,
+    )
     # The flood's first 20 pass the rate (and fail on the missing token); the rest: 4006.
     assert result["codes"] == {"4001": 20, "4006": 1980}
     assert result["errors"] == 0
@@ -417,13 +523,23 @@ def test_refused_flood_keeps_serving_other_ips(tmp_path, start_server):
 
 # --- across processes, on Redis ------------------------------------------------------
 
+
 def redis_config(tmp_path, redis_db, name, lease_seconds=3):
     config = plan_config(
-        tmp_path, {"conns": {"max_connections": 2}, "docs": {"max_documents": 1},
-                   "users": {"max_users_per_doc": 1}},
-        apps=(("acme", "editor", "conns"), ("acme", "notes", "docs"),
-              ("globex", "editor", "users")),
-        rate_limit={"lease_seconds": lease_seconds}, redis=redis_db)
+        tmp_path,
+        {
+            "conns": {"max_connections": 2},
+            "docs": {"max_documents": 1},
+            "users": {"max_users_per_doc": 1},
+        },
+        apps=(
+            ("acme", "editor", "conns"),
+            ("acme", "notes", "docs"),
+            ("globex", "editor", "users"),
+        ),
+        rate_limit={"lease_seconds": lease_seconds},
+        redis=redis_db,
+    )
     config["storage"] = f"sqlite:///{tmp_path}/{name}.sqlite3"
     return config
 
@@ -462,15 +578,13 @@ def test_limits_hold_across_processes_on_redis(tmp_path, start_server, redis_db)
     hold(s1, "z", globex("alice"))
     assert close_code_of(s2, "z", globex("bob")) == 4008
     hold(s2, "z", globex("alice"))
-    assert observer.usage("globex", "editor", "z") == {"connections": 2, "documents": 1,
-                                                      "users": 1}
+    assert observer.usage("globex", "editor", "z") == {"connections": 2, "documents": 1, "users": 1}
 
     # A clean shutdown (SIGTERM) gives back s1's share at once.
     assert observer.usage("acme", "notes") == {"connections": 2, "documents": 1}
     assert s1.stop() == 0
     assert observer.usage("acme", "notes") == {"connections": 1, "documents": 1}
-    assert observer.usage("globex", "editor", "z") == {"connections": 1, "documents": 1,
-                                                      "users": 1}
+    assert observer.usage("globex", "editor", "z") == {"connections": 1, "documents": 1, "users": 1}
     assert observer.usage("acme", "editor") == {"connections": 2, "documents": 2}
     for ws in held:
         if ws.sock is not None:
@@ -482,8 +596,10 @@ def test_killed_process_stops_counting_within_lease(tmp_path, start_server, redi
     s1 = start_server(config=redis_config(tmp_path, redis_db, "s1", lease_seconds=lease))
     s2 = start_server(config=redis_config(tmp_path, redis_db, "s2", lease_seconds=lease))
     observer = RedisQuota(redis_db, heartbeat=False)
-    held = [connect(s2, "d1", make_token(sub="alice"))[0],
-            connect(s2, "d2", make_token(sub="bob"))[0]]
+    held = [
+        connect(s2, "d1", make_token(sub="alice"))[0],
+        connect(s2, "d2", make_token(sub="bob"))[0],
+    ]
     assert None not in held
     assert close_code_of(s1, "d3", make_token(sub="carol")) == 4004
 
@@ -494,8 +610,12 @@ def test_killed_process_stops_counting_within_lease(tmp_path, start_server, redi
     if first != 4004:
         assert time.monotonic() - killed >= lease, "a killed process stopped counting at once"
     # ...and then they do not: within the lease (plus the time to ask).
-    wait_for(lambda: close_code_of(s1, "d3", make_token(sub="carol")) == "open",
-             lease * 3 + 10, "the killed process's lease to expire", every=0.25)
+    wait_for(
+        lambda: close_code_of(s1, "d3", make_token(sub="carol")) == "open",
+        lease * 3 + 10,
+        "the killed process's lease to expire",
+        every=0.25,
+    )
     assert time.monotonic() - killed < lease + 5
     assert observer.usage("acme", "editor") == {"connections": 0, "documents": 0}
     for ws in held:
@@ -505,22 +625,33 @@ def test_killed_process_stops_counting_within_lease(tmp_path, start_server, redi
 
 def test_handshake_rate_shared_on_redis(tmp_path, start_server, redis_db):
     config = lambda name: plan_config(  # noqa: E731
-        tmp_path, {}, apps=(), redis=redis_db, storage=f"sqlite:///{tmp_path}/{name}.sqlite3",
-        rate_limit={"handshakes_per_ip": "3/minute"})
+        tmp_path,
+        {},
+        apps=(),
+        redis=redis_db,
+        storage=f"sqlite:///{tmp_path}/{name}.sqlite3",
+        rate_limit={"handshakes_per_ip": "3/minute"},
+    )
     s1, s2 = start_server(config=config("s1")), start_server(config=config("s2"))
     token = make_token(sub="alice")
-    assert [close_code_of(s1, "d1", token), close_code_of(s2, "d1", token),
-            close_code_of(s1, "d1", token), close_code_of(s2, "d1", token),
-            close_code_of(s1, "d1", token)] == ["open", "open", "open", 4006, 4006]
+    assert [
+        close_code_of(s1, "d1", token),
+        close_code_of(s2, "d1", token),
+        close_code_of(s1, "d1", token),
+        close_code_of(s2, "d1", token),
+        close_code_of(s1, "d1", token),
+    ] == ["open", "open", "open", 4006, 4006]
     assert healthz(s1)["refused"] == {"4006": 1} and healthz(s2)["refused"] == {"4006": 1}
 
 
 def signal_kill():
     import signal
+
     return signal.SIGKILL
 
 
 # --- unit: backends ----------------------------------------------------------------------
+
 
 @pytest.fixture(params=["memory", "redis"])
 def backend(request):
@@ -575,8 +706,7 @@ def test_backend_user_rule(backend):
     with pytest.raises(UserLimit):
         backend.acquire(lease("d1", "u:bob"), limits)
     backend.acquire(lease("d2", "u:bob"), limits)  # per document
-    assert backend.usage("acme", "editor", "d1") == {"connections": 3, "documents": 2,
-                                                     "users": 1}
+    assert backend.usage("acme", "editor", "d1") == {"connections": 3, "documents": 2, "users": 1}
     tab1()
     with pytest.raises(UserLimit):
         backend.acquire(lease("d1", "u:bob"), limits)
@@ -585,27 +715,31 @@ def test_backend_user_rule(backend):
 def test_backend_refusal_leaves_no_trace(backend):
     backend.acquire(lease("d1", "u:alice"), Limits())
     before = backend.usage("acme", "editor", "d1")
-    for limits, error in ((Limits(max_connections=1), ConnectionLimit),
-                          (Limits(max_documents=1), DocumentLimit),
-                          (Limits(max_users_per_doc=1), UserLimit)):
+    for limits, error in (
+        (Limits(max_connections=1), ConnectionLimit),
+        (Limits(max_documents=1), DocumentLimit),
+        (Limits(max_users_per_doc=1), UserLimit),
+    ):
         with pytest.raises(error):
             backend.acquire(lease("d1" if error is UserLimit else "d2", "u:bob"), limits)
         assert backend.usage("acme", "editor", "d1") == before
-        assert backend.usage("acme", "editor", "d2") == {"connections": 1, "documents": 1,
-                                                         "users": 0}
+        assert backend.usage("acme", "editor", "d2") == {
+            "connections": 1,
+            "documents": 1,
+            "users": 0,
+        }
     assert dict(backend.held) == {lease("d1", "u:alice"): 1}
 
 
 def test_backend_unlimited_still_counts(backend):
     release = backend.acquire(lease(), Limits())
-    assert backend.usage("acme", "editor", "doc") == {"connections": 1, "documents": 1,
-                                                      "users": 1}
+    assert backend.usage("acme", "editor", "doc") == {"connections": 1, "documents": 1, "users": 1}
     release()
-    assert backend.usage("acme", "editor", "doc") == {"connections": 0, "documents": 0,
-                                                      "users": 0}
+    assert backend.usage("acme", "editor", "doc") == {"connections": 0, "documents": 0, "users": 0}
 
 
 # --- unit: Redis leases ----------------------------------------------------------------
+
 
 def test_redis_dead_instance_is_reaped_after_its_lease(redis_db):
     dead = RedisQuota(redis_db, lease_seconds=1, heartbeat=False)
@@ -632,8 +766,7 @@ def test_redis_reaped_instance_resyncs(redis_db):
     wait_for(lambda: observer.usage("acme", "editor")["connections"] == 0, 10, "the reaping")
     # It was only stalled: its next heartbeat finds it was reaped and writes back its share.
     slow.heartbeat()
-    assert observer.usage("acme", "editor", "d1") == {"connections": 2, "documents": 1,
-                                                      "users": 1}
+    assert observer.usage("acme", "editor", "d1") == {"connections": 2, "documents": 1, "users": 1}
     # So does an acquire that finds it reaped.
     wait_for(lambda: observer.usage("acme", "editor")["connections"] == 0, 10, "the reaping")
     slow.acquire(lease("d2"), Limits())
@@ -667,6 +800,7 @@ def test_redis_unreachable_fails_open_and_resyncs_later(redis_db, caplog):
 
 
 # --- unit: the message budget ------------------------------------------------------------
+
 
 class Clock:
     """A clock the test moves: `clock.now` seconds."""
@@ -723,17 +857,21 @@ def test_message_budget_closes_sustained_excess():
 
 # --- unit: client IP ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("peer, header, trusted, expected", [
-    ("10.0.0.9", None, 0, "10.0.0.9"),
-    ("10.0.0.9", "203.0.113.5", 0, "10.0.0.9"),  # untrusted: the header is ignored
-    ("10.0.0.9", "203.0.113.5", 1, "203.0.113.5"),
-    ("10.0.0.9", "198.51.100.1, 203.0.113.5", 1, "203.0.113.5"),  # forged left hop ignored
-    ("10.0.0.9", "198.51.100.1, 203.0.113.5, 10.0.0.2", 2, "203.0.113.5"),
-    ("10.0.0.9", "203.0.113.5", 2, "10.0.0.9"),  # fewer hops than proxies: the peer
-    ("10.0.0.9", "", 1, "10.0.0.9"),
-    ("10.0.0.9", "203.0.113.5:41234", 1, "203.0.113.5"),
-    ("10.0.0.9", "[2001:db8::1]:443", 1, "2001:db8::1"),
-])
+
+@pytest.mark.parametrize(
+    "peer, header, trusted, expected",
+    [
+        ("10.0.0.9", None, 0, "10.0.0.9"),
+        ("10.0.0.9", "203.0.113.5", 0, "10.0.0.9"),  # untrusted: the header is ignored
+        ("10.0.0.9", "203.0.113.5", 1, "203.0.113.5"),
+        ("10.0.0.9", "198.51.100.1, 203.0.113.5", 1, "203.0.113.5"),  # forged left hop ignored
+        ("10.0.0.9", "198.51.100.1, 203.0.113.5, 10.0.0.2", 2, "203.0.113.5"),
+        ("10.0.0.9", "203.0.113.5", 2, "10.0.0.9"),  # fewer hops than proxies: the peer
+        ("10.0.0.9", "", 1, "10.0.0.9"),
+        ("10.0.0.9", "203.0.113.5:41234", 1, "203.0.113.5"),
+        ("10.0.0.9", "[2001:db8::1]:443", 1, "2001:db8::1"),
+    ],
+)
 def test_client_ip(peer, header, trusted, expected):
     environ = {"REMOTE_ADDR": peer}
     if header is not None:
@@ -750,13 +888,15 @@ def test_client_ip(peer, header, trusted, expected):
 
 def test_rate_key_groups_ipv6_by_64():
     assert rate_key("203.0.113.5") == "203.0.113.5"
-    assert rate_key("2001:db8:1:2:aaaa::1") == rate_key("2001:db8:1:2:bbbb::2") == \
-        "2001:db8:1:2::/64"
+    assert (
+        rate_key("2001:db8:1:2:aaaa::1") == rate_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    )
     assert rate_key("::ffff:203.0.113.5") == "203.0.113.5"
     assert rate_key("unknown") == "unknown"
 
 
 # --- unit: the rate gate and /discovery's use of it --------------------------------------
+
 
 def test_rate_gate_refuses_with_retry_after():
     refusals = Refusals()
@@ -815,14 +955,18 @@ def test_rate_gate_off_by_default():
 
 # --- unit: settings ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("plans, key", [
-    ({"free": {"max_connections": -1}}, "plans.free.max_connections"),
-    ({"free": {"max_documents": "10"}}, "plans.free.max_documents"),
-    ({"free": {"max_ops_per_minute": 0}}, "plans.free.max_ops_per_minute"),
-    ({"free": {"max_conections": 1}}, "plans.free.max_conections"),
-    ({"free": [1]}, "plans.free"),
-    ([1], "plans"),
-])
+
+@pytest.mark.parametrize(
+    "plans, key",
+    [
+        ({"free": {"max_connections": -1}}, "plans.free.max_connections"),
+        ({"free": {"max_documents": "10"}}, "plans.free.max_documents"),
+        ({"free": {"max_ops_per_minute": 0}}, "plans.free.max_ops_per_minute"),
+        ({"free": {"max_conections": 1}}, "plans.free.max_conections"),
+        ({"free": [1]}, "plans.free"),
+        ([1], "plans"),
+    ],
+)
 def test_plans_errors_name_the_key(plans, key):
     with pytest.raises(ConfigError) as error:
         validate_plans("plans", plans)
@@ -830,19 +974,23 @@ def test_plans_errors_name_the_key(plans, key):
 
 
 def test_plans_values():
-    plans = validate_plans("plans", {"free": {"max_connections": 100, "max_documents": None},
-                                     "open": None})
+    plans = validate_plans(
+        "plans", {"free": {"max_connections": 100, "max_documents": None}, "open": None}
+    )
     assert plans == {"free": Limits(max_connections=100), "open": Limits()}
 
 
-@pytest.mark.parametrize("rate_limit, key", [
-    ({"handshakes_per_ip": "sixty a minute"}, "rate_limit.handshakes_per_ip"),
-    ({"trusted_proxies": -1}, "rate_limit.trusted_proxies"),
-    ({"trusted_proxies": True}, "rate_limit.trusted_proxies"),
-    ({"storage": "memcached://x"}, "rate_limit.storage"),
-    ({"lease_seconds": 0.5}, "rate_limit.lease_seconds"),
-    ({"lease": 30}, "rate_limit.lease"),
-])
+@pytest.mark.parametrize(
+    "rate_limit, key",
+    [
+        ({"handshakes_per_ip": "sixty a minute"}, "rate_limit.handshakes_per_ip"),
+        ({"trusted_proxies": -1}, "rate_limit.trusted_proxies"),
+        ({"trusted_proxies": True}, "rate_limit.trusted_proxies"),
+        ({"storage": "memcached://x"}, "rate_limit.storage"),
+        ({"lease_seconds": 0.5}, "rate_limit.lease_seconds"),
+        ({"lease": 30}, "rate_limit.lease"),
+    ],
+)
 def test_rate_limit_errors_name_the_key(rate_limit, key):
     with pytest.raises(ConfigError) as error:
         validate_rate_limit("rate_limit", rate_limit)
@@ -859,8 +1007,7 @@ def test_unknown_plan_stops_start_up(tmp_path):
 
 def test_example_config_loads():
     # With its own secret, as deployed (the development default is refused off loopback).
-    config = Config.load(str(ROOT / "config" / "example-limits.yaml"),
-                         env={"DEV_SECRET": "s" * 32})
+    config = Config.load(str(ROOT / "config" / "example-limits.yaml"), env={"DEV_SECRET": "s" * 32})
     assert config.plans["free"] == Limits(100, 10, 5, 6000)
     quota = build_quota(config, _authenticator(config.raw))
     assert quota.rate_gate.rates and isinstance(quota.backend, MemoryQuota)
@@ -868,9 +1015,12 @@ def test_example_config_loads():
 
 def test_storages():
     def config(rate_storage=None, redis=None):
-        return Config.from_mapping(base_config(
-            "/tmp", rate_limit={"storage": rate_storage} if rate_storage else None,
-            redis=redis))
+        return Config.from_mapping(
+            base_config(
+                "/tmp", rate_limit={"storage": rate_storage} if rate_storage else None, redis=redis
+            )
+        )
+
     assert storages(config()) == ("memory://", None)
     assert storages(config(redis="redis://r:6379/1")) == ("redis://r:6379/1", "redis://r:6379/1")
     assert storages(config(rate_storage="redis://q/2")) == ("redis://q/2", "redis://q/2")
@@ -883,14 +1033,20 @@ def test_limits_claim_rule():
     assert plan.lowered_by({"max_users_per_doc": 9}) == plan
     assert plan.lowered_by({"max_documents": 2}) == Limits(10, 2, 3, None)
     assert plan.lowered_by({}) == plan
-    for bad in ({"max_users_per_doc": -1}, {"max_users_per_doc": True}, {"other": 1}, [1],
-                {"max_ops_per_minute": 0}):
+    for bad in (
+        {"max_users_per_doc": -1},
+        {"max_users_per_doc": True},
+        {"other": 1},
+        [1],
+        {"max_ops_per_minute": 0},
+    ):
         with pytest.raises(ValueError):
             plan.lowered_by(bad)
 
 
 def _authenticator(config):
     from wsserver.handshake.auth import Authenticator
+
     return Authenticator.from_config(config["auth"])
 
 
@@ -930,8 +1086,7 @@ def test_redis_release_during_a_resync_does_not_count_an_open_connection_out(red
         gevent.sleep(0)
         stalled.set()
         gevent.joinall([in_flight, resync, closing], raise_error=True)
-        assert quota.usage("race", "app", "doc") == {"connections": 2, "documents": 2,
-                                                     "users": 1}
+        assert quota.usage("race", "app", "doc") == {"connections": 2, "documents": 2, "users": 1}
         assert dict(quota.held) == {lease: 1, other: 1}
     finally:
         quota.close()

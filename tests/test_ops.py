@@ -24,9 +24,9 @@ from datetime import datetime
 import pytest
 import websocket
 import yaml
+from conftest import NODE_DIR, ROOT, ServerProcess, base_config, free_port, make_token
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NODE_DIR, ROOT, ServerProcess, base_config, free_port, make_token
 from wsserver.http.admin import RedisBoard
 from wsserver.logs import redact
 from wsserver.transport import frames
@@ -34,8 +34,15 @@ from wsserver.transport import frames
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def doc_name(prefix):
@@ -43,6 +50,7 @@ def doc_name(prefix):
 
 
 # --- HTTP and metrics helpers --------------------------------------------------------
+
 
 def http(method, url, token=None, timeout=10):
     """(status, parsed JSON or text body, headers) of one request."""
@@ -63,8 +71,11 @@ def scrape(base, token=None):
     """{(sample name, frozenset of labels): value} of GET /metrics."""
     status, body, _ = http("GET", f"{base}/metrics", token)
     assert status == 200, body
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
 
 
 def value(samples, name, **labels):
@@ -96,15 +107,21 @@ def refused_handshake(url, doc="refused-doc", **options):
 
 # --- providers held open -------------------------------------------------------------
 
+
 class Providers:
     """tests/node/ops.mjs: providers on one document, editing on command."""
 
     def __init__(self, url, room, subs, names=None, via_tokens=None):
         tokens = via_tokens or [make_token(sub=sub) for sub in subs]
         spec = {"url": url, "room": room, "tokens": tokens, "names": names}
-        self.proc = subprocess.Popen(["node", str(NODE_DIR / "ops.mjs"), json.dumps(spec)],
-                                     cwd=NODE_DIR, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / "ops.mjs"), json.dumps(spec)],
+            cwd=NODE_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines = queue.Queue()
         self.stderr = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -123,11 +140,13 @@ class Providers:
             try:
                 message = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"ops.mjs: no {phase!r} within {timeout}s; "
-                                     f"stderr: {''.join(self.stderr)}") from None
+                raise AssertionError(
+                    f"ops.mjs: no {phase!r} within {timeout}s; stderr: {''.join(self.stderr)}"
+                ) from None
             if message is None or "error" in message:
-                raise AssertionError(f"ops.mjs ended before {phase!r}: {message} "
-                                     f"{''.join(self.stderr)}")
+                raise AssertionError(
+                    f"ops.mjs ended before {phase!r}: {message} {''.join(self.stderr)}"
+                )
             if message.get("phase") == phase:
                 return message
 
@@ -167,24 +186,46 @@ def providers():
 
 # --- gunicorn ------------------------------------------------------------------------
 
+
 class Gunicorn(ServerProcess):
     """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()',
     on loopback. `output` is its stderr (the log); stdout stays empty."""
 
     def __init__(self, config_path, workers=2, port=None):
         super().__init__(config_path, port=port or free_port())
-        env = dict(os.environ, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
-                   WSSERVER_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            PORT=str(self.port),
+            WEB_CONCURRENCY=str(workers),
+            WSSERVER_CONFIG=str(config_path),
+            PYTHONUNBUFFERED="1",
+        )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:wsserver.gunicorn_conf",
-             "--bind", f"127.0.0.1:{self.port}", "wsserver:create_app()"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:wsserver.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "wsserver:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.out = []
         threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
         threading.Thread(target=lambda: self.output.extend(self.proc.stderr), daemon=True).start()
-        eventually(lambda: self.log().count("Booting worker") >= workers and self._live(),
-                   timeout=30, what="gunicorn workers")
+        eventually(
+            lambda: self.log().count("Booting worker") >= workers and self._live(),
+            timeout=30,
+            what="gunicorn workers",
+        )
 
     def _live(self):
         try:
@@ -206,19 +247,27 @@ def write_config(tmp_path, name="config.yaml", **overrides):
 
 # --- /metrics ------------------------------------------------------------------------
 
+
 def test_metrics_follow_real_traffic(start_server, providers):
     server = start_server()
     before = scrape(server.http)
     room = doc_name("metrics")
     p = providers(server.url, room, ["alice", "bob", "carol"])
-    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_connections") == 3 else None)(
-        scrape(server.http)), what="3 connections in /metrics")
+    samples = eventually(
+        lambda: (lambda s: s if value(s, "wsserver_connections") == 3 else None)(
+            scrape(server.http)
+        ),
+        what="3 connections in /metrics",
+    )
     assert value(samples, "wsserver_documents_loaded") == 1
 
     assert refused_handshake(server.url) == 4001
-    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_handshakes_refused_total",
-                                                      code="4001") == 1 else None)(
-        scrape(server.http)), what="the 4001 counter")
+    samples = eventually(
+        lambda: (
+            lambda s: s if value(s, "wsserver_handshakes_refused_total", code="4001") == 1 else None
+        )(scrape(server.http)),
+        what="the 4001 counter",
+    )
     assert value(before, "wsserver_handshakes_refused_total", code="4001") == 0
 
     p.insert(0, "hello")
@@ -231,10 +280,17 @@ def test_metrics_follow_real_traffic(start_server, providers):
     assert value(samples, "wsserver_connections_accepted_total") == 3
 
     p.quit()
-    samples = eventually(lambda: (lambda s: s if value(s, "wsserver_connections") == 0 else None)(
-        scrape(server.http)), what="0 connections after the providers left")
-    assert value(samples, "wsserver_closes_total", code="1000") + \
-        value(samples, "wsserver_closes_total", code="1005") == 3
+    samples = eventually(
+        lambda: (lambda s: s if value(s, "wsserver_connections") == 0 else None)(
+            scrape(server.http)
+        ),
+        what="0 connections after the providers left",
+    )
+    assert (
+        value(samples, "wsserver_closes_total", code="1000")
+        + value(samples, "wsserver_closes_total", code="1005")
+        == 3
+    )
     # No per-document or per-user label anywhere.
     labels = {label for (_, ls) in samples for label, _ in ls}
     assert not labels & {"doc", "document", "tenant", "app", "user", "sub"}, labels
@@ -257,8 +313,9 @@ def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redi
         for _ in range(2):
             assert refused_handshake(server.url) == 4001
         # Whichever worker answers the scrape, it reports both workers' values.
-        eventually(lambda: value(scrape(server.http), "wsserver_connections") == 3,
-                   what="3 connections")
+        eventually(
+            lambda: value(scrape(server.http), "wsserver_connections") == 3, what="3 connections"
+        )
         for _ in range(10):
             samples = scrape(server.http)
             assert value(samples, "wsserver_connections") == 3
@@ -283,8 +340,9 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
     port = free_port()
     # Two regions, so documents are claimed in the registry (the `registry` table of
     # the same SQLite file).
-    config = write_config(tmp_path, region="eu", regions={"eu": f"ws://127.0.0.1:{port}",
-                                                          "us": "ws://127.0.0.1:9"})
+    config = write_config(
+        tmp_path, region="eu", regions={"eu": f"ws://127.0.0.1:{port}", "us": "ws://127.0.0.1:9"}
+    )
     server = Gunicorn(config, workers=1, port=port)
     rooms = [doc_name("term"), doc_name("term")]
     try:
@@ -303,22 +361,28 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
     log = server.log()
     assert "shutdown complete (flushed=True, stored=True)" in log, log
     for room in rooms:
-        assert db.execute("SELECT count(*) FROM updates WHERE name=?", (room,)).fetchone()[0] == 0, \
-            f"{room} was not compacted before the worker exited:\n{log}"
+        assert (
+            db.execute("SELECT count(*) FROM updates WHERE name=?", (room,)).fetchone()[0] == 0
+        ), f"{room} was not compacted before the worker exited:\n{log}"
         snapshot = db.execute("SELECT data FROM snapshots WHERE name=?", (room,)).fetchone()
         assert snapshot is not None
-    assert db.execute("SELECT count(*) FROM registry").fetchone()[0] == 0, \
+    assert db.execute("SELECT count(*) FROM registry").fetchone()[0] == 0, (
         f"claims left to expire instead of being released:\n{log}"
+    )
 
 
 # --- /livez, /readyz -----------------------------------------------------------------
 
-def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(start_server, providers,
-                                                                       tmp_path):
+
+def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(
+    start_server, providers, tmp_path
+):
     server = start_server(log_format="json")
     assert http("GET", f"{server.http}/livez")[:2] == (200, {"status": "alive"})
     assert http("GET", f"{server.http}/readyz")[:2] == (
-        200, {"status": "ready", "checks": {"server": "ok", "store": "ok"}})
+        200,
+        {"status": "ready", "checks": {"server": "ok", "store": "ok"}},
+    )
     p = providers(server.url, doc_name("ready"), ["alice"])
     p.insert(0, "before")
     db = sqlite3.connect(tmp_path / "wsserver.sqlite3", timeout=10)
@@ -328,12 +392,16 @@ def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(start_serv
     def not_ready():
         status, body, _ = http("GET", f"{server.http}/readyz")
         return body if status == 503 else None
+
     body = eventually(not_ready, timeout=20, what="/readyz 503")
     assert body["status"] == "not ready" and body["checks"]["server"] == "ok"
     assert body["checks"]["store"] != "ok"
     assert http("GET", f"{server.http}/livez")[0] == 200
-    eventually(lambda: "database is locked" in json.dumps(not_ready() or {}), timeout=20,
-               what="/readyz naming the failing commits")
+    eventually(
+        lambda: "database is locked" in json.dumps(not_ready() or {}),
+        timeout=20,
+        what="/readyz naming the failing commits",
+    )
     db.execute("COMMIT")
     assert p.wait("inserted")["text"] == "before during"  # the retried commit went through
     eventually(lambda: http("GET", f"{server.http}/readyz")[0] == 200, what="ready again")
@@ -347,7 +415,9 @@ def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(start_serv
 def test_readyz_turns_503_when_redis_is_unreachable(start_server, own_redis):
     server = start_server(redis=own_redis.url)
     assert http("GET", f"{server.http}/readyz")[:2] == (
-        200, {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}})
+        200,
+        {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}},
+    )
     own_redis.stop()
     status, body, _ = http("GET", f"{server.http}/readyz")
     assert status == 503 and body["checks"]["redis"] != "ok", body
@@ -360,7 +430,10 @@ def test_readyz_turns_503_as_soon_as_sigterm_arrives(start_server, providers):
     server.proc.send_signal(signal.SIGTERM)
     status, body, _ = eventually(
         lambda: (lambda r: r if r[0] == 503 else None)(http("GET", f"{server.http}/readyz")),
-        timeout=1.5, interval=0.02, what="/readyz 503 after SIGTERM")
+        timeout=1.5,
+        interval=0.02,
+        what="/readyz 503 after SIGTERM",
+    )
     assert body["checks"]["server"] == "shutting down"
     assert http("GET", f"{server.http}/livez")[0] == 200  # still serving during the drain
     assert server.proc.wait(20) == 0
@@ -369,12 +442,18 @@ def test_readyz_turns_503_as_soon_as_sigterm_arrives(start_server, providers):
 
 # --- logs ----------------------------------------------------------------------------
 
+
 def test_redact_covers_every_way_a_token_travels():
     jwt = make_token()
-    for line in [f"GET /doc?token={jwt}&x=1", f"/doc?access_token={jwt}",
-                 f"Sec-WebSocket-Protocol: access_token, {jwt}", f"Authorization: Bearer {jwt}",
-                 json.dumps({"message": f"Bearer {jwt}"}), f"saw {jwt} here",
-                 "Authorization: Bearer opaque-admin-token-value"]:
+    for line in [
+        f"GET /doc?token={jwt}&x=1",
+        f"/doc?access_token={jwt}",
+        f"Sec-WebSocket-Protocol: access_token, {jwt}",
+        f"Authorization: Bearer {jwt}",
+        json.dumps({"message": f"Bearer {jwt}"}),
+        f"saw {jwt} here",
+        "Authorization: Bearer opaque-admin-token-value",
+    ]:
         redacted = redact(line)
         assert jwt not in redacted and "opaque-admin" not in redacted, redacted
         assert "[redacted]" in redacted
@@ -383,23 +462,34 @@ def test_redact_covers_every_way_a_token_travels():
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_token_in_any_log_line_at_debug(start_server, providers, log_format):
-    server = start_server(log_level="debug", log_format=log_format, unload_after=0.1,
-                          admin={"token": ADMIN_TOKEN}, metrics={"token": METRICS_TOKEN})
+    server = start_server(
+        log_level="debug",
+        log_format=log_format,
+        unload_after=0.1,
+        admin={"token": ADMIN_TOKEN},
+        metrics={"token": METRICS_TOKEN},
+    )
     room = doc_name("logs")
-    tokens = [make_token(sub="by-protocol"), make_token(sub="by-query"),
-              make_token(sub="by-header")]
+    tokens = [
+        make_token(sub="by-protocol"),
+        make_token(sub="by-query"),
+        make_token(sub="by-header"),
+    ]
     # One provider per way of passing the token (ops.mjs passes it by subprotocol; query
     # and header go through raw sockets below).
     p = providers(server.url, room, ["by-protocol"], via_tokens=tokens[:1])
     for query_token in [tokens[1], make_token(ttl=-100)]:  # valid, then expired (4002)
         ws = websocket.create_connection(f"{server.url}/{room}?token={query_token}", timeout=5)
         ws.close()
-    ws = websocket.create_connection(f"{server.url}/{room}", timeout=5,
-                                     header=[f"Authorization: Bearer {tokens[2]}"])
+    ws = websocket.create_connection(
+        f"{server.url}/{room}", timeout=5, header=[f"Authorization: Bearer {tokens[2]}"]
+    )
     ws.close()
     assert refused_handshake(server.url, f"{room}?token={make_token(ttl=-100)}") == 4002
-    assert refused_handshake(server.url, "bad%20name", subprotocols=["access_token", tokens[0]]) \
+    assert (
+        refused_handshake(server.url, "bad%20name", subprotocols=["access_token", tokens[0]])
         == 4007
+    )
     http("GET", f"{server.http}/discovery?documentName={room}&token={tokens[1]}")
     http("GET", f"{server.http}/admin/api/documents", token=ADMIN_TOKEN)
     http("GET", f"{server.http}/metrics", token=METRICS_TOKEN)
@@ -425,6 +515,7 @@ def test_no_token_in_any_log_line_at_debug(start_server, providers, log_format):
 
 # --- admin API -----------------------------------------------------------------------
 
+
 def test_admin_routes_answer_404_when_not_configured(server):
     for path in ["/admin", "/admin/api/documents", "/admin/api/documents/acme/editor/x"]:
         status, body, _ = http("GET", f"{server.http}{path}", token=ADMIN_TOKEN)
@@ -438,7 +529,9 @@ def test_admin_api(start_server, providers):
     status, body, headers = http("GET", api)
     assert (status, body["code"]) == (401, 401)
     assert http("GET", api, token="not-the-admin-token")[:2] == (
-        403, {"error": "wrong token", "code": 403})
+        403,
+        {"error": "wrong token", "code": 403},
+    )
 
     p = providers(server.url, room, ["alice", "bob", "alice"], names=["Alice", "Bob", "Alice 2"])
     p.insert(0, "hello")
@@ -447,8 +540,11 @@ def test_admin_api(start_server, providers):
     (summary,) = [d for d in body["documents"] if d["name"] == room]
     assert (summary["tenant"], summary["app"], summary["connections"]) == ("acme", "editor", 3)
     assert summary["users"] == ["alice", "bob"]
-    assert sorted(s["user"]["name"] for s in summary["awareness"].values()) == \
-        ["Alice", "Alice 2", "Bob"]
+    assert sorted(s["user"]["name"] for s in summary["awareness"].values()) == [
+        "Alice",
+        "Alice 2",
+        "Bob",
+    ]
     assert summary["bytes"] > 0
     assert abs(datetime.fromisoformat(summary["updated"]).timestamp() - time.time()) < 30
 
@@ -458,12 +554,18 @@ def test_admin_api(start_server, providers):
 
     # A stored document that is not live any more.
     p.quit()
-    eventually(lambda: room not in [d["name"] for d in http("GET", api, token=ADMIN_TOKEN)[1]
-                                    ["documents"]], what="the document to unload")
+    eventually(
+        lambda: (
+            room not in [d["name"] for d in http("GET", api, token=ADMIN_TOKEN)[1]["documents"]]
+        ),
+        what="the document to unload",
+    )
     status, detail, _ = http("GET", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)
     assert (status, detail["content"], detail["connections"]) == (200, {"content": "hello"}, 0)
     assert http("GET", f"{api}/acme/editor/no-such-doc", token=ADMIN_TOKEN)[:2] == (
-        404, {"error": "no such document", "code": 404})
+        404,
+        {"error": "no such document", "code": 404},
+    )
     assert http("GET", f"{api}/globex/editor/{room}", token=ADMIN_TOKEN)[0] == 404  # tenants apart
     assert http("DELETE", f"{api}/acme/editor/{room}")[0] == 401
 
@@ -482,17 +584,20 @@ def test_admin_api(start_server, providers):
 def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, providers, redis_url):
     """Two workers sharing Redis: whichever answers, the list holds every live document
     with every process's connections, and a delete closes them all."""
-    server = Gunicorn(write_config(tmp_path, admin={"token": ADMIN_TOKEN}, redis=redis_url),
-                      workers=2)
+    server = Gunicorn(
+        write_config(tmp_path, admin={"token": ADMIN_TOKEN}, redis=redis_url), workers=2
+    )
     api = f"{server.http}/admin/api/documents"
     rooms = [doc_name("everywhere") for _ in range(3)]
     try:
-        held = [providers(server.url, room, [f"user-{i}", f"other-{i}"])
-                for i, room in enumerate(rooms)]
+        held = [
+            providers(server.url, room, [f"user-{i}", f"other-{i}"]) for i, room in enumerate(rooms)
+        ]
 
         def complete():
             listed = {d["name"]: d for d in http("GET", api, token=ADMIN_TOKEN)[1]["documents"]}
             return all(listed.get(r, {}).get("connections") == 2 for r in rooms) and listed
+
         eventually(complete, timeout=10, what="every document with its 2 connections")
         time.sleep(2 * RedisBoard.PUBLISH_EVERY)  # every worker has published since
         for _ in range(10):  # every answer, from either worker
@@ -532,14 +637,22 @@ def test_admin_console_in_headless_chromium(start_server, providers):
             page.fill("#search", "inspect")  # the search box narrows the list
             page.wait_for_selector("tr[data-name^='other-']", state="detached", timeout=5000)
             page.click(f"tr[data-name='{room}']")
-            page.wait_for_function("() => [...document.querySelectorAll('pre.content')]"
-                                   ".some(e => e.textContent === 'Hello')", timeout=5000)
-            for client, text, expected in [(0, ", world", "Hello, world"),
-                                           (1, " from Bob", "Hello, world from Bob")]:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('pre.content')]"
+                ".some(e => e.textContent === 'Hello')",
+                timeout=5000,
+            )
+            for client, text, expected in [
+                (0, ", world", "Hello, world"),
+                (1, " from Bob", "Hello, world from Bob"),
+            ]:
                 p.insert(client, text)
                 page.wait_for_function(
                     "(t) => [...document.querySelectorAll('pre.content')]"
-                    ".some(e => e.textContent === t)", arg=expected, timeout=1000)
+                    ".some(e => e.textContent === t)",
+                    arg=expected,
+                    timeout=1000,
+                )
             people = page.inner_text(".people")
             assert "Alice" in people and "Bob" in people
             shot = os.environ.get("ADMIN_SCREENSHOT")  # README's picture: docs/admin-console.png
@@ -554,11 +667,16 @@ def test_admin_console_in_headless_chromium(start_server, providers):
 
 # --- check-config --------------------------------------------------------------------
 
+
 def test_check_config_prints_masked_config_and_names_a_bad_key(tmp_path):
     secret_redis = "redis://:hunter2-redis-password@127.0.0.1:6379/0"
     good = write_config(tmp_path, admin={"token": ADMIN_TOKEN}, redis=secret_redis)
-    run = subprocess.run([sys.executable, "-m", "wsserver", "check-config", "--config", str(good)],
-                         cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check-config", "--config", str(good)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     effective = yaml.safe_load(run.stdout)
     assert effective["admin"] == {"token": "********"}
@@ -569,7 +687,11 @@ def test_check_config_prints_masked_config_and_names_a_bad_key(tmp_path):
         assert secret not in run.stdout
 
     bad = write_config(tmp_path, "bad.yaml", admin={"token": "short"})
-    run = subprocess.run([sys.executable, "-m", "wsserver", "check-config", "--config", str(bad)],
-                         cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check-config", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1
     assert "admin.token" in run.stderr and run.stdout == ""

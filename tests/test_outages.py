@@ -15,9 +15,9 @@ import uuid
 
 import redis as redis_lib
 import websocket
-
 from conftest import base_config, free_port, make_token
 from test_bad_input import Client, Editor
+
 from wsserver.protocol import codec
 from wsserver.transport import frames
 
@@ -28,15 +28,15 @@ def two_regions(tmp_path, **overrides):
     """A config for region eu of eu+us (the us node never runs: only eu is tested)."""
     port = free_port()
     regions = {"eu": f"ws://127.0.0.1:{port}", "us": f"ws://127.0.0.1:{free_port()}"}
-    return base_config(tmp_path, region="eu", regions=regions, registry=FAST_REGISTRY,
-                       **overrides), port
+    return base_config(
+        tmp_path, region="eu", regions=regions, registry=FAST_REGISTRY, **overrides
+    ), port
 
 
 def handshake_outcome(server, name, timeout=10):
     """('served', seconds) when the server starts syncing, or (close code, seconds)."""
     started = time.monotonic()
-    ws = websocket.create_connection(f"{server.url}/{name}?token={make_token()}",
-                                     timeout=timeout)
+    ws = websocket.create_connection(f"{server.url}/{name}?token={make_token()}", timeout=timeout)
     try:
         opcode, data = ws.recv_data()
         elapsed = time.monotonic() - started
@@ -60,8 +60,7 @@ class WriteLock:
         self.db.close()
 
 
-def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start_server,
-                                                                            tmp_path):
+def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start_server, tmp_path):
     config, port = two_regions(tmp_path)
     server = start_server(config=config, port=port)
     name = f"stuck-{uuid.uuid4().hex[:8]}"
@@ -97,7 +96,8 @@ def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start
 
 
 def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confirmed(
-        start_server, tmp_path):
+    start_server, tmp_path
+):
     config, port = two_regions(tmp_path, shutdown_timeout=3)
     server = start_server(config=config, port=port)
     name = f"stuck-stop-{uuid.uuid4().hex[:8]}"
@@ -125,10 +125,12 @@ def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confir
     reader.close()
 
 
-def test_a_redis_stall_keeps_documents_served_and_handshakes_short(start_server, tmp_path,
-                                                                     own_redis):
-    config, port = two_regions(tmp_path, redis=own_redis.url,
-                               rate_limit={"handshakes_per_ip": "1000/minute"})
+def test_a_redis_stall_keeps_documents_served_and_handshakes_short(
+    start_server, tmp_path, own_redis
+):
+    config, port = two_regions(
+        tmp_path, redis=own_redis.url, rate_limit={"handshakes_per_ip": "1000/minute"}
+    )
     server = start_server(config=config, port=port)
     name = f"stall-{uuid.uuid4().hex[:8]}"
     editor = Editor(client_id=33)

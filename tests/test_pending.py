@@ -14,8 +14,8 @@ import urllib.request
 import uuid
 
 from pycrdt import Doc, Text
-
 from test_bad_input import PARTIAL_UPDATE, Client, Editor, text_of
+
 from wsserver.documents import ydoc
 from wsserver.protocol import codec
 
@@ -82,6 +82,7 @@ def assert_document(server, name, expected):
 
 # --- the unit: what the live copy holds ---------------------------------------------------
 
+
 def test_a_fold_keeps_pending_structs_and_deletes_until_they_integrate():
     u1, u2, u3 = offline_edits()
     snapshot = ydoc.fold([u2, u3])
@@ -111,6 +112,7 @@ def test_a_late_joiner_receives_the_pending_part_and_completes_it(server):
 
 
 # --- every path that snapshots or drops the live copy ----------------------------------------
+
 
 def test_pending_updates_survive_unloading(start_server):
     server = start_server(unload_after=0.2)

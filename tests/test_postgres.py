@@ -53,10 +53,12 @@ def stores():
 
 # --- URLs and settings -------------------------------------------------------------------
 
+
 def test_both_url_forms_and_query_options_reach_the_database(pg_url, stores):
     heroku = pg_url.replace("postgresql://", "postgres://") + "?application_name=wsserver-test"
-    config = Config.from_mapping({"storage": heroku, "storage_pool_size": 3,
-                                  "auth": {"tenants": {}}})
+    config = Config.from_mapping(
+        {"storage": heroku, "storage_pool_size": 3, "auth": {"tenants": {}}}
+    )
     store = open_store(config.storage, pool_size=config.storage_pool_size)
     stores.append(store)
     assert isinstance(store, PostgresStore)
@@ -71,31 +73,42 @@ def test_config_refuses_other_schemes_and_a_bad_pool_size():
     with pytest.raises(ConfigError, match="postgresql://"):
         Config.from_mapping({"storage": "mysql://x", "auth": {"tenants": {}}})
     with pytest.raises(ConfigError, match="storage_pool_size"):
-        Config.from_mapping({"storage": "postgres://x/db", "storage_pool_size": 0,
-                             "auth": {"tenants": {}}})
+        Config.from_mapping(
+            {"storage": "postgres://x/db", "storage_pool_size": 0, "auth": {"tenants": {}}}
+        )
 
 
 def test_password_is_never_shown():
-    assert redact_url("postgres://u:s3cret@db.example.com:5432/d?sslmode=require") == \
-        "postgres://u:***@db.example.com:5432/d?sslmode=require"
+    assert (
+        redact_url("postgres://u:s3cret@db.example.com:5432/d?sslmode=require")
+        == "postgres://u:***@db.example.com:5432/d?sslmode=require"
+    )
     assert redact_url("postgresql://db/d") == "postgresql://db/d"
 
 
 def test_unreachable_database_is_a_clear_start_up_error(postgres_server):
     from conftest import free_port
+
     with pytest.raises(ConfigError, match=r"cannot connect to postgresql://u:\*\*\*@"):
         PostgresStore(f"postgresql://u:pw@127.0.0.1:{free_port()}/x?connect_timeout=1").start()
 
 
 # --- schema ------------------------------------------------------------------------------
 
+
 def test_a_new_database_gets_every_table_and_the_current_version(pg_url, stores):
     stores.append(PostgresStore(pg_url).start())
     assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
-    tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables "
-                                          "WHERE tablename LIKE 'wsserver_%%'")}
-    assert tables == {"wsserver_schema", "wsserver_updates", "wsserver_snapshots",
-                      "wsserver_registry"}
+    tables = {
+        r[0]
+        for r in query(pg_url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'wsserver_%%'")
+    }
+    assert tables == {
+        "wsserver_schema",
+        "wsserver_updates",
+        "wsserver_snapshots",
+        "wsserver_registry",
+    }
     # a second process starting on it changes nothing
     stores.append(PostgresStore(pg_url).start())
     assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
@@ -107,8 +120,10 @@ def test_an_older_schema_is_migrated_in_place(pg_url, stores):
         conn.execute("CREATE TABLE wsserver_schema (version integer NOT NULL)")
         conn.execute(MIGRATIONS[0])
         conn.execute("INSERT INTO wsserver_schema VALUES (1)")
-        conn.execute("INSERT INTO wsserver_updates (tenant, app, name, data) "
-                     "VALUES (%s, %s, %s, %s)", (*KEY, text_update("kept")))
+        conn.execute(
+            "INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
+            (*KEY, text_update("kept")),
+        )
     store = PostgresStore(pg_url).start()
     stores.append(store)
     assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
@@ -127,24 +142,29 @@ def test_a_newer_schema_is_refused_and_left_alone(pg_url, start_server, stores):
     # what a user sees: `wsserver serve` stops with that message, no traceback
     with pytest.raises(RuntimeError) as failed:
         start_server(storage=pg_url)
-    assert f"schema is version {SCHEMA_VERSION + 1}, newer than this wsserver knows" \
-        in str(failed.value)
+    assert f"schema is version {SCHEMA_VERSION + 1}, newer than this wsserver knows" in str(
+        failed.value
+    )
     assert "Traceback" not in str(failed.value)
 
 
 # --- compaction across processes ---------------------------------------------------------
+
 
 def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch):
     """Row ids are handed out before commit: another process may commit a row with a
     lower id than rows a compaction covers, even while the compaction runs. The
     compaction must neither drop it nor fold it twice."""
     from wsserver.documents.storage import base
+
     store = PostgresStore(pg_url).start()
     stores.append(store)
     append_all(store, KEY, [text_update("a", 1)])
     late = psycopg.connect(pg_url)  # another process, mid-transaction
-    late.execute("INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
-                 (*KEY, text_update("late", 2)))
+    late.execute(
+        "INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
+        (*KEY, text_update("late", 2)),
+    )
     ids = append_all(store, KEY, [text_update("b", 3)])
     real_fold = base.fold
 
@@ -184,6 +204,7 @@ def test_one_compactor_per_document_at_a_time(pg_url, stores):
 
 # --- outages -----------------------------------------------------------------------------
 
+
 def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
     caplog.set_level(logging.ERROR)
     store = PostgresStore(own_postgres.url()).start()
@@ -198,8 +219,9 @@ def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
     own_postgres.start()
     assert store.flush(timeout=30)
     assert len(confirmed) == 3
-    assert sorted(text_of(store.load(KEY).updates).split()) == \
-        sorted(["before", "during", "the", "outage"])
+    assert sorted(text_of(store.load(KEY).updates).split()) == sorted(
+        ["before", "during", "the", "outage"]
+    )
     failures = [r for r in caplog.records if "storage commit" in r.getMessage()]
     assert 1 <= len(failures) <= 2  # once per 10 s, not once per retry
 
@@ -230,8 +252,10 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
     suspends only its own greenlet: the others keep running meanwhile."""
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", COOPERATION, pg_url], capture_output=True,
-                         text=True, timeout=60)
+
+    out = subprocess.run(
+        [sys.executable, "-c", COOPERATION, pg_url], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     ticks, took = out.stdout.split()
     assert float(took) >= 1.0
@@ -241,6 +265,7 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
 
 def test_readiness_fails_while_postgres_is_down(own_postgres, stores):
     from wsserver.documents.storage import StoreError
+
     store = PostgresStore(own_postgres.url()).start()
     stores.append(store)
     store.check()

@@ -10,12 +10,18 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
 
 
 def test_access_log_fields_and_log_lines_use_the_same_rule():
-    environ = {"QUERY_STRING": f"token={JWT}&v=2", "RAW_URI": f"/doc?token={JWT}&v=2",
-               "REQUEST_URI": f"/doc?v=2&token={JWT}", "PATH_INFO": "/doc"}
+    environ = {
+        "QUERY_STRING": f"token={JWT}&v=2",
+        "RAW_URI": f"/doc?token={JWT}&v=2",
+        "REQUEST_URI": f"/doc?v=2&token={JWT}",
+        "PATH_INFO": "/doc",
+    }
     scrub_token(environ)
-    assert environ == {"QUERY_STRING": "token=[redacted]&v=2",
-                       "RAW_URI": "/doc?token=[redacted]&v=2",
-                       "REQUEST_URI": "/doc?v=2&token=[redacted]", "PATH_INFO": "/doc"}
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "query %s", (f"token={JWT}",),
-                               None)
+    assert environ == {
+        "QUERY_STRING": "token=[redacted]&v=2",
+        "RAW_URI": "/doc?token=[redacted]&v=2",
+        "REQUEST_URI": "/doc?v=2&token=[redacted]",
+        "PATH_INFO": "/doc",
+    }
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "query %s", (f"token={JWT}",), None)
     assert TextFormatter().format(record).endswith("x: query token=[redacted]")

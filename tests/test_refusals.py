@@ -20,8 +20,11 @@ from wsserver.transport import frames
 
 def refused_close(server, token, doc="doc", timeout=10):
     """Connect with `token`; return the server's (code, reason) close."""
-    ws = websocket.create_connection(f"{server.url}/{doc}", timeout=timeout,
-                                     subprotocols=["access_token", token] if token else None)
+    ws = websocket.create_connection(
+        f"{server.url}/{doc}",
+        timeout=timeout,
+        subprotocols=["access_token", token] if token else None,
+    )
     try:
         while True:
             opcode, frame = ws.recv_data_frame(True)
@@ -71,8 +74,11 @@ def test_waiting_refusals_hold_no_connection_and_are_bounded(start_server):
     # while 20 refused sockets waited, no connection (greenlet, reader) was held for them
     assert during["connections"] == 0, during
     # ... and a good client is served meanwhile and after
-    ws = websocket.create_connection(f"{server.url}/ok-{uuid.uuid4().hex[:6]}", timeout=5,
-                                     subprotocols=["access_token", make_token()])
+    ws = websocket.create_connection(
+        f"{server.url}/ok-{uuid.uuid4().hex[:6]}",
+        timeout=5,
+        subprotocols=["access_token", make_token()],
+    )
     assert ws.recv_data_frame(True)[0] == websocket.ABNF.OPCODE_BINARY  # sync step 1
     ws.close()
     assert "Traceback" not in server.log()
@@ -104,11 +110,24 @@ def test_a_refused_provider_sees_the_code_after_the_delay(start_server):
     """The client still gets a clean close frame (not 1006) although its socket was
     handed over: the real provider reports the code and reason."""
     server = start_server(refusal_delay=1.0)
-    results = run_node("cases.mjs", json.dumps({"url": server.url, "cases": [
-        {"id": "bad", "room": "doc", "token": make_token(ttl=-60), "expect": "close"},
-        {"id": "raw", "room": "doc", "raw": True, "protocols": ["access_token", "x.y.z"],
-         "expect": "close"},
-    ]}))["results"]
+    results = run_node(
+        "cases.mjs",
+        json.dumps(
+            {
+                "url": server.url,
+                "cases": [
+                    {"id": "bad", "room": "doc", "token": make_token(ttl=-60), "expect": "close"},
+                    {
+                        "id": "raw",
+                        "room": "doc",
+                        "raw": True,
+                        "protocols": ["access_token", "x.y.z"],
+                        "expect": "close",
+                    },
+                ],
+            }
+        ),
+    )["results"]
     assert results["bad"]["close"] == {"code": 4002, "reason": "token expired"}, results
     assert results["raw"]["close"] == {"code": 4002, "reason": "malformed token"}, results
     assert results["raw"]["opened"] and results["raw"]["error"] is None, results

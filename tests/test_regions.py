@@ -50,8 +50,17 @@ def shared_registry(request):
     return {}
 
 
-def start_nodes(start_server, tmp_path, count=2, shared=None, registry=FAST, per_node=None,
-                start_app=None, in_process=(), **overrides):
+def start_nodes(
+    start_server,
+    tmp_path,
+    count=2,
+    shared=None,
+    registry=FAST,
+    per_node=None,
+    start_app=None,
+    in_process=(),
+    **overrides,
+):
     """`count` nodes of regions eu, us, ap on fixed free ports, one storage (the SQLite
     file, unless `shared` names another); `per_node` maps a region to settings for that
     node only. The regions in `in_process` are built with `start_app` (an AppNode: plain
@@ -61,8 +70,14 @@ def start_nodes(start_server, tmp_path, count=2, shared=None, registry=FAST, per
     regions = {name: f"ws://127.0.0.1:{port}" for name, port in zip(names, ports)}
     nodes = []
     for name, port in zip(names, ports):
-        config = base_config(tmp_path, region=name, regions=regions, registry=registry,
-                             **overrides, **(per_node or {}).get(name, {}))
+        config = base_config(
+            tmp_path,
+            region=name,
+            regions=regions,
+            registry=registry,
+            **overrides,
+            **(per_node or {}).get(name, {}),
+        )
         config.update(shared or {})
         if name in in_process:
             node = start_app(config=config)
@@ -149,6 +164,7 @@ def stored_text(tmp_path, name, tenant="acme", app="editor", shared=None):
     from pycrdt import Doc, Text
 
     from wsserver.documents.storage import open_store
+
     store = open_store((shared or {}).get("storage") or base_config(tmp_path)["storage"])
     try:
         updates = store.load(DocKey(tenant, app, name)).updates
@@ -175,10 +191,15 @@ def assert_converged(result):
 # --- a live document redirects, and the redirected provider syncs ----------------------
 
 
-def test_live_document_redirects_to_its_region_and_providers_sync(start_server, tmp_path,
-                                                                  shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
-                         registry=dict(FAST, release_after_seconds=20))
+def test_live_document_redirects_to_its_region_and_providers_sync(
+    start_server, tmp_path, shared_registry
+):
+    eu, us = start_nodes(
+        start_server,
+        tmp_path,
+        shared=shared_registry,
+        registry=dict(FAST, release_after_seconds=20),
+    )
     name, token = unique(), make_token()
 
     # Provider 0 on eu makes the document live there; provider 1, sent to us, gets 4009
@@ -194,8 +215,11 @@ def test_live_document_redirects_to_its_region_and_providers_sync(start_server, 
     assert where(us, name, token) == expected
     assert where(eu, name, token) == expected
     refused = open_ws(us.url, name, token)
-    assert (refused.accepted, refused.code, refused.reason) == (False, 4009,
-                                                                f"REDIRECT:{eu.url}/{name}")
+    assert (refused.accepted, refused.code, refused.reason) == (
+        False,
+        4009,
+        f"REDIRECT:{eu.url}/{name}",
+    )
     accepted = open_ws(eu.url, name, token)
     assert accepted.accepted
     accepted.close()
@@ -208,12 +232,14 @@ def test_live_document_redirects_to_its_region_and_providers_sync(start_server, 
 # --- documents move between regions, and their content with them ------------------------
 
 
-def test_documents_move_between_three_regions_with_their_content(start_server, tmp_path,
-                                                                 shared_registry):
+def test_documents_move_between_three_regions_with_their_content(
+    start_server, tmp_path, shared_registry
+):
     # unload_after 60: only the release's eviction drops a room, so a region that kept
     # a stale copy would show it when the document comes back.
-    eu, us, ap = start_nodes(start_server, tmp_path, count=3, shared=shared_registry,
-                             unload_after=60)
+    eu, us, ap = start_nodes(
+        start_server, tmp_path, count=3, shared=shared_registry, unload_after=60
+    )
     name, token = unique(), make_token()
 
     first = sync(name, token, [eu.url, us.url, ap.url])
@@ -271,8 +297,7 @@ def test_pins_redirect_even_when_the_document_is_not_live(start_server, tmp_path
     token = make_token()
     pinned = unique("gdpr")
 
-    assert where(us, pinned, token) == {"region": "eu", "url": f"{eu.url}/{pinned}",
-                                        "isNew": True}
+    assert where(us, pinned, token) == {"region": "eu", "url": f"{eu.url}/{pinned}", "isNew": True}
     refused = open_ws(us.url, pinned, token)
     assert (refused.code, refused.reason) == (4009, f"REDIRECT:{eu.url}/{pinned}")
     assert where(us, pinned, token)["isNew"] is True  # a refusal claims nothing
@@ -294,10 +319,15 @@ def test_pins_redirect_even_when_the_document_is_not_live(start_server, tmp_path
 # --- races -------------------------------------------------------------------------------
 
 
-def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, tmp_path,
-                                                                 shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
-                         registry=dict(FAST, release_after_seconds=30))
+def test_two_regions_racing_for_new_documents_end_with_one_owner(
+    start_server, tmp_path, shared_registry
+):
+    eu, us = start_nodes(
+        start_server,
+        tmp_path,
+        shared=shared_registry,
+        registry=dict(FAST, release_after_seconds=30),
+    )
     token = make_token()
     names = [unique("race") for _ in range(25)]
     wins = {"eu": 0, "us": 0}
@@ -318,8 +348,10 @@ def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, t
         assert len(accepted) == 1, (name, outcomes)
         owner = eu if accepted[0] == "eu" else us
         loser = us if owner is eu else eu
-        assert (outcomes[loser.region].code, outcomes[loser.region].reason) == \
-            (4009, f"REDIRECT:{owner.url}/{name}")
+        assert (outcomes[loser.region].code, outcomes[loser.region].reason) == (
+            4009,
+            f"REDIRECT:{owner.url}/{name}",
+        )
         assert where(eu, name, token)["region"] == owner.region
         assert where(us, name, token)["region"] == owner.region
         wins[owner.region] += 1
@@ -332,8 +364,12 @@ def test_two_regions_racing_for_new_documents_end_with_one_owner(start_server, t
 
 def test_killed_nodes_claims_expire_within_the_ttl(start_server, tmp_path, shared_registry):
     ttl = FAST["ttl_seconds"]
-    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
-                         registry=dict(FAST, release_after_seconds=30))
+    eu, us = start_nodes(
+        start_server,
+        tmp_path,
+        shared=shared_registry,
+        registry=dict(FAST, release_after_seconds=30),
+    )
     name, token = unique(), make_token()
     first = sync(name, token, [eu.url])
     text = assert_converged(first)
@@ -358,14 +394,19 @@ def test_killed_nodes_claims_expire_within_the_ttl(start_server, tmp_path, share
     assert moved["initialText"] == text  # nothing lost to the kill
 
 
-def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(start_server, tmp_path,
-                                                                       shared_registry):
+def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(
+    start_server, tmp_path, shared_registry
+):
     ttl = FAST["ttl_seconds"]
     # us folds every update into its snapshot at once while eu keeps its log: a snapshot
     # of eu's stale copy written after the loss would visibly drop us's edits.
-    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
-                         registry=dict(FAST, release_after_seconds=30),
-                         per_node={"us": {"compact_after_updates": 1}})
+    eu, us = start_nodes(
+        start_server,
+        tmp_path,
+        shared=shared_registry,
+        registry=dict(FAST, release_after_seconds=30),
+        per_node={"us": {"compact_after_updates": 1}},
+    )
     name, token = unique(), make_token()
     text = assert_converged(sync(name, token, [eu.url]))
     held = open_ws(eu.url, name, token)
@@ -401,8 +442,12 @@ def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(start_ser
 
 
 def test_clean_shutdown_releases_claims_at_once(start_server, tmp_path, shared_registry):
-    eu, us = start_nodes(start_server, tmp_path, shared=shared_registry,
-                         registry={"release_after_seconds": 30, "ttl_seconds": 20})
+    eu, us = start_nodes(
+        start_server,
+        tmp_path,
+        shared=shared_registry,
+        registry={"release_after_seconds": 30, "ttl_seconds": 20},
+    )
     name, token = unique(), make_token()
     text = assert_converged(sync(name, token, [eu.url]))
     assert where(us, name, token)["region"] == "eu"
@@ -448,8 +493,11 @@ def test_discovery_errors_use_the_websocket_close_codes(start_server, start_app,
     status, head, body = discover(eu, "fine", token, via_query=True)
     assert status == 200 and head["Content-Type"].startswith("application/json")
     assert body == {"region": "eu", "url": f"{eu.url}/fine", "isNew": True}
-    assert discover(us, "fine", token)[2] == {"region": "us", "url": f"{us.url}/fine",
-                                              "isNew": True}
+    assert discover(us, "fine", token)[2] == {
+        "region": "us",
+        "url": f"{us.url}/fine",
+        "isNew": True,
+    }
 
     # Discovery never claims: after asking eu, us can still take the document.
     taken = open_ws(us.url, "fine", token)
@@ -468,8 +516,14 @@ def where_with(node, name, token, headers):
 
 
 def test_discovery_is_rate_limited_with_retry_after(start_app, tmp_path):
-    (eu,) = start_nodes(None, tmp_path, count=1, start_app=start_app, in_process=("eu",),
-                        rate_limit={"handshakes_per_ip": "3/minute"})
+    (eu,) = start_nodes(
+        None,
+        tmp_path,
+        count=1,
+        start_app=start_app,
+        in_process=("eu",),
+        rate_limit={"handshakes_per_ip": "3/minute"},
+    )
     token = make_token()
     for _ in range(3):
         assert discover(eu, "doc", token)[0] == 200
@@ -485,14 +539,22 @@ def cors_config(tmp_path, port):
     apps["locked"] = {"allowed_origins": ["https://editor.acme.com"]}
     apps["other"] = {"allowed_origins": ["https://other.example"]}
     config["auth"]["tenants"]["globex"]["apps"] = {
-        "editor": {"allowed_origins": ["https://globex.example"]}}
+        "editor": {"allowed_origins": ["https://globex.example"]}
+    }
     return config
 
 
 def preflight(node, origin):
-    return http(node, "/discovery?documentName=doc", method="OPTIONS", headers={
-        "Origin": origin, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization"})
+    return http(
+        node,
+        "/discovery?documentName=doc",
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
 
 
 def test_discovery_cors_follows_the_apps_allowed_origins(start_app, tmp_path):
@@ -511,7 +573,9 @@ def test_discovery_cors_follows_the_apps_allowed_origins(start_app, tmp_path):
     assert status == 204 and "Access-Control-Allow-Origin" not in head
 
     # The answer itself: only the token's app's origins.
-    status, head, body = discover(node, "doc", locked, headers={"Origin": "https://editor.acme.com"})
+    status, head, body = discover(
+        node, "doc", locked, headers={"Origin": "https://editor.acme.com"}
+    )
     assert status == 200 and body["region"] == "eu"
     assert head["Access-Control-Allow-Origin"] == "https://editor.acme.com"
     status, head, body = discover(node, "doc", locked, headers={"Origin": "https://other.example"})
@@ -541,8 +605,11 @@ def test_discovery_cors_allows_any_origin_when_an_app_sets_no_list(start_app, tm
 # --- the region map in the config ----------------------------------------------------------
 
 
-AUTH = {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}],
-                             "apps": {"editor": {}}}}}
+AUTH = {
+    "tenants": {
+        "acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"editor": {}}}
+    }
+}
 TWO = {"eu": "wss://eu.example.net", "us": "wss://us.example.net"}
 
 
@@ -559,36 +626,45 @@ def refused_key(env=None, **settings):
 def test_config_defaults_and_overrides():
     c = load(region="eu", regions=TWO)
     assert c.pins == []
-    assert c.registry == {"release_after_seconds": 30.0, "ttl_seconds": 15.0,
-                          "heartbeat_seconds": 5.0}
+    assert c.registry == {
+        "release_after_seconds": 30.0,
+        "ttl_seconds": 15.0,
+        "heartbeat_seconds": 5.0,
+    }
     assert load(region="eu", regions=TWO, env={"WSSERVER_REGION": "us"}).region == "us"
-    c = load(region="eu", regions={"eu": "wss://eu.example.net/sync/"},
-             registry={"ttl_seconds": 6})
+    c = load(region="eu", regions={"eu": "wss://eu.example.net/sync/"}, registry={"ttl_seconds": 6})
     assert c.regions["eu"] == "wss://eu.example.net/sync"  # no trailing slash: no "//" in URLs
     assert c.registry["heartbeat_seconds"] == 2.0  # a third of the TTL by default
     pins = [{"tenant": "acme", "documents": "gdpr-*", "region": "eu"}]
     assert load(region="eu", regions=TWO, pins=pins).pins == [
-        {"tenant": "acme", "app": "*", "documents": "gdpr-*", "region": "eu"}]
+        {"tenant": "acme", "app": "*", "documents": "gdpr-*", "region": "eu"}
+    ]
 
 
 def test_config_refusals_name_the_key():
     assert refused_key(region="ap", regions=TWO) == "region"
-    assert refused_key(region="eu", regions=TWO, env={"WSSERVER_REGION": "ap"}) == \
-        "WSSERVER_REGION"
-    assert refused_key(region="eu", regions=TWO, pins=[{"documents": "x", "region": "ap"}]) == \
-        "pins[0].region"
+    assert refused_key(region="eu", regions=TWO, env={"WSSERVER_REGION": "ap"}) == "WSSERVER_REGION"
+    assert (
+        refused_key(region="eu", regions=TWO, pins=[{"documents": "x", "region": "ap"}])
+        == "pins[0].region"
+    )
     assert refused_key(region="eu", regions=TWO, pins=[{"documents": "x"}]) == "pins[0].region"
-    assert refused_key(region="eu", regions=TWO,
-                       pins=[{"docs": "x", "region": "eu"}]) == "pins[0].docs"
+    assert (
+        refused_key(region="eu", regions=TWO, pins=[{"docs": "x", "region": "eu"}])
+        == "pins[0].docs"
+    )
     assert refused_key(region="eu", regions=TWO, pins={"region": "eu"}) == "pins"
     assert refused_key(region="eu", regions={"eu": "https://eu.example.net"}) == "regions.eu"
     assert refused_key(region="eu", regions={"eu": "wss://eu.example.net/?x=1"}) == "regions.eu"
-    assert refused_key(region="eu", regions=TWO,
-                       registry={"ttl_seconds": 3, "heartbeat_seconds": 3}) == \
-        "registry.heartbeat_seconds"
+    assert (
+        refused_key(region="eu", regions=TWO, registry={"ttl_seconds": 3, "heartbeat_seconds": 3})
+        == "registry.heartbeat_seconds"
+    )
     assert refused_key(region="eu", regions=TWO, registry={"ttl": 3}) == "registry.ttl"
-    assert refused_key(region="eu", regions=TWO,
-                       registry={"release_after_seconds": -1}) == "registry.release_after_seconds"
+    assert (
+        refused_key(region="eu", regions=TWO, registry={"release_after_seconds": -1})
+        == "registry.release_after_seconds"
+    )
 
 
 def test_a_redirect_that_does_not_fit_a_close_reason_carries_the_base_url_alone():
@@ -612,7 +688,8 @@ def test_a_redirect_that_does_not_fit_a_close_reason_carries_the_base_url_alone(
 
 
 def test_a_long_document_name_is_redirected_by_base_url_and_discovered_in_full(
-        start_server, tmp_path):
+    start_server, tmp_path
+):
     eu, us = start_nodes(start_server, tmp_path, registry=dict(FAST, release_after_seconds=20))
     token = make_token()
     name = (unique("long") + "." + uuid.uuid4().hex * 8)[:255]  # the longest name allowed
@@ -631,8 +708,12 @@ def test_the_example_config_is_valid():
     c = Config.load(str(ROOT / "config" / "example-regions.yaml"), env={})
     assert c.region == "eu-central-1" and c.redis
     assert c.pins[0]["documents"] == "gdpr-*"
-    assert Config.load(str(ROOT / "config" / "example-regions.yaml"),
-                       env={"WSSERVER_REGION": "us-east-1"}).region == "us-east-1"
+    assert (
+        Config.load(
+            str(ROOT / "config" / "example-regions.yaml"), env={"WSSERVER_REGION": "us-east-1"}
+        ).region
+        == "us-east-1"
+    )
 
 
 def test_a_bad_region_map_stops_start_up(tmp_path):
@@ -640,20 +721,33 @@ def test_a_bad_region_map_stops_start_up(tmp_path):
     import sys
 
     import yaml
+
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(base_config(
-        tmp_path, region="eu", regions={"eu": "wss://" + "x" * 120 + ".example.net"})))
-    proc = subprocess.run([sys.executable, "-m", "wsserver.cli", "serve", "--config", str(path),
-                           "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    path.write_text(
+        yaml.safe_dump(
+            base_config(
+                tmp_path, region="eu", regions={"eu": "wss://" + "x" * 120 + ".example.net"}
+            )
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver.cli", "serve", "--config", str(path), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "regions.eu" in proc.stderr
 
 
 def test_pins_match_tenant_app_and_document_globs_first_match_wins():
     regions = {"eu": "wss://eu", "us": "wss://us", "ap": "wss://ap"}
-    pins = [{"tenant": "acme", "app": "editor", "documents": "gdpr-*", "region": "eu"},
-            {"tenant": "acme", "app": "*", "documents": "*", "region": "us"},
-            {"tenant": "glob?x", "app": "*", "documents": "[ab]*", "region": "ap"}]
+    pins = [
+        {"tenant": "acme", "app": "editor", "documents": "gdpr-*", "region": "eu"},
+        {"tenant": "acme", "app": "*", "documents": "*", "region": "us"},
+        {"tenant": "glob?x", "app": "*", "documents": "[ab]*", "region": "ap"},
+    ]
     m = RegionMap("eu", regions, pins)
     assert m.pinned(DocKey("acme", "editor", "gdpr-1")) == "eu"
     assert m.pinned(DocKey("acme", "editor", "GDPR-1")) == "us"  # case-sensitive

@@ -54,27 +54,33 @@ def nodes(request, tmp_path):
     elif kind == "sqlite":
         clock = FakeClock()
         path = str(tmp_path / "shared.sqlite3")
-        made = [SQLiteRegistry(r, path, clock=clock, ttl=TTL, heartbeat=1.0)
-                for r in ("eu", "eu", "us")]
+        made = [
+            SQLiteRegistry(r, path, clock=clock, ttl=TTL, heartbeat=1.0) for r in ("eu", "eu", "us")
+        ]
 
         def advance(seconds):
             clock.now += seconds
     elif kind == "postgres":
         from wsserver.regions.registry.postgres import PostgresRegistry
+
         clock = FakeClock()
         url = request.getfixturevalue("pg_url")
-        made = [PostgresRegistry(r, url, clock=clock, ttl=TTL, heartbeat=1.0)
-                for r in ("eu", "eu", "us")]
+        made = [
+            PostgresRegistry(r, url, clock=clock, ttl=TTL, heartbeat=1.0)
+            for r in ("eu", "eu", "us")
+        ]
 
         def advance(seconds):
             clock.now += seconds
     else:
         from wsserver.regions.registry.redis import RedisRegistry
+
         url = request.getfixturevalue("redis_url")
         made = [RedisRegistry(r, url, ttl=TTL, heartbeat=1.0) for r in ("eu", "eu", "us")]
 
         def advance(seconds):
             time.sleep(seconds)
+
     for reg in made:
         reg._open()
     # The tests call the backend operations directly (no heartbeat greenlet running).
@@ -244,9 +250,14 @@ def make(region="eu", shared=None, clock=None, **options):
     options.setdefault("ttl", 1.0)
     options.setdefault("heartbeat", 0.2)
     options.setdefault("retry", (0.01, 0.02))
-    reg = FaultyRegistry(region, clock=clock or time.monotonic, evict=recorder.evict,
-                         on_claim_lost=recorder.on_claim_lost,
-                         on_claim_reasserted=recorder.on_claim_reasserted, **options)
+    reg = FaultyRegistry(
+        region,
+        clock=clock or time.monotonic,
+        evict=recorder.evict,
+        on_claim_lost=recorder.on_claim_lost,
+        on_claim_reasserted=recorder.on_claim_reasserted,
+        **options,
+    )
     if shared is not None:
         reg.claims = shared.claims
     ref.append(reg)
@@ -457,9 +468,21 @@ def test_evict_flushes_and_drops_only_an_empty_room():
     from wsserver.settings import Config
 
     store = MemoryStore().start()
-    config = Config.from_mapping({"auth": {"tenants": {"t": {
-        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}},
-        "unload_after": 60, "compact_after_updates": 1000, "storage": "memory://"})
+    config = Config.from_mapping(
+        {
+            "auth": {
+                "tenants": {
+                    "t": {
+                        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}],
+                        "apps": {"a": {}},
+                    }
+                }
+            },
+            "unload_after": 60,
+            "compact_after_updates": 1000,
+            "storage": "memory://",
+        }
+    )
     rooms = DocumentManager(store, config)
     key = DocKey("t", "a", "d")
     conn = FakeConn()
@@ -517,9 +540,21 @@ def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
     from wsserver.settings import Config
 
     store = MemoryStore().start()
-    config = Config.from_mapping({"auth": {"tenants": {"t": {
-        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}], "apps": {"a": {}}}}},
-        "unload_after": 60, "compact_after_updates": 1000, "storage": "memory://"})
+    config = Config.from_mapping(
+        {
+            "auth": {
+                "tenants": {
+                    "t": {
+                        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}],
+                        "apps": {"a": {}},
+                    }
+                }
+            },
+            "unload_after": 60,
+            "compact_after_updates": 1000,
+            "storage": "memory://",
+        }
+    )
     lost = DocKey("t", "a", "lost")
     documents = DocumentManager(store, config, before_compact=lambda k: k != lost)
     for key in (lost, DocKey("t", "a", "other")):

@@ -20,8 +20,10 @@ from conftest import ROOT, base_config, free_port, make_token
 
 STALLED = 500
 HEADER_TIMEOUT = 1.5
-HALF_REQUEST = (b"GET /doc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n")  # no blank line
+HALF_REQUEST = (
+    b"GET /doc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+)  # no blank line
 
 
 def stall(port, count):
@@ -57,8 +59,9 @@ def wait_dropped(sockets, deadline):
 
 def served(url):
     """A normal client: upgraded, and the server's sync step 1 arrives."""
-    ws = websocket.create_connection(f"{url}/ok-{uuid.uuid4().hex[:8]}", timeout=5,
-                                     subprotocols=["access_token", make_token()])
+    ws = websocket.create_connection(
+        f"{url}/ok-{uuid.uuid4().hex[:8]}", timeout=5, subprotocols=["access_token", make_token()]
+    )
     try:
         opcode, frame = ws.recv_data_frame(True)
         return opcode == websocket.ABNF.OPCODE_BINARY and frame.data[:2] == b"\x00\x00"
@@ -74,8 +77,7 @@ def check_slowloris(port, log):
         answers = wait_dropped(sockets, started + HEADER_TIMEOUT + 8)
         held = answers.count(None)
         assert held == 0, f"{held} of {STALLED} stalled sockets still held"
-        assert all(a.startswith(b"HTTP/1.1 408") for a in answers if a), \
-            {a[:20] for a in answers}
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers if a), {a[:20] for a in answers}
         assert served(f"ws://127.0.0.1:{port}")
     finally:
         for s in sockets:
@@ -113,8 +115,14 @@ def gunicorn_server(tmp_path):
     port = free_port()
     env = dict(os.environ, WSSERVER_CONFIG=str(config), PORT=str(port), PYTHONUNBUFFERED="1")
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = subprocess.Popen([gunicorn, *command[1:], "--bind", f"127.0.0.1:{port}"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [gunicorn, *command[1:], "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = []
     threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
     deadline = time.monotonic() + 30

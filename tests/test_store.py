@@ -59,13 +59,18 @@ def durable_factory(request, tmp_path):
 def stored_rows(store, key):
     """Log rows of `key` as the database itself holds them."""
     if isinstance(store, SQLiteStore):
-        return sqlite3.connect(store.path).execute(
-            "SELECT count(*) FROM updates WHERE tenant=? AND app=? AND name=?", key).fetchone()[0]
+        return (
+            sqlite3.connect(store.path)
+            .execute("SELECT count(*) FROM updates WHERE tenant=? AND app=? AND name=?", key)
+            .fetchone()[0]
+        )
     if isinstance(store, PostgresStore):
         import psycopg
+
         with psycopg.connect(store.url) as conn:
-            return conn.execute("SELECT count(*) FROM wsserver_updates WHERE tenant=%s AND "
-                                "app=%s AND name=%s", key).fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM wsserver_updates WHERE tenant=%s AND app=%s AND name=%s", key
+            ).fetchone()[0]
     return len(store.logs[key])
 
 
@@ -106,6 +111,7 @@ def append_all(store, key, updates):
 
 
 # --- the pipeline ---------------------------------------------------------------------
+
 
 def test_append_calls_on_durable_with_increasing_ids(store_factory):
     store = store_factory()
@@ -189,6 +195,7 @@ def test_compaction_folds_rows_another_process_wrote(store_factory):
 
 class Flaky:
     """Mixin: the first `failures` commits raise."""
+
     failures = 3
 
     def __init__(self, *args, **kwargs):
@@ -294,6 +301,7 @@ def test_open_store_urls(tmp_path):
 
 
 # --- rooms on a store ------------------------------------------------------------------
+
 
 class FakeConnection:
     """What Room and Rooms use of a Connection."""
@@ -415,8 +423,12 @@ def test_failed_load_fails_every_waiting_join_and_is_retried():
 
 def _drive_room(store, updates, compact_after_updates=25, compact_after_bytes=1 << 30):
     """Feed `updates` through a Room as client edits; wait until all are durable."""
-    rooms = DocumentManager(store, rooms_config(compact_after_updates=compact_after_updates,
-                                      compact_after_bytes=compact_after_bytes))
+    rooms = DocumentManager(
+        store,
+        rooms_config(
+            compact_after_updates=compact_after_updates, compact_after_bytes=compact_after_bytes
+        ),
+    )
     conn = FakeConnection()
     room = rooms.join(KEY, conn)
     for i, update in enumerate(updates):
@@ -437,8 +449,9 @@ def test_room_compaction_keeps_content_equal(store_factory, by):
     if by == "count":
         rooms, room, conn = _drive_room(store, updates, compact_after_updates=25)
     else:
-        rooms, room, conn = _drive_room(store, updates, compact_after_updates=10 ** 6,
-                                        compact_after_bytes=400)
+        rooms, room, conn = _drive_room(
+            store, updates, compact_after_updates=10**6, compact_after_bytes=400
+        )
     assert room.pending == 0
     # every update was confirmed (echoed) exactly once, in order
     assert conn.frames == [frame_of(codec.sync_update(u)) for u in updates]
@@ -459,6 +472,7 @@ def test_room_compaction_keeps_content_equal(store_factory, by):
 
 def frame_of(message):
     from wsserver.transport import frames
+
     return frames.encode_frame(frames.OP_BINARY, message)
 
 
@@ -573,9 +587,9 @@ def snapshot_and_log(store, key, n):
     """Document `key` stored as a snapshot of the first half of `n` edits plus the rest
     as log rows."""
     _, updates = edits(n)
-    ids = append_all(store, key, updates[:n // 2])
+    ids = append_all(store, key, updates[: n // 2])
     store.compact(key, ids[-1])
-    append_all(store, key, updates[n // 2:])
+    append_all(store, key, updates[n // 2 :])
     return updates
 
 

@@ -15,8 +15,13 @@ DOCUMENTS = 300
 
 
 def wsserver(*args):
-    return subprocess.run([sys.executable, "-m", "wsserver.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def key_of(i):
@@ -92,8 +97,9 @@ def test_copy_storage_both_ways_and_again(tmp_path, pg_url):
 
     again = wsserver("copy-storage", sqlite_url, pg_url)  # safe to run again
     assert again.returncode == 0, again.stderr
-    assert "copied 0 documents" in again.stdout and f"({DOCUMENTS} were already there)" \
-        in again.stdout
+    assert (
+        "copied 0 documents" in again.stdout and f"({DOCUMENTS} were already there)" in again.stdout
+    )
 
     back_url = f"sqlite:///{tmp_path}/back.sqlite3"
     back = wsserver("copy-storage", pg_url, back_url)
@@ -152,19 +158,52 @@ def test_export_then_import_into_another_storage(tmp_path, pg_url):
         source.append(key_of(7), update, lambda row_id: None)
     source.close()
     file = tmp_path / "doc.yjs"
-    out = wsserver("export", "--tenant", "tenant1", "--app", "editor", "--doc", "doc-7",
-                   "--storage", f"sqlite:///{tmp_path}/s.sqlite3", file)
+    out = wsserver(
+        "export",
+        "--tenant",
+        "tenant1",
+        "--app",
+        "editor",
+        "--doc",
+        "doc-7",
+        "--storage",
+        f"sqlite:///{tmp_path}/s.sqlite3",
+        file,
+    )
     assert out.returncode == 0, out.stderr
     doc = Doc()
     doc.apply_update(file.read_bytes())
     assert str(doc.get("t", type=Text)) == expected(7)[0]
 
-    into = wsserver("import", "--tenant", "acme", "--app", "notes", "--doc", "restored",
-                    "--storage", pg_url, file)
+    into = wsserver(
+        "import",
+        "--tenant",
+        "acme",
+        "--app",
+        "notes",
+        "--doc",
+        "restored",
+        "--storage",
+        pg_url,
+        file,
+    )
     assert into.returncode == 0, into.stderr
     # twice: merging the same update again changes nothing
-    assert wsserver("import", "--tenant", "acme", "--app", "notes", "--doc", "restored",
-                    "--storage", pg_url, file).returncode == 0
+    assert (
+        wsserver(
+            "import",
+            "--tenant",
+            "acme",
+            "--app",
+            "notes",
+            "--doc",
+            "restored",
+            "--storage",
+            pg_url,
+            file,
+        ).returncode
+        == 0
+    )
     target = PostgresStore(pg_url).start()
     try:
         assert content(target, DocKey("acme", "notes", "restored")) == expected(7)
@@ -175,8 +214,9 @@ def test_export_then_import_into_another_storage(tmp_path, pg_url):
 def test_import_refuses_a_file_that_is_not_an_update(tmp_path, pg_url):
     file = tmp_path / "garbage.bin"
     file.write_bytes(b"\xff\xfe not a yjs update")
-    out = wsserver("import", "--tenant", "acme", "--app", "notes", "--doc", "x",
-                   "--storage", pg_url, file)
+    out = wsserver(
+        "import", "--tenant", "acme", "--app", "notes", "--doc", "x", "--storage", pg_url, file
+    )
     assert out.returncode == 2
     assert "not a Yjs update" in out.stderr and "Traceback" not in out.stderr
     target = PostgresStore(pg_url).start()

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import gevent
 import pytest
 import yaml
-
 from conftest import OTHER_SECRET, NodeProcess, ServerProcess, base_config, make_token, run_node
 from test_document_api import post, request, text_update
+
 from wsserver.errors import ConfigError
 from wsserver.webhooks.delivery import Delivery
 from wsserver.webhooks.settings import Hook, parse_hooks
@@ -47,8 +47,14 @@ class Receiver:
                         status = 500 if receiver.flaky_seen <= 2 else 200
                     elif self.path == "/fail":
                         status = 500
-                    receiver.records.append({"path": self.path, "headers": dict(self.headers),
-                                             "body": body, "status": status})
+                    receiver.records.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "status": status,
+                        }
+                    )
                 if self.path == "/hang":
                     receiver.release.wait(60)
                 self.send_response(status)
@@ -69,8 +75,11 @@ class Receiver:
         out = []
         for record in records:
             data = json.loads(record["body"])
-            if record["path"] == path and (document is None or data["document"] == document) \
-                    and (event is None or data["event"] == event):
+            if (
+                record["path"] == path
+                and (document is None or data["document"] == document)
+                and (event is None or data["event"] == event)
+            ):
                 out.append((record, data))
         return out
 
@@ -97,12 +106,15 @@ def hooked(tmp_path_factory, receiver):
     directory = tmp_path_factory.mktemp("webhooks")
     config = base_config(directory, unload_after=0.3)
     apps = config["auth"]["tenants"]["acme"]["apps"]
-    apps["editor"]["webhooks"] = [{"url": f"{receiver.url}/ok", "secret": "${HOOK_SECRET}",
-                                   "events": EVENTS}]
-    apps["notes"]["webhooks"] = [{"url": f"{receiver.url}/flaky", "secret": HOOK_SECRET,
-                                  "events": ["document.created"]}]
+    apps["editor"]["webhooks"] = [
+        {"url": f"{receiver.url}/ok", "secret": "${HOOK_SECRET}", "events": EVENTS}
+    ]
+    apps["notes"]["webhooks"] = [
+        {"url": f"{receiver.url}/flaky", "secret": HOOK_SECRET, "events": ["document.created"]}
+    ]
     config["auth"]["tenants"]["globex"]["apps"]["editor"]["webhooks"] = [
-        {"url": f"{receiver.url}/hang", "secret": HOOK_SECRET, "debounce_seconds": 0.1}]
+        {"url": f"{receiver.url}/hang", "secret": HOOK_SECRET, "debounce_seconds": 0.1}
+    ]
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     server = ServerProcess(path, env={"HOOK_SECRET": HOOK_SECRET}).start()
@@ -112,8 +124,18 @@ def hooked(tmp_path_factory, receiver):
 
 
 def edit(server, doc, token, count, interval_ms):
-    return run_node("edits.mjs", json.dumps({"url": server.url, "token": token, "room": doc,
-                                            "count": count, "intervalMs": interval_ms}))
+    return run_node(
+        "edits.mjs",
+        json.dumps(
+            {
+                "url": server.url,
+                "token": token,
+                "room": doc,
+                "count": count,
+                "intervalMs": interval_ms,
+            }
+        ),
+    )
 
 
 def webhook_counts(server):
@@ -123,18 +145,30 @@ def webhook_counts(server):
 def signed_correctly(record):
     """What a receiver checks, written out here without the server's code."""
     timestamp = record["headers"]["X-Wsserver-Timestamp"]
-    expected = "sha256=" + hmac.new(HOOK_SECRET.encode(), timestamp.encode() + b"." + record["body"],
-                                    hashlib.sha256).hexdigest()
-    return (hmac.compare_digest(expected, record["headers"]["X-Wsserver-Signature"])
-            and abs(time.time() - int(timestamp)) < 60)
+    expected = (
+        "sha256="
+        + hmac.new(
+            HOOK_SECRET.encode(), timestamp.encode() + b"." + record["body"], hashlib.sha256
+        ).hexdigest()
+    )
+    return (
+        hmac.compare_digest(expected, record["headers"]["X-Wsserver-Signature"])
+        and abs(time.time() - int(timestamp)) < 60
+    )
 
 
 def test_events_are_signed_and_describe_what_happened(hooked, receiver):
     doc = f"hooks-{uuid.uuid4().hex[:8]}"
     result = edit(hooked, doc, make_token(sub="alice"), 3, 10)
     assert result["sent"] == 3
-    receiver.wait(lambda: receiver.events("/ok", doc, "connection.closed")
-                  and receiver.events("/ok", doc, "document.changed"), 10, "the events")
+    receiver.wait(
+        lambda: (
+            receiver.events("/ok", doc, "connection.closed")
+            and receiver.events("/ok", doc, "document.changed")
+        ),
+        10,
+        "the events",
+    )
     seen = receiver.events("/ok", doc)
     names = [data["event"] for _, data in seen]
     assert names.count("connection.opened") == 1 and names.count("connection.closed") == 1
@@ -152,10 +186,18 @@ def test_events_are_signed_and_describe_what_happened(hooked, receiver):
     # A tampered body or an old timestamp fails the same check.
     record = seen[0][0]
     assert not signed_correctly(dict(record, body=record["body"] + b" "))
-    assert not verify(HOOK_SECRET.encode(), record["body"], "1000000000",
-                      record["headers"]["X-Wsserver-Signature"])
-    assert verify(HOOK_SECRET.encode(), record["body"], record["headers"]["X-Wsserver-Timestamp"],
-                  record["headers"]["X-Wsserver-Signature"])
+    assert not verify(
+        HOOK_SECRET.encode(),
+        record["body"],
+        "1000000000",
+        record["headers"]["X-Wsserver-Signature"],
+    )
+    assert verify(
+        HOOK_SECRET.encode(),
+        record["body"],
+        record["headers"]["X-Wsserver-Timestamp"],
+        record["headers"]["X-Wsserver-Signature"],
+    )
 
 
 def test_an_api_write_sends_document_changed(hooked, receiver):
@@ -163,7 +205,9 @@ def test_an_api_write_sends_document_changed(hooked, receiver):
     assert post(hooked, doc, make_token(), text_update("from the backend"))[0] == 200
     receiver.wait(lambda: receiver.events("/ok", doc, "document.changed"), 10, "document.changed")
     assert [d["event"] for _, d in receiver.events("/ok", doc)] == [
-        "document.created", "document.changed"]
+        "document.created",
+        "document.changed",
+    ]
 
 
 def test_document_changed_is_debounced(hooked, receiver):
@@ -180,8 +224,11 @@ def test_a_receiver_that_fails_twice_gets_the_event(hooked, receiver):
     doc = f"hooks-flaky-{uuid.uuid4().hex[:8]}"
     before = webhook_counts(hooked)
     assert post(hooked, doc, make_token(app="notes"), text_update("x"))[0] == 200
-    receiver.wait(lambda: any(r["status"] == 200 for r, _ in receiver.events("/flaky", doc)),
-                  15, "the third attempt")
+    receiver.wait(
+        lambda: any(r["status"] == 200 for r, _ in receiver.events("/flaky", doc)),
+        15,
+        "the third attempt",
+    )
     attempts = receiver.events("/flaky", doc)
     assert [r["status"] for r, _ in attempts] == [500, 500, 200]
     assert {d["event"] for _, d in attempts} == {"document.created"}
@@ -190,15 +237,22 @@ def test_a_receiver_that_fails_twice_gets_the_event(hooked, receiver):
     assert after["retried"] - before["retried"] == 2
     assert after["delivered"] > before["delivered"]
     exposition = request(hooked, "GET", "/metrics")[2].decode()
-    assert f'wsserver_webhook_events_total{{outcome="retried"}} {float(after["retried"])}' \
+    assert (
+        f'wsserver_webhook_events_total{{outcome="retried"}} {float(after["retried"])}'
         in exposition
+    )
 
 
 def test_a_hanging_receiver_does_not_slow_editing(hooked, receiver):
     token = make_token(tenant="globex", kid="g1", secret=OTHER_SECRET, sub="carol")
     docs = [f"hooks-hang-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
-    nodes = [NodeProcess("edits.mjs", {"url": hooked.url, "token": token, "room": doc,
-                                       "count": 60, "intervalMs": 20}) for doc in docs]
+    nodes = [
+        NodeProcess(
+            "edits.mjs",
+            {"url": hooked.url, "token": token, "room": doc, "count": 60, "intervalMs": 20},
+        )
+        for doc in docs
+    ]
     try:
         results = [node.result(60) for node in nodes]
     finally:
@@ -216,6 +270,7 @@ def test_a_hanging_receiver_does_not_slow_editing(hooked, receiver):
 
 
 # --- the delivery queue in this process, against the same receiver ------------------
+
 
 def test_a_full_queue_drops_and_counts(receiver):
     hook = Hook(f"{receiver.url}/hang", HOOK_SECRET.encode(), frozenset(EVENTS))
@@ -236,8 +291,13 @@ def test_retries_run_out_and_the_event_is_dropped(receiver):
     while delivery.counts()["dropped"] == 0:
         assert time.time() < deadline, delivery.counts()
         gevent.sleep(0.05)
-    assert delivery.counts() == {"queued": 0, "in_flight": 0, "delivered": 0, "retried": 2,
-                                 "dropped": 1}
+    assert delivery.counts() == {
+        "queued": 0,
+        "in_flight": 0,
+        "delivered": 0,
+        "retried": 2,
+        "dropped": 1,
+    }
     assert len([r for r in receiver.records if r["body"] == body]) == 3
     delivery.close(0)
 
@@ -247,10 +307,14 @@ def test_bad_webhook_config_names_the_key():
     cases = [
         ({"url": "ftp://x", "secret": "s"}, f"{path}[0].url"),
         ({"url": "https://x.example"}, f"{path}[0].secret"),
-        ({"url": "https://x.example", "secret": "s", "events": ["document.deleted"]},
-         f"{path}[0].events"),
-        ({"url": "https://x.example", "secret": "s", "debounce_seconds": 60},
-         f"{path}[0].debounce_seconds"),
+        (
+            {"url": "https://x.example", "secret": "s", "events": ["document.deleted"]},
+            f"{path}[0].events",
+        ),
+        (
+            {"url": "https://x.example", "secret": "s", "debounce_seconds": 60},
+            f"{path}[0].debounce_seconds",
+        ),
         ({"url": "https://x.example", "secret": "s", "retries": 3}, f"{path}[0].retries"),
     ]
     for entry, key in cases:

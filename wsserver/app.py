@@ -67,9 +67,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_settings(test_config: Mapping[str, Any] | Config | None = None,
-                  config_path: str | None = None,
-                  listen_host: str | None = None) -> tuple[Config, Authenticator]:
+def load_settings(
+    test_config: Mapping[str, Any] | Config | None = None,
+    config_path: str | None = None,
+    listen_host: str | None = None,
+) -> tuple[Config, Authenticator]:
     """The Config and Authenticator `create_app` builds on; ConfigError naming the key.
 
     Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`: there is
@@ -78,15 +80,19 @@ def load_settings(test_config: Mapping[str, Any] | Config | None = None,
     serve`); gunicorn, which binds every interface, never does.
     """
     if test_config is not None:
-        config = (test_config if isinstance(test_config, Config)
-                  else Config.from_mapping(test_config))
+        config = (
+            test_config if isinstance(test_config, Config) else Config.from_mapping(test_config)
+        )
     else:
         config = Config.load(config_path)
     return config, Authenticator.from_config(config.auth, development=is_loopback(listen_host))
 
 
-def create_app(test_config: Mapping[str, Any] | Config | None = None,
-               config_path: str | None = None, listen_host: str | None = None) -> Flask:
+def create_app(
+    test_config: Mapping[str, Any] | Config | None = None,
+    config_path: str | None = None,
+    listen_host: str | None = None,
+) -> Flask:
     """Build the app from `test_config` (a mapping or Config) or the YAML config file
     (see load_settings; `listen_host`: the address the server listens on, when known)."""
     config, authenticator = load_settings(test_config, config_path, listen_host)
@@ -95,8 +101,7 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     redis_fail_fast = FailFast()
     quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
-    store = open_store(config.storage, sync=config.storage_sync,
-                       pool_size=config.storage_pool_size)
+    store = open_store(config.storage, sync=config.storage_sync, pool_size=config.storage_pool_size)
     region_map = RegionMap.from_config(config)
 
     registry = None  # built below: it needs the documents, which ask it before compacting
@@ -109,39 +114,53 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     # awareness (README, "Running several processes and machines").
     fanout = open_fanout(config, redis_fail_fast)
     documents = DocumentManager(
-        store, config, before_compact=before_compact,
-        on_stored=webhooks.document_stored if webhooks is not None else None, fanout=fanout)
+        store,
+        config,
+        before_compact=before_compact,
+        on_stored=webhooks.document_stored if webhooks is not None else None,
+        fanout=fanout,
+    )
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
-        config, evict=documents.evict,
+        config,
+        evict=documents.evict,
         on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
         on_claim_reasserted=documents.refresh,
-        fail_fast=redis_fail_fast if config.redis else None)
+        fail_fast=redis_fail_fast if config.redis else None,
+    )
     region_gate = RegionGate(region_map, registry)
     # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then
     # 4004/4005/4008.
     gates = [quota.rate_gate, region_gate, quota.quota_gate]
-    endpoint = WebSocketEndpoint(config, authenticator, documents, store, gates, quota.refusals,
-                                 webhooks)
+    endpoint = WebSocketEndpoint(
+        config, authenticator, documents, store, gates, quota.refusals, webhooks
+    )
 
     app = Flask(__name__)
     app.config["WSSERVER"] = config
     app.extensions[EXTENSION] = endpoint
     app.extensions[QUOTA_EXTENSION] = quota
     # Redis, when the registry or the limits use it: pinged on every /healthz.
-    remote = {name: check for name, check in (("registry", registry.health_check()),
-                                              ("limits", quota.health_check())) if check}
+    remote = {
+        name: check
+        for name, check in (("registry", registry.health_check()), ("limits", quota.health_check()))
+        if check
+    }
 
     def health_body():
-        body = {"status": "ok", "pid": os.getpid(), "rooms": len(documents),
-                "connections": len(endpoint.connections),
-                "refused": {str(code): n for code, n in quota.refusals.counts().items()},
-                "read_only": dict(endpoint.read_only),
-                "awareness_ignored": endpoint.awareness_ignored,
-                # The other processes serving these documents: never pinged here, the
-                # engine's own state (README, "Running several processes and machines").
-                "fanout": fanout.health()}
+        body = {
+            "status": "ok",
+            "pid": os.getpid(),
+            "rooms": len(documents),
+            "connections": len(endpoint.connections),
+            "refused": {str(code): n for code, n in quota.refusals.counts().items()},
+            "read_only": dict(endpoint.read_only),
+            "awareness_ignored": endpoint.awareness_ignored,
+            # The other processes serving these documents: never pinged here, the
+            # engine's own state (README, "Running several processes and machines").
+            "fanout": fanout.health(),
+        }
         if webhooks is not None:
             body["webhooks"] = webhooks.counts()
         if remote:
@@ -167,20 +186,29 @@ def create_app(test_config: Mapping[str, Any] | Config | None = None,
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
-        board = admin.RedisBoard(redis_client(config.redis),
-                                 redis_client(config.redis, socket_timeout=None))
-    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping,
-                                board=board)
+        board = admin.RedisBoard(
+            redis_client(config.redis), redis_client(config.redis, socket_timeout=None)
+        )
+    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
-    app.register_blueprint(document_api.blueprint(  # /v1/documents/...
-        endpoint.handshake, region_gate, quota.write_gate, documents, store,
-        config.max_message_size, lambda: endpoint.shutting_down))
+    app.register_blueprint(
+        document_api.blueprint(  # /v1/documents/...
+            endpoint.handshake,
+            region_gate,
+            quota.write_gate,
+            documents,
+            store,
+            config.max_message_size,
+            lambda: endpoint.shutting_down,
+        )
+    )
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
     return app
 
 
 def readiness_checks(config, endpoint, store):
     """/readyz's checks, in order: accepting connections, the store, Redis if set."""
+
     def server():
         if not endpoint.ready:
             raise RuntimeError("shutting down")

@@ -11,6 +11,7 @@ from .errors import CommandError, ConfigError
 def _serve(args):
     # Before anything else touches sockets or threads.
     from gevent import monkey
+
     monkey.patch_all()
 
     import gc
@@ -36,8 +37,9 @@ def _serve(args):
     # What start-up allocated lives for ever: keep the collector from rescanning it in
     # every full collection (these stalled the loop 24-50 ms during connect bursts).
     gc.freeze()
-    server = WSGIServer((config.host, config.port), app, handler_class=WebSocketRequestHandler,
-                        log=None)
+    server = WSGIServer(
+        (config.host, config.port), app, handler_class=WebSocketRequestHandler, log=None
+    )
     stopping = []
 
     def stop():
@@ -57,15 +59,16 @@ def _serve(args):
     try:
         server.start()
     except OSError as e:
-        print(f"wsserver: cannot listen on {config.host}:{config.port}: {e.strerror}",
-              file=sys.stderr)
+        print(
+            f"wsserver: cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr
+        )
         return 1
     host, port = server.address[:2]
-    listening = (f"wsserver listening on ws://{host}:{port} "
-                 f"(storage {redact_url(config.storage)})")
+    listening = f"wsserver listening on ws://{host}:{port} (storage {redact_url(config.storage)})"
     if config.log_format == "json":
         # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
         import logging
+
         logging.getLogger(__name__).info(listening)
     else:
         print(listening, flush=True)
@@ -118,17 +121,20 @@ def _check_config(args):
 
 def _open(url):
     from .documents.storage import open_store
+
     try:
         return open_store(url)
     except ValueError:
-        raise CommandError(f"unsupported storage URL {url!r}: sqlite:///PATH or "
-                           "postgresql://...") from None
+        raise CommandError(
+            f"unsupported storage URL {url!r}: sqlite:///PATH or postgresql://..."
+        ) from None
 
 
 def _storage_of(args):
     if args.storage:
         return args.storage
     from .settings import DEFAULT_CONFIG_PATH, Config
+
     return Config.load(args.config, fallback=DEFAULT_CONFIG_PATH).storage
 
 
@@ -142,8 +148,10 @@ def _copy_storage(args):
     finally:
         source.close()
         target.close()
-    print(f"copied {copied} documents from {redact_url(args.source)} to "
-          f"{redact_url(args.target)} ({skipped} were already there); every copy verified")
+    print(
+        f"copied {copied} documents from {redact_url(args.source)} to "
+        f"{redact_url(args.target)} ({skipped} were already there); every copy verified"
+    )
     return 0
 
 
@@ -187,33 +195,53 @@ def main(argv=None):
     parser.add_argument("--version", action="version", version=f"wsserver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (one gevent process)")
-    serve.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG or config/dev.yaml)")
+    serve.add_argument(
+        "--config", help="YAML config (default: $WSSERVER_CONFIG or config/dev.yaml)"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(run=_serve)
-    token = sub.add_parser("token", help="print a development token (first HS256 key of the tenant)")
+    token = sub.add_parser(
+        "token", help="print a development token (first HS256 key of the tenant)"
+    )
     token.add_argument("--tenant", required=True)
     token.add_argument("--app", required=True)
     token.add_argument("--sub", help="user id")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    token.add_argument("--documents", action="append", metavar="PATTERNS",
-                       help="documents the token may open: comma-separated globs (* and ?), "
-                            "repeatable (default: every document of the app)")
-    token.add_argument("--read-only", action="store_true",
-                       help='access "read": sync and presence, no document changes')
+    token.add_argument(
+        "--documents",
+        action="append",
+        metavar="PATTERNS",
+        help="documents the token may open: comma-separated globs (* and ?), "
+        "repeatable (default: every document of the app)",
+    )
+    token.add_argument(
+        "--read-only",
+        action="store_true",
+        help='access "read": sync and presence, no document changes',
+    )
     token.add_argument("--config")
     token.set_defaults(run=_token)
     check = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
     check.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG)")
     check.set_defaults(run=_check_config)
-    copy = sub.add_parser("copy-storage", help="copy every document from one storage to another "
-                          "(SQLite <-> Postgres), verifying each; safe to run again")
+    copy = sub.add_parser(
+        "copy-storage",
+        help="copy every document from one storage to another "
+        "(SQLite <-> Postgres), verifying each; safe to run again",
+    )
     copy.add_argument("source", metavar="FROM_URL")
     copy.add_argument("target", metavar="TO_URL")
     copy.set_defaults(run=_copy_storage)
-    for name, run, what in (("export", _export, "write one document to FILE as a Yjs update"),
-                            ("import", _import, "merge the Yjs update in FILE into one document "
-                             "(a server that has it open sees it after a reload)")):
+    for name, run, what in (
+        ("export", _export, "write one document to FILE as a Yjs update"),
+        (
+            "import",
+            _import,
+            "merge the Yjs update in FILE into one document "
+            "(a server that has it open sees it after a reload)",
+        ),
+    ):
         command = sub.add_parser(name, help=what)
         command.add_argument("--tenant", required=True)
         command.add_argument("--app", required=True)

@@ -61,6 +61,7 @@ def truncate_reason(reason):
 
 # --- standard WebSocket codes (RFC 6455) -------------------------------------------
 
+
 class GoingAway(WsServerError):
     close_code = 1001
     http_status = 503
@@ -69,6 +70,7 @@ class GoingAway(WsServerError):
 
 class ProtocolViolation(WsServerError):
     """Malformed frame or undecodable y-websocket message."""
+
     close_code = 1002
     http_status = 400
     reason = "protocol error"
@@ -76,6 +78,7 @@ class ProtocolViolation(WsServerError):
 
 class UnsupportedData(WsServerError):
     """A text frame: the y-websocket protocol is binary only."""
+
     close_code = 1003
     http_status = 400
     reason = "binary messages only"
@@ -83,6 +86,7 @@ class UnsupportedData(WsServerError):
 
 class InvalidPayload(WsServerError):
     """A well-framed message whose Yjs content cannot be applied."""
+
     close_code = 1007
     http_status = 400
     reason = "invalid update"
@@ -108,12 +112,14 @@ class ServiceRestart(WsServerError):
 
 class TryAgainLater(WsServerError):
     """The client does not drain its outgoing queue fast enough."""
+
     close_code = 1013
     http_status = 503
     reason = "client too slow"
 
 
 # --- plain-HTTP answers with no WebSocket counterpart (code = HTTP status) ----------
+
 
 class HttpOnlyError(WsServerError):
     """An error of a route no WebSocket shares: its JSON `code` is the HTTP status."""
@@ -133,6 +139,7 @@ class NotFound(HttpOnlyError):
 
 
 # --- application codes, checked in the handshake -----------------------------------
+
 
 class NoToken(WsServerError):
     close_code = 4001
@@ -154,12 +161,14 @@ class Forbidden(WsServerError):
 
 class DocumentNotAllowed(Forbidden):
     """The token's `documents` claim matches no pattern of this document's name."""
+
     reason = "document not allowed"
 
 
 class ReadOnly(Forbidden):
     """A read-only token (`access: "read"`) tried to change a document: a connection that
     keeps sending changes, or a write over HTTP."""
+
     reason = "read-only"
 
 
@@ -171,8 +180,10 @@ class InvalidDocumentName(WsServerError):
 
 # --- plans, quotas and abuse limits (wsserver/quota) -------------------------------
 
+
 class ConnectionLimit(WsServerError):
     """The app already has its plan's number of open connections."""
+
     close_code = 4004
     http_status = 429
     reason = "connection limit reached"
@@ -180,6 +191,7 @@ class ConnectionLimit(WsServerError):
 
 class DocumentLimit(WsServerError):
     """The app already has its plan's number of active documents (this one is not)."""
+
     close_code = 4005
     http_status = 429
     reason = "document limit reached"
@@ -189,6 +201,7 @@ class RateLimited(WsServerError):
     """Too many handshakes (or /discovery requests) from one client IP, or too many
     messages on one connection. `retry_after`: whole seconds until a retry can pass,
     when known (the HTTP answer's Retry-After header)."""
+
     close_code = 4006
     http_status = 429
     reason = "rate limited"
@@ -212,6 +225,7 @@ class RateLimited(WsServerError):
 
 class UserLimit(WsServerError):
     """The document already has its plan's number of distinct users (this one is not)."""
+
     close_code = 4008
     http_status = 429
     reason = "user limit reached"
@@ -219,10 +233,12 @@ class UserLimit(WsServerError):
 
 # --- regions (wsserver/regions.py, wsserver/registry) -----------------------------
 
+
 class WrongRegion(WsServerError):
     """The document is pinned to or live in another region. The reason is
     `REDIRECT:<that region's base URL>/<document name>` (config keeps it <= 123 bytes);
     `base` and `name` are those two parts (the HTTP document API builds its URL)."""
+
     close_code = 4009
     http_status = 409
     reason = "wrong region"
@@ -236,12 +252,14 @@ class WrongRegion(WsServerError):
 class RegistryUnavailable(WsServerError):
     """The region registry cannot be reached, or the document is moving between
     regions: retry shortly (providers reconnect by themselves)."""
+
     close_code = 1013
     http_status = 503
     reason = "region registry unavailable"
 
 
 # --- HTTP-only routes (metrics, admin) ------------------------------------------
+
 
 class MissingBearer(HttpOnlyError):
     http_status = 401
@@ -260,6 +278,7 @@ class DocumentDeleted(WsServerError):
     """The document was deleted by an operator (admin console). 4400-4499: y-websocket
     providers take it as final and do not reconnect (which would store their copy
     again)."""
+
     close_code = 4404
     http_status = 410
     reason = "document deleted"
@@ -283,5 +302,8 @@ class StorageSchemaError(ConfigError):
 
     def __init__(self, found, known):
         self.found, self.known = found, known
-        super().__init__("storage", f"the database's schema is version {found}, newer than "
-                                    f"this wsserver knows ({known}): upgrade wsserver")
+        super().__init__(
+            "storage",
+            f"the database's schema is version {found}, newer than "
+            f"this wsserver knows ({known}): upgrade wsserver",
+        )

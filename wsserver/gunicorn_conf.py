@@ -62,8 +62,9 @@ def _log_format():
     except (OSError, yaml.YAMLError, AttributeError):
         return "text"
     if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
-        value = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
-                       lambda m: os.environ.get(m[1], m[2] or ""), value)
+        value = re.sub(
+            r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m[1], m[2] or ""), value
+        )
     return value if value in FORMATS else "text"
 
 
@@ -87,9 +88,11 @@ def on_starting(server):
                 config, _ = load_settings()
                 if server.cfg.workers > 1 and not config.redis:
                     raise ConfigError(
-                        "redis", f"must be set to run {server.cfg.workers} workers "
+                        "redis",
+                        f"must be set to run {server.cfg.workers} workers "
                         "(WEB_CONCURRENCY): without it each worker would keep its own copy "
-                        "of every document. Set it (redis: \"${REDIS_URL}\") or run one")
+                        'of every document. Set it (redis: "${REDIS_URL}") or run one',
+                    )
                 code = 0
             except ConfigError as e:
                 server.log.error("wsserver: %s", e)
@@ -107,6 +110,7 @@ def on_starting(server):
 
 def child_exit(server, worker):
     from wsserver import metrics
+
     metrics.mark_process_dead(worker.pid)
 
 

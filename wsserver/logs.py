@@ -157,8 +157,14 @@ class RefusalSummary:
             entry[1] = reason
             return
         self._counts[key] = [0, reason]
-        self.logger.info("refused %d %s: ip=%s (more of these: one summary line per %d s)",
-                         code, reason, key[0], self.window, extra=fields(ip=key[0], code=code))
+        self.logger.info(
+            "refused %d %s: ip=%s (more of these: one summary line per %d s)",
+            code,
+            reason,
+            key[0],
+            self.window,
+            extra=fields(ip=key[0], code=code),
+        )
         if self._flusher is None:
             self._flusher = gevent.spawn_later(self.window, self.flush)
 
@@ -168,9 +174,15 @@ class RefusalSummary:
         counts, self._counts = self._counts, {}
         for (ip, code), (more, reason) in counts.items():
             if more:
-                self.logger.info("refused %d x%d more: ip=%s in the last %d s (latest: %s)",
-                                 code, more, ip, self.window, reason,
-                                 extra=dict(fields(ip=ip, code=code), count=more))
+                self.logger.info(
+                    "refused %d x%d more: ip=%s in the last %d s (latest: %s)",
+                    code,
+                    more,
+                    ip,
+                    self.window,
+                    reason,
+                    extra=dict(fields(ip=ip, code=code), count=more),
+                )
 
 
 def configure_logging(level="info", log_format="text"):
@@ -182,7 +194,8 @@ def configure_logging(level="info", log_format="text"):
     # gevent-websocket logs every plain HTTP request line (query included) at INFO:
     # noise except at `debug`, where it shows (redacted like everything else).
     logging.getLogger("geventwebsocket.handler").setLevel(
-        logging.DEBUG if level == "debug" else logging.WARNING)
+        logging.DEBUG if level == "debug" else logging.WARNING
+    )
     # psycopg_pool logs every connection taken and given back at INFO, and each failed
     # reconnect attempt (seconds apart) while Postgres is down at WARNING.
     pool = logging.getLogger("psycopg.pool")

@@ -24,9 +24,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import disable_created_metrics, multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # `*_created` samples (a timestamp per counter and histogram) only add series here.
@@ -35,61 +36,80 @@ disable_created_metrics()
 # --- connections and handshakes ----------------------------------------------------
 
 CONNECTIONS = Gauge(
-    "wsserver_connections", "Open WebSocket connections that passed the handshake.",
-    multiprocess_mode="livesum")
+    "wsserver_connections",
+    "Open WebSocket connections that passed the handshake.",
+    multiprocess_mode="livesum",
+)
 CONNECTIONS_ACCEPTED = Counter(
-    "wsserver_connections_accepted_total", "WebSocket connections that passed the handshake.")
+    "wsserver_connections_accepted_total", "WebSocket connections that passed the handshake."
+)
 HANDSHAKES_REFUSED = Counter(
     "wsserver_handshakes_refused_total",
-    "WebSocket handshakes refused, by close code (4001-4009, 1012, 1013).", ["code"])
+    "WebSocket handshakes refused, by close code (4001-4009, 1012, 1013).",
+    ["code"],
+)
 CLOSES = Counter(
     "wsserver_closes_total",
     "Accepted connections ended, by the close code sent (1006: the socket was lost).",
-    ["code"])
+    ["code"],
+)
 INITIAL_SYNC_SECONDS = Histogram(
     "wsserver_initial_sync_seconds",
     "From the upgrade to the server's answer to the client's first sync step 1 (the "
     "client then has the document), document load included.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 # --- messages ------------------------------------------------------------------------
 
 MESSAGES_RECEIVED = Counter(
-    "wsserver_messages_received_total", "y-websocket messages received, by type.", ["type"])
+    "wsserver_messages_received_total", "y-websocket messages received, by type.", ["type"]
+)
 RECEIVED_BYTES = Counter(
-    "wsserver_received_bytes_total", "Payload bytes of the messages received, by type.",
-    ["type"])
+    "wsserver_received_bytes_total", "Payload bytes of the messages received, by type.", ["type"]
+)
 MESSAGES_SENT = Counter(
     "wsserver_messages_sent_total",
-    "y-websocket messages sent, by type (a broadcast counts once per connection).", ["type"])
+    "y-websocket messages sent, by type (a broadcast counts once per connection).",
+    ["type"],
+)
 SENT_BYTES = Counter(
-    "wsserver_sent_bytes_total", "Payload bytes of the messages sent, by type.", ["type"])
+    "wsserver_sent_bytes_total", "Payload bytes of the messages sent, by type.", ["type"]
+)
 
 # --- documents and storage ---------------------------------------------------------
 
 DOCUMENTS_LOADED = Gauge(
-    "wsserver_documents_loaded", "Documents loaded in memory.", multiprocess_mode="livesum")
+    "wsserver_documents_loaded", "Documents loaded in memory.", multiprocess_mode="livesum"
+)
 UPDATES = Counter("wsserver_updates_total", "Updates stored (committed to storage).")
 COMMIT_SECONDS = Histogram(
-    "wsserver_store_commit_seconds", "Duration of one successful group commit to storage.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    "wsserver_store_commit_seconds",
+    "Duration of one successful group commit to storage.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 STORAGE_ERRORS = Counter(
-    "wsserver_storage_errors_total", "Failed storage operations (each retry counts), by "
-    "operation.", ["operation"])
+    "wsserver_storage_errors_total",
+    "Failed storage operations (each retry counts), by operation.",
+    ["operation"],
+)
 
 # --- regions, Redis, scale-out -----------------------------------------------------
 
 REGISTRY_ERRORS = Counter(
-    "wsserver_registry_errors_total", "Region registry calls that failed (the handshake "
-    "then answers 1013).")
+    "wsserver_registry_errors_total",
+    "Region registry calls that failed (the handshake then answers 1013).",
+)
 REDIS_ERRORS = Counter(
-    "wsserver_redis_errors_total", "Redis calls that failed, by component.", ["component"])
+    "wsserver_redis_errors_total", "Redis calls that failed, by component.", ["component"]
+)
 # Observed by the scale-out relay (Redis Streams) when a message published by another
 # process is delivered here.
 FANOUT_LAG = Histogram(
-    "wsserver_fanout_lag_seconds", "From an update's publication by one process to its "
-    "delivery by another.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    "wsserver_fanout_lag_seconds",
+    "From an update's publication by one process to its delivery by another.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 # --- webhooks --------------------------------------------------------------------------
@@ -97,7 +117,9 @@ FANOUT_LAG = Histogram(
 WEBHOOK_EVENTS = Counter(
     "wsserver_webhook_events_total",
     "Webhook deliveries by outcome: delivered, retried (an attempt failed and is repeated), "
-    "dropped (queue full, refused by the receiver, or out of attempts).", ["outcome"])
+    "dropped (queue full, refused by the receiver, or out of attempts).",
+    ["outcome"],
+)
 
 
 def _children(counter):
@@ -110,6 +132,7 @@ def _children(counter):
         if found is None:
             found = cache[value] = counter.labels(value)
         return found
+
     return child
 
 
@@ -132,8 +155,9 @@ def sent(kind, size, connections=1):
 
 # Close codes the server sends or expects; anything else a client sends is "other", so
 # a client cannot make up label values.
-_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 1012,
-                                1013, *range(4001, 4010)})
+_KNOWN_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 1012, 1013, *range(4001, 4010)}
+)
 
 
 def close_code_label(code):

@@ -23,7 +23,7 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 _XML = (XmlFragment, XmlElement, XmlText)
 # Whole floats up to 2**53 are exact integers in JS too.
-_MAX_SAFE = 2 ** 53
+_MAX_SAFE = 2**53
 
 
 def document_json(update):

@@ -49,9 +49,14 @@ UNLOAD_RETRY = (0.5, 30.0)  # Backoff(first, cap) of a failed flush before unloa
 class DocumentManager:
     """Every live document of this process, by DocKey; `join` is the way in."""
 
-    def __init__(self, store: Store, config: Config,
-                 before_compact: Callable[[DocKey], bool] | None = None,
-                 on_stored: Callable | None = None, fanout=None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        before_compact: Callable[[DocKey], bool] | None = None,
+        on_stored: Callable | None = None,
+        fanout=None,
+    ) -> None:
         self.store = store
         self.fanout = fanout if fanout is not None else NoFanout()
         self.before_compact = before_compact  # see Room.before_compact
@@ -106,8 +111,15 @@ class DocumentManager:
         """The room of `key` once loaded (sharing a load under way), its unloader stopped."""
         room = self.rooms.get(key)
         if room is None:
-            room = Room(key, self.store, self.compact_after_updates, self.compact_after_bytes,
-                        self.before_compact, self.on_stored, self.fanout)
+            room = Room(
+                key,
+                self.store,
+                self.compact_after_updates,
+                self.compact_after_bytes,
+                self.before_compact,
+                self.on_stored,
+                self.fanout,
+            )
             self.rooms[key] = room
             metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
@@ -126,8 +138,12 @@ class DocumentManager:
             room.load()
         except Exception as e:
             # Once per 10 s: while storage is down every connection attempt fails here.
-            self._load_errors.error("%r: load failed (%s: %s); refusing with 1011, the next "
-                                    "connection retries", room, type(e).__name__, e)
+            self._load_errors.error(
+                "%r: load failed (%s: %s); refusing with 1011, the next connection retries",
+                room,
+                type(e).__name__,
+                e,
+            )
             self._drop(room)
             room.ready.set_exception(e)
         else:
@@ -224,8 +240,11 @@ class DocumentManager:
                     self.flush(room)
                 except Exception:
                     ok = False
-                    log.exception("%r: flush at shutdown failed (its updates are durable; "
-                                  "the log is not compacted)", room)
+                    log.exception(
+                        "%r: flush at shutdown failed (its updates are durable; "
+                        "the log is not compacted)",
+                        room,
+                    )
             return ok
         log.error("shutdown: flushing rooms took longer than %.1fs", timeout)
         return False

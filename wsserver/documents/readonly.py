@@ -75,8 +75,11 @@ def would_change(doc, update):
         structs, pos = codec.read_var_uint(rest, 0)
         if structs:
             return True
-        deletes = [(client, clock, clock + length)
-                   for client, clock, length in delete_ranges(rest, pos) if length]
+        deletes = [
+            (client, clock, clock + length)
+            for client, clock, length in delete_ranges(rest, pos)
+            if length
+        ]
         if not deletes:
             return False
         # The document's own delete set: its update past its own state holds no struct.
@@ -113,8 +116,12 @@ class ReadOnlyGuard:
         self.dropped += 1
         self.totals["dropped"] += 1
         if self.dropped == 1:
-            log.info("read-only connection %s (document %s) sent a document change: dropped "
-                     "(%s)", self.peer, self.name, self.principal.describe())
+            log.info(
+                "read-only connection %s (document %s) sent a document change: dropped (%s)",
+                self.peer,
+                self.name,
+                self.principal.describe(),
+            )
         if self.dropped > MAX_DROPPED:
             self.totals["closed"] += 1
             error = ReadOnly()

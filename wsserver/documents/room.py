@@ -113,8 +113,16 @@ def _apply(doc, update):
 
 
 class Room:
-    def __init__(self, key, store, compact_after_updates, compact_after_bytes,
-                 before_compact=None, on_stored=None, fanout=None):
+    def __init__(
+        self,
+        key,
+        store,
+        compact_after_updates,
+        compact_after_bytes,
+        before_compact=None,
+        on_stored=None,
+        fanout=None,
+    ):
         self.key = key
         # The other processes serving this document (wsserver/fanout); NoFanout alone.
         self.fanout = fanout if fanout is not None else NoFanout()
@@ -195,8 +203,13 @@ class Room:
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
         conn.awareness_ids.clear()
         if conn.awareness_ignored:
-            log.info("%r: ignored %d awareness entries from %s for client ids another "
-                     "connection announced", self, conn.awareness_ignored, conn.peer)
+            log.info(
+                "%r: ignored %d awareness entries from %s for client ids another "
+                "connection announced",
+                self,
+                conn.awareness_ignored,
+                conn.peer,
+            )
         if ids:
             self.awareness.remove_awareness_states(ids, None)
             removal = self.awareness.encode_awareness_update(ids)
@@ -215,8 +228,9 @@ class Room:
         if len(meta) <= 2 * len(states) + 64:
             return
         cutoff = time.time() * 1000 - AWARENESS_META_TTL_MS
-        for client_id in [c for c, m in meta.items()
-                          if c not in states and m["lastUpdated"] < cutoff]:
+        for client_id in [
+            c for c, m in meta.items() if c not in states and m["lastUpdated"] < cutoff
+        ]:
             del meta[client_id]
 
     def broadcast(self, message, skip=None):
@@ -259,8 +273,9 @@ class Room:
         elif kind == codec.KIND_QUERY_AWARENESS:
             states = self.awareness.states
             if states:
-                conn.send_message(codec.awareness(
-                    self.awareness.encode_awareness_update(list(states))))
+                conn.send_message(
+                    codec.awareness(self.awareness.encode_awareness_update(list(states)))
+                )
 
     def _receive_awareness(self, conn, data):
         """Apply and relay the entries of an awareness update that `conn` may send.
@@ -309,12 +324,14 @@ class Room:
                 return False  # a copy, or the removal of a client that is gone
         else:
             user = conn.principal.user if conn.principal else None
-            same_user = user is not None and owner.principal is not None \
-                and owner.principal.user == user
+            same_user = (
+                user is not None and owner.principal is not None and owner.principal.user == user
+            )
             if not (newer and same_user):
                 # pycrdt also removes a present state on a removal with an equal clock
-                if newer or (entry.removal and entry.clock == known
-                             and client_id in self.awareness.states):
+                if newer or (
+                    entry.removal and entry.clock == known and client_id in self.awareness.states
+                ):
                     conn.awareness_ignored += 1
                 return False
             owner.awareness_ids.discard(client_id)
@@ -329,8 +346,7 @@ class Room:
         applied as one (a busy stream delivers many per read), so our clients get one
         message with what changed."""
         self._wait_rebuild()
-        self.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates),
-                          STORAGE)
+        self.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates), STORAGE)
 
     def apply_remote_awareness(self, data, host, user):
         """An awareness update relayed by the process `host` for a connection of `user`
@@ -362,8 +378,9 @@ class Room:
         for client_id, owner in self.awareness_owners.items():
             if not isinstance(owner, RemotePeer) and client_id in states:
                 by_user.setdefault(_user_of(owner), []).append(client_id)
-        return [(self.awareness.encode_awareness_update(ids), user)
-                for user, ids in by_user.items()]
+        return [
+            (self.awareness.encode_awareness_update(ids), user) for user, ids in by_user.items()
+        ]
 
     def expire_remote_awareness(self, host):
         """The process `host` is gone: remove the states it relayed, here only (every
@@ -395,8 +412,7 @@ class Room:
         changes = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
         capture = changes_only or origin == STORAGE
-        subscription = doc.observe(lambda event: changes.append(event.update)) \
-            if capture else None
+        subscription = doc.observe(lambda event: changes.append(event.update)) if capture else None
         try:
             _apply(doc, update)
         except HalfApplied as e:
@@ -411,8 +427,9 @@ class Room:
             return False
         if origin == STORAGE:
             if changes:
-                self.broadcast(codec.sync_update(
-                    changes[0] if len(changes) == 1 else merge_updates(*changes)))
+                self.broadcast(
+                    codec.sync_update(changes[0] if len(changes) == 1 else merge_updates(*changes))
+                )
             return False
         if changes_only:
             if held is not None:
@@ -443,8 +460,9 @@ class Room:
                 # process killed right after an echo leaves no confirmed update that the
                 # others lack. Everyone else here gets it at once.
                 frame = self.broadcast(message, skip=origin)
-                self.fanout.publish_update(self.key, update,
-                                           lambda: self._echo(origin, message, frame))
+                self.fanout.publish_update(
+                    self.key, update, lambda: self._echo(origin, message, frame)
+                )
             if on_durable is not None:
                 on_durable()
             if self.on_stored is not None:
@@ -466,8 +484,9 @@ class Room:
         NotDurable after `timeout` seconds (storage failing: the updates stay queued and
         unconfirmed, the store keeps retrying). Other rooms' updates do not matter."""
         if not self.durable.wait(timeout):
-            raise NotDurable(f"{'/'.join(self.key)}: {self.pending} updates not durable "
-                             f"after {timeout:.0f}s")
+            raise NotDurable(
+                f"{'/'.join(self.key)}: {self.pending} updates not durable after {timeout:.0f}s"
+            )
 
     # --- recovery -------------------------------------------------------------------
 
@@ -506,8 +525,10 @@ class Room:
     # --- compaction -----------------------------------------------------------------
 
     def needs_compaction(self):
-        return (self.log_count >= self.compact_after_updates
-                or self.log_bytes >= self.compact_after_bytes)
+        return (
+            self.log_count >= self.compact_after_updates
+            or self.log_bytes >= self.compact_after_bytes
+        )
 
     def maybe_compact(self):
         if self.needs_compaction() and not self.compacting:
@@ -526,12 +547,15 @@ class Room:
         if self.compacting or not self.log_count or self.rebuilding is not None:
             return
         if self.before_compact is not None and not self.before_compact(self.key):
-            raise StoreError(f"not compacting {'/'.join(self.key)}: "
-                             "this node may no longer own it")
+            raise StoreError(f"not compacting {'/'.join(self.key)}: this node may no longer own it")
         self.compacting = True
         try:
-            upto, count, size, id_sum = (self.last_id, self.log_count, self.log_bytes,
-                                         self.log_id_sum)
+            upto, count, size, id_sum = (
+                self.last_id,
+                self.log_count,
+                self.log_bytes,
+                self.log_id_sum,
+            )
             # The live copy holds every durable row (updates are applied before they are
             # stored); the store uses it if nobody else wrote meanwhile. Not when other
             # processes serve the document too: the store checks the log rows, not the

@@ -50,8 +50,9 @@ def delete_ranges(data, pos):
 
 def _deletes_beyond(diff, pos, state):
     """True when the delete set at `diff[pos:]` deletes a clock the state does not cover."""
-    return any(clock + length > state.get(client, 0)
-               for client, clock, length in delete_ranges(diff, pos))
+    return any(
+        clock + length > state.get(client, 0) for client, clock, length in delete_ranges(diff, pos)
+    )
 
 
 def missing_part(doc, update, encoded_state=None):
@@ -90,8 +91,9 @@ class Unintegrated:
         earlier parts it now covers. Returns the part of `update` left pending, or None."""
         state = doc.get_state()
         if self.parts:
-            self.parts = [p for p in (missing_part(doc, part, state) for part in self.parts)
-                          if p is not None]
+            self.parts = [
+                p for p in (missing_part(doc, part, state) for part in self.parts) if p is not None
+            ]
         part = missing_part(doc, update, state)
         if part is not None:
             self.parts.append(part)

@@ -19,6 +19,7 @@ def open_fanout(config, fail_fast=None):
     if not config.redis:
         return NoFanout()
     from .redis_streams import RedisStreamsFanout
+
     return RedisStreamsFanout(config.redis, fail_fast=fail_fast).start()
 
 

@@ -137,8 +137,11 @@ class Fanout:
             self._recovered()
         except Exception as e:
             self._failed("connect", e)
-        self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._publish_loop),
-                           gevent.spawn(self._heartbeat_loop)]
+        self._greenlets = [
+            gevent.spawn(self._read_loop),
+            gevent.spawn(self._publish_loop),
+            gevent.spawn(self._heartbeat_loop),
+        ]
         return self
 
     def close(self, timeout=2.0):
@@ -192,11 +195,20 @@ class Fanout:
 
     def health(self):
         """What /healthz shows: state, subscriptions, lag; never asks Redis."""
-        return {"state": self.state, "streams": len(self.subs), "lag_ms": self.lag_ms,
-                "queued": len(self._queue), "unpublished": len(self._unpublished),
-                "peers": len(self._alive), "resyncs": self.resyncs,
-                "down_for_s": (round(time.monotonic() - self._down_since, 1)
-                               if self._down_since is not None else None)}
+        return {
+            "state": self.state,
+            "streams": len(self.subs),
+            "lag_ms": self.lag_ms,
+            "queued": len(self._queue),
+            "unpublished": len(self._unpublished),
+            "peers": len(self._alive),
+            "resyncs": self.resyncs,
+            "down_for_s": (
+                round(time.monotonic() - self._down_since, 1)
+                if self._down_since is not None
+                else None
+            ),
+        }
 
     # --- publishing -----------------------------------------------------------------
 
@@ -280,8 +292,9 @@ class Fanout:
                 self._resync_unknown()
                 if time.monotonic() - last_read > self.retention_seconds / 2:
                     self._check_trimmed()  # this process was stalled: were we trimmed past?
-                positions = {s.stream: s.position for s in list(self.subs.values())
-                             if s.position is not None}
+                positions = {
+                    s.stream: s.position for s in list(self.subs.values()) if s.position is not None
+                }
                 positions[self.hosts_stream] = self._hosts_position
                 positions[self.wake_stream] = self._wake_position
                 batches = self._read(positions, self.block_ms)
@@ -338,7 +351,8 @@ class Fanout:
                 if kind == AWARENESS:
                     user = fields.get(b"u")
                     room.apply_remote_awareness(
-                        data, host, user.decode() if user is not None else None)
+                        data, host, user.decode() if user is not None else None
+                    )
                 elif kind == QUERY:
                     for update, user in room.local_awareness():
                         self.publish_awareness(room.key, update, user)
@@ -374,8 +388,11 @@ class Fanout:
         if not subs:
             return
         for stream in self._trimmed_past({s.stream: s.position for s in subs}):
-            log.warning("fanout: stream %s was trimmed past this process's position; "
-                        "reloading the document from the store", stream)
+            log.warning(
+                "fanout: stream %s was trimmed past this process's position; "
+                "reloading the document from the store",
+                stream,
+            )
             self.subs[stream].position = None
 
     def _reconcile(self, sub):
@@ -396,8 +413,11 @@ class Fanout:
         """Redis answers again: every position is suspect (it may have restarted empty,
         or kept entries we never read), and others may have missed our updates."""
         if self._down_since is not None:
-            log.warning("fanout: redis is reachable again after %.1fs; resyncing %d documents",
-                        time.monotonic() - self._down_since, len(self.subs))
+            log.warning(
+                "fanout: redis is reachable again after %.1fs; resyncing %d documents",
+                time.monotonic() - self._down_since,
+                len(self.subs),
+            )
         self._down_since = None
         self.state = "up"
         if self.fail_fast is not None:
@@ -424,8 +444,12 @@ class Fanout:
             now = time.monotonic()
             for host, seen in list(self._alive.items()):
                 if now - seen > self.host_ttl:
-                    log.info("fanout: no news from process %s for %.0fs; removing its "
-                             "clients' awareness states", host.decode(), now - seen)
+                    log.info(
+                        "fanout: no news from process %s for %.0fs; removing its "
+                        "clients' awareness states",
+                        host.decode(),
+                        now - seen,
+                    )
                     self._forget_host(host)
 
     def _forget_host(self, host):
@@ -434,8 +458,7 @@ class Fanout:
             try:
                 sub.room.expire_remote_awareness(host)
             except Exception:
-                log.exception("fanout: %r: removing a process's awareness states failed",
-                              sub.room)
+                log.exception("fanout: %r: removing a process's awareness states failed", sub.room)
 
     # --- faults ---------------------------------------------------------------------
 
@@ -448,9 +471,13 @@ class Fanout:
         self.state = "down"
         if self.fail_fast is not None:
             self.fail_fast.failed()
-        self._errors.error("fanout: redis %s failed (%s: %s); local collaboration goes on, "
-                           "other processes are caught up when it is back", what,
-                           type(error).__name__, error)
+        self._errors.error(
+            "fanout: redis %s failed (%s: %s); local collaboration goes on, "
+            "other processes are caught up when it is back",
+            what,
+            type(error).__name__,
+            error,
+        )
 
     # --- backend --------------------------------------------------------------------
 

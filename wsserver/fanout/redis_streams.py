@@ -33,8 +33,16 @@ PREFIX = "wsserver:{fanout}:"
 
 
 class RedisStreamsFanout(Fanout):
-    def __init__(self, url, prefix=PREFIX, maxlen=10_000, retention_seconds=60.0,
-                 idle_seconds=3600, timeout=SOCKET_TIMEOUT, **options):
+    def __init__(
+        self,
+        url,
+        prefix=PREFIX,
+        maxlen=10_000,
+        retention_seconds=60.0,
+        idle_seconds=3600,
+        timeout=SOCKET_TIMEOUT,
+        **options,
+    ):
         super().__init__(**options)
         self.url = url
         self.prefix = prefix
@@ -53,12 +61,16 @@ class RedisStreamsFanout(Fanout):
 
     def _connect(self):
         if self.commands is None:
-            self.commands = redis_client(self.url, socket_timeout=self.timeout,
-                                         socket_connect_timeout=self.timeout)
+            self.commands = redis_client(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
             # The blocking read waits up to block_ms by design: its timeout is beyond it.
             self.reader = redis_client(
-                self.url, socket_timeout=self.block_ms / 1000 + 2 * self.timeout,
-                socket_connect_timeout=self.timeout, single_connection_client=True)
+                self.url,
+                socket_timeout=self.block_ms / 1000 + 2 * self.timeout,
+                socket_connect_timeout=self.timeout,
+                single_connection_client=True,
+            )
         self.commands.ping()
         self.reader.ping()
 
@@ -86,8 +98,11 @@ class RedisStreamsFanout(Fanout):
         reply = self.reader.xread(positions, count=self.read_count, block=block_ms) or []
         if isinstance(reply, dict):  # RESP3
             reply = list(reply.items())
-        return [(stream.decode(), [(entry_id.decode(), fields) for entry_id, fields in entries])
-                for stream, entries in reply if entries]
+        return [
+            (stream.decode(), [(entry_id.decode(), fields) for entry_id, fields in entries])
+            for stream, entries in reply
+            if entries
+        ]
 
     def _trimmed_past(self, positions):
         """Streams whose entries right after the given positions may be gone. Trimming
@@ -120,8 +135,7 @@ class RedisStreamsFanout(Fanout):
             return
         pipe = self.commands.pipeline(transaction=False)
         for stream, ms in written.items():
-            pipe.xtrim(stream, minid=f"{int(ms - self.retention_seconds * 1000)}",
-                       approximate=True)
+            pipe.xtrim(stream, minid=f"{int(ms - self.retention_seconds * 1000)}", approximate=True)
         pipe.execute()
 
 

@@ -28,8 +28,18 @@ from ..settings.validators import known_keys
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
-PUBLIC_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                     "ES256", "ES384", "ES512", "EdDSA"}
+PUBLIC_ALGORITHMS = {
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+}
 # Clock skew tolerated on exp/nbf/iat, in seconds.
 LEEWAY = 5
 # The one reason a client gets for a token whose signature cannot be verified, whatever
@@ -109,6 +119,7 @@ def access_claims(claims):
 @dataclass(frozen=True)
 class Principal:
     """Who a verified token speaks for, and what it may do."""
+
     tenant: str
     app: str
     user: str | None
@@ -144,8 +155,10 @@ class Principal:
             documents = ",".join(self.documents[:LOGGED_PATTERNS]) or "(none)"
             if len(self.documents) > LOGGED_PATTERNS:
                 documents += f",... ({len(self.documents)} patterns)"
-        return (f"app={self.tenant}/{self.app} user={self.user or '-'} "
-                f"access={ACCESS_READ if self.read_only else ACCESS_WRITE} documents={documents}")
+        return (
+            f"app={self.tenant}/{self.app} user={self.user or '-'} "
+            f"access={ACCESS_READ if self.read_only else ACCESS_WRITE} documents={documents}"
+        )
 
 
 def _load_key(key_path, alg, material):
@@ -178,8 +191,10 @@ def _parse_key_entry(key_path, entry, development):
             if not jwk.key_id:
                 raise ConfigError(f"{key_path}.jwks_file", "every JWK needs a kid")
             if jwk.algorithm_name not in PUBLIC_ALGORITHMS:
-                raise ConfigError(f"{key_path}.jwks_file", f"key {jwk.key_id}: algorithm "
-                                  f"{jwk.algorithm_name} not allowed")
+                raise ConfigError(
+                    f"{key_path}.jwks_file",
+                    f"key {jwk.key_id}: algorithm {jwk.algorithm_name} not allowed",
+                )
             yield Key(jwk.key_id, jwk.algorithm_name, jwk.key)
         return
     kid, alg = entry.get("kid"), entry.get("alg")
@@ -194,9 +209,12 @@ def _parse_key_entry(key_path, entry, development):
         if not isinstance(secret, str) or not secret:
             raise ConfigError(f"{key_path}.secret", f"is required for {alg} (empty or unset)")
         if secret == DEVELOPMENT_SECRET and not development:
-            raise ConfigError(f"{key_path}.secret", "is the public development secret: set "
-                              "DEV_SECRET (or your own secret); it is accepted only by "
-                              "`wsserver serve` listening on a loopback address")
+            raise ConfigError(
+                f"{key_path}.secret",
+                "is the public development secret: set "
+                "DEV_SECRET (or your own secret); it is accepted only by "
+                "`wsserver serve` listening on a loopback address",
+            )
         secret = secret.encode("utf-8")
         yield Key(kid, alg, _load_key(f"{key_path}.secret", alg, secret), secret)
     elif alg in PUBLIC_ALGORITHMS:
@@ -208,8 +226,10 @@ def _parse_key_entry(key_path, entry, development):
             raise ConfigError(key_path, f"{alg} needs public_key or public_key_file")
         yield Key(kid, alg, _load_key(key_path, alg, pem))
     else:
-        raise ConfigError(f"{key_path}.alg", f"must be one of "
-                          f"{', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_ALGORITHMS))}, not {alg!r}")
+        raise ConfigError(
+            f"{key_path}.alg",
+            f"must be one of {', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_ALGORITHMS))}, not {alg!r}",
+        )
 
 
 def _parse_app(app_path, name, conf):
@@ -218,15 +238,17 @@ def _parse_app(app_path, name, conf):
         raise ConfigError(app_path, "must be a mapping")
     known_keys(app_path, conf, APP_KEYS)
     origins = conf.get("allowed_origins")
-    if origins is not None and (not isinstance(origins, list)
-                                or not all(isinstance(o, str) for o in origins)):
+    if origins is not None and (
+        not isinstance(origins, list) or not all(isinstance(o, str) for o in origins)
+    ):
         raise ConfigError(f"{app_path}.allowed_origins", "must be a list of origins")
     return App(name, origins, conf)
 
 
 class Authenticator:
-    def __init__(self, audience: str, scope: str, tenants: dict[str, Tenant],
-                 close_on_expiry: bool = False) -> None:
+    def __init__(
+        self, audience: str, scope: str, tenants: dict[str, Tenant], close_on_expiry: bool = False
+    ) -> None:
         self.audience = audience
         self.scope = scope
         self.tenants = tenants
@@ -313,8 +335,14 @@ class Authenticator:
             raise InvalidToken("token has no appId")
         sub = claims.get("sub")
         documents, read_only = access_claims(claims)
-        return Principal(tenant_id, app, sub if isinstance(sub, str) and sub else None, claims,
-                         documents, read_only)
+        return Principal(
+            tenant_id,
+            app,
+            sub if isinstance(sub, str) and sub else None,
+            claims,
+            documents,
+            read_only,
+        )
 
     def expiry_deadline(self, principal: Principal) -> float | None:
         """The time.time() at which `principal`'s connection is closed as expired, or
@@ -326,8 +354,14 @@ class Authenticator:
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}
         try:
-            claims = jwt.decode(token, key.key, algorithms=[alg],
-                                audience=self.audience, options=options, leeway=LEEWAY)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                options=options,
+                leeway=LEEWAY,
+            )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
         except jwt.ImmatureSignatureError:
@@ -365,8 +399,14 @@ class Authenticator:
 
     # --- development tokens ---------------------------------------------------------
 
-    def issue(self, tenant: str, app: str, sub: str | None = None, ttl: float = 3600,
-              extra: dict | None = None) -> str:
+    def issue(
+        self,
+        tenant: str,
+        app: str,
+        sub: str | None = None,
+        ttl: float = 3600,
+        extra: dict | None = None,
+    ) -> str:
         """A token signed with the tenant's first HMAC key (for `wsserver token`)."""
         t = self.tenants.get(tenant)
         if t is None:
@@ -375,8 +415,14 @@ class Authenticator:
         if key is None:
             raise ConfigError(f"auth.tenants.{tenant}.keys", "has no HMAC key to sign with")
         now = int(time.time())
-        claims = {"tenantId": tenant, "appId": app, "aud": self.audience,
-                  "scope": self.scope, "iat": now, "exp": now + int(ttl)}
+        claims = {
+            "tenantId": tenant,
+            "appId": app,
+            "aud": self.audience,
+            "scope": self.scope,
+            "iat": now,
+            "exp": now + int(ttl),
+        }
         if sub:
             claims["sub"] = sub
         claims.update(extra or {})

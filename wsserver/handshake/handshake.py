@@ -94,6 +94,7 @@ def scrub_token(environ: dict) -> None:
 @dataclass
 class Session:
     """What an accepted handshake established, and what to give back when it ends."""
+
     key: DocKey
     principal: Principal
     app: App
@@ -137,8 +138,12 @@ class _NoCounts:
 
 
 class Handshake:
-    def __init__(self, authenticator: Authenticator, gates: Iterable[Gate] = (),
-                 refusals: Refusals | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        gates: Iterable[Gate] = (),
+        refusals: Refusals | None = None,
+    ) -> None:
         self.authenticator = authenticator
         self.gates = list(gates)
         # Counts refusals by close code (wsserver/limits/refusals.py).

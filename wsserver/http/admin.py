@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
@@ -51,7 +51,7 @@ DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
 def _iso(timestamp):
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def _merge(summaries):
@@ -61,8 +61,9 @@ def _merge(summaries):
         key = (summary["tenant"], summary["app"], summary["name"])
         into = merged.get(key)
         if into is None:
-            merged[key] = dict(summary, users=list(summary["users"]),
-                               awareness=dict(summary["awareness"]))
+            merged[key] = dict(
+                summary, users=list(summary["users"]), awareness=dict(summary["awareness"])
+            )
             continue
         into["connections"] += summary["connections"]
         into["users"] = sorted(set(into["users"]) | set(summary["users"]))
@@ -90,11 +91,14 @@ class Inspector:
         users = {c.principal.user for c in connections if c.principal is not None}
         awareness = room.awareness.states if room is not None else {}
         return {
-            "tenant": key.tenant, "app": key.app, "name": key.name,
+            "tenant": key.tenant,
+            "app": key.app,
+            "name": key.name,
             "connections": len(connections),
             "users": sorted(u for u in users if u),
-            "awareness": {str(client): state for client, state in awareness.items()
-                          if state is not None},
+            "awareness": {
+                str(client): state for client, state in awareness.items() if state is not None
+            },
             "updated": _iso(room.updated if room is not None else None),
         }
 
@@ -107,13 +111,14 @@ class Inspector:
 
     def live(self):
         merged = _merge(self.local() + self._elsewhere())
-        return [dict(summary, bytes=self.store.size(DocKey(*key)))
-                for key, summary in sorted(merged.items())]
+        return [
+            dict(summary, bytes=self.store.size(DocKey(*key)))
+            for key, summary in sorted(merged.items())
+        ]
 
     def summary(self, key, room=None):
         mine = self.local_summary(key, room)
-        others = [s for s in self._elsewhere()
-                  if (s["tenant"], s["app"], s["name"]) == tuple(key)]
+        others = [s for s in self._elsewhere() if (s["tenant"], s["app"], s["name"]) == tuple(key)]
         result = _merge([mine] + others)[tuple(key)]
         result["bytes"] = self.store.size(key)
         return result
@@ -138,14 +143,26 @@ class Inspector:
     def fingerprint(self, key):
         """Changes whenever what `detail` shows may have changed."""
         room = self.documents.get(key)
-        mine = None if room is None else (
-            room.updated, room.pending, len(room.connections),
-            json.dumps(room.awareness.states, sort_keys=True, default=str))
+        mine = (
+            None
+            if room is None
+            else (
+                room.updated,
+                room.pending,
+                len(room.connections),
+                json.dumps(room.awareness.states, sort_keys=True, default=str),
+            )
+        )
         if self.board is None:
             return mine
-        return mine, json.dumps([s for s in self.board.others(cached=True)
-                                 if (s["tenant"], s["app"], s["name"]) == tuple(key)],
-                                sort_keys=True)
+        return mine, json.dumps(
+            [
+                s
+                for s in self.board.others(cached=True)
+                if (s["tenant"], s["app"], s["name"]) == tuple(key)
+            ],
+            sort_keys=True,
+        )
 
     def events(self, key):
         """Server-sent events: `detail(key)` now and after each change, until the
@@ -158,8 +175,7 @@ class Inspector:
                 try:
                     data = self.detail(key)
                 except NotFound:
-                    data = {"tenant": key.tenant, "app": key.app, "name": key.name,
-                            "deleted": True}
+                    data = {"tenant": key.tenant, "app": key.app, "name": key.name, "deleted": True}
                 yield f"data: {json.dumps(data)}\n\n"
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE:
@@ -249,8 +265,11 @@ class RedisBoard:
             return self._cache[1]
         own = self.PREFIX + self.node
         try:
-            keys = [k for k in self.client.scan_iter(match=self.PREFIX + "*", count=100)
-                    if k.decode() != own]
+            keys = [
+                k
+                for k in self.client.scan_iter(match=self.PREFIX + "*", count=100)
+                if k.decode() != own
+            ]
             values = self.client.mget(keys) if keys else []
         except Exception as e:
             self._errors.error("admin board: read failed: %s: %s", type(e).__name__, e)
@@ -264,8 +283,9 @@ class RedisBoard:
         DELETE_WAIT seconds each); return how many connections they closed."""
         reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
         try:
-            listeners = self.client.publish(self.CHANNEL, json.dumps(
-                {"key": list(key), "reply": reply}))
+            listeners = self.client.publish(
+                self.CHANNEL, json.dumps({"key": list(key), "reply": reply})
+            )
             closed = 0
             # Our own listener answers too (its drop finds nothing left to close).
             for _ in range(listeners):
@@ -275,8 +295,7 @@ class RedisBoard:
                 closed += int(answer[1])
             return closed
         except Exception as e:
-            self._errors.error("admin board: delete request failed: %s: %s",
-                               type(e).__name__, e)
+            self._errors.error("admin board: delete request failed: %s: %s", type(e).__name__, e)
             return 0
 
 
@@ -296,11 +315,16 @@ def blueprint(settings, inspector):
     def page():
         if settings is None:
             raise NotFound()
-        return Response(PAGE.read_bytes(), content_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-store",
-                                 "Content-Security-Policy": "default-src 'self'; "
-                                 "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-                                 "X-Frame-Options": "DENY"})
+        return Response(
+            PAGE.read_bytes(),
+            content_type="text/html; charset=utf-8",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'self'; "
+                "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                "X-Frame-Options": "DENY",
+            },
+        )
 
     @bp.get("/admin/api/documents")
     def documents():
@@ -324,7 +348,10 @@ def blueprint(settings, inspector):
         authorize()
         key = key_of(tenant, app, name)
         inspector.detail(key)
-        return Response(inspector.events(key), content_type="text/event-stream",
-                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return Response(
+            inspector.events(key),
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     return bp

@@ -32,8 +32,7 @@ def origins_union(authenticator):
 
 
 class Cors:
-    def __init__(self, authenticator, methods, headers=("Authorization",),
-                 expose=("Retry-After",)):
+    def __init__(self, authenticator, methods, headers=("Authorization",), expose=("Retry-After",)):
         self.union = origins_union(authenticator)
         self.methods = ", ".join(methods)
         self.headers = ", ".join(headers)

@@ -33,8 +33,16 @@ from gevent.event import Event
 from ..documents.content import document_json
 from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage import fold
-from ..errors import (BadRequest, InternalError, MessageTooBig, NotFound, ServiceRestart,
-                      TryAgainLater, WrongRegion, WsServerError)
+from ..errors import (
+    BadRequest,
+    InternalError,
+    MessageTooBig,
+    NotFound,
+    ServiceRestart,
+    TryAgainLater,
+    WrongRegion,
+    WsServerError,
+)
 from ..handshake.handshake import Session
 from ..protocol.codec import EMPTY_UPDATE
 from .cors import Cors
@@ -56,8 +64,11 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
     `max_body` the largest update accepted (`max_message_size`), `shutting_down()` True
     once SIGTERM came (writes then answer 503/1012)."""
     bp = Blueprint("documents", __name__)
-    cors = Cors(handshake.authenticator, ("GET", "POST", "OPTIONS"),
-                headers=("Authorization", "Content-Type"))
+    cors = Cors(
+        handshake.authenticator,
+        ("GET", "POST", "OPTIONS"),
+        headers=("Authorization", "Content-Type"),
+    )
 
     def refused(error, origin):
         body = None
@@ -86,6 +97,7 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
     def route(rule, method):
         """Register a handler(key, principal, app) -> response at `rule`, for `method`
         and its preflight: the checks run first, every error answers JSON with CORS."""
+
         def register(handler):
             def view(name):
                 origin = request.headers.get("Origin")
@@ -99,9 +111,16 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
                 except Exception:  # e.g. storage failing: a JSON 500, never a traceback
                     log.exception("%s %s failed", request.method, request.path)
                     return refused(InternalError(), origin)
-            bp.add_url_rule(rule, handler.__name__, view, methods=[method, "OPTIONS"],
-                            provide_automatic_options=False)
+
+            bp.add_url_rule(
+                rule,
+                handler.__name__,
+                view,
+                methods=[method, "OPTIONS"],
+                provide_automatic_options=False,
+            )
             return handler
+
         return register
 
     @route(f"{PREFIX}/<name>", "GET")
@@ -120,8 +139,9 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
             raise ServiceRestart()
         principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
         update = read_body(max_body)
-        session = handshake.admit(Session(key, principal, app, request.environ),
-                                  (region_gate, write_gate))
+        session = handshake.admit(
+            Session(key, principal, app, request.environ), (region_gate, write_gate)
+        )
         try:
             return jsonify(stored=apply(key, update))
         finally:

@@ -21,8 +21,9 @@ EXTENSION = "wsserver.health"  # app.extensions: a callable returning the /healt
 HEALTH_TIMEOUT = 1.0
 
 
-def run_checks(checks: dict[str, Callable[[], str | None]],
-               timeout: float = HEALTH_TIMEOUT) -> dict[str, str]:
+def run_checks(
+    checks: dict[str, Callable[[], str | None]], timeout: float = HEALTH_TIMEOUT
+) -> dict[str, str]:
     """{name: "ok" or "unreachable: <why>"} for `checks`, a {name: check} mapping."""
     jobs = {name: gevent.spawn(check) for name, check in checks.items()}
     gevent.joinall(list(jobs.values()), timeout=timeout)
@@ -47,8 +48,9 @@ def blueprint() -> Blueprint:
 
     @bp.get("/<path:name>")
     def document(name):
-        response = jsonify(error="this is a WebSocket endpoint: connect with a y-websocket "
-                                 "provider", code=426)
+        response = jsonify(
+            error="this is a WebSocket endpoint: connect with a y-websocket provider", code=426
+        )
         response.status_code = 426
         response.headers["Upgrade"] = "websocket"
         return response

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from .backends import MemoryQuota, QuotaBackend
 from .gates import QuotaGate, RateLimitGate, WriteQuotaGate
 from .plans import check_app_plans
-
 from .refusals import Refusals
 
 if TYPE_CHECKING:
@@ -36,8 +35,14 @@ class Quota:
     writes), the refusal counters, and the backend (for `close()` at shutdown and for
     tests)."""
 
-    def __init__(self, rate_gate: RateLimitGate, quota_gate: QuotaGate, refusals: Refusals,
-                 backend: QuotaBackend, write_gate: WriteQuotaGate | None = None) -> None:
+    def __init__(
+        self,
+        rate_gate: RateLimitGate,
+        quota_gate: QuotaGate,
+        refusals: Refusals,
+        backend: QuotaBackend,
+        write_gate: WriteQuotaGate | None = None,
+    ) -> None:
         self.rate_gate = rate_gate
         self.quota_gate = quota_gate
         self.write_gate = write_gate
@@ -48,8 +53,11 @@ class Quota:
         """A check of the Redis the limits count in, for /healthz (wsserver/http/
         health.py): the quota counters' and the handshake rate's; None when both count
         in this process."""
-        checks = [check for check in (self.backend.health_check(), self.rate_gate.health_check())
-                  if check is not None]
+        checks = [
+            check
+            for check in (self.backend.health_check(), self.rate_gate.health_check())
+            if check is not None
+        ]
         if not checks:
             return None
 
@@ -59,6 +67,7 @@ class Quota:
                 if error is not None:
                     return error
             return None
+
         return check
 
 
@@ -74,8 +83,9 @@ def storages(config: Config) -> tuple[str, str | None]:
     return rate_storage, quota_redis
 
 
-def build_quota(config: Config, authenticator: Authenticator,
-                fail_fast: FailFast | None = None) -> Quota:
+def build_quota(
+    config: Config, authenticator: Authenticator, fail_fast: FailFast | None = None
+) -> Quota:
     """Validate app plans against `plans` (ConfigError naming the key) and build.
     `fail_fast`: the process's shared Redis FailFast (support/redis.py)."""
     check_app_plans(authenticator, config.plans)
@@ -84,11 +94,13 @@ def build_quota(config: Config, authenticator: Authenticator,
     rate_storage, quota_redis = storages(config)
     if quota_redis:
         from .redis_backend import RedisQuota
+
         backend = RedisQuota(quota_redis, rate_limit["lease_seconds"], fail_fast=fail_fast)
     else:
         backend = MemoryQuota()
-    rate_gate = RateLimitGate(rate_limit["handshakes_per_ip"], rate_storage, refusals,
-                              fail_fast=fail_fast)
+    rate_gate = RateLimitGate(
+        rate_limit["handshakes_per_ip"], rate_storage, refusals, fail_fast=fail_fast
+    )
     quota_gate = QuotaGate(config.plans, backend, refusals)
     write_gate = WriteQuotaGate(config.plans, backend, refusals)
     return Quota(rate_gate, quota_gate, refusals, backend, write_gate)

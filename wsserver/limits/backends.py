@@ -43,8 +43,14 @@ class Lease(NamedTuple):
     user: str
 
 
-def refusal_code(limits: Limits, connections: int, documents: int, doc_active: bool,
-                 users: int, user_present: bool) -> int:
+def refusal_code(
+    limits: Limits,
+    connections: int,
+    documents: int,
+    doc_active: bool,
+    users: int,
+    user_present: bool,
+) -> int:
     """The rule every backend applies (the Redis one in Lua): 0 to admit, else the code.
 
     `connections`, `documents`, `users`: the current counts of the app, the app and the
@@ -53,11 +59,13 @@ def refusal_code(limits: Limits, connections: int, documents: int, doc_active: b
     """
     if limits.max_connections is not None and connections >= limits.max_connections:
         return 4004
-    if (limits.max_documents is not None and not doc_active
-            and documents >= limits.max_documents):
+    if limits.max_documents is not None and not doc_active and documents >= limits.max_documents:
         return 4005
-    if (limits.max_users_per_doc is not None and not user_present
-            and users >= limits.max_users_per_doc):
+    if (
+        limits.max_users_per_doc is not None
+        and not user_present
+        and users >= limits.max_users_per_doc
+    ):
         return 4008
     return 0
 
@@ -134,8 +142,14 @@ class MemoryQuota(QuotaBackend):
         with self._lock:
             documents = self._documents.get(app, {})
             users = self._users.get(doc, {})
-            code = refusal_code(limits, self._connections[app], len(documents),
-                                lease.doc in documents, len(users), lease.user in users)
+            code = refusal_code(
+                limits,
+                self._connections[app],
+                len(documents),
+                lease.doc in documents,
+                len(users),
+                lease.user in users,
+            )
             if code:
                 return code  # nothing was written: reading a Counter adds no key
             self._connections[app] += 1
@@ -157,8 +171,10 @@ class MemoryQuota(QuotaBackend):
                 del self._users[doc]
 
     def usage(self, tenant: str, app: str, doc: str | None = None) -> dict[str, int]:
-        result = {"connections": self._connections.get((tenant, app), 0),
-                  "documents": len(self._documents.get((tenant, app), {}))}
+        result = {
+            "connections": self._connections.get((tenant, app), 0),
+            "documents": len(self._documents.get((tenant, app), {})),
+        }
         if doc is not None:
             result["users"] = len(self._users.get((tenant, app, doc), {}))
         return result

@@ -51,8 +51,13 @@ def session_ip(environ: dict) -> str:
 class RateLimitGate(Gate):
     """4006 for a client IP over `rate_limit.handshakes_per_ip` (off when unset)."""
 
-    def __init__(self, handshakes_per_ip: str | None, storage_uri: str, refusals: Refusals,
-                 fail_fast: FailFast | None = None) -> None:
+    def __init__(
+        self,
+        handshakes_per_ip: str | None,
+        storage_uri: str,
+        refusals: Refusals,
+        fail_fast: FailFast | None = None,
+    ) -> None:
         self.fail_fast = fail_fast or FailFast()
         self.refusals = refusals
         self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
@@ -130,14 +135,20 @@ class RateLimitGate(Gate):
     def _storage_error(self, error):
         self._storage_errors.error(
             "rate limit storage failed (%s: %s); admitting handshakes meanwhile",
-            type(error).__name__, error)
+            type(error).__name__,
+            error,
+        )
 
 
 class QuotaGate(Gate):
     """4004, 4005, 4008 from the app's plan (and the token's `limits` claim)."""
 
-    def __init__(self, plans: dict[str, Limits], backend: QuotaBackend, refusals: Refusals,
-                 ) -> None:
+    def __init__(
+        self,
+        plans: dict[str, Limits],
+        backend: QuotaBackend,
+        refusals: Refusals,
+    ) -> None:
         self.plans = plans
         self.backend = backend
         self.refusals = refusals
@@ -167,9 +178,12 @@ class QuotaGate(Gate):
             self.refusals.record(error, ip, app=app, detail=f"document {session.key.name}")
             raise
         if limits.max_ops_per_minute is not None:
+
             def exhausted(error):
-                self.refusals.record(error, ip, app=app,
-                                     detail=f"over {limits.max_ops_per_minute} messages/minute")
+                self.refusals.record(
+                    error, ip, app=app, detail=f"over {limits.max_ops_per_minute} messages/minute"
+                )
+
             session.message_budget = MessageBudget(limits.max_ops_per_minute, exhausted)
         return release
 

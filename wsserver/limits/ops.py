@@ -26,9 +26,12 @@ class MessageBudget:
 
     __slots__ = ("capacity", "rate", "tokens", "stamp", "on_exhausted", "clock")
 
-    def __init__(self, per_minute: int,
-                 on_exhausted: Callable[[RateLimited], object] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        on_exhausted: Callable[[RateLimited], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0  # tokens per second
         self.tokens = self.capacity

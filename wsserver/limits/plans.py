@@ -31,13 +31,18 @@ if TYPE_CHECKING:
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone
 # (a suspended app); a message budget of 0 would close a connection at its first message.
-_MINIMUM = {"max_connections": 0, "max_documents": 0, "max_users_per_doc": 0,
-            "max_ops_per_minute": 1}
+_MINIMUM = {
+    "max_connections": 0,
+    "max_documents": 0,
+    "max_users_per_doc": 0,
+    "max_ops_per_minute": 1,
+}
 
 
 @dataclass(frozen=True)
 class Limits:
     """Effective limits of one connection; None means unlimited."""
+
     max_connections: int | None = None
     max_documents: int | None = None
     max_users_per_doc: int | None = None
@@ -71,8 +76,9 @@ UNLIMITED = Limits()
 # One validator per limit key (wsserver/settings/validators.py): an integer >= its
 # minimum, or null for no limit.
 _LIMIT_FIELDS = {k: integer(_MINIMUM[k], nullable=True) for k in LIMIT_KEYS}
-_PLAN = section(_LIMIT_FIELDS, defaults=dict.fromkeys(LIMIT_KEYS),
-                description="a mapping of limits")
+_PLAN = section(
+    _LIMIT_FIELDS, defaults=dict.fromkeys(LIMIT_KEYS), description="a mapping of limits"
+)
 
 
 def validate_plans(key: str, value: Any) -> dict[str, Limits]:
@@ -98,18 +104,23 @@ def _rate(key, value):
     try:
         parse_many(value)
     except (TypeError, ValueError):
-        raise ConfigError(key, f"must be a rate such as \"60/minute\" or "
-                          f"\"10/second;100/minute\", not {value!r}") from None
+        raise ConfigError(
+            key, f'must be a rate such as "60/minute" or "10/second;100/minute", not {value!r}'
+        ) from None
     return value
 
 
-_RATE_LIMIT = section({
-    "handshakes_per_ip": _rate,
-    "trusted_proxies": integer(0, 16),
-    "storage": matching(r"memory://$|rediss?://", "memory:// or a redis:// / rediss:// URL",
-                        nullable=True),
-    "lease_seconds": number(1, what="a number of seconds"),
-}, defaults=RATE_LIMIT_DEFAULTS)
+_RATE_LIMIT = section(
+    {
+        "handshakes_per_ip": _rate,
+        "trusted_proxies": integer(0, 16),
+        "storage": matching(
+            r"memory://$|rediss?://", "memory:// or a redis:// / rediss:// URL", nullable=True
+        ),
+        "lease_seconds": number(1, what="a number of seconds"),
+    },
+    defaults=RATE_LIMIT_DEFAULTS,
+)
 
 
 def validate_rate_limit(key: str, value: Any) -> dict[str, Any]:
@@ -127,8 +138,10 @@ def check_app_plans(authenticator: Authenticator, plans: dict[str, Limits]) -> N
                 continue
             if not isinstance(plan, str) or plan not in plans:
                 known = ", ".join(sorted(plans)) or "none configured"
-                raise ConfigError(f"auth.tenants.{tenant.name}.apps.{app.name}.plan",
-                                  f"unknown plan {plan!r} (plans: {known})")
+                raise ConfigError(
+                    f"auth.tenants.{tenant.name}.apps.{app.name}.plan",
+                    f"unknown plan {plan!r} (plans: {known})",
+                )
 
 
 def plan_of(app: App, plans: dict[str, Limits]) -> Limits:

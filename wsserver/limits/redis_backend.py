@@ -102,7 +102,9 @@ end
 # KEYS: instances, journal. ARGV: prefix, instance, lease_ms, lease (JSON),
 # max_connections, max_documents, max_users_per_doc (-1: no limit).
 # Returns 0 (taken), 4004/4005/4008 (refused, nothing written) or -1 (reaped: resync).
-_ACQUIRE = _COMMON + r"""
+_ACQUIRE = (
+    _COMMON
+    + r"""
 local now = now_ms()
 reap(now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return -1 end
@@ -121,9 +123,12 @@ redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 return 0
 """
+)
 
 # KEYS: instances, journal. ARGV: prefix, instance, lease (JSON). 1 released, 0 not held.
-_RELEASE = _COMMON + r"""
+_RELEASE = (
+    _COMMON
+    + r"""
 local n = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
 if n <= 0 then return 0 end
 if n == 1 then redis.call('HDEL', KEYS[2], ARGV[3])
@@ -131,19 +136,25 @@ else redis.call('HINCRBY', KEYS[2], ARGV[3], -1) end
 unaccount(cjson.decode(ARGV[3]), 1)
 return 1
 """
+)
 
 # KEYS: instances. ARGV: prefix, instance, lease_ms. 1 renewed, 0 reaped (resync).
-_HEARTBEAT = _COMMON + r"""
+_HEARTBEAT = (
+    _COMMON
+    + r"""
 local now = now_ms()
 reap(now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 return 1
 """
+)
 
 # KEYS: instances, journal. ARGV: prefix, instance, lease_ms, then lease, count pairs:
 # replace this instance's share with exactly those leases.
-_RESYNC = _COMMON + r"""
+_RESYNC = (
+    _COMMON
+    + r"""
 local now = now_ms()
 reap(now)
 drop_instance(ARGV[2])
@@ -155,20 +166,27 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 return 1
 """
+)
 
 # KEYS: instances. ARGV: prefix, instance. Clean shutdown: give everything back.
-_LEAVE = _COMMON + r"""
+_LEAVE = (
+    _COMMON
+    + r"""
 return drop_instance(ARGV[2])
 """
+)
 
 # KEYS: instances. ARGV: prefix, tenant, app, doc ('' for none). Counts after reaping.
-_USAGE = _COMMON + r"""
+_USAGE = (
+    _COMMON
+    + r"""
 reap(now_ms())
 local base = app_base(ARGV[2], ARGV[3])
 local users = 0
 if ARGV[4] ~= '' then users = redis.call('HLEN', base .. ':u:' .. ARGV[4]) end
 return {tonumber(redis.call('GET', base .. ':c') or '0'), redis.call('HLEN', base .. ':d'), users}
 """
+)
 
 
 def _encode(lease):
@@ -183,9 +201,15 @@ class RedisQuota(QuotaBackend):
     """See the module docstring. `heartbeat=False` (unit tests) leaves renewing the
     lease to explicit `heartbeat()` calls."""
 
-    def __init__(self, url: str, lease_seconds: float = 30.0, heartbeat: bool = True,
-                 client: redis.Redis | None = None, prefix: str = PREFIX,
-                 fail_fast: FailFast | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        lease_seconds: float = 30.0,
+        heartbeat: bool = True,
+        client: redis.Redis | None = None,
+        prefix: str = PREFIX,
+        fail_fast: FailFast | None = None,
+    ) -> None:
         super().__init__()
         self.client = client or redis_client(url)
         # Shared with the process's other Redis users: after a failure, handshakes skip
@@ -224,15 +248,24 @@ class RedisQuota(QuotaBackend):
                 if not self._synced:
                     self.resync()
                 code = self._in_flight(
-                    self._acquire_script, [self._instances, self._journal],
-                    [self.prefix, self.instance, self.lease_ms, _encode(lease),
-                     _limit(limits.max_connections), _limit(limits.max_documents),
-                     _limit(limits.max_users_per_doc)])
+                    self._acquire_script,
+                    [self._instances, self._journal],
+                    [
+                        self.prefix,
+                        self.instance,
+                        self.lease_ms,
+                        _encode(lease),
+                        _limit(limits.max_connections),
+                        _limit(limits.max_documents),
+                        _limit(limits.max_users_per_doc),
+                    ],
+                )
                 if code != LOST:
                     self.fail_fast.answered()
                     return int(code)
-                log.warning("quota: instance %s was reaped (lease expired); resyncing",
-                            self.instance)
+                log.warning(
+                    "quota: instance %s was reaped (lease expired); resyncing", self.instance
+                )
                 self._synced = False
             raise redis.RedisError("instance reaped twice in a row")
         except redis.RedisError as e:
@@ -249,16 +282,20 @@ class RedisQuota(QuotaBackend):
         try:
             # `held` drops the lease only once no resync is running: a resync that read
             # `held` without it, followed by this release, would count it out twice.
-            self._in_flight(self._release_script, [self._instances, self._journal],
-                            [self.prefix, self.instance, _encode(lease)],
-                            before=lambda: self._forget(lease))
+            self._in_flight(
+                self._release_script,
+                [self._instances, self._journal],
+                [self.prefix, self.instance, _encode(lease)],
+                before=lambda: self._forget(lease),
+            )
         except redis.RedisError as e:
             self._synced = False  # the next resync drops it
             self._error("release", e)
 
     def usage(self, tenant: str, app: str, doc: str | None = None) -> dict[str, int]:
         connections, documents, users = self._usage_script(
-            [self._instances], [self.prefix, tenant, app, doc or ""])
+            [self._instances], [self.prefix, tenant, app, doc or ""]
+        )
         result = {"connections": int(connections), "documents": int(documents)}
         if doc is not None:
             result["users"] = int(users)
@@ -283,11 +320,11 @@ class RedisQuota(QuotaBackend):
         """Renew this instance's lease (resyncing if it was reaped or is out of date);
         reaps expired instances on the way. Raises RedisError."""
         if self._synced and self._heartbeat_script(
-                [self._instances], [self.prefix, self.instance, self.lease_ms]):
+            [self._instances], [self.prefix, self.instance, self.lease_ms]
+        ):
             return
         if self._synced:
-            log.warning("quota: instance %s was reaped (lease expired); resyncing",
-                        self.instance)
+            log.warning("quota: instance %s was reaped (lease expired); resyncing", self.instance)
         self._synced = False
         self.resync()
 
@@ -344,5 +381,9 @@ class RedisQuota(QuotaBackend):
         """Log Redis errors at most once per 10 s, with how many were not logged."""
         metrics.REDIS_ERRORS.labels("limits").inc()
         self.fail_fast.failed()
-        self._errors.error("quota: redis %s failed (%s: %s); admitting and resyncing later",
-                           what, type(error).__name__, error)
+        self._errors.error(
+            "quota: redis %s failed (%s: %s); admitting and resyncing later",
+            what,
+            type(error).__name__,
+            error,
+        )

@@ -22,13 +22,20 @@ class Refusals:
     def __init__(self) -> None:
         self._counts = Counter()
 
-    def record(self, error: WsServerError, ip: str | None, app: str | None = None,
-               detail: str = "") -> None:
+    def record(
+        self, error: WsServerError, ip: str | None, app: str | None = None, detail: str = ""
+    ) -> None:
         """Log and count one refusal of the limits; `app` is "tenant/app" when known."""
         self.count(error)
         error.logged = True
-        log.info("refused %d %s: app=%s ip=%s%s", error.close_code, error.reason,
-                 app or "-", ip or "-", f" ({detail})" if detail else "")
+        log.info(
+            "refused %d %s: app=%s ip=%s%s",
+            error.close_code,
+            error.reason,
+            app or "-",
+            ip or "-",
+            f" ({detail})" if detail else "",
+        )
 
     def count(self, error: WsServerError) -> None:
         """Count one refusal by its close code, once however often it is passed."""

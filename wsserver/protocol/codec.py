@@ -156,6 +156,7 @@ MAX_AWARENESS_DEPTH = 64
 class AwarenessEntry(NamedTuple):
     """One client's entry of an awareness update; `state` is its raw JSON bytes, and
     `removal` says that it is empty or JSON null (the client is gone)."""
+
     client_id: int
     clock: int
     state: bytes
@@ -212,6 +213,9 @@ def encode_awareness_entries(entries: Iterable[AwarenessEntry]) -> bytes:
     """The awareness update holding `entries` (as parse_awareness_update returns them)."""
     parts = [write_var_uint(len(entries))]
     for entry in entries:
-        parts += (write_var_uint(entry.client_id), write_var_uint(entry.clock),
-                  write_message(entry.state))
+        parts += (
+            write_var_uint(entry.client_id),
+            write_var_uint(entry.clock),
+            write_message(entry.state),
+        )
     return b"".join(parts)

@@ -48,6 +48,7 @@ REGISTRY_DEFAULTS = {"release_after_seconds": 30.0, "ttl_seconds": 15.0}
 
 # --- settings -----------------------------------------------------------------------
 
+
 def validate_regions(key: str, value: Any) -> dict[str, str]:
     """Region name -> base URL (ws:// or wss://, no query or fragment, trailing `/`
     dropped, at most MAX_BASE_URL_BYTES bytes so that `REDIRECT:<url>` fits)."""
@@ -65,16 +66,23 @@ def validate_regions(key: str, value: Any) -> dict[str, str]:
         url = url.rstrip("/")
         size = len(url.encode("utf-8"))
         if size > MAX_BASE_URL_BYTES:
-            raise ConfigError(path, f"is {size} bytes; at most {MAX_BASE_URL_BYTES} keep "
-                              f"'{REDIRECT_PREFIX}<url>' within the {MAX_REASON_BYTES} bytes "
-                              f"of a close reason")
+            raise ConfigError(
+                path,
+                f"is {size} bytes; at most {MAX_BASE_URL_BYTES} keep "
+                f"'{REDIRECT_PREFIX}<url>' within the {MAX_REASON_BYTES} bytes "
+                f"of a close reason",
+            )
         regions[name] = url
     return regions
 
 
-_PIN = section({field: string for field in PIN_FIELDS},
-               defaults={"tenant": "*", "app": "*", "documents": "*"}, required=("region",),
-               description="a mapping {tenant, app, documents, region}", nullable=False)
+_PIN = section(
+    {field: string for field in PIN_FIELDS},
+    defaults={"tenant": "*", "app": "*", "documents": "*"},
+    required=("region",),
+    description="a mapping {tenant, app, documents, region}",
+    nullable=False,
+)
 
 
 def validate_pins(key: str, value: Any) -> list[dict[str, str]]:
@@ -86,10 +94,14 @@ def validate_pins(key: str, value: Any) -> list[dict[str, str]]:
     return [_PIN(f"{key}[{i}]", pin) for i, pin in enumerate(value)]
 
 
-_REGISTRY = section({"release_after_seconds": number(0.0, what="a number of seconds"),
-                     "ttl_seconds": number(0.5, what="a number of seconds"),
-                     "heartbeat_seconds": number(0.05, what="a number of seconds")},
-                    defaults=REGISTRY_DEFAULTS)
+_REGISTRY = section(
+    {
+        "release_after_seconds": number(0.0, what="a number of seconds"),
+        "ttl_seconds": number(0.5, what="a number of seconds"),
+        "heartbeat_seconds": number(0.05, what="a number of seconds"),
+    },
+    defaults=REGISTRY_DEFAULTS,
+)
 
 
 def validate_registry(key: str, value: Any) -> dict[str, float]:
@@ -100,8 +112,11 @@ def validate_registry(key: str, value: Any) -> dict[str, float]:
     result = _REGISTRY(key, value)
     result.setdefault("heartbeat_seconds", result["ttl_seconds"] / 3)
     if result["heartbeat_seconds"] >= result["ttl_seconds"]:
-        raise ConfigError(f"{key}.heartbeat_seconds", "must be shorter than ttl_seconds "
-                          "(a third of it leaves room for two missed heartbeats)")
+        raise ConfigError(
+            f"{key}.heartbeat_seconds",
+            "must be shorter than ttl_seconds "
+            "(a third of it leaves room for two missed heartbeats)",
+        )
     return result
 
 
@@ -112,8 +127,10 @@ def check_region_map(values: dict[str, Any], env: Mapping[str, str]) -> None:
         values["region"] = env["WSSERVER_REGION"]
         source = "WSSERVER_REGION"
     if values["region"] not in values["regions"]:
-        raise ConfigError(source, f"{values['region']!r} is not in regions "
-                          f"({', '.join(sorted(values['regions']))})")
+        raise ConfigError(
+            source,
+            f"{values['region']!r} is not in regions ({', '.join(sorted(values['regions']))})",
+        )
     for i, pin in enumerate(values["pins"]):
         if pin["region"] not in values["regions"]:
             raise ConfigError(f"pins[{i}].region", f"{pin['region']!r} is not in regions")
@@ -121,11 +138,13 @@ def check_region_map(values: dict[str, Any], env: Mapping[str, str]) -> None:
 
 # --- the map --------------------------------------------------------------------------
 
+
 class RegionMap:
     """This node's region, every region's base URL, and the pins."""
 
-    def __init__(self, region: str, regions: Mapping[str, str],
-                 pins: Iterable[dict[str, str]] = ()) -> None:
+    def __init__(
+        self, region: str, regions: Mapping[str, str], pins: Iterable[dict[str, str]] = ()
+    ) -> None:
         self.region = region
         self.regions = dict(regions)
         self.pins = list(pins)
@@ -137,8 +156,11 @@ class RegionMap:
     def pinned(self, key: DocKey) -> str | None:
         """The region `key` (a DocKey) is pinned to, or None."""
         for pin in self.pins:
-            if (fnmatchcase(key.tenant, pin["tenant"]) and fnmatchcase(key.app, pin["app"])
-                    and fnmatchcase(key.name, pin["documents"])):
+            if (
+                fnmatchcase(key.tenant, pin["tenant"])
+                and fnmatchcase(key.app, pin["app"])
+                and fnmatchcase(key.name, pin["documents"])
+            ):
                 return pin["region"]
         return None
 

@@ -30,8 +30,9 @@ MIB = 1024 * 1024
 
 def _storage_url(key, value):
     value = string(key, value)
-    if not (value == "memory://" or value.startswith(("sqlite:///", "postgresql://",
-                                                       "postgres://"))):
+    if not (
+        value == "memory://" or value.startswith(("sqlite:///", "postgresql://", "postgres://"))
+    ):
         raise ConfigError(key, "must be memory://, sqlite:///PATH or a postgresql:// URL")
     if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
         raise ConfigError(key, "sqlite:/// needs a path")
@@ -49,8 +50,9 @@ def _bearer_section(key, value):
     known_keys(key, mapping(key, value), {"token"})
     token = value.get("token")
     if not isinstance(token, str) or len(token) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} "
-                                          "characters")
+        raise ConfigError(
+            f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} characters"
+        )
     return {"token": token}
 
 
@@ -82,96 +84,199 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("region", "local", string,
-            "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it."),
-    Setting("regions", {"local": "ws://127.0.0.1:1234"}, validate_regions,
-            "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
-            "114 bytes so `REDIRECT:<url>`, the 4009 reason, fits in a close frame)."),
-    Setting("pins", [], validate_pins,
-            "Documents that must live in one region: a list of {tenant, app, documents, "
-            "region}, each of the first three a glob (default `*`); the first match wins."),
-    Setting("registry", validate_registry("registry", None), validate_registry,
-            "The global document registry: `release_after_seconds` (30: how long a region "
-            "keeps a document after its last connection closes), `ttl_seconds` (15: a dead "
-            "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal)."),
-    Setting("storage", "sqlite:///data/wsserver.sqlite3", _storage_url,
-            "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
-            "`sqlite:////abs/path` for an absolute one), a Postgres URL "
-            "(`postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=require`, or Heroku's "
-            "`postgres://` form; usually `${DATABASE_URL}`) or `memory://` (tests only: lost "
-            "on exit)."),
-    Setting("storage_pool_size", 5, integer(1, 1000),
-            "Postgres only: connections each server process keeps to the database at most "
-            "(one per concurrent load, compaction or group commit). Mind the plan's "
-            "connection limit: processes x pool size."),
-    Setting("storage_sync", "normal", choice("normal", "full"),
-            "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
-            "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
-            "group commit; slower)."),
+    Setting(
+        "region",
+        "local",
+        string,
+        "This node's region; a key of `regions`. `$WSSERVER_REGION` overrides it.",
+    ),
+    Setting(
+        "regions",
+        {"local": "ws://127.0.0.1:1234"},
+        validate_regions,
+        "Region name -> public base URL of that region's nodes (ws:// or wss://, at most "
+        "114 bytes so `REDIRECT:<url>`, the 4009 reason, fits in a close frame).",
+    ),
+    Setting(
+        "pins",
+        [],
+        validate_pins,
+        "Documents that must live in one region: a list of {tenant, app, documents, "
+        "region}, each of the first three a glob (default `*`); the first match wins.",
+    ),
+    Setting(
+        "registry",
+        validate_registry("registry", None),
+        validate_registry,
+        "The global document registry: `release_after_seconds` (30: how long a region "
+        "keeps a document after its last connection closes), `ttl_seconds` (15: a dead "
+        "node's claims expire within it), `heartbeat_seconds` (ttl/3: claim renewal).",
+    ),
+    Setting(
+        "storage",
+        "sqlite:///data/wsserver.sqlite3",
+        _storage_url,
+        "Where documents are kept: `sqlite:///PATH` (relative to the working directory; "
+        "`sqlite:////abs/path` for an absolute one), a Postgres URL "
+        "(`postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=require`, or Heroku's "
+        "`postgres://` form; usually `${DATABASE_URL}`) or `memory://` (tests only: lost "
+        "on exit).",
+    ),
+    Setting(
+        "storage_pool_size",
+        5,
+        integer(1, 1000),
+        "Postgres only: connections each server process keeps to the database at most "
+        "(one per concurrent load, compaction or group commit). Mind the plan's "
+        "connection limit: processes x pool size.",
+    ),
+    Setting(
+        "storage_sync",
+        "normal",
+        choice("normal", "full"),
+        "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
+        "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
+        "group commit; slower).",
+    ),
     Setting("host", "127.0.0.1", string, "Address `wsserver serve` listens on."),
-    Setting("port", 1234, integer(0, 65535),
-            "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both."),
-    Setting("auth", None, mapping,
-            "Token checks: `audience`, `scope` and `tenants` (see README, Authentication), and "
-            "`close_on_expiry` (default false: an open connection outlives its token; true: "
-            "it is closed with 4002 \"token expired\" once the token's exp plus 5 s passes)."),
-    Setting("max_message_size", 16 * MIB, integer(1024),
-            "Largest WebSocket message accepted, in bytes; a larger one closes with 1009."),
-    Setting("max_pending_bytes", 64 * MIB, integer(64 * 1024),
-            "Outgoing bytes a connection may have queued; beyond it the client is too slow "
-            "and is closed with 1013."),
-    Setting("ping_interval", 30.0, number(0.05),
-            "Seconds between server pings; a socket that has sent nothing since the previous "
-            "ping is closed."),
-    Setting("unload_after", 10.0, number(0),
-            "Seconds a document with no connections stays loaded before it is flushed and "
-            "unloaded."),
-    Setting("compact_after_updates", 500, integer(1),
-            "Stored updates of one document that trigger compaction into a snapshot."),
-    Setting("compact_after_bytes", 4 * MIB, integer(1),
-            "Stored update bytes of one document that trigger compaction."),
-    Setting("shutdown_timeout", 10.0, number(0.1),
-            "Seconds SIGTERM waits for rooms to flush and clients to close."),
-    Setting("shutdown_drain", 0.0, number(0),
-            "Seconds between SIGTERM and the closing of clients, during which /readyz answers "
-            "503 and everything else keeps serving: time for a load balancer to stop "
-            "sending new clients here."),
-    Setting("header_timeout", 10.0, number(0.1),
-            "Seconds a client has to send a request's line and headers (each request of a "
-            "keep-alive connection) before it gets a 408 and is dropped: sockets that send "
-            "half a request and stall (slowloris) are not held for ever."),
-    Setting("refusal_delay", 2.0, number(0),
-            "Seconds before the close frame of a refused handshake (4001, 4002, 4003, 4007) "
-            "is sent, so a provider that reconnects at once after every close (y-websocket "
-            "1.x and 2.x) retries once per delay instead of ten times a second; the waiting "
-            "socket costs only its file descriptor. 0: answer at once."),
-    Setting("max_delayed_refusals", 1000, integer(0),
-            "Refused sockets that may wait for `refusal_delay` at once; further refusals are "
-            "answered at once."),
-    Setting("redis", None, matching(r"rediss?://", "a redis:// or rediss:// URL", nullable=True),
-            "Optional `redis://` URL shared by every process and node: cluster-wide limits "
-            "and the region registry use it when set."),
-    Setting("plans", {}, validate_plans,
-            "Plan name -> limits (`max_connections`, `max_documents`, `max_users_per_doc`, "
-            "`max_ops_per_minute`; absent or null: unlimited). An app takes one with "
-            "`plan: NAME` (README, Limits)."),
-    Setting("rate_limit", validate_rate_limit("rate_limit", None), validate_rate_limit,
-            "`handshakes_per_ip` (a `limits` rate such as \"60/minute\"; unset: off), "
-            "`trusted_proxies` (X-Forwarded-For hops to trust, 0), `storage` (memory:// or "
-            "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
-            "process's connections stop counting). README, Limits."),
+    Setting(
+        "port",
+        1234,
+        integer(0, 65535),
+        "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both.",
+    ),
+    Setting(
+        "auth",
+        None,
+        mapping,
+        "Token checks: `audience`, `scope` and `tenants` (see README, Authentication), and "
+        "`close_on_expiry` (default false: an open connection outlives its token; true: "
+        'it is closed with 4002 "token expired" once the token\'s exp plus 5 s passes).',
+    ),
+    Setting(
+        "max_message_size",
+        16 * MIB,
+        integer(1024),
+        "Largest WebSocket message accepted, in bytes; a larger one closes with 1009.",
+    ),
+    Setting(
+        "max_pending_bytes",
+        64 * MIB,
+        integer(64 * 1024),
+        "Outgoing bytes a connection may have queued; beyond it the client is too slow "
+        "and is closed with 1013.",
+    ),
+    Setting(
+        "ping_interval",
+        30.0,
+        number(0.05),
+        "Seconds between server pings; a socket that has sent nothing since the previous "
+        "ping is closed.",
+    ),
+    Setting(
+        "unload_after",
+        10.0,
+        number(0),
+        "Seconds a document with no connections stays loaded before it is flushed and unloaded.",
+    ),
+    Setting(
+        "compact_after_updates",
+        500,
+        integer(1),
+        "Stored updates of one document that trigger compaction into a snapshot.",
+    ),
+    Setting(
+        "compact_after_bytes",
+        4 * MIB,
+        integer(1),
+        "Stored update bytes of one document that trigger compaction.",
+    ),
+    Setting(
+        "shutdown_timeout",
+        10.0,
+        number(0.1),
+        "Seconds SIGTERM waits for rooms to flush and clients to close.",
+    ),
+    Setting(
+        "shutdown_drain",
+        0.0,
+        number(0),
+        "Seconds between SIGTERM and the closing of clients, during which /readyz answers "
+        "503 and everything else keeps serving: time for a load balancer to stop "
+        "sending new clients here.",
+    ),
+    Setting(
+        "header_timeout",
+        10.0,
+        number(0.1),
+        "Seconds a client has to send a request's line and headers (each request of a "
+        "keep-alive connection) before it gets a 408 and is dropped: sockets that send "
+        "half a request and stall (slowloris) are not held for ever.",
+    ),
+    Setting(
+        "refusal_delay",
+        2.0,
+        number(0),
+        "Seconds before the close frame of a refused handshake (4001, 4002, 4003, 4007) "
+        "is sent, so a provider that reconnects at once after every close (y-websocket "
+        "1.x and 2.x) retries once per delay instead of ten times a second; the waiting "
+        "socket costs only its file descriptor. 0: answer at once.",
+    ),
+    Setting(
+        "max_delayed_refusals",
+        1000,
+        integer(0),
+        "Refused sockets that may wait for `refusal_delay` at once; further refusals are "
+        "answered at once.",
+    ),
+    Setting(
+        "redis",
+        None,
+        matching(r"rediss?://", "a redis:// or rediss:// URL", nullable=True),
+        "Optional `redis://` URL shared by every process and node: cluster-wide limits "
+        "and the region registry use it when set.",
+    ),
+    Setting(
+        "plans",
+        {},
+        validate_plans,
+        "Plan name -> limits (`max_connections`, `max_documents`, `max_users_per_doc`, "
+        "`max_ops_per_minute`; absent or null: unlimited). An app takes one with "
+        "`plan: NAME` (README, Limits).",
+    ),
+    Setting(
+        "rate_limit",
+        validate_rate_limit("rate_limit", None),
+        validate_rate_limit,
+        '`handshakes_per_ip` (a `limits` rate such as "60/minute"; unset: off), '
+        "`trusted_proxies` (X-Forwarded-For hops to trust, 0), `storage` (memory:// or "
+        "redis://; default: `redis` when set), `lease_seconds` (30: how soon a dead "
+        "process's connections stop counting). README, Limits.",
+    ),
     Setting("log_level", "info", choice("debug", "info", "warning", "error"), "Logging level."),
-    Setting("log_format", "text", choice("text", "json"),
-            "`text`: one line `time LEVEL logger: message`; `json`: one JSON object per line "
-            "(ts, level, logger, message; tenant, app, doc, conn, ip, code on connection "
-            "events), gunicorn's lines and tracebacks included."),
-    Setting("metrics", None, _bearer_section,
-            "`{token: SECRET}`: GET /metrics then requires `Authorization: Bearer SECRET`. "
-            "Absent: /metrics is open."),
-    Setting("admin", None, _bearer_section,
-            "`{token: SECRET}` enables the admin console (/admin) and its API "
-            "(/admin/api/...), which require `Authorization: Bearer SECRET`. Absent: they "
-            "answer 404."),
+    Setting(
+        "log_format",
+        "text",
+        choice("text", "json"),
+        "`text`: one line `time LEVEL logger: message`; `json`: one JSON object per line "
+        "(ts, level, logger, message; tenant, app, doc, conn, ip, code on connection "
+        "events), gunicorn's lines and tracebacks included.",
+    ),
+    Setting(
+        "metrics",
+        None,
+        _bearer_section,
+        "`{token: SECRET}`: GET /metrics then requires `Authorization: Bearer SECRET`. "
+        "Absent: /metrics is open.",
+    ),
+    Setting(
+        "admin",
+        None,
+        _bearer_section,
+        "`{token: SECRET}` enables the admin console (/admin) and its API "
+        "(/admin/api/...), which require `Authorization: Bearer SECRET`. Absent: they "
+        "answer 404.",
+    ),
 ]
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -181,11 +286,14 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def expand_env(value: Any, env: Mapping[str, str], key: str = "config") -> Any:
     """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree."""
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k))
-                for k, v in value.items()}
+        return {
+            k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_env(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str):
+
         def replace(match):
             name, default = match.group(1), match.group(2)
             if name in env:
@@ -193,6 +301,7 @@ def expand_env(value: Any, env: Mapping[str, str], key: str = "config") -> Any:
             if default is not None:
                 return default
             raise ConfigError(key, f"environment variable {name} is not set")
+
         return _VAR.sub(replace, value)
     return value
 
@@ -206,8 +315,11 @@ class Config:
             setattr(self, name, value)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], env: Mapping[str, str] | None = None,
-                     ) -> Config:
+    def from_mapping(
+        cls,
+        mapping: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+    ) -> Config:
         env = os.environ if env is None else env
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
@@ -227,17 +339,24 @@ class Config:
         return cls(values)
 
     @classmethod
-    def load(cls, path: str | None = None, env: Mapping[str, str] | None = None,
-             fallback: str | None = None) -> Config:
+    def load(
+        cls,
+        path: str | None = None,
+        env: Mapping[str, str] | None = None,
+        fallback: str | None = None,
+    ) -> Config:
         """The config file `path`, else `$WSSERVER_CONFIG`, else `fallback`. Without
         a fallback (the production entry point) a missing `$WSSERVER_CONFIG` is a
         ConfigError: production never silently serves the development config."""
         env = os.environ if env is None else env
         path = path or env.get("WSSERVER_CONFIG") or fallback
         if not path:
-            raise ConfigError("WSSERVER_CONFIG", "is not set: name the config file the "
-                              "server runs with (config/dev.yaml is for `wsserver serve` "
-                              "on this machine only)")
+            raise ConfigError(
+                "WSSERVER_CONFIG",
+                "is not set: name the config file the "
+                "server runs with (config/dev.yaml is for `wsserver serve` "
+                "on this machine only)",
+            )
         try:
             with open(path, encoding="utf-8") as f:
                 mapping = yaml.safe_load(f) or {}

@@ -24,9 +24,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def integer(low: int | None = None, high: int | None = None, *,
-            nullable: bool = False) -> Validator:
+def integer(
+    low: int | None = None, high: int | None = None, *, nullable: bool = False
+) -> Validator:
     """An int within [low, high] (either bound optional); None too when `nullable`."""
+
     def check(key, value):
         if value is None and nullable:
             return None
@@ -40,17 +42,20 @@ def integer(low: int | None = None, high: int | None = None, *,
         if high is not None and value > high:
             raise ConfigError(key, f"must be <= {high}")
         return value
+
     return check
 
 
 def number(low: float | None = None, what: str = "a number") -> Validator:
     """An int or float >= low, kept as a float. `what` names it in the error."""
+
     def check(key, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be {what}, not {value!r}")
         if low is not None and value < low:
             raise ConfigError(key, f"must be >= {low}")
         return float(value)
+
     return check
 
 
@@ -63,10 +68,12 @@ def string(key: str, value: Any) -> str:
 
 def choice(*choices: str) -> Validator:
     """One of `choices`."""
+
     def check(key, value):
         if value not in choices:
             raise ConfigError(key, f"must be one of {', '.join(choices)}, not {value!r}")
         return value
+
     return check
 
 
@@ -81,6 +88,7 @@ def matching(pattern: str, description: str, nullable: bool = False) -> Validato
         if not isinstance(value, str) or not compiled.match(value):
             raise ConfigError(key, f"must be {description}, not {value!r}")
         return value
+
     return check
 
 
@@ -100,14 +108,19 @@ def known_keys(key: str, mapping: Mapping, known: Iterable[str]) -> Mapping:
     unknown = sorted(str(name) for name in mapping if name not in known)
     if unknown:
         prefix = f"{key}." if key else ""
-        raise ConfigError(f"{prefix}{unknown[0]}",
-                          f"unknown setting (known here: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"{prefix}{unknown[0]}", f"unknown setting (known here: {', '.join(sorted(known))})"
+        )
     return mapping
 
 
-def section(fields: Mapping[str, Validator], defaults: Mapping[str, Any] | None = None,
-            required: Iterable[str] = (), description: str = "a mapping",
-            nullable: bool = True) -> Validator:
+def section(
+    fields: Mapping[str, Validator],
+    defaults: Mapping[str, Any] | None = None,
+    required: Iterable[str] = (),
+    description: str = "a mapping",
+    nullable: bool = True,
+) -> Validator:
     """A mapping with the keys of `fields` only, each checked by its validator under
     `KEY.FIELD`. A missing field takes its value from `defaults` (not validated: the
     owner's defaults are right by construction) or, when absent there too, is left out;
@@ -131,4 +144,5 @@ def section(fields: Mapping[str, Validator], defaults: Mapping[str, Any] | None 
             elif name in defaults:
                 result[name] = defaults[name]
         return result
+
     return check

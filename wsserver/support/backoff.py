@@ -23,8 +23,9 @@ class Backoff:
 
     __slots__ = ("first", "cap", "delay", "_sleep")
 
-    def __init__(self, first: float, cap: float,
-                 sleep: Callable[[float], object] = gevent.sleep) -> None:
+    def __init__(
+        self, first: float, cap: float, sleep: Callable[[float], object] = gevent.sleep
+    ) -> None:
         if not 0 < first <= cap:
             raise ValueError("back-off needs 0 < first <= cap")
         self.first = first

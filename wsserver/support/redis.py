@@ -27,8 +27,11 @@ FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
 
 def client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for `url` with the project's timeouts (`options` override)."""
-    settings = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT,
-                "health_check_interval": HEALTH_CHECK_INTERVAL}
+    settings = {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+    }
     settings.update(options)
     return redis.Redis.from_url(url, **settings)
 
@@ -36,12 +39,14 @@ def client(url: str, **options: Any) -> redis.Redis:
 def redis_check(client: redis.Redis) -> Callable[[], str | None]:
     """A /healthz check (wsserver/http/health.py) that PINGs `client`'s Redis: None when
     it answers, else why not."""
+
     def check():
         try:
             client.ping()
         except Exception as e:  # any failure means unreachable: say which
             return f"{type(e).__name__}: {e}"[:200]
         return None
+
     return check
 
 
@@ -55,8 +60,12 @@ class FailFast:
     failures go on (the project's Backoff rule); `answered()` (any successful call)
     closes it."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, first: float = FAIL_FAST_MIN,
-                 cap: float = FAIL_FAST_MAX) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        first: float = FAIL_FAST_MIN,
+        cap: float = FAIL_FAST_MAX,
+    ) -> None:
         self.clock = clock
         self._until = 0.0
         self._window = Backoff(first, cap)

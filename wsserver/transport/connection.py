@@ -33,8 +33,7 @@ _IDS = itertools.count(1)
 
 
 class Connection:
-    def __init__(self, ws, max_message_size: int, max_pending_bytes: int,
-                 peer: str = "-") -> None:
+    def __init__(self, ws, max_message_size: int, max_pending_bytes: int, peer: str = "-") -> None:
         handler = ws.handler
         self.ws = ws
         self.sock = handler.socket
@@ -94,8 +93,11 @@ class Connection:
             if head is not None:
                 self._outbox.append(head)
             self._pending = len(head) if head is not None else 0
-            log.info("closing %s: 1013 client too slow (over %d bytes queued)", self.peer,
-                     self.max_pending_bytes)
+            log.info(
+                "closing %s: 1013 client too slow (over %d bytes queued)",
+                self.peer,
+                self.max_pending_bytes,
+            )
             self.close(TryAgainLater())
             return
         if self._writer is None:
@@ -130,8 +132,9 @@ class Connection:
 
     # --- closing --------------------------------------------------------------------
 
-    def close(self, error: WsServerError | None = None, code: int | None = None,
-              reason: str = "") -> None:
+    def close(
+        self, error: WsServerError | None = None, code: int | None = None, reason: str = ""
+    ) -> None:
         """Send a close frame after what is queued, then drop the socket if the client
         does not answer within CLOSE_TIMEOUT. Idempotent; never blocks."""
         if self.closed:
@@ -220,4 +223,3 @@ class Connection:
     @property
     def answered_last_ping(self) -> bool:
         return self.ping_sent is None or self.last_seen >= self.ping_sent
-

@@ -50,9 +50,16 @@ RETRIED_REFUSALS = frozenset({4001, 4002, 4003, 4007})
 
 
 class WebSocketEndpoint:
-    def __init__(self, config: Config, authenticator: Authenticator,
-                 documents: DocumentManager, store: Store, gates: Iterable[Gate] = (),
-                 refusals: Refusals | None = None, webhooks: Webhooks | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        authenticator: Authenticator,
+        documents: DocumentManager,
+        store: Store,
+        gates: Iterable[Gate] = (),
+        refusals: Refusals | None = None,
+        webhooks: Webhooks | None = None,
+    ) -> None:
         self.config = config
         self.handshake = Handshake(authenticator, gates, refusals)
         self.documents = documents
@@ -98,8 +105,9 @@ class WebSocketEndpoint:
 
     def handle(self, environ: dict) -> None:
         ws = environ["wsgi.websocket"]
-        conn = Connection(ws, self.config.max_message_size, self.config.max_pending_bytes,
-                          peer(environ))
+        conn = Connection(
+            ws, self.config.max_message_size, self.config.max_pending_bytes, peer(environ)
+        )
         self.connections.add(conn)
         room = session = expiry = None
         opened = time.monotonic()
@@ -110,8 +118,13 @@ class WebSocketEndpoint:
             session = self.handshake.check(environ)
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
             principal = conn.principal = session.principal
-            log.debug("open %s (%s): %s", conn.peer, environ.get("PATH_INFO"),
-                      principal.describe(), extra=fields(conn, session.key))
+            log.debug(
+                "open %s (%s): %s",
+                conn.peer,
+                environ.get("PATH_INFO"),
+                principal.describe(),
+                extra=fields(conn, session.key),
+            )
             metrics.CONNECTIONS.inc()
             metrics.CONNECTIONS_ACCEPTED.inc()
             room = self.documents.join(session.key, conn)
@@ -121,8 +134,11 @@ class WebSocketEndpoint:
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
             # (documents/readonly.py).
-            guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only) \
-                if principal.read_only else None
+            guard = (
+                ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
+                if principal.read_only
+                else None
+            )
             synced = False
             while not conn.closed:
                 data = conn.receive()
@@ -142,8 +158,11 @@ class WebSocketEndpoint:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
             handed_over = self._close_with(conn, e, environ, session)
         except Exception:
-            log.exception("connection %s failed", peer(environ),
-                          extra=fields(conn, session and session.key, InternalError.close_code))
+            log.exception(
+                "connection %s failed",
+                peer(environ),
+                extra=fields(conn, session and session.key, InternalError.close_code),
+            )
             conn.close(InternalError())
         finally:
             if expiry is not None:
@@ -163,8 +182,9 @@ class WebSocketEndpoint:
             if not handed_over:
                 conn.finish()
 
-    def _close_with(self, conn: Connection, error: WsServerError, environ: dict,
-                    session: Session | None) -> bool:
+    def _close_with(
+        self, conn: Connection, error: WsServerError, environ: dict, session: Session | None
+    ) -> bool:
         """Log and close `conn` with `error` (`session`: None when the handshake refused
         it). Returns True when the close was handed to `delayed_closes` (the socket is no
         longer ours)."""
@@ -177,8 +197,14 @@ class WebSocketEndpoint:
                 return True
         elif not error.logged:  # refusals by the limits are logged where they are made
             key = session.key if session is not None else None
-            log.info("closing %s (%s): %d %s", peer(environ), environ.get("PATH_INFO"),
-                     error.close_code, error.log_reason, extra=fields(conn, key, error.close_code))
+            log.info(
+                "closing %s (%s): %d %s",
+                peer(environ),
+                environ.get("PATH_INFO"),
+                error.close_code,
+                error.log_reason,
+                extra=fields(conn, key, error.close_code),
+            )
         conn.close(error)
         return False
 
@@ -186,8 +212,7 @@ class WebSocketEndpoint:
         """transport/handler.py dropped a request whose headers took too long (408)."""
         self.refusal_log.record(ip, 408, f"request headers not complete within {timeout:g} s")
 
-    def _close_on_expiry(self, conn: Connection,
-                         principal: Principal) -> gevent.Greenlet | None:
+    def _close_on_expiry(self, conn: Connection, principal: Principal) -> gevent.Greenlet | None:
         """With `auth.close_on_expiry`: a timer closing `conn` with 4002 "token expired"
         when the token's exp (plus the skew) passes. Returns it, or None."""
         deadline = self.handshake.authenticator.expiry_deadline(principal)
@@ -220,8 +245,12 @@ class WebSocketEndpoint:
         """False from the moment SIGTERM arrived (see `shutdown`)."""
         return not self.stopping
 
-    def shutdown(self, timeout: float | None = None, drain: float = 0.0,
-                 before_closing: Callable[[], object] | None = None) -> bool:
+    def shutdown(
+        self,
+        timeout: float | None = None,
+        drain: float = 0.0,
+        before_closing: Callable[[], object] | None = None,
+    ) -> bool:
         """Stop being ready; after `drain` seconds (while everything else still serves,
         so a load balancer sees /readyz fail and stops sending clients), call
         `before_closing` (e.g. stop accepting), close every client with 1012, flush

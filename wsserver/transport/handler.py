@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 _REQUEST_TIMEOUT_BODY = b'{"error": "request headers took too long", "code": 408}'
-_REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                             b"Content-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(_REQUEST_TIMEOUT_BODY)
-                             + _REQUEST_TIMEOUT_BODY)
+_REQUEST_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(_REQUEST_TIMEOUT_BODY) + _REQUEST_TIMEOUT_BODY
+)
 
 
 class _HeadersTooSlow(BaseException):
@@ -85,4 +86,5 @@ class WebSocketRequestHandler(WebSocketHandler):
 
 class GunicornWorker(GeventWebSocketWorker):
     """gevent-websocket's gunicorn worker with the header deadline."""
+
     wsgi_handler = WebSocketRequestHandler

@@ -19,13 +19,18 @@ by that one event. So while edits go on, one event per window (at least one ever
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import gevent
 
 from .delivery import Delivery
-from .settings import (CONNECTION_CLOSED, CONNECTION_OPENED, DOCUMENT_CHANGED,
-                       DOCUMENT_CREATED, hooks_by_app)
+from .settings import (
+    CONNECTION_CLOSED,
+    CONNECTION_OPENED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_CREATED,
+    hooks_by_app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,8 @@ class Webhooks:
                 self._send(hook, DOCUMENT_CREATED, key)
             if DOCUMENT_CHANGED in hook.events and (hook, key) not in self._windows:
                 self._windows[(hook, key)] = gevent.spawn_later(
-                    hook.debounce_seconds, self._close_window, hook, key)
+                    hook.debounce_seconds, self._close_window, hook, key
+                )
 
     def connection_opened(self, key, user):
         self._connection(CONNECTION_OPENED, key, user)
@@ -83,7 +89,12 @@ class Webhooks:
         self._send(hook, DOCUMENT_CHANGED, key)
 
     def _send(self, hook, event, key, **extra):
-        body = {"event": event, "tenant": key.tenant, "app": key.app, "document": key.name,
-                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"), **extra}
+        body = {
+            "event": event,
+            "tenant": key.tenant,
+            "app": key.app,
+            "document": key.name,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            **extra,
+        }
         self.delivery.enqueue(hook, event, json.dumps(body, separators=(",", ":")).encode())

@@ -42,8 +42,14 @@ class Delivery:
     """Queue and senders; `counts()` for /healthz: queued, in flight, delivered, retried,
     dropped (the last three also in /metrics: wsserver_webhook_events_total)."""
 
-    def __init__(self, queue_size=QUEUE_SIZE, senders=SENDERS, attempts=ATTEMPTS,
-                 retry=(RETRY_MIN, RETRY_MAX), timeout=REQUEST_TIMEOUT):
+    def __init__(
+        self,
+        queue_size=QUEUE_SIZE,
+        senders=SENDERS,
+        attempts=ATTEMPTS,
+        retry=(RETRY_MIN, RETRY_MAX),
+        timeout=REQUEST_TIMEOUT,
+    ):
         self.attempts = attempts
         self.retry_min, self.retry_max = retry
         self.timeout = timeout
@@ -61,9 +67,13 @@ class Delivery:
             self._drop("queue full", hook, event)
 
     def counts(self):
-        return {"queued": self.queue.qsize(), "in_flight": self._busy,
-                "delivered": self.counters["delivered"], "retried": self.counters["retried"],
-                "dropped": self.counters["dropped"]}
+        return {
+            "queued": self.queue.qsize(),
+            "in_flight": self._busy,
+            "delivered": self.counters["delivered"],
+            "retried": self.counters["retried"],
+            "dropped": self.counters["dropped"],
+        }
 
     def close(self, timeout):
         """Give queued events up to `timeout` seconds to go out, then stop the senders;
@@ -113,11 +123,15 @@ class Delivery:
     def _post(self, hook, body):
         """One attempt: (HTTP status, None) or (None, what went wrong) / (5xx, text)."""
         parts = urlsplit(hook.url)
-        connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
-                            else http.client.HTTPConnection)
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   **signing.headers(hook.secret, body)}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signing.headers(hook.secret, body),
+        }
         connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
         try:
             # The socket timeout bounds each read; this bounds the whole request (a

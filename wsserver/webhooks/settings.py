@@ -64,13 +64,18 @@ def _parse_hook(path, entry):
         raise ConfigError(f"{path}.events", f"must be a non-empty list of {', '.join(EVENTS)}")
     for event in events:
         if event not in EVENTS:
-            raise ConfigError(f"{path}.events", f"unknown event {str(event)[:40]!r} "
-                              f"(known: {', '.join(EVENTS)})")
+            raise ConfigError(
+                f"{path}.events", f"unknown event {str(event)[:40]!r} (known: {', '.join(EVENTS)})"
+            )
     debounce = entry.get("debounce_seconds", DEFAULT_DEBOUNCE)
-    if (isinstance(debounce, bool) or not isinstance(debounce, (int, float))
-            or not MIN_DEBOUNCE <= debounce <= MAX_DEBOUNCE):
-        raise ConfigError(f"{path}.debounce_seconds",
-                          f"must be a number from {MIN_DEBOUNCE} to {MAX_DEBOUNCE:g}")
+    if (
+        isinstance(debounce, bool)
+        or not isinstance(debounce, (int, float))
+        or not MIN_DEBOUNCE <= debounce <= MAX_DEBOUNCE
+    ):
+        raise ConfigError(
+            f"{path}.debounce_seconds", f"must be a number from {MIN_DEBOUNCE} to {MAX_DEBOUNCE:g}"
+        )
     return Hook(url, secret.encode("utf-8"), frozenset(events), float(debounce))
 
 

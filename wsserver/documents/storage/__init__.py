@@ -9,8 +9,7 @@ import re
 
 from .base import Loaded, Store, StoreError, fold
 
-__all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store",
-           "redact_url"]
+__all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store", "redact_url"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -28,11 +27,14 @@ def open_store(url: str, sync: str = "normal", pool_size: int = 5) -> Store:
     """The store a `storage` URL names, started."""
     if url == "memory://":
         from .memory import MemoryStore
+
         return MemoryStore().start()
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
-        return SQLiteStore(url[len("sqlite:///"):], sync=sync).start()
+
+        return SQLiteStore(url[len("sqlite:///") :], sync=sync).start()
     if is_postgres_url(url):
         from .postgres import PostgresStore
+
         return PostgresStore(url, pool_size=pool_size).start()
     raise ValueError(f"unsupported storage URL {url!r}")

@@ -99,8 +99,13 @@ class Store(BlockingCalls):
                     # Once per 10 s: during an outage this retries for as long as it lasts.
                     self._commit_errors.error(
                         "storage commit of %d updates failed (%s: %s); retrying in %.2fs "
-                        "(the updates stay unconfirmed)", len(batch), type(e).__name__, e,
-                        backoff.delay, exc_info=True)
+                        "(the updates stay unconfirmed)",
+                        len(batch),
+                        type(e).__name__,
+                        e,
+                        backoff.delay,
+                        exc_info=True,
+                    )
                     backoff.sleep()
             self._space.set()
             for (_, _, on_durable), row_id in zip(batch, ids):
@@ -152,8 +157,13 @@ class Store(BlockingCalls):
         """The key of every stored document, sorted (for `wsserver copy-storage`)."""
         return sorted(DocKey(*k) for k in self._call(self._documents))
 
-    def compact(self, key: DocKey, upto_id: int, snapshot: bytes | None = None,
-                seen: tuple[int, int] | None = None) -> object:
+    def compact(
+        self,
+        key: DocKey,
+        upto_id: int,
+        snapshot: bytes | None = None,
+        seen: tuple[int, int] | None = None,
+    ) -> object:
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
 
         `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
@@ -213,9 +223,13 @@ class Store(BlockingCalls):
         raise NotImplementedError
 
 
-def compacted(stored_snapshot: bytes | None, live: bytes | None,
-              live_rows: tuple[int, int] | None, stored_rows: tuple[int, int],
-              read_rows: Callable[[], list[bytes]]) -> bytes:
+def compacted(
+    stored_snapshot: bytes | None,
+    live: bytes | None,
+    live_rows: tuple[int, int] | None,
+    stored_rows: tuple[int, int],
+    read_rows: Callable[[], list[bytes]],
+) -> bytes:
     """The snapshot a compaction writes; every backend's `_compact` asks this inside
     the transaction that then replaces the snapshot and deletes the rows.
 

@@ -17,8 +17,13 @@ class MemoryStore(Store):
         self.loads += 1
         log = self.logs.get(key, [])
         updates = ([self.snapshots[key]] if key in self.snapshots else []) + [u for _, u in log]
-        return Loaded(updates, log[-1][0] if log else 0, len(log), sum(len(u) for _, u in log),
-                      sum(i for i, _ in log))
+        return Loaded(
+            updates,
+            log[-1][0] if log else 0,
+            len(log),
+            sum(len(u) for _, u in log),
+            sum(i for i, _ in log),
+        )
 
     def _append_batch(self, items):
         ids = []
@@ -32,8 +37,12 @@ class MemoryStore(Store):
         log = self.logs.get(key, [])
         covered = [(i, u) for i, u in log if i <= upto_id]
         self.snapshots[key] = compacted(
-            self.snapshots.get(key), snapshot, seen,
-            (len(covered), sum(i for i, _ in covered)), lambda: [u for _, u in covered])
+            self.snapshots.get(key),
+            snapshot,
+            seen,
+            (len(covered), sum(i for i, _ in covered)),
+            lambda: [u for _, u in covered],
+        )
         self.logs[key] = [(i, u) for i, u in log if i > upto_id]
 
     def _delete(self, key):

@@ -87,8 +87,15 @@ def open_pool(url: str, size: int, name: str) -> ConnectionPool:
     """A started pool of autocommit connections to `url` (libpq URL; query options such
     as `sslmode=require` go to libpq as they are). Raises ConfigError when the database
     cannot be reached at start."""
-    pool = ConnectionPool(url, min_size=1, max_size=size, open=False, timeout=POOL_WAIT,
-                          name=name, kwargs={"autocommit": True})
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        open=False,
+        timeout=POOL_WAIT,
+        name=name,
+        kwargs={"autocommit": True},
+    )
     try:
         pool.open(wait=True, timeout=POOL_WAIT * 2)
     except Exception as e:
@@ -100,11 +107,17 @@ def open_pool(url: str, size: int, name: str) -> ConnectionPool:
 
 def _check_cooperative() -> None:
     from psycopg import waiting
+
     monkey = sys.modules.get("gevent.monkey")
-    if (monkey is not None and monkey.is_module_patched("select")
-            and waiting.wait is getattr(waiting, "wait_c", None)):
-        log.error("psycopg was imported before gevent patched the standard library: every "
-                  "query blocks the whole process (import wsserver after monkey.patch_all())")
+    if (
+        monkey is not None
+        and monkey.is_module_patched("select")
+        and waiting.wait is getattr(waiting, "wait_c", None)
+    ):
+        log.error(
+            "psycopg was imported before gevent patched the standard library: every "
+            "query blocks the whole process (import wsserver after monkey.patch_all())"
+        )
 
 
 def ensure_schema(conn: Any) -> int:
@@ -160,14 +173,14 @@ class PostgresStore(Store):
         """(snapshot or None, [(id, update)] oldest first), read by one statement so a
         compaction committing meanwhile cannot be half seen; no rows when `rows` is false."""
         if not rows:
-            snap = conn.execute(f"SELECT data FROM wsserver_snapshots WHERE {_DOC}",
-                                key).fetchone()
+            snap = conn.execute(f"SELECT data FROM wsserver_snapshots WHERE {_DOC}", key).fetchone()
             return (snap[0] if snap else None), []
         rows = conn.execute(
             f"SELECT NULL::bigint, data FROM wsserver_snapshots WHERE {_DOC} "
             f"UNION ALL SELECT id, data FROM wsserver_updates WHERE {_DOC} AND id <= %s "
             "ORDER BY 1 NULLS FIRST",
-            (*key, *key, upto_id if upto_id is not None else 2 ** 63 - 1)).fetchall()
+            (*key, *key, upto_id if upto_id is not None else 2**63 - 1),
+        ).fetchall()
         snap = rows[0][1] if rows and rows[0][0] is None else None
         return snap, [r for r in rows if r[0] is not None]
 
@@ -175,8 +188,13 @@ class PostgresStore(Store):
         with self.pool.connection() as conn:
             snap, rows = self._stored(conn, key)
         updates = ([snap] if snap is not None else []) + [r[1] for r in rows]
-        return Loaded(updates, rows[-1][0] if rows else 0, len(rows), sum(len(r[1]) for r in rows),
-                      sum(r[0] for r in rows))
+        return Loaded(
+            updates,
+            rows[-1][0] if rows else 0,
+            len(rows),
+            sum(len(r[1]) for r in rows),
+            sum(r[0] for r in rows),
+        )
 
     def _delete(self, key):
         # Under the document's compaction lock: a compaction committing after the
@@ -196,12 +214,16 @@ class PostgresStore(Store):
             return conn.execute(
                 f"SELECT (SELECT coalesce(sum(length(data)), 0) FROM wsserver_snapshots "
                 f"WHERE {_DOC}) + (SELECT coalesce(sum(length(data)), 0) FROM wsserver_updates "
-                f"WHERE {_DOC})", (*key, *key)).fetchone()[0]
+                f"WHERE {_DOC})",
+                (*key, *key),
+            ).fetchone()[0]
 
     def _documents(self):
         with self.pool.connection() as conn:
-            return conn.execute("SELECT tenant, app, name FROM wsserver_snapshots UNION "
-                                "SELECT tenant, app, name FROM wsserver_updates").fetchall()
+            return conn.execute(
+                "SELECT tenant, app, name FROM wsserver_snapshots UNION "
+                "SELECT tenant, app, name FROM wsserver_updates"
+            ).fetchall()
 
     def _append_batch(self, items):
         # One statement for the whole batch. The rows are inserted in batch order, so
@@ -212,8 +234,13 @@ class PostgresStore(Store):
                 "INSERT INTO wsserver_updates (tenant, app, name, data) "
                 "SELECT t, a, n, d FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
                 "WITH ORDINALITY AS u(t, a, n, d, o) ORDER BY o RETURNING id",
-                ([k[0] for k, _ in items], [k[1] for k, _ in items],
-                 [k[2] for k, _ in items], [u for _, u in items])).fetchall()
+                (
+                    [k[0] for k, _ in items],
+                    [k[1] for k, _ in items],
+                    [k[2] for k, _ in items],
+                    [u for _, u in items],
+                ),
+            ).fetchall()
         return sorted(row[0] for row in ids)
 
     def _compact(self, key, upto_id, snapshot, seen):
@@ -231,18 +258,27 @@ class PostgresStore(Store):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     stored = conn.execute(
                         f"SELECT count(*), coalesce(sum(id), 0) FROM wsserver_updates "
-                        f"WHERE {_DOC} AND id <= %s", (*key, upto_id)).fetchone()
+                        f"WHERE {_DOC} AND id <= %s",
+                        (*key, upto_id),
+                    ).fetchone()
                     snap, _ = self._stored(conn, key, rows=False)
-                    folded = compacted(snap, snapshot, seen, stored, lambda: [
-                        r[1] for r in self._stored(conn, key, upto_id)[1]])
+                    folded = compacted(
+                        snap,
+                        snapshot,
+                        seen,
+                        stored,
+                        lambda: [r[1] for r in self._stored(conn, key, upto_id)[1]],
+                    )
                     conn.execute(
                         "INSERT INTO wsserver_snapshots (tenant, app, name, data) "
                         "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, app, name) "
-                        "DO UPDATE SET data = excluded.data", (*key, folded))
-                    conn.execute(f"DELETE FROM wsserver_updates WHERE {_DOC} AND id <= %s",
-                                 (*key, upto_id))
+                        "DO UPDATE SET data = excluded.data",
+                        (*key, folded),
+                    )
+                    conn.execute(
+                        f"DELETE FROM wsserver_updates WHERE {_DOC} AND id <= %s", (*key, upto_id)
+                    )
             finally:
                 if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
                 # A broken connection's session, and its lock, end with it.
-

@@ -40,19 +40,21 @@ def _doc(updates: list[bytes]) -> Doc:
 def same_document(source_updates: list[bytes], target_updates: list[bytes]) -> bool:
     """True when both hold the same Yjs state vector and the same content (the same
     folded update: pending structs and deletions included)."""
-    return (_doc(source_updates).get_state() == _doc(target_updates).get_state()
-            and fold(source_updates) == fold(target_updates))
+    return _doc(source_updates).get_state() == _doc(target_updates).get_state() and fold(
+        source_updates
+    ) == fold(target_updates)
 
 
-def copy_storage(source: Store, target: Store,
-                 report: Callable[[str], None] = lambda line: None) -> tuple[int, int]:
+def copy_storage(
+    source: Store, target: Store, report: Callable[[str], None] = lambda line: None
+) -> tuple[int, int]:
     """Copy every document of `source` into `target` (started stores); returns
     (copied, skipped). Raises Mismatch naming the first document whose copy differs."""
     copied = skipped = 0
     keys = source.documents()
     for start in range(0, len(keys), COPY_BATCH):
         batch = []
-        for key in keys[start:start + COPY_BATCH]:
+        for key in keys[start : start + COPY_BATCH]:
             updates = [bytes(u) for u in source.load(key).updates]
             if same_document(updates, target.load(key).updates):
                 skipped += 1
@@ -64,11 +66,15 @@ def copy_storage(source: Store, target: Store,
             raise Mismatch("the target did not commit within 10 minutes")
         for key, updates in batch:
             if not same_document(updates, target.load(key).updates):
-                raise Mismatch(f"{'/'.join(key)}: the copy differs from the source (the target "
-                               "already held other edits of it?)")
+                raise Mismatch(
+                    f"{'/'.join(key)}: the copy differs from the source (the target "
+                    "already held other edits of it?)"
+                )
             copied += 1
-        report(f"{start + min(COPY_BATCH, len(keys) - start)}/{len(keys)} documents "
-               f"({copied} copied, {skipped} already there)")
+        report(
+            f"{start + min(COPY_BATCH, len(keys) - start)}/{len(keys)} documents "
+            f"({copied} copied, {skipped} already there)"
+        )
     return copied, skipped
 
 

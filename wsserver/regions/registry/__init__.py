@@ -28,21 +28,27 @@ if TYPE_CHECKING:
 def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).
     `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry)."""
-    options = dict(release_after=config.registry["release_after_seconds"],
-                   ttl=config.registry["ttl_seconds"],
-                   heartbeat=config.registry["heartbeat_seconds"],
-                   **{name: hook for name, hook in hooks.items() if hook is not None})
+    options = dict(
+        release_after=config.registry["release_after_seconds"],
+        ttl=config.registry["ttl_seconds"],
+        heartbeat=config.registry["heartbeat_seconds"],
+        **{name: hook for name, hook in hooks.items() if hook is not None},
+    )
     if len(config.regions) == 1 or (config.storage == "memory://" and not config.redis):
         from .memory import MemoryRegistry
+
         return MemoryRegistry(config.region, **options).start()
     if config.redis:
         from .redis import RedisRegistry
+
         return RedisRegistry(config.region, config.redis, **options).start()
     if config.storage.startswith("sqlite:///"):
         from .sqlite import SQLiteRegistry
-        return SQLiteRegistry(config.region, config.storage[len("sqlite:///"):], **options).start()
+
+        return SQLiteRegistry(config.region, config.storage[len("sqlite:///") :], **options).start()
     if is_postgres_url(config.storage):
         from .postgres import PostgresRegistry
+
         return PostgresRegistry(config.region, config.storage, **options).start()
     raise ValueError(f"no registry for storage {config.storage!r}")
 

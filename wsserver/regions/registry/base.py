@@ -110,6 +110,7 @@ def _nothing_to_refresh(key):
 
 class _Holding:
     """This node's use of one document."""
+
     __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock")
 
     def __init__(self):
@@ -124,14 +125,19 @@ class _Holding:
 class Registry(BlockingCalls):
     threaded = False
 
-    def __init__(self, region: str, release_after: float = 30.0, ttl: float = 15.0,
-                 heartbeat: float = 5.0,
-                 evict: Callable[..., bool] = _never_loaded,
-                 on_claim_lost: Callable[[DocKey, str | None], object] = _nothing_to_close,
-                 on_claim_reasserted: Callable[[DocKey], object] = _nothing_to_refresh,
-                 clock: Callable[[], float] = time.monotonic,
-                 fail_fast: FailFast | None = None,
-                 retry: tuple[float, float] = RELEASE_RETRY) -> None:
+    def __init__(
+        self,
+        region: str,
+        release_after: float = 30.0,
+        ttl: float = 15.0,
+        heartbeat: float = 5.0,
+        evict: Callable[..., bool] = _never_loaded,
+        on_claim_lost: Callable[[DocKey, str | None], object] = _nothing_to_close,
+        on_claim_reasserted: Callable[[DocKey], object] = _nothing_to_refresh,
+        clock: Callable[[], float] = time.monotonic,
+        fail_fast: FailFast | None = None,
+        retry: tuple[float, float] = RELEASE_RETRY,
+    ) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
         self.region = region
@@ -181,13 +187,20 @@ class Registry(BlockingCalls):
         if self._heartbeat is not None:
             self._heartbeat.kill()
         if not release:
-            log.warning("not every document was flushed: its claims expire within %.0fs "
-                        "instead of being released now", self.ttl)
+            log.warning(
+                "not every document was flushed: its claims expire within %.0fs "
+                "instead of being released now",
+                self.ttl,
+            )
         for key, holding in list(self._holdings.items()):
             # not in the middle of a claim or a scheduled release, but never for ever
             if not holding.lock.acquire(timeout=LOCK_TIMEOUT):
-                log.error("shutdown: %s is still being flushed or evicted; its claim "
-                          "expires within %.0fs", "/".join(key), self.ttl)
+                log.error(
+                    "shutdown: %s is still being flushed or evicted; its claim "
+                    "expires within %.0fs",
+                    "/".join(key),
+                    self.ttl,
+                )
                 continue
             try:
                 if holding.claimed and release:
@@ -220,8 +233,7 @@ class Registry(BlockingCalls):
         self.fail_fast.failed()
         # One line per 10 s, no traceback: during an outage every handshake and every
         # heartbeat would otherwise log it.
-        self._errors.error("region registry: %s failed: %s: %s", what,
-                           type(error).__name__, error)
+        self._errors.error("region registry: %s failed: %s: %s", what, type(error).__name__, error)
 
     def _answered(self):
         self.fail_fast.answered()
@@ -261,8 +273,9 @@ class Registry(BlockingCalls):
                     raise RegistryUnavailable("document is moving, retry")
                 if not holding.claimed:
                     try:
-                        region = self._backend("claim", self._claim, key, self.node,
-                                               self.region, self.ttl)
+                        region = self._backend(
+                            "claim", self._claim, key, self.node, self.region, self.ttl
+                        )
                     except RegistryUnavailable:
                         self._forget_if_unused(key, holding)
                         raise
@@ -302,8 +315,11 @@ class Registry(BlockingCalls):
         backoff = Backoff(*self.retry)
         while True:
             with holding.lock:
-                if (holding.generation != generation or holding.count
-                        or self._holdings.get(key) is not holding):
+                if (
+                    holding.generation != generation
+                    or holding.count
+                    or self._holdings.get(key) is not holding
+                ):
                     return  # a connection came back, or someone else finished the job
                 try:
                     evicted = self.evict(key, compact=not holding.lost)
@@ -326,8 +342,9 @@ class Registry(BlockingCalls):
         try:
             self._call(self._release, key, self.node)
         except Exception:
-            log.exception("release of %s failed; the claim expires within %.0fs",
-                          "/".join(key), self.ttl)
+            log.exception(
+                "release of %s failed; the claim expires within %.0fs", "/".join(key), self.ttl
+            )
         finally:
             if self._holdings.get(key) is holding:
                 del self._holdings[key]
@@ -396,21 +413,24 @@ class Registry(BlockingCalls):
             self._failed(f"claim of {'/'.join(key)}", e)
             return  # still in doubt: no compaction; the next heartbeat tries again
         if region == self.region:
-            log.warning("claim on %s had expired; re-asserted, refreshing it from storage",
-                        "/".join(key))
+            log.warning(
+                "claim on %s had expired; re-asserted, refreshing it from storage", "/".join(key)
+            )
             try:
                 self.on_claim_reasserted(key)
             except Exception:
-                log.exception("refresh of %s after re-asserting its claim failed",
-                              "/".join(key))
+                log.exception("refresh of %s after re-asserting its claim failed", "/".join(key))
             return
         self._lose(key, holding, region)
 
     def _lose(self, key, holding, region):
         if holding.lost or self._holdings.get(key) is not holding:
             return
-        log.warning("claim on %s lost (now %s): closing its connections here",
-                    "/".join(key), region or "unknown: registry unreachable")
+        log.warning(
+            "claim on %s lost (now %s): closing its connections here",
+            "/".join(key),
+            region or "unknown: registry unreachable",
+        )
         holding.lost = True
         holding.lost_to = region
         holding.claimed = False

@@ -16,8 +16,9 @@ from .base import Registry
 class MemoryRegistry(Registry):
     threaded = False
 
-    def __init__(self, region: str, clock: Callable[[], float] = time.monotonic,
-                 **options: Any) -> None:
+    def __init__(
+        self, region: str, clock: Callable[[], float] = time.monotonic, **options: Any
+    ) -> None:
         super().__init__(region, clock=clock, **options)
         self.claims = {}  # key -> (region, {node: expires_at})
 

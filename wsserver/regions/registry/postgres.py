@@ -30,8 +30,9 @@ _NOW = "coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp()))"
 class PostgresRegistry(Registry):
     threaded = False
 
-    def __init__(self, region: str, url: str, clock: Callable[[], float] | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, region: str, url: str, clock: Callable[[], float] | None = None, **options: Any
+    ) -> None:
         # `clock` (tests) stands in for the database's clock in the table and, as in
         # every registry, for this node's own timing; without it, those are the
         # database's clock and time.monotonic.
@@ -51,8 +52,9 @@ class PostgresRegistry(Registry):
         with self.pool.connection() as conn:
             ensure_schema(conn)
             # Rows of nodes long gone (kill -9): harmless once expired; keep the table small.
-            conn.execute(f"DELETE FROM wsserver_registry WHERE expires_at < {_NOW} - 3600",
-                         self._params())
+            conn.execute(
+                f"DELETE FROM wsserver_registry WHERE expires_at < {_NOW} - 3600", self._params()
+            )
 
     def _close(self):
         if self.pool is not None:
@@ -62,44 +64,60 @@ class PostgresRegistry(Registry):
     def _claim(self, key, node, region, ttl):
         params = self._params(key, node=node, region=region, ttl=ttl)
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                         (CLAIM_LOCK_NAMESPACE, doc_lock_key(key)))
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (CLAIM_LOCK_NAMESPACE, doc_lock_key(key))
+            )
             other = conn.execute(
                 f"SELECT region FROM wsserver_registry WHERE {_DOC} AND expires_at > {_NOW} "
-                "AND region <> %(region)s LIMIT 1", params).fetchone()
+                "AND region <> %(region)s LIMIT 1",
+                params,
+            ).fetchone()
             if other is not None:
                 return other[0]
-            conn.execute(f"DELETE FROM wsserver_registry WHERE {_DOC} AND expires_at <= {_NOW}",
-                         params)
+            conn.execute(
+                f"DELETE FROM wsserver_registry WHERE {_DOC} AND expires_at <= {_NOW}", params
+            )
             conn.execute(
                 "INSERT INTO wsserver_registry (tenant, app, name, node, region, expires_at) "
                 f"VALUES (%(t)s, %(a)s, %(n)s, %(node)s, %(region)s, {_NOW} + %(ttl)s) "
                 "ON CONFLICT (tenant, app, name, node) DO UPDATE "
-                "SET region = excluded.region, expires_at = excluded.expires_at", params)
+                "SET region = excluded.region, expires_at = excluded.expires_at",
+                params,
+            )
             return region
 
     def _renew(self, keys, node, ttl):
         keys = list(keys)
-        params = self._params(node=node, ttl=ttl, ts=[k[0] for k in keys],
-                              aps=[k[1] for k in keys], ns=[k[2] for k in keys])
+        params = self._params(
+            node=node,
+            ttl=ttl,
+            ts=[k[0] for k in keys],
+            aps=[k[1] for k in keys],
+            ns=[k[2] for k in keys],
+        )
         with self.pool.connection() as conn:
             rows = conn.execute(
                 f"UPDATE wsserver_registry r SET expires_at = {_NOW} + %(ttl)s "
                 "FROM unnest(%(ts)s::text[], %(aps)s::text[], %(ns)s::text[]) AS k(t, a, n) "
                 "WHERE r.tenant = k.t AND r.app = k.a AND r.name = k.n AND r.node = %(node)s "
                 f"AND r.expires_at > {_NOW} RETURNING r.tenant, r.app, r.name",
-                params).fetchall()
+                params,
+            ).fetchall()
         renewed = {tuple(row) for row in rows}
         return {key for key in keys if tuple(key) in renewed}
 
     def _release(self, key, node):
         with self.pool.connection() as conn:
-            conn.execute(f"DELETE FROM wsserver_registry WHERE {_DOC} AND node = %(node)s",
-                         self._params(key, node=node))
+            conn.execute(
+                f"DELETE FROM wsserver_registry WHERE {_DOC} AND node = %(node)s",
+                self._params(key, node=node),
+            )
 
     def _lookup(self, key):
         with self.pool.connection() as conn:
             row = conn.execute(
                 f"SELECT region FROM wsserver_registry WHERE {_DOC} AND expires_at > {_NOW} "
-                "LIMIT 1", self._params(key)).fetchone()
+                "LIMIT 1",
+                self._params(key),
+            ).fetchone()
         return row[0] if row else None

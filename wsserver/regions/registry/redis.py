@@ -52,7 +52,10 @@ for i = 1, #fields, 2 do
 end
 """
 
-CLAIM = "local write = true\n" + _SCAN + """
+CLAIM = (
+    "local write = true\n"
+    + _SCAN
+    + """
 if live > 0 and region ~= ARGV[1] then
   return region
 end
@@ -61,6 +64,7 @@ redis.call('HSET', KEYS[1], 'region', ARGV[1], 'h:' .. ARGV[2], string.format('%
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', math.max(latest, expires)))
 return ARGV[1]
 """
+)
 
 RENEW = """
 local t = redis.call('TIME')
@@ -79,22 +83,30 @@ end
 return 1
 """
 
-RELEASE = """
+RELEASE = (
+    """
 redis.call('HDEL', KEYS[1], 'h:' .. ARGV[1])
 local write = true
-""" + _SCAN + """
+"""
+    + _SCAN
+    + """
 if live == 0 then
   redis.call('DEL', KEYS[1])
 end
 return live
 """
+)
 
-LOOKUP = "local write = false\n" + _SCAN + """
+LOOKUP = (
+    "local write = false\n"
+    + _SCAN
+    + """
 if live > 0 then
   return region
 end
 return false
 """
+)
 
 
 def redis_key(key):

@@ -36,8 +36,9 @@ _DOC = "tenant=? AND app=? AND name=?"
 class SQLiteRegistry(Registry):
     threaded = True
 
-    def __init__(self, region: str, path: str, clock: Callable[[], float] = time.time,
-                 **options: Any) -> None:
+    def __init__(
+        self, region: str, path: str, clock: Callable[[], float] = time.time, **options: Any
+    ) -> None:
         super().__init__(region, clock=clock, **options)
         self.path = path
         self.db = None
@@ -46,8 +47,11 @@ class SQLiteRegistry(Registry):
         self.db = connect(self.path, busy_timeout=10.0)
         self.db.executescript(SCHEMA)
         # Rows of nodes long gone (kill -9): harmless once expired, but keep the table small.
-        self._transaction(lambda db: db.execute(
-            "DELETE FROM registry WHERE expires_at < ?", (self.clock() - 3600,)))
+        self._transaction(
+            lambda db: db.execute(
+                "DELETE FROM registry WHERE expires_at < ?", (self.clock() - 3600,)
+            )
+        )
 
     def _close(self):
         if self.db is not None:
@@ -62,7 +66,9 @@ class SQLiteRegistry(Registry):
             now = self.clock()
             other = db.execute(
                 f"SELECT region FROM registry WHERE {_DOC} AND expires_at > ? AND region != ? "
-                "LIMIT 1", (*key, now, region)).fetchone()
+                "LIMIT 1",
+                (*key, now, region),
+            ).fetchone()
             if other is not None:
                 return other[0]
             db.execute(f"DELETE FROM registry WHERE {_DOC} AND expires_at <= ?", (*key, now))
@@ -70,8 +76,10 @@ class SQLiteRegistry(Registry):
                 "INSERT INTO registry (tenant, app, name, node, region, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, app, name, node) "
                 "DO UPDATE SET region=excluded.region, expires_at=excluded.expires_at",
-                (*key, node, region, now + ttl))
+                (*key, node, region, now + ttl),
+            )
             return region
+
         return self._transaction(claim)
 
     def _renew(self, keys, node, ttl):
@@ -81,18 +89,22 @@ class SQLiteRegistry(Registry):
             for key in keys:
                 cursor = db.execute(
                     f"UPDATE registry SET expires_at=? WHERE {_DOC} AND node=? AND expires_at > ?",
-                    (now + ttl, *key, node, now))
+                    (now + ttl, *key, node, now),
+                )
                 if cursor.rowcount:
                     renewed.add(key)
             return renewed
+
         return self._transaction(renew)
 
     def _release(self, key, node):
-        self._transaction(lambda db: db.execute(
-            f"DELETE FROM registry WHERE {_DOC} AND node=?", (*key, node)))
+        self._transaction(
+            lambda db: db.execute(f"DELETE FROM registry WHERE {_DOC} AND node=?", (*key, node))
+        )
 
     def _lookup(self, key):
         row = self.db.execute(
             f"SELECT region FROM registry WHERE {_DOC} AND expires_at > ? LIMIT 1",
-            (*key, self.clock())).fetchone()
+            (*key, self.clock()),
+        ).fetchone()
         return row[0] if row else None
