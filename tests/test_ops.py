@@ -305,8 +305,9 @@ def test_metrics_token(start_server):
     assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
 
 
-def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers):
-    server = Gunicorn(write_config(tmp_path, log_format="json"), workers=2)
+def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redis_url):
+    # Two workers need `redis` (gunicorn refuses them without it: tests/test_fanout.py).
+    server = Gunicorn(write_config(tmp_path, log_format="json", redis=redis_url), workers=2)
     try:
         p = providers(server.url, doc_name("gunicorn"), ["alice", "bob", "carol"])
         for _ in range(2):

@@ -1,6 +1,6 @@
 """The application factory: every part built and wired here, in dependency order.
 
-    settings -> auth -> limits -> webhooks -> storage -> documents -> regions
+    settings -> auth -> limits -> webhooks -> storage -> fan-out -> documents -> regions
              -> handshake gates -> WebSocket endpoint -> Flask app (HTTP blueprints)
 
 `create_app(test_config=None)` does no I/O at import time; it opens the store when
@@ -16,6 +16,7 @@ this function is the one place that shows who calls whom.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from flask import Flask
 
 from .documents.manager import DocumentManager
 from .documents.storage import open_store
+from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .http import admin, discovery, health, metrics, probes
 from .http import documents as document_api
@@ -108,11 +110,15 @@ def create_app(
         # No snapshot of a document this node may have lost to another region.
         return registry.may_compact(key)
 
+    # With `redis`: every process serving a document sees the others' updates and
+    # awareness (README, "Running several processes and machines").
+    fanout = open_fanout(config, redis_fail_fast)
     documents = DocumentManager(
         store,
         config,
         before_compact=before_compact,
         on_stored=webhooks.document_stored if webhooks is not None else None,
+        fanout=fanout,
     )
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
@@ -145,11 +151,15 @@ def create_app(
     def health_body():
         body = {
             "status": "ok",
+            "pid": os.getpid(),
             "rooms": len(documents),
             "connections": len(endpoint.connections),
             "refused": {str(code): n for code, n in quota.refusals.counts().items()},
             "read_only": dict(endpoint.read_only),
             "awareness_ignored": endpoint.awareness_ignored,
+            # The other processes serving these documents: never pinged here, the
+            # engine's own state (README, "Running several processes and machines").
+            "fanout": fanout.health(),
         }
         if webhooks is not None:
             body["webhooks"] = webhooks.counts()
@@ -157,6 +167,8 @@ def create_app(
             body["redis"] = health.run_checks(remote)
             if any(state != "ok" for state in body["redis"].values()):
                 body["status"] = "degraded"  # still serving what it hosts
+        if fanout.enabled and body["fanout"]["state"] != "up":
+            body["status"] = "degraded"  # serving, but other processes' edits arrive late
         return body
 
     app.extensions[health.EXTENSION] = health_body

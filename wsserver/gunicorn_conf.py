@@ -10,7 +10,10 @@ process before it exits) waits for the whole shutdown, bounded by `shutdown_time
 
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
 master checks it before any worker starts, so a bad one stops gunicorn with one line
-naming the key instead of a worker traceback.
+naming the key instead of a worker traceback. More than one worker needs `redis`
+(README, "Running several processes and machines"): without it each worker would serve
+its own copy of a document and two people on two workers would never see each other, so
+that stops gunicorn the same way.
 
 Metrics. Each worker is a process: prometheus_client's multiprocess mode keeps each
 one's values in files under $PROMETHEUS_MULTIPROC_DIR (set here, in the master, before
@@ -82,7 +85,14 @@ def on_starting(server):
             from wsserver.errors import ConfigError
 
             try:
-                load_settings()
+                config, _ = load_settings()
+                if server.cfg.workers > 1 and not config.redis:
+                    raise ConfigError(
+                        "redis",
+                        f"must be set to run {server.cfg.workers} workers "
+                        "(WEB_CONCURRENCY): without it each worker would keep its own copy "
+                        'of every document. Set it (redis: "${REDIS_URL}") or run one',
+                    )
                 code = 0
             except ConfigError as e:
                 server.log.error("wsserver: %s", e)

@@ -11,6 +11,11 @@ When a room's last connection leaves (and nothing holds it), an unloader waits
 `unload_after` seconds, waits for the room's queued updates to be durable, compacts the
 log, and only then drops the room. If any of that fails the room stays loaded and the
 unloader retries.
+
+With several processes (wsserver/fanout), a room follows its document's stream from
+just before its load until it is dropped: `subscribe` comes before the store is read,
+so an update published by another process is either in what the load returns or read
+from the stream after it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import gevent
 
 from .. import metrics
 from ..errors import InternalError
+from ..fanout import NoFanout
 from ..logs import Throttled
 from ..support.backoff import Backoff
 from .key import DocKey
@@ -49,8 +55,10 @@ class DocumentManager:
         config: Config,
         before_compact: Callable[[DocKey], bool] | None = None,
         on_stored: Callable | None = None,
+        fanout=None,
     ) -> None:
         self.store = store
+        self.fanout = fanout if fanout is not None else NoFanout()
         self.before_compact = before_compact  # see Room.before_compact
         self.on_stored = on_stored  # see Room.on_stored
         self.unload_after = config.unload_after
@@ -110,6 +118,7 @@ class DocumentManager:
                 self.compact_after_bytes,
                 self.before_compact,
                 self.on_stored,
+                self.fanout,
             )
             self.rooms[key] = room
             metrics.DOCUMENTS_LOADED.inc()
@@ -125,6 +134,7 @@ class DocumentManager:
 
     def _load(self, room):
         try:
+            self.fanout.subscribe(room)
             room.load()
         except Exception as e:
             # Once per 10 s: while storage is down every connection attempt fails here.
@@ -134,9 +144,7 @@ class DocumentManager:
                 type(e).__name__,
                 e,
             )
-            if self.rooms.get(room.key) is room:
-                del self.rooms[room.key]
-                metrics.DOCUMENTS_LOADED.dec()
+            self._drop(room)
             room.ready.set_exception(e)
         else:
             room.ready.set(room)
@@ -165,9 +173,7 @@ class DocumentManager:
                 continue
             if not room.idle or room.pending:
                 break  # someone joined (or wrote) during the flush: stay loaded
-            if self.rooms.get(room.key) is room:
-                del self.rooms[room.key]
-                metrics.DOCUMENTS_LOADED.dec()
+            self._drop(room)
             log.debug("%r unloaded", room)
             return
         room.unloader = None
@@ -207,11 +213,16 @@ class DocumentManager:
         # A dropped room must never write a snapshot again (a compaction still scheduled
         # on it would overwrite what the next region stores): nothing left to compact.
         room.log_count = room.log_bytes = room.log_id_sum = 0
-        if self.rooms.get(key) is room:
-            del self.rooms[key]
-            metrics.DOCUMENTS_LOADED.dec()
+        self._drop(room)
         log.debug("%r evicted", room)
         return True
+
+    def _drop(self, room: Room) -> None:
+        """Forget `room`: no more joins, no more entries from other processes."""
+        if self.rooms.get(room.key) is room:
+            del self.rooms[room.key]
+            metrics.DOCUMENTS_LOADED.dec()
+        self.fanout.unsubscribe(room)
 
     def flush(self, room: Room) -> None:
         """Wait for the room's queued updates to be durable, then compact its log."""

@@ -9,8 +9,18 @@ there and only there:
     origin API                    the same as a client's: the HTTP document API
                                   (wsserver/http/documents.py) writes through here
     origin LOAD                   apply only
-    origin STORAGE                apply; broadcast what it changed (another node stored
-                                  it while this copy was cut off: `refresh`)
+    origin STORAGE                apply; broadcast what it changed (another process or
+                                  node stored it: read from the document's stream
+                                  (`apply_remote_updates`, wsserver/fanout), or from
+                                  storage after this copy was cut off (`refresh`));
+                                  never stored or published again
+
+and "once durable" includes publishing it to the other processes serving the document.
+Awareness follows the same split: a client's change is relayed to every connection and
+published; another process's change (`apply_remote_awareness`) is relayed to our
+connections only, under the same ownership rule (`_may_announce`), its owner being a
+`RemotePeer`: that process, for one user. A closed connection or a vanished process
+takes exactly its own states with it.
 
 Once an update is durable, `on_stored(key, created)` (when given) learns of it:
 `created` is True for the first update stored of a document storage had nothing of
@@ -29,6 +39,7 @@ from pycrdt import Awareness, Doc, merge_updates
 
 from .. import metrics
 from ..errors import InvalidPayload, ProtocolViolation
+from ..fanout import NoFanout
 from ..protocol import codec
 from ..transport import frames
 from . import ydoc
@@ -49,6 +60,31 @@ AWARENESS_META_TTL_MS = 60_000
 
 class NotDurable(StoreError):
     """The room's updates were not committed in time; they stay queued."""
+
+
+class RemotePeer:
+    """Another process, for one user (the token `sub` of the connection there, or None),
+    as the owner of the awareness client ids it relayed: what `_may_announce` needs of
+    an owner."""
+
+    __slots__ = ("host", "principal", "awareness_ids", "awareness_ignored")
+
+    def __init__(self, host, user):
+        self.host = host
+        self.principal = _User(user) if user is not None else None
+        self.awareness_ids = set()
+        self.awareness_ignored = 0
+
+
+class _User:
+    __slots__ = ("user",)
+
+    def __init__(self, user):
+        self.user = user
+
+
+def _user_of(owner):
+    return owner.principal.user if owner.principal is not None else None
 
 
 class HalfApplied(Exception):
@@ -85,8 +121,12 @@ class Room:
         compact_after_bytes,
         before_compact=None,
         on_stored=None,
+        fanout=None,
     ):
         self.key = key
+        # The other processes serving this document (wsserver/fanout); NoFanout alone.
+        self.fanout = fanout if fanout is not None else NoFanout()
+        self.peers = {}  # (host, user) of another process -> RemotePeer
         self.store = store
         self.on_stored = on_stored
         self.stored_nothing = False  # set at load: storage held nothing of this document
@@ -172,7 +212,9 @@ class Room:
             )
         if ids:
             self.awareness.remove_awareness_states(ids, None)
-            self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
+            removal = self.awareness.encode_awareness_update(ids)
+            self.broadcast(codec.awareness(removal))
+            self.fanout.publish_awareness(self.key, removal, _user_of(conn))
         self._prune_awareness_meta()
 
     def _prune_awareness_meta(self):
@@ -191,11 +233,21 @@ class Room:
         ]:
             del meta[client_id]
 
-    def broadcast(self, message):
-        """Send one y-websocket message to every connection; encoded once."""
+    def broadcast(self, message, skip=None):
+        """Send one y-websocket message to every connection but `skip`; encoded once.
+        Returns the frame."""
         frame = frames.encode_frame(frames.OP_BINARY, message)
-        metrics.sent(codec.kind_of(message), len(message), len(self.connections))
+        count = len(self.connections) - (skip in self.connections)
+        metrics.sent(codec.kind_of(message), len(message), count)
         for conn in self.connections:
+            if conn is not skip:
+                conn.send(frame)
+        return frame
+
+    def _echo(self, conn, message, frame):
+        """The sender's copy of a broadcast, sent later (see `apply_update`)."""
+        if conn in self.connections:
+            metrics.sent(codec.kind_of(message), len(message), 1)
             conn.send(frame)
 
     # --- messages -------------------------------------------------------------------
@@ -247,6 +299,7 @@ class Room:
         except (ValueError, TypeError, IndexError, RuntimeError) as e:
             raise ProtocolViolation("invalid awareness update") from e
         self.broadcast(codec.awareness(data))
+        self.fanout.publish_awareness(self.key, data, _user_of(conn))
 
     def _may_announce(self, conn, entry):
         """Whether `conn` may apply `entry`; claims its client id when that is free.
@@ -285,6 +338,64 @@ class Room:
         self.awareness_owners[client_id] = conn
         conn.awareness_ids.add(client_id)
         return True
+
+    # --- what other processes send (wsserver/fanout) ---------------------------------
+
+    def apply_remote_updates(self, updates):
+        """Updates another process accepted, stored and published, in stream order:
+        applied as one (a busy stream delivers many per read), so our clients get one
+        message with what changed."""
+        self._wait_rebuild()
+        self.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates), STORAGE)
+
+    def apply_remote_awareness(self, data, host, user):
+        """An awareness update relayed by the process `host` for a connection of `user`
+        there: the entries its owner may send (`_may_announce`), relayed to our
+        connections. A removal ends that process's ownership of the client id (its
+        connection closed), so the client may come back through any process."""
+        key = (host, user)
+        peer = self.peers.get(key)
+        if peer is None:
+            peer = self.peers[key] = RemotePeer(host, user)
+        entries = codec.parse_awareness_update(data)
+        allowed = [e for e in entries if self._may_announce(peer, e)]
+        if not allowed:
+            return
+        if len(allowed) != len(entries):
+            data = codec.encode_awareness_entries(allowed)
+        self.awareness.apply_awareness_update(data, peer)
+        self.broadcast(codec.awareness(data))
+        for entry in allowed:
+            if entry.removal and self.awareness_owners.get(entry.client_id) is peer:
+                del self.awareness_owners[entry.client_id]
+                peer.awareness_ids.discard(entry.client_id)
+
+    def local_awareness(self):
+        """[(encoded update, user)]: the states of this process's own clients, one
+        update per user; the answer to another process that just loaded the document."""
+        states = self.awareness.states
+        by_user = {}
+        for client_id, owner in self.awareness_owners.items():
+            if not isinstance(owner, RemotePeer) and client_id in states:
+                by_user.setdefault(_user_of(owner), []).append(client_id)
+        return [
+            (self.awareness.encode_awareness_update(ids), user) for user, ids in by_user.items()
+        ]
+
+    def expire_remote_awareness(self, host):
+        """The process `host` is gone: remove the states it relayed, here only (every
+        process does the same on its own)."""
+        ids = []
+        for key in [k for k in self.peers if k[0] == host]:
+            peer = self.peers.pop(key)
+            for client_id in peer.awareness_ids:
+                if self.awareness_owners.get(client_id) is peer:
+                    del self.awareness_owners[client_id]
+                    if client_id in self.awareness.states:
+                        ids.append(client_id)
+        if ids:
+            self.awareness.remove_awareness_states(ids, None)
+            self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
 
     # --- the fan-out rule -----------------------------------------------------------
 
@@ -340,7 +451,18 @@ class Room:
             self.log_count += 1
             self.log_bytes += size
             self.log_id_sum += row_id
-            self.broadcast(message)
+            if not self.fanout.enabled:
+                self.broadcast(message)
+            else:
+                # The echo confirms the update to its sender: with other processes serving
+                # the document it waits until the update is in their stream too (or could
+                # not be put there: Redis down, caught up from the store later), so a
+                # process killed right after an echo leaves no confirmed update that the
+                # others lack. Everyone else here gets it at once.
+                frame = self.broadcast(message, skip=origin)
+                self.fanout.publish_update(
+                    self.key, update, lambda: self._echo(origin, message, frame)
+                )
             if on_durable is not None:
                 on_durable()
             if self.on_stored is not None:
@@ -435,10 +557,13 @@ class Room:
                 self.log_id_sum,
             )
             # The live copy holds every durable row (updates are applied before they are
-            # stored); the store uses it if nobody else wrote meanwhile.
-            self.store.compact(
-                self.key, upto, self.unintegrated.full_update(self.doc), (count, id_sum)
-            )
+            # stored); the store uses it if nobody else wrote meanwhile. Not when other
+            # processes serve the document too: the store checks the log rows, not the
+            # snapshot, and a copy that missed another process's updates (during a Redis
+            # outage, before it is caught up) would overwrite the snapshot holding them
+            # (tests/test_fanout.py, Redis hung). Folding what is stored is always right.
+            live = None if self.fanout.enabled else self.unintegrated.full_update(self.doc)
+            self.store.compact(self.key, upto, live, (count, id_sum))
             # Rows that became durable while compacting are still in the log.
             self.log_count -= count
             self.log_bytes -= size

@@ -291,6 +291,9 @@ class WebSocketEndpoint:
         left = max(0.1, deadline - time.monotonic())
         flushed = self.documents.shutdown(left)
         stored = self.store.close(max(0.1, deadline - time.monotonic()))
+        # Last: the final durable updates and the awareness removals of the clients just
+        # closed reach the other processes, then a goodbye drops our clients' states there.
+        self.documents.fanout.close(max(0.1, min(2.0, deadline - time.monotonic())))
         for gate in self.handshake.gates:  # e.g. the region gate lets its claims go
             try:
                 gate.shutdown(flushed and stored)

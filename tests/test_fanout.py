@@ -1,0 +1,462 @@
+"""Several processes serving one document through Redis Streams (wsserver/fanout).
+
+Real processes only: two `wsserver serve` processes sharing one SQLite file, or gunicorn
+with WEB_CONCURRENCY=2 started the Procfile's way; a real redis-server; real y-websocket
+providers (tests/node/fanout.mjs, kill_cross.mjs, edit_during.mjs, join_during.mjs).
+The engine's own rules (trimming, outages, own entries) and the room's (once-only
+delivery, awareness ownership) are also checked directly, at the end.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, base_config, free_port, make_token, run_node
+from test_interop import NodeProcess, room
+
+
+def healthz(server_or_url):
+    url = server_or_url if isinstance(server_or_url, str) else server_or_url.http
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def two_processes(start_server, tmp_path, redis_url):
+    """Factory: two `wsserver serve` processes, one SQLite file, one Redis."""
+
+    def start(redis=None, **overrides):
+        config = base_config(tmp_path, redis=redis or redis_url, **overrides)
+        return start_server(config), start_server(config)
+
+    return start
+
+
+def test_two_processes_converge_and_share_awareness(two_processes):
+    a, b = two_processes()
+    r = run_node(
+        "fanout.mjs",
+        json.dumps({"urls": [a.url, b.url, b.url], "token": make_token(), "room": room("fan")}),
+    )
+    assert r["converged"]
+    assert all(late == r["content"] for late in r["late"])
+    assert len(r["content"]["map"]) == 3 * 20  # every client's every edit
+    # A cut connection's awareness is removed by the servers, on both processes, fast.
+    assert r["removedMs"] < 3000
+    for server in (a, b):
+        fanout = healthz(server)["fanout"]
+        assert fanout["state"] == "up" and fanout["streams"] == 1
+        assert fanout["peers"] == 1 and fanout["lag_ms"] is not None
+
+
+def test_without_redis_two_processes_do_not_see_each_other(start_server, tmp_path):
+    """What the fan-out fixes: the same setup without `redis` splits the document."""
+    config = base_config(tmp_path)
+    a, b = start_server(config), start_server(config)
+    with pytest.raises(AssertionError, match="awareness of every client everywhere"):
+        run_node(
+            "fanout.mjs",
+            json.dumps(
+                {
+                    "urls": [a.url, b.url],
+                    "token": make_token(),
+                    "room": room("split"),
+                    "hardMs": 20000,
+                }
+            ),
+        )
+    assert healthz(a)["fanout"] == {"state": "off"}
+
+
+def _gunicorn(tmp_path, workers, config, port):
+    path = tmp_path / "gunicorn.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # The Procfile's command, bound to loopback for the test.
+    procfile = (ROOT / "Procfile").read_text().split(":", 1)[1].strip()
+    command = procfile.replace("gunicorn", str(Path(sys.executable).parent / "gunicorn"), 1)
+    env = dict(
+        os.environ,
+        WEB_CONCURRENCY=str(workers),
+        PORT=str(port),
+        WSSERVER_CONFIG=str(path),
+        PYTHONUNBUFFERED="1",
+    )
+    return subprocess.Popen(
+        command + f" --bind 127.0.0.1:{port}",
+        shell=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):
+    proc = _gunicorn(tmp_path, 2, base_config(tmp_path), free_port())
+    try:
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "redis: must be set to run 2 workers" in output
+
+
+def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
+    port = free_port()
+    proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=redis_url), port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                healthz(url)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
+                time.sleep(0.2)
+        # Which worker accepts a connection is the kernel's choice: a run whose clients
+        # all landed on one worker proves nothing, so it is tried again (a few times).
+        for attempt in range(4):
+            pause = tmp_path / f"go-on-{attempt}"
+            node = NodeProcess(
+                "fanout.mjs",
+                {
+                    "urls": [f"ws://127.0.0.1:{port}"] * 6,
+                    "token": make_token(),
+                    "room": room("guni"),
+                    "pauseFile": str(pause),
+                    "staggerMs": 150,
+                },
+            )
+            try:
+                node.wait_phase("ready", 40)
+                # Which worker answers /healthz is the kernel's choice too: ask until
+                # both did.
+                workers = {}
+                deadline = time.time() + 20
+                while len(workers) < 2 and time.time() < deadline:
+                    body = healthz(url)
+                    workers[body["pid"]] = body["connections"]
+                pause.touch()
+                r = node.result(40)
+            finally:
+                node.kill()
+            assert r["converged"] and all(late == r["content"] for late in r["late"])
+            assert len(workers) == 2, workers
+            if all(n > 0 for n in workers.values()):
+                break
+        # Clients of the one document were on both workers.
+        assert all(n > 0 for n in workers.values()), f"all clients on one worker: {workers}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
+    a, b = two_processes()
+    node = NodeProcess(
+        "kill_cross.mjs",
+        {"writerUrl": a.url, "otherUrl": b.url, "token": make_token(), "room": room("kill")},
+    )
+    try:
+        node.wait_phase("writing", 20)
+        time.sleep(0.3)  # the writer goes on writing
+        assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+        r = node.result(50)
+    finally:
+        node.kill()
+    assert r["confirmed"] >= 20
+    assert r["missing"] == [], f"echoed to the writer but not served by the other process: {r}"
+    assert r["observerHasAll"]
+    # The killed process's client vanishes from the others' awareness in bounded time
+    # (host_ttl 10 s + heartbeat 2 s), well within y-protocols' 30 s.
+    assert r["awarenessGoneAfterMs"] < 15000
+
+
+def _edit_during(urls, name, durationMs=4000):
+    return NodeProcess(
+        "edit_during.mjs",
+        {"urls": urls, "token": make_token(), "room": name, "durationMs": durationMs},
+    )
+
+
+def test_redis_hung_then_back(two_processes, own_redis):
+    # Frequent compactions: each process compacts while it cannot see the other's updates.
+    a, b = two_processes(redis=own_redis.url, compact_after_updates=5)
+    name = room("hung")
+    node = _edit_during([a.url, b.url], name, durationMs=6000)
+    try:
+        node.wait_phase("editing", 20)
+        time.sleep(1)
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        stopped = time.time() * 1000
+        time.sleep(1.5)
+        # A new client of the open document is admitted without waiting on Redis for
+        # more than about a second (the case fails if it is not synced within 2.5 s).
+        joined = run_node(
+            "cases.mjs",
+            json.dumps(
+                {
+                    "url": a.url,
+                    "caseTimeoutMs": 2500,
+                    "cases": [
+                        {
+                            "id": "join",
+                            "room": name,
+                            "token": make_token(),
+                            "expect": "ok",
+                            "write": "during the outage",
+                        }
+                    ],
+                }
+            ),
+        )["results"]["join"]
+        time.sleep(max(0.0, 3 - (time.time() * 1000 - stopped) / 1000))
+        continued = time.time() * 1000
+        down = healthz(a)["fanout"]
+        own_redis.proc.send_signal(signal.SIGCONT)
+        r = node.result(80)
+    finally:
+        node.kill()
+    assert joined.get("error") is None and joined["synced"], joined
+    assert "during the outage" in joined["content"]["text"]  # and its edit was echoed
+    assert r["converged"]
+    assert r["keys"] == 3 * r["rounds"]  # three clients, one key each per round
+    # Inside a process, collaboration went on while Redis was hung: echoes (durable)
+    # and the other local client receiving the edits.
+    during = lambda times: [t for t in times if stopped + 1500 < t < continued]
+    assert during(r["echoes"]), r["echoes"]
+    assert during(r["localSeen"])
+    assert down["state"] == "down"
+    assert all(closes == [] for closes in r["closes"])  # nobody was disconnected
+    assert a.log().count("fanout: redis") <= 4, a.log()  # throttled, not one per message
+
+
+def test_redis_restarted_empty(two_processes, own_redis):
+    # The region registry re-asserts the claims Redis forgot at its next renewal and
+    # refreshes the rooms from storage (regions/registry/base.py), which would hide what
+    # the fan-out does: no renewal during this test.
+    a, b = two_processes(
+        redis=own_redis.url, registry={"ttl_seconds": 120, "heartbeat_seconds": 60}
+    )
+    node = _edit_during([a.url, b.url], room("empty"), durationMs=6000)
+    try:
+        node.wait_phase("editing", 20)
+        time.sleep(1.5)
+        own_redis.stop()
+        time.sleep(1.5)
+        own_redis.start()
+        r = node.result(80)
+    except AssertionError:
+        print("A:", a.log()[-5000:], "\nB:", b.log()[-5000:])
+        raise
+    finally:
+        node.kill()
+    assert r["converged"]
+    assert r["keys"] == 3 * r["rounds"]  # nothing lost, echoed or not
+    assert all(closes == [] for closes in r["closes"])
+    for server in (a, b):
+        assert healthz(server)["fanout"]["state"] == "up"
+
+
+def test_a_process_loading_a_document_mid_stream_misses_nothing(two_processes):
+    """The joiner's process subscribes before it reads the store: every update is in
+    what the store returned or in the stream after the position it took."""
+    a, b = two_processes()
+    r = run_node(
+        "join_during.mjs",
+        json.dumps(
+            {
+                "writerUrl": a.url,
+                "joinerUrl": b.url,
+                "token": make_token(),
+                "writeMs": 1500,
+                "rooms": [room(f"join{i}") for i in range(12)],
+            }
+        ),
+    )
+    for result in r["results"]:
+        assert result["missing"] == [], result
+        assert result["written"] > 100
+
+
+# --- the engine against a real Redis, without servers -----------------------------------
+
+
+class FakeRoom:
+    """What the engine needs of a room: a key, `ready`, and the remote entry points."""
+
+    def __init__(self, key):
+        from gevent.event import AsyncResult
+
+        self.key = key
+        self.ready = AsyncResult()
+        self.ready.set(self)
+        self.updates, self.reconciles = [], 0
+
+    def apply_remote_updates(self, updates):
+        self.updates.extend(updates)
+
+    def refresh(self):
+        self.reconciles += 1
+
+    def local_awareness(self):
+        return []
+
+
+@pytest.fixture
+def engine(redis_url):
+    import uuid
+
+    from wsserver.fanout.redis_streams import RedisStreamsFanout
+
+    fanout = RedisStreamsFanout(redis_url, prefix=f"test:{{fanout}}:{uuid.uuid4().hex}:")
+    fanout._connect()
+    fanout.state = "up"
+    yield fanout
+    fanout._closed = True
+    fanout._disconnect()
+
+
+def test_a_reader_trimmed_past_its_position_reloads_from_the_store(engine):
+    import gevent
+
+    from wsserver.fanout.base import UPDATE, Subscription
+
+    room = FakeRoom(("acme", "editor", "trimmed"))
+    stream = engine.stream_of(room.key)
+    ids = engine._publish(
+        [(stream, {b"h": b"other", b"t": UPDATE, b"d": b"u%d" % i}) for i in range(50)]
+    )
+    engine.commands.xtrim(stream, maxlen=10, approximate=False)  # as MAXLEN/MINID would
+    assert engine._trimmed_past({stream: ids[5]}) == {stream}
+    assert engine._trimmed_past({stream: ids[45]}) == set()
+    assert engine._trimmed_past({engine.prefix + "doc:none": "0-0"}) == set()
+
+    engine.subs[stream] = sub = Subscription(room, stream, ids[5].decode())
+    engine._check_trimmed([stream])
+    assert sub.position is None  # unknown: resync
+    engine._resync_unknown()
+    gevent.sleep(0.05)
+    assert sub.position == ids[-1].decode()  # the tail, taken before the reload
+    assert room.reconciles == 1
+
+
+def test_updates_not_published_during_an_outage_are_announced_for_reconciliation(engine):
+    from wsserver.fanout.base import RECONCILE
+
+    key = ("acme", "editor", "outage")
+    stream = engine.stream_of(key)
+    engine.state = "down"
+    echoed = []
+    engine.publish_update(key, b"update", lambda: echoed.append(True))
+    assert echoed == [True]  # the echo never waits for a Redis that is down
+    engine.publish_awareness(key, b"awareness")  # ephemeral: not announced
+    assert engine._unpublished == {stream} and not engine._queue
+    engine._recovered()
+    assert [(s, kind) for s, kind, _, _ in engine._queue] == [(stream, RECONCILE)]
+    assert engine._unpublished == set()
+
+
+class FakeConnection:
+    def __init__(self):
+        self.frames = []
+        self.awareness_ids = set()
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def send_message(self, message):
+        self.frames.append(message)
+
+
+def test_an_update_from_another_process_reaches_local_clients_once():
+    """Whatever path it comes by (the stream, a second delivery, a reload from the
+    store), a client gets what another process stored once, and only what it lacks."""
+    from pycrdt import Doc, Text
+
+    from wsserver.documents.room import Room
+    from wsserver.documents.storage.memory import MemoryStore
+
+    room = Room(("acme", "editor", "once"), MemoryStore(), 1000, 10**9)
+    client = FakeConnection()
+    room.connections[client] = None
+    remote = Doc()
+    remote["text"] = text = Text()
+    text += "from another process"
+    update = remote.get_update()
+    room.apply_remote_updates([update])
+    assert len(client.frames) == 1
+    room.apply_remote_updates([update])  # read again (e.g. after a resync)
+    room.apply_remote_updates([update, update])
+    assert len(client.frames) == 1
+    assert str(room.doc.get("text", type=Text)) == "from another process"
+
+
+def test_the_reader_skips_its_own_entries(engine):
+    from wsserver.fanout.base import UPDATE, Subscription
+
+    room = FakeRoom(("acme", "editor", "own"))
+    stream = engine.stream_of(room.key)
+    engine.subs[stream] = Subscription(room, stream, "0-0")
+    engine._deliver(
+        stream,
+        [
+            ("1-1", {b"h": engine.host, b"t": UPDATE, b"d": b"mine"}),
+            ("1-2", {b"h": b"other", b"t": UPDATE, b"d": b"theirs"}),
+        ],
+    )
+    assert room.updates == [b"theirs"]
+    assert engine.subs[stream].position == "1-2"
+
+
+def test_awareness_from_other_processes_follows_the_ownership_rule():
+    """A client id announced through another process is that process's, for that user:
+    a connection here of another user cannot take it over, the same user (a provider that
+    reconnected through this process) can, and the other process's removal frees it."""
+    from types import SimpleNamespace
+
+    from wsserver.documents.room import Room
+    from wsserver.documents.storage.memory import MemoryStore
+    from wsserver.protocol.codec import AwarenessEntry, encode_awareness_entries
+
+    def update(client_id, clock, state=b'{"user":"x"}'):
+        return encode_awareness_entries([AwarenessEntry(client_id, clock, state)])
+
+    def connection(user):
+        conn = FakeConnection()
+        conn.principal = SimpleNamespace(user=user)
+        conn.awareness_ignored = 0
+        return conn
+
+    room = Room(("acme", "editor", "owners"), MemoryStore(), 1000, 10**9)
+    mallory, alice = connection("mallory"), connection("alice")
+    room.connections[mallory] = room.connections[alice] = None
+    room.apply_remote_awareness(update(7, 1), b"host-a", "alice")
+    assert 7 in room.awareness.states
+    room.receive(mallory, SimpleNamespace(kind="awareness", data=update(7, 2, b'{"x":1}')))
+    assert mallory.awareness_ignored == 1 and 7 not in mallory.awareness_ids
+    room.receive(alice, SimpleNamespace(kind="awareness", data=update(7, 3)))
+    assert room.awareness_owners[7] is alice
+    # The other process's late removal of its old connection (its clock + 1) changes
+    # nothing here...
+    room.apply_remote_awareness(update(7, 2, b"null"), b"host-a", "alice")
+    assert room.awareness_owners[7] is alice
+    # ...and one it owns frees the id.
+    room.apply_remote_awareness(update(8, 1), b"host-a", "bob")
+    room.apply_remote_awareness(update(8, 2, b"null"), b"host-a", "bob")
+    assert 8 not in room.awareness_owners and 8 not in room.awareness.states
