@@ -30,8 +30,11 @@ Nothing here switches greenlets while a pycrdt transaction is open: `apply_updat
 and `get_update` are single calls, and broadcasting only queues frames.
 """
 
+from __future__ import annotations
+
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -44,6 +47,10 @@ from ..protocol import codec
 from ..transport import frames
 from . import ydoc
 from .storage import StoreError
+
+if TYPE_CHECKING:
+    from ..protocol.codec import Message
+    from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +181,7 @@ class Room:
 
     # --- loading --------------------------------------------------------------------
 
-    def load(self):
+    def load(self) -> None:
         loaded = self.store.load(self.key)
         self.stored_nothing = not loaded.updates
         for update in loaded.updates:
@@ -187,7 +194,7 @@ class Room:
 
     # --- connections ----------------------------------------------------------------
 
-    def join(self, conn):
+    def join(self, conn: Connection) -> None:
         self._wait_rebuild()
         self.connections[conn] = None
         conn.room = self
@@ -196,7 +203,7 @@ class Room:
         if states:
             conn.send_message(codec.awareness(self.awareness.encode_awareness_update(list(states))))
 
-    def leave(self, conn):
+    def leave(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
         for client_id in conn.awareness_ids:
             del self.awareness_owners[client_id]
@@ -233,7 +240,7 @@ class Room:
         ]:
             del meta[client_id]
 
-    def broadcast(self, message, skip=None):
+    def broadcast(self, message: bytes, skip: Connection | None = None) -> None:
         """Send one y-websocket message to every connection but `skip`; encoded once.
         Returns the frame."""
         frame = frames.encode_frame(frames.OP_BINARY, message)
@@ -252,7 +259,7 @@ class Room:
 
     # --- messages -------------------------------------------------------------------
 
-    def receive(self, conn, message):
+    def receive(self, conn: Connection, message: Message) -> None:
         """Handle one decoded client message from `conn`."""
         self._wait_rebuild()
         kind = message.kind
@@ -473,13 +480,13 @@ class Room:
         self.store.append(self.key, update, stored)
         return True
 
-    def current_update(self):
+    def current_update(self) -> bytes:
         """The live copy as one update: every update applied, durable or not yet, and
         its pending parts (documents/ydoc.py)."""
         self._wait_rebuild()
         return self.unintegrated.full_update(self.doc)
 
-    def wait_durable(self, timeout=DURABLE_TIMEOUT):
+    def wait_durable(self, timeout: float = DURABLE_TIMEOUT) -> None:
         """Wait until every update this room queued is committed (and echoed); raise
         NotDurable after `timeout` seconds (storage failing: the updates stay queued and
         unconfirmed, the store keeps retrying). Other rooms' updates do not matter."""
@@ -490,7 +497,7 @@ class Room:
 
     # --- recovery -------------------------------------------------------------------
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Bring this copy up to date with storage, where another node may have written
         while this one was cut off; clients get what changed. Compaction folds from
         storage afterwards (the stored rows are no longer the ones this copy counted)."""
@@ -524,13 +531,13 @@ class Room:
 
     # --- compaction -----------------------------------------------------------------
 
-    def needs_compaction(self):
+    def needs_compaction(self) -> bool:
         return (
             self.log_count >= self.compact_after_updates
             or self.log_bytes >= self.compact_after_bytes
         )
 
-    def maybe_compact(self):
+    def maybe_compact(self) -> None:
         if self.needs_compaction() and not self.compacting:
             gevent.spawn(self._compact_logged)
 
@@ -541,7 +548,7 @@ class Room:
             # The log stays as it was; the next durable update or the unload retries.
             log.exception("%r: compaction failed", self)
 
-    def compact(self):
+    def compact(self) -> None:
         """Fold the stored log up to the last durable row into one snapshot (see
         `Store.compact`). Raises on storage failure; the log is then left as it was."""
         if self.compacting or not self.log_count or self.rebuilding is not None:

@@ -18,6 +18,8 @@ Cost: one state-vector read and one diff per applied update (a few microseconds)
 checking the delete set is skipped for updates without one (their last byte is 0).
 """
 
+from collections.abc import Iterable, Iterator
+
 from pycrdt import Doc, get_update, merge_updates
 
 from ..protocol.codec import read_var_uint
@@ -25,7 +27,7 @@ from ..protocol.codec import read_var_uint
 EMPTY_UPDATE = b"\x00\x00"
 
 
-def _state_vector(encoded):
+def _state_vector(encoded: bytes) -> dict[int, int]:
     """{client: clock} of an encoded state vector."""
     count, pos = read_var_uint(encoded, 0)
     state = {}
@@ -36,7 +38,7 @@ def _state_vector(encoded):
     return state
 
 
-def delete_ranges(data, pos):
+def delete_ranges(data: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
     """The ranges of the lib0 v1 delete set at `data[pos:]`: (client, clock, length)."""
     clients, pos = read_var_uint(data, pos)
     for _ in range(clients):
@@ -48,14 +50,14 @@ def delete_ranges(data, pos):
             yield client, clock, length
 
 
-def _deletes_beyond(diff, pos, state):
+def _deletes_beyond(diff: bytes, pos: int, state: dict[int, int]) -> bool:
     """True when the delete set at `diff[pos:]` deletes a clock the state does not cover."""
     return any(
         clock + length > state.get(client, 0) for client, clock, length in delete_ranges(diff, pos)
     )
 
 
-def missing_part(doc, update, encoded_state=None):
+def missing_part(doc: Doc, update: bytes, encoded_state: bytes | None = None) -> bytes | None:
     """The part of `update` (already applied to `doc`) that `doc` has not integrated,
     as an update; None when it integrated completely."""
     encoded_state = doc.get_state() if encoded_state is None else encoded_state
@@ -86,7 +88,7 @@ class Unintegrated:
     def __len__(self):
         return len(self.parts)
 
-    def after_apply(self, doc, update):
+    def after_apply(self, doc: Doc, update: bytes) -> bytes | None:
         """Record what `doc` did not integrate of `update`, just applied, and forget the
         earlier parts it now covers. Returns the part of `update` left pending, or None."""
         state = doc.get_state()
@@ -99,7 +101,7 @@ class Unintegrated:
             self.parts.append(part)
         return part
 
-    def full_update(self, doc, state=None):
+    def full_update(self, doc: Doc, state: bytes | None = None) -> bytes:
         """`doc.get_update(state)` plus every pending part: what JS Yjs's
         `encodeStateAsUpdate` gives. A client applying it ends with the same pending
         structs, which integrate once it has (or later gets) their dependency."""
@@ -109,7 +111,7 @@ class Unintegrated:
         return merge_updates(update, *self.parts)
 
 
-def build(updates):
+def build(updates: Iterable[bytes]) -> tuple[Doc, Unintegrated]:
     """(Doc, Unintegrated) of `updates` applied in order. Raises what `apply_update`
     raises for an invalid update."""
     doc = Doc()
@@ -120,7 +122,7 @@ def build(updates):
     return doc, pending
 
 
-def fold(updates):
+def fold(updates: Iterable[bytes]) -> bytes:
     """One update equal to applying `updates` in order (a snapshot): deleted content
     garbage-collected as a Yjs document does, pending structs and deletes kept."""
     doc, pending = build(updates)
