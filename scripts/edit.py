@@ -16,7 +16,7 @@ import sys
 import websocket
 from pycrdt import Doc, Text
 
-from wsserver import codec
+from wsserver.protocol import codec
 
 
 def main():
