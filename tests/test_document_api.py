@@ -10,6 +10,7 @@ touches another's.
 import json
 import random
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -289,6 +290,31 @@ def test_body_over_max_message_size_is_413(api):
     assert len(doc_update) > 8192
     assert_error(post(api, doc, token, doc_update), 413, 1009)
     assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
+
+
+def test_a_body_cut_short_is_400_without_a_traceback(api):
+    """A client that announces more body than it sends, then closes its side: its
+    fault, a 400, never a 500 with an ERROR traceback in the log."""
+    token = make_token()
+    for framing in (
+        b"Content-Length: 1000\r\n\r\nab",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ):
+        doc = name("cut")
+        s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        s.sendall(
+            f"POST /v1/documents/{doc}/update HTTP/1.1\r\nHost: x\r\n"
+            f"X-Forwarded-For: {client_ip()}\r\nAuthorization: Bearer {token}\r\n".encode()
+            + framing
+        )
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert f"/v1/documents/{doc}/update failed" not in api.log(), api.log()
+        assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
 
 
 def test_rate_limit_is_429_with_retry_after(api):
