@@ -187,22 +187,34 @@ class Inspector:
         """Close this process's connections to `key` (4404: providers do not come back
         with their copy) and drop its room without writing anything more. Returns the
         number of connections closed."""
-        room = self.documents.get(key)
-        closed = len(room.connections) if room is not None else 0
-        self.documents.close(key, DocumentDeleted())
-        deadline = time.monotonic() + DELETE_WAIT
-        while room is not None and room.connections and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-        self.documents.evict(key, compact=False)
+        deleting = self.documents.deleting
+        mine = key not in deleting  # `delete` may be holding it already
+        deleting.add(key)  # no join meanwhile: it would keep the room, or reload it
+        try:
+            room = self.documents.get(key)
+            closed = len(room.connections) if room is not None else 0
+            self.documents.close(key, DocumentDeleted())
+            deadline = time.monotonic() + DELETE_WAIT
+            while room is not None and room.connections and time.monotonic() < deadline:
+                gevent.sleep(0.02)
+            self.documents.evict(key, compact=False)
+        finally:
+            if mine:
+                deleting.discard(key)
         return closed
 
     def delete(self, key):
         """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed."""
-        closed = self.drop(key)
-        if self.board is not None:
-            closed += self.board.drop_everywhere(key)
-        self.store.delete(key)
+        the number of connections closed. Here, nobody opens it until it is deleted."""
+        deleting = self.documents.deleting
+        deleting.add(key)
+        try:
+            closed = self.drop(key)
+            if self.board is not None:
+                closed += self.board.drop_everywhere(key)
+            self.store.delete(key)
+        finally:
+            deleting.discard(key)
         return closed
 
 
