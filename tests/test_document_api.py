@@ -232,6 +232,28 @@ def test_json_of_maps_and_nested_types(api):
     }
 
 
+def test_json_of_a_document_nested_too_deep_is_422_without_a_traceback(api):
+    """Any writer can nest maps a thousand deep (in small updates); the JSON form of
+    such a document is refused with a JSON 422, never a 500 and a RecursionError in
+    the log, and its binary form is still served."""
+    doc, token = name("deep"), make_token()
+    source = Doc()
+    source["root"] = current = Map()
+    state = None
+    for _ in range(2):
+        for _ in range(500):
+            current["k"] = nested = Map()
+            current = nested
+        update = source.get_update(state) if state else source.get_update()
+        state = source.get_state()
+        assert post(api, doc, token, update)[0] == 200
+    answer = request(api, "GET", f"/v1/documents/{doc}?format=json", token)
+    assert_error(answer, 422, 422)
+    assert request(api, "GET", f"/v1/documents/{doc}", token)[0] == 200
+    assert f"/v1/documents/{doc} failed" not in api.log(), api.log()
+    assert "RecursionError" not in api.log(), api.log()
+
+
 # --- errors -------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from flask import Blueprint, Response, jsonify
 from ..documents.content import document_json
 from ..documents.key import DocKey
 from ..documents.storage import fold
-from ..errors import DocumentDeleted, NotFound
+from ..errors import DocumentDeleted, NestedTooDeep, NotFound
 from ..handshake.handshake import document_name
 from ..logs import Throttled
 from .bearer import require_bearer
@@ -137,7 +137,10 @@ class Inspector:
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
-        result["content"] = document_json(update) if update else {}
+        try:
+            result["content"] = document_json(update) if update else {}
+        except NestedTooDeep as e:  # the summary is still worth showing
+            result["content"], result["content_error"] = {}, e.reason
         return result
 
     def fingerprint(self, key):
