@@ -196,11 +196,14 @@ class Inspector:
         try:
             room = self.documents.get(key)
             closed = len(room.connections) if room is not None else 0
-            self.documents.close(key, DocumentDeleted())
             deadline = time.monotonic() + DELETE_WAIT
-            while room is not None and room.connections and time.monotonic() < deadline:
+            # Until the room is gone: a join or an API write already under way when
+            # the delete began may still enter it, and is closed in turn.
+            while True:
+                self.documents.close(key, DocumentDeleted())
+                if self.documents.evict(key, compact=False) or time.monotonic() >= deadline:
+                    break
                 gevent.sleep(0.02)
-            self.documents.evict(key, compact=False)
         finally:
             if mine:
                 deleting.discard(key)
