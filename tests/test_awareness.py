@@ -149,3 +149,30 @@ def test_real_providers_keep_their_presence_against_a_spoofer(server):
     while healthz(server)["connections"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert healthz(server)["awareness_ignored"] == 2
+
+
+def test_one_connection_cannot_fill_the_room_with_client_ids(server):
+    """Each awareness client id a connection announces is kept (and sent to everyone who
+    joins) while it stays: without a cap one socket, even a read-only viewer's, would
+    grow the room's memory for ever. Past 16 ids, new ones are dropped and counted."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    flooder = Client(server, doc, make_token(sub="mallory", access="read"))
+    flooder.recv()  # step 1
+    pad = "x" * 1000
+    for batch in range(10):
+        flooder.send(announce(*[(1000 + batch * 50 + i, 1, {"pad": pad}) for i in range(50)]))
+    watcher = Client(server, doc, make_token(sub="walter"))
+    watcher.recv()  # step 1
+    states = awareness_states(watcher)
+    assert 1 <= len(states) <= 16, len(states)
+    # Its own first ids still work, as for any provider.
+    first = min(states)
+    flooder.send(announce((first, 2, {"pad": "moved"})))
+    assert awareness_states(watcher) == {first: (2, {"pad": "moved"})}
+    for c in (flooder, watcher):
+        c.close()
+    deadline = time.monotonic() + 5  # counted once the connection is gone
+    while healthz(server)["awareness_ignored"] != 500 - len(states):
+        assert time.monotonic() < deadline, healthz(server)
+        time.sleep(0.05)
+    assert "Traceback" not in server.log()

@@ -10,6 +10,7 @@ touches another's.
 import json
 import random
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -231,6 +232,28 @@ def test_json_of_maps_and_nested_types(api):
     }
 
 
+def test_json_of_a_document_nested_too_deep_is_422_without_a_traceback(api):
+    """Any writer can nest maps a thousand deep (in small updates); the JSON form of
+    such a document is refused with a JSON 422, never a 500 and a RecursionError in
+    the log, and its binary form is still served."""
+    doc, token = name("deep"), make_token()
+    source = Doc()
+    source["root"] = current = Map()
+    state = None
+    for _ in range(2):
+        for _ in range(500):
+            current["k"] = nested = Map()
+            current = nested
+        update = source.get_update(state) if state else source.get_update()
+        state = source.get_state()
+        assert post(api, doc, token, update)[0] == 200
+    answer = request(api, "GET", f"/v1/documents/{doc}?format=json", token)
+    assert_error(answer, 422, 422)
+    assert request(api, "GET", f"/v1/documents/{doc}", token)[0] == 200
+    assert f"/v1/documents/{doc} failed" not in api.log(), api.log()
+    assert "RecursionError" not in api.log(), api.log()
+
+
 # --- errors -------------------------------------------------------------------------
 
 
@@ -289,6 +312,31 @@ def test_body_over_max_message_size_is_413(api):
     assert len(doc_update) > 8192
     assert_error(post(api, doc, token, doc_update), 413, 1009)
     assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
+
+
+def test_a_body_cut_short_is_400_without_a_traceback(api):
+    """A client that announces more body than it sends, then closes its side: its
+    fault, a 400, never a 500 with an ERROR traceback in the log."""
+    token = make_token()
+    for framing in (
+        b"Content-Length: 1000\r\n\r\nab",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ):
+        doc = name("cut")
+        s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        s.sendall(
+            f"POST /v1/documents/{doc}/update HTTP/1.1\r\nHost: x\r\n"
+            f"X-Forwarded-For: {client_ip()}\r\nAuthorization: Bearer {token}\r\n".encode()
+            + framing
+        )
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert f"/v1/documents/{doc}/update failed" not in api.log(), api.log()
+        assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
 
 
 def test_rate_limit_is_429_with_retry_after(api):

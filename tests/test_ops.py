@@ -26,9 +26,12 @@ import websocket
 import yaml
 from conftest import NODE_DIR, ROOT, ServerProcess, base_config, free_port, make_token
 from prometheus_client.parser import text_string_to_metric_families
+from pycrdt import Doc, Text
+from test_bad_input import Client
 
 from wsserver.http.admin import RedisBoard
 from wsserver.logs import redact
+from wsserver.protocol import codec
 from wsserver.transport import frames
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -695,3 +698,45 @@ def test_check_config_prints_masked_config_and_names_a_bad_key(tmp_path):
     )
     assert run.returncode == 1
     assert "admin.token" in run.stderr and run.stdout == ""
+
+
+def test_admin_delete_is_not_undone_by_a_client_joining_meanwhile(start_server):
+    """A delete waits (up to 5 s) for the closed connections to leave; a client that
+    opens the document meanwhile (another tab, a viewer) must not keep it alive: once
+    the DELETE answers, the document is gone, live and stored."""
+    server = start_server(admin={"token": ADMIN_TOKEN})
+    name = doc_name("admin-race")
+    writer = Client(server, name)
+    writer.recv()  # step 1
+    doc = Doc()
+    doc["content"] = Text("to be deleted")
+    writer.send(codec.sync_update(doc.get_update()))
+    writer.recv()  # the echo: stored
+    # A client that never reads: it does not answer the close frame, so the delete
+    # waits for it (CLOSE_TIMEOUT).
+    silent = websocket.create_connection(
+        f"{server.url}/{name}", subprotocols=["access_token", make_token()], timeout=5
+    )
+    answer = {}
+    deleting = threading.Thread(
+        target=lambda: answer.update(
+            r=http("DELETE", f"{server.http}/admin/api/documents/acme/editor/{name}", ADMIN_TOKEN)
+        )
+    )
+    deleting.start()
+    time.sleep(0.5)
+    late = None
+    try:
+        late = Client(server, name)
+        late.recv()
+    except Exception:  # refused, or closed at once: as good
+        pass
+    deleting.join(15)
+    assert answer["r"][:2] == (200, {"deleted": True, "connections_closed": 2}), answer
+    api = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    assert http("GET", api, token=ADMIN_TOKEN)[0] == 404, http("GET", api, token=ADMIN_TOKEN)
+    for c in (writer, late):
+        if c is not None:
+            c.ws.close()
+    silent.close()
+    assert "Traceback" not in server.log()

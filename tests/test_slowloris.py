@@ -146,3 +146,36 @@ def test_half_sent_requests_are_dropped_under_gunicorn(gunicorn_server):
     port, log = gunicorn_server
     time.sleep(0.5)  # the worker is up once it accepts: give it its logging set-up
     check_slowloris(port, log)
+
+
+STALLED_BODIES = [
+    # No token needed: the answer comes before the body, then the rest is discarded.
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    # The document API reads the body before answering.
+    b"POST /v1/documents/stalled/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+    b"Content-Length: 1000\r\n\r\nab",
+]
+
+
+def test_a_request_body_that_stalls_is_dropped_too(start_server):
+    """The headers in time, then a body that never comes: the connection must not be
+    held for ever (unauthenticated, it would bypass the header deadline)."""
+    server = start_server(header_timeout=HEADER_TIMEOUT)
+    sockets = []
+    for request in STALLED_BODIES:
+        if b"%s" in request:
+            request = request % make_token().encode()
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        s.sendall(request)
+        sockets.append(s)
+    try:
+        answers = wait_dropped(sockets, time.monotonic() + 2 * HEADER_TIMEOUT + 3)
+        assert answers.count(None) == 0, answers
+        # The document API never got its body: 408, nothing stored.
+        assert answers[2].startswith(b"HTTP/1.1 408"), answers[2]
+        assert served(server.url)
+    finally:
+        for s in sockets:
+            s.close()
+    assert "Traceback" not in server.log(), server.log()

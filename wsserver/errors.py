@@ -138,6 +138,13 @@ class NotFound(HttpOnlyError):
     reason = "not found"
 
 
+class NestedTooDeep(HttpOnlyError):
+    """A document whose types nest deeper than its JSON form allows (content.py)."""
+
+    http_status = 422
+    reason = "document nested too deeply for JSON"
+
+
 # --- application codes, checked in the handshake -----------------------------------
 
 

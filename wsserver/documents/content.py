@@ -15,15 +15,21 @@ and the live copy must stay as clients made it):
 Nested values follow the same mapping (a nested type knows its kind). Binary content
 becomes base64, a subdocument its guid. Numbers that are whole come out as integers
 (Yjs stores JS numbers as float64 or varint; `1.0` and `1` are the same number to JSON).
+Types nested deeper than MAX_DEPTH raise NestedTooDeep (422): any writer can nest maps
+a thousand deep, and the recursion must not end in a RecursionError.
 """
 
 import base64
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from ..errors import NestedTooDeep
+
 _XML = (XmlFragment, XmlElement, XmlText)
 # Whole floats up to 2**53 are exact integers in JS too.
 _MAX_SAFE = 2**53
+# Nesting levels of a root's JSON (far below Python's recursion limit).
+MAX_DEPTH = 100
 
 
 def document_json(update):
@@ -42,9 +48,9 @@ def document_json(update):
         elif xml:
             result[name] = str(_cast_all(update, [name], XmlFragment)[name])
         elif items:
-            result[name] = [_value(item) for item in items]
+            result[name] = [_value(item, 1) for item in items]
         elif len(mapping):
-            result[name] = {key: _value(value) for key, value in mapping.items()}
+            result[name] = {key: _value(value, 1) for key, value in mapping.items()}
         else:
             result[name] = None
     return result
@@ -62,15 +68,17 @@ def _cast_all(update, names, kind):
     return {name: doc.get(name, type=kind) for name in names}
 
 
-def _value(value):
+def _value(value, depth):
+    if depth > MAX_DEPTH:
+        raise NestedTooDeep()
     if isinstance(value, _XML):
         return str(value)
     if isinstance(value, Text):
         return str(value)
     if isinstance(value, (Map, dict)):
-        return {str(k): _value(v) for k, v in value.items()}
+        return {str(k): _value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (Array, list, tuple)):
-        return [_value(v) for v in value]
+        return [_value(v, depth + 1) for v in value]
     if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_SAFE:
         return int(value)
     if isinstance(value, (bytes, bytearray)):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from .. import metrics
-from ..errors import InternalError
+from ..errors import DocumentDeleted, InternalError
 from ..fanout import NoFanout
 from ..logs import Throttled
 from ..support.backoff import Backoff
@@ -65,6 +65,8 @@ class DocumentManager:
         self.compact_after_updates = config.compact_after_updates
         self.compact_after_bytes = config.compact_after_bytes
         self.rooms = {}
+        # Documents an operator is deleting (http/admin.py): nobody may load them meanwhile.
+        self.deleting = set()
         self._load_errors = Throttled(log)
 
     def __len__(self) -> int:
@@ -108,7 +110,10 @@ class DocumentManager:
             self._unload_when_idle(room)
 
     def _loaded(self, key):
-        """The room of `key` once loaded (sharing a load under way), its unloader stopped."""
+        """The room of `key` once loaded (sharing a load under way), its unloader stopped;
+        DocumentDeleted (4404) while an operator deletes it."""
+        if key in self.deleting:
+            raise DocumentDeleted()
         room = self.rooms.get(key)
         if room is None:
             room = Room(

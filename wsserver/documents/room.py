@@ -63,6 +63,9 @@ API = "api"
 DURABLE_TIMEOUT = 5.0
 # How long the clock of a removed awareness client is remembered.
 AWARENESS_META_TTL_MS = 60_000
+# Awareness client ids one connection may own (a provider has one; another process's
+# relayed ids are bounded by that process's connections instead).
+MAX_AWARENESS_IDS = 16
 
 
 class NotDurable(StoreError):
@@ -317,7 +320,8 @@ class Room:
         provider reconnecting (it keeps its client id) before the server noticed its
         old socket died. Anonymous tokens (no `sub`) never take over. An entry with no
         newer clock changes nothing for anyone but its owner: a copy of a state the
-        sender received, dropped without counting.
+        sender received, dropped without counting. A connection owns at most
+        MAX_AWARENESS_IDS ids; a claim past that is dropped and counted.
         """
         client_id = entry.client_id
         owner = self.awareness_owners.get(client_id)
@@ -341,6 +345,12 @@ class Room:
                 ):
                     conn.awareness_ignored += 1
                 return False
+        if not isinstance(conn, RemotePeer) and len(conn.awareness_ids) >= MAX_AWARENESS_IDS:
+            # Every id is kept (and sent to each joiner) while its owner stays: one
+            # socket may not grow the room without bound. A provider owns one.
+            conn.awareness_ignored += 1
+            return False
+        if owner is not None:
             owner.awareness_ids.discard(client_id)
         self.awareness_owners[client_id] = conn
         conn.awareness_ids.add(client_id)

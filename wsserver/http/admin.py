@@ -35,7 +35,7 @@ from flask import Blueprint, Response, jsonify
 from ..documents.content import document_json
 from ..documents.key import DocKey
 from ..documents.storage import fold
-from ..errors import DocumentDeleted, NotFound
+from ..errors import DocumentDeleted, NestedTooDeep, NotFound
 from ..handshake.handshake import document_name
 from ..logs import Throttled
 from .bearer import require_bearer
@@ -137,7 +137,10 @@ class Inspector:
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
-        result["content"] = document_json(update) if update else {}
+        try:
+            result["content"] = document_json(update) if update else {}
+        except NestedTooDeep as e:  # the summary is still worth showing
+            result["content"], result["content_error"] = {}, e.reason
         return result
 
     def fingerprint(self, key):
@@ -187,22 +190,37 @@ class Inspector:
         """Close this process's connections to `key` (4404: providers do not come back
         with their copy) and drop its room without writing anything more. Returns the
         number of connections closed."""
-        room = self.documents.get(key)
-        closed = len(room.connections) if room is not None else 0
-        self.documents.close(key, DocumentDeleted())
-        deadline = time.monotonic() + DELETE_WAIT
-        while room is not None and room.connections and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-        self.documents.evict(key, compact=False)
+        deleting = self.documents.deleting
+        mine = key not in deleting  # `delete` may be holding it already
+        deleting.add(key)  # no join meanwhile: it would keep the room, or reload it
+        try:
+            room = self.documents.get(key)
+            closed = len(room.connections) if room is not None else 0
+            deadline = time.monotonic() + DELETE_WAIT
+            # Until the room is gone: a join or an API write already under way when
+            # the delete began may still enter it, and is closed in turn.
+            while True:
+                self.documents.close(key, DocumentDeleted())
+                if self.documents.evict(key, compact=False) or time.monotonic() >= deadline:
+                    break
+                gevent.sleep(0.02)
+        finally:
+            if mine:
+                deleting.discard(key)
         return closed
 
     def delete(self, key):
         """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed."""
-        closed = self.drop(key)
-        if self.board is not None:
-            closed += self.board.drop_everywhere(key)
-        self.store.delete(key)
+        the number of connections closed. Here, nobody opens it until it is deleted."""
+        deleting = self.documents.deleting
+        deleting.add(key)
+        try:
+            closed = self.drop(key)
+            if self.board is not None:
+                closed += self.board.drop_everywhere(key)
+            self.store.delete(key)
+        finally:
+            deleting.discard(key)
         return closed
 
 

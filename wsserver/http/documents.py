@@ -11,7 +11,8 @@ the name, the token from `Authorization: Bearer` or `?token=`, tenant, app, orig
 token's `documents` claim), and the document is (tenantId, appId, NAME) as on the
 socket. A read-only token (`access: "read"`) may GET, never POST (403/4003). Errors are
 `{"error", "code"}` with the close code the socket would get (401/4001, 401/4002,
-403/4003, 400/4007, 429/4006 with Retry-After, 413/1009, 400/1007, 429/4005, 503/1013),
+403/4003, 400/4007, 429/4006 with Retry-After, 413/1009, 400/1007, 429/4005, 503/1013;
+400 `{"code": 400}` for a body cut short),
 404 `{"code": 404}` for a document that does not exist, and 409 `{"code": 4009, "url"}`
 for a document live in (or pinned to) another region, `url` being this API's URL for
 it there.
@@ -164,11 +165,15 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
 
 def read_body(limit):
     """The request body, or MessageTooBig (413/1009) past `limit` bytes, known from
-    Content-Length before anything is read, else after reading at most limit + 1."""
+    Content-Length before anything is read, else after reading at most limit + 1;
+    BadRequest (400) for a body cut short (fewer bytes than announced, broken chunks)."""
     length = request.content_length
     if length is not None and length > limit:
         raise MessageTooBig()
-    body = request.stream.read(limit + 1)
+    try:
+        body = request.stream.read(limit + 1)
+    except OSError:  # the client sent less than it announced, or bad chunks: its fault
+        raise BadRequest("incomplete request body") from None
     if len(body) > limit:
         raise MessageTooBig()
     return body

@@ -6,8 +6,11 @@ an upgrade and stall hold 500 descriptors (and, under gunicorn, fill
 `worker_connections`, refusing everyone). Here the request line and headers must be
 complete within `header_timeout` seconds of the handler starting to wait for them
 (for each request of a keep-alive connection); otherwise the client gets a 408 and the
-connection is dropped. Once the headers are in, the deadline is gone: an open
-WebSocket has no time limit.
+connection is dropped. A request's body gets as long again from the end of its
+headers (every route reads its body at once, and pywsgi reads the rest of one after the
+answer to keep the connection alive): a client that announces a body and stalls gets
+the 408 too, or is dropped when its answer was already sent. Once the headers (and body)
+are in, the deadline is gone: an open WebSocket has no time limit.
 
 gevent-websocket 0.10 answers a bad upgrade (no or an unsupported Sec-WebSocket-Version,
 a missing key, HTTP/1.0) with a `str` body, which pywsgi on Python 3 cannot send (a
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import binascii
 import logging
+import time
 from typing import Any
 
 import gevent
@@ -45,21 +49,54 @@ class _HeadersTooSlow(BaseException):
     and answer 400) lets it through to `handle_one_request`."""
 
 
+class _BodyTooSlow(BaseException):
+    """Raised by a body read past the body deadline (a BaseException like the above:
+    Flask's and pywsgi's `except Exception` let it through to `handle_one_request`)."""
+
+
+class _DeadlineReader:
+    """The request body's reader: every read must be done by `deadline` (monotonic)."""
+
+    def __init__(self, rfile: Any, deadline: float) -> None:
+        self._rfile = rfile
+        self._deadline = deadline
+
+    def _bounded(self, read: Any, *args: Any) -> Any:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _BodyTooSlow()
+        with gevent.Timeout(remaining, _BodyTooSlow):
+            return read(*args)
+
+    def read(self, *args: Any) -> Any:
+        return self._bounded(self._rfile.read, *args)
+
+    def readline(self, *args: Any) -> Any:
+        return self._bounded(self._rfile.readline, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
 class WebSocketRequestHandler(WebSocketHandler):
     """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
 
     def handle_one_request(self) -> Any:
         application = self.server.application
-        timeout = getattr(application, "header_timeout", DEFAULT_HEADER_TIMEOUT)
+        timeout = self._header_timeout = getattr(
+            application, "header_timeout", DEFAULT_HEADER_TIMEOUT
+        )
         self._header_deadline = gevent.Timeout.start_new(timeout, _HeadersTooSlow)
         try:
             return super().handle_one_request()
-        except _HeadersTooSlow:
+        except (_HeadersTooSlow, _BodyTooSlow) as e:
+            self.close_connection = True
+            if isinstance(e, _BodyTooSlow) and self.headers_sent:
+                return None  # answered already: only the connection is dropped
             on_timeout = getattr(application, "on_header_timeout", None)
             if on_timeout is not None:
                 address = self.client_address  # a path string on a Unix socket
                 on_timeout(address[0] if isinstance(address, tuple) else "-", timeout)
-            self.close_connection = True
             return ("408", _REQUEST_TIMEOUT_RESPONSE)
         finally:
             self._header_deadline.cancel()
@@ -71,6 +108,19 @@ class WebSocketRequestHandler(WebSocketHandler):
             return super().read_request(raw_requestline)
         finally:
             self._header_deadline.cancel()
+
+    def handle_error(self, t: Any, v: Any, tb: Any) -> None:
+        if isinstance(v, _BodyTooSlow):  # pywsgi's bare except would answer 500
+            raise v
+        super().handle_error(t, v, tb)
+
+    def get_environ(self) -> Any:
+        environ = super().get_environ()
+        body = self.wsgi_input
+        if body is not None and (body.content_length or body.chunked_input):
+            # The body by the same timeout again (an upgrade reads the socket itself).
+            body.rfile = _DeadlineReader(body.rfile, time.monotonic() + self._header_timeout)
+        return environ
 
     def upgrade_websocket(self) -> list[bytes] | None:
         try:
