@@ -470,18 +470,23 @@ class Room:
             self.log_id_sum += row_id
             if not self.fanout.enabled:
                 self.broadcast(message)
+                if on_durable is not None:
+                    on_durable()
             else:
-                # The echo confirms the update to its sender: with other processes serving
-                # the document it waits until the update is in their stream too (or could
-                # not be put there: Redis down, caught up from the store later), so a
-                # process killed right after an echo leaves no confirmed update that the
-                # others lack. Everyone else here gets it at once.
+                # The echo confirms the update to its sender (and `on_durable` an API
+                # write's 200): with other processes serving the document it waits until
+                # the update is in their stream too (or could not be put there: Redis
+                # down, caught up from the store later), so a process killed right after
+                # a confirmation leaves no confirmed update that the others lack.
+                # Everyone else here gets it at once.
                 frame = self.broadcast(message, skip=origin)
-                self.fanout.publish_update(
-                    self.key, update, lambda: self._echo(origin, message, frame)
-                )
-            if on_durable is not None:
-                on_durable()
+
+                def sent():
+                    self._echo(origin, message, frame)
+                    if on_durable is not None:
+                        on_durable()
+
+                self.fanout.publish_update(self.key, update, sent)
             if self.on_stored is not None:
                 created, self.stored_nothing = self.stored_nothing, False
                 self.on_stored(self.key, created)
