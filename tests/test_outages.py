@@ -60,22 +60,30 @@ class WriteLock:
         self.db.close()
 
 
-def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start_server, tmp_path):
-    config, port = two_regions(tmp_path)
-    server = start_server(config=config, port=port)
-    name = f"stuck-{uuid.uuid4().hex[:8]}"
-    editor = Editor(client_id=31)
+def confirmed_then_stuck(server, tmp_path, name, client_id, unconfirmed):
+    """A writer's "kept" is confirmed; then storage's write lock is taken and the writer
+    sends `unconfirmed` (it cannot commit) and leaves; a second later its release is
+    due and the flush before it waits on storage. Returns (editor, lock)."""
+    editor = Editor(client_id=client_id)
     writer = Client(server, name)
     confirmed = codec.sync_update(editor.insert("kept"))
     writer.send(confirmed)
     writer.wait_for(confirmed)
     lock = WriteLock(tmp_path / "wsserver.sqlite3")
+    writer.send(codec.sync_update(editor.insert(unconfirmed)))
+    time.sleep(0.3)
+    writer.close()
+    time.sleep(1.0)
+    return editor, lock
+
+
+def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start_server, tmp_path):
+    config, port = two_regions(tmp_path)
+    server = start_server(config=config, port=port)
+    name = f"stuck-{uuid.uuid4().hex[:8]}"
+    # the flush before the release waits on storage (for ever, before)
+    editor, lock = confirmed_then_stuck(server, tmp_path, name, 31, " unconfirmed")
     try:
-        writer.send(codec.sync_update(editor.insert(" unconfirmed")))  # cannot commit now
-        time.sleep(0.3)
-        writer.close()
-        # Its release is due: the flush before it waits on storage (for ever, before).
-        time.sleep(1.0)
         code, elapsed = handshake_outcome(server, name)
         assert code in ("served", 1013) and elapsed < 5, (code, elapsed)
         code, elapsed = handshake_outcome(server, name)
@@ -101,17 +109,8 @@ def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confir
     config, port = two_regions(tmp_path, shutdown_timeout=3)
     server = start_server(config=config, port=port)
     name = f"stuck-stop-{uuid.uuid4().hex[:8]}"
-    editor = Editor(client_id=32)
-    writer = Client(server, name)
-    confirmed = codec.sync_update(editor.insert("kept"))
-    writer.send(confirmed)
-    writer.wait_for(confirmed)
-    lock = WriteLock(tmp_path / "wsserver.sqlite3")
+    editor, lock = confirmed_then_stuck(server, tmp_path, name, 32, " never confirmed")
     try:
-        writer.send(codec.sync_update(editor.insert(" never confirmed")))
-        time.sleep(0.3)
-        writer.close()
-        time.sleep(1.0)  # the release's flush is stuck on storage
         started = time.monotonic()
         server.stop(signal.SIGTERM, timeout=30)  # before: blocked in Registry.close for ever
         assert time.monotonic() - started < 25

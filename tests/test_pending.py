@@ -80,6 +80,17 @@ def assert_document(server, name, expected):
         client.close()
 
 
+def complete_after_kill_9(server, name, u1, expected):
+    """kill -9 the server (no unload or shutdown snapshot of the live copy), restart it,
+    send the missing dependency u1 and check the document reads `expected`."""
+    server.stop(signal.SIGKILL)
+    server.restart()
+    client = Client(server, name)
+    send_confirmed(client, u1)
+    client.close()
+    assert_document(server, name, expected)
+
+
 # --- the unit: what the live copy holds ---------------------------------------------------
 
 
@@ -160,12 +171,7 @@ def test_pending_updates_survive_kill_9_after_compaction(start_server, tmp_path)
     send_confirmed(client, u2, u3)
     other_writer_edits(client, 4)
     wait_until(lambda: stored_rows(tmp_path, name)[0] == 1, what="a compaction")
-    server.stop(signal.SIGKILL)
-    server.restart()
-    client = Client(server, name)
-    send_confirmed(client, u1)
-    client.close()
-    assert_document(server, name, "ABBB")
+    complete_after_kill_9(server, name, u1, "ABBB")
 
 
 def test_pending_updates_survive_a_rebuild_after_a_half_applied_update(start_server, tmp_path):
@@ -180,12 +186,7 @@ def test_pending_updates_survive_a_rebuild_after_a_half_applied_update(start_ser
     # the rebuilt copy is what the next compaction snapshots
     other_writer_edits(client, 4)
     wait_until(lambda: stored_rows(tmp_path, name) == (1, 0), what="a compaction")
-    server.stop(signal.SIGKILL)
-    server.restart()
-    client = Client(server, name)
-    send_confirmed(client, u1)
-    client.close()
-    assert_document(server, name, "ABBB")
+    complete_after_kill_9(server, name, u1, "ABBB")
 
 
 def test_a_pending_step_2_is_stored(server):
@@ -197,9 +198,4 @@ def test_a_pending_step_2_is_stored(server):
     client.send(codec.sync_step2(u2))
     other_writer_edits(client, 3)  # confirmed after the step 2: it was stored before them
     client.close()
-    server.stop(signal.SIGKILL)  # no unload or shutdown snapshot of the live copy
-    server.restart()
-    client = Client(server, name)
-    send_confirmed(client, u1)
-    client.close()
-    assert_document(server, name, "AAABBB")
+    complete_after_kill_9(server, name, u1, "AAABBB")
