@@ -57,6 +57,7 @@ from gevent.event import Event
 
 from .. import metrics
 from ..logs import Throttled
+from ..support.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ RECONCILE = b"r"  # "I could not publish some updates of this document: reload i
 ALIVE = b"h"  # heartbeat on the hosts stream
 BYE = b"x"  # clean shutdown on the hosts stream: drop my clients' states now
 
-RETRY_MIN, RETRY_MAX = 0.1, 2.0
+RECONNECT_RETRY = (0.1, 2.0)  # Backoff(first, cap) of the reader's reconnects
 MAX_QUEUED = 10_000  # publish queue; beyond it the oldest are dropped (and reconciled)
 BATCH = 512  # entries per publish round trip
 
@@ -275,7 +276,7 @@ class Fanout:
     # --- reading --------------------------------------------------------------------
 
     def _read_loop(self):
-        delay = RETRY_MIN
+        backoff = Backoff(*RECONNECT_RETRY)
         last_read = time.monotonic()
         while not self._closed:
             if self.state != "up":
@@ -284,10 +285,9 @@ class Fanout:
                     self._recovered()
                 except Exception as e:
                     self._failed("reconnect", e)
-                    gevent.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
+                    backoff.sleep()
                     continue
-                delay = RETRY_MIN
+                backoff.reset()
             try:
                 self._resync_unknown()
                 if time.monotonic() - last_read > self.retention_seconds / 2:

@@ -26,6 +26,7 @@ from gevent.queue import Full, Queue
 
 from .. import metrics
 from ..logs import Throttled
+from ..support.backoff import Backoff
 from . import signing
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Delivery:
         timeout=REQUEST_TIMEOUT,
     ):
         self.attempts = attempts
-        self.retry_min, self.retry_max = retry
+        self.retry = retry  # Backoff(first, cap) of the attempts of one event
         self.timeout = timeout
         self.queue = Queue(maxsize=queue_size)
         self.counters = Counter()
@@ -103,7 +104,7 @@ class Delivery:
                 self._busy -= 1
 
     def _deliver(self, hook, event, body):
-        delay = self.retry_min
+        backoff = Backoff(*self.retry)
         for attempt in range(1, self.attempts + 1):
             status, problem = self._post(hook, body)
             if status is not None and 200 <= status < 300:
@@ -115,9 +116,9 @@ class Delivery:
             if attempt == self.attempts:
                 break
             self._count("retried")
+            delay = backoff.next()
             log.info("webhook %s to %s: %s; retrying in %.1fs", event, hook.url, problem, delay)
             gevent.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
         self._drop(f"{self.attempts} attempts failed, the last: {problem}", hook, event)
 
     def _post(self, hook, body):

@@ -243,11 +243,6 @@ class Registry(BlockingCalls):
         the registry has nothing remote to reach (memory, SQLite)."""
         return None
 
-    @property
-    def reachable(self) -> bool:
-        """False while the last registry call failed (for /healthz)."""
-        return not self.fail_fast.failing
-
     # --- connections ----------------------------------------------------------------
 
     def acquire(self, key: DocKey) -> str:
