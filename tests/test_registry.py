@@ -460,15 +460,12 @@ class FakeConn:
         self.sent.append(frame)
 
 
-def test_evict_flushes_and_drops_only_an_empty_room():
-    from pycrdt import Doc, Text
-
-    from wsserver.documents.manager import DocumentManager
-    from wsserver.documents.storage.memory import MemoryStore
+def manager_config():
+    """A config for a DocumentManager on a memory store: no unloading, no compaction by
+    count during the test."""
     from wsserver.settings import Config
 
-    store = MemoryStore().start()
-    config = Config.from_mapping(
+    return Config.from_mapping(
         {
             "auth": {
                 "tenants": {
@@ -483,6 +480,16 @@ def test_evict_flushes_and_drops_only_an_empty_room():
             "storage": "memory://",
         }
     )
+
+
+def test_evict_flushes_and_drops_only_an_empty_room():
+    from pycrdt import Doc, Text
+
+    from wsserver.documents.manager import DocumentManager
+    from wsserver.documents.storage.memory import MemoryStore
+
+    store = MemoryStore().start()
+    config = manager_config()
     rooms = DocumentManager(store, config)
     key = DocKey("t", "a", "d")
     conn = FakeConn()
@@ -537,24 +544,9 @@ def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
     from wsserver.documents.manager import DocumentManager
     from wsserver.documents.storage import StoreError
     from wsserver.documents.storage.memory import MemoryStore
-    from wsserver.settings import Config
 
     store = MemoryStore().start()
-    config = Config.from_mapping(
-        {
-            "auth": {
-                "tenants": {
-                    "t": {
-                        "keys": [{"kid": "k", "alg": "HS256", "secret": "s" * 32}],
-                        "apps": {"a": {}},
-                    }
-                }
-            },
-            "unload_after": 60,
-            "compact_after_updates": 1000,
-            "storage": "memory://",
-        }
-    )
+    config = manager_config()
     lost = DocKey("t", "a", "lost")
     documents = DocumentManager(store, config, before_compact=lambda k: k != lost)
     for key in (lost, DocKey("t", "a", "other")):
