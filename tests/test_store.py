@@ -4,6 +4,7 @@ equal, and shared loads. Every store test runs against the in-memory store, SQLi
 a real Postgres (tests/conftest.py starts one)."""
 
 import sqlite3
+import time
 from types import SimpleNamespace
 
 import gevent
@@ -202,11 +203,11 @@ class Flaky:
         super().__init__(*args, **kwargs)
         self.attempts = 0
 
-    def _append_batch(self, items):
+    def _append_batch(self, items, *args):
         self.attempts += 1
         if self.attempts <= self.failures:
             raise OSError("disk on fire")
-        return super()._append_batch(items)
+        return super()._append_batch(items, *args)
 
 
 class FlakyMemory(Flaky, MemoryStore):
@@ -609,3 +610,45 @@ def test_size_and_readiness(store_factory):
     assert store.size(KEY) == sum(map(len, store.load(KEY).updates))
     assert store.size(DocKey("acme", "editor", "missing")) == 0
     store.check()  # raises when the storage does not answer
+
+
+def test_sqlite_commits_one_at_a_time_keep_the_wal_bounded(tmp_path):
+    """Commits on the hub never checkpoint themselves (documents/storage/sqlite.py); the
+    worker thread's checkpoints must keep the WAL file from growing with every commit."""
+    path = tmp_path / "db.sqlite3"
+    store = SQLiteStore(str(path)).start()
+    try:
+        for i in range(1500):  # one commit each: every append is flushed before the next
+            append_all(store, KEY, [bytes([i % 256]) * 100])
+        assert store.flush(timeout=10)
+        wal = path.with_name(path.name + "-wal")
+        # ~3 WAL pages (4 KB) per commit: 18 MB without checkpoints, ~3.6 MB with them
+        assert wal.stat().st_size < 8_000_000, wal.stat().st_size
+        assert len(store.load(KEY).updates) == 1500
+    finally:
+        store.close(timeout=5)
+
+
+def test_sqlite_commits_wait_for_another_writer_and_lose_nothing(tmp_path):
+    """While another connection holds the write lock, appends wait (off the hub) and are
+    confirmed, in order, once it is released; other greenlets keep running meanwhile."""
+    path = tmp_path / "db.sqlite3"
+    store = SQLiteStore(str(path)).start()
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        durable = []
+        for i in range(5):
+            store.append(KEY, bytes([65 + i]), durable.append)
+        started = time.monotonic()
+        for _ in range(20):  # 0.2 s, unless the hub itself waits for the lock (5 s)
+            gevent.sleep(0.01)
+        assert time.monotonic() - started < 2.0
+        assert durable == []
+        other.execute("COMMIT")
+        assert store.flush(timeout=10)
+        assert len(durable) == 5 and durable == sorted(durable)
+        assert [bytes(u) for u in store.load(KEY).updates] == [b"A", b"B", b"C", b"D", b"E"]
+    finally:
+        other.close()
+        store.close(timeout=5)

@@ -5,7 +5,8 @@ room are queued; one committer greenlet writes all that is queued in one transac
 and only then calls each append's `on_durable`, so the room can echo the update
 knowing a crash will not lose it. A failed commit is retried with capped backoff and
 its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
-`_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close`.
+`_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close` (and
+`_commit`, to choose where a commit runs: SQLite commits on the hub when it can).
 
 Backends run their calls through `self._call` (wsserver/support/blocking.py): by default in
 one worker thread, in call order, so compaction comes after the appends it covers.
@@ -102,7 +103,7 @@ class Store(BlockingCalls):
             while True:
                 try:
                     started = time.monotonic()
-                    ids = self._call(self._append_batch, [(k, u) for k, u, _ in batch])
+                    ids = self._commit([(k, u) for k, u, _ in batch])
                     metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
                     metrics.UPDATES.inc(len(batch))
                     self.failing = None
@@ -227,6 +228,10 @@ class Store(BlockingCalls):
     def _append_batch(self, items):
         """Write [(key, update)] in one transaction; return the row id of each."""
         raise NotImplementedError
+
+    def _commit(self, items):
+        """Run `_append_batch(items)` where the backend's calls run (`_call`)."""
+        return self._call(self._append_batch, items)
 
     def _documents(self):
         """(tenant, app, name) of every document with a snapshot or log rows."""
