@@ -35,7 +35,7 @@ def client_frame(opcode, payload, fin=True, mask=MASK, masked=True, rsv=0, lengt
 
 
 def reader(data, max_message_size=16 * 1024 * 1024):
-    return frames.FrameReader(io.BytesIO(data), max_message_size)
+    return frames.FrameReader(io.BytesIO(data).read, max_message_size)
 
 
 # --- server frames --------------------------------------------------------------------
@@ -166,6 +166,24 @@ def test_reader_small_messages():
         r.read_message()
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_reader_reassembles_frames_however_the_bytes_arrive(seed):
+    """A socket hands over what has arrived: a frame split over many reads, or many
+    frames in one read, gives the same messages."""
+    rng = random.Random(seed)
+    payloads = [rng.randbytes(rng.choice([0, 1, 5, 125, 126, 300, 70000])) for _ in range(30)]
+    data = b"".join(client_frame(frames.OP_BINARY, p) for p in payloads)
+    stream = io.BytesIO(data)
+
+    def recv(n):  # 1 to 3000 bytes at a time, never more than asked
+        return stream.read(min(n, rng.randint(1, 3000)))
+
+    r = frames.FrameReader(recv, 1 << 20)
+    assert [r.read_message() for _ in payloads] == [(frames.OP_BINARY, p) for p in payloads]
+    with pytest.raises(frames.ConnectionLost):
+        r.read_message()
+
+
 def test_reader_returns_control_frames():
     r = reader(
         client_frame(frames.OP_PING, b"hi")
@@ -181,22 +199,23 @@ def test_reader_returns_control_frames():
 
 
 class HeaderOnly(io.BytesIO):
-    """A stream that fails the test if more than the header is read."""
+    """A socket-like stream (`read` as `recv`: up to n bytes) that gives the header's
+    bytes only and fails the test if the reader asks for more."""
 
     def __init__(self, data, header_len):
         super().__init__(data)
         self.header_len = header_len
 
     def read(self, n=-1):
-        if self.tell() + n > self.header_len:
+        if self.tell() >= self.header_len:
             raise AssertionError("payload read before the size check")
-        return super().read(n)
+        return super().read(min(n, self.header_len - self.tell()))
 
 
 @pytest.mark.parametrize("length", [1025, 65536, 1 << 30, (1 << 63) - 1])
 def test_message_too_big_is_raised_from_the_header(length):
     header = client_frame(frames.OP_BINARY, b"", length=length)  # header + mask only
-    r = frames.FrameReader(HeaderOnly(header, len(header)), 1024)
+    r = frames.FrameReader(HeaderOnly(header, len(header)).read, 1024)
     with pytest.raises(MessageTooBig) as info:
         r.read_message()
     assert info.value.close_code == 1009
@@ -212,7 +231,7 @@ def test_fragments_count_towards_the_limit():
     second = client_frame(frames.OP_CONTINUATION, b"b" * 600)
     data = first + second
     header_len = len(first) + len(second) - 600  # the second frame's payload is never read
-    r = frames.FrameReader(HeaderOnly(data, header_len), 1024)
+    r = frames.FrameReader(HeaderOnly(data, header_len).read, 1024)
     with pytest.raises(MessageTooBig):
         r.read_message()
 

@@ -44,7 +44,8 @@ class Connection:
         except OSError as e:  # not TCP (a Unix socket behind a proxy): nothing to tune
             log.debug("TCP_NODELAY not set for %s: %s", peer, e)
         self.peer = peer
-        self.reader = frames.FrameReader(handler.rfile, max_message_size)
+        self._rfile = handler.rfile  # read once, for what it may hold beyond the request
+        self.reader = frames.FrameReader(self._recv, max_message_size)
         self.reader.on_control = self._on_control
         self.max_pending_bytes = max_pending_bytes
         self.last_seen = time.monotonic()
@@ -187,6 +188,18 @@ class Connection:
                 log.debug("drain of %s ended: %s", self.peer, e)
 
     # --- receiving ------------------------------------------------------------------
+
+    def _recv(self, n):
+        """The frame reader's `recv`: the socket's, after whatever pywsgi's buffered
+        reader already took beyond the HTTP request (a client may send its first frames
+        right behind the upgrade request)."""
+        rfile = self._rfile
+        if rfile is not None:
+            self._rfile = None
+            data = rfile.read1(n)  # what it holds, or one read of the socket
+            if data:
+                return data
+        return self.sock.recv(n)
 
     def _on_control(self, opcode, payload):
         if opcode == frames.OP_PING:

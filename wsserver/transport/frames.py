@@ -33,6 +33,8 @@ _CONTROL = (OP_CLOSE, OP_PING, OP_PONG)
 # Payloads are read and unmasked this many bytes at a time, yielding in between, so a
 # large message costs the other connections a few short pauses instead of one long one.
 CHUNK = 256 * 1024
+# What one recv asks for when the reader needs a few bytes (a header, a small message).
+READ_SIZE = 64 * 1024
 
 
 class ConnectionLost(Exception):
@@ -101,22 +103,48 @@ def unmask(payload, mask):
 
 
 class FrameReader:
-    """Reads client frames from a file-like `rfile` and assembles messages.
+    """Reads client frames through `recv(n)` and assembles messages.
+
+    `recv(n)` is a socket's: up to `n` bytes, waiting for at least one, b"" at EOF.
+    The reader keeps its own buffer, so a small message costs one `recv` (no buffered
+    file object, no read per header field), and an idle connection holds no buffer.
 
     `read_message()` returns (opcode, payload) for a complete data message (always
     OP_BINARY: text raises UnsupportedData) or for a control frame, which the caller
     answers. Limits: `max_message_size` bytes per message, fragments included.
     """
 
-    def __init__(self, rfile, max_message_size):
-        self.rfile = rfile
+    def __init__(self, recv, max_message_size):
+        self.recv = recv
         self.max_message_size = max_message_size
+        self._buf = b""  # received, not yet read: self._buf[self._pos:]
+        self._pos = 0
 
     def _read_exact(self, n):
-        data = self.rfile.read(n)
-        if data is None or len(data) != n:
-            raise ConnectionLost("connection closed mid-frame" if data else "connection closed")
-        return data
+        buf, pos = self._buf, self._pos
+        end = pos + n
+        if end <= len(buf):
+            if end == len(buf):
+                self._buf, self._pos = b"", 0  # all read: hold nothing while idle
+            else:
+                self._pos = end
+            return buf[pos:end]
+        parts = [buf[pos:]] if pos < len(buf) else []
+        have = len(buf) - pos
+        while have < n:
+            # Small reads ask for a whole READ_SIZE (the next frames come with them);
+            # a big payload asks for what it still needs, never much more.
+            data = self.recv(max(n - have, READ_SIZE))
+            if not data:
+                raise ConnectionLost("connection closed mid-frame" if have else "connection closed")
+            parts.append(data)
+            have += len(data)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if have == n:
+            self._buf, self._pos = b"", 0
+            return data
+        self._buf, self._pos = data, n
+        return data[:n]
 
     def _read_payload(self, length, mask):
         if length <= CHUNK:
