@@ -323,6 +323,14 @@ def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redi
             samples = scrape(server.http)
             assert value(samples, "wsserver_connections") == 3
             assert value(samples, "wsserver_handshakes_refused_total", code="4001") == 2
+        # Per-message counts reach the shared files within a second (metrics.FLUSH_INTERVAL),
+        # whichever worker sent them: every scrape then has them all.
+        p.insert(0, "hello")
+        time.sleep(2.5)
+        for _ in range(10):
+            samples = scrape(server.http)
+            assert value(samples, "wsserver_messages_received_total", type="sync-update") >= 1
+            assert value(samples, "wsserver_messages_sent_total", type="sync-update") >= 3
         p.quit()
         assert server.stop() == 0
     finally:

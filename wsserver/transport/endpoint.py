@@ -80,6 +80,7 @@ class WebSocketEndpoint:
         self.refusal_log = RefusalSummary(log)
         self.delayed_closes = DelayedCloses(config.refusal_delay, config.max_delayed_refusals)
         self._pinger = gevent.spawn(self._ping_loop)
+        self._metrics_flusher = gevent.spawn(self._flush_metrics_loop)
 
     # --- subprotocol ----------------------------------------------------------------
 
@@ -240,6 +241,13 @@ class WebSocketEndpoint:
                 else:
                     conn.ping()
 
+    def _flush_metrics_loop(self):
+        """Per-message counts reach their Prometheus counters once a second (metrics.py:
+        other processes' scrapes read them from there)."""
+        while True:
+            gevent.sleep(metrics.FLUSH_INTERVAL)
+            metrics.flush()
+
     @property
     def ready(self):
         """False from the moment SIGTERM arrived (see `shutdown`)."""
@@ -282,6 +290,7 @@ class WebSocketEndpoint:
         deadline = time.monotonic() + timeout
         self.shutting_down = True
         self._pinger.kill(block=False)
+        self._metrics_flusher.kill(block=False)
         for conn in list(self.connections):
             conn.close(ServiceRestart())
         self.delayed_closes.close_all()
@@ -301,5 +310,6 @@ class WebSocketEndpoint:
                 log.exception("shutdown of %s failed", type(gate).__name__)
         if self.webhooks is not None:  # what is queued gets what time is left
             self.webhooks.close(max(0.1, deadline - time.monotonic()))
+        metrics.flush()  # the last counts, before the process ends
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
         return flushed and stored
