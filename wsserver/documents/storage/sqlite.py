@@ -10,8 +10,8 @@ lock (a compaction in the worker thread, another process, the region registry) t
 commit goes to the worker thread, whose connection waits for the lock as before. It
 never checkpoints either (`wal_autocheckpoint=0`): a checkpoint writes the WAL back
 into the database file with an fsync, which could stall the hub for milliseconds, so
-every CHECKPOINT_EVERY commits the worker thread runs a passive one, between two commits. With `sync: full`
-(an fsync per commit) every commit runs in the worker thread.
+every CHECKPOINT_EVERY commits the worker thread runs a passive one, between two
+commits. With `sync: full` (an fsync per commit) every commit runs in the worker thread.
 """
 
 from __future__ import annotations
