@@ -197,6 +197,9 @@ class Connection:
         if rfile is not None:
             self._rfile = None
             data = rfile.read1(n)  # what it holds, or one read of the socket
+            # Closing it frees its 8 KB buffer (a third of an idle connection's memory);
+            # the socket stays open: it is ours now.
+            rfile.close()
             if data:
                 return data
         return self.sock.recv(n)
