@@ -11,7 +11,7 @@ import gevent
 import pytest
 from pycrdt import Doc, Map, Text
 
-from wsserver.documents import DocKey
+from wsserver.documents import DocKey, ydoc
 from wsserver.documents.manager import DocumentManager
 from wsserver.documents.storage import Loaded, open_store
 from wsserver.documents.storage.memory import MemoryStore
@@ -493,6 +493,72 @@ def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_facto
     reply = codec.decode(conn2.messages[-1])
     assert reply.kind == codec.KIND_STEP2
     assert content(doc_from([reply.data])) == content(doc)
+
+
+def step2_of(room):
+    """What the room answers a client that has nothing: its whole document."""
+    conn = FakeConnection("reader")
+    room.receive(conn, codec.decode(codec.sync_step1(b"\x00")))
+    reply = codec.decode(conn.messages[-1])
+    assert reply.kind == codec.KIND_STEP2
+    return reply.data
+
+
+def many_stored_updates():
+    """Updates of two clients (inserts, deletes, map keys), one larger than a merged run
+    (ydoc.RUN_BYTES), in the order storage keeps them."""
+    _, mine = edits(400)
+    _, theirs = edits(150, client_id=12)
+    updates = [u for pair in zip(mine, theirs) for u in pair] + mine[len(theirs) :]
+    big = Doc(client_id=13)
+    big.get("m", type=Map)["big"] = "x" * (ydoc.RUN_BYTES + 10)
+    updates.insert(301, big.get_update())
+    return updates
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_room_loaded_from_many_stored_updates_equals_applying_them_one_by_one(
+    store_factory, snapshot
+):
+    updates = many_stored_updates()
+    store = store_factory()
+    if snapshot:  # a snapshot of the first 200 plus a log of the rest
+        append_all(store, KEY, updates[:200])
+        store.compact(KEY, store.load(KEY).last_id)
+        append_all(store, KEY, updates[200:])
+    else:
+        append_all(store, KEY, updates)
+    expected = doc_from(updates)
+    room = DocumentManager(store, rooms_config()).join(KEY, FakeConnection())
+    assert content(room.doc) == content(expected)
+    assert room.doc.get_state() == expected.get_state()
+    assert not room.unintegrated
+    assert content(doc_from([step2_of(room)])) == content(expected)
+
+
+def test_room_loaded_with_pending_updates_serves_them(store_factory):
+    """Updates stored before their dependency (see test_pending.py), among many others:
+    the loaded room holds them pending, a late joiner gets them in its step 2, and the
+    dependency completes them, as if every update had been applied one by one."""
+    from test_pending import offline_edits
+
+    u1, u2, u3 = offline_edits()
+    updates = many_stored_updates()
+    updates[57:57] = [u2]
+    updates[230:230] = [u3]
+    store = store_factory()
+    append_all(store, KEY, updates)
+    room = DocumentManager(store, rooms_config(compact_after_updates=10**6)).join(
+        KEY, FakeConnection()
+    )
+    assert room.unintegrated
+    expected = doc_from(updates + [u1])
+    joiner = doc_from([step2_of(room)])
+    joiner.apply_update(u1)
+    assert content(joiner) == content(expected)
+    room.apply_update(u1, FakeConnection("writer"))
+    assert content(room.doc) == content(expected)
+    assert not room.unintegrated
 
 
 def test_updates_are_echoed_only_once_durable(store_factory):

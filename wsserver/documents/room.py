@@ -8,7 +8,6 @@ there and only there:
                                   confirmation)
     origin API                    the same as a client's: the HTTP document API
                                   (wsserver/http/documents.py) writes through here
-    origin LOAD                   apply only
     origin STORAGE                apply; broadcast what it changed (another process or
                                   node stored it: read from the document's stream
                                   (`apply_remote_updates`, wsserver/fanout), or from
@@ -16,6 +15,8 @@ there and only there:
                                   never stored or published again
 
 and "once durable" includes publishing it to the other processes serving the document.
+What storage holds is applied by `load` (ydoc.build), not through here: it is neither
+stored nor broadcast again.
 Awareness follows the same split: a client's change is relayed to every connection and
 published; another process's change (`apply_remote_awareness`) is relayed to our
 connections only, under the same ownership rule (`_may_announce`), its owner being a
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOAD = "load"
 STORAGE = "storage"
 API = "api"
 # The longest a flush, an unload or an eviction waits for this room's updates to be
@@ -116,8 +116,7 @@ def _apply(doc, update):
     except RuntimeError:
         raise HalfApplied() from InvalidPayload("invalid update")
     except BaseException as e:
-        # A Rust panic surfaces as pyo3's PanicException, a BaseException.
-        if type(e).__name__ == "PanicException":
+        if ydoc.is_panic(e):
             raise HalfApplied() from InvalidPayload("invalid update")
         raise
 
@@ -185,10 +184,17 @@ class Room:
     # --- loading --------------------------------------------------------------------
 
     def load(self) -> None:
+        """Apply what storage holds of the document (`ydoc.build`: merged in runs, pending
+        parts checked once; it yields between runs so a large log does not stall every
+        other greenlet for its whole load). InvalidPayload if a stored update is invalid.
+        Updates from other processes applied meanwhile (see manager.py) stay: `build`
+        applies to this room's document."""
         loaded = self.store.load(self.key)
         self.stored_nothing = not loaded.updates
-        for update in loaded.updates:
-            self.apply_update(update, LOAD)
+        try:
+            ydoc.build(loaded.updates, self.doc, self.unintegrated, pause=gevent.sleep)
+        except (ValueError, RuntimeError) as e:
+            raise InvalidPayload("invalid stored update") from e
         self.last_id = loaded.last_id
         self.log_count = loaded.log_count
         self.log_bytes = loaded.log_bytes
@@ -433,15 +439,12 @@ class Room:
         try:
             _apply(doc, update)
         except HalfApplied as e:
-            if origin != LOAD:
-                self._rebuild()
+            self._rebuild()
             raise e.__cause__ from None
         finally:
             if subscription is not None:
                 doc.unobserve(subscription)
         held = self.unintegrated.after_apply(doc, update)
-        if origin == LOAD:
-            return False
         if origin == STORAGE:
             if changes:
                 self.broadcast(

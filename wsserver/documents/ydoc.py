@@ -16,15 +16,26 @@ restarts and rebuilds until its dependency arrives and it integrates.
 
 Cost: one state-vector read and one diff per applied update (a few microseconds);
 checking the delete set is skipped for updates without one (their last byte is 0).
+`build` (a load, a rebuild, a fold) checks once, after applying everything.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from pycrdt import Doc, get_update, merge_updates
 
 from ..protocol.codec import read_var_uint
 
 EMPTY_UPDATE = b"\x00\x00"
+# `build` merges runs of up to RUN small updates (each under RUN_BYTES) and applies each
+# run as one. Yrs recounts the length of the item a typed character is squashed into at
+# every commit, so 100,000 typed updates applied one by one cost seconds (quadratic in a
+# session's text); merged in runs of 20 about 10x less. Longer runs cost more again:
+# merging is quadratic in the number of updates merged.
+RUN = 20
+RUN_BYTES = 64 * 1024
+# `build` calls `pause()` (when given) after about this many updates: yrs holds the GIL,
+# so this bounds how long a large load stalls every other greenlet (a few ms).
+PAUSE_EVERY = 2000
 
 
 def _state_vector(encoded: bytes) -> dict[int, int]:
@@ -91,15 +102,20 @@ class Unintegrated:
     def after_apply(self, doc: Doc, update: bytes) -> bytes | None:
         """Record what `doc` did not integrate of `update`, just applied, and forget the
         earlier parts it now covers. Returns the part of `update` left pending, or None."""
+        parts = self.after_apply_all(doc, [update])
+        return parts[0] if parts else None
+
+    def after_apply_all(self, doc: Doc, updates: Iterable[bytes]) -> list[bytes]:
+        """`after_apply` of several updates, all applied already: one state-vector read.
+        Returns the parts of `updates` left pending."""
         state = doc.get_state()
         if self.parts:
             self.parts = [
                 p for p in (missing_part(doc, part, state) for part in self.parts) if p is not None
             ]
-        part = missing_part(doc, update, state)
-        if part is not None:
-            self.parts.append(part)
-        return part
+        parts = [p for p in (missing_part(doc, u, state) for u in updates) if p is not None]
+        self.parts.extend(parts)
+        return parts
 
     def full_update(self, doc: Doc, state: bytes | None = None) -> bytes:
         """`doc.get_update(state)` plus every pending part: what JS Yjs's
@@ -111,14 +127,64 @@ class Unintegrated:
         return merge_updates(update, *self.parts)
 
 
-def build(updates: Iterable[bytes]) -> tuple[Doc, Unintegrated]:
-    """(Doc, Unintegrated) of `updates` applied in order. Raises what `apply_update`
-    raises for an invalid update."""
-    doc = Doc()
-    pending = Unintegrated()
+def is_panic(error: BaseException) -> bool:
+    """Whether `error` is a Rust panic in pycrdt (pyo3's PanicException, a BaseException
+    that no `except Exception` catches)."""
+    return type(error).__name__ == "PanicException"
+
+
+def _runs(updates: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """`updates` in order, cut into runs of at most RUN updates under RUN_BYTES each; a
+    larger update (a snapshot) is a run of its own."""
+    run = []
     for update in updates:
-        doc.apply_update(update)
-        pending.after_apply(doc, update)
+        if len(update) >= RUN_BYTES:
+            if run:
+                yield run
+                run = []
+            yield [update]
+            continue
+        run.append(update)
+        if len(run) == RUN:
+            yield run
+            run = []
+    if run:
+        yield run
+
+
+def build(
+    updates: Iterable[bytes],
+    doc: Doc | None = None,
+    pending: Unintegrated | None = None,
+    pause: Callable[[], object] | None = None,
+) -> tuple[Doc, Unintegrated]:
+    """(Doc, Unintegrated) of `updates` applied in order, to `doc` and `pending` when
+    given (a room's, which may hold updates already), else to new ones.
+
+    Runs of small updates are merged and applied as one (see RUN); what is left pending
+    is checked once at the end, which gives the same parts as checking every update.
+    `pause()` runs every PAUSE_EVERY updates or so. Raises ValueError (undecodable) or
+    RuntimeError (a Rust error or panic) for an invalid update; `doc` may then hold
+    part of `updates`.
+    """
+    doc = Doc() if doc is None else doc
+    pending = Unintegrated() if pending is None else pending
+    applied = []
+    since_pause = 0
+    try:
+        for run in _runs(updates):
+            update = run[0] if len(run) == 1 else merge_updates(*run)
+            doc.apply_update(update)
+            applied.append(update)
+            since_pause += len(run)
+            if pause is not None and since_pause >= PAUSE_EVERY:
+                since_pause = 0
+                pause()
+    except BaseException as e:
+        if is_panic(e):
+            raise RuntimeError("pycrdt panicked applying an update") from e
+        raise
+    pending.after_apply_all(doc, applied)
     return doc, pending
 
 
