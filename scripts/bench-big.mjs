@@ -265,7 +265,7 @@ if (!isMainThread) {
   }
   const bigAt = parts.flatMap((p) => p.bigAt.map((t) => t - T)).sort((x, y) => x - y)
   const report = {
-    params: P, bigBytes: big.bytes, sent,
+    params: P, bigBytes: big.bytes, bigSentAtMs: T, sent, // T: CLOCK_MONOTONIC ms, like Python's time.monotonic()
     expected: sent * (P.clients - 1), received: rows.length,
     before: stats(-(P.before - 1) * 1000, -500),
     around: stats(-500, 500),
