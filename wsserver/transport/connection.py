@@ -9,7 +9,8 @@ A frame over BIG_FRAME is never tried inline: it is queued for the writer (copyi
 into 50 sockets inside the fan-out loop held the process for ~350 ms). Writers copy big
 frames into the kernel one socket at a time, through `_BIG_LANE`, in slices of
 SEND_SLICE with a yield between slices (so readers and small frames keep flowing);
-a socket that cannot take more gives the lane up while it waits. One big update thus
+a socket that cannot take more leaves the lane and sends the rest as its client reads
+(waiting for the lane again made an 8 MB fan-out ~60 ms slower). One big update thus
 reaches its recipients one after the other, the first ones early, instead of all of
 them at the end of a round robin; each recipient's later frames wait behind it, so
 every connection still gets its frames in order. Frames are queued as they are, never
@@ -166,20 +167,20 @@ class Connection:
             self._writer = None
 
     def _write_big(self, view):
-        """Copy one big frame into the socket, holding the lane while the kernel takes it
-        (see the module doc)."""
+        """Copy one big frame into the socket: through the lane until the socket is full,
+        then as fast as it drains (see the module doc)."""
         done, size = 0, len(view)
+        with _BIG_LANE:
+            while done < size:
+                try:
+                    done += self._raw.send(view[done : done + SEND_SLICE])
+                except BlockingIOError:
+                    break  # the socket is full: let the next big frame go meanwhile
+                gevent.sleep(0)
         while done < size:
-            with _BIG_LANE:
-                while done < size:
-                    try:
-                        done += self._raw.send(view[done : done + SEND_SLICE])
-                    except BlockingIOError:
-                        break  # the socket is full: let the next big frame go meanwhile
-                    gevent.sleep(0)
-            if done < size:
-                # Waits (other greenlets run) until the socket takes something.
-                done += self.sock.send(view[done : done + SEND_SLICE])
+            # Waits (other greenlets run) until the socket takes something.
+            done += self.sock.send(view[done : done + SEND_SLICE])
+            gevent.sleep(0)
 
     def _lost(self, error):
         log.debug("send to %s failed: %s", self.peer, error)
