@@ -357,6 +357,86 @@ def test_large_message_does_not_freeze_other_connections(start_server):
         client.close()
 
 
+def _updates_received(client, count, timeout=30):
+    """The next `count` sync updates `client` receives, in order (other messages skipped)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        message = client.recv(max(0.01, deadline - time.monotonic()))
+        if message[:2] == bytes([codec.MESSAGE_SYNC, codec.SYNC_UPDATE]):
+            got.append(message)
+    return got
+
+
+def test_big_updates_reach_every_client_whole_and_in_order_with_small_ones(start_server):
+    """Big frames go through each connection's writer and the shared lane
+    (transport/connection.py) while small ones are sent at once: every client must still
+    get every update whole, each sender's in the order sent, all clients the same order."""
+    server = start_server()
+    doc = f"bigfan-{uuid.uuid4().hex[:8]}"
+    receivers = [Client(server, doc, timeout=30) for _ in range(5)]
+    a, b = Client(server, doc, timeout=30), Client(server, doc, timeout=30)
+    for client in (*receivers, a, b):
+        client.recv()  # step 1
+    editor_a, editor_b = Editor(client_id=501), Editor(client_id=502)
+    sizes = [10, 2 << 20, 10, 10, 1 << 20, 100 * 1024, 10, 3 << 20, 10]
+    sent_a = [codec.sync_update(editor_a.insert(str(i) * n)) for i, n in enumerate(sizes)]
+    sent_b = [codec.sync_update(editor_b.insert(f"b{i}")) for i in range(40)]
+
+    def write_b():
+        for message in sent_b:
+            b.send(message)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=write_b, daemon=True)
+    thread.start()
+    for message in sent_a:
+        a.send(message)
+    thread.join(10)
+    total = len(sent_a) + len(sent_b)
+    seen = [_updates_received(client, total) for client in receivers]
+    for got in seen:
+        assert got == seen[0]  # one order for everyone
+        assert [m for m in got if m in sent_a] == sent_a  # whole, and each sender's in order
+        assert [m for m in got if m in sent_b] == sent_b
+    expected = Doc()
+    for message in sent_a + sent_b:
+        expected.apply_update(codec.decode(message).data)
+    fresh = Client(server, doc, timeout=30)
+    assert text_of(fresh.sync()) == text_of(expected)
+    for client in (*receivers, a, b, fresh):
+        client.close()
+
+
+def test_a_client_that_stops_reading_does_not_hold_up_big_updates_to_the_others(start_server):
+    """Big frames are copied into sockets one at a time; a socket that takes nothing more
+    must give that turn up, or one stalled client would stop big updates to everyone."""
+    server = start_server()  # max_pending_bytes 64 MiB: the stalled client stays open
+    doc = f"bigstall-{uuid.uuid4().hex[:8]}"
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(
+        (
+            f"GET /{doc} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {make_token()}\r\n\r\n"
+        ).encode()
+    )
+    writer, reader = Client(server, doc, timeout=30), Client(server, doc, timeout=30)
+    writer.recv()
+    reader.recv()
+    editor = Editor(client_id=601)
+    for i in range(4):  # the first fills the stalled socket; the next ones queue behind it
+        message = codec.sync_update(editor.insert(str(i) * (2 << 20)))
+        writer.send(message)
+        reader.wait_for(message, timeout=10)
+    assert "1013" not in server.log()
+    for client in (writer, reader):
+        client.close()
+    stalled.close()
+
+
 # --- the same inputs against a Room directly: the code, and the document untouched ----------
 
 
