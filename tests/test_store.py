@@ -4,7 +4,6 @@ equal, and shared loads. Every store test runs against the in-memory store, SQLi
 a real Postgres (tests/conftest.py starts one)."""
 
 import sqlite3
-import struct
 import time
 from types import SimpleNamespace
 
@@ -19,7 +18,6 @@ from wsserver.documents.storage.memory import MemoryStore
 from wsserver.documents.storage.postgres import PostgresStore
 from wsserver.documents.storage.sqlite import SQLiteStore
 from wsserver.protocol import codec
-from wsserver.transport import frames
 
 KEY = DocKey("acme", "editor", "doc")
 OTHER = DocKey("acme", "notes", "doc")
@@ -720,54 +718,3 @@ def test_sqlite_commits_wait_for_another_writer_and_lose_nothing(tmp_path):
     finally:
         other.close()
         store.close(timeout=5)
-
-
-class Recipient:
-    """A room member that records every write it is handed."""
-
-    def __init__(self):
-        self.writes = []
-        self.awareness_ids = set()
-
-    def send(self, frame):
-        self.writes.append(frame)
-
-    def send_message(self, message):
-        self.writes.append(frames.encode_frame(frames.OP_BINARY, message))
-
-
-def server_frames(data):
-    """The payloads of the unmasked server frames concatenated in `data`."""
-    payloads, pos = [], 0
-    while pos < len(data):
-        length, pos = data[pos + 1] & 0x7F, pos + 2
-        if length == 126:
-            length, pos = struct.unpack("!H", data[pos : pos + 2])[0], pos + 2
-        elif length == 127:
-            length, pos = struct.unpack("!Q", data[pos : pos + 8])[0], pos + 8
-        payloads.append(data[pos : pos + length])
-        pos += length
-    return payloads
-
-
-def test_updates_made_durable_together_reach_each_connection_in_one_write_in_order():
-    """What one group commit made durable goes to every connection (the senders' echoes
-    included) as one write, in commit order; nothing is sent before it is durable."""
-    from wsserver.documents.room import Room
-
-    store = MemoryStore().start()
-    room = Room(KEY, store, 10**6, 10**12)
-    alice, bob, carol = Recipient(), Recipient(), Recipient()
-    for conn in (alice, bob, carol):
-        room.connections[conn] = None
-    _, updates = edits(12)
-    for i, update in enumerate(updates):  # queued without yielding: one group commit
-        room.apply_update(update, alice if i % 2 else bob)
-    assert alice.writes == bob.writes == carol.writes == []  # not durable yet
-    assert store.flush(timeout=5)
-    gevent.sleep(0.01)
-    expected = [codec.sync_update(u) for u in updates]
-    for conn in (alice, bob, carol):
-        assert len(conn.writes) == 1
-        assert server_frames(conn.writes[0]) == expected
-    store.close(timeout=5)

@@ -172,8 +172,6 @@ class Room:
         self.log_id_sum = 0  # with log_count, identifies the log rows this copy holds
         self.compacting = False
         self.rebuilding = None  # an AsyncResult while the document is rebuilt
-        # Durable updates to broadcast at the end of this hub turn (`_broadcast_durable`).
-        self._durable_batch = None
 
     def __repr__(self):
         return f"Room({'/'.join(self.key)})"
@@ -261,35 +259,6 @@ class Room:
             if conn is not skip:
                 conn.send(frame)
         return frame
-
-    def _broadcast_durable(self, message, on_durable):
-        """Broadcast a durable update (the sender's echo included), then call
-        `on_durable()`, at the end of this hub turn, together with every other update
-        of the room that became durable in the same turn (one group commit): each
-        connection gets them in one write, one syscall, instead of one write each."""
-        batch = self._durable_batch
-        if batch is None:
-            batch = self._durable_batch = []
-            gevent.get_hub().loop.run_callback(self._send_durable)
-        batch.append((message, on_durable))
-
-    def _send_durable(self):
-        batch, self._durable_batch = self._durable_batch, None
-        if len(batch) == 1:
-            self.broadcast(batch[0][0])
-        else:
-            data = b"".join(frames.encode_frame(frames.OP_BINARY, m) for m, _ in batch)
-            count = len(self.connections)
-            for message, _ in batch:
-                metrics.sent(codec.KIND_UPDATE, len(message), count)
-            for conn in self.connections:
-                conn.send(data)
-        for _, on_durable in batch:
-            if on_durable is not None:
-                try:
-                    on_durable()
-                except Exception:
-                    log.exception("%r: on_durable callback failed", self)
 
     def _echo(self, conn, message, frame):
         """The sender's copy of a broadcast, sent later (see `apply_update`)."""
@@ -503,7 +472,9 @@ class Room:
             self.log_bytes += size
             self.log_id_sum += row_id
             if not self.fanout.enabled:
-                self._broadcast_durable(message, on_durable)
+                self.broadcast(message)
+                if on_durable is not None:
+                    on_durable()
             else:
                 # The echo confirms the update to its sender (and `on_durable` an API
                 # write's 200): with other processes serving the document it waits until
