@@ -565,6 +565,10 @@ class Room:
         except Exception:
             # The log stays as it was; the next durable update or the unload retries.
             log.exception("%r: compaction failed", self)
+            return
+        # Rows that became durable meanwhile found a compaction running and started none:
+        # if they are over the threshold, fold them now rather than at the next update.
+        self.maybe_compact()
 
     def compact(self) -> None:
         """Fold the stored log up to the last durable row into one snapshot (see
