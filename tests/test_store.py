@@ -718,3 +718,21 @@ def test_sqlite_commits_wait_for_another_writer_and_lose_nothing(tmp_path):
     finally:
         other.close()
         store.close(timeout=5)
+
+
+def test_a_compaction_that_folded_nothing_starts_no_other():
+    """After a compaction the room checks its threshold again, but only when that
+    compaction folded rows: one skipped (a rebuild is running) must not spin."""
+    from gevent.event import AsyncResult
+
+    from wsserver.documents.room import Room
+
+    store = MemoryStore().start()
+    room = Room(KEY, store, 1, 10**9)
+    room.log_count = 5  # over the threshold
+    room.rebuilding = AsyncResult()
+    started = []
+    room.maybe_compact = lambda: started.append(True)
+    room._compact_logged()
+    assert started == []
+    store.close(timeout=5)

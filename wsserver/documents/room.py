@@ -561,20 +561,23 @@ class Room:
 
     def _compact_logged(self):
         try:
-            self.compact()
+            folded = self.compact()
         except Exception:
             # The log stays as it was; the next durable update or the unload retries.
             log.exception("%r: compaction failed", self)
             return
-        # Rows that became durable meanwhile found a compaction running and started none:
-        # if they are over the threshold, fold them now rather than at the next update.
-        self.maybe_compact()
+        if folded:
+            # Rows that became durable meanwhile found a compaction running and started
+            # none: if they are over the threshold, fold them now, not at the next update.
+            self.maybe_compact()
 
-    def compact(self) -> None:
+    def compact(self) -> bool:
         """Fold the stored log up to the last durable row into one snapshot (see
-        `Store.compact`). Raises on storage failure; the log is then left as it was."""
+        `Store.compact`). Returns False when there was nothing to fold or it is not the
+        time (a compaction or a rebuild is running). Raises on storage failure; the log
+        is then left as it was."""
         if self.compacting or not self.log_count or self.rebuilding is not None:
-            return
+            return False
         if self.before_compact is not None and not self.before_compact(self.key):
             raise StoreError(f"not compacting {'/'.join(self.key)}: this node may no longer own it")
         self.compacting = True
@@ -599,3 +602,4 @@ class Room:
             self.log_id_sum -= id_sum
         finally:
             self.compacting = False
+        return True
