@@ -133,11 +133,10 @@ class _Tally:
     and in time for every scrape this process answers (`render`).
     """
 
-    __slots__ = ("counter", "children", "counts")
+    __slots__ = ("counter", "counts")
 
     def __init__(self, counter):
         self.counter = counter
-        self.children = {}
         self.counts = {}
 
     def add(self, label, n):
@@ -147,10 +146,7 @@ class _Tally:
     def flush(self):
         counts, self.counts = self.counts, {}
         for label, n in counts.items():
-            child = self.children.get(label)
-            if child is None:
-                child = self.children[label] = self.counter.labels(label)
-            child.inc(n)
+            self.counter.labels(label).inc(n)
 
 
 FLUSH_INTERVAL = 1.0  # seconds

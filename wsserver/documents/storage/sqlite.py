@@ -45,8 +45,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 def connect(path, synchronous="NORMAL", busy_timeout=5.0, autocheckpoint=True):
     """A WAL-mode connection in autocommit mode (transactions are explicit, see
-    `transaction`), usable from the one worker thread that runs a store's calls. The
-    file's directory is created; the store and the embedded registry share the file."""
+    `transaction`), usable from another thread than the one that opened it (a store
+    opens its connections in its worker thread). The file's directory is created; the
+    store and the embedded registry share the file."""
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
