@@ -477,6 +477,15 @@ def frame_of(message):
     return frames.encode_frame(frames.OP_BINARY, message)
 
 
+def step2_of(room):
+    """What the room answers a client that has nothing: its whole document."""
+    conn = FakeConnection("reader")
+    room.receive(conn, codec.decode(codec.sync_step1(b"\x00")))
+    reply = codec.decode(conn.messages[-1])
+    assert reply.kind == codec.KIND_STEP2
+    return reply.data
+
+
 def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_factory):
     store = store_factory()
     doc, updates = edits(120)
@@ -489,19 +498,7 @@ def test_room_loaded_from_a_compacted_store_serves_the_same_document(store_facto
     assert content(room2.doc) == content(doc)
     assert conn2.messages[0] == codec.sync_step1(doc.get_state())
     # a client asking for everything gets an update equal to the document
-    room2.receive(conn2, codec.decode(codec.sync_step1(b"\x00")))
-    reply = codec.decode(conn2.messages[-1])
-    assert reply.kind == codec.KIND_STEP2
-    assert content(doc_from([reply.data])) == content(doc)
-
-
-def step2_of(room):
-    """What the room answers a client that has nothing: its whole document."""
-    conn = FakeConnection("reader")
-    room.receive(conn, codec.decode(codec.sync_step1(b"\x00")))
-    reply = codec.decode(conn.messages[-1])
-    assert reply.kind == codec.KIND_STEP2
-    return reply.data
+    assert content(doc_from([step2_of(room2)])) == content(doc)
 
 
 def many_stored_updates():
