@@ -91,6 +91,14 @@ def scrub_token(environ: dict) -> None:
             environ[key] = redact(value)
 
 
+def forget_headers(environ: dict) -> None:
+    """Drop the request headers (HTTP_*) from the environ of an admitted connection,
+    which lives as long as it does: nothing reads them after the handshake, and they
+    are ~1 KB of an idle connection's memory, its token among them."""
+    for key in [key for key in environ if key.startswith("HTTP_")]:
+        del environ[key]
+
+
 @dataclass
 class Session:
     """What an accepted handshake established, and what to give back when it ends."""

@@ -27,7 +27,14 @@ from geventwebsocket.handler import WebSocketHandler
 from .. import metrics
 from ..documents.readonly import ReadOnlyGuard
 from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
-from ..handshake.handshake import SUBPROTOCOL, Gate, Handshake, offered_subprotocols, peer
+from ..handshake.handshake import (
+    SUBPROTOCOL,
+    Gate,
+    Handshake,
+    forget_headers,
+    offered_subprotocols,
+    peer,
+)
 from ..logs import RefusalSummary, fields
 from ..protocol import codec
 from .connection import Connection
@@ -117,6 +124,7 @@ class WebSocketEndpoint:
             if self.shutting_down:
                 raise ServiceRestart()
             session = self.handshake.check(environ)
+            forget_headers(environ)
             conn.peer = peer(environ)  # the rate gate has resolved the client IP
             principal = conn.principal = session.principal
             log.debug(
