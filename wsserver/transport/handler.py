@@ -99,7 +99,7 @@ class WebSocketRequestHandler(WebSocketHandler):
                 on_timeout(address[0] if isinstance(address, tuple) else "-", timeout)
             return ("408", _REQUEST_TIMEOUT_RESPONSE)
         finally:
-            self._header_deadline.cancel()
+            self._end_header_deadline()
 
     def read_request(self, raw_requestline: str) -> Any:
         # The headers are read when this returns: the rest of the request (the
@@ -107,7 +107,14 @@ class WebSocketRequestHandler(WebSocketHandler):
         try:
             return super().read_request(raw_requestline)
         finally:
-            self._header_deadline.cancel()
+            self._end_header_deadline()
+
+    def _end_header_deadline(self) -> None:
+        # Dropped, not only cancelled: a WebSocket would keep it (and its timer) as long
+        # as it stays open.
+        deadline, self._header_deadline = self._header_deadline, None
+        if deadline is not None:
+            deadline.cancel()
 
     def handle_error(self, t: Any, v: Any, tb: Any) -> None:
         if isinstance(v, _BodyTooSlow):  # pywsgi's bare except would answer 500
