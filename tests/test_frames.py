@@ -127,7 +127,12 @@ def test_check_close_payloads():
 # --- unmasking ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 7, 8, 13, 125, 126, 1023, 4097])
+@pytest.mark.parametrize(
+    "length",
+    [0, 1, 2, 3, 4, 5, 7, 8, 13, 125, 126, 1023, 4097]
+    # both sides of the switch to byte tables, at every alignment
+    + [frames.TABLE_UNMASK + d for d in (-1, 0, 1, 2, 3)],
+)
 def test_unmask_matches_naive_loop(length):
     rng = random.Random(length)
     payload = bytes(rng.randrange(256) for _ in range(length))

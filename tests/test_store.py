@@ -4,6 +4,7 @@ equal, and shared loads. Every store test runs against the in-memory store, SQLi
 a real Postgres (tests/conftest.py starts one)."""
 
 import sqlite3
+import threading
 import time
 from types import SimpleNamespace
 
@@ -714,6 +715,36 @@ def test_sqlite_commits_wait_for_another_writer_and_lose_nothing(tmp_path):
         assert [bytes(u) for u in store.load(KEY).updates] == [b"A", b"B", b"C", b"D", b"E"]
     finally:
         other.close()
+        store.close(timeout=5)
+
+
+def test_sqlite_big_commits_are_written_off_the_hub(tmp_path):
+    """A group commit over HUB_COMMIT_BYTES is written by the worker thread (the hub
+    serves everyone else meanwhile: an 8 MB write held it ~17 ms); smaller ones on the hub."""
+    from wsserver.documents.storage import sqlite as sqlite_store
+
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    writers = []
+    append_batch = store._append_batch
+
+    def recording(items, db=None):
+        writers.append((sum(len(u) for _, u in items), threading.get_ident()))
+        return append_batch(items, db)
+
+    store._append_batch = recording
+    try:
+        small, big = b"s" * 100, b"b" * (sqlite_store.HUB_COMMIT_BYTES + 1)
+        for update in (small, big, small):
+            append_all(store, KEY, [update])
+        assert store.flush(timeout=10)
+        hub = threading.get_ident()
+        assert [(size, ident == hub) for size, ident in writers] == [
+            (len(small), True),
+            (len(big), False),
+            (len(small), True),
+        ]
+        assert [bytes(u) for u in store.load(KEY).updates] == [small, big, small]
+    finally:
         store.close(timeout=5)
 
 

@@ -92,20 +92,34 @@ def check_close(payload: bytes) -> tuple[int | None, str]:
         raise InvalidPayload("close reason is not UTF-8") from None
 
 
-def mask_key(mask, n):
-    """The 4-byte `mask` repeated over `n` bytes, as the integer `unmask` XORs with."""
-    return int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+# Payloads at least this long are unmasked by byte tables (`_unmask_by_tables`), shorter
+# ones as one integer XOR: each is the faster on its side (a 256 KB chunk: ~0.37 ms
+# against ~0.66).
+TABLE_UNMASK = 1024
+# _XOR[m] maps every byte b to b ^ m (bytes.translate's table).
+_XOR = [bytes(b ^ m for b in range(256)) for m in range(256)]
 
 
-def unmask(payload, mask, key=None):
-    """XOR `payload` with the 4-byte `mask`, as whole integers: C speed, no byte loop.
-    `key`: `mask_key(mask, len(payload))` when the caller has it already."""
+def unmask(payload, mask):
+    """XOR `payload` with the 4-byte `mask` at C speed, with no loop over bytes in Python.
+    A chunk of a longer payload unmasks the same way when it starts at a multiple of 4."""
     n = len(payload)
     if not n:
         return b""
-    if key is None:
-        key = mask_key(mask, n)
+    if n >= TABLE_UNMASK:
+        return _unmask_by_tables(payload, mask)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
     return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+
+
+def _unmask_by_tables(payload, mask):
+    # Byte i is XORed with mask[i % 4]: each of the four strided slices is translated with
+    # its byte's table and put back in place (slicing, translate and the slice assignment
+    # are C loops; one big-integer XOR costs about twice as much on long payloads).
+    out = bytearray(len(payload))
+    for i in range(4):
+        out[i::4] = payload[i::4].translate(_XOR[mask[i]])
+    return bytes(out)
 
 
 class FrameReader:
@@ -155,14 +169,11 @@ class FrameReader:
     def _read_payload(self, length, mask):
         if length <= CHUNK:
             return unmask(self._read_exact(length), mask)
-        # Every full chunk starts at a multiple of 4, so one key serves them all: building
-        # it per chunk was most of unmask's cost (8 MB: ~46 ms of CPU, ~18 ms built once).
-        key = mask_key(mask, CHUNK)
         parts = []
         done = 0
-        while done < length:
+        while done < length:  # every chunk starts at a multiple of 4 (CHUNK is one)
             size = min(CHUNK, length - done)
-            parts.append(unmask(self._read_exact(size), mask, key if size == CHUNK else None))
+            parts.append(unmask(self._read_exact(size), mask))
             done += size
             gevent.sleep(0)
         return b"".join(parts)

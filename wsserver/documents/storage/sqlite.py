@@ -7,7 +7,9 @@ the page cache with no fsync, about 30 µs, while handing it to the worker threa
 back costs about 110 µs of CPU more (two cross-thread wake-ups). Such a commit never
 waits: its connection has no busy timeout, so when another connection holds the write
 lock (a compaction in the worker thread, another process, the region registry) the
-commit goes to the worker thread, whose connection waits for the lock as before. It
+commit goes to the worker thread, whose connection waits for the lock as before. So does
+a commit of more than HUB_COMMIT_BYTES (writing 8 MB held the hub ~17 ms; the worker
+thread writes it with the GIL released while the hub serves everyone else). A hub commit
 never checkpoints either (`wal_autocheckpoint=0`): a checkpoint writes the WAL back
 into the database file with an fsync, which could stall the hub for milliseconds, so
 every CHECKPOINT_EVERY commits the worker thread runs a passive one, between two
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 # Commits on the hub between two checkpoints run by the worker thread. SQLite's own
 # automatic checkpoint comes every 1,000 WAL pages, about 300 small commits.
 CHECKPOINT_EVERY = 300
+# A group commit holding more bytes than this runs in the worker thread (module doc).
+HUB_COMMIT_BYTES = 256 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -133,9 +137,9 @@ class SQLiteStore(Store):
         return transaction(db if db is not None else self.db, insert)
 
     def _commit(self, items):
-        """On the hub when the write lock is free (see the module doc), else in the
-        worker thread."""
-        if self.hub_db is not None:
+        """On the hub when the write lock is free and the batch is small (see the module
+        doc), else in the worker thread."""
+        if self.hub_db is not None and sum(len(u) for _, u in items) <= HUB_COMMIT_BYTES:
             try:
                 ids = self._append_batch(items, self.hub_db)
             except sqlite3.OperationalError as e:
