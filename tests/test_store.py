@@ -718,6 +718,37 @@ def test_sqlite_commits_wait_for_another_writer_and_lose_nothing(tmp_path):
         store.close(timeout=5)
 
 
+def test_sqlite_confirms_a_commit_before_the_checkpoint_it_triggers(tmp_path, monkeypatch):
+    """The checkpoint every CHECKPOINT_EVERY hub commits (~4 ms, in the worker thread)
+    runs once the last commit's updates are confirmed: their echo does not wait for it."""
+    from wsserver.documents.storage import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 3)
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    release = threading.Event()  # set by the test, waited for in the worker thread
+    checkpoint = store._checkpoint
+
+    def held_checkpoint():
+        release.wait(10)
+        checkpoint()
+
+    store._checkpoint = held_checkpoint
+    durable = []
+    try:
+        for n, update in enumerate((b"a", b"b", b"c"), 1):  # three commits
+            store.append(KEY, update, durable.append)
+            deadline = time.monotonic() + 2
+            while len(durable) < n and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+        assert len(durable) == 3  # the third commit's, while its checkpoint is held
+        release.set()
+        assert store.flush(timeout=10)
+        assert [bytes(u) for u in store.load(KEY).updates] == [b"a", b"b", b"c"]
+    finally:
+        release.set()
+        store.close(timeout=5)
+
+
 def test_sqlite_big_commits_are_written_off_the_hub(tmp_path):
     """A group commit over HUB_COMMIT_BYTES is written by the worker thread (the hub
     serves everyone else meanwhile: an 8 MB write held it ~17 ms); smaller ones on the hub."""

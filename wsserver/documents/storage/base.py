@@ -6,7 +6,8 @@ and only then calls each append's `on_durable`, so the room can echo the update
 knowing a crash will not lose it. A failed commit is retried with capped backoff and
 its updates stay queued (and unconfirmed) until it succeeds. Backends implement only
 `_load`, `_append_batch`, `_compact` and, if they need it, `_open`/`_close` (and
-`_commit`, to choose where a commit runs: SQLite commits on the hub when it can).
+`_commit`, to choose where a commit runs: SQLite commits on the hub when it can, and
+`_after_commit`, for upkeep between commits).
 
 Backends run their calls through `self._call` (wsserver/support/blocking.py): by default in
 one worker thread, in call order, so compaction comes after the appends it covers.
@@ -128,6 +129,7 @@ class Store(BlockingCalls):
                     on_durable(row_id)
                 except Exception:
                     log.exception("on_durable callback failed")
+            self._after_commit()
             if not self._queue:
                 self._idle.set()
                 if self._closed:
@@ -232,6 +234,10 @@ class Store(BlockingCalls):
     def _commit(self, items):
         """Run `_append_batch(items)` where the backend's calls run (`_call`)."""
         return self._call(self._append_batch, items)
+
+    def _after_commit(self):
+        """Upkeep between two commits, once a commit's updates are confirmed (SQLite's
+        checkpoints); the next commit waits for it."""
 
     def _documents(self):
         """(tenant, app, name) of every document with a snapshot or log rows."""

@@ -148,13 +148,18 @@ class SQLiteStore(Store):
                 # Another connection is writing: wait for it off the hub.
             else:
                 self._hub_commits += 1
-                if self._hub_commits >= CHECKPOINT_EVERY:
-                    # In the commit pipeline, so no commit of ours runs meanwhile and the
-                    # checkpoint completes: the WAL then restarts from its beginning.
-                    self._hub_commits = 0
-                    self._call(self._checkpoint)
                 return ids
         return self._call(self._append_batch, items)
+
+    def _after_commit(self):
+        """Every CHECKPOINT_EVERY hub commits, a checkpoint in the worker thread. In the
+        commit pipeline, so no commit of ours runs meanwhile and the checkpoint completes
+        (the WAL then restarts from its beginning; one racing commits left it growing),
+        and after the last commit's updates were confirmed (a checkpoint takes ~4 ms;
+        their echo waited for it)."""
+        if self._hub_commits >= CHECKPOINT_EVERY:
+            self._hub_commits = 0
+            self._call(self._checkpoint)
 
     def _checkpoint(self):
         """A passive checkpoint (it never waits for readers or other writers)."""
