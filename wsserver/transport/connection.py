@@ -68,9 +68,6 @@ class Connection:
             log.debug("TCP_NODELAY not set for %s: %s", peer, e)
         self.peer = peer
         self._rfile = handler.rfile  # read once, for what it may hold beyond the request
-        # The 101 is sent: the parsed request headers and our answer's are not needed
-        # again (the environ keeps what the handshake reads), ~2 KB per connection.
-        handler.headers = handler.response_headers = None
         self.reader = frames.FrameReader(self._recv, max_message_size)
         self.reader.on_control = self._on_control
         self.max_pending_bytes = max_pending_bytes

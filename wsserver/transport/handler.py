@@ -17,6 +17,9 @@ a missing key, HTTP/1.0) with a `str` body, which pywsgi on Python 3 cannot send
 TypeError and a traceback per request), and does not catch the error base64 raises for
 a key that is not base64: both become plain 4xx answers here.
 
+Once a WebSocket is open, the handler keeps nothing of the request it no longer reads
+(the header deadline, the parsed headers, the 101's headers).
+
 `wsserver serve` uses `WebSocketRequestHandler`; gunicorn uses `GunicornWorker`
 (wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler.
 """
@@ -128,6 +131,13 @@ class WebSocketRequestHandler(WebSocketHandler):
             # The body by the same timeout again (an upgrade reads the socket itself).
             body.rfile = _DeadlineReader(body.rfile, time.monotonic() + self._header_timeout)
         return environ
+
+    def run_websocket(self) -> None:
+        # The 101 is sent: the parsed request headers and our answer's are not read again
+        # (the environ keeps what the handshake reads); an open WebSocket would keep them,
+        # ~2 KB per connection.
+        self.headers = self.response_headers = None
+        super().run_websocket()
 
     def upgrade_websocket(self) -> list[bytes] | None:
         try:
