@@ -749,6 +749,34 @@ def test_sqlite_confirms_a_commit_before_the_checkpoint_it_triggers(tmp_path, mo
         store.close(timeout=5)
 
 
+def test_sqlite_a_commit_that_lost_its_snapshot_on_the_hub_waits_off_the_hub(tmp_path, caplog):
+    """Another connection committing between a hub BEGIN IMMEDIATE's read and its write
+    lock gives SQLITE_BUSY_SNAPSHOT (extended code 517, not 5): like a plain SQLITE_BUSY,
+    the commit goes to the worker thread at once, not to the retry-with-backoff path
+    for failed commits (an error logged, the updates held back)."""
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    writers = []
+    append_batch = store._append_batch
+
+    def racing(items, db=None):
+        writers.append(threading.get_ident())
+        if db is not None and len(writers) == 1:  # that race can only be staged
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode, error.sqlite_errorname = 517, "SQLITE_BUSY_SNAPSHOT"
+            raise error
+        return append_batch(items, db)
+
+    store._append_batch = racing
+    try:
+        assert len(append_all(store, KEY, [b"u"])) == 1
+        assert not [r for r in caplog.records if "commit" in r.getMessage()]
+        hub = threading.get_ident()
+        assert [ident == hub for ident in writers] == [True, False]
+        assert [bytes(u) for u in store.load(KEY).updates] == [b"u"]
+    finally:
+        store.close(timeout=5)
+
+
 def test_sqlite_big_commits_are_written_off_the_hub(tmp_path):
     """A group commit over HUB_COMMIT_BYTES is written by the worker thread (the hub
     serves everyone else meanwhile: an 8 MB write held it ~17 ms); smaller ones on the hub."""

@@ -143,9 +143,10 @@ class SQLiteStore(Store):
             try:
                 ids = self._append_batch(items, self.hub_db)
             except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
-                # Another connection is writing: wait for it off the hub.
+                # Another connection is writing, or committed between this BEGIN's read
+                # and its write lock (SQLITE_BUSY_SNAPSHOT): wait for it off the hub.
             else:
                 self._hub_commits += 1
                 return ids
