@@ -8,8 +8,13 @@ import urllib.request
 import uuid
 
 from conftest import make_token, run_node
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycrdt import Awareness as PycrdtAwareness
+from pycrdt import Doc
 from test_bad_input import Client
 
+from wsserver.documents.awareness import Awareness
 from wsserver.protocol import codec
 
 
@@ -176,3 +181,48 @@ def test_one_connection_cannot_fill_the_room_with_client_ids(server):
         assert time.monotonic() < deadline, healthz(server)
         time.sleep(0.05)
     assert "Traceback" not in server.log()
+
+
+# --- the awareness rules, against pycrdt's implementation -----------------------------
+
+_ENTRY = st.tuples(
+    st.integers(1, 4),  # client id
+    st.integers(0, 4),  # clock
+    st.sampled_from([b"", b"null", b'{"user":"a"}', b'{"user": "b", "cursor": [1, 2]}', b"7"]),
+)
+
+
+def _decoded(update):
+    return [
+        (e.client_id, e.clock, json.loads(e.state)) for e in codec.parse_awareness_update(update)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_ENTRY, max_size=4), max_size=8), st.lists(st.integers(1, 4)))
+def test_awareness_rules_are_pycrdts(updates, removed):
+    """documents/awareness.py keeps states as the JSON clients sent instead of pycrdt's
+    parsed ones; after any sequence of updates (clock 0 for a new client, equal and older
+    clocks, empty and null removals) and a removal, it must hold the same states and
+    clocks as pycrdt's Awareness, and encode the same update."""
+    ours, theirs = Awareness(), PycrdtAwareness(Doc())
+    theirs.set_local_state(None)  # as the room had it: the server shows no state of its own
+
+    def check():
+        others = {cid: m for cid, m in theirs.meta.items() if cid != theirs.client_id}
+        assert ours.parsed() == {c: s for c, s in theirs.states.items() if c in others}
+        assert {cid: m.clock for cid, m in ours.meta.items()} == {
+            cid: m["clock"] for cid, m in others.items()
+        }
+        seen = sorted(ours.meta)
+        assert _decoded(ours.encode(seen)) == _decoded(theirs.encode_awareness_update(seen))
+
+    for entries in updates:
+        data = codec.encode_awareness_entries([codec.AwarenessEntry(*e) for e in entries])
+        ours.apply(codec.parse_awareness_update(data))
+        theirs.apply_awareness_update(data, None)
+        check()
+    present = [cid for cid in removed if cid in ours.states]
+    ours.remove(present)
+    theirs.remove_awareness_states(present, None)
+    check()

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import AsyncResult, Event
-from pycrdt import Awareness, Doc, merge_updates
+from pycrdt import Doc, merge_updates
 
 from .. import metrics
 from ..errors import InvalidPayload, ProtocolViolation
@@ -47,6 +47,7 @@ from ..fanout import NoFanout
 from ..protocol import codec
 from ..transport import frames
 from . import ydoc
+from .awareness import Awareness
 from .storage import StoreError
 
 if TYPE_CHECKING:
@@ -149,9 +150,7 @@ class Room:
         # What the document holds pending (an update that came before its dependency):
         # every snapshot and step 2 includes it (documents/ydoc.py).
         self.unintegrated = ydoc.Unintegrated()
-        self.awareness = Awareness(self.doc)
-        # pycrdt gives the server a local state {}; clients would show it as a peer.
-        self.awareness.set_local_state(None)
+        self.awareness = Awareness()
         # Awareness client id -> the connection that announced it first. Only that
         # connection may set or remove the id's state (see `_may_announce`).
         self.awareness_owners = {}
@@ -210,7 +209,7 @@ class Room:
         conn.send_message(codec.sync_step1(self.doc.get_state()))
         states = self.awareness.states
         if states:
-            conn.send_message(codec.awareness(self.awareness.encode_awareness_update(list(states))))
+            conn.send_message(codec.awareness(self.awareness.encode(list(states))))
 
     def leave(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
@@ -227,8 +226,8 @@ class Room:
                 conn.peer,
             )
         if ids:
-            self.awareness.remove_awareness_states(ids, None)
-            removal = self.awareness.encode_awareness_update(ids)
+            self.awareness.remove(ids)
+            removal = self.awareness.encode(ids)
             self.broadcast(codec.awareness(removal))
             self.fanout.publish_awareness(self.key, removal, _user_of(conn))
         self._prune_awareness_meta()
@@ -236,7 +235,7 @@ class Room:
     def _prune_awareness_meta(self):
         """Forget the clocks of clients removed a while ago.
 
-        pycrdt (like y-protocols) keeps `meta` for every client id it ever saw, so a room
+        `meta` keeps the clock of every client id ever seen (as y-protocols does), so a room
         that never empties would grow by one entry per page load, for ever. A removed
         client's clock only matters while its last messages may still be in flight.
         """
@@ -244,9 +243,7 @@ class Room:
         if len(meta) <= 2 * len(states) + 64:
             return
         cutoff = time.time() * 1000 - AWARENESS_META_TTL_MS
-        for client_id in [
-            c for c, m in meta.items() if c not in states and m["lastUpdated"] < cutoff
-        ]:
+        for client_id in [c for c, m in meta.items() if c not in states and m.updated < cutoff]:
             del meta[client_id]
 
     def broadcast(self, message: bytes, skip: Connection | None = None) -> None:
@@ -289,9 +286,7 @@ class Room:
         elif kind == codec.KIND_QUERY_AWARENESS:
             states = self.awareness.states
             if states:
-                conn.send_message(
-                    codec.awareness(self.awareness.encode_awareness_update(list(states)))
-                )
+                conn.send_message(codec.awareness(self.awareness.encode(list(states))))
 
     def _receive_awareness(self, conn, data):
         """Apply and relay the entries of an awareness update that `conn` may send.
@@ -310,10 +305,7 @@ class Room:
             if not allowed:
                 return
             data = codec.encode_awareness_entries(allowed)
-        try:
-            self.awareness.apply_awareness_update(data, conn)
-        except (ValueError, TypeError, IndexError, RuntimeError) as e:
-            raise ProtocolViolation("invalid awareness update") from e
+        self.awareness.apply(allowed)
         self.broadcast(codec.awareness(data))
         self.fanout.publish_awareness(self.key, data, _user_of(conn))
 
@@ -334,7 +326,7 @@ class Room:
         if owner is conn:
             return True
         meta = self.awareness.meta.get(client_id)
-        known = meta["clock"] if meta is not None else -1
+        known = meta.clock if meta is not None else -1
         newer = entry.clock > known
         if owner is None:
             if not newer or entry.removal:
@@ -345,7 +337,7 @@ class Room:
                 user is not None and owner.principal is not None and owner.principal.user == user
             )
             if not (newer and same_user):
-                # pycrdt also removes a present state on a removal with an equal clock
+                # a removal with an equal clock also removes a present state (awareness.py)
                 if newer or (
                     entry.removal and entry.clock == known and client_id in self.awareness.states
                 ):
@@ -386,7 +378,7 @@ class Room:
             return
         if len(allowed) != len(entries):
             data = codec.encode_awareness_entries(allowed)
-        self.awareness.apply_awareness_update(data, peer)
+        self.awareness.apply(allowed)
         self.broadcast(codec.awareness(data))
         for entry in allowed:
             if entry.removal and self.awareness_owners.get(entry.client_id) is peer:
@@ -401,9 +393,7 @@ class Room:
         for client_id, owner in self.awareness_owners.items():
             if not isinstance(owner, RemotePeer) and client_id in states:
                 by_user.setdefault(_user_of(owner), []).append(client_id)
-        return [
-            (self.awareness.encode_awareness_update(ids), user) for user, ids in by_user.items()
-        ]
+        return [(self.awareness.encode(ids), user) for user, ids in by_user.items()]
 
     def expire_remote_awareness(self, host):
         """The process `host` is gone: remove the states it relayed, here only (every
@@ -417,8 +407,8 @@ class Room:
                     if client_id in self.awareness.states:
                         ids.append(client_id)
         if ids:
-            self.awareness.remove_awareness_states(ids, None)
-            self.broadcast(codec.awareness(self.awareness.encode_awareness_update(ids)))
+            self.awareness.remove(ids)
+            self.broadcast(codec.awareness(self.awareness.encode(ids)))
 
     # --- the fan-out rule -----------------------------------------------------------
 

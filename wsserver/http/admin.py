@@ -89,7 +89,7 @@ class Inspector:
         """This process's figures of one document (no stored size)."""
         connections = list(room.connections) if room is not None else []
         users = {c.principal.user for c in connections if c.principal is not None}
-        awareness = room.awareness.states if room is not None else {}
+        awareness = room.awareness.parsed() if room is not None else {}
         return {
             "tenant": key.tenant,
             "app": key.app,
@@ -153,7 +153,7 @@ class Inspector:
                 room.updated,
                 room.pending,
                 len(room.connections),
-                json.dumps(room.awareness.states, sort_keys=True, default=str),
+                sorted(room.awareness.states.items()),
             )
         )
         if self.board is None:
