@@ -34,3 +34,51 @@ def test_a_connection_interrupted_during_its_handshake_interrupts_the_check():
     connection.kill(timeout=5)
     assert connection.dead
     assert endpoint.handshake.released == endpoint.handshake.taken == ["lease"]
+
+
+class _Session:
+    def __init__(self):
+        self.released = 0
+
+    def release(self):
+        self.released += 1
+
+
+def test_a_check_that_ends_while_its_connection_is_killed_releases_its_session():
+    """The kill and the check's wake-up queued in the same hub turn, the kill first: the
+    connection's greenlet stops the check, but the check ends first (its wake-up was
+    already queued) with a session, which must be let go, not dropped with the greenlet."""
+    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)
+    session, go, waiting = _Session(), Event(), Event()
+
+    def check(environ):
+        waiting.set()
+        go.wait()  # a registry answer on its way
+        return session
+
+    endpoint.handshake = type("H", (), {"check": staticmethod(check)})()
+    connection = gevent.spawn(endpoint._check, {})
+    assert waiting.wait(5)
+    connection.kill(block=False)
+    go.set()
+    connection.join(5)
+    assert connection.dead and isinstance(connection.value, gevent.GreenletExit)
+    assert session.released == 1
+
+
+def test_a_refusal_keeps_the_traceback_of_the_check():
+    """What the check raised reaches the connection's greenlet with the check's own
+    frames in its traceback (a log of an unexpected failure must show where it was)."""
+    import traceback
+
+    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)
+
+    def deep_inside_the_check():
+        raise ValueError("broken")
+
+    endpoint.handshake = type("H", (), {"check": staticmethod(lambda e: deep_inside_the_check())})()
+    try:
+        endpoint._check({})
+    except ValueError as error:
+        names = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+    assert "deep_inside_the_check" in names

@@ -198,27 +198,31 @@ class WebSocketEndpoint:
         the region registry). CPython keeps a greenlet's Python frames in memory pages
         of its own, and the pages a call once reached stay resident for as long as the
         greenlet lives: for a connection's greenlet, as long as the WebSocket stays open
-        (~1.5 KB per idle connection, ybench `idle`). A greenlet that ends gives them
+        (~2.2 KB per idle connection, ybench `idle`). A greenlet that ends gives them
         back. If this greenlet is interrupted meanwhile (killed at shutdown), so is the
         check, and a session it got is released.
         """
-        outcome = AsyncResult()
+        outcome = []  # (session, None) or (None, error), once the check has ended
 
         def check():
             try:
-                outcome.set(self.handshake.check(environ))
+                outcome.append((self.handshake.check(environ), None))
             except BaseException as error:  # raised in the connection's greenlet, not here
-                outcome.set_exception(error)
+                outcome.append((None, error))
 
         checking = gevent.spawn(check)
         try:
-            return outcome.get()
+            checking.join()
         except BaseException:
-            if not outcome.ready():
-                checking.kill()
-            elif outcome.successful():
-                outcome.value.release()
+            checking.kill()
+            # It may have ended in the meantime (its wake-up came before ours).
+            if outcome and outcome[0][0] is not None:
+                outcome[0][0].release()
             raise
+        session, error = outcome[0]
+        if error is not None:
+            raise error  # with its own traceback, the check's frames in it
+        return session
 
     def _close_with(
         self, conn: Connection, error: WsServerError, environ: dict, session: Session | None
