@@ -204,6 +204,24 @@ def test_hostile_awareness_states_are_protocol_violations(state, reason):
     assert (info.value.reason, info.value.close_code) == (reason, 1002)
 
 
+@pytest.mark.parametrize(
+    "state",
+    [
+        '{"user": "a"}'.encode("utf-16"),  # json.loads(bytes) would detect UTF-16
+        '{"user": "a"}'.encode("utf-32-le"),
+        b'\xef\xbb\xbf{"user": "a"}',  # a UTF-8 BOM
+        b'{"user": "\xed\xa0\x80"}',  # an encoded surrogate
+    ],
+)
+def test_awareness_states_that_are_not_utf8_are_protocol_violations(state):
+    """The server keeps and relays states as sent (documents/awareness.py): one that a
+    client's readVarString + JSON.parse rejects must not get in, nor reach other clients."""
+    data = b"\x01\x05\x01" + write_var_uint(len(state)) + state
+    with pytest.raises(ProtocolViolation) as info:
+        codec.parse_awareness_update(data)
+    assert (info.value.reason, info.value.close_code) == ("awareness state is not JSON", 1002)
+
+
 def test_an_awareness_state_64_levels_deep_is_accepted():
     assert check_awareness_update(_state("[" * 64 + "]" * 64)) == [5]
 

@@ -153,7 +153,7 @@ class Inspector:
                 room.updated,
                 room.pending,
                 len(room.connections),
-                sorted(room.awareness.states.items()),
+                json.dumps(room.awareness.parsed(), sort_keys=True, default=str),
             )
         )
         if self.board is None:

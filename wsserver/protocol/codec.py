@@ -175,7 +175,9 @@ def _refuse_constant(name: str) -> None:
 def _check_awareness_state(state: bytes) -> Any:
     """The parsed state, or ProtocolViolation."""
     try:
-        value = json.loads(state, parse_constant=_refuse_constant)
+        # Decoded first: json.loads would take bytes in UTF-16 or UTF-32, with a BOM or
+        # with encoded surrogates, which the clients' readVarString + JSON.parse reject.
+        value = json.loads(state.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:
         raise ProtocolViolation("awareness state nested too deeply") from None
     except ValueError:
