@@ -1,9 +1,18 @@
 """The WebSocket endpoint's own contracts, below the wire (the wire is tested elsewhere)."""
 
+from types import SimpleNamespace
+
 import gevent
 from gevent.event import Event
 
 from wsserver.transport.endpoint import WebSocketEndpoint
+
+
+def _endpoint(check):
+    """An endpoint with only what `_check` uses: a handshake whose check is `check`."""
+    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)
+    endpoint.handshake = SimpleNamespace(check=check)
+    return endpoint
 
 
 class _Handshake:
@@ -27,13 +36,12 @@ def test_a_connection_interrupted_during_its_handshake_interrupts_the_check():
     """The check runs in a greenlet of its own (for the connection's memory, see
     `WebSocketEndpoint._check`); killing the connection's greenlet (a shutdown) must stop
     it too, so that what it took is released rather than kept by a check nobody waits for."""
-    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)  # only _check is exercised
-    endpoint.handshake = _Handshake()
-    connection = gevent.spawn(endpoint._check, {})
-    assert endpoint.handshake.waiting.wait(5)
+    handshake = _Handshake()
+    connection = gevent.spawn(_endpoint(handshake.check)._check, {})
+    assert handshake.waiting.wait(5)
     connection.kill(timeout=5)
     assert connection.dead
-    assert endpoint.handshake.released == endpoint.handshake.taken == ["lease"]
+    assert handshake.released == handshake.taken == ["lease"]
 
 
 class _Session:
@@ -48,7 +56,6 @@ def test_a_check_that_ends_while_its_connection_is_killed_releases_its_session()
     """The kill and the check's wake-up queued in the same hub turn, the kill first: the
     connection's greenlet stops the check, but the check ends first (its wake-up was
     already queued) with a session, which must be let go, not dropped with the greenlet."""
-    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)
     session, go, waiting = _Session(), Event(), Event()
 
     def check(environ):
@@ -56,8 +63,7 @@ def test_a_check_that_ends_while_its_connection_is_killed_releases_its_session()
         go.wait()  # a registry answer on its way
         return session
 
-    endpoint.handshake = type("H", (), {"check": staticmethod(check)})()
-    connection = gevent.spawn(endpoint._check, {})
+    connection = gevent.spawn(_endpoint(check)._check, {})
     assert waiting.wait(5)
     connection.kill(block=False)
     go.set()
@@ -71,14 +77,11 @@ def test_a_refusal_keeps_the_traceback_of_the_check():
     frames in its traceback (a log of an unexpected failure must show where it was)."""
     import traceback
 
-    endpoint = WebSocketEndpoint.__new__(WebSocketEndpoint)
-
     def deep_inside_the_check():
         raise ValueError("broken")
 
-    endpoint.handshake = type("H", (), {"check": staticmethod(lambda e: deep_inside_the_check())})()
     try:
-        endpoint._check({})
+        _endpoint(lambda environ: deep_inside_the_check())._check({})
     except ValueError as error:
         names = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
     assert "deep_inside_the_check" in names

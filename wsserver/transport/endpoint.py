@@ -202,13 +202,12 @@ class WebSocketEndpoint:
         back. If this greenlet is interrupted meanwhile (killed at shutdown), so is the
         check, and a session it got is released.
         """
-        outcome = []  # (session, None) or (None, error), once the check has ended
 
-        def check():
+        def check():  # returns (session, None) or (None, error)
             try:
-                outcome.append((self.handshake.check(environ), None))
+                return self.handshake.check(environ), None
             except BaseException as error:  # raised in the connection's greenlet, not here
-                outcome.append((None, error))
+                return None, error
 
         checking = gevent.spawn(check)
         try:
@@ -216,10 +215,11 @@ class WebSocketEndpoint:
         except BaseException:
             checking.kill()
             # It may have ended in the meantime (its wake-up came before ours).
-            if outcome and outcome[0][0] is not None:
-                outcome[0][0].release()
+            session, _ = checking.value or (None, None)
+            if session is not None:
+                session.release()
             raise
-        session, error = outcome[0]
+        session, error = checking.value
         if error is not None:
             raise error  # with its own traceback, the check's frames in it
         return session
