@@ -156,9 +156,8 @@ class SQLiteStore(Store):
         """Every CHECKPOINT_EVERY hub commits, a checkpoint in the worker thread. In the
         commit pipeline, so no commit of ours runs meanwhile and the checkpoint completes
         (the WAL then restarts from its beginning; checkpoints racing commits left it
-        growing),
-        and after the last commit's updates were confirmed (a checkpoint takes ~4 ms;
-        their echo waited for it)."""
+        growing), and after the last commit's updates were confirmed (a checkpoint takes
+        ~4 ms; their echo waited for it)."""
         if self._hub_commits >= CHECKPOINT_EVERY:
             self._hub_commits = 0
             self._call(self._checkpoint)
