@@ -50,6 +50,9 @@ def base_config(tmp_path, **overrides):
             },
         },
         "log_level": "info",
+        # Refused handshakes answer at once in tests (the shipped 2 s delay is waited out
+        # by test_refusals.py's default-delay test alone).
+        "refusal_delay": 0,
     }
     config.update(overrides)
     return config
