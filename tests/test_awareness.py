@@ -115,6 +115,40 @@ def test_a_reconnecting_user_takes_its_client_id_over(server):
         c.close()
 
 
+def test_an_anonymous_connection_cannot_take_over_another_anonymous_ones_id(server):
+    """Without a `sub` two connections are not known to be the same user: the takeover
+    of a reconnecting provider is for named users only, so a second anonymous
+    connection can neither rename nor remove the first one's client id."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    first = Client(server, doc, make_token())
+    first.recv()  # step 1
+    first.send(announce((111, 1, {"user": "first"})))
+    assert awareness_states(first) == {111: (1, {"user": "first"})}
+    watcher = Client(server, doc, make_token(sub="walter"))
+    watcher.recv()  # step 1
+    assert awareness_states(watcher) == {111: (1, {"user": "first"})}  # on join
+    second = Client(server, doc, make_token())
+    second.recv()  # step 1
+    awareness_states(second)
+    # One message: a newer state for the first one's id (ignored), and an id of its own.
+    second.send(announce((111, 5, {"user": "second"}), (222, 1, {"user": "second"})))
+    assert awareness_states(watcher) == {222: (1, {"user": "second"})}
+    second.send(announce((111, 6, None)))  # a removal with a newer clock: ignored too
+    watcher.send(b"\x03")  # query awareness
+    assert awareness_states(watcher) == {
+        111: (1, {"user": "first"}),
+        222: (1, {"user": "second"}),
+    }
+    second.close()
+    # Its leaving removes its own id, and only that; the first one still owns 111.
+    assert [(cid, state) for cid, (_, state) in awareness_states(watcher).items()] == [(222, None)]
+    first.send(announce((111, 2, {"user": "first", "cursor": 1})))
+    assert awareness_states(watcher) == {111: (2, {"user": "first", "cursor": 1})}
+    assert healthz(server)["awareness_ignored"] == 2
+    for c in (first, watcher):
+        c.close()
+
+
 def test_an_awareness_state_nested_100000_deep_is_a_1002(server):
     """Issue 8 item 4: it raised RecursionError: 1011 and a traceback per message."""
     doc = f"aw-{uuid.uuid4().hex[:8]}"

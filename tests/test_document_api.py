@@ -7,6 +7,7 @@ so each test sends its own X-Forwarded-For and the per-IP rate limit of one test
 touches another's.
 """
 
+import http.client
 import json
 import random
 import signal
@@ -35,7 +36,7 @@ def client_ip():
     return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
 
 
-def request(server, method, path, token=None, body=None, headers=None, ip=None):
+def request(server, method, path, token=None, body=None, headers=None, ip=None, timeout=10):
     """(status, headers, body bytes) of one HTTP request to `server`."""
     headers = dict(headers or {})
     headers.setdefault("X-Forwarded-For", ip or client_ip())
@@ -43,7 +44,7 @@ def request(server, method, path, token=None, body=None, headers=None, ip=None):
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(server.http + path, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as res:
+        with urllib.request.urlopen(req, timeout=timeout) as res:
             return res.status, res.headers, res.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -178,6 +179,19 @@ def test_post_answers_only_once_the_update_is_durable(api):
     try:
         writer.join(1.5)
         assert not answers, "answered before the update was committed"
+        # A read of a live document is the live copy: the update is applied there (and
+        # echoed to no one yet), while storage still has only "first".
+        deadline, live = time.time() + 5, None
+        while live != {"text": "first", "later": "second"}:
+            assert time.time() < deadline, f"GET did not answer the live copy: {live}"
+            try:  # storage is busy: an answer from it would wait for the lock
+                status, _, body = request(
+                    api, "GET", f"/v1/documents/{doc}?format=json", token, timeout=2
+                )
+                live = json.loads(body) if status == 200 else (status, body)
+            except TimeoutError:
+                live = "no answer within 2 s"
+        assert not answers, "answered before the update was committed"
     finally:
         db.execute("ROLLBACK")
         db.close()
@@ -311,6 +325,21 @@ def test_body_over_max_message_size_is_413(api):
     doc_update = text_update("y" * 9000)
     assert len(doc_update) > 8192
     assert_error(post(api, doc, token, doc_update), 413, 1009)
+    assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
+    # Chunked (no Content-Length): the size is known only while reading; refused the same.
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    connection.request(
+        "POST",
+        f"/v1/documents/{doc}/update",
+        body=iter([doc_update[:4096], doc_update[4096:]]),
+        headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": client_ip()},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    answer = (response.status, response.headers, response.read())
+    assert answer[0] == 413, answer[2]
+    assert_error(answer, 413, 1009)
+    connection.close()
     assert_error(request(api, "GET", f"/v1/documents/{doc}", token), 404, 404)
 
 

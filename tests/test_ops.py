@@ -70,6 +70,24 @@ def http(method, url, token=None, timeout=10):
     return status, body, headers
 
 
+def status_of(method, url, token=None):
+    """(status, JSON body) of a request that should be refused; for one that is not,
+    (status, None) without reading the body (an event stream does not end)."""
+    request = urllib.request.Request(url, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def near_misses(token):
+    """Tokens that are not `token` but start or end like it: truncated, extended."""
+    return [token[:-1], token[:8], token + "0", token[1:]]
+
+
 def scrape(base, token=None):
     """{(sample name, frozenset of labels): value} of GET /metrics."""
     status, body, _ = http("GET", f"{base}/metrics", token)
@@ -305,6 +323,8 @@ def test_metrics_token(start_server):
     assert (status, body["code"]) == (401, 401) and headers["WWW-Authenticate"] == "Bearer"
     status, body, _ = http("GET", f"{server.http}/metrics", token="wrong-token")
     assert (status, body) == (403, {"error": "wrong token", "code": 403})
+    for near in near_misses(METRICS_TOKEN):
+        assert status_of("GET", f"{server.http}/metrics", near)[0] == 403, near
     assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
 
 
@@ -562,6 +582,21 @@ def test_admin_api(start_server, providers):
     status, detail, _ = http("GET", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)
     assert status == 200 and detail["content"] == {"content": "hello"}
     assert detail["connections"] == 3
+
+    # Every route of the API, the event stream included, asks for the whole token.
+    doc_url = f"{api}/acme/editor/{room}"
+    routes = [("GET", api), ("GET", doc_url), ("GET", f"{doc_url}/events"), ("DELETE", doc_url)]
+    for method, url in routes:
+        assert status_of(method, url) == (
+            401,
+            {"error": "missing bearer token (Authorization: Bearer ...)", "code": 401},
+        ), url
+        for wrong in ["not-the-admin-token", *near_misses(ADMIN_TOKEN)]:
+            assert status_of(method, url, wrong) == (
+                403,
+                {"error": "wrong token", "code": 403},
+            ), (method, url, wrong)
+    assert status_of("GET", f"{doc_url}/events", ADMIN_TOKEN) == (200, None)
 
     # A stored document that is not live any more.
     p.quit()

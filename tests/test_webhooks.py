@@ -3,12 +3,16 @@ sent by a real `wsserver serve` process whose documents real y-websocket provide
 (and the HTTP document API) edit.
 
 The receiver answers by path: /ok 200; /flaky 500 to its first two requests, then 200;
-/hang never answers (until the test module ends); /fail always 500.
+/hang never answers (until the test module ends); /fail always 500; /refuse 410; /trickle
+200 with a body of TRICKLE_BYTES sent one byte every TRICKLE_EVERY seconds (each read
+gets a byte well within a socket timeout; only a deadline on the whole request ends it).
 """
 
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,7 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import gevent
 import pytest
 import yaml
-from conftest import OTHER_SECRET, NodeProcess, ServerProcess, base_config, make_token, run_node
+from conftest import (
+    OTHER_SECRET,
+    ROOT,
+    NodeProcess,
+    ServerProcess,
+    base_config,
+    make_token,
+    run_node,
+)
 from test_document_api import post, request, text_update
 
 from wsserver.errors import ConfigError
@@ -26,6 +38,7 @@ from wsserver.webhooks.settings import Hook, parse_hooks
 from wsserver.webhooks.signing import verify
 
 HOOK_SECRET = "hook-secret-for-tests"
+TRICKLE_BYTES, TRICKLE_EVERY = 200, 0.1  # 20 s for the whole answer
 EVENTS = ["document.changed", "document.created", "connection.opened", "connection.closed"]
 
 
@@ -35,6 +48,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.release = threading.Event()  # ends the hanging answers
         self.flaky_seen = 0
+        self.trickles_cut = 0  # /trickle answers the sender stopped reading
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +61,8 @@ class Receiver:
                         status = 500 if receiver.flaky_seen <= 2 else 200
                     elif self.path == "/fail":
                         status = 500
+                    elif self.path == "/refuse":
+                        status = 410
                     receiver.records.append(
                         {
                             "path": self.path,
@@ -57,9 +73,27 @@ class Receiver:
                     )
                 if self.path == "/hang":
                     receiver.release.wait(60)
+                if self.path == "/trickle":
+                    self.trickle()
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def trickle(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(TRICKLE_BYTES))
+                self.end_headers()
+                try:
+                    for _ in range(TRICKLE_BYTES):
+                        if receiver.release.wait(TRICKLE_EVERY):
+                            return
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                except OSError:  # the sender gave up on this answer and closed
+                    with receiver.lock:
+                        receiver.trickles_cut += 1
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -300,6 +334,71 @@ def test_retries_run_out_and_the_event_is_dropped(receiver):
     }
     assert len([r for r in receiver.records if r["body"] == body]) == 3
     delivery.close(0)
+
+
+def test_a_4xx_answer_is_dropped_without_a_retry(receiver):
+    """The receiver refuses the event (4xx): asking again would get the same answer."""
+    hook = Hook(f"{receiver.url}/refuse", HOOK_SECRET.encode(), frozenset(EVENTS))
+    delivery = Delivery(senders=1, attempts=3, retry=(0.05, 0.1), timeout=2)
+    body = json.dumps({"event": "document.changed", "document": uuid.uuid4().hex}).encode()
+    delivery.enqueue(hook, "document.changed", body)
+    deadline = time.time() + 10
+    while delivery.counts()["dropped"] == 0:
+        assert time.time() < deadline, delivery.counts()
+        gevent.sleep(0.05)
+    assert [r["status"] for r in receiver.records if r["body"] == body] == [410]
+    assert delivery.counts() == {
+        "queued": 0,
+        "in_flight": 0,
+        "delivered": 0,
+        "retried": 0,
+        "dropped": 1,
+    }
+    delivery.close(0)
+
+
+# Run the way the server runs it: gevent's sockets (monkey-patched at start), so the
+# whole-request deadline can interrupt a read; this test process is not patched.
+TRICKLE_SCRIPT = """
+import gevent.monkey; gevent.monkey.patch_all()
+import json, sys, time
+import gevent
+from wsserver.webhooks.delivery import Delivery
+from wsserver.webhooks.settings import Hook
+delivery = Delivery(senders=1, attempts=2, retry=(0.05, 0.05), timeout=0.5)
+hook = Hook(sys.argv[1], b"secret", frozenset())
+delivery.enqueue(hook, "document.changed", sys.argv[2].encode())
+started = time.monotonic()
+while not (delivery.counts()["dropped"] or delivery.counts()["delivered"]):
+    if time.monotonic() - started > 5:  # each attempt's deadline is 0.5 s
+        break
+    gevent.sleep(0.02)
+print(json.dumps(delivery.counts()))
+"""
+
+
+def test_a_receiver_trickling_its_answer_is_abandoned_at_the_deadline(receiver):
+    """REQUEST_TIMEOUT bounds the whole request: a receiver that sends its answer a byte
+    at a time (each read well within the socket timeout) would otherwise hold a sender
+    for as long as it likes. Each attempt is abandoned at the deadline and retried, and
+    the event is dropped once the attempts run out, as for a receiver that never answers."""
+    body = json.dumps({"event": "document.changed", "document": uuid.uuid4().hex})
+    run = subprocess.run(
+        [sys.executable, "-c", TRICKLE_SCRIPT, f"{receiver.url}/trickle", body],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    counts = json.loads(run.stdout)
+    assert counts == {"queued": 0, "in_flight": 0, "delivered": 0, "retried": 1, "dropped": 1}, (
+        counts,
+        run.stderr,
+    )
+    assert "no answer within 0.5s" in run.stderr
+    assert len([r for r in receiver.records if r["body"] == body.encode()]) == 2
+    receiver.wait(lambda: receiver.trickles_cut >= 2, 5, "the sender to close both answers")
 
 
 def test_bad_webhook_config_names_the_key():
