@@ -28,6 +28,12 @@ AUDIENCE = "WireSocket.API"
 SCOPE = "WireSocket.API"
 
 
+def pytest_collection_modifyitems(items):
+    """Soak tests (fixed wall time, little CPU) first: under pytest-xdist a worker starts
+    one while the others take the rest, instead of the suite ending on it."""
+    items.sort(key=lambda item: item.get_closest_marker("soak") is None)
+
+
 def base_config(tmp_path, **overrides):
     config = {
         "storage": f"sqlite:///{tmp_path}/wsserver.sqlite3",
@@ -356,13 +362,30 @@ class RedisProcess:
         )
         deadline = time.time() + 10
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break  # e.g. the port was taken between free_port() and the bind
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
             except OSError:
                 time.sleep(0.05)
+                continue
+            self._check_own()
+            return self
         self.proc.kill()
-        pytest.fail("redis-server did not start")
+        pytest.fail(f"redis-server did not start on port {self.port}")
+
+    def _check_own(self):
+        """The server on our port is the one we started (not another worker's)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            pid = client.info("server")["process_id"]
+        finally:
+            client.close()
+        if pid != self.proc.pid:
+            self.proc.kill()
+            pytest.fail(f"port {self.port} answers redis-server pid {pid}, not ours")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -460,9 +483,23 @@ class PostgresServer:
                 capture_output=True,
             )
             if ready.returncode == 0:
+                self._check_own()
                 return self
+            if self.proc.poll() is not None:
+                break  # e.g. the port was taken between free_port() and the bind
             time.sleep(0.1)
-        pytest.fail("postgres did not start")
+        pytest.fail(f"postgres did not start on port {self.port}")
+
+    def _check_own(self):
+        """The server on our port is the one we started (not another worker's): it serves
+        our data directory."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
+            (directory,) = conn.execute("SHOW data_directory").fetchone()
+        if os.path.realpath(directory) != os.path.realpath(self.data):
+            self.proc.kill()
+            pytest.fail(f"port {self.port} answers the postgres of {directory}, not ours")
 
     def stop(self):
         """Fast shutdown (SIGINT): clients are disconnected."""

@@ -75,6 +75,9 @@ def test_without_redis_two_processes_do_not_see_each_other(start_server, tmp_pat
                     "urls": [a.url, b.url],
                     "token": make_token(),
                     "room": room("split"),
+                    # With Redis every client sees every other within a second (the
+                    # test above); without it, never: 3 s of not seeing them shows it.
+                    "awarenessMs": 3000,
                     "hardMs": 20000,
                 }
             ),

@@ -7,8 +7,7 @@ meet through the server. The Node scripts live in tests/node/ (helpers in lib.mj
 takes one JSON argument and prints JSON lines, the last being its result.
 
 Tests that do not stop the server share one (`shared`), each on its own document names.
-The quiet-provider test needs ~47 s of wall time: its Node process starts with the module
-(`quiet_run`) and runs while the other tests do; its test, last in the file, collects it.
+The quiet-provider soak is in test_soak.py.
 """
 
 import json
@@ -27,8 +26,6 @@ from conftest import (
     make_token,
     run_node,
 )
-
-QUIET_SECONDS = 47  # > 45 s: y-websocket v3 reconnects after 30 s of silence, v4 after 45 s
 
 
 def room(prefix):
@@ -54,31 +51,6 @@ def shared(tmp_path_factory):
         pytest.fail("tests/node has no node_modules: run scripts/test (it runs npm ci)")
     server = start_own_server(tmp_path_factory.mktemp("interop-shared"))
     yield server
-    kill_server(server)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quiet_run(request, tmp_path_factory):
-    """The quiet provider, started with the module so its wait overlaps the other tests
-    (only when its test was selected). Its own server (default ping_interval 30 s) so
-    nothing else touches it."""
-    if not any(
-        item.name == "test_quiet_provider_stays_connected" for item in request.session.items
-    ):
-        yield None
-        return
-    server = start_own_server(tmp_path_factory.mktemp("interop-quiet"))
-    node = NodeProcess(
-        "quiet.mjs",
-        {
-            "url": server.url,
-            "token": make_token(),
-            "room": room("quiet"),
-            "durationMs": QUIET_SECONDS * 1000,
-        },
-    )
-    yield node, server
-    node.kill()
     kill_server(server)
 
 
@@ -531,16 +503,3 @@ def test_http_get_document_426_and_healthz(start_app):
     assert (body["rooms"], body["connections"], body["refused"]) == (0, 0, {})  # a new app
     status, _, body = node.request("/some-doc", method="POST")
     assert status == 405 and body == {"error": "method not allowed", "code": 405}
-
-
-# --- last: collects the quiet provider started with the module -------------------------
-
-
-def test_quiet_provider_stays_connected(quiet_run):
-    node, server = quiet_run
-    r = node.result(QUIET_SECONDS + 40)
-    assert r["elapsedMs"] >= QUIET_SECONDS * 1000
-    assert r["closes"] == [], r
-    assert r["statuses"] == ["connecting", "connected"], r
-    assert r["sockets"] == 1 and r["sameSocket"] and r["connected"] and r["synced"], r
-    assert r["pings"] >= 1, "the server never pinged (ping_interval 30 s)"

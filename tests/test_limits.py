@@ -246,7 +246,7 @@ def test_user_limit_4008(tmp_path, start_server):
 
 def test_handshake_rate_4006(tmp_path, start_server):
     server = start_server(
-        config=plan_config(tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "3/6seconds"})
+        config=plan_config(tmp_path, {}, apps=(), rate_limit={"handshakes_per_ip": "3/3seconds"})
     )
     token = make_token(sub="alice")
     results = scenario(
@@ -282,7 +282,7 @@ def test_handshake_rate_4006(tmp_path, start_server):
     refused = healthz(server)["refused"]
     assert refused == {"4006": 2 + len(retry) - 1}
     assert (
-        "refused 4006 too many handshakes: app=- ip=127.0.0.1 (over 3 per 6 second)" in server.log()
+        "refused 4006 too many handshakes: app=- ip=127.0.0.1 (over 3 per 3 second)" in server.log()
     )
 
 

@@ -39,9 +39,7 @@ def healthz(server):
         return json.load(response)
 
 
-def test_a_client_reconnecting_at_once_is_slowed_to_one_attempt_per_delay(
-    start_server, tmp_path
-):
+def test_a_client_reconnecting_at_once_is_slowed_to_one_attempt_per_delay(start_server, tmp_path):
     """What y-websocket 1.x/2.x do after every close: reconnect at once, for ever. With
     the shipped `refusal_delay` (2 s): the other tests run with 0."""
     config = base_config(tmp_path)

@@ -4,7 +4,7 @@
 // late joiners on every URL get the same content; a client whose TCP connection is cut
 // is removed from every other client's awareness by the servers (give it a process of
 // its own: urls[0] appearing once).
-// spec: {urls, token, room, rounds, pauseFile, staggerMs}: with pauseFile, prints {"phase":"ready"}
+// spec: {urls, token, room, rounds, pauseFile, staggerMs, awarenessMs}: with pauseFile, prints {"phase":"ready"}
 // once converged and waits for that file (the test looks at /healthz meanwhile).
 import fs from 'node:fs'
 import { client, content, emit, isConfirmed, main, sameContent, sleep, spec, synced, waitFor } from './lib.mjs'
@@ -20,7 +20,7 @@ main(async (partial) => {
   await Promise.all(cs.map((c) => synced(c)))
   const sees = (x, y) => x.provider.awareness.getStates().get(y.doc.clientID)?.user?.name !== undefined
   const t0 = Date.now()
-  await waitFor(() => cs.every((x) => cs.every((y) => sees(x, y))), 10000, 'awareness of every client everywhere')
+  await waitFor(() => cs.every((x) => cs.every((y) => sees(x, y))), spec.awarenessMs ?? 10000, 'awareness of every client everywhere')
   const awarenessMs = Date.now() - t0
 
   for (let r = 0; r < rounds; r++) {
