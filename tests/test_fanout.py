@@ -187,6 +187,35 @@ def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
     assert r["awarenessGoneAfterMs"] < 15000
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["moved", "restarted"])
+def test_presence_is_back_within_2s_of_a_reconnect_after_kill9(two_processes, restart):
+    """y-websocket 1.5.4, 2.1 and 3.1 clients on two processes, each its own user; one
+    process is killed (kill -9) and its clients reconnect: to the other process, or to
+    the same one started again (a replaced worker). Every pair of clients sees each
+    other again within 2 s of the reconnect, not at the providers' 15 s renewal
+    (tests/node/presence_failover.mjs)."""
+    a, b = two_processes()
+    spec = {
+        "urls": [a.url, b.url],
+        "tokens": [make_token(sub=f"user-{i}") for i in range(6)],
+        "room": room("presence"),
+        "restart": restart,
+    }
+    node = NodeProcess("presence_failover.mjs", spec)
+    try:
+        node.wait_phase("ready", 20)
+        assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+        if restart:
+            a.restart()
+        r = node.result(40)
+    finally:
+        node.kill()
+    assert r["missing"] == [], r
+    assert all(ms is not None for ms in r["reconnectedAfterMs"].values()), r
+    assert max(r["seenByAllAfterMs"].values()) < 2000, r
+    assert max(r["seesAllAfterMs"].values()) < 2000, r
+
+
 def _edit_during(urls, name, durationMs=4000):
     return NodeProcess(
         "edit_during.mjs",
@@ -376,6 +405,7 @@ class FakeConnection:
     def __init__(self):
         self.frames = []
         self.awareness_ids = set()
+        self.awareness_announced = False
 
     def send(self, frame):
         self.frames.append(frame)

@@ -70,6 +70,18 @@ class Awareness:
             ]
         )
 
+    def encode_removal(self, client_ids: Iterable[int]) -> bytes | None:
+        """The awareness update removing these clients at their last clock (None when
+        none was applied): a removal only the client itself is sent (`Room._renew_clients`),
+        never applied here."""
+        meta = self.meta
+        entries = [
+            codec.AwarenessEntry(client_id, meta[client_id].clock, _NULL, True)
+            for client_id in client_ids
+            if client_id in meta
+        ]
+        return codec.encode_awareness_entries(entries) if entries else None
+
     def parsed(self) -> dict[int, object]:
         """{client id: state} with every present state parsed (the admin console)."""
         return {client_id: json.loads(state) for client_id, state in self.states.items()}
