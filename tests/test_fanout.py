@@ -100,6 +100,19 @@ def _gunicorn(tmp_path, workers, config, port):
     )
 
 
+def _wait_started(proc, url):
+    """Wait until gunicorn (`proc`) answers /healthz at `url`."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            healthz(url)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
+            time.sleep(0.2)
+
+
 def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path), free_port())
     try:
@@ -116,15 +129,7 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=redis_url), port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                healthz(url)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
-                time.sleep(0.2)
+        _wait_started(proc, url)
         # Which worker accepts a connection is the kernel's choice: a run whose clients
         # all landed on one worker proves nothing, so it is tried again (a few times).
         for attempt in range(4):
@@ -228,15 +233,7 @@ def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, 
     url = f"http://127.0.0.1:{port}"
     node = None
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                healthz(url)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
-                time.sleep(0.2)
+        _wait_started(proc, url)
         node = NodeProcess("presence_failover.mjs", _presence_spec([f"ws://127.0.0.1:{port}"]))
         node.wait_phase("ready", 30)
         # Which worker answers /healthz is the kernel's choice: ask until one holding
