@@ -368,9 +368,11 @@ class Room:
             self._renewed_at = time.monotonic()
         finally:
             self._renewal = None
+        states = self.awareness.states
         for conn in list(self.connections):
-            if conn.awareness_ids:
-                self._renew_clients(conn, list(conn.awareness_ids))
+            present = [i for i in conn.awareness_ids if i in states]
+            if present:
+                self._renew_clients(conn, present)
 
     def _may_announce(self, conn, entry):
         """Whether `conn` may apply `entry`; claims its client id when that is free.
