@@ -61,7 +61,9 @@ main(async (partial) => {
   const moved = clients.filter(cut)
   const renewed = (o, x) => o === x || (sees(o, x) && o.provider.awareness.meta.get(id(x)).clock > before.get(o).get(x))
   const seenAt = new Map() // "o x" -> first time o saw x renewed (x moved) or present (x stayed)
-  const deadline = killedAt + (spec.windowMs ?? 8000)
+  // Long enough for a restart and a reconnect on a loaded machine; a run that passes
+  // ends as soon as every pair is seen.
+  const deadline = killedAt + (spec.windowMs ?? 12000)
   const pairs = clients.flatMap((o) => clients.filter((x) => x !== o).map((x) => [o, x]))
   while (Date.now() < deadline) {
     const now = Date.now()
