@@ -260,3 +260,49 @@ def test_awareness_rules_are_pycrdts(updates, removed):
     ours.remove(present)
     theirs.remove_awareness_states(present, None)
     check()
+
+
+def test_a_returning_client_is_renewed_and_renews_the_others(server):
+    """Peers took a returning provider's state as removed at the clock it comes back
+    with, and y-protocols ignores a state whose clock is not newer. So the server answers
+    a connection's first announcement with the removal of its own id at the last clock
+    known for it (y-protocols then bumps its clock and announces again), never for an id
+    another user owns; and once it is back, the room's other clients are sent theirs,
+    for the returning provider (which removed them when its socket closed) to see them."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    alice = Client(server, doc, make_token(sub="alice"))
+    alice.recv()
+    alice.send(announce((111, 3, {"user": "alice"})))
+    assert awareness_states(alice) == {111: (3, {"user": "alice"})}  # relayed back
+    assert awareness_states(alice) == {111: (3, None)}  # its own removal: announce again
+    alice.send(announce((111, 4, {"user": "alice"})))
+    awareness_states(alice)
+    watcher = Client(server, doc, make_token(sub="walter"))
+    watcher.recv()
+    assert awareness_states(watcher) == {111: (4, {"user": "alice"})}  # on join
+    watcher.send(announce((222, 1, {"user": "walter"})))
+    assert awareness_states(watcher) == {222: (1, {"user": "walter"})}
+    assert awareness_states(watcher) == {222: (1, None)}
+    alice.close()
+    assert awareness_states(watcher) == {111: (4, None)}
+    # alice comes back announcing the clock the watcher saw removed: not relayed, but
+    # she is sent her removal at that clock, and her newer clock is relayed.
+    back = Client(server, doc, make_token(sub="alice"))
+    back.recv()
+    awareness_states(back)  # on join: walter
+    back.send(announce((111, 4, {"user": "alice"})))
+    assert awareness_states(back) == {111: (4, None)}
+    back.send(announce((111, 5, {"user": "alice"})))
+    assert awareness_states(watcher) == {111: (5, {"user": "alice"})}
+    # and the watcher is sent its own removal, to announce itself to her again
+    assert awareness_states(watcher) == {222: (1, None)}
+    # Another user's first announcement of alice's id gets no removal of it.
+    mallory = Client(server, doc, make_token(sub="mallory"))
+    mallory.recv()
+    awareness_states(mallory)
+    mallory.send(announce((111, 5, {"user": "mallory"}), (333, 1, {"user": "mallory"})))
+    assert awareness_states(mallory) == {333: (1, {"user": "mallory"})}
+    assert awareness_states(mallory) == {333: (1, None)}
+    for c in (back, watcher, mallory):
+        c.close()
+    assert "Traceback" not in server.log()

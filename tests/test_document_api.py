@@ -246,6 +246,21 @@ def test_json_of_maps_and_nested_types(api):
     }
 
 
+def test_json_of_numbers_json_cannot_hold_is_null(api):
+    """A client can store NaN and ±Infinity (Yjs keeps float64s); JSON has no such
+    numbers, and Python would write `NaN`, which no JSON parser takes: they are null,
+    as JSON.stringify makes them."""
+    doc, token = name("nan"), make_token()
+    source = Doc()
+    source["m"] = Map({"nan": float("nan"), "inf": float("inf"), "list": [float("-inf"), 1.5]})
+    assert post(api, doc, token, source.get_update())[0] == 200
+    status, _, body = request(api, "GET", f"/v1/documents/{doc}?format=json", token)
+    assert status == 200
+    assert json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in {body!r}")) == {
+        "m": {"nan": None, "inf": None, "list": [None, 1.5]}
+    }
+
+
 def test_json_of_a_document_nested_too_deep_is_422_without_a_traceback(api):
     """Any writer can nest maps a thousand deep (in small updates); the JSON form of
     such a document is refused with a JSON 422, never a 500 and a RecursionError in

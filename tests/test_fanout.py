@@ -20,7 +20,7 @@ import pytest
 import redis
 import websocket
 import yaml
-from conftest import ROOT, base_config, free_port, make_token, run_node
+from conftest import NODE_DIR, ROOT, base_config, free_port, make_token, run_node
 from pycrdt import Doc, Text
 from test_bad_input import Client
 from test_interop import NodeProcess, room
@@ -110,6 +110,19 @@ def _gunicorn(tmp_path, workers, config, port):
     )
 
 
+def _wait_started(proc, url):
+    """Wait until gunicorn (`proc`) answers /healthz at `url`."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            healthz(url)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
+            time.sleep(0.2)
+
+
 def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path), free_port())
     try:
@@ -126,15 +139,7 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=redis_url), port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                healthz(url)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
-                time.sleep(0.2)
+        _wait_started(proc, url)
         # Which worker accepts a connection is the kernel's choice: a run whose clients
         # all landed on one worker proves nothing, so it is tried again (a few times).
         for attempt in range(4):
@@ -195,6 +200,142 @@ def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
     # The killed process's client vanishes from the others' awareness in bounded time
     # (host_ttl 10 s + heartbeat 2 s), well within y-protocols' 30 s.
     assert r["awarenessGoneAfterMs"] < 15000
+
+
+def _presence_after(r):
+    """The checks of tests/node/presence_failover.mjs's result."""
+    assert r["missing"] == [], r
+    assert r["reconnectedAfterMs"] and None not in r["reconnectedAfterMs"].values(), r
+    assert max(r["seenByAllAfterMs"].values()) < 2000, r
+    assert max(r["seesAllAfterMs"].values()) < 2000, r
+
+
+def _presence_spec(urls, **extra):
+    tokens = [make_token(sub=f"user-{i}") for i in range(6)]
+    return {"urls": urls, "tokens": tokens, "room": room("presence"), **extra}
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["moved", "restarted"])
+def test_presence_is_back_within_2s_of_a_reconnect_after_kill9(two_processes, restart):
+    """y-websocket 1.5.4, 2.1 and 3.1 clients on two processes, each its own user; one
+    process is killed (kill -9) and its clients reconnect: to the other process, or to
+    the same one started again. Every pair of clients sees each other again within 2 s
+    of the reconnect, not at the providers' 15 s renewal
+    (tests/node/presence_failover.mjs)."""
+    a, b = two_processes()
+    node = NodeProcess("presence_failover.mjs", _presence_spec([a.url, b.url], restart=restart))
+    try:
+        node.wait_phase("ready", 20)
+        assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+        if restart:
+            a.restart()
+        r = node.result(40)
+    finally:
+        node.kill()
+    _presence_after(r)
+
+
+def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, redis_url):
+    """The same with gunicorn's two workers (the Procfile's way): a worker holding
+    connections is killed, gunicorn starts another, the cut clients reconnect to either."""
+    port = free_port()
+    proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=redis_url), port)
+    url = f"http://127.0.0.1:{port}"
+    node = None
+    try:
+        _wait_started(proc, url)
+        node = NodeProcess("presence_failover.mjs", _presence_spec([f"ws://127.0.0.1:{port}"]))
+        node.wait_phase("ready", 30)
+        # Which worker answers /healthz is the kernel's choice: ask until one holding
+        # connections does.
+        deadline = time.time() + 10
+        while (body := healthz(url))["connections"] == 0:
+            assert time.time() < deadline, "no worker with connections answered"
+        os.kill(body["pid"], signal.SIGKILL)
+        r = node.result(40)
+    finally:
+        if node is not None:
+            node.kill()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _presence_after(r)
+
+
+def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
+    """Tiptap editors with collaboration carets in real Chromium pages, one per process
+    (y-websocket 3.1); one process is killed and its page's provider moves to the other.
+    Each page shows the other's caret again within 2 s of the reconnect: the moved page
+    (which removed every other client when its socket closed) sees the other's state
+    announced anew, and the other page sees the moved one's new announcement (not only
+    the dead process's copy, which is removed once that process is declared gone)."""
+    from playwright.sync_api import sync_playwright
+    from test_ops import CHROMIUM, CHROMIUM_ARGS
+
+    a, b = two_processes()
+    bundle = tmp_path / "editor.js"
+    subprocess.run(
+        ["node", "bundle.mjs", "tiptap_editor.js", str(bundle)], cwd=NODE_DIR, check=True
+    )
+    name = room("carets")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = {}
+            for user, server in (("ann", a), ("ben", b)):
+                page = browser.new_page()
+                page.set_content("<div id=editor></div>")
+                page.add_script_tag(path=str(bundle))
+                page.evaluate(
+                    "spec => startEditor(spec)",
+                    {
+                        "url": server.url,
+                        "room": name,
+                        "token": make_token(sub=user),
+                        "name": user,
+                        "color": "#2563eb",
+                    },
+                )
+                pages[user] = page
+            pages["ann"].wait_for_function("provider.synced", timeout=5000)
+            pages["ann"].evaluate("editor.commands.insertContent('hello')")
+            for page in pages.values():
+                page.wait_for_function("editor.getText() === 'hello'", timeout=5000)
+                page.evaluate("editor.commands.focus('end')")
+            for user, other in (("ann", "ben"), ("ben", "ann")):
+                pages[user].wait_for_function(
+                    "other => caretNames().includes(other)", arg=other, timeout=5000
+                )
+            # The clock each page knows of the other's client before the kill.
+            ids = {user: page.evaluate("doc.clientID") for user, page in pages.items()}
+            before = {
+                user: pages[user].evaluate(
+                    "id => provider.awareness.meta.get(id).clock", ids[other]
+                )
+                for user, other in (("ann", "ben"), ("ben", "ann"))
+            }
+            pages["ann"].evaluate(
+                "url => provider.on('connection-close', () => { provider.serverUrl = url })",
+                b.url,
+            )
+            assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+            pages["ann"].wait_for_function("provider.connects.length > 1", timeout=10000)
+            reconnected = pages["ann"].evaluate("provider.connects[1]")
+            seen = {}
+            for user, other in (("ann", "ben"), ("ben", "ann")):
+                pages[user].wait_for_function(
+                    "([other, id, clock]) => caretNames().includes(other)"
+                    " && provider.awareness.meta.get(id).clock > clock",
+                    arg=[other, ids[other], before[user]],
+                    timeout=8000,
+                    polling=10,
+                )
+                seen[user] = pages[user].evaluate("Date.now()")
+        finally:
+            browser.close()
+    assert max(seen.values()) - reconnected < 2000, (seen, reconnected)
 
 
 def _edit_during(urls, name, durationMs=4000):
@@ -435,6 +576,7 @@ class FakeConnection:
     def __init__(self):
         self.frames = []
         self.awareness_ids = set()
+        self.awareness_announced = False
 
     def send(self, frame):
         self.frames.append(frame)

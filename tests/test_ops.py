@@ -711,6 +711,165 @@ def test_admin_console_in_headless_chromium(start_server, providers):
             browser.close()
 
 
+def _hostile_states():
+    """Awareness states (raw JSON) a client can send, as {client id: state}: every JSON
+    shape, prototype-ish keys, HTML, a huge string, deep nesting within the limit, a
+    number past a float's range."""
+    deep = '"end"'
+    for _ in range(60):
+        deep = '{"a":' + deep + "}"
+    states = [
+        '{"user":{"name":{"toString":"x"}}}',  # issue 22: made the page throw
+        '{"user":{"name":"<img src=x onerror=\\"window.pwned=1\\">","color":"red; x: url(/x)"}}',
+        '{"__proto__":{"user":{"name":"proto"}},"constructor":{"prototype":{"polluted":1}},'
+        '"toString":"x","hasOwnProperty":"x","valueOf":1}',
+        '{"user":{"toString":"x","valueOf":"y","name":{"__proto__":{"toString":"z"}}}}',
+        '{"user":{"name":["an","array"],"color":{"toString":"red"}}}',
+        '{"user":{"name":12345,"color":7}}',
+        '{"user":{"name":1e400}}',
+        '{"user":{"name":"\\u0000\\u202e\\ud83d\\ude00 mixed"}}',
+        '{"user":{"name":"' + "z" * 200_000 + '"}}',
+        '{"user":{"name":' + deep + "}}",
+        '{"user":"just a string"}',
+        '{"user":null}',
+        '"a top-level string"',
+        "42",
+        "false",
+        "[1,2,3]",
+        "{}",
+    ]
+    return {1000 + i: state.encode() for i, state in enumerate(states)}
+
+
+def _hostile_content():
+    """A document update holding content a client can write: HTML, a huge string,
+    prototype-ish keys, NaN and Infinity, deep nesting within the limit, XML."""
+    from pycrdt import Array, Doc, Map, XmlElement, XmlFragment, XmlText
+
+    doc = Doc()
+    doc["html"] = Text('<img src=x onerror="window.pwned=2"><script>window.pwned=3</script>')
+    doc["huge"] = Text("y" * 200_000)
+    doc["keys"] = keys = Map()
+    keys["__proto__"] = {"polluted": True}
+    keys["constructor"] = {"prototype": {"x": 1}}
+    keys["toString"] = "x"
+    keys["hasOwnProperty"] = 1
+    keys["nan"] = float("nan")
+    keys["inf"] = float("-inf")
+    deep = "end"
+    for _ in range(60):
+        deep = {"a": deep}
+    keys["deep"] = deep
+    doc["list"] = Array([None, True, 1.5, "<b>s</b>", [1, [2]], {"k": None}])
+    doc["xml"] = XmlFragment([XmlElement("p", {"class": "<b>"}, [XmlText("<i>hi</i>")])])
+    return doc.get_update()
+
+
+def test_admin_console_renders_hostile_presence_and_content_as_text(start_server):
+    """Read-only viewers announce every awareness state a client can send, and a writer
+    stores content a client can write; the console lists both documents and shows each
+    one's content and every presence entry, as text, with no page error."""
+    from playwright.sync_api import sync_playwright
+
+    server = start_server(admin={"token": ADMIN_TOKEN})
+    presence, content = doc_name("hostile-presence"), doc_name("hostile-content")
+    states = _hostile_states()
+    viewers = []
+    for name in (presence, content):
+        writer = Client(server, name, make_token(sub="writer"))
+        writer.recv()
+        if name == content:
+            update = _hostile_content()
+        else:
+            plain = Doc()
+            plain["text"] = Text("still shown")
+            update = plain.get_update()
+        message = codec.sync_update(update)
+        writer.send(message)
+        writer.wait_for(message)  # echoed: stored
+        viewers.append(writer)
+        for client_id, state in states.items():
+            viewer = Client(server, name, make_token(sub=f"viewer-{client_id}", access="read"))
+            viewer.recv()
+            viewer.send(
+                codec.awareness(
+                    codec.encode_awareness_entries([codec.AwarenessEntry(client_id, 1, state)])
+                )
+            )
+            viewers.append(viewer)
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{server.http}/admin")
+            page.fill("#token", ADMIN_TOKEN)
+            page.click("#login button")
+            for name in (presence, content):
+                page.wait_for_selector(f"tr[data-name='{name}']", timeout=5000)
+            for name in (presence, content):
+                page.click(f"tr[data-name='{name}']")
+                page.wait_for_function(
+                    "([name, count]) => document.querySelector('#detail h3')?.textContent === name"
+                    " && document.querySelectorAll('.people .person').length === count",
+                    arg=[name, len(states)],
+                    timeout=5000,
+                )
+                chips = page.eval_on_selector_all(
+                    ".people .person", "cs => cs.map(c => [c.dataset.client, c.textContent])"
+                )
+                labels = {int(client): label for client, label in chips}
+                assert set(labels) == set(states)
+                # each chip's tooltip is its whole state (clipped), as text
+                title = page.get_attribute(".person[data-client='1000']", "title")
+                assert title == states[1000].decode()
+                assert labels[1000] == '{"toString":"x"}'
+                assert labels[1001] == '<img src=x onerror="window.pwned=1">'
+                assert labels[1002] == "client 1002"
+                assert labels[1006] == "client 1006"  # 1e400: no number JSON can hold
+                assert labels[1008] == "z" * 120 + "…"
+                assert labels[1010] == "client 1010"
+                roots = page.eval_on_selector_all(
+                    ".root",
+                    "rs => rs.map(r => [r.querySelector('b').textContent,"
+                    " r.querySelector('pre').textContent])",
+                )
+                roots = dict(roots)
+                if name == presence:
+                    assert roots == {"text": "still shown"}
+                    continue
+                assert roots["html"] == (
+                    '<img src=x onerror="window.pwned=2"><script>window.pwned=3</script>'
+                )
+                assert roots["huge"] == "y" * 200_000
+                keys = json.loads(roots["keys"])
+                assert keys["__proto__"] == {"polluted": True} and keys["toString"] == "x"
+                assert keys["nan"] is None and keys["inf"] is None
+                assert json.loads(roots["list"]) == [
+                    None,
+                    True,
+                    1.5,
+                    "<b>s</b>",
+                    [1, [2]],
+                    {"k": None},
+                ]
+                assert roots["xml"] == '<p class="<b>"><i>hi</i></p>'
+            # Nothing a client sent became markup or ran.
+            assert (
+                page.evaluate("document.querySelectorAll('#detail img, #detail script').length")
+                == 0
+            )
+            assert page.evaluate("window.pwned") is None
+            assert page.evaluate("({}).polluted") is None
+        finally:
+            browser.close()
+    for viewer in viewers:
+        viewer.close()
+    assert errors == []
+    assert "Traceback" not in server.log()
+
+
 # --- check-config --------------------------------------------------------------------
 
 

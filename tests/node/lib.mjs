@@ -75,10 +75,12 @@ export function tracingSocket (trace, { headers, origin } = {}) {
  *   via: 'protocol' (['access_token', JWT]), 'query' (?token=), 'header' (Bearer), 'none'
  *   protocols/params/headers/origin: extra or overriding handshake details
  *   reconnect: false makes every server close final (nothing re-sent after a restart)
+ *   Provider: another WebsocketProvider class (e.g. y-websocket 1.x or 2.x, installed as
+ *     the aliases y-websocket-1 and y-websocket-2)
  */
 export function client (url, room, {
   token, via = 'protocol', protocols, params = {}, headers = {}, origin, reconnect = true,
-  connect = true
+  connect = true, Provider = WebsocketProvider
 } = {}) {
   const trace = {
     sockets: 0, protocols: [], upgradeProtocols: [], pings: 0, received: 0,
@@ -93,7 +95,7 @@ export function client (url, room, {
     else if (via === 'header') headers.Authorization = `Bearer ${token}`
   }
   const doc = new Y.Doc()
-  const provider = new WebsocketProvider(url, room, doc, {
+  const provider = new Provider(url, room, doc, {
     WebSocketPolyfill: tracingSocket(trace, { headers, origin }),
     disableBc: true,
     protocols,

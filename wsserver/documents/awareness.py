@@ -16,6 +16,7 @@ depth) and filtered by ownership (`Room._may_announce`); nothing here can fail.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -70,6 +71,28 @@ class Awareness:
             ]
         )
 
+    def encode_removal(self, client_ids: Iterable[int]) -> bytes | None:
+        """The awareness update removing these clients at their last clock (None when
+        none was applied): a removal only the client itself is sent (`Room._renew_clients`),
+        never applied here."""
+        meta = self.meta
+        entries = [
+            codec.AwarenessEntry(client_id, meta[client_id].clock, _NULL, True)
+            for client_id in client_ids
+            if client_id in meta
+        ]
+        return codec.encode_awareness_entries(entries) if entries else None
+
     def parsed(self) -> dict[int, object]:
-        """{client id: state} with every present state parsed (the admin console)."""
-        return {client_id: json.loads(state) for client_id, state in self.states.items()}
+        """{client id: state} with every present state parsed (the admin console). A
+        number too large for a float (`1e400`) is None, as JSON.stringify makes it:
+        Python would write it out as `Infinity`, which no JSON parser takes."""
+        return {
+            client_id: json.loads(state, parse_float=_finite_or_none)
+            for client_id, state in self.states.items()
+        }
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None

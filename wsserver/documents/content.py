@@ -20,6 +20,7 @@ a thousand deep, and the recursion must not end in a RecursionError.
 """
 
 import base64
+import math
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
@@ -37,18 +38,20 @@ def document_json(update):
     names = _root_names(update)
     if not names:
         return {}
-    as_text, as_array, as_map = (_cast_all(update, names, kind) for kind in (Text, Array, Map))
+    as_text, as_array, as_map, as_xml = (
+        _cast_all(update, names, kind) for kind in (Text, Array, Map, XmlFragment)
+    )
     result = {}
     for name in sorted(names):
-        text, array, mapping = as_text[name], as_array[name], as_map[name]
-        items = list(array)
-        xml = any(isinstance(item, _XML) for item in items)
-        if str(text) and not xml:
+        text, array, mapping, fragment = as_text[name], as_array[name], as_map[name], as_xml[name]
+        # A fragment lists only its XML children; an array would list every character of
+        # a text, one Python object each (seconds for a long text, holding the process).
+        if any(isinstance(child, _XML) for child in fragment.children):
+            result[name] = str(fragment)
+        elif str(text):
             result[name] = str(text)
-        elif xml:
-            result[name] = str(_cast_all(update, [name], XmlFragment)[name])
-        elif items:
-            result[name] = [_value(item, 1) for item in items]
+        elif len(array):
+            result[name] = [_value(item, 1) for item in array]
         elif len(mapping):
             result[name] = {key: _value(value, 1) for key, value in mapping.items()}
         else:
@@ -79,6 +82,8 @@ def _value(value, depth):
         return {str(k): _value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (Array, list, tuple)):
         return [_value(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and ±Infinity have no JSON; JSON.stringify makes them null too
     if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_SAFE:
         return int(value)
     if isinstance(value, (bytes, bytearray)):

@@ -21,7 +21,8 @@ Awareness follows the same split: a client's change is relayed to every connecti
 published; another process's change (`apply_remote_awareness`) is relayed to our
 connections only, under the same ownership rule (`_may_announce`), its owner being a
 `RemotePeer`: that process, for one user. A closed connection or a vanished process
-takes exactly its own states with it.
+takes exactly its own states with it; a client coming back is renewed, and renews the
+others (`_receive_awareness`, `_schedule_renewal`).
 
 Once an update is durable, `on_stored(key, created)` (when given) learns of it:
 `created` is True for the first update stored of a document storage had nothing of
@@ -67,6 +68,11 @@ AWARENESS_META_TTL_MS = 60_000
 # Awareness client ids one connection may own (a provider has one; another process's
 # relayed ids are bounded by that process's connections instead).
 MAX_AWARENESS_IDS = 16
+# A returning client makes the room renew its own clients' states (`_renew_local`): at
+# least RENEW_DELAY seconds later, so the clients of a failover that come back together
+# cost one renewal, and at most one per RENEW_INTERVAL seconds.
+RENEW_DELAY = 0.1
+RENEW_INTERVAL = 0.5
 
 
 class NotDurable(StoreError):
@@ -96,6 +102,12 @@ class _User:
 
 def _user_of(owner):
     return owner.principal.user if owner.principal is not None else None
+
+
+def _same_user(conn, owner):
+    """Both are the same user (token `sub`); never for anonymous ones."""
+    user = _user_of(conn)
+    return user is not None and _user_of(owner) == user
 
 
 class HalfApplied(Exception):
@@ -154,6 +166,8 @@ class Room:
         # Awareness client id -> the connection that announced it first. Only that
         # connection may set or remove the id's state (see `_may_announce`).
         self.awareness_owners = {}
+        self._renewal = None  # the greenlet of a pending `_renew_local`
+        self._renewed_at = 0.0  # time.monotonic() of the last one
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -298,16 +312,67 @@ class Room:
         y-websocket providers send every awareness change they receive back to the
         server, so each connection repeats every other client's states. What is left is
         relayed byte for byte.
+
+        A connection's first awareness update is its provider announcing itself (what
+        y-websocket sends on open). Its clients may be coming back: peers then took
+        their states as removed at that clock (the provider removes every other
+        client when its socket closes, a server removes a closed connection's or a
+        dead process's), and y-protocols ignores a state whose clock is not newer. So
+        the connection is sent the removal of its own ids at the last clock known for
+        them, which y-protocols answers by announcing itself again with a newer clock
+        (`_renew_clients`); not for ids another user owns.
         """
         entries = codec.parse_awareness_update(data)
+        renew = []
+        if not conn.awareness_announced:
+            conn.awareness_announced = True
+            renew = [e.client_id for e in entries if not e.removal and self._may_renew(conn, e)]
         allowed = [e for e in entries if self._may_announce(conn, e)]
-        if len(allowed) != len(entries):
-            if not allowed:
-                return
-            data = codec.encode_awareness_entries(allowed)
-        self.awareness.apply(allowed)
-        self.broadcast(codec.awareness(data))
-        self.fanout.publish_awareness(self.key, data, _user_of(conn))
+        if allowed:
+            if len(allowed) != len(entries):
+                data = codec.encode_awareness_entries(allowed)
+            self.awareness.apply(allowed)
+            self.broadcast(codec.awareness(data))
+            self.fanout.publish_awareness(self.key, data, _user_of(conn))
+        if renew:
+            self._renew_clients(conn, renew)
+
+    def _may_renew(self, conn, entry):
+        """Whether `conn`'s first announcement of `entry`'s client id may be answered
+        with its removal: the id is free, or `conn`'s, or its user's (a reconnect the
+        server has not noticed yet: the newer clock that follows takes it over)."""
+        owner = self.awareness_owners.get(entry.client_id)
+        return owner is None or owner is conn or _same_user(conn, owner)
+
+    def _renew_clients(self, conn, client_ids):
+        """Send `conn` the removal of its `client_ids` at their last known clocks: a
+        y-protocols client answers the removal of its own id by bumping its clock past
+        it and announcing its state again, which every peer takes (a removal of its
+        own id that a client no longer holds, or with an older clock, changes nothing)."""
+        removal = self.awareness.encode_removal(client_ids)
+        if removal is not None:
+            conn.send_message(codec.awareness(removal))
+
+    def _schedule_renewal(self):
+        """A client came back (a claim of an id this room has seen before): the clients
+        here may have been removed at their current clocks by that client's provider
+        when its socket closed, and it would ignore them until their 15 s renewal. Renew
+        them soon, once for every client coming back meanwhile."""
+        if self._renewal is None:
+            self._renewal = gevent.spawn(self._renew_local)
+
+    def _renew_local(self):
+        try:
+            wait = max(RENEW_DELAY, self._renewed_at + RENEW_INTERVAL - time.monotonic())
+            gevent.sleep(wait)
+            self._renewed_at = time.monotonic()
+        finally:
+            self._renewal = None
+        states = self.awareness.states
+        for conn in list(self.connections):
+            present = [i for i in conn.awareness_ids if i in states]
+            if present:
+                self._renew_clients(conn, present)
 
     def _may_announce(self, conn, entry):
         """Whether `conn` may apply `entry`; claims its client id when that is free.
@@ -331,18 +396,13 @@ class Room:
         if owner is None:
             if not newer or entry.removal:
                 return False  # a copy, or the removal of a client that is gone
-        else:
-            user = conn.principal.user if conn.principal else None
-            same_user = (
-                user is not None and owner.principal is not None and owner.principal.user == user
-            )
-            if not (newer and same_user):
-                # a removal with an equal clock also removes a present state (awareness.py)
-                if newer or (
-                    entry.removal and entry.clock == known and client_id in self.awareness.states
-                ):
-                    conn.awareness_ignored += 1
-                return False
+        elif not (newer and _same_user(conn, owner)):
+            # a removal with an equal clock also removes a present state (awareness.py)
+            if newer or (
+                entry.removal and entry.clock == known and client_id in self.awareness.states
+            ):
+                conn.awareness_ignored += 1
+            return False
         if not isinstance(conn, RemotePeer) and len(conn.awareness_ids) >= MAX_AWARENESS_IDS:
             # Every id is kept (and sent to each joiner) while its owner stays: one
             # socket may not grow the room without bound. A provider owns one.
@@ -352,6 +412,8 @@ class Room:
             owner.awareness_ids.discard(client_id)
         self.awareness_owners[client_id] = conn
         conn.awareness_ids.add(client_id)
+        if meta is not None and not entry.removal:
+            self._schedule_renewal()  # a client seen before is back
         return True
 
     # --- what other processes send (wsserver/fanout) ---------------------------------

@@ -77,6 +77,7 @@ class Connection:
         self.close_code = None
         self.awareness_ids = set()  # awareness client ids this connection owns (room.py)
         self.awareness_ignored = 0  # its awareness entries for ids others own, dropped
+        self.awareness_announced = False  # it sent an awareness update (room.py)
         self.room = None
         self.principal = None
         # Names this connection in logs and the admin console: unique in this process,
