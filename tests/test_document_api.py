@@ -316,7 +316,7 @@ def test_the_tokens_documents_and_access_claims_apply(api):
     reader = make_token(documents=["claims-*"], access="read")
     assert get_json(api, doc, reader) == {"text": "shared"}
     data = assert_error(post(api, doc, reader, text_update("no")), 403, 4003)
-    assert data["error"] == "read-only"
+    assert data["error"] == 'read-only: the token\'s access is "read"'
     assert get_json(api, doc, reader) == {"text": "shared"}
     writer = make_token(documents=["claims-*"], access="write")
     assert post(api, doc, writer, text_update("yes", key="more"))[0] == 200
