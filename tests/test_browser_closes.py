@@ -21,8 +21,11 @@ from pycrdt import Doc, Text
 from test_ops import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, http
 
 from wsserver.documents.readonly import MAX_DROPPED
+from wsserver.errors import UnsupportedData
 from wsserver.handshake.auth import LEEWAY
 from wsserver.protocol import codec
+from wsserver.transport import frames
+from wsserver.transport.connection import CLOSE_TIMEOUT
 
 # The issue's bound, plus slack for a loaded 2-core machine (the test's own trigger
 # and the page's timer add a little). Before the fix every close took ~2.0 s.
@@ -156,3 +159,40 @@ def test_shutdown_close_reaches_the_page_at_once(start_server, page):
     assert_prompt(close_seen(page), sent_at, 1012, "server restarting")
     assert server.proc.wait(10) == 0
     silent.close()
+
+
+# --- the same, without a browser -----------------------------------------------------
+
+
+def _refused_text_frame(server):
+    """A raw socket whose text frame the server answers with a close frame (1003)."""
+    ws = websocket.create_connection(
+        f"{server.url}/{doc_name()}?token={make_token()}", timeout=CLOSE_TIMEOUT + 3
+    )
+    ws.send("text is not the protocol")
+    return ws, time.monotonic()
+
+
+def test_the_server_ends_tcp_as_soon_as_the_client_answers_its_close(start_server):
+    server = start_server()
+    ws, sent = _refused_text_frame(server)
+    opcode, frame = ws.recv_data_frame(True)
+    while opcode != websocket.ABNF.OPCODE_CLOSE:  # (the step 1 comes first)
+        opcode, frame = ws.recv_data_frame(True)  # the close is answered by websocket-client
+    assert frames.parse_close(frame.data)[0] == 1003
+    assert ws.sock.recv(1) == b""  # EOF: the server closed the connection ...
+    assert time.monotonic() - sent < CLOSE_WITHIN  # ... at once, not after CLOSE_TIMEOUT
+    ws.sock.close()
+
+
+def test_a_client_that_never_answers_is_dropped_after_close_timeout(start_server):
+    server = start_server()
+    ws, sent = _refused_text_frame(server)
+    received = b""
+    while data := ws.sock.recv(65536):  # read everything, answer nothing
+        received += data
+    waited = time.monotonic() - sent
+    # the close frame came last, then the server let go
+    assert received.endswith(frames.encode_close(1003, UnsupportedData.reason))
+    assert CLOSE_TIMEOUT - 0.2 < waited < CLOSE_TIMEOUT + 1.5, waited
+    ws.sock.close()
