@@ -12,7 +12,9 @@ frame (known from the test's side: the request, signal or deadline that makes it
 import time
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
+import gevent.socket
 import jwt
 import pytest
 import websocket
@@ -25,7 +27,7 @@ from wsserver.errors import UnsupportedData
 from wsserver.handshake.auth import LEEWAY
 from wsserver.protocol import codec
 from wsserver.transport import frames
-from wsserver.transport.connection import CLOSE_TIMEOUT
+from wsserver.transport.connection import CLOSE_TIMEOUT, Connection
 
 # The issue's bound, plus slack for a loaded 2-core machine (the test's own trigger
 # and the page's timer add a little). Before the fix every close took ~2.0 s.
@@ -196,3 +198,19 @@ def test_a_client_that_never_answers_is_dropped_after_close_timeout(start_server
     assert received.endswith(frames.encode_close(1003, UnsupportedData.reason))
     assert CLOSE_TIMEOUT - 0.2 < waited < CLOSE_TIMEOUT + 1.5, waited
     ws.sock.close()
+
+
+def test_a_connection_whose_send_failed_finishes_at_once():
+    """A failed send (the client vanished) closes a connection without a close frame:
+    finishing it must not wait for one, nor fail."""
+    ours, theirs = gevent.socket.socketpair()
+    ws = SimpleNamespace(handler=SimpleNamespace(socket=ours, rfile=None), closed=False)
+    conn = Connection(ws, 1 << 20, 1 << 20)
+    theirs.close()
+    conn.send(frames.encode_frame(frames.OP_BINARY, b"to nobody"))  # EPIPE
+    assert conn.closed and conn.close_code is None
+    started = time.monotonic()
+    conn.finish()
+    assert time.monotonic() - started < CLOSE_WITHIN
+    assert ws.closed  # gevent-websocket sends no close frame of its own
+    ours.close()

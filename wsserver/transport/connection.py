@@ -247,7 +247,8 @@ class Connection:
         down and release it."""
         if not self.closed:
             self.close(code=1000)
-        deadline = self._close_deadline
+        # None: closed by a failed send (`_lost`), with nothing left to wait for.
+        deadline = self._close_deadline or time.monotonic()
         writer = self._writer
         if writer is not None:
             writer.join(max(0.0, deadline - time.monotonic()))
@@ -256,7 +257,8 @@ class Connection:
         elif not self.close_received:
             self._await_close(deadline)
         self._abort()
-        self._abort_timer.kill(block=False)
+        if self._abort_timer is not None:
+            self._abort_timer.kill(block=False)
         # gevent-websocket would otherwise send its own (code-less) close frame.
         self.ws.closed = True
 
