@@ -182,18 +182,14 @@ def stored(tmp_path, name):
     return str(doc.get("text", type=Text)), doc.get("map", type=Map).to_py()
 
 
+def writer_and_viewer(script, server, room):
+    """Run tests/node/SCRIPT with a writer's and a read-only viewer's token on `room`."""
+    tokens = {"writeToken": make_token(sub="writer"), "readToken": read_token(sub="viewer")}
+    return run_node(script, json.dumps({"url": server.url, "room": room, **tokens}))
+
+
 def test_a_read_only_viewer_sees_everything_and_changes_nothing(server, tmp_path):
-    out = run_node(
-        "readonly.mjs",
-        json.dumps(
-            {
-                "url": server.url,
-                "room": "viewed",
-                "writeToken": make_token(sub="writer"),
-                "readToken": read_token(sub="viewer"),
-            }
-        ),
-    )
+    out = writer_and_viewer("readonly.mjs", server, "viewed")
     # Its edits reached neither the writer, nor a late joiner, nor the store ...
     nothing = {"text": "hello", "map": {}, "list": []}
     assert out["writerAfterEdit"] == nothing
@@ -214,17 +210,7 @@ def test_a_read_only_client_learns_it_before_it_syncs(server):
     """Issue 22 item 4: /discovery answers the token's access, and a read-only
     connection gets an auth message naming it before its provider syncs, which
     providers that do not look for it ignore (tests/node/access.mjs)."""
-    out = run_node(
-        "access.mjs",
-        json.dumps(
-            {
-                "url": server.url,
-                "room": "learns",
-                "readToken": read_token(sub="viewer"),
-                "writeToken": make_token(sub="writer"),
-            }
-        ),
-    )
+    out = writer_and_viewer("access.mjs", server, "learns")
     assert out["readerAccess"] == [{"access": "read", "synced": False}]
     assert out["writerAccess"] == []  # writers get no such message
     assert out["logged"] == []  # no provider warned or failed to read a message

@@ -12,9 +12,10 @@ import time
 import uuid
 
 import jwt
-from conftest import AUDIENCE, SCOPE, SECRET, base_config, make_token
+from conftest import SECRET, base_config, make_token
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_auth import claims
 from test_bad_input import Client
 
 from wsserver.errors import WsServerError
@@ -78,20 +79,8 @@ def handshake(tmp_path_factory):
 
 def signed(changed):
     """A correctly signed token whose claims are the valid ones with `changed` applied
-    (a claim changed to None is left out: null is as absent)."""
-    now = int(time.time())
-    claims = {
-        "tenantId": "acme",
-        "appId": "editor",
-        "aud": AUDIENCE,
-        "scope": SCOPE,
-        "sub": "alice",
-        "iat": now,
-        "exp": now + 600,
-    }
-    claims.update(changed)
-    claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "k1"})
+    (test_auth.claims: a claim changed to None is left out, null is as absent)."""
+    return jwt.encode(claims(**changed), SECRET, algorithm="HS256", headers={"kid": "k1"})
 
 
 def check(hs, token):
