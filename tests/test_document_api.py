@@ -225,7 +225,7 @@ def test_a_body_is_exactly_one_update_trailing_bytes_are_400(api):
         assert data["error"] == "invalid update: trailing bytes after the update"
     cut = text_update("added", key="t2")[:-3]
     assert assert_error(post(api, doc, token, cut), 400, 1007)["error"] == (
-        "invalid update: cut short"
+        "invalid update: cut short or malformed"
     )
     assert request(api, "GET", f"/v1/documents/{doc}", token)[2] == before
     assert get_json(api, doc, token) == {"text": "kept"}

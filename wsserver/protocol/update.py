@@ -14,8 +14,9 @@ refuses bytes left over, or an update cut short, with InvalidPayload (1007 on a 
     deleteSet  = varUint(clients) { varUint(client) varUint(ranges) {varUint varUint} }
 
 Cost: one pass of Python over the structs' headers (a string's text is skipped by its
-length): a few microseconds for a typed character, ~8 ms for an update of 10,000
-structs.
+length): ~3 µs for a typed character, ~1.2 µs per struct beyond (an update of 14,400
+structs: ~17 ms, where yrs applies it in ~6 ms). Updates from storage or from other
+processes were checked where they came in and are not checked again (documents/room.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from ..errors import InvalidPayload, ProtocolViolation
 from .codec import read_var_uint
 
-# Item content refs (info & 0x1f) and the parts each holds (JS Yjs's `contentRefs`).
+# Item content refs (info & 0x1f), numbered as JS Yjs's `contentRefs`.
 _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1, 10)
 _GC, _SKIP = 0, 10
 # Type refs whose content carries a name (an XML element's node name, a hook's name).
@@ -38,7 +39,7 @@ def check_one_update(update: bytes) -> None:
     try:
         end = update_end(update)
     except (ProtocolViolation, IndexError):
-        raise InvalidPayload("invalid update: cut short") from None
+        raise InvalidPayload("invalid update: cut short or malformed") from None
     if end != len(update):
         raise InvalidPayload("invalid update: trailing bytes after the update")
 
