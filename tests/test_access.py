@@ -27,6 +27,8 @@ from wsserver.errors import DocumentNotAllowed, InvalidToken, ReadOnly
 from wsserver.handshake.auth import Principal, access_claims
 from wsserver.protocol import codec
 
+READ_ONLY = 'read-only: the token\'s access is "read"'
+
 
 def read_token(**claims):
     return make_token(access="read", **claims)
@@ -84,7 +86,7 @@ def test_globs():
     assert (info.value.close_code, info.value.http_status) == (4003, 403)
     with pytest.raises(ReadOnly) as info:
         Principal("acme", "editor", None, {}, None, True).check_write()
-    assert (info.value.close_code, info.value.reason) == (4003, "read-only")
+    assert (info.value.close_code, info.value.reason) == (4003, READ_ONLY)
 
 
 MALFORMED = {
@@ -180,18 +182,14 @@ def stored(tmp_path, name):
     return str(doc.get("text", type=Text)), doc.get("map", type=Map).to_py()
 
 
+def writer_and_viewer(script, server, room):
+    """Run tests/node/SCRIPT with a writer's and a read-only viewer's token on `room`."""
+    tokens = {"writeToken": make_token(sub="writer"), "readToken": read_token(sub="viewer")}
+    return run_node(script, json.dumps({"url": server.url, "room": room, **tokens}))
+
+
 def test_a_read_only_viewer_sees_everything_and_changes_nothing(server, tmp_path):
-    out = run_node(
-        "readonly.mjs",
-        json.dumps(
-            {
-                "url": server.url,
-                "room": "viewed",
-                "writeToken": make_token(sub="writer"),
-                "readToken": read_token(sub="viewer"),
-            }
-        ),
-    )
+    out = writer_and_viewer("readonly.mjs", server, "viewed")
     # Its edits reached neither the writer, nor a late joiner, nor the store ...
     nothing = {"text": "hello", "map": {}, "list": []}
     assert out["writerAfterEdit"] == nothing
@@ -208,6 +206,19 @@ def test_a_read_only_viewer_sees_everything_and_changes_nothing(server, tmp_path
     assert "read-only connection" in log and "access=read" in log and "user=viewer" in log
 
 
+def test_a_read_only_client_learns_it_before_it_syncs(server):
+    """Issue 22 item 4: /discovery answers the token's access, and a read-only
+    connection gets an auth message naming it before its provider syncs, which
+    providers that do not look for it ignore (tests/node/access.mjs)."""
+    out = writer_and_viewer("access.mjs", server, "learns")
+    assert out["readerAccess"] == [{"access": "read", "synced": False}]
+    assert out["writerAccess"] == []  # writers get no such message
+    assert out["logged"] == []  # no provider warned or failed to read a message
+    assert out["closes"] == [[], [], []]
+    assert discover(server, "learns", read_token())[2]["access"] == "read"
+    assert discover(server, "learns", make_token())[2]["access"] == "write"
+
+
 def test_a_read_only_client_that_keeps_writing_is_closed_with_4003(server):
     token = read_token(sub="viewer")
     results = scenario(
@@ -222,12 +233,12 @@ def test_a_read_only_client_that_keeps_writing_is_closed_with_4003(server):
     assert (edits[1]["status"], edits[1]["code"], edits[1]["reason"]) == (
         "closed",
         4003,
-        "read-only",
-    )  # the eleventh closes
+        f"{READ_ONLY}; its 11 document changes were dropped",
+    )  # the eleventh closes, and its reason says why
     assert edits[2]["status"] == "open"  # the writer is not affected
     assert (
-        "4003 read-only (11 document changes dropped; app=acme/editor user=viewer "
-        "access=read" in server.log()
+        f"4003 {READ_ONLY}; its 11 document changes were dropped (app=acme/editor "
+        "user=viewer access=read" in server.log()
     )
     assert healthz(server)["read_only"] == {"dropped": MAX_DROPPED + 1, "closed": 1}
     assert token not in server.log()
@@ -345,5 +356,6 @@ def test_claims_hold_on_every_node_of_every_region(start_server, tmp_path):
         outcome.ws.send_binary(codec.sync_update(edit.get_update()))
     while (frame := outcome.ws.recv_frame()).opcode != websocket.ABNF.OPCODE_CLOSE:
         assert frame.data[:2] != b"\x00\x02"  # never an echo of its update
-    assert frame.data == struct.pack("!H", 4003) + b"read-only"
+    reason = f"{READ_ONLY}; its {MAX_DROPPED + 1} document changes were dropped"
+    assert frame.data == struct.pack("!H", 4003) + reason.encode()
     holder.close()

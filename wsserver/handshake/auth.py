@@ -15,6 +15,7 @@ entry point applies (the WebSocket handshake, /discovery, the HTTP document API)
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,59 @@ DOCUMENT_PATTERN = re.compile(r"[A-Za-z0-9._\-*?]{1,128}")
 ACCESS_WRITE = "write"
 ACCESS_READ = "read"
 LOGGED_PATTERNS = 10
+
+
+# The claims the server reads, and the JSON type each must have when present (null
+# counts as absent). A claim of another type is the issuer's bug: 4002 "malformed
+# token", the claim named in the log only (`limits`, `documents`, `access`: reasons
+# naming the claim, as for their values). Checked before PyJWT sees them: it accepted
+# a numeric string as `exp` (so `exp + LEEWAY` raised later, a 1011) and raised a
+# TypeError of its own for some types.
+NUMERIC_DATES = ("exp", "nbf", "iat")  # RFC 7519 NumericDate: a JSON number
+STRING_CLAIMS = ("sub", "tenantId", "appId")
+SCOPE_CLAIMS = ("scope", "scp")  # a space-separated string or a list of strings
+MALFORMED = "malformed token"
+
+
+def _is_numeric_date(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)  # float(10**400) would overflow later
+    except OverflowError:
+        return False
+
+
+def check_claim_types(claims):
+    """InvalidToken (4002, "malformed token") unless every claim the server reads has
+    its type: `exp`, `nbf`, `iat` numbers, `sub`, `tenantId`, `appId` strings, `scope` and
+    `scp` a string or a list of strings; `limits` an object of integers (4002 "invalid
+    limits claim", as for its values, which the plans check: wsserver/limits/plans.py).
+    `documents` and `access` are checked by `access_claims`, with reasons of their own."""
+
+    def malformed(detail):
+        return InvalidToken(MALFORMED, detail=detail)
+
+    for name in NUMERIC_DATES:
+        if claims.get(name) is not None and not _is_numeric_date(claims[name]):
+            raise malformed(f"{name} is not a number")
+    for name in STRING_CLAIMS:
+        if claims.get(name) is not None and not isinstance(claims[name], str):
+            raise malformed(f"{name} is not a string")
+    for name in SCOPE_CLAIMS:
+        value = claims.get(name)
+        if value is not None and not (
+            isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
+            raise malformed(f"{name} is not a string or a list of strings")
+    limits = claims.get("limits")
+    if limits is not None and not (
+        isinstance(limits, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in limits.values())
+    ):
+        # The reason the quota gate gives for a bad value (wsserver/limits/gates.py).
+        raise InvalidToken("invalid limits claim: must be an object of integers")
 
 
 def access_claims(claims):
@@ -300,10 +354,11 @@ class Authenticator:
     def verify(self, token: str | None) -> Principal:
         """Check a token's signature and claims; return its Principal.
 
-        Raises NoToken (4001) or InvalidToken (4002: including a malformed `documents` or
-        `access` claim). A token naming a tenant that is not configured cannot be
-        verified: it is a 4002 with the same reason as a bad signature, so the answer
-        says nothing about which tenants exist.
+        Raises NoToken (4001) or InvalidToken (4002: including a claim of the wrong type,
+        `check_claim_types`, and a malformed `documents` or `access` claim). A token
+        naming a tenant that is not configured cannot be verified: it is a 4002 with the
+        same reason as a bad signature, so the answer says nothing about which tenants
+        exist.
         """
         if not token:
             raise NoToken()
@@ -313,7 +368,8 @@ class Authenticator:
             header, unverified = unverified["header"], unverified["payload"]
         except jwt.InvalidTokenError:
             # DecodeError, and InvalidTokenError for a non-string `kid` or a `crit` header.
-            raise InvalidToken("malformed token") from None
+            raise InvalidToken(MALFORMED) from None
+        check_claim_types(unverified)  # the same bytes as the verified claims
         tenant_id = unverified.get("tenantId")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise InvalidToken("token has no tenantId")
@@ -349,7 +405,7 @@ class Authenticator:
         None when `close_on_expiry` is off."""
         if not self.close_on_expiry:
             return None
-        return principal.claims["exp"] + LEEWAY  # exp is required and numeric (PyJWT)
+        return principal.claims["exp"] + LEEWAY  # required, and a number (check_claim_types)
 
     def _decode(self, token, key, alg):
         options = {"require": ["exp", "aud"]}
@@ -373,7 +429,7 @@ class Authenticator:
         except jwt.MissingRequiredClaimError as e:
             raise InvalidToken(f"token has no {e.claim}") from None
         except jwt.InvalidTokenError:
-            raise InvalidToken("malformed token") from None
+            raise InvalidToken(MALFORMED) from None
         if not self._has_scope(claims):
             raise InvalidToken("missing scope")
         return claims

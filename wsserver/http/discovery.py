@@ -1,6 +1,9 @@
 """GET /discovery?documentName=NAME: where a document lives, answerable by any node.
 
-    200 {"region": ..., "url": "<base URL>/<name>", "isNew": bool}
+    200 {"region": ..., "url": "<base URL>/<name>", "isNew": bool, "access": "read"|"write"}
+
+`access` is the token's (its `access` claim): an app can make its editor read-only
+before connecting.
 
 The request passes exactly the WebSocket handshake's checks (Handshake.authenticate:
 the gates' check_request, hence the per-IP rate limit, then name, token, tenant/app/
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, jsonify, request
 
 from ..errors import WsServerError
+from ..handshake.auth import ACCESS_READ, ACCESS_WRITE
 from .cors import Cors
 
 if TYPE_CHECKING:
@@ -42,8 +46,10 @@ def blueprint(handshake: Handshake, region_gate: RegionGate) -> Blueprint:
             # A missing name fails the name check (4007) after the rate check, exactly as
             # the WebSocket handshake would.
             name = request.args.get("documentName", "")
-            key, _, app = handshake.authenticate(request.environ, "/" + name)
-            return cors.answer(jsonify(region_gate.discover(key)), origin, app)
+            key, principal, app = handshake.authenticate(request.environ, "/" + name)
+            found = region_gate.discover(key)
+            found["access"] = ACCESS_READ if principal.read_only else ACCESS_WRITE
+            return cors.answer(jsonify(found), origin, app)
         except WsServerError as error:
             return cors.error(error, origin)
 

@@ -11,7 +11,8 @@ the name, the token from `Authorization: Bearer` or `?token=`, tenant, app, orig
 token's `documents` claim), and the document is (tenantId, appId, NAME) as on the
 socket. A read-only token (`access: "read"`) may GET, never POST (403/4003). Errors are
 `{"error", "code"}` with the close code the socket would get (401/4001, 401/4002,
-403/4003, 400/4007, 429/4006 with Retry-After, 413/1009, 400/1007, 429/4005, 503/1013;
+403/4003, 400/4007, 429/4006 with Retry-After, 413/1009, 400/1007 (an invalid update, or
+bytes after one: a body is exactly one update), 429/4005, 503/1013;
 400 `{"code": 400}` for a body cut short),
 404 `{"code": 404}` for a document that does not exist, and 409 `{"code": 4009, "url"}`
 for a document live in (or pinned to) another region, `url` being this API's URL for
@@ -46,6 +47,7 @@ from ..errors import (
 )
 from ..handshake.handshake import Session
 from ..protocol.codec import EMPTY_UPDATE
+from ..protocol.update import check_one_update
 from .cors import Cors
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,7 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
             raise ServiceRestart()
         principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
         update = read_body(max_body)
+        check_one_update(update)  # 400/1007 for junk after it, before anything is claimed
         session = handshake.admit(
             Session(key, principal, app, request.environ), (region_gate, write_gate)
         )

@@ -10,6 +10,7 @@ truncated message from a short one. Every decoding failure raises
                                                           step2/update: a Yjs update
     awareness      = 1 varBytes(awareness update)
     auth           = 2 ...                                (server -> client only)
+    access         = 2 2 varString("read")                (server -> a read-only client)
     queryAwareness = 3
 """
 
@@ -149,6 +150,17 @@ def sync_update(update: bytes) -> bytes:
 
 def awareness(update: bytes) -> bytes:
     return create_awareness_message(update)
+
+
+# y-protocols/auth reads the first varUint of an auth message and knows only 0
+# (permission denied, which providers log as a warning); any other value is read and
+# ignored, by y-websocket 1.x to 3.x alike. ACCESS tells the app a connection's access.
+AUTH_ACCESS = 2
+
+
+def access(level: str) -> bytes:
+    """The auth message telling the client its `level` of access ("read")."""
+    return bytes([MESSAGE_AUTH, AUTH_ACCESS]) + write_message(level.encode())
 
 
 # Deepest JSON nesting accepted in an awareness state. Real states are a few levels deep

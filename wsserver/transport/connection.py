@@ -41,7 +41,8 @@ from . import frames
 
 log = logging.getLogger(__name__)
 
-# How long a close waits for the client's close frame before dropping the socket.
+# How long a close waits for the client's close frame before dropping the socket (a
+# client that answers is dropped as soon as its close frame is in: `_handshake_done`).
 CLOSE_TIMEOUT = 2.0
 # A frame longer than this goes through the writer greenlet and the lane (module doc).
 BIG_FRAME = 64 * 1024
@@ -75,6 +76,9 @@ class Connection:
         self.ping_sent = None
         self.closed = False  # no more frames will be sent by us
         self.close_code = None
+        self.close_received = False  # the client's close frame came
+        self._close_deadline = None  # once closed: when we stop waiting for the client
+        self._abort_timer = None  # once closed: drops the socket at that deadline
         self.awareness_ids = set()  # awareness client ids this connection owns (room.py)
         self.awareness_ignored = 0  # its awareness entries for ids others own, dropped
         self.awareness_announced = False  # it sent an awareness update (room.py)
@@ -202,24 +206,35 @@ class Connection:
     def close(
         self, error: WsServerError | None = None, code: int | None = None, reason: str = ""
     ) -> None:
-        """Send a close frame after what is queued, then drop the socket if the client
-        does not answer within CLOSE_TIMEOUT. Idempotent; never blocks."""
+        """Send a close frame after what is queued; the socket is dropped once the
+        client's close frame is in, or CLOSE_TIMEOUT from now if it does not answer.
+        Idempotent; never blocks."""
         if self.closed:
             return
         if error is not None:
             code, reason = error.close_code, error.reason
         self.close_code = code
         self.closed = True
+        self._close_deadline = time.monotonic() + CLOSE_TIMEOUT
         self._send(frames.encode_close(code, reason))
-        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
+        self._abort_timer = gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self):
-        """Shut the socket down so a reader blocked on it wakes up."""
+        """Shut the socket down: a reader blocked on it wakes up, and the client sees
+        the TCP connection end (after what the kernel still holds for it)."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             # Already shut down or reset by the peer: nothing left to wake.
             log.debug("shutdown of %s: socket already gone", self.peer)
+
+    def _handshake_done(self):
+        """Both close frames passed: the server closes the TCP connection first (RFC 6455
+        7.1.1). Browsers fire `onclose` only then; waiting for the client to drop it
+        delayed every close event by CLOSE_TIMEOUT. Only once our close frame left the
+        backlog: the writer, when there is one, ends and `finish` shuts down then."""
+        if self._writer is None:
+            self._abort()
 
     def hand_over(self) -> None:
         """The socket now belongs to someone else (transport/delayed_close.py): send
@@ -228,25 +243,44 @@ class Connection:
         self.ws.closed = True
 
     def finish(self) -> None:
-        """Called once the reader is done: let the writer flush briefly, then release."""
+        """Called once the reader is done: let the writer flush our close frame, wait
+        for the client's (until CLOSE_TIMEOUT after ours at most), then shut the socket
+        down and release it."""
         if not self.closed:
             self.close(code=1000)
+        # None: closed by a failed send (`_lost`), with nothing left to wait for.
+        deadline = self._close_deadline or time.monotonic()
         writer = self._writer
         if writer is not None:
-            writer.join(CLOSE_TIMEOUT)
-        self._drain()
+            writer.join(max(0.0, deadline - time.monotonic()))
         if self._writer is not None:
             self._writer.kill(block=False)
+        elif not self.close_received:
+            self._await_close(deadline)
+        self._abort()
+        if self._abort_timer is not None:
+            self._abort_timer.kill(block=False)
         # gevent-websocket would otherwise send its own (code-less) close frame.
         self.ws.closed = True
 
-    def _drain(self):
-        """Read and discard until the client closes its side (or CLOSE_TIMEOUT).
+    def _await_close(self, deadline):
+        """Read and discard the client's frames until its close frame (or `deadline`).
 
         Closing a socket with unread input makes the kernel send RST, and a client can
-        then lose our close frame and report 1006 instead of our code.
+        then lose our close frame and report 1006 instead of our code. A client whose
+        frames cannot be read any more (it broke the framing) is drained byte by byte
+        until it closes its side.
         """
-        with gevent.Timeout(CLOSE_TIMEOUT, False):
+        with gevent.Timeout(max(0.0, deadline - time.monotonic()), False):
+            try:
+                while self.reader.read_message()[0] != frames.OP_CLOSE:
+                    pass
+                return
+            except (frames.ConnectionLost, OSError) as e:
+                log.debug("%s gone before its close frame: %s", self.peer, e)
+                return
+            except WsServerError as e:
+                log.debug("%s broke the framing after our close: %s", self.peer, e)
             try:
                 while self.sock.recv(65536):
                     pass
@@ -291,10 +325,12 @@ class Connection:
             if opcode == frames.OP_BINARY:
                 return payload
             if opcode == frames.OP_CLOSE:
+                self.close_received = True
                 code, _ = frames.check_close(payload)  # raises for a forbidden code
                 if not self.closed:
                     # Echo the code only (none given: answer 1000).
                     self.close(code=1000 if code is None else code)
+                self._handshake_done()
                 return None
             self._on_control(opcode, payload)
 

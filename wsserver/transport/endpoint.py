@@ -27,6 +27,7 @@ from geventwebsocket.handler import WebSocketHandler
 from .. import metrics
 from ..documents.readonly import ReadOnlyGuard
 from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
+from ..handshake.auth import ACCESS_READ
 from ..handshake.handshake import (
     SUBPROTOCOL,
     Gate,
@@ -142,12 +143,12 @@ class WebSocketEndpoint:
             expiry = self._close_on_expiry(conn, session.principal)
             budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
             # `access: "read"`: its document changes never reach the room
-            # (documents/readonly.py).
-            guard = (
-                ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
-                if principal.read_only
-                else None
-            )
+            # (documents/readonly.py), and the app learns it before its provider syncs:
+            # this comes before the answer to the client's step 1 (README).
+            guard = None
+            if principal.read_only:
+                guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
+                conn.send_message(codec.access(ACCESS_READ))
             synced = False
             while not conn.closed:
                 data = conn.receive()

@@ -193,10 +193,18 @@ class FrameReader:
                 raise ProtocolViolation("bad control frame")
         elif opcode not in (OP_CONTINUATION, OP_TEXT, OP_BINARY):
             raise ProtocolViolation(f"unknown opcode {opcode}")
+        # RFC 6455 5.2: "the minimal number of bytes MUST be used to encode the length",
+        # and a 64-bit length has its most significant bit 0.
         if length == 126:
             length = struct.unpack("!H", self._read_exact(2))[0]
+            if length < 126:
+                raise ProtocolViolation("non-minimal frame length")
         elif length == 127:
             length = struct.unpack("!Q", self._read_exact(8))[0]
+            if length < 65536:
+                raise ProtocolViolation("non-minimal frame length")
+            if length >> 63:
+                raise ProtocolViolation("frame length with its most significant bit set")
         mask = self._read_exact(4)
         if opcode not in _CONTROL and already + length > self.max_message_size:
             raise MessageTooBig()
