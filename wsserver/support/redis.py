@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 
@@ -34,6 +35,19 @@ def client(url: str, **options: Any) -> redis.Redis:
     }
     settings.update(options)
     return redis.Redis.from_url(url, **settings)
+
+
+def without_certificate_check(url: str) -> str:
+    """`url` with `ssl_cert_reqs=none` (redis-py's query parameter) when it is a
+    rediss:// URL that does not say otherwise: TLS that encrypts but does not check
+    the server's certificate (also skips the host name check), for providers whose
+    certificate is self-signed (Heroku Redis). Every Redis user reads it from the URL,
+    the `limits` library's storage included."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return url
+    query = f"{parts.query}&ssl_cert_reqs=none" if parts.query else "ssl_cert_reqs=none"
+    return urlunsplit(parts._replace(query=query))
 
 
 def redis_check(client: redis.Redis) -> Callable[[], str | None]:
