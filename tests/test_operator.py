@@ -223,6 +223,19 @@ def test_gunicorn_reports_every_problem_in_json_and_refuses_a_sqlite_file(tmp_pa
     assert len(reported) == len(BROKEN_KEYS), reported  # storage's own, instead of the variable's
     assert "Booting worker" not in p.log()
 
+    # A worker that fails to boot: gunicorn prints the error raw; a JSON line here.
+    unusable = base_config(tmp_path, log_format="json", storage="sqlite:////proc/no/such.db")
+    p = Platform(
+        tmp_path,
+        clean_env(PORT=str(free_port()), WSSERVER_CONFIG=str(write(tmp_path, unusable, "w.yaml"))),
+    )
+    assert p.proc.wait(30) == 3, p.log()  # gunicorn's "worker failed to boot"
+    lines = [json.loads(line) for line in p.log().splitlines()]  # every line is JSON
+    assert any(
+        x["logger"] == "wsserver.stderr" and "No such file or directory" in x["message"]
+        for x in lines
+    ), p.log()
+
 
 def test_production_config_takes_its_storage_from_database_url():
     production = str(ROOT / "config/production.yaml")
