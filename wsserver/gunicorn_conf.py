@@ -9,11 +9,13 @@ connections are gone, which is before the flush ends: `worker_exit` (run in the 
 process before it exits) waits for the whole shutdown, bounded by `shutdown_timeout`.
 
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
-master checks it before any worker starts, so a bad one stops gunicorn with one line
-naming the key instead of a worker traceback. More than one worker needs `redis`
-(README, "Running several processes and machines"): without it each worker would serve
-its own copy of a document and two people on two workers would never see each other, so
-that stops gunicorn the same way.
+master checks it before any worker starts, so a bad one stops gunicorn with one line per
+problem, each naming its key, instead of a worker traceback. The rules of a platform
+deploy (app.deployment_problems) stop it the same way: more than one worker needs
+`redis` (README, "Running several processes and machines"): without it each worker would
+serve its own copy of a document and two people on two workers would never see each
+other; and a SQLite `storage` needs `storage_persistent: true` (a platform's disk is
+wiped at every restart). Once gunicorn listens, the master writes the start-up line.
 
 Metrics. Each worker is a process: prometheus_client's multiprocess mode keeps each
 one's values in files under $PROMETHEUS_MULTIPROC_DIR (set here, in the master, before
@@ -21,7 +23,9 @@ any worker imports prometheus_client; a fresh temporary directory unless the var
 is already set), emptied at start, with dead workers marked so their gauges go.
 
 Logs. gunicorn's own lines use wsserver's formatter (`log_format` of the config, text
-or JSON), through `logger_class`.
+or JSON), through `logger_class`; in JSON mode what gunicorn prints raw (a worker's boot
+error) becomes a JSON line too (logs.JsonStderr). `--access-logfile` gets wsserver's
+access lines (transport/handler.py), as `access_log: true` does.
 """
 
 import gc

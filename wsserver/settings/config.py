@@ -5,8 +5,10 @@ commands `wsserver serve` and `wsserver token` fall back to `config/dev.yaml`, n
 the production entry point `create_app()` under gunicorn) or, in tests, a dict given to
 `create_app`. Strings may hold `${VAR}` or
 `${VAR:-default}`, replaced from the environment so secrets stay out of the file.
-Every error names the key it is about and stops start-up (`ConfigError`); unknown
-top-level keys are errors too, so a typo is not silently ignored.
+Every error names the key it is about (and the variables its value came from) and
+stops start-up; every error of a file is reported at once (`ConfigErrors`), so one boot
+tells the operator everything to fix. Unknown keys are errors too, so a typo is not
+silently ignored.
 """
 
 from __future__ import annotations
