@@ -271,10 +271,20 @@ def test_check_config_connect_checks_postgres_and_redis(tmp_path, capsys, pg_url
     finally:
         del os.environ["WEB_CONCURRENCY"]
     out = capsys.readouterr().out
-    assert f"# storage {pg_url}: answers" in out and f"# redis {redis_url}: answers" in out
+    assert f"# storage {pg_url}: answers (no wsserver tables yet" in out
+    assert f"# redis {redis_url}: answers" in out
     assert (
         "# the Procfile (gunicorn) runs 3 workers ($WEB_CONCURRENCY) listening on 0.0.0.0:" in out
     )
+
+    # A database a later wsserver wrote: a start would refuse it, so the check does.
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wsserver_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO wsserver_schema VALUES (99)")
+    assert cli(["check-config", "--config", str(path), "--connect"]) == 1
+    assert "the database's schema is version 99, newer than" in capsys.readouterr().err
 
     dead = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/x?connect_timeout=1"
     path = write(

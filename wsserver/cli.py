@@ -143,21 +143,16 @@ def _connect(config):
     what does not."""
     import os
 
-    from .documents.storage import is_postgres_url, open_store, redact_url
+    from .documents.storage import is_postgres_url, redact_url
     from .support.redis import client as redis_client
 
     failures = []
     storage = redact_url(config.storage)
     if is_postgres_url(config.storage):
         try:
-            store = open_store(config.storage, pool_size=1)
-            try:
-                store.check()
-            finally:
-                store.close()
-            print(f"# storage {storage}: answers")
+            print(f"# storage {storage}: answers ({_postgres_schema(config.storage)})")
         except Exception as e:  # whatever stops it, the operator reads why
-            failures.append(f"storage: {storage} does not answer: {e}")
+            failures.append(f"storage: {storage} does not answer: {type(e).__name__}: {e}")
     elif config.storage.startswith("sqlite:///"):
         directory = os.path.dirname(os.path.abspath(config.storage[len("sqlite:///") :]))
         if os.access(directory, os.W_OK):
@@ -175,6 +170,24 @@ def _connect(config):
         finally:
             client.close()
     return failures
+
+
+def _postgres_schema(url):
+    """Connect to the database of `url` (one connection, 5 s at most), writing nothing
+    (a start creates or migrates the schema; a check must not): what a start would find.
+    Raises StorageSchemaError for a schema newer than this wsserver."""
+    import psycopg
+
+    from .documents.storage.postgres import SCHEMA_VERSION
+    from .errors import StorageSchemaError
+
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()[0] is None:
+            return "no wsserver tables yet: the first start creates them"
+        version = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()[0] or 0
+    if version > SCHEMA_VERSION:
+        raise StorageSchemaError(version, SCHEMA_VERSION)
+    return f"schema version {version}, this wsserver's is {SCHEMA_VERSION}"
 
 
 def _open(url):
