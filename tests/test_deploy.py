@@ -1,11 +1,13 @@
 """The production path as a new operator takes it: `requirements.txt` installed into a
-fresh venv, the Procfile's command under gunicorn with the platform's environment
-(`PORT`, `WSSERVER_CONFIG`, `REDIS_URL`), and the defaults that must never open a
-server (no fallback to config/dev.yaml, no public development secret off loopback).
+fresh venv, the Procfile's command under gunicorn with the environment `app.json`
+describes (its values and generated secrets, the add-ons' `DATABASE_URL` and
+`REDIS_URL`, the platform's `PORT` and `WEB_CONCURRENCY`), and the defaults that must
+never open a server (no fallback to config/dev.yaml, no public development secret off
+loopback).
 
 gunicorn and `wsserver serve` run as real processes on loopback ports; the provider
-is the real y-websocket one (tests/node/converge.mjs); Redis is the session's real
-redis-server.
+is the real y-websocket one (tests/node/converge.mjs); Postgres is the session's real
+one, Redis a real redis-server (speaking TLS only for the app.json deploy).
 """
 
 import configparser
