@@ -12,11 +12,14 @@ y-websocket protocol (sync step 1/2, updates) with pycrdt and websocket-client.
 import argparse
 import select
 import sys
+from pathlib import Path
 
 import websocket
 from pycrdt import Doc, Text
 
-from wsserver.protocol import codec
+# The checkout's wsserver, also where only requirements.txt is installed (a buildpack).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from wsserver.protocol import codec  # noqa: E402
 
 
 def main():

@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(items):
 def base_config(tmp_path, **overrides):
     config = {
         "storage": f"sqlite:///{tmp_path}/wsserver.sqlite3",
+        # The test's directory outlives the server: gunicorn accepts the SQLite file.
+        "storage_persistent": True,
         "auth": {
             "audience": AUDIENCE,
             "scope": SCOPE,
@@ -340,23 +342,26 @@ class RedisProcess:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self):
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
     def start(self):
         import socket
 
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -406,6 +411,47 @@ def redis_url(tmp_path_factory):
 def own_redis(tmp_path_factory):
     """A redis-server of this test's own, which it may stop, freeze or restart."""
     server = RedisProcess(tmp_path_factory.mktemp("own-redis")).start()
+    yield server
+    server.stop()
+
+
+class TlsRedisProcess(RedisProcess):
+    """A redis-server speaking TLS only (as Heroku Redis does), with a certificate for
+    127.0.0.1 signed by a CA made here with openssl; `ca` is the CA's certificate,
+    which no system trusts (like a provider's self-signed one)."""
+
+    def __init__(self, workdir):
+        super().__init__(workdir)
+        self.ca = workdir / "ca.crt"
+        key, csr, cert = workdir / "server.key", workdir / "server.csr", workdir / "server.crt"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+        run("req", "-x509", *ec, "-keyout", str(workdir / "ca.key"), "-out", str(self.ca),
+            "-days", "2", "-subj", "/CN=wsserver test CA")  # fmt: skip
+        run("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+        (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey",
+            str(workdir / "ca.key"), "-CAcreateserial", "-out", str(cert), "-days", "2",
+            "-extfile", str(workdir / "san.cnf"))  # fmt: skip
+        self.tls_args = [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+            "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    @property
+    def url(self):
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def command(self):
+        return [*super().command()[:1], *self.tls_args, *super().command()[3:]]
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory):
+    """A real redis-server speaking TLS only, for the session (its `url` is rediss://,
+    its `ca` the certificate of the CA that signed its own)."""
+    server = TlsRedisProcess(tmp_path_factory.mktemp("tls-redis")).start()
     yield server
     server.stop()
 

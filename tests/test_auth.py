@@ -510,6 +510,9 @@ def test_defaults(keys):
 # --- configuration errors name the key -----------------------------------------------------
 
 
+S32 = "s" * 32  # long enough (RFC 7518 §3.2): the errors below are about other keys
+
+
 def _one_tenant(key_entry, apps=None):
     return {"tenants": {"acme": {"keys": [key_entry], "apps": apps or {"editor": {}}}}}
 
@@ -522,10 +525,10 @@ def _one_tenant(key_entry, apps=None):
             _one_tenant({"kid": "k", "alg": "HS256", "secret": ""}),
             "auth.tenants.acme.keys[0].secret",
         ),
-        (_one_tenant({"kid": "k", "alg": "HS257", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-        (_one_tenant({"kid": "k", "alg": "none", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-        (_one_tenant({"kid": "k", "secret": "x"}), "auth.tenants.acme.keys[0].alg"),
-        (_one_tenant({"alg": "HS256", "secret": "x"}), "auth.tenants.acme.keys[0].kid"),
+        (_one_tenant({"kid": "k", "alg": "HS257", "secret": S32}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"kid": "k", "alg": "none", "secret": S32}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"kid": "k", "secret": S32}), "auth.tenants.acme.keys[0].alg"),
+        (_one_tenant({"alg": "HS256", "secret": S32}), "auth.tenants.acme.keys[0].kid"),
         (_one_tenant({"kid": "k", "alg": "RS256"}), "auth.tenants.acme.keys[0]"),
         (
             _one_tenant({"kid": "k", "alg": "RS256", "public_key": "not a pem"}),
@@ -542,13 +545,13 @@ def _one_tenant(key_entry, apps=None):
         (_one_tenant("k1"), "auth.tenants.acme.keys[0]"),
         (
             _one_tenant(
-                {"kid": "k", "alg": "HS256", "secret": "x"}, apps={"e": {"allowed_origins": "x"}}
+                {"kid": "k", "alg": "HS256", "secret": S32}, apps={"e": {"allowed_origins": "x"}}
             ),
             "auth.tenants.acme.apps.e.allowed_origins",
         ),
         ({"tenants": {"acme": {"keys": [], "apps": {"e": {}}}}}, "auth.tenants.acme.keys"),
         (
-            {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": "x"}]}}},
+            {"tenants": {"acme": {"keys": [{"kid": "k", "alg": "HS256", "secret": S32}]}}},
             "auth.tenants.acme.apps",
         ),
         ({"tenants": {}}, "auth.tenants"),
@@ -557,8 +560,8 @@ def _one_tenant(key_entry, apps=None):
                 "tenants": {
                     "acme": {
                         "keys": [
-                            {"kid": "k", "alg": "HS256", "secret": "x"},
-                            {"kid": "k", "alg": "HS256", "secret": "y"},
+                            {"kid": "k", "alg": "HS256", "secret": S32},
+                            {"kid": "k", "alg": "HS256", "secret": S32},
                         ],
                         "apps": {"e": {}},
                     }

@@ -1,11 +1,13 @@
 """The production path as a new operator takes it: `requirements.txt` installed into a
-fresh venv, the Procfile's command under gunicorn with the platform's environment
-(`PORT`, `WSSERVER_CONFIG`, `REDIS_URL`), and the defaults that must never open a
-server (no fallback to config/dev.yaml, no public development secret off loopback).
+fresh venv, the Procfile's command under gunicorn with the environment `app.json`
+describes (its values and generated secrets, the add-ons' `DATABASE_URL` and
+`REDIS_URL`, the platform's `PORT` and `WEB_CONCURRENCY`), and the defaults that must
+never open a server (no fallback to config/dev.yaml, no public development secret off
+loopback).
 
 gunicorn and `wsserver serve` run as real processes on loopback ports; the provider
-is the real y-websocket one (tests/node/converge.mjs); Redis is the session's real
-redis-server.
+is the real y-websocket one (tests/node/converge.mjs); Postgres is the session's real
+one, Redis a real redis-server (speaking TLS only for the app.json deploy).
 """
 
 import configparser
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import websocket
-from conftest import ROOT, SECRET, base_config, free_port, make_token, run_node
+from conftest import ROOT, base_config, free_port, make_token, run_node
 
 DEV_ENV = ("WSSERVER_CONFIG", "DEV_SECRET", "PORT", "PYTHONPATH", "WEB_CONCURRENCY")
 
@@ -279,49 +282,136 @@ def deployed_bin(tmp_path_factory):
     return venv / "bin"
 
 
-def test_the_procfile_serves_providers_from_a_fresh_venv(
-    tmp_path, platform, deployed_bin, redis_url
+ADDON_VARIABLES = {"DATABASE_URL", "REDIS_URL"}  # set by app.json's add-ons
+PLATFORM_VARIABLES = {"PORT", "WEB_CONCURRENCY"}  # set by the platform for each dyno
+
+
+def app_json():
+    return json.loads((ROOT / "app.json").read_text())
+
+
+def test_app_json_gives_every_variable_the_production_config_reads():
+    manifest = app_json()
+    plans = sorted(addon["plan"].split(":")[0] for addon in manifest["addons"])
+    assert plans == ["heroku-postgresql", "heroku-redis"]
+    read = set(re.findall(r"\$\{(\w+)", (ROOT / "config" / "production.yaml").read_text()))
+    described = set(manifest["env"])
+    assert read - ADDON_VARIABLES <= described, read - ADDON_VARIABLES - described
+    assert described - read == {"WSSERVER_CONFIG"}, described - read
+    assert manifest["env"]["WSSERVER_CONFIG"]["value"] == "config/production.yaml"
+    for name in ("WSSERVER_SECRET", "WSSERVER_ADMIN_TOKEN", "WSSERVER_METRICS_TOKEN"):
+        assert manifest["env"][name]["generator"] == "secret", name
+
+
+def app_json_env(database_url, redis_url, public_url):
+    """The environment app.json gives the app, as Heroku builds it: each `value`, a
+    generated secret for each `generator: secret` (64 hex digits, as Heroku makes
+    them), what the operator is asked for (`required` without a value: the public
+    URL), and the add-ons' URLs."""
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    for name, entry in app_json()["env"].items():
+        if "value" in entry:
+            env[name] = entry["value"]
+        elif entry.get("generator") == "secret":
+            env[name] = secrets.token_hex(32)
+        else:
+            assert entry.get("required") and name == "WSSERVER_PUBLIC_URL", (name, entry)
+            env[name] = public_url
+    return env
+
+
+def stored_rows(database_url, room):
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return (
+            conn.execute(
+                "SELECT count(*) FROM wsserver_updates WHERE name = %s", (room,)
+            ).fetchone()[0]
+            + conn.execute(
+                "SELECT count(*) FROM wsserver_snapshots WHERE name = %s", (room,)
+            ).fetchone()[0]
+        )
+
+
+def test_the_app_json_deploy_serves_from_a_fresh_venv_and_keeps_documents_in_postgres(
+    tmp_path, platform, deployed_bin, pg_url, tls_redis
 ):
+    """Heroku's path: a buildpack install (requirements.txt only), app.json's env with
+    the add-ons' URLs (Postgres as `postgres://` with a password; Redis as `rediss://`
+    with a certificate no system trusts, as Heroku Redis), the postdeploy script, then
+    the Procfile with two workers; a redeploy keeps the document."""
     port = free_port()
-    p = platform(
-        clean_env(
-            PORT=str(port),
-            WSSERVER_CONFIG="config/production.yaml",
-            REDIS_URL=redis_url,
-            WSSERVER_SECRET=SECRET,
-            WSSERVER_PUBLIC_URL=f"ws://127.0.0.1:{port}",
-            WSSERVER_DATA_DIR=str(tmp_path),
-        ),
-        bin_dir=deployed_bin,
+    database_url = pg_url.replace("postgresql://postgres@", "postgres://postgres:pg-pass@", 1)
+    env = clean_env(
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        **app_json_env(database_url, tls_redis.url, f"ws://127.0.0.1:{port}"),
     )
+    # app.json's postdeploy, with the fresh venv's python (the buildpack's PATH).
+    postdeploy = subprocess.run(
+        ["bash", "-c", app_json()["scripts"]["postdeploy"]],
+        cwd=ROOT,
+        env=dict(env, PATH=f"{deployed_bin}{os.pathsep}{env['PATH']}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert postdeploy.returncode == 0, postdeploy.stdout + postdeploy.stderr
+    assert "# storage postgres://postgres:***@127.0.0.1" in postdeploy.stdout
+    assert f"# redis rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none: answers" in (
+        postdeploy.stdout
+    )
+    assert "runs 2 workers ($WEB_CONCURRENCY) listening on 0.0.0.0:" in postdeploy.stdout
+    assert "pg-pass" not in postdeploy.stdout + postdeploy.stderr
+
+    p = platform(env, bin_dir=deployed_bin)
     assert p.outcome() == "listening", p.log()
-    # The gunicorn serving is the fresh venv's (the shell exec'd it).
     command = (Path("/proc") / str(p.proc.pid) / "cmdline").read_bytes().split(b"\0")
     assert command[1] == str(deployed_bin / "gunicorn").encode(), command
+    deadline = time.monotonic() + 20
+    while "listening on ws://0.0.0.0" not in p.log():
+        assert time.monotonic() < deadline, p.log()
+        time.sleep(0.05)
+    startup = next(line for line in p.log().splitlines() if "listening on ws://" in line)
+    assert (
+        f"listening on ws://0.0.0.0:{port} (storage postgres://postgres:***@127.0.0.1:" in startup
+    ), startup
+    assert f"redis rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none" in startup
+    assert "region main, workers 2)" in startup and "pg-pass" not in p.log()
 
     room = f"deploy-{time.monotonic_ns()}"
-    token = make_token(tenant="main", app="editor", kid="main")
+    token = make_token(tenant="main", app="editor", kid="main", secret=env["WSSERVER_SECRET"])
     result = run_node(
         "converge.mjs",
         json.dumps({"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}),
     )
     assert result["a"] == result["b"] == result["late"]
     assert "<alpha>" in result["a"]["text"] and "[B3]" in result["a"]["text"]
-
-    # The limits count in REDIS_URL: the worker's quota lease is there. (One region
-    # needs no registry.)
-    worker = re.search(r"Booting worker with pid: (\d+)", p.log()).group(1)
-    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    assert stored_rows(pg_url, room) > 0
+    # Redis over TLS: the quota leases of both workers are there.
+    client = redis_lib.Redis.from_url(tls_redis.url, ssl_cert_reqs="none", decode_responses=True)
     try:
         instances = client.zrange("wsserver:{quota}:instances", 0, -1)
     finally:
         client.close()
-    assert any(f":{worker}:" in instance for instance in instances), instances
+    workers = re.findall(r"Booting worker with pid: (\d+)", p.log())
+    assert len(workers) == 2 and all(any(f":{w}:" in i for i in instances) for w in workers)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         health = json.load(response)
-    assert (health["status"], health["redis"]) == ("ok", {"limits": "ok"})
+    assert (health["status"], health["redis"]) == ("ok", {"limits": "ok"}), health
     assert p.stop() == 0, p.log()
-    assert (tmp_path / "wsserver.sqlite3").exists()
+
+    # A redeploy: a new dyno (nothing on disk survives) serves the document from Postgres.
+    again = platform(env, bin_dir=deployed_bin)
+    assert again.outcome() == "listening", again.log()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/documents/{room}?format=json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["text"] == result["a"]["text"]
+    assert again.stop() == 0, again.log()
 
 
 # --- /healthz and Redis ----------------------------------------------------------------

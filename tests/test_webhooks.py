@@ -37,7 +37,7 @@ from wsserver.webhooks.delivery import Delivery
 from wsserver.webhooks.settings import Hook, parse_hooks
 from wsserver.webhooks.signing import verify
 
-HOOK_SECRET = "hook-secret-for-tests"
+HOOK_SECRET = "hook-secret-for-tests-0123456789abcdef"
 TRICKLE_BYTES, TRICKLE_EVERY = 200, 0.1  # 20 s for the whole answer
 EVENTS = ["document.changed", "document.created", "connection.opened", "connection.closed"]
 
@@ -404,20 +404,22 @@ def test_a_receiver_trickling_its_answer_is_abandoned_at_the_deadline(receiver):
 def test_bad_webhook_config_names_the_key():
     path = "auth.tenants.acme.apps.editor.webhooks"
     cases = [
-        ({"url": "ftp://x", "secret": "s"}, f"{path}[0].url"),
+        ({"url": "ftp://x", "secret": HOOK_SECRET}, f"{path}[0].url"),
         ({"url": "https://x.example"}, f"{path}[0].secret"),
         (
-            {"url": "https://x.example", "secret": "s", "events": ["document.deleted"]},
+            {"url": "https://x.example", "secret": HOOK_SECRET, "events": ["document.deleted"]},
             f"{path}[0].events",
         ),
         (
-            {"url": "https://x.example", "secret": "s", "debounce_seconds": 60},
+            {"url": "https://x.example", "secret": HOOK_SECRET, "debounce_seconds": 60},
             f"{path}[0].debounce_seconds",
         ),
-        ({"url": "https://x.example", "secret": "s", "retries": 3}, f"{path}[0].retries"),
+        ({"url": "https://x.example", "secret": HOOK_SECRET, "retries": 3}, f"{path}[0].retries"),
     ]
     for entry, key in cases:
         with pytest.raises(ConfigError) as e:
             parse_hooks(path, [entry])
         assert e.value.key == key
-    assert parse_hooks(path, [{"url": "https://x.example", "secret": "s"}])[0].events == set(EVENTS)
+    assert parse_hooks(path, [{"url": "https://x.example", "secret": HOOK_SECRET}])[
+        0
+    ].events == set(EVENTS)

@@ -16,28 +16,35 @@ this function is the one place that shows who calls whom.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
+from . import __version__
 from .documents.manager import DocumentManager
-from .documents.storage import open_store
+from .documents.storage import open_store, redact_url
+from .errors import ConfigError
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .http import admin, discovery, health, metrics, probes
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
+from .limits.plans import check_app_plans
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
 from .settings import Config
+from .settings.config import name_sources
+from .settings.validators import Problems
 from .support.redis import FailFast
 from .support.redis import client as redis_client
 from .transport.endpoint import WebSocketEndpoint
 from .webhooks import build_webhooks
+from .webhooks.settings import hooks_by_app
 
 EXTENSION = "wsserver"
 QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal counts
@@ -71,21 +78,90 @@ def load_settings(
     test_config: Mapping[str, Any] | Config | None = None,
     config_path: str | None = None,
     listen_host: str | None = None,
+    *,
+    fallback: str | None = None,
+    serving: bool = False,
+    workers: int | None = None,
 ) -> tuple[Config, Authenticator]:
-    """The Config and Authenticator `create_app` builds on; ConfigError naming the key.
+    """The Config and Authenticator `create_app` builds on, every problem at once
+    (ConfigErrors, each naming its key and the environment variable that filled it).
 
-    Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`: there is
-    no fallback to the development config. The public development secret is accepted
-    only when the caller says the server listens on a loopback `listen_host` (`wsserver
-    serve`); gunicorn, which binds every interface, never does.
+    Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`, else
+    `fallback` (the development commands only). The public development secret is
+    accepted only when the server listens on a loopback `listen_host` (`serving`: `wsserver
+    serve`, whose host is `listen_host` or else the config's `host`); gunicorn, which
+    binds every interface, never does. `workers` (gunicorn's worker count) adds the rules
+    of a platform deploy (`deployment_problems`).
     """
-    if test_config is not None:
-        config = (
-            test_config if isinstance(test_config, Config) else Config.from_mapping(test_config)
+    built = {}
+
+    def check_auth(values):
+        if "auth" not in values:
+            return
+        host = listen_host if listen_host is not None or not serving else values.get("host")
+        problems = Problems()
+        authenticator = Authenticator.from_config(
+            values["auth"], development=is_loopback(host), problems=problems
         )
+        built["auth"] = authenticator
+        if "plans" in values:
+            with problems.check():
+                check_app_plans(authenticator, values["plans"])
+        with problems.check():
+            hooks_by_app(authenticator)
+        problems.raise_all()
+
+    def check_deployment(values):
+        if workers is not None:
+            problems = Problems()
+            problems.errors = deployment_problems(values, workers)
+            problems.raise_all()
+
+    checks = (check_auth, check_deployment)
+    if isinstance(test_config, Config):
+        config, problems = test_config, Problems()
+        for check in checks:
+            with problems.check():
+                check(config.raw)
+        problems.errors = name_sources(problems.errors, config.sources)
+        problems.raise_all()
+    elif test_config is not None:
+        config = Config.from_mapping(test_config, checks=checks)
     else:
-        config = Config.load(config_path)
-    return config, Authenticator.from_config(config.auth, development=is_loopback(listen_host))
+        config = Config.load(config_path, fallback=fallback, checks=checks)
+    return config, built["auth"]
+
+
+def deployment_problems(values: Mapping[str, Any], workers: int) -> list[ConfigError]:
+    """What a config must have to run under gunicorn (the Procfile, a platform's dyno):
+    `redis` for more than one worker, and documents kept where they outlive the
+    machine. `values`: the valid settings."""
+    problems = []
+    if workers > 1 and "redis" in values and not values["redis"]:
+        problems.append(
+            ConfigError(
+                "redis",
+                f"must be set to run {workers} workers "
+                "(WEB_CONCURRENCY): without it each worker would keep its own copy "
+                'of every document. Set it (redis: "${REDIS_URL}") or run one',
+            )
+        )
+    storage = values.get("storage", "")
+    if storage == "memory://":
+        problems.append(
+            ConfigError("storage", "memory:// loses every document on exit (tests only)")
+        )
+    elif storage.startswith("sqlite:///") and values.get("storage_persistent") is False:
+        problems.append(
+            ConfigError(
+                "storage",
+                f"is a SQLite file ({storage}) on this machine's disk, which a platform "
+                "(Heroku, Render, ...) wipes at every restart and deploy: use Postgres "
+                '(storage: "${DATABASE_URL}"), or set storage_persistent: true if the '
+                "file is on a persistent volume",
+            )
+        )
+    return problems
 
 
 def create_app(
@@ -181,6 +257,9 @@ def create_app(
     # The request handler (transport/handler.py) reads these from it too.
     app.header_timeout = config.header_timeout
     app.on_header_timeout = endpoint.header_timed_out
+    # One line per request (`access_log`; gunicorn_conf.py uses gunicorn's access logger
+    # instead when --access-logfile is given).
+    app.access_log = logging.getLogger("wsserver.access") if config.access_log else None
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
     app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
@@ -218,6 +297,18 @@ def readiness_checks(config, endpoint, store):
         # Pinged directly, never skipped by the fail-fast window: the probe tells the truth.
         checks["redis"] = redis_client(config.redis).ping
     return checks
+
+
+def startup_fields(config: Config, workers: int) -> dict[str, Any]:
+    """What the start-up line says the process runs with (passwords masked); the
+    listening address is added by whoever bound it (`wsserver serve`, gunicorn)."""
+    return {
+        "version": __version__,
+        "storage": redact_url(config.storage),
+        "redis": redact_url(config.redis) if config.redis else None,
+        "region": config.region,
+        "workers": workers,
+    }
 
 
 def endpoint_of(app: Flask) -> WebSocketEndpoint:

@@ -20,13 +20,15 @@ def _serve(args):
     import gevent
     from gevent.pywsgi import WSGIServer
 
-    from .app import create_app, endpoint_of
-    from .documents.storage import redact_url
-    from .logs import configure_logging
-    from .settings import DEFAULT_CONFIG_PATH, Config
+    from .app import create_app, endpoint_of, load_settings, startup_fields
+    from .logs import configure_logging, startup_message
+    from .settings import DEFAULT_CONFIG_PATH
     from .transport.handler import WebSocketRequestHandler
 
-    config = Config.load(args.config, fallback=DEFAULT_CONFIG_PATH)
+    # Every problem of the config at once; the development secret only on loopback.
+    config, _ = load_settings(
+        config_path=args.config, listen_host=args.host, fallback=DEFAULT_CONFIG_PATH, serving=True
+    )
     if args.host:
         config.host = args.host
     if args.port is not None:
@@ -59,19 +61,17 @@ def _serve(args):
     try:
         server.start()
     except OSError as e:
-        print(
-            f"wsserver: cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr
-        )
-        return 1
+        endpoint.shutdown(timeout=1)
+        raise CommandError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
     host, port = server.address[:2]
-    listening = f"wsserver listening on ws://{host}:{port} (storage {redact_url(config.storage)})"
+    fields = dict(startup_fields(config, workers=1), listen=f"ws://{host}:{port}")
     if config.log_format == "json":
         # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
         import logging
 
-        logging.getLogger(__name__).info(listening)
+        logging.getLogger(__name__).info(startup_message(fields), extra=fields)
     else:
-        print(listening, flush=True)
+        print(startup_message(fields), flush=True)
     server.serve_forever()
     return 0
 
@@ -100,23 +100,94 @@ def _token(args):
 
 
 def _check_config(args):
-    """Validate as production start-up does (`load_settings`: settings, keys, regions;
-    plans), print the effective config with secrets masked; exit 1 naming the key on an
-    error. Without --config the file is $WSSERVER_CONFIG, as under gunicorn."""
+    """Validate as production start-up (gunicorn, the Procfile) does: every problem at
+    once, each naming its key (and the variable that filled it); print the effective
+    config with secrets masked and what the Procfile's gunicorn would run with (workers,
+    address). `--connect`: also check that the storage and Redis answer. Exit 1 on any
+    problem. Without --config the file is $WSSERVER_CONFIG, as under gunicorn."""
     import yaml
 
     from .app import load_settings
-    from .limits.plans import check_app_plans
+    from .platform import procfile_bind, procfile_workers
     from .settings.config import mask_secrets
 
     try:
-        config, authenticator = load_settings(config_path=args.config)
-        check_app_plans(authenticator, config.plans)
+        workers = procfile_workers()
+    except ValueError:
+        print("wsserver: WEB_CONCURRENCY: must be an integer", file=sys.stderr)
+        return 1
+    try:
+        config, _ = load_settings(config_path=args.config, workers=workers)
     except ConfigError as e:
-        print(f"wsserver: {e}", file=sys.stderr)
+        for problem in e.problems:
+            print(f"wsserver: {problem}", file=sys.stderr)
         return 1
     print(yaml.safe_dump(mask_secrets(config.raw), sort_keys=False), end="")
+    print(
+        f"# the Procfile (gunicorn) runs {workers} worker{'s' if workers > 1 else ''} "
+        f"($WEB_CONCURRENCY) listening on {procfile_bind()} ($PORT); "
+        f"`wsserver serve` listens on {config.host}:{config.port}"
+    )
+    if args.connect:
+        failures = _connect(config)
+        for line in failures:
+            print(f"wsserver: {line}", file=sys.stderr)
+        if failures:
+            return 1
     return 0
+
+
+def _connect(config):
+    """`check-config --connect`: open the storage (Postgres: a connection; SQLite: the
+    file's directory) and PING every Redis the config uses; print what answers, return
+    what does not."""
+    import os
+
+    from .documents.storage import is_postgres_url, redact_url
+    from .support.redis import client as redis_client
+
+    failures = []
+    storage = redact_url(config.storage)
+    if is_postgres_url(config.storage):
+        try:
+            print(f"# storage {storage}: answers ({_postgres_schema(config.storage)})")
+        except Exception as e:  # whatever stops it, the operator reads why
+            failures.append(f"storage: {storage} does not answer: {type(e).__name__}: {e}")
+    elif config.storage.startswith("sqlite:///"):
+        directory = os.path.dirname(os.path.abspath(config.storage[len("sqlite:///") :]))
+        if os.access(directory, os.W_OK):
+            print(f"# storage {storage}: its directory is writable")
+        else:
+            failures.append(f"storage: {storage}: cannot write to {directory}")
+    redis_urls = {config.redis, (config.rate_limit or {}).get("storage")}
+    for url in sorted(u for u in redis_urls if u and u.startswith("redis")):
+        client = redis_client(url)
+        try:
+            client.ping()
+            print(f"# redis {redact_url(url)}: answers")
+        except Exception as e:  # redis-py raises several kinds (TLS, auth, timeouts)
+            failures.append(f"redis: {redact_url(url)} does not answer: {type(e).__name__}: {e}")
+        finally:
+            client.close()
+    return failures
+
+
+def _postgres_schema(url):
+    """Connect to the database of `url` (one connection, 5 s at most), writing nothing
+    (a start creates or migrates the schema; a check must not): what a start would find.
+    Raises StorageSchemaError for a schema newer than this wsserver."""
+    import psycopg
+
+    from .documents.storage.postgres import SCHEMA_VERSION
+    from .errors import StorageSchemaError
+
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()[0] is None:
+            return "no wsserver tables yet: the first start creates them"
+        version = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()[0] or 0
+    if version > SCHEMA_VERSION:
+        raise StorageSchemaError(version, SCHEMA_VERSION)
+    return f"schema version {version}, this wsserver's is {SCHEMA_VERSION}"
 
 
 def _open(url):
@@ -224,6 +295,9 @@ def main(argv=None):
     token.set_defaults(run=_token)
     check = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
     check.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG)")
+    check.add_argument(
+        "--connect", action="store_true", help="also check that the storage and Redis answer"
+    )
     check.set_defaults(run=_check_config)
     copy = sub.add_parser(
         "copy-storage",
@@ -254,8 +328,29 @@ def main(argv=None):
     try:
         return args.run(args)
     except (ConfigError, CommandError) as e:
-        print(f"wsserver: {e}", file=sys.stderr)
+        _report_failure(args, [f"wsserver: {p}" for p in getattr(e, "problems", [e])])
         return 2
+
+
+def _report_failure(args, lines):
+    """Each problem on its own line of stderr; a JSON record each for `serve` when its
+    config says `log_format: json` (a failed boot is part of the log stream too)."""
+    if args.run is _serve:
+        import os
+
+        from .logs import configure_logging, log_format_of
+        from .settings import DEFAULT_CONFIG_PATH
+
+        path = args.config or os.environ.get("WSSERVER_CONFIG") or DEFAULT_CONFIG_PATH
+        if log_format_of(path) == "json":
+            import logging
+
+            configure_logging("info", "json")
+            for line in lines:
+                logging.getLogger("wsserver.cli").error(line)
+            return
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

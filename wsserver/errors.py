@@ -297,7 +297,28 @@ class ConfigError(Exception):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
+        self.message = message
         super().__init__(f"config: {key}: {message}")
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        """Each problem on its own (one here; several in ConfigErrors)."""
+        return [self]
+
+
+class ConfigErrors(ConfigError):
+    """Every problem of one config, found in one pass (one boot tells the operator
+    everything to fix, not one variable per boot). `key` is the first one's."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = [p for e in errors for p in e.problems]
+        first = self.errors[0]
+        self.key, self.message = first.key, first.message
+        Exception.__init__(self, "\n".join(str(e) for e in self.errors))
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        return self.errors
 
 
 class CommandError(Exception):

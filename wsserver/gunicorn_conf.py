@@ -9,11 +9,13 @@ connections are gone, which is before the flush ends: `worker_exit` (run in the 
 process before it exits) waits for the whole shutdown, bounded by `shutdown_timeout`.
 
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
-master checks it before any worker starts, so a bad one stops gunicorn with one line
-naming the key instead of a worker traceback. More than one worker needs `redis`
-(README, "Running several processes and machines"): without it each worker would serve
-its own copy of a document and two people on two workers would never see each other, so
-that stops gunicorn the same way.
+master checks it before any worker starts, so a bad one stops gunicorn with one line per
+problem, each naming its key, instead of a worker traceback. The rules of a platform
+deploy (app.deployment_problems) stop it the same way: more than one worker needs
+`redis` (README, "Running several processes and machines"): without it each worker would
+serve its own copy of a document and two people on two workers would never see each
+other; and a SQLite `storage` needs `storage_persistent: true` (a platform's disk is
+wiped at every restart). Once gunicorn listens, the master writes the start-up line.
 
 Metrics. Each worker is a process: prometheus_client's multiprocess mode keeps each
 one's values in files under $PROMETHEUS_MULTIPROC_DIR (set here, in the master, before
@@ -21,27 +23,29 @@ any worker imports prometheus_client; a fresh temporary directory unless the var
 is already set), emptied at start, with dead workers marked so their gauges go.
 
 Logs. gunicorn's own lines use wsserver's formatter (`log_format` of the config, text
-or JSON), through `logger_class`.
+or JSON), through `logger_class`; in JSON mode what gunicorn prints raw (a worker's boot
+error) becomes a JSON line too (logs.JsonStderr). `--access-logfile` gets wsserver's
+access lines (transport/handler.py), as `access_log: true` does.
 """
 
 import gc
 import glob
+import json
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
 
 import gevent
-import yaml
 
-from wsserver.logs import FORMATS, GunicornLogger
+from wsserver.logs import GunicornLogger, JsonStderr, log_format_of
+from wsserver.platform import procfile_bind, procfile_workers
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '1234')}"
+bind = procfile_bind()
 # gevent-websocket's worker with a deadline on request headers (transport/handler.py).
 worker_class = "wsserver.transport.handler.GunicornWorker"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+workers = procfile_workers()
 graceful_timeout = 20
 control_socket_disable = True
 logger_class = GunicornLogger
@@ -51,61 +55,59 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
 
 
-def _log_format():
-    """`log_format` of $WSSERVER_CONFIG, read without importing the app: gevent patches
-    a worker only once it starts, and modules imported here before it (PyJWT's import
-    ssl) would keep the unpatched ones. A config the workers cannot use is reported by
-    `on_starting`, naming the key."""
-    try:
-        with open(os.environ.get("WSSERVER_CONFIG", ""), encoding="utf-8") as f:
-            value = (yaml.safe_load(f) or {}).get("log_format", "text")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "text"
-    if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
-        value = re.sub(
-            r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m[1], m[2] or ""), value
-        )
-    return value if value in FORMATS else "text"
-
-
-GunicornLogger.log_format = _log_format()
+GunicornLogger.log_format = log_format_of(os.environ.get("WSSERVER_CONFIG"))
+if GunicornLogger.log_format == "json":
+    # gunicorn prints a worker's boot error raw (arbiter.spawn_worker): a JSON line too.
+    sys.stderr = JsonStderr(sys.stderr)
 
 
 def on_starting(server):
     """Check the config before any worker starts: a bad one stops gunicorn with one line
-    naming the key (a worker would die with a traceback, over and over). The check runs
-    in a forked child, so the master imports none of the modules that the workers'
-    gevent monkey-patching must precede. Then empty the metrics directory: values of a
-    previous run would be summed with this one's."""
+    per problem, each naming its key (a worker would die with a traceback, over and
+    over). The check runs in a forked child, so the master imports none of the modules
+    that the workers' gevent monkey-patching must precede; the child hands back what
+    the start-up line says (`when_ready`). Then empty the metrics directory: values of
+    a previous run would be summed with this one's."""
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(read)
         code = 1
         try:
-            from wsserver.app import load_settings
+            from wsserver.app import load_settings, startup_fields
             from wsserver.errors import ConfigError
 
             try:
-                config, _ = load_settings()
-                if server.cfg.workers > 1 and not config.redis:
-                    raise ConfigError(
-                        "redis",
-                        f"must be set to run {server.cfg.workers} workers "
-                        "(WEB_CONCURRENCY): without it each worker would keep its own copy "
-                        'of every document. Set it (redis: "${REDIS_URL}") or run one',
-                    )
+                config, _ = load_settings(workers=server.cfg.workers)
+                os.write(write, json.dumps(startup_fields(config, server.cfg.workers)).encode())
                 code = 0
             except ConfigError as e:
-                server.log.error("wsserver: %s", e)
+                for problem in e.problems:  # all of them: one boot, every error
+                    server.log.error("wsserver: %s", problem)
                 code = 2
         except BaseException:
             server.log.exception("wsserver: the config check failed")
         finally:
             os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        summary = pipe.read()
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(2)
+    server.wsserver_startup = json.loads(summary)
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
+
+
+def when_ready(server):
+    """The start-up line, once gunicorn listens: version, storage, Redis (passwords
+    masked), region, workers and the address (JSON in JSON mode, like every line)."""
+    from wsserver.logs import startup_message
+
+    listen = ", ".join(str(s).replace("http://", "ws://", 1) for s in server.LISTENERS)
+    fields = dict(server.wsserver_startup, listen=listen)
+    server.log.info(startup_message(fields), extra=fields)
 
 
 def child_exit(server, worker):
@@ -124,6 +126,8 @@ def post_worker_init(worker):
     from wsserver.logs import configure_logging
 
     endpoint = endpoint_of(worker.wsgi)
+    if worker.cfg.accesslog:  # --access-logfile: our lines (fields, redacted) go there
+        worker.wsgi.access_log = worker.log.access_log
     worker.wsserver_endpoint = endpoint  # for worker_exit
     config = endpoint.config
     configure_logging(config.log_level, config.log_format)

@@ -13,6 +13,7 @@ environ before any access log can print it (wsserver/handshake.py, `scrub_token`
 """
 
 import logging
+import os
 import re
 import sys
 import time
@@ -82,6 +83,32 @@ def fields(conn=None, key=None, code=None, ip=None):
     if code is not None:
         extra["code"] = code
     return extra
+
+
+def startup_message(fields):
+    """The start-up line's text: `fields` of app.startup_fields plus `listen` (here,
+    so gunicorn's master can write it without importing the app)."""
+    return (
+        f"wsserver {fields['version']} listening on {fields['listen']} "
+        f"(storage {fields['storage']}, redis {fields['redis'] or 'none'}, "
+        f"region {fields['region']}, workers {fields['workers']})"
+    )
+
+
+def log_access(logger, method, path, status, duration, ip):
+    """One access log line: `GET /doc?token=[redacted] 101 12.345s ip=203.0.113.5`, and
+    the same as fields (method, path, status, duration in seconds, ip) in JSON."""
+    path = redact(path)
+    duration = round(duration, 6)
+    logger.info(
+        "%s %s %d %.3fs ip=%s",
+        method,
+        path,
+        status,
+        duration,
+        ip,
+        extra={"method": method, "path": path, "status": status, "duration": duration, "ip": ip},
+    )
 
 
 class Throttled:
@@ -219,6 +246,60 @@ def _route_uncaught_errors():
 
     gevent.hub.Hub.print_exception = print_exception
     sys.excepthook = lambda t, v, tb: errors.critical("uncaught exception", exc_info=(t, v, tb))
+
+
+def log_format_of(path, env=os.environ):
+    """`log_format` of the config file `path` (${VAR} expanded), read without
+    validating the rest: what the lines of a boot that fails on the config are written
+    in, and what gunicorn's master uses (it must not import the app: gevent patches a
+    worker only once it starts, and modules imported before it, PyJWT's `import ssl`,
+    would keep the unpatched ones). "text" when it cannot be read or is not valid."""
+    import yaml
+
+    try:
+        with open(path or "", encoding="utf-8") as f:
+            value = (yaml.safe_load(f) or {}).get("log_format", "text")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "text"
+    if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
+        value = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m[1], m[2] or ""), value)
+    return value if value in FORMATS else "text"
+
+
+class JsonStderr:
+    """sys.stderr for JSON mode: a line written raw (gunicorn's `print` of a worker's
+    boot error, a library's print) becomes a JSON record of logger `wsserver.stderr`;
+    JSON lines (the log handlers') pass through as they are."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._partial = ""
+
+    def write(self, text):
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.startswith("{"):
+                self.stream.write(line + "\n")
+            elif line.strip():
+                self._emit(line)
+        return len(text)
+
+    def _emit(self, line):
+        record = logging.LogRecord("wsserver.stderr", logging.ERROR, "", 0, line, (), None)
+        self.stream.write(JsonLineFormatter().format(record) + "\n")
+
+    def flush(self):
+        if self._partial:
+            line, self._partial = self._partial, ""
+            if line.startswith("{"):
+                self.stream.write(line)
+            else:
+                self._emit(line)
+        self.stream.flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding...
+        return getattr(self.stream, name)
 
 
 class GunicornLogger(GunicornBaseLogger):

@@ -174,10 +174,10 @@ def flush():
         tally.flush()
 
 
-# Close codes the server sends or expects; anything else a client sends is "other", so
-# a client cannot make up label values.
+# Close codes the server sends or expects (4404: the admin deleted the document);
+# anything else a client sends is "other", so a client cannot make up label values.
 _KNOWN_CLOSE_CODES = frozenset(
-    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 1012, 1013, *range(4001, 4010)}
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 1012, 1013, *range(4001, 4010), 4404}
 )
 
 

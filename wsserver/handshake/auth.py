@@ -24,11 +24,14 @@ from fnmatch import fnmatchcase
 import jwt
 
 from ..errors import ConfigError, DocumentNotAllowed, Forbidden, InvalidToken, NoToken, ReadOnly
-from ..settings.validators import known_keys
+from ..settings.validators import Problems, known_keys, long_secret
 
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output (HS256's 32 bytes) is a
+# MUST; a short one can be brute-forced from any token it signed. 32 for every HS*.
+MIN_HMAC_KEY_BYTES = 32
 PUBLIC_ALGORITHMS = {
     "RS256",
     "RS384",
@@ -260,15 +263,14 @@ def _parse_key_entry(key_path, entry, development):
         raise ConfigError(f"{key_path}.kid", "is required")
     if alg in HMAC_ALGORITHMS:
         secret = entry.get("secret")
-        if not isinstance(secret, str) or not secret:
-            raise ConfigError(f"{key_path}.secret", f"is required for {alg} (empty or unset)")
         if secret == DEVELOPMENT_SECRET and not development:
+            # The variable that filled it, if any, is named by the config loader.
             raise ConfigError(
                 f"{key_path}.secret",
-                "is the public development secret: set "
-                "DEV_SECRET (or your own secret); it is accepted only by "
-                "`wsserver serve` listening on a loopback address",
+                "is the public development secret: set your own secret; it is accepted "
+                "only by `wsserver serve` listening on a loopback address",
             )
+        long_secret(MIN_HMAC_KEY_BYTES, f"for {alg} (RFC 7518 §3.2)")(f"{key_path}.secret", secret)
         secret = secret.encode("utf-8")
         yield Key(kid, alg, _load_key(f"{key_path}.secret", alg, secret), secret)
     elif alg in PUBLIC_ALGORITHMS:
@@ -312,9 +314,14 @@ class Authenticator:
         self.close_on_expiry = close_on_expiry
 
     @classmethod
-    def from_config(cls, auth: dict, development: bool = False) -> Authenticator:
+    def from_config(
+        cls, auth: dict, development: bool = False, problems: Problems | None = None
+    ) -> Authenticator:
         """Parse the `auth` setting. `development`: accept the public development secret
-        (only a server that listens on a loopback address, or `wsserver token`)."""
+        (only a server that listens on a loopback address, or `wsserver token`).
+        Every tenant, key and app is checked; with `problems` their errors are added
+        there and what was valid is returned (the caller checks it further), else they
+        are raised together."""
         known_keys("auth", auth, AUTH_KEYS)
         audience = auth.get("audience", DEFAULT_AUDIENCE)
         scope = auth.get("scope", DEFAULT_SCOPE)
@@ -327,26 +334,39 @@ class Authenticator:
         tenants_conf = auth.get("tenants")
         if not isinstance(tenants_conf, dict) or not tenants_conf:
             raise ConfigError("auth.tenants", "needs at least one tenant")
-        tenants = {}
+        tenants, found = {}, Problems()
         for tname, tconf in tenants_conf.items():
+            # Every tenant, key and app is checked: one boot reports every problem.
             path = f"auth.tenants.{tname}"
             if not isinstance(tconf, dict):
-                raise ConfigError(path, "must be a mapping")
-            known_keys(path, tconf, TENANT_KEYS)
+                found.errors.append(ConfigError(path, "must be a mapping"))
+                continue
+            with found.check():
+                known_keys(path, tconf, TENANT_KEYS)
             keys = {}
             entries = tconf.get("keys")
             if not isinstance(entries, list) or not entries:
-                raise ConfigError(f"{path}.keys", "needs at least one key")
+                found.errors.append(ConfigError(f"{path}.keys", "needs at least one key"))
+                entries = []
             for i, entry in enumerate(entries):
-                for key in _parse_key_entry(f"{path}.keys[{i}]", entry, development):
-                    if key.kid in keys:
-                        raise ConfigError(f"{path}.keys[{i}]", f"duplicate kid {key.kid!r}")
-                    keys[key.kid] = key
+                with found.check():
+                    for key in _parse_key_entry(f"{path}.keys[{i}]", entry, development):
+                        if key.kid in keys:
+                            raise ConfigError(f"{path}.keys[{i}]", f"duplicate kid {key.kid!r}")
+                        keys[key.kid] = key
             apps_conf = tconf.get("apps")
             if not isinstance(apps_conf, dict) or not apps_conf:
-                raise ConfigError(f"{path}.apps", "needs at least one app")
-            apps = {str(a): _parse_app(f"{path}.apps.{a}", str(a), c) for a, c in apps_conf.items()}
+                found.errors.append(ConfigError(f"{path}.apps", "needs at least one app"))
+                apps_conf = {}
+            apps = {}
+            for a, c in apps_conf.items():
+                with found.check():
+                    apps[str(a)] = _parse_app(f"{path}.apps.{a}", str(a), c)
             tenants[str(tname)] = Tenant(str(tname), keys, apps)
+        if problems is None:
+            found.raise_all()
+        else:
+            problems.errors.extend(found.errors)
         return cls(audience, scope, tenants, close_on_expiry)
 
     # --- verification ---------------------------------------------------------------

@@ -30,17 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from ..documents.content import document_json
 from ..documents.key import DocKey
 from ..documents.storage import fold
 from ..errors import DocumentDeleted, NestedTooDeep, NotFound
 from ..handshake.handshake import document_name
-from ..logs import Throttled
+from ..logs import Throttled, fields
 from .bearer import require_bearer
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("wsserver.audit")
 
 PAGE = Path(__file__).with_name("admin.html")
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
@@ -317,9 +318,28 @@ class RedisBoard:
             return 0
 
 
+def _audit(action, key=None, level=logging.INFO, **extra):
+    """One line per admin action: what, which document, from where (logger
+    `wsserver.audit`; the fields action, tenant, app, doc, ip in JSON)."""
+    ip = request.remote_addr or "-"
+    what = f"{key.tenant}/{key.app}/{key.name}" if key is not None else "the live documents"
+    details = "".join(f" {name}={value}" for name, value in extra.items())
+    audit.log(
+        level,
+        "admin %s %s from %s%s",
+        action,
+        what,
+        ip,
+        details,
+        extra={"action": action, **fields(key=key, ip=ip), **extra},
+    )
+
+
 def blueprint(settings, inspector):
     """`settings`: the `admin` config section, or None (every route answers 404)."""
     bp = Blueprint("admin", __name__)
+    # Read once: the page is the same for every request.
+    page_html = PAGE.read_bytes() if settings is not None else None
 
     def authorize():
         if settings is None:
@@ -334,7 +354,7 @@ def blueprint(settings, inspector):
         if settings is None:
             raise NotFound()
         return Response(
-            PAGE.read_bytes(),
+            page_html,
             content_type="text/html; charset=utf-8",
             headers={
                 "Cache-Control": "no-store",
@@ -347,25 +367,32 @@ def blueprint(settings, inspector):
     @bp.get("/admin/api/documents")
     def documents():
         authorize()
+        # The console polls this every 2 s: audited at debug, the views below at info.
+        _audit("list", level=logging.DEBUG)
         return jsonify(documents=inspector.live())
 
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>")
     def document(tenant, app, name):
         authorize()
-        return jsonify(inspector.detail(key_of(tenant, app, name)))
+        key = key_of(tenant, app, name)
+        _audit("view", key)
+        return jsonify(inspector.detail(key))
 
     @bp.delete("/admin/api/documents/<tenant>/<app>/<name>")
     def delete(tenant, app, name):
         authorize()
         key = key_of(tenant, app, name)
         inspector.detail(key)  # NotFound (404) for a document that does not exist
-        return jsonify(deleted=True, connections_closed=inspector.delete(key))
+        closed = inspector.delete(key)
+        _audit("delete", key, connections_closed=closed)
+        return jsonify(deleted=True, connections_closed=closed)
 
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>/events")
     def events(tenant, app, name):
         authorize()
         key = key_of(tenant, app, name)
         inspector.detail(key)
+        _audit("watch", key)
         return Response(
             inspector.events(key),
             content_type="text/event-stream",

@@ -21,14 +21,13 @@ import uuid
 from collections.abc import Callable
 
 from limits import parse_many
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import InvalidToken, RateLimited, WsServerError
 from ..handshake.handshake import CLIENT_IP, Gate, Session
 from ..logs import Throttled
-from ..support.redis import FailFast
-from ..support.redis import storage_options as redis_storage_options
+from ..support.redis import FailFast, rate_storage
 from .backends import Lease, QuotaBackend
 from .clientip import client_ip, rate_key
 from .ops import MessageBudget
@@ -67,10 +66,12 @@ class RateLimitGate(Gate):
         self._denied = {}
         self._next_prune = 0.0
         if self.rates:
-            options = {}
-            if not storage_uri.startswith("memory://"):
-                options = {"key_prefix": RATE_KEY_PREFIX, **redis_storage_options()}
-            self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+            storage = (
+                MemoryStorage()
+                if storage_uri.startswith("memory://")
+                else rate_storage(storage_uri, RATE_KEY_PREFIX)
+            )
+            self.limiter = MovingWindowRateLimiter(storage)
 
     def health_check(self) -> Callable[[], str | None] | None:
         """A check of the rate's Redis storage for /healthz, or None (memory, or off)."""

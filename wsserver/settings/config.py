@@ -5,15 +5,17 @@ commands `wsserver serve` and `wsserver token` fall back to `config/dev.yaml`, n
 the production entry point `create_app()` under gunicorn) or, in tests, a dict given to
 `create_app`. Strings may hold `${VAR}` or
 `${VAR:-default}`, replaced from the environment so secrets stay out of the file.
-Every error names the key it is about and stops start-up (`ConfigError`); unknown
-top-level keys are errors too, so a typo is not silently ignored.
+Every error names the key it is about (and the variables its value came from) and
+stops start-up; every error of a file is reported at once (`ConfigErrors`), so one boot
+tells the operator everything to fix. Unknown keys are errors too, so a typo is not
+silently ignored.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -21,7 +23,20 @@ import yaml
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
-from .validators import Validator, choice, integer, known_keys, mapping, matching, number, string
+from ..support.redis import without_certificate_check
+from .validators import (
+    Problems,
+    Validator,
+    boolean,
+    choice,
+    integer,
+    known_keys,
+    long_secret,
+    mapping,
+    matching,
+    number,
+    string,
+)
 
 # The development config: the fallback of `wsserver serve` and `wsserver token` only.
 DEFAULT_CONFIG_PATH = "config/dev.yaml"
@@ -48,12 +63,7 @@ def _bearer_section(key, value):
     if value is None:
         return None
     known_keys(key, mapping(key, value), {"token"})
-    token = value.get("token")
-    if not isinstance(token, str) or len(token) < MIN_SECRET_LENGTH:
-        raise ConfigError(
-            f"{key}.token", f"must be a string of at least {MIN_SECRET_LENGTH} characters"
-        )
-    return {"token": token}
+    return {"token": long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value.get("token"))}
 
 
 # Keys whose values are secrets wherever they appear, and URLs' passwords: what
@@ -121,6 +131,15 @@ SETTINGS = [
         "(`postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=require`, or Heroku's "
         "`postgres://` form; usually `${DATABASE_URL}`) or `memory://` (tests only: lost "
         "on exit).",
+    ),
+    Setting(
+        "storage_persistent",
+        False,
+        boolean,
+        "SQLite only: true says the `storage` file is on a disk that outlives the "
+        "process's machine (a persistent volume). Under gunicorn (the Procfile) a SQLite "
+        "`storage` without it refuses to start: a platform's disk is ephemeral, and "
+        "every document would be lost at the next restart.",
     ),
     Setting(
         "storage_pool_size",
@@ -237,6 +256,16 @@ SETTINGS = [
         "and the region registry use it when set.",
     ),
     Setting(
+        "redis_verify_certificate",
+        True,
+        boolean,
+        "rediss:// URLs (`redis` and `rate_limit.storage`): check the server's TLS "
+        "certificate (against the system's CAs, or the URL's `ssl_ca_certs=PATH`). "
+        "`false` for providers whose certificate is self-signed (Heroku Redis): the "
+        "connection is still encrypted, but the server is not authenticated. The URL's "
+        "own `ssl_cert_reqs=` (redis-py's parameter) wins over it.",
+    ),
+    Setting(
         "plans",
         {},
         validate_plans,
@@ -263,6 +292,15 @@ SETTINGS = [
         "events), gunicorn's lines and tracebacks included.",
     ),
     Setting(
+        "access_log",
+        False,
+        boolean,
+        "One log line per HTTP request and per WebSocket (when it ends, status 101): "
+        "method, path (token redacted), status, duration (seconds), ip; logger "
+        "`wsserver.access`. Under gunicorn, `--access-logfile` turns it on too (the "
+        "lines then go where gunicorn's access log goes).",
+    ),
+    Setting(
         "metrics",
         None,
         _bearer_section,
@@ -283,34 +321,77 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(value: Any, env: Mapping[str, str], key: str = "config") -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree."""
+def expand_env(
+    value: Any,
+    env: Mapping[str, str],
+    key: str = "config",
+    sources: dict[str, list[tuple[str, bool]]] | None = None,
+    problems: Problems | None = None,
+) -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree.
+
+    `sources` (when given) gets, for each key whose string held a ${VAR}, the variables
+    and whether each was set, so an error about the key can name them. With `problems`
+    every unset variable without a default is recorded there (and replaced by "");
+    without it the first one raises."""
     if isinstance(value, dict):
         return {
-            k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k))
+            k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k), sources, problems)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [expand_env(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [expand_env(v, env, f"{key}[{i}]", sources, problems) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def replace(match):
             name, default = match.group(1), match.group(2)
+            if sources is not None:
+                sources.setdefault(key, []).append((name, name in env))
             if name in env:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(key, f"environment variable {name} is not set")
+            error = ConfigError(key, f"environment variable {name} is not set")
+            if problems is None:
+                raise error
+            problems.errors.append(error)
+            return ""
 
         return _VAR.sub(replace, value)
     return value
 
 
-class Config:
-    """Validated settings as attributes (`config.storage`); `raw` keeps the mapping."""
+def name_sources(
+    errors: list[ConfigError], sources: Mapping[str, list[tuple[str, bool]]]
+) -> list[ConfigError]:
+    """`errors` with each key's first problem only (an unset variable leaves its key
+    empty: "is not set" says it all), each naming the environment variables its value
+    came from: `(from $WSSERVER_SECRET)`, `($DEV_SECRET is unset: its default was used)`."""
+    seen, named = set(), []
+    for error in errors:
+        if error.key in seen:
+            continue
+        seen.add(error.key)
+        notes = [
+            f"from ${name}" if is_set else f"${name} is unset: its default was used"
+            for name, is_set in sources.get(error.key, ())
+            if name not in error.message
+        ]
+        named.append(
+            ConfigError(error.key, f"{error.message} ({'; '.join(notes)})") if notes else error
+        )
+    return named
 
-    def __init__(self, values: dict[str, Any]) -> None:
+
+class Config:
+    """Validated settings as attributes (`config.storage`); `raw` keeps the mapping,
+    `sources` the environment variables each key's value came from (expand_env)."""
+
+    def __init__(
+        self, values: dict[str, Any], sources: dict[str, list[tuple[str, bool]]] | None = None
+    ) -> None:
         self.raw = values
+        self.sources = sources or {}
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -319,24 +400,58 @@ class Config:
         cls,
         mapping: Mapping[str, Any],
         env: Mapping[str, str] | None = None,
+        checks: Iterable[Callable[[dict[str, Any]], None]] = (),
     ) -> Config:
+        """Validate `mapping` (a parsed YAML tree); every problem at once as
+        ConfigErrors, each naming its key and the variables that filled it.
+
+        `checks` run after the settings, each given the settings that are valid (the
+        callers' cross-checks: tokens, plans, webhooks, the process's own rules); their
+        ConfigErrors are reported with the rest."""
         env = os.environ if env is None else env
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
-        mapping = expand_env(mapping, env)
-        known_keys("", mapping, _BY_NAME)
-        values = {}
+        problems, sources = Problems(), {}
+        mapping = expand_env(mapping, env, sources=sources, problems=problems)
+        with problems.check():
+            known_keys("", mapping, _BY_NAME)
+        values, failed = {}, set()
         for setting in SETTINGS:
-            if setting.name in mapping:
-                values[setting.name] = setting.validate(setting.name, mapping[setting.name])
-            else:
+            if setting.name not in mapping:
                 values[setting.name] = setting.default
-        if values["auth"] is None:
-            raise ConfigError("auth", "is required (at least one tenant with a key)")
-        check_region_map(values, env)
+                continue
+            before = len(problems.errors)
+            with problems.check():
+                values[setting.name] = setting.validate(setting.name, mapping[setting.name])
+            if len(problems.errors) > before:
+                failed.add(setting.name)
+                values[setting.name] = setting.default  # for the cross-checks below
+        if "auth" not in failed and values.get("auth") is None:
+            problems.errors.append(
+                ConfigError("auth", "is required (at least one tenant with a key)")
+            )
+            failed.add("auth")
+        if not failed & {"region", "regions", "pins"}:
+            with problems.check():
+                check_region_map(values, env)
+        if values["redis_verify_certificate"] is False:
+            # Applied to the URLs themselves, so every Redis client reads it from them.
+            if values["redis"]:
+                values["redis"] = without_certificate_check(values["redis"])
+            if isinstance(values["rate_limit"], dict) and values["rate_limit"].get("storage"):
+                values["rate_limit"]["storage"] = without_certificate_check(
+                    values["rate_limit"]["storage"]
+                )
         if env.get("PORT"):
-            values["port"] = integer(0, 65535)("PORT", _env_int(env["PORT"]))
-        return cls(values)
+            with problems.check():
+                values["port"] = integer(0, 65535)("PORT", _env_int(env["PORT"]))
+        valid = {name: value for name, value in values.items() if name not in failed}
+        for check in checks:
+            with problems.check():
+                check(valid)
+        problems.errors = name_sources(problems.errors, sources)
+        problems.raise_all()
+        return cls(values, sources)
 
     @classmethod
     def load(
@@ -344,6 +459,7 @@ class Config:
         path: str | None = None,
         env: Mapping[str, str] | None = None,
         fallback: str | None = None,
+        checks: Iterable[Callable[[dict[str, Any]], None]] = (),
     ) -> Config:
         """The config file `path`, else `$WSSERVER_CONFIG`, else `fallback`. Without
         a fallback (the production entry point) a missing `$WSSERVER_CONFIG` is a
@@ -364,7 +480,7 @@ class Config:
             raise ConfigError("config", f"cannot read {path}: {e.strerror}") from e
         except yaml.YAMLError as e:
             raise ConfigError("config", f"{path} is not valid YAML: {e}") from e
-        return cls.from_mapping(mapping, env)
+        return cls.from_mapping(mapping, env, checks)
 
 
 def _env_int(text):

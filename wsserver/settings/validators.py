@@ -12,10 +12,11 @@ without pulling in the settings table (settings/config.py, which imports them).
 """
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 
 Validator = Callable[[str, Any], Any]
 
@@ -99,8 +100,36 @@ def mapping(key: str, value: Any) -> dict:
     return value
 
 
+def boolean(key: str, value: Any) -> bool:
+    """true or false: YAML's booleans, or the strings "true" and "false" (what a
+    `"${VAR:-false}"` gives); nothing else (not 0/1, not "yes")."""
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, not {value!r}")
+    return value
+
+
+def long_secret(minimum: int, what: str = "") -> Validator:
+    """A secret string of at least `minimum` bytes (UTF-8). `what` says why that many
+    (e.g. "RFC 7518 §3.2") in the error."""
+
+    def check(key, value):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"is required (empty or unset): {minimum} bytes at least")
+        size = len(value.encode("utf-8"))
+        if size < minimum:
+            why = f", {what}" if what else ""
+            raise ConfigError(
+                key, f"is too short: {size} bytes, at least {minimum} are needed{why}"
+            )
+        return value
+
+    return check
+
+
 def known_keys(key: str, mapping: Mapping, known: Iterable[str]) -> Mapping:
-    """Refuse the first key of `mapping` (sorted) that is not in `known`, naming it in
+    """Refuse every key of `mapping` that is not in `known` (sorted), naming each in
     full (`auth.tenants.acme.apps.editor.alowed_origins`): a typo must stop start-up,
     never be ignored (a misspelled `allowed_origins` would leave an app open to every
     Origin). Returns `mapping`."""
@@ -108,10 +137,37 @@ def known_keys(key: str, mapping: Mapping, known: Iterable[str]) -> Mapping:
     unknown = sorted(str(name) for name in mapping if name not in known)
     if unknown:
         prefix = f"{key}." if key else ""
-        raise ConfigError(
-            f"{prefix}{unknown[0]}", f"unknown setting (known here: {', '.join(sorted(known))})"
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"{prefix}{name}", f"unknown setting (known here: {', '.join(sorted(known))})"
+                )
+                for name in unknown
+            ]
         )
     return mapping
+
+
+class Problems:
+    """Every ConfigError of one pass over a config, so that one boot reports them all:
+    `with problems.check(): ...` keeps what the block raised and goes on."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as e:
+            self.errors.extend(e.problems)
+
+    def raise_all(self) -> None:
+        """Raise what was found: the one ConfigError, or ConfigErrors for several."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)
 
 
 def section(

@@ -1,8 +1,10 @@
 """One way to reach Redis: the client factory with the project's timeouts, and the
 fail-fast window that keeps a hung Redis from making every handshake wait.
 
-Every Redis user (the limits' rate storage and quotas, the region registry) takes its
-client from `client()`, so one set of timeouts applies: a handshake waits at most one
+Every Redis user (the limits' quotas, the region registry, the fan-out, the admin
+board) takes its client from `client()`, and the limits' rate storage from
+`rate_storage()`: every Redis connection of the process is made here, so one set of
+timeouts (and one reading of the URL, TLS included) applies: a handshake waits at most one
 `SOCKET_TIMEOUT` on a Redis that does not answer. After a failure, `FailFast` makes the
 handshake-path calls of every user that shares it skip Redis at once, for a growing,
 capped window (each user then does what it does without Redis: the limits admit, the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 
@@ -36,6 +39,19 @@ def client(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **settings)
 
 
+def without_certificate_check(url: str) -> str:
+    """`url` with `ssl_cert_reqs=none` (redis-py's query parameter) when it is a
+    rediss:// URL that does not say otherwise: TLS that encrypts but does not check
+    the server's certificate (also skips the host name check), for providers whose
+    certificate is self-signed (Heroku Redis). Every Redis user reads it from the URL,
+    the `limits` library's storage included."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return url
+    query = f"{parts.query}&ssl_cert_reqs=none" if parts.query else "ssl_cert_reqs=none"
+    return urlunsplit(parts._replace(query=query))
+
+
 def redis_check(client: redis.Redis) -> Callable[[], str | None]:
     """A /healthz check (wsserver/http/health.py) that PINGs `client`'s Redis: None when
     it answers, else why not."""
@@ -50,9 +66,17 @@ def redis_check(client: redis.Redis) -> Callable[[], str | None]:
     return check
 
 
-def storage_options() -> dict[str, float]:
-    """The same timeouts for the `limits` library's Redis storage."""
-    return {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+def rate_storage(url: str, key_prefix: str) -> Any:
+    """The `limits` library's Redis storage for `url` (the handshake rate), with the
+    same timeouts; it reads the URL as redis-py does (rediss://, ssl_cert_reqs=...)."""
+    from limits.storage import storage_from_string
+
+    return storage_from_string(
+        url,
+        key_prefix=key_prefix,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+    )
 
 
 class FailFast:

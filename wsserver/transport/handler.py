@@ -35,6 +35,8 @@ import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
+from ..logs import log_access
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -138,6 +140,31 @@ class WebSocketRequestHandler(WebSocketHandler):
         # ~2 KB per connection.
         self.headers = self.response_headers = None
         super().run_websocket()
+
+    def log_request(self) -> None:
+        """One access line per request (a WebSocket's when it ends: status 101, its
+        lifetime as the duration) on the app's `access_log` logger, when it has one
+        (`access_log: true`, or gunicorn's --access-logfile). gevent-websocket's own
+        line (logger `geventwebsocket.handler`, plain HTTP only) is not used: it is why
+        gunicorn's access log stayed empty (gunicorn writes it from its own pywsgi
+        handler, which this one is not)."""
+        logger = getattr(self.server.application, "access_log", None)
+        if logger is None:
+            return
+        environ = self.environ or {}
+        status = str(self._orig_status or self.status or "000").split()[0]
+        finished = self.time_finish or time.time()
+        address = self.client_address
+        log_access(
+            logger,
+            method=environ.get("REQUEST_METHOD", "-"),
+            path=environ.get("PATH_INFO", "")
+            + (f"?{q}" if (q := environ.get("QUERY_STRING")) else ""),
+            status=int(status) if status.isdigit() else 0,
+            duration=finished - self.time_start,
+            # After the app: REMOTE_ADDR is the client behind `trusted_proxies`.
+            ip=environ.get("REMOTE_ADDR") or (address[0] if isinstance(address, tuple) else "-"),
+        )
 
     def upgrade_websocket(self) -> list[bytes] | None:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..settings.validators import known_keys
+from ..settings.validators import Problems, known_keys, long_secret
 
 DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_CREATED = "document.created"
@@ -26,6 +26,8 @@ DEFAULT_DEBOUNCE = 2.0
 # The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
 MAX_DEBOUNCE = 10.0
 MIN_DEBOUNCE = 0.1
+# The signing key: as long as SHA-256's output, as RFC 2104 and RFC 7518 §3.2 ask.
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: each entry is its own hook
@@ -56,9 +58,9 @@ def _parse_hook(path, entry):
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{path}.url", "must be an http:// or https:// URL")
-    secret = entry.get("secret")
-    if not isinstance(secret, str) or not secret:
-        raise ConfigError(f"{path}.secret", "is required (empty or unset)")
+    secret = long_secret(MIN_SECRET_BYTES, "as an HMAC-SHA256 key")(
+        f"{path}.secret", entry.get("secret")
+    )
     events = entry.get("events", list(EVENTS))
     if not isinstance(events, list) or not events:
         raise ConfigError(f"{path}.events", f"must be a non-empty list of {', '.join(EVENTS)}")
@@ -81,11 +83,13 @@ def _parse_hook(path, entry):
 
 def hooks_by_app(authenticator):
     """{(tenant, app): [Hook]} for every app that has webhooks."""
-    hooks = {}
+    hooks, problems = {}, Problems()
     for tenant in authenticator.tenants.values():
         for app in tenant.apps.values():
             path = f"auth.tenants.{tenant.name}.apps.{app.name}.webhooks"
-            parsed = parse_hooks(path, app.settings.get("webhooks"))
-            if parsed:
-                hooks[(tenant.name, app.name)] = parsed
+            with problems.check():
+                parsed = parse_hooks(path, app.settings.get("webhooks"))
+                if parsed:
+                    hooks[(tenant.name, app.name)] = parsed
+    problems.raise_all()
     return hooks
