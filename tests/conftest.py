@@ -381,9 +381,7 @@ class RedisProcess:
 
     def _check_own(self):
         """The server on our port is the one we started (not another worker's)."""
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = self.client()
         try:
             pid = client.info("server")["process_id"]
         finally:
@@ -391,6 +389,12 @@ class RedisProcess:
         if pid != self.proc.pid:
             self.proc.kill()
             pytest.fail(f"port {self.port} answers redis-server pid {pid}, not ours")
+
+    def client(self, **options):
+        """A redis-py client of this server."""
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5, **options)
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -442,6 +446,9 @@ class TlsRedisProcess(RedisProcess):
     @property
     def url(self):
         return f"rediss://127.0.0.1:{self.port}/0"
+
+    def client(self, **options):
+        return super().client(ssl_ca_certs=str(self.ca), **options)
 
     def command(self):
         return [*super().command()[:1], *self.tls_args, *super().command()[3:]]
