@@ -145,6 +145,17 @@ class ServerProcess:
     def log(self):
         return "".join(self.output)
 
+    def wait_log(self, text, timeout=5):
+        """The log once it holds `text` (a reader thread takes the server's output, so a
+        line the server wrote just now may not be in `log()` yet); fails after
+        `timeout` seconds without it."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server's log:\n{log}")
+            time.sleep(0.02)
+        return log
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Send `sig` and wait; returns the exit code."""
         if self.proc is None or self.proc.poll() is not None:

@@ -40,7 +40,7 @@ def test_an_expired_token_closes_its_connection_with_4002(start_server, tmp_path
     lasting.send(second)
     lasting.wait_for(second)
     assert text_of(lasting.sync()) == "before after"
-    assert "closing 127.0.0.1: 4002 token expired" in server.log()
+    server.wait_log("closing 127.0.0.1: 4002 token expired")
     for c in (expiring, lasting):
         c.close()
 
