@@ -263,21 +263,28 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
     assert "blocks the whole process" not in out.stderr
 
 
-def test_readiness_fails_while_postgres_is_down(own_postgres, stores):
+def test_readiness_blames_only_a_wedged_pool_never_a_shared_outage(own_postgres, stores):
+    """Postgres down is every process's outage: readiness holds, health says so. A pool
+    that cannot hand out a connection while the database answers others is this
+    process's own fault: readiness fails, and holds again once the pool is free."""
     from wsserver.documents.storage import StoreError
 
-    store = PostgresStore(own_postgres.url()).start()
+    store = PostgresStore(own_postgres.url(), pool_size=1, timeout=1).start()
     stores.append(store)
     store.check()
+    assert store.health() is None
     own_postgres.stop()
-    with pytest.raises(StoreError):
+    for _ in range(3):
         store.check()
+    assert store.health().startswith("unreachable: "), store.health()
     own_postgres.start()
     deadline = time.monotonic() + 20
-    while True:  # the pool reconnects by itself
-        try:
+    while store.health() is not None:  # the pool reconnects by itself
+        assert time.monotonic() < deadline, "the pool did not reconnect"
+        time.sleep(0.2)
+    held = store.pool.getconn()  # its only connection, never given back: wedged
+    with pytest.raises(StoreError, match="while storage answers"):
+        for _ in range(4):
             store.check()
-            break
-        except StoreError:
-            assert time.monotonic() < deadline, "the pool did not reconnect"
-            time.sleep(0.2)
+    store.pool.putconn(held)
+    store.check()

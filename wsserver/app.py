@@ -16,7 +16,6 @@ this function is the one place that shows who calls whom.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,7 +100,14 @@ def create_app(
     redis_fail_fast = FailFast()
     quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
-    store = open_store(config.storage, sync=config.storage_sync, pool_size=config.storage_pool_size)
+    store = open_store(
+        config.storage,
+        sync=config.storage_sync,
+        pool_size=config.storage_pool_size,
+        timeout=config.storage_timeout,
+        statement_timeout=config.storage_statement_timeout,
+        lock_timeout=config.storage_lock_timeout,
+    )
     region_map = RegionMap.from_config(config)
 
     registry = None  # built below: it needs the documents, which ask it before compacting
@@ -151,7 +157,8 @@ def create_app(
     def health_body():
         body = {
             "status": "ok",
-            "pid": os.getpid(),
+            **probes.identity(),
+            "store": store.health() or "ok",
             "rooms": len(documents),
             "connections": len(endpoint.connections),
             "refused": {str(code): n for code, n in quota.refusals.counts().items()},
@@ -167,6 +174,8 @@ def create_app(
             body["redis"] = health.run_checks(remote)
             if any(state != "ok" for state in body["redis"].values()):
                 body["status"] = "degraded"  # still serving what it hosts
+        if body["store"] != "ok":
+            body["status"] = "degraded"  # still serving what it holds; commits retried
         if fanout.enabled and body["fanout"]["state"] != "up":
             body["status"] = "degraded"  # serving, but other processes' edits arrive late
         return body
@@ -182,7 +191,7 @@ def create_app(
     app.header_timeout = config.header_timeout
     app.on_header_timeout = endpoint.header_timed_out
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
-    app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
+    app.register_blueprint(probes.blueprint(readiness_checks(endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
@@ -206,18 +215,16 @@ def create_app(
     return app
 
 
-def readiness_checks(config, endpoint, store):
-    """/readyz's checks, in order: accepting connections, the store, Redis if set."""
+def readiness_checks(endpoint, store):
+    """/readyz's checks, in order: accepting connections, this process's way to the
+    store, its event loop. Nothing every process shares (Redis, the database itself):
+    see http/probes.py."""
 
     def server():
         if not endpoint.ready:
             raise RuntimeError("shutting down")
 
-    checks = {"server": server, "store": store.check}
-    if config.redis:
-        # Pinged directly, never skipped by the fail-fast window: the probe tells the truth.
-        checks["redis"] = redis_client(config.redis).ping
-    return checks
+    return {"server": server, "store": store.check, "hub": probes.HubWatch().check}
 
 
 def endpoint_of(app: Flask) -> WebSocketEndpoint:
