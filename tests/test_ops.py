@@ -308,6 +308,38 @@ def test_metrics_token(start_server):
     assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
 
 
+def test_gunicorn_keeps_serving_all_but_readyz_during_the_drain(tmp_path):
+    """SIGTERM to the master (a platform stopping the dyno): for `shutdown_drain` seconds
+    every worker still accepts and serves /livez and /healthz while /readyz answers 503;
+    then the worker stops. (gunicorn's own SIGTERM handling closed the listening socket
+    within a second: connections were refused for the rest of the drain.)"""
+    server = Gunicorn(write_config(tmp_path, shutdown_drain=3), workers=1)
+    try:
+        assert http("GET", f"{server.http}/readyz")[0] == 200
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        seen = []
+        while time.monotonic() < signalled + 2.5:
+            try:
+                seen.append(
+                    (
+                        http("GET", f"{server.http}/livez", timeout=2)[0],
+                        http("GET", f"{server.http}/healthz", timeout=2)[0],
+                        http("GET", f"{server.http}/readyz", timeout=2)[:2],
+                    )
+                )
+            except OSError as e:  # refused: the worker stopped accepting
+                seen.append(repr(e))
+            time.sleep(0.2)
+        assert len(seen) > 5 and all(
+            isinstance(s, tuple) and s[:2] == (200, 200) and s[2][0] == 503 for s in seen[1:]
+        ), seen
+        assert seen[-1][2][1]["checks"]["server"] == "shutting down"
+        assert server.proc.wait(25) == 0
+    finally:
+        server.kill()
+
+
 def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redis_url):
     # Two workers need `redis` (gunicorn refuses them without it: tests/test_fanout.py).
     server = Gunicorn(write_config(tmp_path, log_format="json", redis=redis_url), workers=2)
