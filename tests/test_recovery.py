@@ -140,3 +140,70 @@ def test_a_probed_process_recovers_from_a_postgres_outage(
     reader = Client(server, name)
     assert str(reader.sync().get("t", type=type(editor.text))) == "kept during"
     reader.close()
+
+
+def test_every_gunicorn_worker_recovers_from_a_postgres_stall(own_postgres, redis_url, tmp_path):
+    """The Procfile's gunicorn with 2 workers (wsserver/gunicorn_conf.py), both probed:
+    after Postgres is frozen and thawed, every worker's writers are confirmed within 5 s
+    and every worker loads new documents."""
+    from test_ops import Gunicorn, write_config
+
+    server = Gunicorn(
+        write_config(tmp_path, storage=own_postgres.url(), storage_pool_size=2, redis=redis_url),
+        workers=2,
+    )
+    writers = []
+    try:
+        # Writers until both workers hold some (a worker's /healthz counts its own);
+        # opened a few at a time, or the worker that won the first accept takes them all.
+        connections = {}
+
+        def writer(n):
+            editor = Editor(client_id=50 + n)
+            client = Client(server, f"gunicorn-{uuid.uuid4().hex[:8]}")
+            kept = codec.sync_update(editor.insert("kept"))
+            client.send(kept)
+            client.wait_for(kept)
+            writers.append((editor, client))
+
+        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
+            batch = [threading.Thread(target=writer, args=(len(writers) + i,)) for i in range(4)]
+            for thread in batch:
+                thread.start()
+            for thread in batch:
+                thread.join(10)
+            for _ in range(6):
+                _, body = get(f"{server.http}/healthz")
+                connections[body["pid"]] = body["connections"]
+        assert len(connections) == 2 and all(connections.values()), connections
+        prober = Prober(server)
+        try:
+            time.sleep(1.5)
+            own_postgres.pause()
+            sent = []
+            for editor, client in writers:
+                sent.append(codec.sync_update(editor.insert(" during")))
+                client.send(sent[-1])
+            time.sleep(8)
+            own_postgres.resume()
+            back = time.monotonic()
+            for (_, client), update in zip(writers, sent):
+                client.wait_for(update, timeout=max(0.1, back + 6 - time.monotonic()))
+            time.sleep(1.5)
+            served = [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
+            served += [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
+            pids = {}
+            while len(pids) < 2 and len(served) < 20:
+                served.append(handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0])
+                _, body = get(f"{server.http}/healthz")
+                pids[body["pid"]] = body["store"]
+            assert set(served) == {"served"} and pids == dict.fromkeys(connections, "ok")
+        finally:
+            prober.stop()
+        readyz = [r for _, p, s, r in prober.seen if p == "/readyz"]
+        assert len({r["pid"] for r in readyz}) == 2  # both workers were probed
+        assert all(r["status"] == "ready" for r in readyz), readyz
+    finally:
+        for _, client in writers:
+            client.close()
+        server.kill()
