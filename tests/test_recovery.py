@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import base_config
+from conftest import base_config, make_token
 from test_bad_input import Client, Editor
 from test_outages import handshake_outcome
 
@@ -207,3 +207,46 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(own_postgres, redi
         for _, client in writers:
             client.close()
         server.kill()
+
+
+def test_one_region_reads_and_opens_documents_through_a_redis_outage(
+    start_server, own_redis, tmp_path
+):
+    """With a single region nothing needs the region registry in Redis: while Redis is
+    frozen the document API reads, a new document opens, /readyz stays 200 (an outage
+    of every process) and /healthz says "degraded"; the limits admit as documented."""
+    server = start_server(
+        config=base_config(
+            tmp_path, redis=own_redis.url, rate_limit={"handshakes_per_ip": "1000/minute"}
+        )
+    )
+    name = f"read-{uuid.uuid4().hex[:8]}"
+    editor = Editor(client_id=61)
+    writer = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    writer.send(kept)
+    writer.wait_for(kept)
+    writer.close()
+    prober = Prober(server)
+    request = urllib.request.Request(
+        f"{server.http}/v1/documents/{name}?format=json",
+        headers={"Authorization": f"Bearer {make_token()}"},
+    )
+    try:
+        time.sleep(1.5)
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(3):
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read()) == {"t": "kept"}
+            code, elapsed = handshake_outcome(server, f"new-{uuid.uuid4().hex[:8]}")
+            assert code == "served" and elapsed < 3, (code, elapsed)
+            time.sleep(1)
+        stalled = time.monotonic()
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+        prober.stop()
+    readyz = prober.between(started, stalled, "/readyz")
+    assert readyz and not [r for r in readyz if r[0] != 200], readyz
+    healthz = prober.between(started + 1.5, stalled, "/healthz")
+    assert healthz and all(b["status"] == "degraded" for _, b in healthz), healthz
