@@ -41,6 +41,23 @@ def get(url, timeout=10):
         return None, repr(e)
 
 
+def api_read(server, name):
+    """(status, seconds) of the document API's read of `name`; (None, seconds) when no
+    answer came within 20 s."""
+    started = time.monotonic()
+    request = urllib.request.Request(
+        f"{server.http}/v1/documents/{name}", headers={"Authorization": f"Bearer {make_token()}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except OSError:
+        status = None
+    return status, time.monotonic() - started
+
+
 class Prober:
     """Polls /readyz and /healthz once a second from a thread: (when, path, status,
     body) in `seen`."""
@@ -87,7 +104,7 @@ OUTAGES = {
 
 @pytest.mark.parametrize("outage", sorted(OUTAGES))
 def test_a_probed_process_recovers_from_a_postgres_outage(
-    outage, own_postgres, start_server, tmp_path
+    outage, own_postgres, start_server, tmp_path, request
 ):
     down, up, seconds = OUTAGES[outage]
     server = start_server(
@@ -107,9 +124,17 @@ def test_a_probed_process_recovers_from_a_postgres_outage(
         during = codec.sync_update(editor.insert(" during"))
         writer.send(during)
         if outage == "sigstop":
-            # A document that is not loaded: refused within the promised 5 s, never hung.
+            # (resumed however this ends: a frozen Postgres never stops)
+            request.addfinalizer(own_postgres.resume)
+            # A document that is not loaded: a handshake is refused within the promised
+            # 5 s, and the document API's read answers 503 as soon, never hung.
+            read = []
+            reader = threading.Thread(target=lambda: read.append(api_read(server, name + "-2")))
+            reader.start()
             code, elapsed = handshake_outcome(server, f"new-{uuid.uuid4().hex[:8]}", timeout=20)
             assert code == 1011 and elapsed < 7, (code, elapsed)
+            reader.join(20)
+            assert read and read[0][0] == 503 and read[0][1] < 7, read
         time.sleep(max(0.0, started + seconds - time.monotonic()))
         up(own_postgres)
         back = time.monotonic()
@@ -142,7 +167,32 @@ def test_a_probed_process_recovers_from_a_postgres_outage(
     reader.close()
 
 
-def test_every_gunicorn_worker_recovers_from_a_postgres_stall(own_postgres, redis_url, tmp_path):
+def test_a_load_on_a_frozen_postgres_is_refused_within_5_s(
+    own_postgres, start_server, tmp_path, request
+):
+    """The pool hands the load an idle connection whose backend is frozen: the query
+    hangs until Postgres thaws, but the handshake waiting on it is refused with 1011
+    within the README's 5 s, and the document API's read answers 503 as soon. Once
+    Postgres answers, the same document is served."""
+    server = start_server(config=base_config(tmp_path, storage=own_postgres.url()))
+    assert handshake_outcome(server, f"warm-{uuid.uuid4().hex[:8]}")[0] == "served"
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    own_postgres.pause()
+    name = f"frozen-{uuid.uuid4().hex[:8]}"
+    code, elapsed = handshake_outcome(server, name, timeout=15)
+    assert code == 1011 and 4 < elapsed < 7, (code, elapsed)
+    status, elapsed = api_read(server, f"{name}-2")
+    assert status == 503 and elapsed < 7, (status, elapsed)
+    own_postgres.resume()
+    deadline = time.monotonic() + 10
+    while handshake_outcome(server, name)[0] != "served":
+        assert time.monotonic() < deadline, "never served after Postgres thawed"
+        time.sleep(0.2)
+
+
+def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
+    own_postgres, redis_url, tmp_path, request
+):
     """The Procfile's gunicorn with 2 workers (wsserver/gunicorn_conf.py), both probed:
     after Postgres is frozen and thawed, every worker's writers are confirmed within 5 s
     and every worker loads new documents."""
@@ -179,6 +229,7 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(own_postgres, redi
         prober = Prober(server)
         try:
             time.sleep(1.5)
+            request.addfinalizer(own_postgres.resume)  # however this ends
             own_postgres.pause()
             sent = []
             for editor, client in writers:
