@@ -58,6 +58,16 @@ def api_read(server, name):
     return status, time.monotonic() - started
 
 
+def confirmed_writer(server, name, client_id):
+    """(editor, client) of a writer of `name` whose "kept" the server confirmed."""
+    editor = Editor(client_id=client_id)
+    client = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    client.send(kept)
+    client.wait_for(kept)
+    return editor, client
+
+
 class Prober:
     """Polls /readyz and /healthz once a second from a thread: (when, path, status,
     body) in `seen`."""
@@ -111,11 +121,7 @@ def test_a_probed_process_recovers_from_a_postgres_outage(
         config=base_config(tmp_path, storage=own_postgres.url(), storage_pool_size=2)
     )
     name = f"outage-{uuid.uuid4().hex[:8]}"
-    editor = Editor(client_id=41)
-    writer = Client(server, name)
-    kept = codec.sync_update(editor.insert("kept"))
-    writer.send(kept)
-    writer.wait_for(kept)
+    editor, writer = confirmed_writer(server, name, 41)
     prober = Prober(server)
     try:
         time.sleep(1.5)
@@ -209,12 +215,7 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
         connections = {}
 
         def writer(n):
-            editor = Editor(client_id=50 + n)
-            client = Client(server, f"gunicorn-{uuid.uuid4().hex[:8]}")
-            kept = codec.sync_update(editor.insert("kept"))
-            client.send(kept)
-            client.wait_for(kept)
-            writers.append((editor, client))
+            writers.append(confirmed_writer(server, f"gunicorn-{uuid.uuid4().hex[:8]}", 50 + n))
 
         while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
             batch = [threading.Thread(target=writer, args=(len(writers) + i,)) for i in range(4)]
@@ -272,11 +273,7 @@ def test_one_region_reads_and_opens_documents_through_a_redis_outage(
         )
     )
     name = f"read-{uuid.uuid4().hex[:8]}"
-    editor = Editor(client_id=61)
-    writer = Client(server, name)
-    kept = codec.sync_update(editor.insert("kept"))
-    writer.send(kept)
-    writer.wait_for(kept)
+    _, writer = confirmed_writer(server, name, 61)
     writer.close()
     prober = Prober(server)
     request = urllib.request.Request(
