@@ -469,6 +469,26 @@ def test_redis_down_degrades_healthz_not_readyz(start_server, own_redis):
     assert any(state != "ok" for state in body["redis"].values()) and body["store"] == "ok"
 
 
+def test_readyz_hub_check_fails_for_a_while_after_the_event_loop_was_blocked():
+    """The `hub` check of /readyz: a blocked event loop is this process's own fault."""
+    import gevent
+
+    from wsserver.http.probes import HubWatch
+
+    watch = HubWatch(tick=0.02, late=0.2, window=0.5)
+    try:
+        gevent.sleep(0.05)
+        watch.check()
+        time.sleep(0.4)  # not gevent's: the whole loop stands still
+        gevent.sleep(0.05)
+        with pytest.raises(RuntimeError, match=r"event loop blocked for 0\.\d s"):
+            watch.check()
+        gevent.sleep(0.6)
+        watch.check()  # the window has passed
+    finally:
+        watch.stop()
+
+
 def test_readyz_turns_503_as_soon_as_sigterm_arrives(start_server, providers):
     server = start_server(shutdown_drain=2)
     p = providers(server.url, doc_name("drain"), ["alice"])
