@@ -335,6 +335,10 @@ def test_gunicorn_keeps_serving_all_but_readyz_during_the_drain(tmp_path):
             isinstance(s, tuple) and s[:2] == (200, 200) and s[2][0] == 503 for s in seen[1:]
         ), seen
         assert seen[-1][2][1]["checks"]["server"] == "shutting down"
+        # A new WebSocket client too, 2.5 s into the drain.
+        from test_outages import handshake_outcome
+
+        assert handshake_outcome(server, doc_name("drain"))[0] == "served"
         assert server.proc.wait(25) == 0
     finally:
         server.kill()
