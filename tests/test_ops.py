@@ -328,6 +328,42 @@ def test_metrics_token(start_server):
     assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
 
 
+def test_gunicorn_keeps_serving_all_but_readyz_during_the_drain(tmp_path):
+    """SIGTERM to the master (a platform stopping the dyno): for `shutdown_drain` seconds
+    every worker still accepts and serves /livez and /healthz while /readyz answers 503;
+    then the worker stops. (gunicorn's own SIGTERM handling closed the listening socket
+    within a second: connections were refused for the rest of the drain.)"""
+    server = Gunicorn(write_config(tmp_path, shutdown_drain=3), workers=1)
+    try:
+        assert http("GET", f"{server.http}/readyz")[0] == 200
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        seen = []
+        while time.monotonic() < signalled + 2.5:
+            try:
+                seen.append(
+                    (
+                        http("GET", f"{server.http}/livez", timeout=2)[0],
+                        http("GET", f"{server.http}/healthz", timeout=2)[0],
+                        http("GET", f"{server.http}/readyz", timeout=2)[:2],
+                    )
+                )
+            except OSError as e:  # refused: the worker stopped accepting
+                seen.append(repr(e))
+            time.sleep(0.2)
+        assert len(seen) > 5 and all(
+            isinstance(s, tuple) and s[:2] == (200, 200) and s[2][0] == 503 for s in seen[1:]
+        ), seen
+        assert seen[-1][2][1]["checks"]["server"] == "shutting down"
+        # A new WebSocket client too, 2.5 s into the drain.
+        from test_outages import handshake_outcome
+
+        assert handshake_outcome(server, doc_name("drain"))[0] == "served"
+        assert server.proc.wait(25) == 0
+    finally:
+        server.kill()
+
+
 def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redis_url):
     # Two workers need `redis` (gunicorn refuses them without it: tests/test_fanout.py).
     server = Gunicorn(write_config(tmp_path, log_format="json", redis=redis_url), workers=2)
@@ -405,37 +441,39 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
 # --- /livez, /readyz -----------------------------------------------------------------
 
 
-def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(
+READY = {"server": "ok", "store": "ok", "hub": "ok"}
+
+
+def test_failing_commits_degrade_healthz_not_readyz_and_logs_stay_json(
     start_server, providers, tmp_path
 ):
+    """Another process holding the SQLite file's write lock fails every process's
+    commits alike: /healthz says so ("degraded", the reason), /readyz stays 200 (a
+    balancer would take every process out); both name the process."""
     server = start_server(log_format="json")
     assert http("GET", f"{server.http}/livez")[:2] == (200, {"status": "alive"})
-    assert http("GET", f"{server.http}/readyz")[:2] == (
-        200,
-        {"status": "ready", "checks": {"server": "ok", "store": "ok"}},
-    )
+    status, body, _ = http("GET", f"{server.http}/readyz")
+    assert (status, body["status"], body["checks"]) == (200, "ready", READY)
+    assert body["pid"] == server.proc.pid and body["host"]
     p = providers(server.url, doc_name("ready"), ["alice"])
     p.insert(0, "before")
     db = sqlite3.connect(tmp_path / "wsserver.sqlite3", timeout=10)
     db.execute("BEGIN IMMEDIATE")  # another process holds the write lock: commits fail
     p.insert(0, " during", wait=False)
 
-    def not_ready():
-        status, body, _ = http("GET", f"{server.http}/readyz")
-        return body if status == 503 else None
+    def locked():
+        status, body, _ = http("GET", f"{server.http}/healthz")
+        return body if "database is locked" in body["store"] else None
 
-    body = eventually(not_ready, timeout=20, what="/readyz 503")
-    assert body["status"] == "not ready" and body["checks"]["server"] == "ok"
-    assert body["checks"]["store"] != "ok"
-    assert http("GET", f"{server.http}/livez")[0] == 200
-    eventually(
-        lambda: "database is locked" in json.dumps(not_ready() or {}),
-        timeout=20,
-        what="/readyz naming the failing commits",
-    )
+    body = eventually(locked, timeout=20, what="/healthz naming the failing commits")
+    assert body["status"] == "degraded" and body["pid"] == server.proc.pid
+    status, body, _ = http("GET", f"{server.http}/readyz")
+    assert (status, body["checks"]) == (200, READY)
     db.execute("COMMIT")
     assert p.wait("inserted")["text"] == "before during"  # the retried commit went through
-    eventually(lambda: http("GET", f"{server.http}/readyz")[0] == 200, what="ready again")
+    eventually(
+        lambda: http("GET", f"{server.http}/healthz")[1]["store"] == "ok", what="healthy again"
+    )
 
     records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
@@ -443,16 +481,36 @@ def test_readyz_turns_503_while_store_commits_fail_and_logs_stay_json(
     assert failures and "OperationalError" in failures[0]["exc_info"]  # a traceback, as JSON
 
 
-def test_readyz_turns_503_when_redis_is_unreachable(start_server, own_redis):
+def test_redis_down_degrades_healthz_not_readyz(start_server, own_redis):
     server = start_server(redis=own_redis.url)
-    assert http("GET", f"{server.http}/readyz")[:2] == (
-        200,
-        {"status": "ready", "checks": {"server": "ok", "store": "ok", "redis": "ok"}},
-    )
+    status, body, _ = http("GET", f"{server.http}/readyz")
+    assert (status, body["checks"]) == (200, READY)
     own_redis.stop()
     status, body, _ = http("GET", f"{server.http}/readyz")
-    assert status == 503 and body["checks"]["redis"] != "ok", body
-    assert body["checks"]["store"] == "ok"
+    assert (status, body["checks"]) == (200, READY)  # every process shares the outage
+    status, body, _ = http("GET", f"{server.http}/healthz")
+    assert status == 200 and body["status"] == "degraded", body
+    assert any(state != "ok" for state in body["redis"].values()) and body["store"] == "ok"
+
+
+def test_readyz_hub_check_fails_for_a_while_after_the_event_loop_was_blocked():
+    """The `hub` check of /readyz: a blocked event loop is this process's own fault."""
+    import gevent
+
+    from wsserver.http.probes import HubWatch
+
+    watch = HubWatch(tick=0.02, late=0.2, window=0.5)
+    try:
+        gevent.sleep(0.05)
+        watch.check()
+        time.sleep(0.4)  # not gevent's: the whole loop stands still
+        gevent.sleep(0.05)
+        with pytest.raises(RuntimeError, match=r"event loop blocked for 0\.\d s"):
+            watch.check()
+        gevent.sleep(0.6)
+        watch.check()  # the window has passed
+    finally:
+        watch.stop()
 
 
 def test_readyz_turns_503_as_soon_as_sigterm_arrives(start_server, providers):

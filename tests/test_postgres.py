@@ -202,6 +202,40 @@ def test_one_compactor_per_document_at_a_time(pg_url, stores):
     assert text_of(store.load(KEY).updates) == "x"
 
 
+def test_the_database_bounds_every_statement_and_lock_wait(pg_url, stores):
+    """`storage_statement_timeout` and `storage_lock_timeout` are set on every pooled
+    connection: a compaction waiting for another compactor's advisory lock fails after
+    the lock timeout (and is retried later) instead of waiting for ever, and a statement
+    is cancelled by the server."""
+    store = PostgresStore(pg_url, statement_timeout=1.5, lock_timeout=0.3).start()
+    stores.append(store)
+    with store.pool.connection() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("300ms",)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(5)")
+    ids = append_all(store, KEY, [text_update("x")])
+    holder = psycopg.connect(pg_url, autocommit=True)  # another compactor, stuck
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(KEY)))
+    outcome = []
+
+    def compact():
+        try:
+            outcome.append(store.compact(KEY, ids[-1]))
+        except Exception as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=compact)
+    thread.start()
+    thread.join(10)
+    holder.close()
+    assert not thread.is_alive(), "the compaction waited for the lock without bound"
+    assert isinstance(outcome[0], psycopg.errors.LockNotAvailable), outcome
+    assert store.load(KEY).log_count == 1  # left as it was
+    store.compact(KEY, ids[-1])  # the lock is free again
+    assert store.load(KEY).log_count == 0
+
+
 # --- outages -----------------------------------------------------------------------------
 
 
@@ -263,21 +297,28 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
     assert "blocks the whole process" not in out.stderr
 
 
-def test_readiness_fails_while_postgres_is_down(own_postgres, stores):
+def test_readiness_blames_only_a_wedged_pool_never_a_shared_outage(own_postgres, stores):
+    """Postgres down is every process's outage: readiness holds, health says so. A pool
+    that cannot hand out a connection while the database answers others is this
+    process's own fault: readiness fails, and holds again once the pool is free."""
     from wsserver.documents.storage import StoreError
 
-    store = PostgresStore(own_postgres.url()).start()
+    store = PostgresStore(own_postgres.url(), pool_size=1, timeout=1).start()
     stores.append(store)
     store.check()
+    assert store.health() is None
     own_postgres.stop()
-    with pytest.raises(StoreError):
+    for _ in range(3):
         store.check()
+    assert store.health().startswith("unreachable: "), store.health()
     own_postgres.start()
     deadline = time.monotonic() + 20
-    while True:  # the pool reconnects by itself
-        try:
+    while store.health() is not None:  # the pool reconnects by itself
+        assert time.monotonic() < deadline, "the pool did not reconnect"
+        time.sleep(0.2)
+    held = store.pool.getconn()  # its only connection, never given back: wedged
+    with pytest.raises(StoreError, match="while storage answers"):
+        for _ in range(4):
             store.check()
-            break
-        except StoreError:
-            assert time.monotonic() < deadline, "the pool did not reconnect"
-            time.sleep(0.2)
+    store.pool.putconn(held)
+    store.check()

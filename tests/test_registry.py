@@ -516,6 +516,31 @@ def test_evict_flushes_and_drops_only_an_empty_room():
     store.close()
 
 
+def test_evict_gives_up_on_a_compaction_that_never_ends(monkeypatch):
+    """An eviction waits for a compaction under way at most COMPACTION_WAIT seconds, then
+    raises (the registry retries later) with the room kept loaded and its unloader back."""
+    from wsserver.documents import manager
+    from wsserver.documents.manager import DocumentManager
+    from wsserver.documents.storage import StoreError
+    from wsserver.documents.storage.memory import MemoryStore
+
+    monkeypatch.setattr(manager, "COMPACTION_WAIT", 0.2)
+    store = MemoryStore().start()
+    rooms = DocumentManager(store, manager_config())
+    key = DocKey("t", "a", "stuck")
+    conn = FakeConn()
+    room = rooms.join(key, conn)
+    rooms.leave(room, conn)
+    room.compacting = True  # a compaction stuck on storage
+    with gevent.Timeout(5):
+        with pytest.raises(StoreError, match="compaction is still running"):
+            rooms.evict(key)
+    assert rooms.get(key) is room and room.unloader is not None
+    room.compacting = False
+    assert rooms.evict(key) is True
+    store.close()
+
+
 def test_may_compact_only_while_ownership_is_certain():
     clock = FakeClock()
     # heartbeat: 0.4 real seconds, never reached: heartbeats driven by hand

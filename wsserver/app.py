@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -177,7 +176,14 @@ def create_app(
     redis_fail_fast = FailFast()
     quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
-    store = open_store(config.storage, sync=config.storage_sync, pool_size=config.storage_pool_size)
+    store = open_store(
+        config.storage,
+        sync=config.storage_sync,
+        pool_size=config.storage_pool_size,
+        timeout=config.storage_timeout,
+        statement_timeout=config.storage_statement_timeout,
+        lock_timeout=config.storage_lock_timeout,
+    )
     region_map = RegionMap.from_config(config)
 
     registry = None  # built below: it needs the documents, which ask it before compacting
@@ -227,7 +233,8 @@ def create_app(
     def health_body():
         body = {
             "status": "ok",
-            "pid": os.getpid(),
+            **probes.identity(),
+            "store": store.health() or "ok",
             "rooms": len(documents),
             "connections": len(endpoint.connections),
             "refused": {str(code): n for code, n in quota.refusals.counts().items()},
@@ -243,6 +250,8 @@ def create_app(
             body["redis"] = health.run_checks(remote)
             if any(state != "ok" for state in body["redis"].values()):
                 body["status"] = "degraded"  # still serving what it hosts
+        if body["store"] != "ok":
+            body["status"] = "degraded"  # still serving what it holds; commits retried
         if fanout.enabled and body["fanout"]["state"] != "up":
             body["status"] = "degraded"  # serving, but other processes' edits arrive late
         return body
@@ -261,7 +270,7 @@ def create_app(
     # instead when --access-logfile is given).
     app.access_log = logging.getLogger("wsserver.access") if config.access_log else None
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
-    app.register_blueprint(probes.blueprint(readiness_checks(config, endpoint, store)))
+    app.register_blueprint(probes.blueprint(readiness_checks(endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
@@ -285,18 +294,16 @@ def create_app(
     return app
 
 
-def readiness_checks(config, endpoint, store):
-    """/readyz's checks, in order: accepting connections, the store, Redis if set."""
+def readiness_checks(endpoint, store):
+    """/readyz's checks, in order: accepting connections, this process's way to the
+    store, its event loop. Nothing every process shares (Redis, the database itself):
+    see http/probes.py."""
 
     def server():
         if not endpoint.ready:
             raise RuntimeError("shutting down")
 
-    checks = {"server": server, "store": store.check}
-    if config.redis:
-        # Pinged directly, never skipped by the fail-fast window: the probe tells the truth.
-        checks["redis"] = redis_client(config.redis).ping
-    return checks
+    return {"server": server, "store": store.check, "hub": probes.HubWatch().check}
 
 
 def startup_fields(config: Config, workers: int) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """gunicorn settings and hooks: `gunicorn -c python:wsserver.gunicorn_conf ...`.
 
-Shutdown. gunicorn's gevent worker answers SIGTERM by stopping the accept loop and
-waiting up to `graceful_timeout` for requests to finish, but an open WebSocket never
+Shutdown. gunicorn's gevent worker answers SIGTERM by stopping the accept loop (closing
+its listening socket) and waiting up to `graceful_timeout` for requests to finish; the
+hook below lets it do so only after `shutdown_drain`, so that during the drain the
+worker keeps accepting and serving everything but /readyz. An open WebSocket never
 finishes by itself: without the hook below every client would see 1006 after the
 timeout. So SIGTERM also starts the app's own shutdown (close clients with 1012, flush
 every room, release the region claims). The worker's loop returns as soon as its
@@ -135,9 +137,13 @@ def post_worker_init(worker):
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(sig, frame):
-        if callable(previous):
-            previous(sig, frame)
+        # gunicorn's own handler ends the worker's loop, which closes the listening
+        # socket within a second: new connections would be refused for the rest of the
+        # drain. So it runs only once the drain is over (the master waits
+        # `graceful_timeout` before it kills a worker).
         gevent.spawn(endpoint.shutdown, drain=config.shutdown_drain)
+        if callable(previous):
+            gevent.spawn_later(config.shutdown_drain, previous, sig, frame)
 
     signal.signal(signal.SIGTERM, on_term)
 

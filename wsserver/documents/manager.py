@@ -3,9 +3,10 @@ flushing on shutdown.
 
 `join` (a connection) and `hold` (an HTTP API request, for as long as it needs the
 document) are the only ways into a room. The first of them for an unloaded document
-creates the room and loads it; those that arrive meanwhile wait on the same load, and
-nobody is answered before it completes. A failed load fails every waiting one (1011)
-and is forgotten, so the next tries again.
+creates the room and loads it; those that arrive meanwhile wait on the same load, for
+at most `LOAD_WAIT` seconds (storage hung: 1011 then, the load goes on). A failed load
+fails every waiting one (1011) and is forgotten, so the next tries again; a load that
+ends after everyone stopped waiting leaves an idle room, unloaded as usual.
 
 When a room's last connection leaves (and nothing holds it), an unloader waits
 `unload_after` seconds, waits for the room's queued updates to be durable, compacts the
@@ -21,6 +22,7 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -44,6 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNLOAD_RETRY = (0.5, 30.0)  # Backoff(first, cap) of a failed flush before unloading
+# Seconds a join or hold waits for its document's load: the README promises a refusal
+# (1011) within 5 s while storage does not answer.
+LOAD_WAIT = 5.0
+# Seconds an eviction waits for a compaction under way before it gives up (retried).
+COMPACTION_WAIT = 10.0
 
 
 class DocumentManager:
@@ -129,7 +136,9 @@ class DocumentManager:
             metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
         try:
-            room.ready.get()
+            room.ready.get(timeout=LOAD_WAIT)
+        except gevent.Timeout:
+            raise InternalError("document could not be loaded in time") from None
         except Exception as e:
             raise InternalError("document could not be loaded") from e
         if room.unloader is not None:
@@ -153,6 +162,9 @@ class DocumentManager:
             room.ready.set_exception(e)
         else:
             room.ready.set(room)
+            # Those who asked may all have stopped waiting (LOAD_WAIT): unloaded unless
+            # someone joins first (a join stops the unloader).
+            self._unload_when_idle(room)
 
     def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
@@ -206,7 +218,10 @@ class DocumentManager:
         try:
             room.wait_durable()
             gevent.sleep(0)  # let a compaction spawned by the last durable update start
+            deadline = time.monotonic() + COMPACTION_WAIT
             while room.compacting:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{room!r}: a compaction is still running")
                 gevent.sleep(0.01)
             if compact:
                 room.compact()

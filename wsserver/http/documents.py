@@ -33,8 +33,9 @@ from flask import Blueprint, Response, jsonify, request
 from gevent.event import Event
 
 from ..documents.content import document_json
+from ..documents.manager import LOAD_WAIT
 from ..documents.room import API, DURABLE_TIMEOUT
-from ..documents.storage import fold
+from ..documents.storage import StoreError, fold
 from ..errors import (
     BadRequest,
     InternalError,
@@ -87,11 +88,15 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
             raise region_gate.map.redirect(region, key.name)
         room = documents.get(key)
         if room is not None:
-            room.ready.wait()  # a load under way: its result
+            room.ready.wait(LOAD_WAIT)  # a load under way: its result
         if room is not None and room.ready.successful():
             update = room.current_update()
         else:  # not loaded here, or its load failed: storage has every durable update
-            updates = store.load(key).updates
+            try:
+                updates = store.load(key, timeout=LOAD_WAIT).updates
+            except StoreError as e:  # storage down or hung: 503, retry
+                log.warning("GET %s: %s", request.path, e)
+                raise TryAgainLater("storage does not answer; retry") from None
             update = fold(updates) if updates else EMPTY_UPDATE
         if update == EMPTY_UPDATE:
             raise NotFound("no such document")

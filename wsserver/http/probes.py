@@ -1,25 +1,68 @@
 """Health probes for load balancers and orchestrators.
 
     GET /livez   200 while the process serves HTTP (restart it when this fails)
-    GET /readyz  200 {"status": "ready", "checks": {name: "ok"}} when this process
-                 accepts connections and what it depends on answers; else 503 with
-                 each failing check's reason, e.g. {"store": "commits failing: ..."}.
-                 From the moment SIGTERM arrives it answers 503 ("server": "shutting
-                 down"), so a load balancer stops sending new clients first.
+    GET /readyz  200 {"status": "ready", "pid", "host", "checks": {name: "ok"}} unless
+                 something is wrong with THIS process; else 503 with each failing
+                 check's reason. The checks (app.readiness_checks): "server" (503
+                 "shutting down" from the moment SIGTERM arrives, so a load balancer
+                 stops sending new clients first), "store" (503 only when this process's
+                 own connections fail while the storage answers others: a wedged pool),
+                 "hub" (503 for a few seconds after the event loop was blocked).
 
-`/healthz` (wsserver/http/health.py) stays as it was.
+What every process shares (the database or Redis down) never fails /readyz: a load
+balancer would take every process out at once and serve nobody, where each still
+serves the documents it holds. /healthz (wsserver/http/health.py) reports those as
+"degraded", with the reason.
 """
 
 import logging
+import os
+import socket
+import time
 
+import gevent
 from flask import Blueprint, jsonify
 
 log = logging.getLogger(__name__)
 
+HOST = socket.gethostname()
+
+
+def identity() -> dict:
+    """Which process answers: {"pid", "host"} (both probes carry it)."""
+    return {"pid": os.getpid(), "host": HOST}
+
+
+class HubWatch:
+    """Notices when the gevent hub (the event loop every connection of the process
+    shares) was blocked: a greenlet that wakes every `tick` seconds records each wake-up
+    more than `late` seconds overdue. `check` raises for `window` seconds after one."""
+
+    def __init__(self, tick: float = 0.25, late: float = 1.0, window: float = 5.0) -> None:
+        self.tick, self.late, self.window = tick, late, window
+        self.blocked = None  # (when, seconds) of the last overdue wake-up
+        self._greenlet = gevent.spawn(self._watch)
+
+    def _watch(self):
+        while True:
+            before = time.monotonic()
+            gevent.sleep(self.tick)
+            overdue = time.monotonic() - before - self.tick
+            if overdue > self.late:
+                self.blocked = (time.monotonic(), overdue)
+                log.warning("the event loop was blocked for %.1f s", overdue)
+
+    def check(self) -> None:
+        if self.blocked is not None and time.monotonic() - self.blocked[0] < self.window:
+            raise RuntimeError(f"event loop blocked for {self.blocked[1]:.1f} s")
+
+    def stop(self) -> None:
+        self._greenlet.kill(block=False)
+
 
 def blueprint(checks):
     """`checks`: {name: callable}; a callable raises (its message is the reason) when
-    what it checks is not ready. They run in order, each bounded by its own timeout."""
+    what it checks is not ready. They run in order; each bounds its own wait."""
     bp = Blueprint("probes", __name__)
 
     @bp.get("/livez")
@@ -38,7 +81,7 @@ def blueprint(checks):
                 results[name] = str(e) or type(e).__name__
         if not ready:
             log.debug("not ready: %s", results)
-        response = jsonify(status="ready" if ready else "not ready", checks=results)
+        response = jsonify(status="ready" if ready else "not ready", checks=results, **identity())
         response.status_code = 200 if ready else 503
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -150,6 +150,28 @@ SETTINGS = [
         "connection limit: processes x pool size.",
     ),
     Setting(
+        "storage_timeout",
+        5.0,
+        number(1),
+        "Postgres only: seconds a database call waits for a free connection, and a new "
+        "connection for the server's answer (`connect_timeout`, unless the URL sets "
+        "one); the pool retries a lost database at least this often.",
+    ),
+    Setting(
+        "storage_statement_timeout",
+        30.0,
+        number(0),
+        "Postgres only: `statement_timeout` of every connection, in seconds (0: none): "
+        "the server cancels a statement running longer.",
+    ),
+    Setting(
+        "storage_lock_timeout",
+        10.0,
+        number(0),
+        "Postgres only: `lock_timeout` of every connection, in seconds (0: none): the "
+        "longest a statement waits for a lock (a compaction's advisory lock included).",
+    ),
+    Setting(
         "storage_sync",
         "normal",
         choice("normal", "full"),

@@ -23,8 +23,9 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
-def open_store(url: str, sync: str = "normal", pool_size: int = 5) -> Store:
-    """The store a `storage` URL names, started."""
+def open_store(url: str, sync: str = "normal", pool_size: int = 5, **timeouts: float) -> Store:
+    """The store a `storage` URL names, started. `timeouts` (Postgres only): `timeout`,
+    `statement_timeout`, `lock_timeout` in seconds (see PostgresStore)."""
     if url == "memory://":
         from .memory import MemoryStore
 
@@ -36,5 +37,5 @@ def open_store(url: str, sync: str = "normal", pool_size: int = 5) -> Store:
     if is_postgres_url(url):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=pool_size).start()
+        return PostgresStore(url, pool_size=pool_size, **timeouts).start()
     raise ValueError(f"unsupported storage URL {url!r}")

@@ -26,7 +26,7 @@ from gevent.event import Event
 from ... import metrics
 from ...logs import Throttled
 from ...support.backoff import Backoff
-from ...support.blocking import BlockingCalls
+from ...support.blocking import BlockingCalls, CallTimeout
 from ..key import DocKey
 from ..ydoc import fold  # the backends fold with it: pending structs kept
 
@@ -53,7 +53,12 @@ def loaded(snapshot, rows):
 # Appends queued beyond this make `append` wait: backpressure on the readers instead of
 # unbounded memory while storage is slow or down.
 MAX_QUEUED = 10_000
-COMMIT_RETRY = (0.05, 5.0)  # Backoff(first, cap) of a failed commit, in seconds
+# Backoff(first, cap) of a failed commit, in seconds: the cap bounds how long after the
+# storage answers again the queued updates wait.
+COMMIT_RETRY = (0.05, 2.0)
+# Seconds /readyz and /healthz wait for the store's answer (see `Store.check`).
+PROBE_WAIT = 1.0
+_PENDING = object()  # a probe that has not ended yet
 
 
 class StoreError(Exception):
@@ -72,6 +77,14 @@ class Store(BlockingCalls):
         self._committer = None
         self._closed = False
         self.failing = None  # the error of the last commit while commits keep failing
+        self._probes = {}  # probe function: (its running greenlet, when it started)
+        self._last_probe = (None, 0.0)  # (outcome, when it began) of the last ping
+        # When storage last began answering a probe that uses none of this process's
+        # connections, None while it does not (see `check`).
+        self._answered_since = None
+        # Seconds a probe of this process's connections may run before it counts as a
+        # failure (more than a busy pool's wait for a free connection).
+        self.probe_stuck_after = 6.0
         self._commit_errors = Throttled(log)
 
     # --- shared pipeline ------------------------------------------------------------
@@ -139,26 +152,79 @@ class Store(BlockingCalls):
         """Wait until every queued append is committed; False on timeout."""
         return self._idle.wait(timeout)
 
-    def load(self, key: DocKey) -> Loaded:
-        """The document's snapshot and log, oldest first, as a `Loaded`."""
+    def load(self, key: DocKey, timeout: float | None = None) -> Loaded:
+        """The document's snapshot and log, oldest first, as a `Loaded`. `timeout`: raise
+        StoreError after that many seconds (the load itself goes on; backends whose calls
+        are shielded only, see support/blocking.py)."""
         try:
-            return self._call(self._load, key)
+            return self._call(self._load, key, timeout=timeout)
+        except CallTimeout as e:
+            metrics.STORAGE_ERRORS.labels("load").inc()
+            raise StoreError(f"load: {e}") from None
         except Exception:
             metrics.STORAGE_ERRORS.labels("load").inc()
             raise
 
-    def check(self, timeout=2.0):
-        """Readiness: raise StoreError naming the problem when commits are failing or
-        the storage does not answer a trivial query within `timeout` seconds."""
+    def check(self, wait: float = PROBE_WAIT) -> None:
+        """Readiness: raise StoreError only for what is wrong with this process's way to
+        the storage: its own connections failing a trivial query that began after the
+        storage had answered a probe using none of them (`_answers`): a wedged pool. An
+        outage every process shares (the database down or hung) is not this process's
+        fault: a load balancer taking every process out would serve nobody; `health`
+        reports it instead. Waits at most about `wait` seconds per probe and never
+        interrupts one (see support/blocking.py), so a verdict may take a few calls."""
+        problem, began = self._probed(wait)
+        if problem is None:
+            return
+        outcome = self._single(self._answers, wait)
+        if outcome is _PENDING or outcome[0] is not True:
+            self._answered_since = None  # down or hung for everyone: a shared outage
+            return
+        if self._answered_since is None:
+            self._answered_since = outcome[1]
+        if began >= self._answered_since:
+            raise StoreError(f"this process's connections fail ({problem}) while storage answers")
+
+    def health(self, wait: float = PROBE_WAIT) -> str | None:
+        """None when storage answers and commits go through; else why not ("commits
+        failing: ...", "unreachable: ..."), for /healthz."""
         if self.failing is not None:
-            raise StoreError(f"commits failing: {type(self.failing).__name__}: {self.failing}")
+            return f"commits failing: {type(self.failing).__name__}: {self.failing}"
+        problem, _ = self._probed(wait, patient=False)
+        return None if problem is None else f"unreachable: {problem}"
+
+    def _probed(self, wait, patient=True):
+        """(None when a trivial query through this process's own connections answers,
+        else why not; when that query began). One such probe at a time: a probe still
+        running after `wait` seconds keeps running (probes asked meanwhile share it).
+        `patient`: until it has run `probe_stuck_after` seconds, the previous outcome
+        stands, so a busy pool is not taken for a broken one."""
+        outcome = self._single(self._ping_outcome, wait)
+        if outcome is not _PENDING:
+            self._last_probe = outcome
+            return outcome
+        began = self._probes[self._ping_outcome][1]
+        running = time.monotonic() - began
+        if running > self.probe_stuck_after or not patient:
+            return f"no answer for {running:.1f} s", began
+        return self._last_probe
+
+    def _ping_outcome(self):
         try:
-            with gevent.Timeout(timeout):
-                self._call(self._ping)
-        except gevent.Timeout:
-            raise StoreError(f"no answer within {timeout:g}s") from None
+            self._call(self._ping)
         except Exception as e:
-            raise StoreError(f"{type(e).__name__}: {e}") from e
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    def _single(self, probe, wait):
+        """(`probe()`'s value, when it began) when it ends within `wait` seconds, else
+        _PENDING; a call still running from an earlier request is joined rather than
+        started again."""
+        running = self._probes.get(probe)
+        if running is None or running[0].ready():
+            running = self._probes[probe] = (gevent.spawn(probe), time.monotonic())
+        running[0].join(wait)
+        return (running[0].value, running[1]) if running[0].ready() else _PENDING
 
     def size(self, key):
         """Stored bytes of the document (snapshot and log); 0 when there is none."""
@@ -220,6 +286,11 @@ class Store(BlockingCalls):
 
     def _ping(self):
         """A trivial read that fails when the storage is unreachable."""
+
+    def _answers(self):
+        """True when the storage answers a probe that uses none of this process's own
+        connections, False when it does not, None when the backend cannot tell."""
+        return None
 
     def _size(self, key):
         return sum(len(update) for update in self._load(key).updates)

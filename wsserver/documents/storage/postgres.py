@@ -20,9 +20,18 @@ worker patch first; `_open` logs an error when it finds the blocking C wait in a
 patched process). Without patching at all (a script, the store tests) calls simply
 block, which is correct but not concurrent.
 
-Outages: a call that finds no connection within `POOL_WAIT` seconds, or whose
+Outages: a call that finds no connection within the pool's `timeout`, or whose
 connection breaks, raises; the pipeline in base.py keeps the updates queued and
-retries, and the pool replaces broken connections and reconnects by itself.
+retries, and the pool replaces broken connections and reconnects by itself, trying at
+least every `timeout` seconds (its `reconnect_timeout`: psycopg_pool's own back-off
+grows to minutes otherwise, and commits would wait that long after the database is
+back). Every deadline is enforced by the driver or the database, never by interrupting
+psycopg (see support/blocking.py, `shielded`): `connect_timeout` for a new connection,
+the pool's `timeout` for a free one, `statement_timeout` and `lock_timeout` (set on
+every connection) for a statement and the locks it waits for (`pg_advisory_lock`
+included). A database that hangs without answering at all (a frozen host) cannot
+enforce them: a call then waits until it answers, but its callers (a handshake's load,
+/readyz) stop waiting after their own bound.
 """
 
 from __future__ import annotations
@@ -41,9 +50,11 @@ from .base import Store, compacted, loaded
 
 log = logging.getLogger(__name__)
 
-# Seconds a call waits for a free (or reconnected) connection before it fails: the
-# caller retries (commits) or refuses the connection with 1011 (loads).
+# Defaults of the settings `storage_timeout`, `storage_statement_timeout` and
+# `storage_lock_timeout` (settings/config.py), in seconds.
 POOL_WAIT = 5.0
+STATEMENT_TIMEOUT = 30.0
+LOCK_TIMEOUT = 10.0
 # First key of every advisory lock this code takes, so it shares no lock with other
 # applications of the same database; the second key names what is locked.
 LOCK_NAMESPACE = 0x5753  # "WS"
@@ -83,26 +94,55 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _DOC = "tenant = %s AND app = %s AND name = %s"
 
 
-def open_pool(url: str, size: int, name: str) -> ConnectionPool:
+def open_pool(
+    url: str,
+    size: int,
+    name: str,
+    timeout: float = POOL_WAIT,
+    statement_timeout: float = STATEMENT_TIMEOUT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> ConnectionPool:
     """A started pool of autocommit connections to `url` (libpq URL; query options such
-    as `sslmode=require` go to libpq as they are). Raises ConfigError when the database
-    cannot be reached at start."""
+    as `sslmode=require` go to libpq as they are). `timeout`: seconds a call waits for a
+    free connection, and a new connection for the server (`connect_timeout`, unless the
+    URL sets one); every connection runs with `statement_timeout` and `lock_timeout`.
+    Raises ConfigError when the database cannot be reached at start."""
     pool = ConnectionPool(
         url,
         min_size=1,
         max_size=size,
         open=False,
-        timeout=POOL_WAIT,
+        timeout=timeout,
+        reconnect_timeout=timeout,
         name=name,
-        kwargs={"autocommit": True},
+        kwargs=connection_options(url, timeout),
+        configure=lambda conn: set_timeouts(conn, statement_timeout, lock_timeout),
     )
     try:
-        pool.open(wait=True, timeout=POOL_WAIT * 2)
+        pool.open(wait=True, timeout=timeout * 2)
     except Exception as e:
         pool.close()
         raise ConfigError("storage", f"cannot connect to {redact(url)}: {e}") from e
     _check_cooperative()
     return pool
+
+
+def connection_options(url: str, timeout: float) -> dict:
+    """psycopg.connect's keyword arguments for `url`: autocommit, and a connect_timeout
+    (whole seconds, at least 2 as libpq counts them) unless the URL has its own."""
+    options: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in url:
+        options["connect_timeout"] = max(2, round(timeout))
+    return options
+
+
+def set_timeouts(conn: Any, statement_timeout: float, lock_timeout: float) -> None:
+    """Bound every statement of `conn` and every lock it waits for, on the server (0:
+    no bound, as Postgres reads it)."""
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+        (f"{round(statement_timeout * 1000)}ms", f"{round(lock_timeout * 1000)}ms"),
+    )
 
 
 def _check_cooperative() -> None:
@@ -149,20 +189,35 @@ def doc_lock_key(key: DocKey) -> int:
 
 class PostgresStore(Store):
     threaded = False  # cooperative sockets; see the module docstring
+    shielded = True  # never interrupt psycopg (support/blocking.py)
 
-    def __init__(self, url: str, pool_size: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 5,
+        timeout: float = POOL_WAIT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
         super().__init__()
         self.url = url
         self.pool_size = pool_size
+        self.timeouts = (timeout, statement_timeout, lock_timeout)
+        # A ping waits at most `timeout` for a connection, then the server answers it.
+        self.probe_stuck_after = timeout + 1.0
         self.pool = None
 
     def __repr__(self):
         return f"PostgresStore({redact(self.url)})"
 
     def _open(self):
-        self.pool = open_pool(self.url, self.pool_size, "wsserver-storage")
-        with self.pool.connection() as conn:
-            ensure_schema(conn)
+        self.pool = open_pool(self.url, self.pool_size, "wsserver-storage", *self.timeouts)
+        try:
+            with self.pool.connection() as conn:
+                ensure_schema(conn)
+        except BaseException:
+            self._close()  # its worker greenlets would outlive the failed start
+            raise
 
     def _close(self):
         if self.pool is not None:
@@ -201,6 +256,20 @@ class PostgresStore(Store):
     def _ping(self):
         with self.pool.connection() as conn:
             conn.execute("SELECT 1").fetchall()
+
+    def _answers(self):
+        # A connection of its own, outside the pool, bounded by connect_timeout and
+        # statement_timeout.
+        import psycopg
+
+        timeout, statement_timeout, lock_timeout = self.timeouts
+        try:
+            with psycopg.connect(self.url, **connection_options(self.url, timeout)) as conn:
+                set_timeouts(conn, statement_timeout, lock_timeout)
+                conn.execute("SELECT 1").fetchall()
+        except psycopg.Error:
+            return False
+        return True
 
     def _size(self, key):
         with self.pool.connection() as conn:

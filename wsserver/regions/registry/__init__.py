@@ -27,7 +27,12 @@ if TYPE_CHECKING:
 
 def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).
-    `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry)."""
+    `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry), `fail_fast`
+    (the Redis backend's)."""
+    # The process's Redis fail-fast window concerns the Redis backend only: a registry
+    # that does not use Redis (one region, or no `redis`) keeps answering while Redis is
+    # down, so reads and new documents need no Redis then.
+    fail_fast = hooks.pop("fail_fast", None)
     options = dict(
         release_after=config.registry["release_after_seconds"],
         ttl=config.registry["ttl_seconds"],
@@ -41,6 +46,8 @@ def open_registry(config: Config, **hooks: Callable | None) -> Registry:
     if config.redis:
         from .redis import RedisRegistry
 
+        if fail_fast is not None:
+            options["fail_fast"] = fail_fast
         return RedisRegistry(config.region, config.redis, **options).start()
     if config.storage.startswith("sqlite:///"):
         from .sqlite import SQLiteRegistry

@@ -29,6 +29,7 @@ _NOW = "coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp()))"
 
 class PostgresRegistry(Registry):
     threaded = False
+    shielded = True  # never interrupt psycopg (support/blocking.py)
 
     def __init__(
         self, region: str, url: str, clock: Callable[[], float] | None = None, **options: Any

@@ -1,0 +1,300 @@
+"""Every process heals itself after a database or Redis outage while it is probed.
+
+A real `wsserver serve` on a real Postgres of its own, with `/readyz` and `/healthz` polled
+once a second by a thread meanwhile (as a load balancer and a monitor do), through each
+kind of outage: Postgres frozen (SIGSTOP of the server and its backends), stopped and
+started, killed with kill -9 and restarted. Afterwards the update sent during the outage
+is confirmed within 5 s of Postgres answering, new documents load, and the probes say
+what they promise: /readyz stays 200 through an outage every process shares, /healthz
+says "degraded" with the store's reason.
+
+The test configs keep the pool small (2) so that what used to wedge it (a readiness
+probe's gevent.Timeout interrupting psycopg_pool's getconn: each one left a dead waiter
+that swallowed a connection) does so within a few seconds.
+"""
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from conftest import base_config, make_token
+from test_bad_input import Client, Editor
+from test_outages import handshake_outcome
+
+from wsserver.protocol import codec
+
+
+def get(url, timeout=10):
+    """(status, parsed JSON body) of a GET; (None, error) when there is no answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError as e:
+        return None, repr(e)
+
+
+def api_read(server, name):
+    """(status, seconds) of the document API's read of `name`; (None, seconds) when no
+    answer came within 20 s."""
+    started = time.monotonic()
+    request = urllib.request.Request(
+        f"{server.http}/v1/documents/{name}", headers={"Authorization": f"Bearer {make_token()}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except OSError:
+        status = None
+    return status, time.monotonic() - started
+
+
+def confirmed_writer(server, name, client_id):
+    """(editor, client) of a writer of `name` whose "kept" the server confirmed."""
+    editor = Editor(client_id=client_id)
+    client = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    client.send(kept)
+    client.wait_for(kept)
+    return editor, client
+
+
+class Prober:
+    """Polls /readyz and /healthz once a second from a thread: (when, path, status,
+    body) in `seen`."""
+
+    def __init__(self, server):
+        self.server = server
+        self.seen = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for path in ("/readyz", "/healthz"):
+                status, body = get(f"{self.server.http}{path}")
+                self.seen.append((time.monotonic(), path, status, body))
+            self._stop.wait(1.0)
+
+    def between(self, start, end, path):
+        return [(s, b) for t, p, s, b in self.seen if p == path and start <= t <= end]
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(15)
+
+
+def kill_9(pg):
+    """kill -9 of the postmaster; its backends end by themselves (postmaster death)."""
+    pg.proc.send_signal(signal.SIGKILL)
+    pg.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", pg.data], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "backends outlived their postmaster"
+        time.sleep(0.1)
+
+
+OUTAGES = {
+    # (take it down, bring it back, seconds down)
+    "sigstop": (lambda pg: pg.pause(), lambda pg: pg.resume(), 7),
+    "stop-start": (lambda pg: pg.stop(), lambda pg: pg.start(), 7),
+    "kill-9": (kill_9, lambda pg: pg.start(), 7),
+}
+
+
+@pytest.mark.parametrize("outage", sorted(OUTAGES))
+def test_a_probed_process_recovers_from_a_postgres_outage(
+    outage, own_postgres, start_server, tmp_path, request
+):
+    down, up, seconds = OUTAGES[outage]
+    server = start_server(
+        config=base_config(tmp_path, storage=own_postgres.url(), storage_pool_size=2)
+    )
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    editor, writer = confirmed_writer(server, name, 41)
+    prober = Prober(server)
+    try:
+        time.sleep(1.5)
+        started = time.monotonic()
+        down(own_postgres)
+        during = codec.sync_update(editor.insert(" during"))
+        writer.send(during)
+        if outage == "sigstop":
+            # (resumed however this ends: a frozen Postgres never stops)
+            request.addfinalizer(own_postgres.resume)
+            # A document that is not loaded: a handshake is refused within the promised
+            # 5 s, and the document API's read answers 503 as soon, never hung.
+            read = []
+            reader = threading.Thread(target=lambda: read.append(api_read(server, name + "-2")))
+            reader.start()
+            code, elapsed = handshake_outcome(server, f"new-{uuid.uuid4().hex[:8]}", timeout=20)
+            assert code == 1011 and elapsed < 7, (code, elapsed)
+            reader.join(20)
+            assert read and read[0][0] == 503 and read[0][1] < 7, read
+        time.sleep(max(0.0, started + seconds - time.monotonic()))
+        up(own_postgres)
+        back = time.monotonic()
+        # Confirmed within 5 s of Postgres answering (plus a second of slack for a loaded
+        # machine), on this process that was probed throughout.
+        writer.wait_for(during, timeout=6)
+        confirmed_after = time.monotonic() - back
+        time.sleep(1.5)
+        code, _ = handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")
+        assert code == "served"
+    finally:
+        prober.stop()
+    assert confirmed_after < 6
+    # /readyz: 200 throughout (an outage of every process is not this one's fault),
+    # and it names the process.
+    readyz = prober.between(started, time.monotonic(), "/readyz")
+    assert readyz and not [r for r in readyz if r[0] != 200], readyz
+    assert {"pid", "host"} <= set(readyz[-1][1])
+    # /healthz: "degraded" naming the store while Postgres was down, "ok" after.
+    healthz = prober.between(started + 2, back - 1, "/healthz")
+    degraded = [(b["status"], b["store"]) for _, b in healthz]
+    assert degraded and all(s == "degraded" and store != "ok" for s, store in degraded), degraded
+    status, body = get(f"{server.http}/healthz")
+    assert (status, body["status"], body["store"]) == (200, "ok", "ok"), body
+    assert body["pid"] == server.proc.pid
+    # Nothing confirmed was lost, and what was sent during the outage is stored.
+    writer.close()
+    reader = Client(server, name)
+    assert str(reader.sync().get("t", type=type(editor.text))) == "kept during"
+    reader.close()
+
+
+def test_a_load_on_a_frozen_postgres_is_refused_within_5_s(
+    own_postgres, start_server, tmp_path, request
+):
+    """The pool hands the load an idle connection whose backend is frozen: the query
+    hangs until Postgres thaws, but the handshake waiting on it is refused with 1011
+    within the README's 5 s, and the document API's read answers 503 as soon. Once
+    Postgres answers, the same document is served."""
+    server = start_server(config=base_config(tmp_path, storage=own_postgres.url()))
+    assert handshake_outcome(server, f"warm-{uuid.uuid4().hex[:8]}")[0] == "served"
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    own_postgres.pause()
+    name = f"frozen-{uuid.uuid4().hex[:8]}"
+    code, elapsed = handshake_outcome(server, name, timeout=15)
+    assert code == 1011 and 4 < elapsed < 7, (code, elapsed)
+    status, elapsed = api_read(server, f"{name}-2")
+    assert status == 503 and elapsed < 7, (status, elapsed)
+    own_postgres.resume()
+    deadline = time.monotonic() + 10
+    while handshake_outcome(server, name)[0] != "served":
+        assert time.monotonic() < deadline, "never served after Postgres thawed"
+        time.sleep(0.2)
+
+
+def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
+    own_postgres, redis_url, tmp_path, request
+):
+    """The Procfile's gunicorn with 2 workers (wsserver/gunicorn_conf.py), both probed:
+    after Postgres is frozen and thawed, every worker's writers are confirmed within 5 s
+    and every worker loads new documents."""
+    from test_ops import Gunicorn, write_config
+
+    server = Gunicorn(
+        write_config(tmp_path, storage=own_postgres.url(), storage_pool_size=2, redis=redis_url),
+        workers=2,
+    )
+    writers = []
+    try:
+        # Writers until both workers hold some (a worker's /healthz counts its own);
+        # opened a few at a time, or the worker that won the first accept takes them all.
+        connections = {}
+
+        def writer(n):
+            writers.append(confirmed_writer(server, f"gunicorn-{uuid.uuid4().hex[:8]}", 50 + n))
+
+        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
+            batch = [threading.Thread(target=writer, args=(len(writers) + i,)) for i in range(4)]
+            for thread in batch:
+                thread.start()
+            for thread in batch:
+                thread.join(10)
+            for _ in range(6):
+                _, body = get(f"{server.http}/healthz")
+                connections[body["pid"]] = body["connections"]
+        assert len(connections) == 2 and all(connections.values()), connections
+        prober = Prober(server)
+        try:
+            time.sleep(1.5)
+            request.addfinalizer(own_postgres.resume)  # however this ends
+            own_postgres.pause()
+            sent = []
+            for editor, client in writers:
+                sent.append(codec.sync_update(editor.insert(" during")))
+                client.send(sent[-1])
+            time.sleep(8)
+            own_postgres.resume()
+            back = time.monotonic()
+            for (_, client), update in zip(writers, sent):
+                client.wait_for(update, timeout=max(0.1, back + 6 - time.monotonic()))
+            time.sleep(1.5)
+            served = [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
+            served += [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
+            pids = {}
+            while len(pids) < 2 and len(served) < 20:
+                served.append(handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0])
+                _, body = get(f"{server.http}/healthz")
+                pids[body["pid"]] = body["store"]
+            assert set(served) == {"served"} and pids == dict.fromkeys(connections, "ok")
+        finally:
+            prober.stop()
+        readyz = [r for _, p, s, r in prober.seen if p == "/readyz"]
+        assert len({r["pid"] for r in readyz}) == 2  # both workers were probed
+        assert all(r["status"] == "ready" for r in readyz), readyz
+    finally:
+        for _, client in writers:
+            client.close()
+        server.kill()
+
+
+def test_one_region_reads_and_opens_documents_through_a_redis_outage(
+    start_server, own_redis, tmp_path
+):
+    """With a single region nothing needs the region registry in Redis: while Redis is
+    frozen the document API reads, a new document opens, /readyz stays 200 (an outage
+    of every process) and /healthz says "degraded"; the limits admit as documented."""
+    server = start_server(
+        config=base_config(
+            tmp_path, redis=own_redis.url, rate_limit={"handshakes_per_ip": "1000/minute"}
+        )
+    )
+    name = f"read-{uuid.uuid4().hex[:8]}"
+    _, writer = confirmed_writer(server, name, 61)
+    writer.close()
+    prober = Prober(server)
+    request = urllib.request.Request(
+        f"{server.http}/v1/documents/{name}?format=json",
+        headers={"Authorization": f"Bearer {make_token()}"},
+    )
+    try:
+        time.sleep(1.5)
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(3):
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read()) == {"t": "kept"}
+            code, elapsed = handshake_outcome(server, f"new-{uuid.uuid4().hex[:8]}")
+            assert code == "served" and elapsed < 3, (code, elapsed)
+            time.sleep(1)
+        stalled = time.monotonic()
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+        prober.stop()
+    readyz = prober.between(started, stalled, "/readyz")
+    assert readyz and not [r for r in readyz if r[0] != 200], readyz
+    healthz = prober.between(started + 1.5, stalled, "/healthz")
+    assert healthz and all(b["status"] == "degraded" for _, b in healthz), healthz
