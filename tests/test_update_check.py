@@ -212,9 +212,13 @@ _values = st.recursive(
 _attrs = st.none() | st.dictionaries(st.sampled_from(["bold", "link", "c"]), _values, max_size=2)
 _at = st.integers(0, 1000)  # an index, taken modulo the length at the time
 _key = st.sampled_from("abc")
+# Text that deletions and formats index: ASCII, as pycrdt 0.14 counts a Text's length in
+# UTF-8 bytes but removes by characters (a delete over "😀" panics in yrs). Non-ASCII text
+# is in the fixed pycrdt set and in the JS corpus.
+_ascii = st.text(st.characters(max_codepoint=127), min_size=1, max_size=30)
 _edits = st.lists(
     st.one_of(
-        st.tuples(st.just("insert"), _at, st.text(min_size=1, max_size=30), _attrs),
+        st.tuples(st.just("insert"), _at, _ascii, _attrs),
         st.tuples(st.just("delete"), _at, st.integers(1, 10)),
         st.tuples(st.just("format"), _at, st.integers(1, 10), _attrs),
         st.tuples(st.just("embed"), _at, _values),
