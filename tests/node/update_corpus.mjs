@@ -190,6 +190,36 @@ const inMap = (value) => (typeof value === 'bigint' ? { value } : value)
   snapshots('bigclock', big, [new Uint8Array([1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x90, 0xce, 0x00])])
 }
 
+// --- clocks past 2^32, written by hand: an item at clock 2^40 (pending: what comes before it
+// is missing) and a delete set reaching 2^52, both readable by Yjs ---------------------------
+{
+  const crafted = encoding.encode((e) => {
+    encoding.writeVarUint(e, 1) // one client
+    encoding.writeVarUint(e, 2) // two structs
+    encoding.writeVarUint(e, 2 ** 53 - 1) // client
+    encoding.writeVarUint(e, 2 ** 40) // clock
+    encoding.writeUint8(e, 4) // a string, no origin: its parent is written
+    encoding.writeVarUint(e, 1) // a root type's name
+    encoding.writeVarString(e, 't')
+    encoding.writeVarString(e, 'far')
+    encoding.writeUint8(e, 0) // a GC struct
+    encoding.writeVarUint(e, 2 ** 45)
+    encoding.writeVarUint(e, 2) // delete set: two clients
+    for (const client of [2 ** 53 - 1, 2 ** 32 + 7]) {
+      encoding.writeVarUint(e, client)
+      encoding.writeVarUint(e, 2)
+      for (const [clock, len] of [[2 ** 40, 1], [2 ** 52, 2 ** 20]]) {
+        encoding.writeVarUint(e, clock)
+        encoding.writeVarUint(e, len)
+      }
+    }
+  })
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, crafted) // Yjs takes it (and holds it as pending)
+  add('bigclock/crafted', crafted)
+  add('bigclock/crafted-state', Y.encodeStateAsUpdate(doc))
+}
+
 // --- GC'd and deleted content -----------------------------------------------------------
 for (const gc of [true, false]) {
   const doc = recorded(`gc-${gc}`, { gc }, 16)
