@@ -254,6 +254,25 @@ for (const gc of [true, false]) {
   snapshots('yrs-incompatible/json', doc, [new Uint8Array([1, 17, 2])])
 }
 
+// --- undo and redo (re-created types and subdocuments), a document from a snapshot ----------
+{
+  const doc = recorded('undo', { gc: false }, 22)
+  const text = doc.getText('t')
+  const list = doc.getArray('a')
+  const undo = new Y.UndoManager([text, list], { captureTimeout: 0 })
+  text.insert(0, 'undo me', { bold: true })
+  list.push([new Y.Map([['k', new Y.Text('inner')]]), new Y.Doc({ guid: 'undone' }), 'x'])
+  const snapshot = Y.snapshot(doc)
+  text.format(0, 4, { italic: true })
+  list.delete(0, 3) // undone below: Yjs re-creates the map, its text and the subdocument
+  text.delete(1, 3)
+  for (let i = 0; i < 4; i++) undo.undo()
+  for (let i = 0; i < 2; i++) undo.redo()
+  undo.undo()
+  snapshots('undo', doc, [new Uint8Array([1, 22, 5])])
+  add('snapshot/doc', Y.encodeStateAsUpdate(Y.createDocFromSnapshot(doc, snapshot)))
+}
+
 // --- a seeded random session between three documents -------------------------------------
 const session = []
 {
