@@ -29,9 +29,16 @@ SCOPE = "WireSocket.API"
 
 
 def pytest_collection_modifyitems(items):
-    """Soak tests (fixed wall time, little CPU) first: under pytest-xdist a worker starts
-    one while the others take the rest, instead of the suite ending on it."""
-    items.sort(key=lambda item: item.get_closest_marker("soak") is None)
+    """Longest first: soak tests (a fixed wall time, little CPU), then `long` ones (5 s or
+    more), then the rest in file order. With xdist handing tests out two at a time
+    (`--maxschedchunk 2` in setup.cfg) the long ones start at once on every worker and
+    the short ones fill in around them, instead of the suite ending on a long one."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("soak") is None,
+            item.get_closest_marker("long") is None,
+        )
+    )
 
 
 def base_config(tmp_path, **overrides):

@@ -542,6 +542,7 @@ def test_message_of_exactly_max_message_size_is_accepted(small_server):
     client.close()
 
 
+@pytest.mark.long
 def test_a_client_that_stops_reading_is_closed_with_1013_and_others_carry_on(start_server):
     """A reader that never drains its socket must not grow the server's memory without
     bound nor slow the others: past max_pending_bytes it is closed with 1013."""

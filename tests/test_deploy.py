@@ -334,6 +334,7 @@ def stored_rows(database_url, room):
         )
 
 
+@pytest.mark.long
 def test_the_app_json_deploy_serves_from_a_fresh_venv_and_keeps_documents_in_postgres(
     tmp_path, platform, deployed_bin, pg_url, tls_redis
 ):

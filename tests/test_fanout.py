@@ -46,6 +46,7 @@ def two_processes(start_server, tmp_path, redis_url):
     return start
 
 
+@pytest.mark.long
 def test_two_processes_converge_and_share_awareness(two_processes):
     a, b = two_processes()
     r = run_node(
@@ -181,6 +182,7 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.long
 def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
     a, b = two_processes()
     node = NodeProcess(
@@ -215,6 +217,7 @@ def _presence_spec(urls, **extra):
     return {"urls": urls, "tokens": tokens, "room": room("presence"), **extra}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("restart", [False, True], ids=["moved", "restarted"])
 def test_presence_is_back_within_2s_of_a_reconnect_after_kill9(two_processes, restart):
     """y-websocket 1.5.4, 2.1 and 3.1 clients on two processes, each its own user; one
@@ -264,6 +267,7 @@ def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, 
     _presence_after(r)
 
 
+@pytest.mark.long
 def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
     """Tiptap editors with collaboration carets in real Chromium pages, one per process
     (y-websocket 3.1); one process is killed and its page's provider moves to the other.
@@ -345,6 +349,7 @@ def _edit_during(urls, name, durationMs=4000):
     )
 
 
+@pytest.mark.long
 def test_redis_hung_then_back(two_processes, own_redis):
     # Frequent compactions: each process compacts while it cannot see the other's updates.
     a, b = two_processes(redis=own_redis.url, compact_after_updates=5)
@@ -446,6 +451,7 @@ def test_the_echo_waits_for_the_update_to_be_in_the_stream(start_server, own_red
         other.close()
 
 
+@pytest.mark.long
 def test_redis_restarted_empty(two_processes, own_redis):
     # The region registry re-asserts the claims Redis forgot at its next renewal and
     # refreshes the rooms from storage (regions/registry/base.py), which would hide what

@@ -275,6 +275,7 @@ def _bearer(header):
     return "/doc", [("Authorization", "Bearer " + jwt_of(header, payload, sign=True))]
 
 
+@pytest.mark.long
 @FUZZ
 @given(handshake=handshakes())
 # A non-string kid or a crit header was a PyJWT error nobody caught: 1011 and a traceback.

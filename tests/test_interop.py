@@ -154,6 +154,7 @@ def test_awareness_appears_and_disappears(shared):
 # --- restarts -------------------------------------------------------------------------
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server, storage, request):
     server = start_server(

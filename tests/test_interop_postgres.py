@@ -16,6 +16,7 @@ def outage_config(pg, **overrides):
     return dict(storage=pg.url(), compact_after_updates=40, **overrides)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("how", ["sigstop", "restart"])
 def test_edits_during_a_postgres_outage_are_kept_and_confirmed_after(
     start_server, own_postgres, how
@@ -68,6 +69,7 @@ def test_edits_during_a_postgres_outage_are_kept_and_confirmed_after(
     assert read["read"]["content"] == r["content"]
 
 
+@pytest.mark.long
 def test_document_that_cannot_be_loaded_is_refused_and_retried(
     start_server, own_postgres, redis_url
 ):
@@ -105,6 +107,7 @@ def test_document_that_cannot_be_loaded_is_refused_and_retried(
     assert server.log().count("load failed") == 1, server.log()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("storage", ["postgres", "sqlite"])
 def test_two_servers_on_one_database_converge_after_reload(
     start_server, storage, request, tmp_path

@@ -542,6 +542,7 @@ def redis_config(tmp_path, redis_db, name, lease_seconds=3):
     return config
 
 
+@pytest.mark.long
 def test_limits_hold_across_processes_on_redis(tmp_path, start_server, redis_db):
     s1 = start_server(config=redis_config(tmp_path, redis_db, "s1"))
     s2 = start_server(config=redis_config(tmp_path, redis_db, "s2"))
@@ -589,6 +590,7 @@ def test_limits_hold_across_processes_on_redis(tmp_path, start_server, redis_db)
             ws.sock.close()
 
 
+@pytest.mark.long
 def test_killed_process_stops_counting_within_lease(tmp_path, start_server, redis_db):
     lease = 3
     s1 = start_server(config=redis_config(tmp_path, redis_db, "s1", lease_seconds=lease))

@@ -328,6 +328,7 @@ def test_metrics_token(start_server):
     assert "wsserver_connections" in {name for name, _ in scrape(server.http, METRICS_TOKEN)}
 
 
+@pytest.mark.long
 def test_gunicorn_keeps_serving_all_but_readyz_during_the_drain(tmp_path):
     """SIGTERM to the master (a platform stopping the dyno): for `shutdown_drain` seconds
     every worker still accepts and serves /livez and /healthz while /readyz answers 503;
@@ -364,6 +365,7 @@ def test_gunicorn_keeps_serving_all_but_readyz_during_the_drain(tmp_path):
         server.kill()
 
 
+@pytest.mark.long
 def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redis_url):
     # Two workers need `redis` (gunicorn refuses them without it: tests/test_fanout.py).
     server = Gunicorn(write_config(tmp_path, log_format="json", redis=redis_url), workers=2)
@@ -398,6 +400,7 @@ def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redi
         assert {"ts", "level", "logger", "message"} <= set(record), line
 
 
+@pytest.mark.long
 def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, providers):
     """Under gunicorn, SIGTERM: the worker's loop ends as soon as its sockets are closed;
     the worker must still wait until every document is flushed (compacted) and its
@@ -444,6 +447,7 @@ def test_gunicorn_sigterm_waits_for_the_flush_and_the_claims_release(tmp_path, p
 READY = {"server": "ok", "store": "ok", "hub": "ok"}
 
 
+@pytest.mark.long
 def test_failing_commits_degrade_healthz_not_readyz_and_logs_stay_json(
     start_server, providers, tmp_path
 ):
@@ -685,6 +689,7 @@ def test_admin_api(start_server, providers):
     assert q.quit()["closes"][0] == [{"code": 4404, "reason": "document deleted"}]
 
 
+@pytest.mark.long
 def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, providers, redis_url):
     """Two workers sharing Redis: whichever answers, the list holds every live document
     with every process's connections, and a delete closes them all."""

@@ -13,6 +13,7 @@ import sqlite3
 import time
 import uuid
 
+import pytest
 import redis as redis_lib
 import websocket
 from conftest import base_config, free_port, make_token
@@ -103,6 +104,7 @@ def test_failing_commits_never_hang_a_handshake_and_lose_nothing_confirmed(start
     reader.close()
 
 
+@pytest.mark.long
 def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confirmed(
     start_server, tmp_path
 ):
@@ -124,6 +126,7 @@ def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confir
     reader.close()
 
 
+@pytest.mark.long
 def test_a_redis_stall_keeps_documents_served_and_handshakes_short(
     start_server, tmp_path, own_redis
 ):

@@ -240,6 +240,7 @@ def test_the_database_bounds_every_statement_and_lock_wait(pg_url, stores):
 # --- outages -----------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_commits_wait_out_a_postgres_restart(own_postgres, stores, caplog):
     caplog.set_level(logging.ERROR)
     store = PostgresStore(own_postgres.url()).start()
@@ -298,6 +299,7 @@ def test_a_query_never_blocks_the_other_greenlets(pg_url):
     assert "blocks the whole process" not in out.stderr
 
 
+@pytest.mark.long
 def test_readiness_blames_only_a_wedged_pool_never_a_shared_outage(own_postgres, stores):
     """Postgres down is every process's outage: readiness holds, health says so. A pool
     that cannot hand out a connection while the database answers others is this

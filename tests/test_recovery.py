@@ -112,6 +112,7 @@ OUTAGES = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("outage", sorted(OUTAGES))
 def test_a_probed_process_recovers_from_a_postgres_outage(
     outage, own_postgres, start_server, tmp_path, request
@@ -173,6 +174,7 @@ def test_a_probed_process_recovers_from_a_postgres_outage(
     reader.close()
 
 
+@pytest.mark.long
 def test_a_load_on_a_frozen_postgres_is_refused_within_5_s(
     own_postgres, start_server, tmp_path, request
 ):
@@ -196,6 +198,7 @@ def test_a_load_on_a_frozen_postgres_is_refused_within_5_s(
         time.sleep(0.2)
 
 
+@pytest.mark.long
 def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
     own_postgres, redis_url, tmp_path, request
 ):
@@ -261,6 +264,7 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
         server.kill()
 
 
+@pytest.mark.long
 def test_one_region_reads_and_opens_documents_through_a_redis_outage(
     start_server, own_redis, tmp_path
 ):

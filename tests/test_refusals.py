@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 
+import pytest
 import websocket
 from conftest import base_config, make_token, run_node
 
@@ -39,6 +40,7 @@ def healthz(server):
         return json.load(response)
 
 
+@pytest.mark.long
 def test_a_client_reconnecting_at_once_is_slowed_to_one_attempt_per_delay(start_server, tmp_path):
     """What y-websocket 1.x/2.x do after every close: reconnect at once, for ever. With
     the shipped `refusal_delay` (2 s): the other tests run with 0."""

@@ -232,6 +232,7 @@ def test_live_document_redirects_to_its_region_and_providers_sync(
 # --- documents move between regions, and their content with them ------------------------
 
 
+@pytest.mark.long
 def test_documents_move_between_three_regions_with_their_content(
     start_server, tmp_path, shared_registry
 ):
@@ -372,6 +373,7 @@ def test_two_regions_racing_for_new_documents_end_with_one_owner(
 # --- a killed node, and a clean shutdown ----------------------------------------------------
 
 
+@pytest.mark.long
 def test_killed_nodes_claims_expire_within_the_ttl(start_server, tmp_path, shared_registry):
     ttl = FAST["ttl_seconds"]
     eu, us = start_nodes(
@@ -404,6 +406,7 @@ def test_killed_nodes_claims_expire_within_the_ttl(start_server, tmp_path, share
     assert moved["initialText"] == text  # nothing lost to the kill
 
 
+@pytest.mark.long
 def test_a_node_cut_off_longer_than_the_ttl_hands_its_connections_over(
     start_server, tmp_path, shared_registry
 ):

@@ -244,6 +244,7 @@ def test_an_api_write_sends_document_changed(hooked, receiver):
     ]
 
 
+@pytest.mark.long
 def test_document_changed_is_debounced(hooked, receiver):
     doc = f"hooks-debounce-{uuid.uuid4().hex[:8]}"
     result = edit(hooked, doc, make_token(sub="bob"), 100, 30)  # 100 edits in about 3 s
