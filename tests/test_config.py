@@ -347,7 +347,7 @@ def test_serve_refuses_an_unreadable_config(tmp_path):
 
 def test_every_setting_fails_the_same_way_naming_its_full_key():
     """Top-level settings and the nested ones owned by the limits and the regions
-    (wsserver/settings/validators.py): the same words for the same mistake."""
+    (wsserver/support/validators.py): the same words for the same mistake."""
     regions = {"region": "eu", "regions": {"eu": "wss://eu.example.net"}}
     cases = [
         ({"port": "80"}, "port", "must be an integer, not '80'"),

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import gevent
 from gevent.event import Event
 
-from wsserver.transport.endpoint import WebSocketEndpoint
+from wsserver.endpoint import WebSocketEndpoint
 
 
 def _endpoint(check):

@@ -25,6 +25,7 @@ from flask import Flask
 from . import __version__
 from .documents.manager import DocumentManager
 from .documents.storage import open_store, redact_url
+from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
@@ -38,10 +39,9 @@ from .regions.map import RegionMap
 from .regions.registry import open_registry
 from .settings import Config
 from .settings.config import name_sources
-from .settings.validators import Problems
 from .support.redis import FailFast
 from .support.redis import client as redis_client
-from .transport.endpoint import WebSocketEndpoint
+from .support.validators import Problems
 from .webhooks import build_webhooks
 from .webhooks.settings import hooks_by_app
 

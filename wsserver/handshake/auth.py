@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 import jwt
 
 from ..errors import ConfigError, DocumentNotAllowed, Forbidden, InvalidToken, NoToken, ReadOnly
-from ..settings.validators import Problems, known_keys, long_secret
+from ..support.validators import Problems, known_keys, long_secret
 
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from limits import parse_many
 
 from ..errors import ConfigError
-from ..settings.validators import integer, matching, number, section
+from ..support.validators import integer, matching, number, section
 
 if TYPE_CHECKING:
     from ..handshake.auth import App, Authenticator
@@ -73,7 +73,7 @@ class Limits:
 UNLIMITED = Limits()
 
 
-# One validator per limit key (wsserver/settings/validators.py): an integer >= its
+# One validator per limit key (wsserver/support/validators.py): an integer >= its
 # minimum, or null for no limit.
 _LIMIT_FIELDS = {k: integer(_MINIMUM[k], nullable=True) for k in LIMIT_KEYS}
 _PLAN = section(

@@ -32,7 +32,7 @@ from ..errors import (
     WrongRegion,
     WsServerError,
 )
-from ..settings.validators import number, section, string
+from ..support.validators import number, section, string
 
 if TYPE_CHECKING:
     from ..documents.key import DocKey

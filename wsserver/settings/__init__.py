@@ -1,18 +1,11 @@
 """Settings: every config key declared once (`SETTINGS`), loaded into a `Config`.
 
-`validators` holds the checks every concern's settings share. It is a leaf that the
-concern modules (limits, regions, auth) import while config.py imports their validators
-in turn, so importing the package must not load config.py: the names below are loaded
-on first use.
+A high floor of the house (CONTRIBUTING.md): config.py composes the checks each concern
+owns (limits' plans, regions' map, auth's tenants, webhooks) with the shared ones in
+`support/validators.py`; the concerns themselves import no settings at run time (a
+`Config` only for type hints).
 """
 
-_EXPORTS = ("DEFAULT_CONFIG_PATH", "SETTINGS", "Config", "Setting", "expand_env")
-__all__ = list(_EXPORTS)
+from .config import DEFAULT_CONFIG_PATH, SETTINGS, Config, Setting, expand_env
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        from . import config
-
-        return getattr(config, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["DEFAULT_CONFIG_PATH", "SETTINGS", "Config", "Setting", "expand_env"]

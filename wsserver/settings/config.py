@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
 from ..support.redis import without_certificate_check
-from .validators import (
+from ..support.validators import (
     Problems,
     Validator,
     boolean,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..settings.validators import Problems, known_keys, long_secret
+from ..support.validators import Problems, known_keys, long_secret
 
 DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_CREATED = "document.created"

@@ -24,11 +24,11 @@ import gevent
 from gevent.event import AsyncResult
 from geventwebsocket.handler import WebSocketHandler
 
-from .. import metrics
-from ..documents.readonly import ReadOnlyGuard
-from ..errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
-from ..handshake.auth import ACCESS_READ
-from ..handshake.handshake import (
+from . import metrics
+from .documents.readonly import ReadOnlyGuard
+from .errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
+from .handshake.auth import ACCESS_READ
+from .handshake.handshake import (
     SUBPROTOCOL,
     Gate,
     Handshake,
@@ -36,19 +36,19 @@ from ..handshake.handshake import (
     offered_subprotocols,
     peer,
 )
-from ..logs import RefusalSummary, fields
-from ..protocol import codec
-from .connection import Connection
-from .delayed_close import DelayedCloses
+from .logs import RefusalSummary, fields
+from .protocol import codec
+from .transport.connection import Connection
+from .transport.delayed_close import DelayedCloses
 
 if TYPE_CHECKING:
-    from ..documents.manager import DocumentManager
-    from ..documents.storage import Store
-    from ..handshake.auth import Authenticator, Principal
-    from ..handshake.handshake import Session
-    from ..limits.refusals import Refusals
-    from ..settings import Config
-    from ..webhooks import Webhooks
+    from .documents.manager import DocumentManager
+    from .documents.storage import Store
+    from .handshake.auth import Authenticator, Principal
+    from .handshake.handshake import Session
+    from .limits.refusals import Refusals
+    from .settings import Config
+    from .webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
