@@ -24,7 +24,7 @@ from wsserver.documents.key import DocKey
 from wsserver.documents.readonly import MAX_DROPPED, would_change
 from wsserver.documents.storage import open_store
 from wsserver.errors import DocumentNotAllowed, InvalidToken, ReadOnly
-from wsserver.handshake.auth import Principal, access_claims
+from wsserver.handshake.claims import Principal, access_claims
 from wsserver.protocol import codec
 
 READ_ONLY = 'read-only: the token\'s access is "read"'

@@ -1,4 +1,5 @@
-"""Token checks (wsserver/auth.py): keys per tenant, algorithm pinning, claims."""
+"""Token checks (wsserver/handshake/: auth.py, tenants.py, claims.py): keys per tenant,
+algorithm pinning, claims."""
 
 import base64
 import hashlib
@@ -12,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wsserver.errors import ConfigError, Forbidden, InvalidToken, NoToken
-from wsserver.handshake.auth import Authenticator, Principal
+from wsserver.handshake.auth import Authenticator
+from wsserver.handshake.claims import Principal
 
 AUD = "WireSocket.API"
 SCOPE = "WireSocket.API"

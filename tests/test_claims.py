@@ -44,7 +44,7 @@ json_values = st.recursive(
 
 def wrong_type(name, value):
     """Whether `value` (not None) is of a type `name` must not have: the rule the issue
-    states, written independently of wsserver/handshake/auth.py."""
+    states, written independently of wsserver/handshake/claims.py."""
     if name in NUMERIC_DATES:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return True

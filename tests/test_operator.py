@@ -19,7 +19,7 @@ from test_ops import ADMIN_TOKEN, Gunicorn, doc_name, eventually, http, provider
 from wsserver.app import load_settings
 from wsserver.cli import main as cli
 from wsserver.errors import ConfigError
-from wsserver.handshake.auth import DEVELOPMENT_SECRET
+from wsserver.handshake.tenants import DEVELOPMENT_SECRET
 from wsserver.settings import Config
 
 __all__ = ["providers"]  # the fixture, from test_ops

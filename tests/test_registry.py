@@ -609,7 +609,7 @@ def test_a_claim_whose_only_connection_was_refused_is_let_go_at_once():
     """A later gate (quotas) refusing the handshake must not leave the document live in
     this region for release_after seconds, redirecting other regions' clients to it."""
     from wsserver.errors import ConnectionLimit
-    from wsserver.handshake.auth import Principal
+    from wsserver.handshake.claims import Principal
     from wsserver.handshake.handshake import Gate, Handshake
     from wsserver.regions.gate import RegionGate
 

@@ -78,7 +78,8 @@ def _serve(args):
 
 def _token(args):
     from .errors import InvalidToken
-    from .handshake.auth import ACCESS_READ, Authenticator, access_claims
+    from .handshake.auth import Authenticator
+    from .handshake.claims import ACCESS_READ, access_claims
     from .settings import DEFAULT_CONFIG_PATH, Config
 
     extra = {}

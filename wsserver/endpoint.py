@@ -27,7 +27,7 @@ from geventwebsocket.handler import WebSocketHandler
 from . import metrics
 from .documents.readonly import ReadOnlyGuard
 from .errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
-from .handshake.auth import ACCESS_READ
+from .handshake.claims import ACCESS_READ
 from .handshake.handshake import (
     SUBPROTOCOL,
     Gate,
@@ -44,7 +44,8 @@ from .transport.delayed_close import DelayedCloses
 if TYPE_CHECKING:
     from .documents.manager import DocumentManager
     from .documents.storage import Store
-    from .handshake.auth import Authenticator, Principal
+    from .handshake.auth import Authenticator
+    from .handshake.claims import Principal
     from .handshake.handshake import Session
     from .limits.refusals import Refusals
     from .settings import Config

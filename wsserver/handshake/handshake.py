@@ -24,7 +24,9 @@ from urllib.parse import parse_qs
 from ..documents.key import DocKey
 from ..errors import InvalidDocumentName, WsServerError
 from ..logs import redact
-from .auth import App, Authenticator, Principal
+from .auth import Authenticator
+from .claims import Principal
+from .tenants import App
 
 if TYPE_CHECKING:
     from ..limits.refusals import Refusals

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, jsonify, request
 
 from ..errors import WsServerError
-from ..handshake.auth import ACCESS_READ, ACCESS_WRITE
+from ..handshake.claims import ACCESS_READ, ACCESS_WRITE
 from .cors import Cors
 
 if TYPE_CHECKING:

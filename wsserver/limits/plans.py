@@ -23,10 +23,12 @@ from ..errors import ConfigError
 from ..support.validators import integer, matching, number, section
 
 if TYPE_CHECKING:
-    from ..handshake.auth import App, Authenticator
+    from ..handshake.auth import Authenticator
+    from ..handshake.tenants import App
 
 if TYPE_CHECKING:
-    from ..handshake.auth import App, Authenticator
+    from ..handshake.auth import Authenticator
+    from ..handshake.tenants import App
 
 LIMIT_KEYS = ("max_connections", "max_documents", "max_users_per_doc", "max_ops_per_minute")
 # The smallest value each key accepts: 0 connections/documents/users refuses everyone

@@ -4,7 +4,7 @@ A validator is a function `check(key, value) -> value`: it returns the value to 
 (normalized: seconds as floats, defaults filled in) or raises ConfigError naming `key`,
 the full dotted path of what is wrong (`plans.free.max_connections`, `pins[0].region`).
 The functions below build validators; modules that own a setting (limits/plans.py,
-regions/map.py, handshake/auth.py) compose them, so every setting reads and fails the
+regions/map.py, handshake/tenants.py) compose them, so every setting reads and fails the
 same way, and every level of the config refuses unknown keys (`known_keys`).
 
 This module imports nothing of wsserver but its errors: owners of settings import it
