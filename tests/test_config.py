@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from wsserver.app import load_settings
+from wsserver.envsubst import expand_env
 from wsserver.errors import ConfigError
-from wsserver.settings import Config, expand_env
+from wsserver.settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024

@@ -22,6 +22,8 @@ import gevent
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
+from .envsubst import expand_env
+
 # A query `token=...` (access_token= too), a subprotocol pair `access_token, JWT`, a
 # header `Bearer X`, and a bare JWT anywhere (three base64url parts, header first).
 # The value ends at what cannot be part of it in a URL, a header list or a JSON string.
@@ -261,8 +263,8 @@ def log_format_of(path, env=os.environ):
             value = (yaml.safe_load(f) or {}).get("log_format", "text")
     except (OSError, yaml.YAMLError, AttributeError):
         return "text"
-    if isinstance(value, str):  # ${VAR} / ${VAR:-default}, as the config allows
-        value = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m[1], m[2] or ""), value)
+    # ${VAR} as the config expands it; an unset one leaves "" (not a format: "text").
+    value = expand_env(value, env, "log_format", errors=[])
     return value if value in FORMATS else "text"
 
 

@@ -6,6 +6,6 @@ owns (limits' plans, regions' map, auth's tenants, webhooks) with the shared one
 `Config` only for type hints).
 """
 
-from .config import DEFAULT_CONFIG_PATH, SETTINGS, Config, Setting, expand_env
+from .config import DEFAULT_CONFIG_PATH, SETTINGS, Config, Setting
 
-__all__ = ["DEFAULT_CONFIG_PATH", "SETTINGS", "Config", "Setting", "expand_env"]
+__all__ = ["DEFAULT_CONFIG_PATH", "SETTINGS", "Config", "Setting"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..envsubst import expand_env
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import check_region_map, validate_pins, validate_regions, validate_registry
@@ -340,48 +341,6 @@ SETTINGS = [
 ]
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(
-    value: Any,
-    env: Mapping[str, str],
-    key: str = "config",
-    sources: dict[str, list[tuple[str, bool]]] | None = None,
-    problems: Problems | None = None,
-) -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree.
-
-    `sources` (when given) gets, for each key whose string held a ${VAR}, the variables
-    and whether each was set, so an error about the key can name them. With `problems`
-    every unset variable without a default is recorded there (and replaced by "");
-    without it the first one raises."""
-    if isinstance(value, dict):
-        return {
-            k: expand_env(v, env, f"{key}.{k}" if key != "config" else str(k), sources, problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [expand_env(v, env, f"{key}[{i}]", sources, problems) for i, v in enumerate(value)]
-    if isinstance(value, str):
-
-        def replace(match):
-            name, default = match.group(1), match.group(2)
-            if sources is not None:
-                sources.setdefault(key, []).append((name, name in env))
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            error = ConfigError(key, f"environment variable {name} is not set")
-            if problems is None:
-                raise error
-            problems.errors.append(error)
-            return ""
-
-        return _VAR.sub(replace, value)
-    return value
-
 
 def name_sources(
     errors: list[ConfigError], sources: Mapping[str, list[tuple[str, bool]]]
@@ -434,7 +393,9 @@ class Config:
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
         problems, sources = Problems(), {}
-        mapping = expand_env(mapping, env, sources=sources, problems=problems)
+        mapping = expand_env(
+            mapping, env, sources=sources, errors=problems.errors if problems else None
+        )
         with problems.check():
             known_keys("", mapping, _BY_NAME)
         values, failed = {}, set()
