@@ -30,8 +30,8 @@ from pycrdt import Doc, Text
 from test_bad_input import Client
 
 from wsserver.http.admin import RedisBoard
-from wsserver.logs import redact
 from wsserver.protocol import codec
+from wsserver.scrub import redact
 from wsserver.transport import frames
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"

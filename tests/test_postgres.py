@@ -12,7 +12,7 @@ from pycrdt import Doc, Text
 from test_store import append_all, doc_from
 
 from wsserver.documents import DocKey
-from wsserver.documents.storage import open_store, redact_url
+from wsserver.documents.storage import open_store
 from wsserver.documents.storage.postgres import (
     LOCK_NAMESPACE,
     MIGRATIONS,
@@ -21,6 +21,7 @@ from wsserver.documents.storage.postgres import (
     doc_lock_key,
 )
 from wsserver.errors import ConfigError, StorageSchemaError
+from wsserver.scrub import redact_url
 from wsserver.settings import Config
 
 KEY = DocKey("acme", "editor", "doc")

@@ -4,7 +4,8 @@ as every log line (wsserver/logs.redact; its cases are in tests/test_ops.py)."""
 import logging
 
 from wsserver.handshake.handshake import scrub_token
-from wsserver.logs import TextFormatter, redact
+from wsserver.logs import TextFormatter
+from wsserver.scrub import redact
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
 

@@ -24,7 +24,7 @@ from flask import Flask
 
 from . import __version__
 from .documents.manager import DocumentManager
-from .documents.storage import open_store, redact_url
+from .documents.storage import open_store
 from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
 from .fanout import open_fanout
@@ -37,6 +37,7 @@ from .limits.plans import check_app_plans
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
+from .scrub import redact_url
 from .settings import Config
 from .settings.config import name_sources
 from .support.redis import FailFast

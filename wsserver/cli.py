@@ -110,7 +110,7 @@ def _check_config(args):
 
     from .app import load_settings
     from .platform import procfile_bind, procfile_workers
-    from .settings.config import mask_secrets
+    from .scrub import mask_secrets
 
     try:
         workers = procfile_workers()
@@ -144,7 +144,8 @@ def _connect(config):
     what does not."""
     import os
 
-    from .documents.storage import is_postgres_url, redact_url
+    from .documents.storage import is_postgres_url
+    from .scrub import redact_url
     from .support.redis import client as redis_client
 
     failures = []
@@ -211,8 +212,8 @@ def _storage_of(args):
 
 
 def _copy_storage(args):
-    from .documents.storage import redact_url
     from .documents.storage.transfer import copy_storage
+    from .scrub import redact_url
 
     source, target = _open(args.source), _open(args.target)
     try:

@@ -7,14 +7,13 @@ connection events add `tenant`, `app`, `doc`, `conn`, `ip` and `code` (see `fiel
 In JSON mode everything the process prints about itself is a JSON line too: gunicorn's
 own logs (`GunicornLogger`), errors of greenlets (gevent's hub) and uncaught exceptions.
 
-Tokens: `redact` is the one scrubber. Every formatter applies it to each finished line
-(message, extras and traceback alike), and the handshake applies it to the request's
-environ before any access log can print it (wsserver/handshake.py, `scrub_token`).
+Tokens: every formatter applies `scrub.redact` (the one scrubber, wsserver/scrub.py) to
+each finished line (message, extras and traceback alike), and the handshake applies it
+to the request's environ before any access log can print it (`scrub_token`).
 """
 
 import logging
 import os
-import re
 import sys
 import time
 
@@ -23,30 +22,12 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
 from .envsubst import expand_env
-
-# A query `token=...` (access_token= too), a subprotocol pair `access_token, JWT`, a
-# header `Bearer X`, and a bare JWT anywhere (three base64url parts, header first).
-# The value ends at what cannot be part of it in a URL, a header list or a JSON string.
-_TOKEN = re.compile(r"((?:token=)|(?:access_token,\s*)|(?:Bearer\s+))[^&\s\"'\\,;]+", re.I)
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-REDACTED = "[redacted]"
+from .scrub import redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = ["levelname", "name", "message"]
 JSON_RENAMES = {"levelname": "level", "name": "logger"}
 FORMATS = ("text", "json")
-
-
-def redact(text):
-    """`text` with every token replaced by [redacted]."""
-    if not text:
-        return text
-    lowered = text.lower()
-    if "token" in lowered or "bearer" in lowered:
-        text = _TOKEN.sub(r"\1" + REDACTED, text)
-    if "eyJ" in text:
-        text = _JWT.sub(REDACTED, text)
-    return text
 
 
 class TextFormatter(logging.Formatter):

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 from ..documents.key import DocKey
 from ..errors import InvalidDocumentName, WsServerError
-from ..logs import redact
+from ..scrub import redact
 from .auth import Authenticator
 from .claims import Principal
 from .tenants import App
@@ -86,7 +86,7 @@ def bearer_token(authorization):
 
 def scrub_token(environ: dict) -> None:
     """Redact tokens in what access logs print (QUERY_STRING, RAW_URI, REQUEST_URI),
-    with the one scrubber every log line goes through (wsserver/logs.py)."""
+    with the one scrubber every log line goes through (wsserver/scrub.py)."""
     for key in ("QUERY_STRING", "RAW_URI", "REQUEST_URI"):
         value = environ.get(key)
         if value:

@@ -14,7 +14,6 @@ silently ignored.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -65,26 +64,6 @@ def _bearer_section(key, value):
         return None
     known_keys(key, mapping(key, value), {"token"})
     return {"token": long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value.get("token"))}
-
-
-# Keys whose values are secrets wherever they appear, and URLs' passwords: what
-# `wsserver check-config` masks.
-SECRET_KEYS = frozenset({"secret", "token", "password", "private_key"})
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)([^@]+)(@)", re.I)
-MASK = "********"
-
-
-def mask_secrets(value, key=None):
-    """A copy of a config tree with every secret replaced by MASK."""
-    if isinstance(value, dict):
-        return {k: mask_secrets(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    if key in SECRET_KEYS and value is not None:
-        return MASK
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\1" + MASK + r"\3", value)
-    return value
 
 
 class Setting:

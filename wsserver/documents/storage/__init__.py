@@ -5,22 +5,15 @@
 
 from __future__ import annotations
 
-import re
-
 from .base import Loaded, Store, StoreError, fold
 
-__all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store", "redact_url"]
+__all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
-
-
-def redact_url(url: str) -> str:
-    """`url` without its password, for logs and the start-up line."""
-    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def open_store(url: str, sync: str = "normal", pool_size: int = 5, **timeouts: float) -> Store:

@@ -44,8 +44,8 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from ...errors import ConfigError, StorageSchemaError
+from ...scrub import redact_url as redact
 from ..key import DocKey
-from . import redact_url as redact
 from .base import Store, compacted, loaded
 
 log = logging.getLogger(__name__)
