@@ -39,3 +39,57 @@ def test_an_upward_import_breaks_the_floors(tmp_path):
     result = lint_imports(copy, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0, result.stdout
     assert "wsserver.protocol.codec -> wsserver.endpoint" in result.stdout, result.stdout
+
+
+def test_a_process_holds_one_redis_pool_plus_its_blocking_readers(
+    start_server, tmp_path, redis_url
+):
+    """Every Redis user of a process (the handshake rate, quotas, the region registry, the
+    fan-out's commands, the admin board) shares one connection pool; only the readers
+    that block by design have a connection of their own. Seen from Redis (`CLIENT LIST`)
+    after each user has run: every connection of the server process carries the name of
+    its pool, and there are three names."""
+    import json
+    import socket
+    import urllib.request
+
+    import redis as redis_lib
+    import websocket
+    from conftest import base_config, free_port, make_token
+
+    admin = "admin-token-0123456789abcdef"
+    port = free_port()
+    regions = {"eu": f"ws://127.0.0.1:{port}", "us": f"ws://127.0.0.1:{free_port()}"}
+    config = base_config(
+        tmp_path,
+        redis=redis_url,
+        region="eu",
+        regions=regions,  # two regions: the registry is Redis's
+        admin={"token": admin},
+        rate_limit={"handshakes_per_ip": "100/minute"},
+    )
+    server = start_server(config=config, port=port)
+    ws = websocket.create_connection(f"{server.url}/pools?token={make_token()}", timeout=10)
+    assert ws.recv_frame().data[:2] == b"\x00\x00"  # admitted: rate, quota, claim, fan-out
+    request = urllib.request.Request(
+        f"{server.http}/admin/api/documents", headers={"Authorization": f"Bearer {admin}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # the admin board
+        assert any(d["name"] == "pools" for d in json.load(response)["documents"])
+    ws.close()
+
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    ours = {  # the server process's own connections to Redis, by local port
+        int(line.split()[2].rsplit(":", 1)[1])
+        for line in subprocess.run(
+            ["ss", "-tnpH", "state", "established", "dst", f"127.0.0.1:{redis_port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        if f"pid={server.proc.pid}," in line
+    }
+    listing = redis_lib.Redis.from_url(redis_url).client_list()
+    names = {c["name"] for c in listing if int(c["addr"].rsplit(":", 1)[1]) in ours}
+    base = f"wsserver:{socket.gethostname()}:{server.proc.pid}"
+    assert ours and names == {base, f"{base}:fanout-reader", f"{base}:admin-board"}, names

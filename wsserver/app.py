@@ -40,7 +40,7 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .settings.config import name_sources
-from .support.redis import FailFast
+from .support.redis import FailFast, blocking_client
 from .support.redis import client as redis_client
 from .support.validators import Problems
 from .webhooks import build_webhooks
@@ -276,7 +276,7 @@ def create_app(
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
         board = admin.RedisBoard(
-            redis_client(config.redis), redis_client(config.redis, socket_timeout=None)
+            redis_client(config.redis), blocking_client(config.redis, "admin-board", None)
         )
     inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api

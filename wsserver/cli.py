@@ -163,14 +163,11 @@ def _connect(config):
             failures.append(f"storage: {storage}: cannot write to {directory}")
     redis_urls = {config.redis, (config.rate_limit or {}).get("storage")}
     for url in sorted(u for u in redis_urls if u and u.startswith("redis")):
-        client = redis_client(url)
         try:
-            client.ping()
+            redis_client(url).ping()
             print(f"# redis {redact_url(url)}: answers")
         except Exception as e:  # redis-py raises several kinds (TLS, auth, timeouts)
             failures.append(f"redis: {redact_url(url)} does not answer: {type(e).__name__}: {e}")
-        finally:
-            client.close()
     return failures
 
 

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import redis
 
-from ..support.redis import SOCKET_TIMEOUT
+from ..support.redis import SOCKET_TIMEOUT, blocking_client
 from ..support.redis import client as redis_client
 from .base import Fanout, parse_id
 
@@ -61,23 +61,17 @@ class RedisStreamsFanout(Fanout):
 
     def _connect(self):
         if self.commands is None:
-            self.commands = redis_client(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-            )
+            self.commands = redis_client(self.url)
             # The blocking read waits up to block_ms by design: its timeout is beyond it.
-            self.reader = redis_client(
-                self.url,
-                socket_timeout=self.block_ms / 1000 + 2 * self.timeout,
-                socket_connect_timeout=self.timeout,
-                single_connection_client=True,
+            self.reader = blocking_client(
+                self.url, "fanout-reader", self.block_ms / 1000 + 2 * self.timeout
             )
         self.commands.ping()
         self.reader.ping()
 
     def _disconnect(self):
-        for client in (self.commands, self.reader):
-            if client is not None:
-                client.close()
+        if self.reader is not None:
+            self.reader.close()  # `commands` is the process's shared client
 
     def _tail(self, stream):
         last = self.commands.xrevrange(stream, count=1)

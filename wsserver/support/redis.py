@@ -1,11 +1,15 @@
-"""One way to reach Redis: the client factory with the project's timeouts, and the
-fail-fast window that keeps a hung Redis from making every handshake wait.
+"""One way to reach Redis: one client (one connection pool) per URL per process with the
+project's timeouts, and the fail-fast window that keeps a hung Redis from making every
+handshake wait.
 
-Every Redis user (the limits' quotas, the region registry, the fan-out, the admin
-board) takes its client from `client()`, and the limits' rate storage from
-`rate_storage()`: every Redis connection of the process is made here, so one set of
-timeouts (and one reading of the URL, TLS included) applies: a handshake waits at most one
-`SOCKET_TIMEOUT` on a Redis that does not answer. After a failure, `FailFast` makes the
+Every Redis user (the limits' quotas and rate storage, the region registry, the
+fan-out's commands, the admin board) shares the process's `client(url)`; only a reader
+that blocks on Redis by design gets a connection of its own (`blocking_client`: the
+fan-out's stream reader, the admin board's listener). Every Redis connection of the
+process is made here, so one set of timeouts (and one reading of the URL, TLS included)
+applies: a handshake waits at most one `SOCKET_TIMEOUT` on a Redis that does not answer.
+Each connection names itself (`CLIENT LIST`: `wsserver:HOST:PID`, plus `:PURPOSE` for a
+blocking one), so an operator sees which process holds which. After a failure, `FailFast` makes the
 handshake-path calls of every user that shares it skip Redis at once, for a growing,
 capped window (each user then does what it does without Redis: the limits admit, the
 registry refuses claims of new documents with 1013); background loops (heartbeats,
@@ -14,6 +18,8 @@ renewals) keep trying and close the window when Redis answers again.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,15 +34,42 @@ HEALTH_CHECK_INTERVAL = 30
 FAIL_FAST_MIN, FAIL_FAST_MAX = 0.5, 5.0
 
 
-def client(url: str, **options: Any) -> redis.Redis:
-    """A redis-py client for `url` with the project's timeouts (`options` override)."""
-    settings = {
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
-        "health_check_interval": HEALTH_CHECK_INTERVAL,
-    }
-    settings.update(options)
-    return redis.Redis.from_url(url, **settings)
+_SHARED: dict[str, redis.Redis] = {}  # url -> the process's client for it
+
+
+def client_name(purpose: str | None = None) -> str:
+    """What this process's connections call themselves in `CLIENT LIST`."""
+    name = f"wsserver:{socket.gethostname()}:{os.getpid()}"
+    return f"{name}:{purpose}" if purpose else name
+
+
+def client(url: str) -> redis.Redis:
+    """The process's one redis-py client for `url` (made on first use), with the
+    project's timeouts. Shared: its users never close it (its connections end with the
+    process); redis-py's pool gives each greenlet a connection of its own."""
+    shared = _SHARED.get(url)
+    if shared is None:
+        shared = _SHARED[url] = redis.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            client_name=client_name(),
+        )
+    return shared
+
+
+def blocking_client(url: str, purpose: str, read_timeout: float | None) -> redis.Redis:
+    """A client of its own for a reader that blocks on Redis by design (XREAD BLOCK,
+    pub/sub, BLPOP): `read_timeout` seconds per read (None: none), the connect timeout
+    of the others. The caller closes it."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=read_timeout,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        client_name=client_name(purpose),
+    )
 
 
 def without_certificate_check(url: str) -> str:
@@ -67,15 +100,12 @@ def redis_check(client: redis.Redis) -> Callable[[], str | None]:
 
 
 def rate_storage(url: str, key_prefix: str) -> Any:
-    """The `limits` library's Redis storage for `url` (the handshake rate), with the
-    same timeouts; it reads the URL as redis-py does (rediss://, ssl_cert_reqs=...)."""
+    """The `limits` library's Redis storage for `url` (the handshake rate), on the shared
+    client's connection pool."""
     from limits.storage import storage_from_string
 
     return storage_from_string(
-        url,
-        key_prefix=key_prefix,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
+        url, key_prefix=key_prefix, connection_pool=client(url).connection_pool
     )
 
 

@@ -109,6 +109,11 @@ return false
 )
 
 
+def _text(value):
+    """A script's bulk-string answer as text (the shared client answers bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def redis_key(key):
     return PREFIX + "/".join(quote(part, safe="") for part in key)
 
@@ -122,7 +127,7 @@ class RedisRegistry(Registry):
         self.client = None
 
     def _open(self):
-        self.client = redis_client(self.url, decode_responses=True)
+        self.client = redis_client(self.url)
         self._claim_script = self.client.register_script(CLAIM)
         self._renew_script = self.client.register_script(RENEW)
         self._release_script = self.client.register_script(RELEASE)
@@ -132,12 +137,12 @@ class RedisRegistry(Registry):
         return redis_check(self.client)
 
     def _close(self):
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.client = None  # the process's shared client (support/redis.py): not ours to close
 
     def _claim(self, key, node, region, ttl):
-        return self._claim_script(keys=[redis_key(key)], args=[region, node, int(ttl * 1000)])
+        return _text(
+            self._claim_script(keys=[redis_key(key)], args=[region, node, int(ttl * 1000)])
+        )
 
     def _renew(self, keys, node, ttl):
         pipe = self.client.pipeline(transaction=False)
@@ -149,4 +154,4 @@ class RedisRegistry(Registry):
         self._release_script(keys=[redis_key(key)], args=[node])
 
     def _lookup(self, key):
-        return self._lookup_script(keys=[redis_key(key)]) or None
+        return _text(self._lookup_script(keys=[redis_key(key)])) or None
