@@ -43,6 +43,7 @@ from .settings.config import name_sources
 from .support.redis import FailFast, blocking_client
 from .support.redis import client as redis_client
 from .support.validators import Problems
+from .transport import handler
 from .webhooks import build_webhooks
 from .webhooks.settings import hooks_by_app
 
@@ -262,14 +263,15 @@ def create_app(
     # Behind `rate_limit.trusted_proxies` proxies: REMOTE_ADDR is the client, for the
     # WebSocket endpoint and the HTTP routes alike (werkzeug's ProxyFix, x_for only).
     app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
-    # gevent-websocket asks the WSGI application object which subprotocol to select.
-    app.app_protocol = endpoint.select_subprotocol
-    # The request handler (transport/handler.py) reads these from it too.
-    app.header_timeout = config.header_timeout
-    app.on_header_timeout = endpoint.header_timed_out
-    # One line per request (`access_log`; gunicorn_conf.py uses gunicorn's access logger
-    # instead when --access-logfile is given).
-    app.access_log = logging.getLogger("wsserver.access") if config.access_log else None
+    # What the request handler takes from the app (transport/handler.py). The access log:
+    # one line per request (`access_log`; gunicorn_conf.py puts gunicorn's access logger
+    # there instead when --access-logfile is given).
+    app.extensions[handler.EXTENSION] = handler.HandlerSettings(
+        header_timeout=config.header_timeout,
+        on_header_timeout=endpoint.header_timed_out,
+        access_log=logging.getLogger("wsserver.access") if config.access_log else None,
+        select_subprotocol=endpoint.select_subprotocol,
+    )
     app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
     app.register_blueprint(probes.blueprint(readiness_checks(endpoint, store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics

@@ -14,7 +14,6 @@ flushes every room.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import AsyncResult
-from geventwebsocket.handler import WebSocketHandler
 
 from . import metrics
 from .documents.readonly import ReadOnlyGuard
@@ -93,23 +91,12 @@ class WebSocketEndpoint:
 
     # --- subprotocol ----------------------------------------------------------------
 
-    def select_subprotocol(self, path: str) -> str | None:
-        """gevent-websocket's `app_protocol(path)` hook.
-
-        It only passes the path and then accepts our answer if it is a *substring* of the
-        raw header, so `access_token` would "match" `not_access_token_v2`. We find the
-        handshake's environ on the calling handler and answer `access_token` only when
-        the client offered exactly that value.
-        """
-        frame = sys._getframe(1)
-        while frame is not None:
-            handler = frame.f_locals.get("self")
-            if isinstance(handler, WebSocketHandler):
-                offered = offered_subprotocols(handler.environ)
-                return SUBPROTOCOL if SUBPROTOCOL in offered else None
-            frame = frame.f_back
-        log.error("app_protocol called outside a WebSocketHandler; no subprotocol selected")
-        return None
+    @staticmethod
+    def select_subprotocol(environ: dict) -> str | None:
+        """The subprotocol the 101 answers (transport/handler.py): `access_token` when the
+        client offered exactly that value (gevent-websocket's own hook matched it as a
+        substring of the raw header: `not_access_token_v2` "offered" it)."""
+        return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(environ) else None
 
     # --- one connection -------------------------------------------------------------
 

@@ -126,10 +126,11 @@ def on_exit(server):
 def post_worker_init(worker):
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
+    from wsserver.transport.handler import settings_of
 
     endpoint = endpoint_of(worker.wsgi)
     if worker.cfg.accesslog:  # --access-logfile: our lines (fields, redacted) go there
-        worker.wsgi.access_log = worker.log.access_log
+        settings_of(worker.wsgi).access_log = worker.log.access_log
     worker.wsserver_endpoint = endpoint  # for worker_exit
     config = endpoint.config
     configure_logging(config.log_level, config.log_format)

@@ -21,7 +21,12 @@ Once a WebSocket is open, the handler keeps nothing of the request it no longer 
 (the header deadline, the parsed headers, the 101's headers).
 
 `wsserver serve` uses `WebSocketRequestHandler`; gunicorn uses `GunicornWorker`
-(wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler.
+(wsserver/gunicorn_conf.py), gevent-websocket's worker with this handler. What the
+handler needs of the app (the deadline, who hears of a timeout, the access log, the
+subprotocol to accept) is a `HandlerSettings` the app factory puts in the Flask app's
+`extensions` (Flask's place for state of its extensions): the servers only hand the
+handler the WSGI application, and gevent-websocket's own hook (an `app_protocol`
+attribute on that object, matched as a substring) is not used.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from __future__ import annotations
 import binascii
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -40,6 +47,31 @@ from ..logs import log_access
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+EXTENSION = "wsserver.handler"  # app.extensions: the app's HandlerSettings
+
+
+@dataclass
+class HandlerSettings:
+    """What the request handler takes from the app (see the module docstring)."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    # (client ip, seconds) of a request whose headers took too long: counted, logged.
+    on_header_timeout: Callable[[str, float], None] | None = None
+    access_log: logging.Logger | None = None  # one line per request; None: none
+    # The subprotocol to accept from a handshake's environ (None: none), answered in
+    # the 101's Sec-WebSocket-Protocol.
+    select_subprotocol: Callable[[dict], str | None] | None = None
+
+
+_DEFAULTS = HandlerSettings()
+
+
+def settings_of(application: Any) -> HandlerSettings:
+    """The HandlerSettings of a WSGI application made by the app factory (defaults for
+    any other)."""
+    return getattr(application, "extensions", {}).get(EXTENSION, _DEFAULTS)
+
+
 _REQUEST_TIMEOUT_BODY = b'{"error": "request headers took too long", "code": 408}'
 _REQUEST_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
@@ -87,10 +119,8 @@ class WebSocketRequestHandler(WebSocketHandler):
     """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
 
     def handle_one_request(self) -> Any:
-        application = self.server.application
-        timeout = self._header_timeout = getattr(
-            application, "header_timeout", DEFAULT_HEADER_TIMEOUT
-        )
+        settings = settings_of(self.server.application)
+        timeout = self._header_timeout = settings.header_timeout
         self._header_deadline = gevent.Timeout.start_new(timeout, _HeadersTooSlow)
         try:
             return super().handle_one_request()
@@ -98,7 +128,7 @@ class WebSocketRequestHandler(WebSocketHandler):
             self.close_connection = True
             if isinstance(e, _BodyTooSlow) and self.headers_sent:
                 return None  # answered already: only the connection is dropped
-            on_timeout = getattr(application, "on_header_timeout", None)
+            on_timeout = settings.on_header_timeout
             if on_timeout is not None:
                 address = self.client_address  # a path string on a Unix socket
                 on_timeout(address[0] if isinstance(address, tuple) else "-", timeout)
@@ -148,7 +178,7 @@ class WebSocketRequestHandler(WebSocketHandler):
         line (logger `geventwebsocket.handler`, plain HTTP only) is not used: it is why
         gunicorn's access log stayed empty (gunicorn writes it from its own pywsgi
         handler, which this one is not)."""
-        logger = getattr(self.server.application, "access_log", None)
+        logger = settings_of(self.server.application).access_log
         if logger is None:
             return
         environ = self.environ or {}
@@ -167,12 +197,25 @@ class WebSocketRequestHandler(WebSocketHandler):
         )
 
     def upgrade_websocket(self) -> list[bytes] | None:
+        select = settings_of(self.server.application).select_subprotocol
+        protocol = select(self.environ) if select is not None else None
+        if protocol is not None:  # answered with the 101 (gevent-websocket builds it)
+            start_response = self.start_response
+
+            def start_with_protocol(status: str, headers: list, exc_info: Any = None) -> Any:
+                if status.startswith("101"):
+                    headers = [*headers, ("Sec-WebSocket-Protocol", protocol)]
+                return start_response(status, headers, exc_info)
+
+            self.start_response = start_with_protocol
         try:
             result = super().upgrade_websocket()
         except binascii.Error:  # gevent-websocket only catches TypeError from b64decode
             log.debug("invalid Sec-WebSocket-Key from %s", self.client_address)
             self.start_response("400 Bad Request", [])
             result = ["Invalid Sec-WebSocket-Key"]
+        finally:
+            self.__dict__.pop("start_response", None)  # the next request's is pywsgi's
         if result:
             return [part.encode("utf-8") if isinstance(part, str) else part for part in result]
         return result
