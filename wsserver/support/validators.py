@@ -8,7 +8,7 @@ regions/map.py, handshake/tenants.py) compose them, so every setting reads and f
 same way, and every level of the config refuses unknown keys (`known_keys`).
 
 This module imports nothing of wsserver but its errors: owners of settings import it
-without pulling in the settings table (settings/config.py, which imports them).
+without pulling in the settings table (settings/table.py, which imports them).
 """
 
 import re

@@ -51,7 +51,7 @@ from .base import Store, compacted, loaded
 log = logging.getLogger(__name__)
 
 # Defaults of the settings `storage_timeout`, `storage_statement_timeout` and
-# `storage_lock_timeout` (settings/config.py), in seconds.
+# `storage_lock_timeout` (settings/table.py), in seconds.
 POOL_WAIT = 5.0
 STATEMENT_TIMEOUT = 30.0
 LOCK_TIMEOUT = 10.0
