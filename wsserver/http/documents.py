@@ -67,33 +67,87 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
     """The routes; `write_gate` is the quota of writes (limits.WriteQuotaGate),
     `max_body` the largest update accepted (`max_message_size`), `shutting_down()` True
     once SIGTERM came (writes then answer 503/1012)."""
+    api = DocumentApi(handshake, region_gate, write_gate, documents, store, max_body, shutting_down)
     bp = Blueprint("documents", __name__)
-    cors = Cors(
-        handshake.authenticator,
-        ("GET", "POST", "OPTIONS"),
-        headers=("Authorization", "Content-Type"),
-    )
+    api.route(bp, f"{PREFIX}/<name>", "GET", api.read)
+    api.route(bp, f"{PREFIX}/<name>/update", "POST", api.write)
+    return bp
 
-    def refused(error, origin):
+
+class DocumentApi:
+    """The API's handlers: each takes (key, principal, app) once the handshake's checks
+    passed (`route`), and returns a response or raises a WsServerError."""
+
+    def __init__(self, handshake, region_gate, write_gate, documents, store, max_body, stopping):
+        self.handshake = handshake
+        self.region_gate = region_gate
+        self.write_gate = write_gate
+        self.documents = documents
+        self.store = store
+        self.max_body = max_body
+        self.shutting_down = stopping
+        self.cors = Cors(
+            handshake.authenticator,
+            ("GET", "POST", "OPTIONS"),
+            headers=("Authorization", "Content-Type"),
+        )
+
+    def route(self, bp, rule, method, handler):
+        """Register `handler` at `rule` for `method` and its preflight: the checks run
+        first, every error answers JSON with CORS."""
+
+        def view(name):
+            origin = request.headers.get("Origin")
+            if request.method == "OPTIONS":
+                return self.cors.preflight(origin)
+            try:
+                key, principal, app = self.handshake.authenticate(request.environ, "/" + name)
+                return self.cors.answer(handler(key, principal, app), origin, app)
+            except WsServerError as error:
+                return self.refused(error, origin)
+            except Exception:  # e.g. storage failing: a JSON 500, never a traceback
+                log.exception("%s %s failed", request.method, request.path)
+                return self.refused(InternalError(), origin)
+
+        bp.add_url_rule(
+            rule,
+            handler.__name__,
+            view,
+            methods=[method, "OPTIONS"],
+            provide_automatic_options=False,
+        )
+
+    def refused(self, error, origin):
         body = None
         if isinstance(error, WrongRegion) and error.base is not None:
             body = dict(error.to_json(), url=api_url(error.base, error.name))
-        return cors.error(error, origin, body)
+        return self.cors.error(error, origin, body)
 
-    def current_update(key):
+    # --- GET ------------------------------------------------------------------------
+
+    def read(self, key, principal, app):
+        form = request.args.get("format", "binary")
+        if form not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        update = self.current_update(key)
+        if form == "json":
+            return jsonify(document_json(update))
+        return Response(update, mimetype="application/octet-stream")
+
+    def current_update(self, key):
         """The document as one update, from the live copy or storage; NotFound when
         there is nothing."""
-        region = region_gate.discover(key)["region"]
-        if region != region_gate.region:
-            raise region_gate.map.redirect(region, key.name)
-        room = documents.get(key)
+        region = self.region_gate.discover(key)["region"]
+        if region != self.region_gate.region:
+            raise self.region_gate.map.redirect(region, key.name)
+        room = self.documents.get(key)
         if room is not None:
             room.ready.wait(LOAD_WAIT)  # a load under way: its result
         if room is not None and room.ready.successful():
             update = room.current_update()
         else:  # not loaded here, or its load failed: storage has every durable update
             try:
-                updates = store.load(key, timeout=LOAD_WAIT).updates
+                updates = self.store.load(key, timeout=LOAD_WAIT).updates
             except StoreError as e:  # storage down or hung: 503, retry
                 log.warning("GET %s: %s", request.path, e)
                 raise TryAgainLater("storage does not answer; retry") from None
@@ -102,62 +156,26 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
             raise NotFound("no such document")
         return update
 
-    def route(rule, method):
-        """Register a handler(key, principal, app) -> response at `rule`, for `method`
-        and its preflight: the checks run first, every error answers JSON with CORS."""
+    # --- POST -----------------------------------------------------------------------
 
-        def register(handler):
-            def view(name):
-                origin = request.headers.get("Origin")
-                if request.method == "OPTIONS":
-                    return cors.preflight(origin)
-                try:
-                    key, principal, app = handshake.authenticate(request.environ, "/" + name)
-                    return cors.answer(handler(key, principal, app), origin, app)
-                except WsServerError as error:
-                    return refused(error, origin)
-                except Exception:  # e.g. storage failing: a JSON 500, never a traceback
-                    log.exception("%s %s failed", request.method, request.path)
-                    return refused(InternalError(), origin)
-
-            bp.add_url_rule(
-                rule,
-                handler.__name__,
-                view,
-                methods=[method, "OPTIONS"],
-                provide_automatic_options=False,
-            )
-            return handler
-
-        return register
-
-    @route(f"{PREFIX}/<name>", "GET")
-    def read(key, principal, app):
-        form = request.args.get("format", "binary")
-        if form not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-        update = current_update(key)
-        if form == "json":
-            return jsonify(document_json(update))
-        return Response(update, mimetype="application/octet-stream")
-
-    @route(f"{PREFIX}/<name>/update", "POST")
-    def write(key, principal, app):
-        if shutting_down():
+    def write(self, key, principal, app):
+        if self.shutting_down():
             raise ServiceRestart()
         principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
-        update = read_body(max_body)
+        update = read_body(self.max_body)
         check_one_update(update)  # 400/1007 for junk after it, before anything is claimed
-        session = handshake.admit(
-            Session(key, principal, app, request.environ), (region_gate, write_gate)
+        session = self.handshake.admit(
+            Session(key, principal, app, request.environ), (self.region_gate, self.write_gate)
         )
         try:
-            return jsonify(stored=apply(key, update))
+            return jsonify(stored=self.apply(key, update))
         finally:
             session.release()
 
-    def apply(key, update):
-        with documents.hold(key) as room:
+    def apply(self, key, update):
+        """Apply `update` as the API's and wait until it is durable: True, or False when
+        it changed nothing."""
+        with self.documents.hold(key) as room:
             durable = Event()
             # InvalidPayload (400/1007) leaves the document as it was.
             if not room.apply_update(update, API, on_durable=durable.set):
@@ -167,8 +185,6 @@ def blueprint(handshake, region_gate, write_gate, documents, store, max_body, sh
             if not durable.wait(DURABLE_TIMEOUT):
                 raise TryAgainLater("update not yet durable; retry")
             return True
-
-    return bp
 
 
 def read_body(limit):
