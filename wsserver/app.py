@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
@@ -173,6 +174,48 @@ def create_app(
     """Build the app from `test_config` (a mapping or Config) or the YAML config file
     (see load_settings; `listen_host`: the address the server listens on, when known)."""
     config, authenticator = load_settings(test_config, config_path, listen_host)
+    parts = build_parts(config, authenticator)
+    endpoint = parts.endpoint
+    app = Flask(__name__)
+    app.config["WSSERVER"] = config
+    app.extensions[EXTENSION] = endpoint
+    app.extensions[QUOTA_EXTENSION] = parts.quota
+    app.extensions[health.EXTENSION] = health_report(parts)
+    app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
+    # Behind `rate_limit.trusted_proxies` proxies: REMOTE_ADDR is the client, for the
+    # WebSocket endpoint and the HTTP routes alike (werkzeug's ProxyFix, x_for only).
+    app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
+    # What the request handler takes from the app (transport/handler.py). The access log:
+    # one line per request (`access_log`; gunicorn_conf.py puts gunicorn's access logger
+    # there instead when --access-logfile is given).
+    app.extensions[handler.EXTENSION] = handler.HandlerSettings(
+        header_timeout=config.header_timeout,
+        on_header_timeout=endpoint.header_timed_out,
+        access_log=logging.getLogger("wsserver.access") if config.access_log else None,
+        select_subprotocol=endpoint.select_subprotocol,
+    )
+    register_routes(app, config, parts)
+    return app
+
+
+@dataclass
+class Parts:
+    """What a process runs, built once by `build_parts` and wired to each other there."""
+
+    quota: Any  # limits.Quota
+    webhooks: Any  # webhooks.Webhooks, or None when no app has webhooks
+    store: Any  # documents.storage.Store
+    region_map: RegionMap
+    fanout: Any  # fanout.Fanout or NoFanout
+    documents: DocumentManager
+    registry: Any  # regions.registry.Registry
+    region_gate: RegionGate
+    endpoint: WebSocketEndpoint
+
+
+def build_parts(config: Config, authenticator: Authenticator) -> Parts:
+    """Every part of a process, with the hooks between them (CONTRIBUTING: hooks are
+    passed where the parts are built)."""
     # One Redis outage window for the process: after a Redis failure, every gate skips
     # Redis at once for a while instead of each handshake waiting a timeout per gate.
     redis_fail_fast = FailFast()
@@ -187,20 +230,12 @@ def create_app(
         lock_timeout=config.storage_lock_timeout,
     )
     region_map = RegionMap.from_config(config)
-
-    registry = None  # built below: it needs the documents, which ask it before compacting
-
-    def before_compact(key):
-        # No snapshot of a document this node may have lost to another region.
-        return registry.may_compact(key)
-
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
     fanout = open_fanout(config, redis_fail_fast)
     documents = DocumentManager(
         store,
         config,
-        before_compact=before_compact,
         on_stored=webhooks.document_stored if webhooks is not None else None,
         fanout=fanout,
     )
@@ -212,6 +247,9 @@ def create_app(
         on_claim_reasserted=documents.refresh,
         fail_fast=redis_fail_fast if config.redis else None,
     )
+    # The documents and the registry need each other: no snapshot of a document this
+    # node may have lost to another region. Wired here, before any room exists.
+    documents.before_compact = registry.may_compact
     region_gate = RegionGate(region_map, registry)
     # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then
@@ -220,24 +258,31 @@ def create_app(
     endpoint = WebSocketEndpoint(
         config, authenticator, documents, store, gates, quota.refusals, webhooks
     )
+    return Parts(
+        quota, webhooks, store, region_map, fanout, documents, registry, region_gate, endpoint
+    )
 
-    app = Flask(__name__)
-    app.config["WSSERVER"] = config
-    app.extensions[EXTENSION] = endpoint
-    app.extensions[QUOTA_EXTENSION] = quota
-    # Redis, when the registry or the limits use it: pinged on every /healthz.
+
+def health_report(parts: Parts) -> Callable[[], dict[str, Any]]:
+    """The /healthz body: this process's figures, Redis pinged (when the registry or the
+    limits use it), the store's and the fan-out's own state; "degraded" while any of
+    them is not well (still serving what it can)."""
+    quota, endpoint, fanout, store = parts.quota, parts.endpoint, parts.fanout, parts.store
     remote = {
         name: check
-        for name, check in (("registry", registry.health_check()), ("limits", quota.health_check()))
+        for name, check in (
+            ("registry", parts.registry.health_check()),
+            ("limits", quota.health_check()),
+        )
         if check
     }
 
-    def health_body():
+    def report() -> dict[str, Any]:
         body = {
             "status": "ok",
             **probes.identity(),
             "store": store.health() or "ok",
-            "rooms": len(documents),
+            "rooms": len(parts.documents),
             "connections": len(endpoint.connections),
             "refused": {str(code): n for code, n in quota.refusals.counts().items()},
             "read_only": dict(endpoint.read_only),
@@ -246,8 +291,8 @@ def create_app(
             # engine's own state (README, "Running several processes and machines").
             "fanout": fanout.health(),
         }
-        if webhooks is not None:
-            body["webhooks"] = webhooks.counts()
+        if parts.webhooks is not None:
+            body["webhooks"] = parts.webhooks.counts()
         if remote:
             body["redis"] = health.run_checks(remote)
             if any(state != "ok" for state in body["redis"].values()):
@@ -258,43 +303,36 @@ def create_app(
             body["status"] = "degraded"  # serving, but other processes' edits arrive late
         return body
 
-    app.extensions[health.EXTENSION] = health_body
-    app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
-    # Behind `rate_limit.trusted_proxies` proxies: REMOTE_ADDR is the client, for the
-    # WebSocket endpoint and the HTTP routes alike (werkzeug's ProxyFix, x_for only).
-    app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
-    # What the request handler takes from the app (transport/handler.py). The access log:
-    # one line per request (`access_log`; gunicorn_conf.py puts gunicorn's access logger
-    # there instead when --access-logfile is given).
-    app.extensions[handler.EXTENSION] = handler.HandlerSettings(
-        header_timeout=config.header_timeout,
-        on_header_timeout=endpoint.header_timed_out,
-        access_log=logging.getLogger("wsserver.access") if config.access_log else None,
-        select_subprotocol=endpoint.select_subprotocol,
-    )
-    app.register_blueprint(discovery.blueprint(endpoint.handshake, region_gate))  # /discovery
-    app.register_blueprint(probes.blueprint(readiness_checks(endpoint, store)))
+    return report
+
+
+def register_routes(app: Flask, config: Config, parts: Parts) -> None:
+    """Every blueprint, in the order Flask matches them (health's catch-all last)."""
+    endpoint = parts.endpoint
+    app.register_blueprint(discovery.blueprint(endpoint.handshake, parts.region_gate))
+    app.register_blueprint(probes.blueprint(readiness_checks(endpoint, parts.store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
         board = admin.RedisBoard(
             redis_client(config.redis), blocking_client(config.redis, "admin-board", None)
         )
-    inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
+    inspector = admin.Inspector(
+        parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
+    )
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
     app.register_blueprint(
         document_api.blueprint(  # /v1/documents/...
             endpoint.handshake,
-            region_gate,
-            quota.write_gate,
-            documents,
-            store,
+            parts.region_gate,
+            parts.quota.write_gate,
+            parts.documents,
+            parts.store,
             config.max_message_size,
             lambda: endpoint.shutting_down,
         )
     )
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
-    return app
 
 
 def readiness_checks(endpoint, store):
