@@ -259,6 +259,16 @@ def _import(args):
 
 
 def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, CommandError) as e:
+        _report_failure(args, [f"wsserver: {p}" for p in getattr(e, "problems", [e])])
+        return 2
+
+
+def build_parser():
+    """Every command, its options and the function that runs it (`run`)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="wsserver", description=__doc__)
@@ -323,12 +333,7 @@ def main(argv=None):
         command.add_argument("--storage", help="storage URL (default: the config's `storage`)")
         command.add_argument("--config")
         command.set_defaults(run=run)
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ConfigError, CommandError) as e:
-        _report_failure(args, [f"wsserver: {p}" for p in getattr(e, "problems", [e])])
-        return 2
+    return parser
 
 
 def _report_failure(args, lines):
