@@ -302,6 +302,12 @@ def build_parser():
     )
     token.add_argument("--config")
     token.set_defaults(run=_token)
+    _add_storage_commands(sub)
+    return parser
+
+
+def _add_storage_commands(sub):
+    """check-config, copy-storage, export, import."""
     check = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
     check.add_argument("--config", help="YAML config (default: $WSSERVER_CONFIG)")
     check.add_argument(
@@ -333,7 +339,6 @@ def build_parser():
         command.add_argument("--storage", help="storage URL (default: the config's `storage`)")
         command.add_argument("--config")
         command.set_defaults(run=run)
-    return parser
 
 
 def _report_failure(args, lines):
