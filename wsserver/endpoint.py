@@ -41,6 +41,7 @@ from .transport.delayed_close import DelayedCloses
 
 if TYPE_CHECKING:
     from .documents.manager import DocumentManager
+    from .documents.room import Room
     from .documents.storage import Store
     from .handshake.auth import Authenticator
     from .handshake.claims import Principal
@@ -113,44 +114,12 @@ class WebSocketEndpoint:
             if self.shutting_down:
                 raise ServiceRestart()
             session = self._check(environ)
-            forget_headers(environ)
-            conn.peer = peer(environ)  # the rate gate has resolved the client IP
-            principal = conn.principal = session.principal
-            log.debug(
-                "open %s (%s): %s",
-                conn.peer,
-                environ.get("PATH_INFO"),
-                principal.describe(),
-                extra=fields(conn, session.key),
-            )
-            metrics.CONNECTIONS.inc()
-            metrics.CONNECTIONS_ACCEPTED.inc()
+            self._opened(conn, session, environ)
             room = self.documents.join(session.key, conn)
             if self.webhooks is not None:
                 self.webhooks.connection_opened(session.key, session.principal.user)
             expiry = self._close_on_expiry(conn, session.principal)
-            budget = session.message_budget  # max_ops_per_minute (wsserver/quota/ops.py)
-            # `access: "read"`: its document changes never reach the room
-            # (documents/readonly.py), and the app learns it before its provider syncs:
-            # this comes before the answer to the client's step 1 (README).
-            guard = None
-            if principal.read_only:
-                guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
-                conn.send_message(codec.access(ACCESS_READ))
-            synced = False
-            while not conn.closed:
-                data = conn.receive()
-                if data is None or conn.closed:  # nothing is taken after our close
-                    break
-                if budget is not None:
-                    budget.spend()
-                message = codec.decode(data)
-                metrics.received(message.kind, len(data))
-                if guard is None or guard.admits(room, message):
-                    room.receive(conn, message)
-                if not synced and message.kind == codec.KIND_STEP1:
-                    synced = True  # the client now has the document
-                    metrics.INITIAL_SYNC_SECONDS.observe(time.monotonic() - opened)
+            self._serve(conn, room, session, opened)
         except WsServerError as e:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
@@ -165,20 +134,65 @@ class WebSocketEndpoint:
         finally:
             if expiry is not None:
                 expiry.kill(block=False)
-            if room is not None:
-                self.documents.leave(room, conn)
-                if self.webhooks is not None:
-                    self.webhooks.connection_closed(session.key, session.principal.user)
-            if session is not None:
-                session.release()
-                metrics.CONNECTIONS.dec()
-                code = conn.close_code or 1006
-                metrics.CLOSES.labels(metrics.close_code_label(code)).inc()
-                log.debug("connection closed", extra=fields(conn, session.key, code))
-            self.connections.discard(conn)
-            self.awareness_ignored += conn.awareness_ignored
+            self._closed(conn, room, session)
             if not handed_over:
                 conn.finish()
+
+    def _opened(self, conn: Connection, session: Session, environ: dict) -> None:
+        """A handshake passed: the connection becomes a member (logged, counted)."""
+        forget_headers(environ)
+        conn.peer = peer(environ)  # the rate gate has resolved the client IP
+        conn.principal = session.principal
+        log.debug(
+            "open %s (%s): %s",
+            conn.peer,
+            environ.get("PATH_INFO"),
+            session.principal.describe(),
+            extra=fields(conn, session.key),
+        )
+        metrics.CONNECTIONS.inc()
+        metrics.CONNECTIONS_ACCEPTED.inc()
+
+    def _serve(self, conn: Connection, room: Room, session: Session, opened: float) -> None:
+        """The member's messages into its room, until either side closes."""
+        principal = session.principal
+        budget = session.message_budget  # max_ops_per_minute (wsserver/limits/ops.py)
+        # `access: "read"`: its document changes never reach the room
+        # (documents/readonly.py), and the app learns it before its provider syncs:
+        # this comes before the answer to the client's step 1 (README).
+        guard = None
+        if principal.read_only:
+            guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
+            conn.send_message(codec.access(ACCESS_READ))
+        synced = False
+        while not conn.closed:
+            data = conn.receive()
+            if data is None or conn.closed:  # nothing is taken after our close
+                break
+            if budget is not None:
+                budget.spend()
+            message = codec.decode(data)
+            metrics.received(message.kind, len(data))
+            if guard is None or guard.admits(room, message):
+                room.receive(conn, message)
+            if not synced and message.kind == codec.KIND_STEP1:
+                synced = True  # the client now has the document
+                metrics.INITIAL_SYNC_SECONDS.observe(time.monotonic() - opened)
+
+    def _closed(self, conn: Connection, room: Room | None, session: Session | None) -> None:
+        """The connection is over (a member or not): out of its room, counted, logged."""
+        if room is not None:
+            self.documents.leave(room, conn)
+            if self.webhooks is not None:
+                self.webhooks.connection_closed(session.key, session.principal.user)
+        if session is not None:
+            session.release()
+            metrics.CONNECTIONS.dec()
+            code = conn.close_code or 1006
+            metrics.CLOSES.labels(metrics.close_code_label(code)).inc()
+            log.debug("connection closed", extra=fields(conn, session.key, code))
+        self.connections.discard(conn)
+        self.awareness_ignored += conn.awareness_ignored
 
     def _check(self, environ: dict) -> Session:
         """`handshake.check(environ)`, run in a greenlet of its own.
