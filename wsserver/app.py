@@ -181,10 +181,13 @@ def create_app(
     app.extensions[EXTENSION] = endpoint
     app.extensions[QUOTA_EXTENSION] = parts.quota
     app.extensions[health.EXTENSION] = health_report(parts)
-    app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)
+    # WSGI middleware the way Flask documents it (mypy does not know that way).
+    app.wsgi_app = WebSocketDispatch(app.wsgi_app, endpoint)  # type: ignore[method-assign]
     # Behind `rate_limit.trusted_proxies` proxies: REMOTE_ADDR is the client, for the
     # WebSocket endpoint and the HTTP routes alike (werkzeug's ProxyFix, x_for only).
-    app.wsgi_app = trust_proxies(app.wsgi_app, config.rate_limit["trusted_proxies"])
+    app.wsgi_app = trust_proxies(  # type: ignore[method-assign, assignment]
+        app.wsgi_app, config.rate_limit["trusted_proxies"]
+    )
     # What the request handler takes from the app (transport/handler.py). The access log:
     # one line per request (`access_log`; gunicorn_conf.py puts gunicorn's access logger
     # there instead when --access-logfile is given).

@@ -75,7 +75,7 @@ class WebSocketEndpoint:
         # connection_opened/closed(key, user) once a connection joined / left its room,
         # close(timeout) at shutdown (wsserver/webhooks); None: no app has webhooks.
         self.webhooks = webhooks
-        self.connections = set()
+        self.connections: set[Connection] = set()
         # Read-only connections' document changes dropped, and connections closed for
         # them (documents/readonly.py), since start: shown by /healthz.
         self.read_only = Counter(dropped=0, closed=0)
@@ -84,7 +84,7 @@ class WebSocketEndpoint:
         self.awareness_ignored = 0
         self.stopping = False  # SIGTERM arrived: not ready any more (/readyz answers 503)
         self.shutting_down = False  # clients are being closed, documents flushed
-        self._shutdown_result = None  # an AsyncResult once shutdown has begun
+        self._shutdown_result: AsyncResult | None = None  # once shutdown has begun
         self.refusal_log = RefusalSummary(log)
         self.delayed_closes = DelayedCloses(config.refusal_delay, config.max_delayed_refusals)
         self._pinger = gevent.spawn(self._ping_loop)
@@ -181,7 +181,7 @@ class WebSocketEndpoint:
 
     def _closed(self, conn: Connection, room: Room | None, session: Session | None) -> None:
         """The connection is over (a member or not): out of its room, counted, logged."""
-        if room is not None:
+        if room is not None and session is not None:  # a member has a session
             self.documents.leave(room, conn)
             if self.webhooks is not None:
                 self.webhooks.connection_closed(session.key, session.principal.user)

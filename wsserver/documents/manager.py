@@ -71,9 +71,9 @@ class DocumentManager:
         self.unload_after = config.unload_after
         self.compact_after_updates = config.compact_after_updates
         self.compact_after_bytes = config.compact_after_bytes
-        self.rooms = {}
+        self.rooms: dict[DocKey, Room] = {}
         # Documents an operator is deleting (http/admin.py): nobody may load them meanwhile.
-        self.deleting = set()
+        self.deleting: set[DocKey] = set()
         self._load_errors = Throttled(log)
 
     def __len__(self) -> int:

@@ -261,7 +261,7 @@ class Room:
         for client_id in [c for c, m in meta.items() if c not in states and m.updated < cutoff]:
             del meta[client_id]
 
-    def broadcast(self, message: bytes, skip: Connection | None = None) -> None:
+    def broadcast(self, message: bytes, skip: Connection | None = None) -> bytes:
         """Send one y-websocket message to every connection but `skip`; encoded once.
         Returns the frame."""
         frame = frames.encode_frame(frames.OP_BINARY, message)

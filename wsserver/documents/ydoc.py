@@ -136,7 +136,7 @@ def is_panic(error: BaseException) -> bool:
 def _runs(updates: Iterable[bytes]) -> Iterator[list[bytes]]:
     """`updates` in order, cut into runs of at most RUN updates under RUN_BYTES each; a
     larger update (a snapshot) is a run of its own."""
-    run = []
+    run: list[bytes] = []
     for update in updates:
         if len(update) >= RUN_BYTES:
             if run:

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from ..documents.key import DocKey
@@ -101,6 +101,13 @@ def forget_headers(environ: dict) -> None:
         del environ[key]
 
 
+class MessageBudget(Protocol):
+    """A connection's message rate limit (limits/ops.py): `spend()` once per received
+    message, raising to close it."""
+
+    def spend(self) -> None: ...
+
+
 @dataclass
 class Session:
     """What an accepted handshake established, and what to give back when it ends."""
@@ -115,7 +122,7 @@ class Session:
     refused: bool = False
     # Set by a gate when the connection has a message rate limit: an object whose
     # `spend()` the endpoint calls once per received message (raises to close).
-    message_budget: object = field(repr=False, default=None)
+    message_budget: MessageBudget | None = field(repr=False, default=None)
 
     def release(self) -> None:
         """Run every release callable once, newest first; each failure is logged."""

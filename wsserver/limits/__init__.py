@@ -92,6 +92,7 @@ def build_quota(
     rate_limit = config.rate_limit
     refusals = Refusals()
     rate_storage, quota_redis = storages(config)
+    backend: QuotaBackend
     if quota_redis:
         from .redis_backend import RedisQuota
 

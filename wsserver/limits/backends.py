@@ -87,7 +87,7 @@ class QuotaBackend:
         if code:
             raise REFUSALS[code]()
         self.held[lease] += 1
-        released = []
+        released: list[bool] = []
 
         def release():
             if released:

@@ -19,6 +19,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from limits import parse_many
 from limits.storage import MemoryStorage
@@ -63,7 +64,7 @@ class RateLimitGate(Gate):
         self.limiter = None
         self._storage_errors = Throttled(log)
         # rate key -> (monotonic time it is refused until, the rate): see _deny.
-        self._denied = {}
+        self._denied: dict[str, tuple[float, Any]] = {}
         self._next_prune = 0.0
         if self.rates:
             storage = (

@@ -337,7 +337,7 @@ class RedisQuota(QuotaBackend):
         self._resyncing = done = AsyncResult()
         try:
             self._drained.wait()
-            args = [self.prefix, self.instance, self.lease_ms]
+            args: list[str | int] = [self.prefix, self.instance, self.lease_ms]
             for lease, count in self.held.items():
                 args += [_encode(lease), count]
             self._resync_script([self._instances, self._journal], args)

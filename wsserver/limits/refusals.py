@@ -20,7 +20,7 @@ log = logging.getLogger("wsserver.limits")
 
 class Refusals:
     def __init__(self) -> None:
-        self._counts = Counter()
+        self._counts: Counter[int] = Counter()
 
     def record(
         self, error: WsServerError, ip: str | None, app: str | None = None, detail: str = ""

@@ -17,7 +17,7 @@ truncated message from a short one. Every decoding failure raises
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pycrdt import (
@@ -51,7 +51,7 @@ class Message:
 
     __slots__ = ("kind", "data")
 
-    def __init__(self, kind: int, data: bytes) -> None:
+    def __init__(self, kind: str, data: bytes) -> None:
         self.kind = kind
         self.data = data
 
@@ -65,10 +65,14 @@ KIND_UPDATE = "sync-update"
 KIND_AWARENESS = "awareness"
 KIND_QUERY_AWARENESS = "query-awareness"
 
-_SYNC_KINDS = {SYNC_STEP1: KIND_STEP1, SYNC_STEP2: KIND_STEP2, SYNC_UPDATE: KIND_UPDATE}
+_SYNC_KINDS: dict[int, str] = {
+    SYNC_STEP1: KIND_STEP1,
+    SYNC_STEP2: KIND_STEP2,
+    SYNC_UPDATE: KIND_UPDATE,
+}
 
 
-def read_var_uint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_var_uint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     """Read a lib0 varUint at `pos`; return (value, next position)."""
     value = 0
     shift = 0
@@ -85,7 +89,7 @@ def read_var_uint(buf: bytes, pos: int) -> tuple[int, int]:
     raise ProtocolViolation("varint too long")
 
 
-def read_var_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+def read_var_bytes(buf: bytes | bytearray, pos: int) -> tuple[bytes, int]:
     """Read a length-prefixed byte string at `pos`; return (bytes, next position)."""
     length, pos = read_var_uint(buf, pos)
     end = pos + length
@@ -227,7 +231,7 @@ def parse_awareness_update(data: bytes) -> list[AwarenessEntry]:
     return entries
 
 
-def encode_awareness_entries(entries: Iterable[AwarenessEntry]) -> bytes:
+def encode_awareness_entries(entries: Sequence[AwarenessEntry]) -> bytes:
     """The awareness update holding `entries` (as parse_awareness_update returns them)."""
     parts = [write_var_uint(len(entries))]
     for entry in entries:

@@ -48,10 +48,9 @@ class RegionGate(Gate):
 
     def discover(self, key: DocKey) -> dict:
         """{"region", "url", "isNew"} for `key` (a DocKey); claims nothing."""
-        region = self.registry.lookup(key)
-        is_new = region is None
-        if is_new:
-            region = self.map.pinned(key) or self.region
+        live = self.registry.lookup(key)
+        is_new = live is None
+        region = self.map.pinned(key) or self.region if live is None else live
         return {"region": region, "url": self.map.url(region, key.name), "isNew": is_new}
 
     def shutdown(self, flushed: bool) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -65,6 +65,10 @@ class Config:
         for name, value in values.items():
             setattr(self, name, value)
 
+    if TYPE_CHECKING:  # one attribute per setting of the table, each of its own type
+
+        def __getattr__(self, name: str) -> Any: ...
+
     @classmethod
     def from_mapping(
         cls,
@@ -81,7 +85,8 @@ class Config:
         env = os.environ if env is None else env
         if not isinstance(mapping, dict):
             raise ConfigError("config", "must be a mapping at the top level")
-        problems, sources = Problems(), {}
+        problems = Problems()
+        sources: dict[str, list[tuple[str, bool]]] = {}
         mapping = expand_env(
             mapping, env, sources=sources, errors=problems.errors if problems else None
         )

@@ -102,11 +102,9 @@ def redis_check(client: redis.Redis) -> Callable[[], str | None]:
 def rate_storage(url: str, key_prefix: str) -> Any:
     """The `limits` library's Redis storage for `url` (the handshake rate), on the shared
     client's connection pool."""
-    from limits.storage import storage_from_string
+    from limits.storage import RedisStorage
 
-    return storage_from_string(
-        url, key_prefix=key_prefix, connection_pool=client(url).connection_pool
-    )
+    return RedisStorage(url, connection_pool=client(url).connection_pool, key_prefix=key_prefix)
 
 
 class FailFast:

@@ -30,6 +30,7 @@ import os
 import socket
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.lock import Semaphore
@@ -38,6 +39,10 @@ from .. import metrics
 from ..errors import TryAgainLater, WsServerError
 from ..protocol.codec import kind_of
 from . import frames
+
+if TYPE_CHECKING:  # the floors above, for type hints only
+    from ..documents.room import Room
+    from ..handshake.claims import Principal
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +74,21 @@ class Connection:
             log.debug("TCP_NODELAY not set for %s: %s", peer, e)
         self.peer = peer
         self._rfile = handler.rfile  # read once, for what it may hold beyond the request
-        self.reader = frames.FrameReader(self._recv, max_message_size)
-        self.reader.on_control = self._on_control
+        self.reader = frames.FrameReader(self._recv, max_message_size, self._on_control)
         self.max_pending_bytes = max_pending_bytes
         self.last_seen = time.monotonic()
-        self.ping_sent = None
+        self.ping_sent: float | None = None
         self.closed = False  # no more frames will be sent by us
-        self.close_code = None
+        self.close_code: int | None = None
         self.close_received = False  # the client's close frame came
-        self._close_deadline = None  # once closed: when we stop waiting for the client
+        # Once closed: when we stop waiting for the client.
+        self._close_deadline: float | None = None
         self._abort_timer = None  # once closed: drops the socket at that deadline
-        self.awareness_ids = set()  # awareness client ids this connection owns (room.py)
+        self.awareness_ids: set[int] = set()  # awareness client ids this connection owns (room.py)
         self.awareness_ignored = 0  # its awareness entries for ids others own, dropped
         self.awareness_announced = False  # it sent an awareness update (room.py)
-        self.room = None
-        self.principal = None
+        self.room: Room | None = None  # the room it is a member of (documents/room.py)
+        self.principal: Principal | None = None  # who its token speaks for
         # Names this connection in logs and the admin console: unique in this process,
         # and the pid tells processes apart.
         self.id = f"{os.getpid():x}-{next(_IDS)}"
@@ -213,6 +218,8 @@ class Connection:
             return
         if error is not None:
             code, reason = error.close_code, error.reason
+        elif code is None:
+            code = 1000  # neither: a normal closure
         self.close_code = code
         self.closed = True
         self._close_deadline = time.monotonic() + CLOSE_TIMEOUT

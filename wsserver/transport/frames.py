@@ -134,9 +134,11 @@ class FrameReader:
     answers. Limits: `max_message_size` bytes per message, fragments included.
     """
 
-    def __init__(self, recv, max_message_size):
+    def __init__(self, recv, max_message_size, on_control=None):
         self.recv = recv
         self.max_message_size = max_message_size
+        # (opcode, payload) of a ping/pong between fragments; None: ignored.
+        self.on_control = on_control
         self._buf = b""  # received, not yet read: self._buf[self._pos:]
         self._pos = 0
 
@@ -229,7 +231,8 @@ class FrameReader:
                 # be answered later, a close ends the message.
                 if op == OP_CLOSE:
                     return op, payload
-                self.on_control(op, payload)
+                if self.on_control is not None:
+                    self.on_control(op, payload)
                 continue
             if op != OP_CONTINUATION:
                 raise ProtocolViolation("new message inside a fragmented one")
@@ -237,6 +240,3 @@ class FrameReader:
             size += len(payload)
             if fin:
                 return opcode, b"".join(parts)
-
-    def on_control(self, opcode, payload):
-        """Hook for pings/pongs between fragments; the connection overrides it."""

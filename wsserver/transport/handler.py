@@ -200,7 +200,7 @@ class WebSocketRequestHandler(WebSocketHandler):
         select = settings_of(self.server.application).select_subprotocol
         protocol = select(self.environ) if select is not None else None
         if protocol is not None:  # answered with the 101 (gevent-websocket builds it)
-            start_response = self.start_response
+            start_response = self.start_response  # type: ignore[has-type]  # pywsgi: untyped
 
             def start_with_protocol(status: str, headers: list, exc_info: Any = None) -> Any:
                 if status.startswith("101"):

@@ -31,7 +31,7 @@ class Mismatch(CommandError):
 
 
 def _doc(updates: list[bytes]) -> Doc:
-    doc = Doc()
+    doc: Doc = Doc()
     for update in updates:
         doc.apply_update(update)
     return doc

@@ -12,8 +12,7 @@ and storage without Redis; or an in-process table for `memory://`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...documents.storage import is_postgres_url
 from .base import Registry
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from ...settings import Config
 
 
-def open_registry(config: Config, **hooks: Callable | None) -> Registry:
+def open_registry(config: Config, **hooks: Any) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).
     `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry), `fail_fast`
     (the Redis backend's)."""

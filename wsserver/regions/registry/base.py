@@ -159,7 +159,7 @@ class Registry(BlockingCalls):
         # Shared with the other Redis users of the process when the app passes one.
         self.fail_fast = fail_fast or FailFast(clock)
         self._errors = Throttled(log, every=10.0)
-        self._holdings = {}
+        self._holdings: dict[DocKey, _Holding] = {}
         self._start_calls()
         self._heartbeat = None
         self._last_renewal = clock()

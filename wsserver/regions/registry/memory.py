@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...documents.key import DocKey
 from .base import Registry
 
 
@@ -20,7 +21,8 @@ class MemoryRegistry(Registry):
         self, region: str, clock: Callable[[], float] = time.monotonic, **options: Any
     ) -> None:
         super().__init__(region, clock=clock, **options)
-        self.claims = {}  # key -> (region, {node: expires_at})
+        # key -> (region, {node: expires_at})
+        self.claims: dict[DocKey, tuple[str, dict[str, float]]] = {}
 
     def _live(self, key):
         """The (region, live holders) of `key`, expired holders dropped; None if none."""

@@ -37,7 +37,9 @@ class PostgresRegistry(Registry):
         # `clock` (tests) stands in for the database's clock in the table and, as in
         # every registry, for this node's own timing; without it, those are the
         # database's clock and time.monotonic.
-        super().__init__(region, **options, **({"clock": clock} if clock else {}))
+        if clock is not None:
+            options["clock"] = clock
+        super().__init__(region, **options)
         self.url = url
         self.table_clock = clock
         self.pool = None

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+import redis
+
 from ...support.redis import client as redis_client
 from ...support.redis import redis_check
 from .base import Registry
@@ -124,7 +126,7 @@ class RedisRegistry(Registry):
     def __init__(self, region: str, url: str, **options: Any) -> None:
         super().__init__(region, **options)
         self.url = url
-        self.client = None
+        self.client: redis.Redis | None = None
 
     def _open(self):
         self.client = redis_client(self.url)
@@ -134,7 +136,7 @@ class RedisRegistry(Registry):
         self._lookup_script = self.client.register_script(LOOKUP)
 
     def health_check(self) -> Callable[[], str | None]:
-        return redis_check(self.client)
+        return redis_check(redis_client(self.url))
 
     def _close(self):
         self.client = None  # the process's shared client (support/redis.py): not ours to close
