@@ -302,3 +302,42 @@ def test_one_region_reads_and_opens_documents_through_a_redis_outage(
     assert readyz and not [r for r in readyz if r[0] != 200], readyz
     healthz = prober.between(started + 1.5, stalled, "/healthz")
     assert healthz and all(b["status"] == "degraded" for _, b in healthz), healthz
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("outage", ["sigstop", "stop-start"])
+def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
+    outage, own_postgres, start_server, tmp_path, request
+):
+    """The admin console's DELETE while Postgres is frozen or stopped: a JSON 503 within
+    its bound (before: no answer until Postgres thawed, or an HTML 500), nothing
+    deleted and nothing lost (the edit sent meanwhile is confirmed once Postgres is
+    back); afterwards the same DELETE deletes it."""
+    from test_ops import ADMIN_TOKEN, http
+
+    down, up, _ = OUTAGES[outage]
+    server = start_server(
+        config=base_config(tmp_path, storage=own_postgres.url(), admin={"token": ADMIN_TOKEN})
+    )
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    editor, writer = confirmed_writer(server, name, 71)
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    down(own_postgres)
+    during = codec.sync_update(editor.insert(" during"))
+    writer.send(during)
+    started = time.monotonic()
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN, timeout=15)
+    elapsed = time.monotonic() - started
+    assert (status, body) == (503, {"error": "storage does not answer; retry", "code": 503})
+    assert elapsed < 8, elapsed
+    up(own_postgres)
+    writer.wait_for(during, timeout=6)
+    status, detail, _ = http("GET", url, token=ADMIN_TOKEN)
+    assert (status, detail["content"]) == (200, {"t": "kept during"})
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+    assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
+    assert http("GET", url, token=ADMIN_TOKEN)[0] == 404
+    log = server.log()
+    assert "admin delete acme/editor/" in log and "failed=storage does not answer" in log
+    writer.close()

@@ -26,7 +26,12 @@ from gevent.threadpool import ThreadPool
 
 
 class CallTimeout(Exception):
-    """A shielded call did not end within the caller's `timeout` (it goes on running)."""
+    """A shielded call did not end within the caller's `timeout` (it goes on running:
+    `call` is its greenlet, for a caller that must know when it ends)."""
+
+    def __init__(self, message: str, call: gevent.Greenlet) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 class BlockingCalls:
@@ -46,7 +51,7 @@ class BlockingCalls:
         call = gevent.spawn(_outcome, fn, args)
         call.join(timeout)
         if not call.ready():
-            raise CallTimeout(f"no answer within {timeout:g} s")
+            raise CallTimeout(f"no answer within {timeout:g} s", call)
         ok, value = call.value
         if not ok:
             raise value  # with its own traceback
