@@ -115,7 +115,9 @@ def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confir
     try:
         started = time.monotonic()
         server.stop(signal.SIGTERM, timeout=30)  # before: blocked in Registry.close for ever
-        assert time.monotonic() - started < 25
+        # shutdown_timeout bounds the whole shutdown (before: 9 s, the registry's and the
+        # store's closing waited on storage after the flush), plus slack for a loaded box.
+        assert time.monotonic() - started < 3 + 3
     finally:
         lock.release()
     log = server.log()
