@@ -13,7 +13,9 @@ probe's gevent.Timeout interrupting psycopg_pool's getconn: each one left a dead
 that swallowed a connection) does so within a few seconds.
 """
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -21,9 +23,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import pytest
-from conftest import base_config, make_token
+import websocket
+from conftest import base_config, free_port, make_token
 from test_bad_input import Client, Editor
 from test_outages import handshake_outcome
 
@@ -341,3 +345,89 @@ def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
     log = server.log()
     assert "admin delete acme/editor/" in log and "failed=storage does not answer" in log
     writer.close()
+
+
+@pytest.mark.long
+def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
+    own_redis, tmp_path, request
+):
+    """The Procfile's gunicorn with 2 workers on a Redis of its own, /readyz and /healthz
+    polled once a second throughout: Redis frozen (SIGSTOP) 5 s and thawed, then
+    stopped 3 s and started again (empty). Afterwards the workers fan out to each other
+    again: writers of one document connected on both workers through it all see each
+    other's new edits, and providers of a new document on both workers converge;
+    /readyz said 200 all along, and every worker's /healthz is back to "ok"."""
+
+    from test_fanout import _gunicorn, _wait_started, converged_on_both_workers
+
+    port = free_port()
+    proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=own_redis.url), port)
+    server = SimpleNamespace(http=f"http://127.0.0.1:{port}", url=f"ws://127.0.0.1:{port}")
+    request.addfinalizer(lambda: own_redis.proc.send_signal(signal.SIGCONT))
+    writers = []
+    try:
+        _wait_started(proc, server.http)
+        # Writers of one document on both workers, connected through the outages.
+        name, connections = f"both-{uuid.uuid4().hex[:8]}", {}
+        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
+            # A few at a time, or the worker that won the first accept takes them all.
+            batch = [
+                threading.Thread(
+                    target=lambda n: writers.append(confirmed_writer(server, name, n)),
+                    args=(80 + len(writers) + i,),
+                )
+                for i in range(4)
+            ]
+            for thread in batch:
+                thread.start()
+            for thread in batch:
+                thread.join(10)
+            for _ in range(6):
+                _, body = get(f"{server.http}/healthz")
+                connections[body["pid"]] = body["connections"]
+        assert len(connections) == 2 and all(connections.values()), connections
+        prober = Prober(server)
+        try:
+            time.sleep(1.5)
+            started = time.monotonic()
+            own_redis.proc.send_signal(signal.SIGSTOP)
+            time.sleep(5)
+            own_redis.proc.send_signal(signal.SIGCONT)
+            time.sleep(2)
+            own_redis.stop()
+            time.sleep(3)
+            own_redis.start()
+            # Each writer's new edit reaches every writer, on either worker.
+            sent = [codec.sync_update(e.insert(f"[{i}]")) for i, (e, _) in enumerate(writers)]
+            for (_, client), update in zip(writers, sent):
+                client.send(update)
+            deadline = time.monotonic() + 15
+            for _, client in writers:
+                while not set(sent) <= set(client.received):
+                    assert time.monotonic() < deadline, "an edit did not reach every worker"
+                    with contextlib.suppress(websocket.WebSocketTimeoutException):
+                        client.recv(max(0.1, deadline - time.monotonic()))
+            # And providers of a new document on both workers converge.
+            converged_on_both_workers(tmp_path, port)
+            # Every worker says "ok" again (each answers for itself).
+            ok, deadline = {}, time.monotonic() + 15
+            while len(ok) < 2 or not all(ok.values()):
+                assert time.monotonic() < deadline, ok
+                status, body = get(f"{server.http}/healthz")
+                ok[body["pid"]] = (status, body["status"]) == (200, "ok")
+                time.sleep(0.1)
+        finally:
+            prober.stop()
+        readyz = prober.between(started, time.monotonic(), "/readyz")
+        assert len({body["pid"] for _, body in readyz}) == 2  # both workers were probed
+        assert readyz and not [r for r in readyz if r[0] != 200], readyz
+        healthz = prober.between(started, time.monotonic(), "/healthz")
+        assert [b for s, b in healthz if s == 200 and b["status"] == "degraded"], healthz
+    finally:
+        for _, client in writers:
+            client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
