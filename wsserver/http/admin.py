@@ -289,9 +289,12 @@ class RedisBoard:
     PUBLISH_EVERY = 1.0
     EXPIRE = 5
 
-    def __init__(self, client, subscriber):
+    def __init__(self, client, subscriber, replies):
         self.client = client
-        self.subscriber = subscriber  # a client without a read timeout: pub/sub, BLPOP
+        self.subscriber = subscriber  # a client without a read timeout: pub/sub
+        # BLPOP for the answers to a delete: a read timeout past DELETE_WAIT, or a Redis
+        # frozen mid-wait (which cannot enforce BLPOP's own timeout) would hang the delete.
+        self.replies = replies
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = Throttled(log)
         self._cache = (0.0, [])
@@ -358,7 +361,7 @@ class RedisBoard:
             closed = 0
             # Our own listener answers too (its drop finds nothing left to close).
             for _ in range(listeners):
-                answer = self.subscriber.blpop([reply], timeout=DELETE_WAIT)
+                answer = self.replies.blpop([reply], timeout=DELETE_WAIT)
                 if answer is None:
                     break
                 closed += int(answer[1])
