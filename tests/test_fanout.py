@@ -182,11 +182,16 @@ def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
         _wait_started(proc, f"http://127.0.0.1:{port}")
         converged_on_both_workers(tmp_path, port)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_gunicorn(proc)
+
+
+def stop_gunicorn(proc):
+    """SIGTERM to gunicorn (`_gunicorn`'s process group), SIGKILL after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.long

@@ -15,7 +15,6 @@ that swallowed a connection) does so within a few seconds.
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -70,6 +69,31 @@ def confirmed_writer(server, name, client_id):
     client.send(kept)
     client.wait_for(kept)
     return editor, client
+
+
+def writers_on_both_workers(server, writers, name_of, first_id):
+    """Add confirmed writers (`confirmed_writer`, of document `name_of(n)`, client ids
+    from `first_id`) to `writers` until both of gunicorn's workers hold some (each
+    worker's /healthz counts its own); returns {pid: connections}. Opened a few at a
+    time, or the worker that won the first accept takes them all."""
+    connections = {}
+
+    def writer(n):
+        writers.append(confirmed_writer(server, name_of(n), n))
+
+    while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
+        batch = [
+            threading.Thread(target=writer, args=(first_id + len(writers) + i,)) for i in range(4)
+        ]
+        for thread in batch:
+            thread.start()
+        for thread in batch:
+            thread.join(10)
+        for _ in range(6):
+            _, body = get(f"{server.http}/healthz")
+            connections[body["pid"]] = body["connections"]
+    assert len(connections) == 2 and all(connections.values()), connections
+    return connections
 
 
 class Prober:
@@ -219,21 +243,9 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
     try:
         # Writers until both workers hold some (a worker's /healthz counts its own);
         # opened a few at a time, or the worker that won the first accept takes them all.
-        connections = {}
-
-        def writer(n):
-            writers.append(confirmed_writer(server, f"gunicorn-{uuid.uuid4().hex[:8]}", 50 + n))
-
-        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
-            batch = [threading.Thread(target=writer, args=(len(writers) + i,)) for i in range(4)]
-            for thread in batch:
-                thread.start()
-            for thread in batch:
-                thread.join(10)
-            for _ in range(6):
-                _, body = get(f"{server.http}/healthz")
-                connections[body["pid"]] = body["connections"]
-        assert len(connections) == 2 and all(connections.values()), connections
+        connections = writers_on_both_workers(
+            server, writers, lambda n: f"gunicorn-{uuid.uuid4().hex[:8]}", 50
+        )
         prober = Prober(server)
         try:
             time.sleep(1.5)
@@ -358,7 +370,7 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
     other's new edits, and providers of a new document on both workers converge;
     /readyz said 200 all along, and every worker's /healthz is back to "ok"."""
 
-    from test_fanout import _gunicorn, _wait_started, converged_on_both_workers
+    from test_fanout import _gunicorn, _wait_started, converged_on_both_workers, stop_gunicorn
 
     port = free_port()
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=own_redis.url), port)
@@ -368,24 +380,8 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
     try:
         _wait_started(proc, server.http)
         # Writers of one document on both workers, connected through the outages.
-        name, connections = f"both-{uuid.uuid4().hex[:8]}", {}
-        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
-            # A few at a time, or the worker that won the first accept takes them all.
-            batch = [
-                threading.Thread(
-                    target=lambda n: writers.append(confirmed_writer(server, name, n)),
-                    args=(80 + len(writers) + i,),
-                )
-                for i in range(4)
-            ]
-            for thread in batch:
-                thread.start()
-            for thread in batch:
-                thread.join(10)
-            for _ in range(6):
-                _, body = get(f"{server.http}/healthz")
-                connections[body["pid"]] = body["connections"]
-        assert len(connections) == 2 and all(connections.values()), connections
+        name = f"both-{uuid.uuid4().hex[:8]}"
+        writers_on_both_workers(server, writers, lambda n: name, 80)
         prober = Prober(server)
         try:
             time.sleep(1.5)
@@ -426,8 +422,4 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
     finally:
         for _, client in writers:
             client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_gunicorn(proc)
