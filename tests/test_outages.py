@@ -173,3 +173,40 @@ def test_a_redis_stall_keeps_documents_served_and_handshakes_short(
         time.sleep(0.1)
     writer.close()
     assert "re-asserted" in server.log()
+
+
+@pytest.mark.long
+def test_a_claim_reasserted_while_the_database_is_frozen_stays_renewed(
+    start_server, tmp_path, own_redis, own_postgres, request
+):
+    """Redis frozen past the TTL, then back while Postgres is frozen: the node re-asserts
+    its claim and refreshes the document from storage, which does not answer. The
+    heartbeat goes on renewing the claim meanwhile (before: it waited on that load, so
+    the claim expired within the TTL and stayed gone until Postgres thawed)."""
+    config, port = two_regions(tmp_path, redis=own_redis.url, storage=own_postgres.url())
+    server = start_server(config=config, port=port)
+    name = f"reassert-{uuid.uuid4().hex[:8]}"
+    editor = Editor(client_id=34)
+    writer = Client(server, name)
+    first = codec.sync_update(editor.insert("a"))
+    writer.send(first)
+    writer.wait_for(first)
+    client = redis_lib.Redis.from_url(own_redis.url, decode_responses=True)
+    key = f"wsserver:registry:acme/editor/{name}"
+    assert client.hget(key, "region") == "eu"
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    request.addfinalizer(lambda: own_redis.proc.send_signal(signal.SIGCONT))
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    time.sleep(2 * FAST_REGISTRY["ttl_seconds"])  # the claim expires
+    own_postgres.pause()
+    own_redis.proc.send_signal(signal.SIGCONT)
+    server.wait_log("re-asserted", timeout=5)
+    deadline = time.monotonic() + 3 * FAST_REGISTRY["ttl_seconds"]
+    while time.monotonic() < deadline:
+        assert client.hget(key, "region") == "eu", "the claim was not renewed"
+        time.sleep(0.05)
+    own_postgres.resume()
+    message = codec.sync_update(editor.insert("b"))
+    writer.send(message)
+    writer.wait_for(message, timeout=10)
+    writer.close()
