@@ -328,7 +328,8 @@ def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
     """The admin console's DELETE while Postgres is frozen or stopped: a JSON 503 within
     its bound (before: no answer until Postgres thawed, or an HTML 500), nothing
     deleted and nothing lost (the edit sent meanwhile is confirmed once Postgres is
-    back); afterwards the same DELETE deletes it."""
+    back); the list of live documents answers meanwhile, without sizes; afterwards the
+    same DELETE deletes it."""
     from test_ops import ADMIN_TOKEN, http
 
     down, up, _ = OUTAGES[outage]
@@ -347,6 +348,12 @@ def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
     elapsed = time.monotonic() - started
     assert (status, body) == (503, {"error": "storage does not answer; retry", "code": 503})
     assert elapsed < 8, elapsed
+    # The list of live documents still answers, without the sizes storage did not give.
+    started = time.monotonic()
+    status, body, _ = http("GET", f"{server.http}/admin/api/documents", token=ADMIN_TOKEN)
+    elapsed = time.monotonic() - started
+    assert status == 200 and elapsed < 8, (status, elapsed)
+    assert [(d["name"], d["bytes"]) for d in body["documents"]] == [(name, None)]
     up(own_postgres)
     writer.wait_for(during, timeout=6)
     status, detail, _ = http("GET", url, token=ADMIN_TOKEN)
