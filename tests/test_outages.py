@@ -210,3 +210,43 @@ def test_a_claim_reasserted_while_the_database_is_frozen_stays_renewed(
     writer.send(message)
     writer.wait_for(message, timeout=10)
     writer.close()
+
+
+@pytest.mark.long
+def test_an_admin_delete_while_commits_fail_closes_nobody_and_loses_nothing(start_server, tmp_path):
+    """Commits failing (SQLite's write lock held elsewhere): an admin DELETE answers a JSON
+    503 at once, before closing anyone (the writer is not told the document was deleted),
+    and deletes nothing; once commits go through, the update sent meanwhile is confirmed
+    and the same DELETE deletes the document."""
+    from test_ops import ADMIN_TOKEN, http
+
+    server = start_server(admin={"token": ADMIN_TOKEN})
+    name = f"stuck-delete-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    editor = Editor(client_id=35)
+    writer = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    writer.send(kept)
+    writer.wait_for(kept)
+    lock = WriteLock(tmp_path / "wsserver.sqlite3")
+    try:
+        stuck = codec.sync_update(editor.insert(" stuck"))
+        writer.send(stuck)
+        deadline = time.monotonic() + 10
+        while not http("GET", f"{server.http}/healthz")[1]["store"].startswith("commits failing"):
+            assert time.monotonic() < deadline, "commits never failed"
+            time.sleep(0.1)
+        started = time.monotonic()
+        status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+        assert (status, body) == (
+            503,
+            {"error": "storage is not committing: nothing was deleted; retry", "code": 503},
+        )
+        assert time.monotonic() - started < 2
+    finally:
+        lock.release()
+    writer.wait_for(stuck, timeout=10)  # confirmed: the writer was never closed
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+    assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
+    assert writer.wait_close() == (4404, "document deleted")
+    assert http("GET", url, token=ADMIN_TOKEN)[0] == 404

@@ -237,13 +237,17 @@ class Inspector:
 
     def delete(self, key):
         """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed. Here, nobody opens it until it is deleted.
+        the number of connections closed; NotFound when there is no such document.
+        Here, nobody opens it until it is deleted.
 
         Bounded: StorageUnavailable (503) when its updates cannot be made durable, or
         storage does not delete it, within STORE_WAIT seconds each; nothing queued is
         lost (it is committed when storage is back; a retry deletes it). A delete still
         running in storage then keeps the document closed here until it ends, so that
         nothing written meanwhile is deleted with it."""
+        if self.store.failing is not None:  # before anyone is told it was deleted
+            raise StorageUnavailable("storage is not committing: nothing was deleted; retry")
+        self.detail(key)  # NotFound (404) for a document that does not exist
         deleting = self.documents.deleting
         deleting.add(key)
         pending = None
@@ -254,7 +258,7 @@ class Inspector:
                 self._errors.error("admin: delete of %s: %s", "/".join(key), e)
                 raise StorageUnavailable(
                     "storage is not committing: the document was not deleted; retry"
-                ) from None
+                ) from None  # its connections were closed (4404) before the commits failed
             if self.board is not None:
                 closed += self.board.drop_everywhere(key)
             try:
@@ -436,7 +440,6 @@ def blueprint(settings, inspector):
         authorize()
         key = key_of(tenant, app, name)
         try:
-            inspector.detail(key)  # NotFound (404) for a document that does not exist
             closed = inspector.delete(key)
         except StorageUnavailable as e:
             _audit("delete", key, level=logging.WARNING, failed=e.reason)
