@@ -430,3 +430,53 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
         for _, client in writers:
             client.close()
         stop_gunicorn(proc)
+
+
+@pytest.mark.long
+def test_an_admin_delete_left_running_keeps_the_document_closed_until_it_ends(
+    own_postgres, start_server, tmp_path
+):
+    """A delete that waits in the database longer than the admin API's 5 s (here: on the
+    document's lock, held by another session, with a longer storage_lock_timeout) answers
+    503 saying it goes on; until it ends nobody opens the document (4404), so nothing
+    written meanwhile is deleted with it; then it is gone, and opens new."""
+    import psycopg
+    from test_ops import ADMIN_TOKEN, http
+
+    from wsserver.documents import DocKey
+    from wsserver.documents.storage.postgres import LOCK_NAMESPACE, doc_lock_key
+
+    server = start_server(
+        config=base_config(
+            tmp_path,
+            storage=own_postgres.url(),
+            admin={"token": ADMIN_TOKEN},
+            storage_lock_timeout=30,
+            unload_after=0.1,
+        )
+    )
+    name = f"locked-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    _, writer = confirmed_writer(server, name, 72)
+    writer.close()
+    deadline = time.monotonic() + 10
+    while http("GET", url, token=ADMIN_TOKEN)[1]["connections"]:
+        assert time.monotonic() < deadline, "the writer never left"
+        time.sleep(0.1)
+    with psycopg.connect(own_postgres.url(), autocommit=True) as holder:
+        key = DocKey("acme", "editor", name)
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(key)))
+        status, body, _ = http("DELETE", url, token=ADMIN_TOKEN, timeout=15)
+        assert (status, body) == (
+            503,
+            {
+                "error": "storage did not answer in time: the delete ends when it does; retry",
+                "code": 503,
+            },
+        )
+        assert handshake_outcome(server, name)[0] == 4404  # before: served, then deleted
+    deadline = time.monotonic() + 10
+    while http("GET", url, token=ADMIN_TOKEN)[0] != 404:
+        assert time.monotonic() < deadline, "the delete never ended"
+        time.sleep(0.1)
+    assert handshake_outcome(server, name)[0] == "served"
