@@ -48,6 +48,16 @@ def handshake_outcome(server, name, timeout=10):
         ws.close(timeout=1)
 
 
+def confirmed_writer(server, name, client_id):
+    """(editor, client) of a writer of `name` whose "kept" the server confirmed."""
+    editor = Editor(client_id=client_id)
+    client = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    client.send(kept)
+    client.wait_for(kept)
+    return editor, client
+
+
 class WriteLock:
     """Holds the SQLite file's write lock from this process: the server's commits fail
     (busy) until `release()`."""
@@ -186,11 +196,7 @@ def test_a_claim_reasserted_while_the_database_is_frozen_stays_renewed(
     config, port = two_regions(tmp_path, redis=own_redis.url, storage=own_postgres.url())
     server = start_server(config=config, port=port)
     name = f"reassert-{uuid.uuid4().hex[:8]}"
-    editor = Editor(client_id=34)
-    writer = Client(server, name)
-    first = codec.sync_update(editor.insert("a"))
-    writer.send(first)
-    writer.wait_for(first)
+    editor, writer = confirmed_writer(server, name, 34)
     client = redis_lib.Redis.from_url(own_redis.url, decode_responses=True)
     key = f"wsserver:registry:acme/editor/{name}"
     assert client.hget(key, "region") == "eu"
@@ -223,11 +229,7 @@ def test_an_admin_delete_while_commits_fail_closes_nobody_and_loses_nothing(star
     server = start_server(admin={"token": ADMIN_TOKEN})
     name = f"stuck-delete-{uuid.uuid4().hex[:8]}"
     url = f"{server.http}/admin/api/documents/acme/editor/{name}"
-    editor = Editor(client_id=35)
-    writer = Client(server, name)
-    kept = codec.sync_update(editor.insert("kept"))
-    writer.send(kept)
-    writer.wait_for(kept)
+    editor, writer = confirmed_writer(server, name, 35)
     lock = WriteLock(tmp_path / "wsserver.sqlite3")
     try:
         stuck = codec.sync_update(editor.insert(" stuck"))
