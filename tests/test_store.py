@@ -861,3 +861,25 @@ def test_a_delete_waits_for_its_documents_commits_within_its_timeout():
     finally:
         store.stuck = False
         store.close(timeout=5)
+
+
+def test_a_sqlite_call_with_a_timeout_stops_waiting_behind_a_slow_one(tmp_path):
+    """SQLite's calls run one at a time in a worker thread: a load with a timeout that
+    waits behind a slow call raises StoreError after the timeout (before: it waited for
+    the slow one), carrying the load still queued, which ends after it."""
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    try:
+        append_all(store, KEY, [b"A"])
+        slow = gevent.spawn(store._call, time.sleep, 1.5)
+        gevent.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="load: no answer within 0.2 s") as info:
+            store.load(KEY, timeout=0.2)
+        assert time.monotonic() - started < 1.0
+        ended = []
+        info.value.pending.rawlink(ended.append)
+        slow.join(5)
+        gevent.sleep(0.1)
+        assert ended and [bytes(u) for u in info.value.pending.get().updates] == [b"A"]
+    finally:
+        store.close(timeout=5)

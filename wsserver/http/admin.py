@@ -275,7 +275,7 @@ class Inspector:
             if pending is None:
                 deleting.discard(key)
             else:
-                pending.link(lambda _: deleting.discard(key))
+                pending.rawlink(lambda _: deleting.discard(key))
         return closed
 
 

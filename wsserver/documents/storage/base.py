@@ -63,7 +63,7 @@ _PENDING = object()  # a probe that has not ended yet
 
 class StoreError(Exception):
     """Storage failed; what was being done is kept and retried where possible.
-    `pending`: the greenlet of a call that outlived its caller's timeout, else None."""
+    `pending`: a call that outlived its caller's timeout (see `Store._bounded`)."""
 
     pending = None
 
@@ -166,8 +166,8 @@ class Store(BlockingCalls):
 
     def load(self, key: DocKey, timeout: float | None = None) -> Loaded:
         """The document's snapshot and log, oldest first, as a `Loaded`. `timeout`: raise
-        StoreError after that many seconds (the load itself goes on; backends whose calls
-        are shielded only, see support/blocking.py)."""
+        StoreError after that many seconds (the load itself goes on; threaded and
+        shielded backends, see support/blocking.py)."""
         return self._bounded("load", self._load, key, timeout=timeout)
 
     def check(self, wait: float = PROBE_WAIT) -> None:
@@ -241,8 +241,8 @@ class Store(BlockingCalls):
         queued are committed first, so none lands after the delete (appends of other
         documents do not matter). `timeout`: raise StoreError when those appends are
         not committed within that many seconds (nothing was deleted then), or when the
-        delete itself does not end in what is left of it (shielded backends: it goes
-        on, and `StoreError.pending` is the greenlet running it)."""
+        delete itself does not end in what is left of it (it goes on, and
+        `StoreError.pending` is what runs it, see `_bounded`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._uncommitted[key]:
             left = None if deadline is None else deadline - time.monotonic()
@@ -258,7 +258,8 @@ class Store(BlockingCalls):
 
     def _bounded(self, what, fn, *args, timeout=None):
         """`self._call(fn, *args, timeout=timeout)`, its failures counted under `what`;
-        a timeout raises StoreError carrying the call still running (`pending`)."""
+        a timeout raises StoreError carrying the call still running (`pending`: its
+        greenlet or AsyncResult; `rawlink` tells when it ends)."""
         try:
             return self._call(fn, *args, timeout=timeout)
         except CallTimeout as e:
