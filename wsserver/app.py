@@ -275,9 +275,7 @@ def create_app(
     board = None
     if config.admin and config.redis:  # the admin console sees every process's documents
         board = admin.RedisBoard(
-            redis_client(config.redis),
-            redis_client(config.redis, socket_timeout=None),
-            redis_client(config.redis, socket_timeout=admin.DELETE_WAIT + 1),
+            redis_client(config.redis), redis_client(config.redis, socket_timeout=None)
         )
     inspector = admin.Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api

@@ -47,6 +47,9 @@ PAGE = Path(__file__).with_name("admin.html")
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
 EVENTS_KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies drop idle ones)
 DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
+# Seconds of each BLPOP for the other processes' answers to a delete: within the Redis
+# client's read timeout (support/redis.py, SOCKET_TIMEOUT).
+REPLY_POLL = 0.25
 # Seconds a request waits for storage (a read, a size, a delete): then 503, never a hang
 # (a frozen database cannot enforce its own deadlines).
 STORE_WAIT = 5.0
@@ -293,12 +296,9 @@ class RedisBoard:
     PUBLISH_EVERY = 1.0
     EXPIRE = 5
 
-    def __init__(self, client, subscriber, replies):
+    def __init__(self, client, subscriber):
         self.client = client
         self.subscriber = subscriber  # a client without a read timeout: pub/sub
-        # BLPOP for the answers to a delete: a read timeout past DELETE_WAIT, or a Redis
-        # frozen mid-wait (which cannot enforce BLPOP's own timeout) would hang the delete.
-        self.replies = replies
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = Throttled(log)
         self._cache = (0.0, [])
@@ -356,16 +356,22 @@ class RedisBoard:
 
     def drop_everywhere(self, key):
         """Ask every other process to drop `key`; wait for their answers (at most
-        DELETE_WAIT seconds each); return how many connections they closed."""
+        DELETE_WAIT seconds in all); return how many connections they closed."""
         reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
         try:
             listeners = self.client.publish(
                 self.CHANNEL, json.dumps({"key": list(key), "reply": reply})
             )
             closed = 0
+            deadline = time.monotonic() + DELETE_WAIT
             # Our own listener answers too (its drop finds nothing left to close).
             for _ in range(listeners):
-                answer = self.replies.blpop([reply], timeout=DELETE_WAIT)
+                answer = None
+                # Short BLPOPs on the client with a read timeout: a Redis frozen
+                # mid-wait cannot end a long one, and a client without a read
+                # timeout would wait for ever.
+                while answer is None and (left := deadline - time.monotonic()) > 0:
+                    answer = self.client.blpop([reply], timeout=min(REPLY_POLL, left))
                 if answer is None:
                     break
                 closed += int(answer[1])

@@ -236,9 +236,7 @@ SETTINGS = [
         "shutdown_timeout",
         10.0,
         number(0.1),
-        "Seconds the whole shutdown after shutdown_drain may take: clients closed, rooms "
-        "flushed, the store closed, region claims released, last webhooks; a step still "
-        "running then is abandoned.",
+        "Seconds SIGTERM waits for rooms to flush and clients to close.",
     ),
     Setting(
         "shutdown_drain",
