@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -135,51 +136,62 @@ def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):
     assert "redis: must be set to run 2 workers" in output
 
 
+def converged_on_both_workers(tmp_path, port, attempts=4):
+    """Providers of one new document spread over gunicorn's two workers on `port` (the
+    kernel decides which worker accepts each: a run whose clients all landed on one
+    proves nothing, so it is tried again, `attempts` times) converge on concurrent
+    edits, and late joiners get the same content. Returns {worker pid: connections}."""
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(attempts):
+        pause = tmp_path / f"go-on-{uuid.uuid4().hex[:8]}"
+        node = NodeProcess(
+            "fanout.mjs",
+            {
+                "urls": [f"ws://127.0.0.1:{port}"] * 6,
+                "token": make_token(),
+                "room": room("guni"),
+                "pauseFile": str(pause),
+                "staggerMs": 150,
+            },
+        )
+        try:
+            node.wait_phase("ready", 40)
+            # Which worker answers /healthz is the kernel's choice too: ask until both did.
+            workers = {}
+            deadline = time.time() + 20
+            while len(workers) < 2 and time.time() < deadline:
+                body = healthz(url)
+                workers[body["pid"]] = body["connections"]
+            pause.touch()
+            r = node.result(40)
+        finally:
+            node.kill()
+        assert r["converged"] and all(late == r["content"] for late in r["late"])
+        assert len(workers) == 2, workers
+        if all(n > 0 for n in workers.values()):
+            break
+    # Clients of the one document were on both workers.
+    assert all(n > 0 for n in workers.values()), f"all clients on one worker: {workers}"
+    return workers
+
+
 def test_gunicorn_two_workers_serve_one_document(tmp_path, redis_url):
     port = free_port()
     proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=redis_url), port)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_started(proc, url)
-        # Which worker accepts a connection is the kernel's choice: a run whose clients
-        # all landed on one worker proves nothing, so it is tried again (a few times).
-        for attempt in range(4):
-            pause = tmp_path / f"go-on-{attempt}"
-            node = NodeProcess(
-                "fanout.mjs",
-                {
-                    "urls": [f"ws://127.0.0.1:{port}"] * 6,
-                    "token": make_token(),
-                    "room": room("guni"),
-                    "pauseFile": str(pause),
-                    "staggerMs": 150,
-                },
-            )
-            try:
-                node.wait_phase("ready", 40)
-                # Which worker answers /healthz is the kernel's choice too: ask until
-                # both did.
-                workers = {}
-                deadline = time.time() + 20
-                while len(workers) < 2 and time.time() < deadline:
-                    body = healthz(url)
-                    workers[body["pid"]] = body["connections"]
-                pause.touch()
-                r = node.result(40)
-            finally:
-                node.kill()
-            assert r["converged"] and all(late == r["content"] for late in r["late"])
-            assert len(workers) == 2, workers
-            if all(n > 0 for n in workers.values()):
-                break
-        # Clients of the one document were on both workers.
-        assert all(n > 0 for n in workers.values()), f"all clients on one worker: {workers}"
+        _wait_started(proc, f"http://127.0.0.1:{port}")
+        converged_on_both_workers(tmp_path, port)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_gunicorn(proc)
+
+
+def stop_gunicorn(proc):
+    """SIGTERM to gunicorn (`_gunicorn`'s process group), SIGKILL after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.long

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import yaml
@@ -285,6 +286,26 @@ def test_check_config_connect_checks_postgres_and_redis(tmp_path, capsys, pg_url
         conn.execute("INSERT INTO wsserver_schema VALUES (99)")
     assert cli(["check-config", "--config", str(path), "--connect"]) == 1
     assert "the database's schema is version 99, newer than" in capsys.readouterr().err
+
+    # A schema locked by another session (a migration under way): the check's queries
+    # give up after storage_lock_timeout instead of waiting for ever.
+    path = write(
+        tmp_path,
+        base_config(tmp_path, storage=pg_url, redis=redis_url, storage_lock_timeout=0.5),
+    )
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE wsserver_schema IN ACCESS EXCLUSIVE MODE")
+        outcome = []
+        check = threading.Thread(
+            target=lambda: outcome.append(cli(["check-config", "--config", str(path), "--connect"]))
+        )
+        check.start()
+        check.join(5)
+        assert outcome == [1]  # before: waited for the lock, for ever
+        locker.rollback()  # however the check went: let it end
+    check.join(10)
+    assert outcome == [1]
+    assert "does not answer: LockNotAvailable" in capsys.readouterr().err
 
     dead = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/x?connect_timeout=1"
     path = write(

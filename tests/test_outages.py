@@ -48,6 +48,16 @@ def handshake_outcome(server, name, timeout=10):
         ws.close(timeout=1)
 
 
+def confirmed_writer(server, name, client_id):
+    """(editor, client) of a writer of `name` whose "kept" the server confirmed."""
+    editor = Editor(client_id=client_id)
+    client = Client(server, name)
+    kept = codec.sync_update(editor.insert("kept"))
+    client.send(kept)
+    client.wait_for(kept)
+    return editor, client
+
+
 class WriteLock:
     """Holds the SQLite file's write lock from this process: the server's commits fail
     (busy) until `release()`."""
@@ -115,7 +125,9 @@ def test_sigterm_while_commits_fail_ends_with_an_error_and_keeps_what_was_confir
     try:
         started = time.monotonic()
         server.stop(signal.SIGTERM, timeout=30)  # before: blocked in Registry.close for ever
-        assert time.monotonic() - started < 25
+        # shutdown_timeout bounds the whole shutdown (before: 9 s, the registry's and the
+        # store's closing waited on storage after the flush), plus slack for a loaded box.
+        assert time.monotonic() - started < 3 + 3
     finally:
         lock.release()
     log = server.log()
@@ -171,3 +183,72 @@ def test_a_redis_stall_keeps_documents_served_and_handshakes_short(
         time.sleep(0.1)
     writer.close()
     assert "re-asserted" in server.log()
+
+
+@pytest.mark.long
+def test_a_claim_reasserted_while_the_database_is_frozen_stays_renewed(
+    start_server, tmp_path, own_redis, own_postgres, request
+):
+    """Redis frozen past the TTL, then back while Postgres is frozen: the node re-asserts
+    its claim and refreshes the document from storage, which does not answer. The
+    heartbeat goes on renewing the claim meanwhile (before: it waited on that load, so
+    the claim expired within the TTL and stayed gone until Postgres thawed)."""
+    config, port = two_regions(tmp_path, redis=own_redis.url, storage=own_postgres.url())
+    server = start_server(config=config, port=port)
+    name = f"reassert-{uuid.uuid4().hex[:8]}"
+    editor, writer = confirmed_writer(server, name, 34)
+    client = redis_lib.Redis.from_url(own_redis.url, decode_responses=True)
+    key = f"wsserver:registry:acme/editor/{name}"
+    assert client.hget(key, "region") == "eu"
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    request.addfinalizer(lambda: own_redis.proc.send_signal(signal.SIGCONT))
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    time.sleep(2 * FAST_REGISTRY["ttl_seconds"])  # the claim expires
+    own_postgres.pause()
+    own_redis.proc.send_signal(signal.SIGCONT)
+    server.wait_log("re-asserted", timeout=5)
+    deadline = time.monotonic() + 3 * FAST_REGISTRY["ttl_seconds"]
+    while time.monotonic() < deadline:
+        assert client.hget(key, "region") == "eu", "the claim was not renewed"
+        time.sleep(0.05)
+    own_postgres.resume()
+    message = codec.sync_update(editor.insert("b"))
+    writer.send(message)
+    writer.wait_for(message, timeout=10)
+    writer.close()
+
+
+@pytest.mark.long
+def test_an_admin_delete_while_commits_fail_closes_nobody_and_loses_nothing(start_server, tmp_path):
+    """Commits failing (SQLite's write lock held elsewhere): an admin DELETE answers a JSON
+    503 at once, before closing anyone (the writer is not told the document was deleted),
+    and deletes nothing; once commits go through, the update sent meanwhile is confirmed
+    and the same DELETE deletes the document."""
+    from test_ops import ADMIN_TOKEN, http
+
+    server = start_server(admin={"token": ADMIN_TOKEN})
+    name = f"stuck-delete-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    editor, writer = confirmed_writer(server, name, 35)
+    lock = WriteLock(tmp_path / "wsserver.sqlite3")
+    try:
+        stuck = codec.sync_update(editor.insert(" stuck"))
+        writer.send(stuck)
+        deadline = time.monotonic() + 10
+        while not http("GET", f"{server.http}/healthz")[1]["store"].startswith("commits failing"):
+            assert time.monotonic() < deadline, "commits never failed"
+            time.sleep(0.1)
+        started = time.monotonic()
+        status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+        assert (status, body) == (
+            503,
+            {"error": "storage is not committing: nothing was deleted; retry", "code": 503},
+        )
+        assert time.monotonic() - started < 2
+    finally:
+        lock.release()
+    writer.wait_for(stuck, timeout=10)  # confirmed: the writer was never closed
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+    assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
+    assert writer.wait_close() == (4404, "document deleted")
+    assert http("GET", url, token=ADMIN_TOKEN)[0] == 404

@@ -238,6 +238,35 @@ def test_the_database_bounds_every_statement_and_lock_wait(pg_url, stores):
     assert store.load(KEY).log_count == 0
 
 
+def test_the_region_registry_in_postgres_runs_with_the_storage_timeouts(pg_url, tmp_path):
+    """The registry's own pool (several regions, no Redis) bounds its calls as the
+    store's does: the configured `storage_*` timeouts, not the defaults."""
+    from conftest import base_config
+
+    from wsserver.regions.registry import open_registry
+
+    regions = {"eu": "ws://127.0.0.1:1", "us": "ws://127.0.0.1:2"}
+    config = Config.from_mapping(
+        base_config(
+            tmp_path,
+            storage=pg_url,
+            region="eu",
+            regions=regions,
+            storage_timeout=2,
+            storage_statement_timeout=1.5,
+            storage_lock_timeout=0.3,
+        )
+    )
+    registry = open_registry(config)
+    try:
+        assert registry.pool.timeout == 2
+        with registry.pool.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+            assert conn.execute("SHOW lock_timeout").fetchone() == ("300ms",)
+    finally:
+        registry.close()
+
+
 # --- outages -----------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ probe's gevent.Timeout interrupting psycopg_pool's getconn: each one left a dead
 that swallowed a connection) does so within a few seconds.
 """
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -21,11 +22,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import pytest
-from conftest import base_config, make_token
-from test_bad_input import Client, Editor
-from test_outages import handshake_outcome
+import websocket
+from conftest import base_config, free_port, make_token
+from test_bad_input import Client
+from test_outages import confirmed_writer, handshake_outcome
 
 from wsserver.protocol import codec
 
@@ -58,14 +61,29 @@ def api_read(server, name):
     return status, time.monotonic() - started
 
 
-def confirmed_writer(server, name, client_id):
-    """(editor, client) of a writer of `name` whose "kept" the server confirmed."""
-    editor = Editor(client_id=client_id)
-    client = Client(server, name)
-    kept = codec.sync_update(editor.insert("kept"))
-    client.send(kept)
-    client.wait_for(kept)
-    return editor, client
+def writers_on_both_workers(server, writers, name_of, first_id):
+    """Add confirmed writers (`confirmed_writer`, of document `name_of(n)`, client ids
+    from `first_id`) to `writers` until both of gunicorn's workers hold some (each
+    worker's /healthz counts its own); returns {pid: connections}. Opened a few at a
+    time, or the worker that won the first accept takes them all."""
+    connections = {}
+
+    def writer(n):
+        writers.append(confirmed_writer(server, name_of(n), n))
+
+    while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
+        batch = [
+            threading.Thread(target=writer, args=(first_id + len(writers) + i,)) for i in range(4)
+        ]
+        for thread in batch:
+            thread.start()
+        for thread in batch:
+            thread.join(10)
+        for _ in range(6):
+            _, body = get(f"{server.http}/healthz")
+            connections[body["pid"]] = body["connections"]
+    assert len(connections) == 2 and all(connections.values()), connections
+    return connections
 
 
 class Prober:
@@ -215,21 +233,9 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
     try:
         # Writers until both workers hold some (a worker's /healthz counts its own);
         # opened a few at a time, or the worker that won the first accept takes them all.
-        connections = {}
-
-        def writer(n):
-            writers.append(confirmed_writer(server, f"gunicorn-{uuid.uuid4().hex[:8]}", 50 + n))
-
-        while len(writers) < 40 and not (len(connections) == 2 and all(connections.values())):
-            batch = [threading.Thread(target=writer, args=(len(writers) + i,)) for i in range(4)]
-            for thread in batch:
-                thread.start()
-            for thread in batch:
-                thread.join(10)
-            for _ in range(6):
-                _, body = get(f"{server.http}/healthz")
-                connections[body["pid"]] = body["connections"]
-        assert len(connections) == 2 and all(connections.values()), connections
+        connections = writers_on_both_workers(
+            server, writers, lambda n: f"gunicorn-{uuid.uuid4().hex[:8]}", 50
+        )
         prober = Prober(server)
         try:
             time.sleep(1.5)
@@ -302,3 +308,171 @@ def test_one_region_reads_and_opens_documents_through_a_redis_outage(
     assert readyz and not [r for r in readyz if r[0] != 200], readyz
     healthz = prober.between(started + 1.5, stalled, "/healthz")
     assert healthz and all(b["status"] == "degraded" for _, b in healthz), healthz
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("outage", ["sigstop", "stop-start"])
+def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
+    outage, own_postgres, start_server, tmp_path, request
+):
+    """The admin console's DELETE while Postgres is frozen or stopped: a JSON 503 within
+    its bound (before: no answer until Postgres thawed, or an HTML 500), nothing
+    deleted and nothing lost (the edit sent meanwhile is confirmed once Postgres is
+    back); the list of live documents answers meanwhile, without sizes; afterwards the
+    same DELETE deletes it."""
+    from test_ops import ADMIN_TOKEN, http
+
+    down, up, _ = OUTAGES[outage]
+    server = start_server(
+        config=base_config(tmp_path, storage=own_postgres.url(), admin={"token": ADMIN_TOKEN})
+    )
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    editor, writer = confirmed_writer(server, name, 71)
+    request.addfinalizer(own_postgres.resume)  # however this ends
+    down(own_postgres)
+    during = codec.sync_update(editor.insert(" during"))
+    writer.send(during)
+    started = time.monotonic()
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN, timeout=15)
+    elapsed = time.monotonic() - started
+    # Refused before anything is done: by the store's calls timing out or failing, or at
+    # once when the writer's commit has failed already (which comes first is a race).
+    reasons = {
+        "storage does not answer; retry",
+        "storage is not committing: nothing was deleted; retry",
+    }
+    assert (status, body["code"], body["error"] in reasons) == (503, 503, True), body
+    assert elapsed < 8, elapsed
+    # The list of live documents still answers, without the sizes storage did not give.
+    started = time.monotonic()
+    status, body, _ = http("GET", f"{server.http}/admin/api/documents", token=ADMIN_TOKEN)
+    elapsed = time.monotonic() - started
+    assert status == 200 and elapsed < 8, (status, elapsed)
+    assert [(d["name"], d["bytes"]) for d in body["documents"]] == [(name, None)]
+    up(own_postgres)
+    writer.wait_for(during, timeout=6)
+    status, detail, _ = http("GET", url, token=ADMIN_TOKEN)
+    assert (status, detail["content"]) == (200, {"t": "kept during"})
+    status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
+    assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
+    assert http("GET", url, token=ADMIN_TOKEN)[0] == 404
+    log = server.log()
+    assert f"admin delete acme/editor/{name} from 127.0.0.1 failed=storage" in log
+    writer.close()
+
+
+@pytest.mark.long
+def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
+    own_redis, tmp_path, request
+):
+    """The Procfile's gunicorn with 2 workers on a Redis of its own, /readyz and /healthz
+    polled once a second throughout: Redis frozen (SIGSTOP) 5 s and thawed, then
+    stopped 3 s and started again (empty). Afterwards the workers fan out to each other
+    again: writers of one document connected on both workers through it all see each
+    other's new edits, and providers of a new document on both workers converge;
+    /readyz said 200 all along, and every worker's /healthz is back to "ok"."""
+
+    from test_fanout import _gunicorn, _wait_started, converged_on_both_workers, stop_gunicorn
+
+    port = free_port()
+    proc = _gunicorn(tmp_path, 2, base_config(tmp_path, redis=own_redis.url), port)
+    server = SimpleNamespace(http=f"http://127.0.0.1:{port}", url=f"ws://127.0.0.1:{port}")
+    request.addfinalizer(lambda: own_redis.proc.send_signal(signal.SIGCONT))
+    writers = []
+    try:
+        _wait_started(proc, server.http)
+        # Writers of one document on both workers, connected through the outages.
+        name = f"both-{uuid.uuid4().hex[:8]}"
+        writers_on_both_workers(server, writers, lambda n: name, 80)
+        prober = Prober(server)
+        try:
+            time.sleep(1.5)
+            started = time.monotonic()
+            own_redis.proc.send_signal(signal.SIGSTOP)
+            time.sleep(5)
+            own_redis.proc.send_signal(signal.SIGCONT)
+            time.sleep(2)
+            own_redis.stop()
+            time.sleep(3)
+            own_redis.start()
+            # Each writer's new edit reaches every writer, on either worker.
+            sent = [codec.sync_update(e.insert(f"[{i}]")) for i, (e, _) in enumerate(writers)]
+            for (_, client), update in zip(writers, sent):
+                client.send(update)
+            deadline = time.monotonic() + 15
+            for _, client in writers:
+                while not set(sent) <= set(client.received):
+                    assert time.monotonic() < deadline, "an edit did not reach every worker"
+                    with contextlib.suppress(websocket.WebSocketTimeoutException):
+                        client.recv(max(0.1, deadline - time.monotonic()))
+            # And providers of a new document on both workers converge.
+            converged_on_both_workers(tmp_path, port)
+            # Every worker says "ok" again (each answers for itself).
+            ok, deadline = {}, time.monotonic() + 15
+            while len(ok) < 2 or not all(ok.values()):
+                assert time.monotonic() < deadline, ok
+                status, body = get(f"{server.http}/healthz")
+                ok[body["pid"]] = (status, body["status"]) == (200, "ok")
+                time.sleep(0.1)
+        finally:
+            prober.stop()
+        readyz = prober.between(started, time.monotonic(), "/readyz")
+        assert len({body["pid"] for _, body in readyz}) == 2  # both workers were probed
+        assert readyz and not [r for r in readyz if r[0] != 200], readyz
+        healthz = prober.between(started, time.monotonic(), "/healthz")
+        assert [b for s, b in healthz if s == 200 and b["status"] == "degraded"], healthz
+    finally:
+        for _, client in writers:
+            client.close()
+        stop_gunicorn(proc)
+
+
+@pytest.mark.long
+def test_an_admin_delete_left_running_keeps_the_document_closed_until_it_ends(
+    own_postgres, start_server, tmp_path
+):
+    """A delete that waits in the database longer than the admin API's 5 s (here: on the
+    document's lock, held by another session, with a longer storage_lock_timeout) answers
+    503 saying it goes on; until it ends nobody opens the document (4404), so nothing
+    written meanwhile is deleted with it; then it is gone, and opens new."""
+    import psycopg
+    from test_ops import ADMIN_TOKEN, http
+
+    from wsserver.documents import DocKey
+    from wsserver.documents.storage.postgres import LOCK_NAMESPACE, doc_lock_key
+
+    server = start_server(
+        config=base_config(
+            tmp_path,
+            storage=own_postgres.url(),
+            admin={"token": ADMIN_TOKEN},
+            storage_lock_timeout=30,
+            unload_after=0.1,
+        )
+    )
+    name = f"locked-{uuid.uuid4().hex[:8]}"
+    url = f"{server.http}/admin/api/documents/acme/editor/{name}"
+    _, writer = confirmed_writer(server, name, 72)
+    writer.close()
+    deadline = time.monotonic() + 10
+    while http("GET", url, token=ADMIN_TOKEN)[1]["connections"]:
+        assert time.monotonic() < deadline, "the writer never left"
+        time.sleep(0.1)
+    with psycopg.connect(own_postgres.url(), autocommit=True) as holder:
+        key = DocKey("acme", "editor", name)
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(key)))
+        status, body, _ = http("DELETE", url, token=ADMIN_TOKEN, timeout=15)
+        assert (status, body) == (
+            503,
+            {
+                "error": "storage did not answer in time: the delete ends when it does; retry",
+                "code": 503,
+            },
+        )
+        assert handshake_outcome(server, name)[0] == 4404  # before: served, then deleted
+    deadline = time.monotonic() + 10
+    while http("GET", url, token=ADMIN_TOKEN)[0] != 404:
+        assert time.monotonic() < deadline, "the delete never ended"
+        time.sleep(0.1)
+    assert handshake_outcome(server, name)[0] == "served"

@@ -14,7 +14,7 @@ from pycrdt import Doc, Map, Text
 
 from wsserver.documents import DocKey, ydoc
 from wsserver.documents.manager import DocumentManager
-from wsserver.documents.storage import Loaded, open_store
+from wsserver.documents.storage import Loaded, StoreError, open_store
 from wsserver.documents.storage.memory import MemoryStore
 from wsserver.documents.storage.postgres import PostgresStore
 from wsserver.documents.storage.sqlite import SQLiteStore
@@ -823,3 +823,63 @@ def test_a_compaction_that_folded_nothing_starts_no_other():
     room._compact_logged()
     assert started == []
     store.close(timeout=5)
+
+
+class Stuck(MemoryStore):
+    """Commits fail while `stuck` is true (storage down)."""
+
+    stuck = False
+
+    def _append_batch(self, items):
+        if self.stuck:
+            raise OSError("storage down")
+        return super()._append_batch(items)
+
+
+def test_a_delete_waits_for_its_documents_commits_within_its_timeout():
+    """While commits fail, deleting a document with a queued update raises StoreError
+    within the timeout and deletes nothing; another document's delete is not held up by
+    it. Once commits go through the update is stored, and a delete removes it."""
+    store = Stuck().start()
+    append_all(store, OTHER, [b"O"])
+    append_all(store, KEY, [b"K"])
+    store.stuck = True
+    durable = []
+    store.append(KEY, b"A", durable.append)
+    try:
+        with gevent.Timeout(5):  # before: both waited for the commit, for ever
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="not committed within 0.3 s; nothing deleted"):
+                store.delete(KEY, timeout=0.3)
+            assert time.monotonic() - started < 1.0
+            assert store.logs[KEY]  # nothing deleted
+            store.delete(OTHER, timeout=0.3)
+            assert store.load(OTHER).updates == []
+        store.stuck = False
+        store.delete(KEY, timeout=5)
+        assert durable and store.load(KEY).updates == [] and store.documents() == []
+    finally:
+        store.stuck = False
+        store.close(timeout=5)
+
+
+def test_a_sqlite_call_with_a_timeout_stops_waiting_behind_a_slow_one(tmp_path):
+    """SQLite's calls run one at a time in a worker thread: a load with a timeout that
+    waits behind a slow call raises StoreError after the timeout (before: it waited for
+    the slow one), carrying the load still queued, which ends after it."""
+    store = SQLiteStore(str(tmp_path / "db.sqlite3")).start()
+    try:
+        append_all(store, KEY, [b"A"])
+        slow = gevent.spawn(store._call, time.sleep, 1.5)
+        gevent.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="load: no answer within 0.2 s") as info:
+            store.load(KEY, timeout=0.2)
+        assert time.monotonic() - started < 1.0
+        ended = []
+        info.value.pending.rawlink(ended.append)
+        slow.join(5)
+        gevent.sleep(0.1)
+        assert ended and [bytes(u) for u in info.value.pending.get().updates] == [b"A"]
+    finally:
+        store.close(timeout=5)

@@ -152,7 +152,7 @@ def _connect(config):
     storage = redact_url(config.storage)
     if is_postgres_url(config.storage):
         try:
-            print(f"# storage {storage}: answers ({_postgres_schema(config.storage)})")
+            print(f"# storage {storage}: answers ({_postgres_schema(config)})")
         except Exception as e:  # whatever stops it, the operator reads why
             failures.append(f"storage: {storage} does not answer: {type(e).__name__}: {e}")
     elif config.storage.startswith("sqlite:///"):
@@ -171,16 +171,20 @@ def _connect(config):
     return failures
 
 
-def _postgres_schema(url):
-    """Connect to the database of `url` (one connection, 5 s at most), writing nothing
-    (a start creates or migrates the schema; a check must not): what a start would find.
-    Raises StorageSchemaError for a schema newer than this wsserver."""
+def _postgres_schema(config):
+    """Connect to the database of `config.storage` (one connection, bounded as the
+    server's are: `storage_timeout` to connect, `storage_statement_timeout` and
+    `storage_lock_timeout` for the queries), writing nothing (a start creates or
+    migrates the schema; a check must not): what a start would find. Raises
+    StorageSchemaError for a schema newer than this wsserver."""
     import psycopg
 
-    from .documents.storage.postgres import SCHEMA_VERSION
+    from .documents.storage.postgres import SCHEMA_VERSION, connection_options, set_timeouts
     from .errors import StorageSchemaError
 
-    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+    url = config.storage
+    with psycopg.connect(url, **connection_options(url, config.storage_timeout)) as conn:
+        set_timeouts(conn, config.storage_statement_timeout, config.storage_lock_timeout)
         if conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()[0] is None:
             return "no wsserver tables yet: the first start creates them"
         version = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()[0] or 0

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult
@@ -343,17 +343,53 @@ class WebSocketEndpoint:
             gevent.sleep(0.05)
         left = max(0.1, deadline - time.monotonic())
         flushed = self.documents.shutdown(left)
-        stored = self.store.close(max(0.1, deadline - time.monotonic()))
+        # Every step after the flush shares the one deadline: each gets what is left and
+        # is waited for no longer (see `_until`), whatever its own waits are (a registry
+        # eviction waiting on storage, a call queued behind a stuck SQLite write).
+        stored = bool(_until(deadline, "closing the store", self.store.close, left_of(deadline)))
         # Last: the final durable updates and the awareness removals of the clients just
         # closed reach the other processes, then a goodbye drops our clients' states there.
-        self.documents.fanout.close(max(0.1, min(2.0, deadline - time.monotonic())))
+        _until(
+            deadline,
+            "the fan-out's goodbye",
+            self.documents.fanout.close,
+            min(2.0, left_of(deadline)),
+        )
         for gate in self.handshake.gates:  # e.g. the region gate lets its claims go
-            try:
-                gate.shutdown(flushed and stored)
-            except Exception:
-                log.exception("shutdown of %s failed", type(gate).__name__)
+            _until(
+                deadline,
+                f"the shutdown of {type(gate).__name__}",
+                gate.shutdown,
+                flushed and stored,
+            )
         if self.webhooks is not None:  # what is queued gets what time is left
-            self.webhooks.close(max(0.1, deadline - time.monotonic()))
+            _until(deadline, "the webhooks' delivery", self.webhooks.close, left_of(deadline))
         metrics.flush()  # the last counts, before the process ends
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
         return flushed and stored
+
+
+def left_of(deadline: float) -> float:
+    """Seconds until `deadline` (monotonic), at least 0.1: a step that has no time left
+    still gets to try once."""
+    return max(0.1, deadline - time.monotonic())
+
+
+def _until(deadline: float, what: str, step: Callable[..., Any], *args: Any) -> Any:
+    """`step(*args)`'s value when it ends by `deadline` (a little after, at most 0.1 s),
+    else None: it is then left running, never interrupted (psycopg must not be, see
+    support/blocking.py), and ends with the process. A step that raises is logged."""
+
+    def run():
+        try:
+            return step(*args)
+        except Exception:
+            log.exception("shutdown: %s failed", what)
+            return None
+
+    running = gevent.spawn(run)
+    running.join(left_of(deadline))
+    if not running.ready():
+        log.error("shutdown: %s did not end within shutdown_timeout; not waiting for it", what)
+        return None
+    return running.value

@@ -138,6 +138,14 @@ class NotFound(HttpOnlyError):
     reason = "not found"
 
 
+class StorageUnavailable(HttpOnlyError):
+    """Storage failed or did not answer within the route's bound (the admin API): the
+    reason says what was done, if anything; retry."""
+
+    http_status = 503
+    reason = "storage does not answer; retry"
+
+
 class NestedTooDeep(HttpOnlyError):
     """A document whose types nest deeper than its JSON form allows (content.py)."""
 

@@ -84,10 +84,11 @@ class DocumentManager:
         return self.rooms.get(key)
 
     def refresh(self, key: DocKey) -> None:
-        """Refresh the loaded room of `key` from storage (Room.refresh), if any."""
+        """Refresh the loaded room of `key` from storage (Room.refresh), if any; raises
+        StoreError when storage does not answer within LOAD_WAIT seconds."""
         room = self.rooms.get(key)
         if room is not None and room.ready.ready() and room.ready.exception is None:
-            room.refresh()
+            room.refresh(LOAD_WAIT)
 
     def close(self, key: DocKey, error: WsServerError) -> None:
         """Close every connection of the document `key` with `error` (a WsServerError);

@@ -571,11 +571,12 @@ class Room:
 
     # --- recovery -------------------------------------------------------------------
 
-    def refresh(self) -> None:
+    def refresh(self, timeout: float | None = None) -> None:
         """Bring this copy up to date with storage, where another node may have written
         while this one was cut off; clients get what changed. Compaction folds from
-        storage afterwards (the stored rows are no longer the ones this copy counted)."""
-        for update in self.store.load(self.key).updates:
+        storage afterwards (the stored rows are no longer the ones this copy counted).
+        `timeout`: StoreError when storage does not answer within it (store.load)."""
+        for update in self.store.load(self.key, timeout=timeout).updates:
             self.apply_update(update, STORAGE)
 
     def _wait_rebuild(self):

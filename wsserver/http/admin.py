@@ -34,8 +34,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..documents.content import document_json
 from ..documents.key import DocKey
-from ..documents.storage import fold
-from ..errors import DocumentDeleted, NestedTooDeep, NotFound
+from ..documents.storage import StoreError, fold
+from ..errors import DocumentDeleted, NestedTooDeep, NotFound, StorageUnavailable
 from ..handshake.handshake import document_name
 from ..logs import Throttled, fields
 from .bearer import require_bearer
@@ -47,6 +47,12 @@ PAGE = Path(__file__).with_name("admin.html")
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
 EVENTS_KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies drop idle ones)
 DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
+# Seconds of each BLPOP for the other processes' answers to a delete: within the Redis
+# client's read timeout (support/redis.py, SOCKET_TIMEOUT).
+REPLY_POLL = 0.25
+# Seconds a request waits for storage (a read, a size, a delete): then 503, never a hang
+# (a frozen database cannot enforce its own deadlines).
+STORE_WAIT = 5.0
 
 
 def _iso(timestamp):
@@ -83,6 +89,7 @@ class Inspector:
         self.store = store
         self.stopping = stopping  # callable: True once the process is shutting down
         self.board = board
+        self._errors = Throttled(log)
         if board is not None:
             board.start(self.local, self.drop)
 
@@ -111,17 +118,36 @@ class Inspector:
         return self.board.others() if self.board is not None else []
 
     def live(self):
+        """Every live document's summary; "bytes" null for those whose size storage
+        did not give within STORE_WAIT seconds in all."""
         merged = _merge(self.local() + self._elsewhere())
-        return [
-            dict(summary, bytes=self.store.size(DocKey(*key)))
-            for key, summary in sorted(merged.items())
-        ]
+        deadline = time.monotonic() + STORE_WAIT
+        summaries = []
+        for key, summary in sorted(merged.items()):
+            size = None
+            if time.monotonic() < deadline:
+                try:
+                    size = self._stored("size", self.store.size, DocKey(*key), deadline=deadline)
+                except StorageUnavailable:
+                    deadline = 0.0  # the next ones would wait in vain too
+            summaries.append(dict(summary, bytes=size))
+        return summaries
+
+    def _stored(self, what, call, *args, deadline=None):
+        """`call(*args, timeout=...)` of the store, within STORE_WAIT seconds (or until
+        `deadline`); StorageUnavailable (503) when storage fails or does not answer."""
+        left = STORE_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return call(*args, timeout=left)
+        except Exception as e:  # a StoreError, or the driver's own (database down)
+            self._errors.error("admin: storage %s failed: %s: %s", what, type(e).__name__, e)
+            raise StorageUnavailable() from None
 
     def summary(self, key, room=None):
         mine = self.local_summary(key, room)
         others = [s for s in self._elsewhere() if (s["tenant"], s["app"], s["name"]) == tuple(key)]
         result = _merge([mine] + others)[tuple(key)]
-        result["bytes"] = self.store.size(key)
+        result["bytes"] = self._stored("size", self.store.size, key)
         return result
 
     def detail(self, key):
@@ -134,7 +160,7 @@ class Inspector:
         if room is not None:
             update = room.doc.get_update()
         else:
-            updates = self.store.load(key).updates
+            updates = self._stored("load", self.store.load, key).updates
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
@@ -180,6 +206,8 @@ class Inspector:
                     data = self.detail(key)
                 except NotFound:
                     data = {"tenant": key.tenant, "app": key.app, "name": key.name, "deleted": True}
+                except StorageUnavailable as e:  # shown; tried again at the next poll
+                    data, last = {"error": e.reason}, object()
                 yield f"data: {json.dumps(data)}\n\n"
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE:
@@ -212,16 +240,45 @@ class Inspector:
 
     def delete(self, key):
         """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed. Here, nobody opens it until it is deleted."""
+        the number of connections closed; NotFound when there is no such document.
+        Here, nobody opens it until it is deleted.
+
+        Bounded: StorageUnavailable (503) when its updates cannot be made durable, or
+        storage does not delete it, within STORE_WAIT seconds each; nothing queued is
+        lost (it is committed when storage is back; a retry deletes it). A delete still
+        running in storage then keeps the document closed here until it ends, so that
+        nothing written meanwhile is deleted with it."""
+        if self.store.failing is not None:  # before anyone is told it was deleted
+            raise StorageUnavailable("storage is not committing: nothing was deleted; retry")
+        self.detail(key)  # NotFound (404) for a document that does not exist
         deleting = self.documents.deleting
         deleting.add(key)
+        pending = None
         try:
-            closed = self.drop(key)
+            try:
+                closed = self.drop(key)
+            except StoreError as e:  # its last updates are not durable: commits failing
+                self._errors.error("admin: delete of %s: %s", "/".join(key), e)
+                raise StorageUnavailable(
+                    "storage is not committing: the document was not deleted; retry"
+                ) from None  # its connections were closed (4404) before the commits failed
             if self.board is not None:
                 closed += self.board.drop_everywhere(key)
-            self.store.delete(key)
+            try:
+                self.store.delete(key, timeout=STORE_WAIT)
+            except StoreError as e:
+                pending = e.pending
+                self._errors.error("admin: delete of %s: %s", "/".join(key), e)
+                raise StorageUnavailable(
+                    "storage did not answer in time: the document was not deleted; retry"
+                    if pending is None
+                    else "storage did not answer in time: the delete ends when it does; retry"
+                ) from None
         finally:
-            deleting.discard(key)
+            if pending is None:
+                deleting.discard(key)
+            else:
+                pending.rawlink(lambda _: deleting.discard(key))
         return closed
 
 
@@ -241,7 +298,7 @@ class RedisBoard:
 
     def __init__(self, client, subscriber):
         self.client = client
-        self.subscriber = subscriber  # a client without a read timeout: pub/sub, BLPOP
+        self.subscriber = subscriber  # a client without a read timeout: pub/sub
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = Throttled(log)
         self._cache = (0.0, [])
@@ -299,16 +356,22 @@ class RedisBoard:
 
     def drop_everywhere(self, key):
         """Ask every other process to drop `key`; wait for their answers (at most
-        DELETE_WAIT seconds each); return how many connections they closed."""
+        DELETE_WAIT seconds in all); return how many connections they closed."""
         reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
         try:
             listeners = self.client.publish(
                 self.CHANNEL, json.dumps({"key": list(key), "reply": reply})
             )
             closed = 0
+            deadline = time.monotonic() + DELETE_WAIT
             # Our own listener answers too (its drop finds nothing left to close).
             for _ in range(listeners):
-                answer = self.subscriber.blpop([reply], timeout=DELETE_WAIT)
+                answer = None
+                # Short BLPOPs on the client with a read timeout: a Redis frozen
+                # mid-wait cannot end a long one, and a client without a read
+                # timeout would wait for ever.
+                while answer is None and (left := deadline - time.monotonic()) > 0:
+                    answer = self.client.blpop([reply], timeout=min(REPLY_POLL, left))
                 if answer is None:
                     break
                 closed += int(answer[1])
@@ -382,8 +445,11 @@ def blueprint(settings, inspector):
     def delete(tenant, app, name):
         authorize()
         key = key_of(tenant, app, name)
-        inspector.detail(key)  # NotFound (404) for a document that does not exist
-        closed = inspector.delete(key)
+        try:
+            closed = inspector.delete(key)
+        except StorageUnavailable as e:
+            _audit("delete", key, level=logging.WARNING, failed=e.reason)
+            raise
         _audit("delete", key, connections_closed=closed)
         return jsonify(deleted=True, connections_closed=closed)
 

@@ -203,7 +203,9 @@ SETTINGS = [
         "shutdown_timeout",
         10.0,
         number(0.1),
-        "Seconds SIGTERM waits for rooms to flush and clients to close.",
+        "Seconds the whole shutdown after `shutdown_drain` may take (closing clients, "
+        "flushing, closing the store, releasing region claims, last webhooks); what still "
+        "runs then is abandoned.",
     ),
     Setting(
         "shutdown_drain",

@@ -26,7 +26,12 @@ from gevent.threadpool import ThreadPool
 
 
 class CallTimeout(Exception):
-    """A shielded call did not end within the caller's `timeout` (it goes on running)."""
+    """A call did not end within the caller's `timeout` (it goes on running: `call` is
+    its greenlet or AsyncResult, whose `rawlink` tells a caller when it ends)."""
+
+    def __init__(self, message: str, call: Any) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 class BlockingCalls:
@@ -37,16 +42,23 @@ class BlockingCalls:
         self._pool = ThreadPool(1) if self.threaded else None
 
     def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-        """`fn(*args)` where this backend's calls run. `timeout` (shielded backends
-        only): raise CallTimeout after that many seconds, leaving the call running."""
+        """`fn(*args)` where this backend's calls run. `timeout` (threaded and shielded
+        backends): raise CallTimeout after that many seconds, leaving the call running
+        (in the worker thread, after the calls queued before it)."""
         if self._pool is not None:
-            return self._pool.apply(fn, args)
+            if timeout is None:
+                return self._pool.apply(fn, args)
+            queued = self._pool.spawn(fn, *args)
+            queued.wait(timeout)
+            if not queued.ready():
+                raise CallTimeout(f"no answer within {timeout:g} s", queued)
+            return queued.get()
         if not self.shielded:
             return fn(*args)
         call = gevent.spawn(_outcome, fn, args)
         call.join(timeout)
         if not call.ready():
-            raise CallTimeout(f"no answer within {timeout:g} s")
+            raise CallTimeout(f"no answer within {timeout:g} s", call)
         ok, value = call.value
         if not ok:
             raise value  # with its own traceback

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import namedtuple
+from collections import Counter, namedtuple
 from collections.abc import Callable
 
 import gevent
@@ -62,7 +62,10 @@ _PENDING = object()  # a probe that has not ended yet
 
 
 class StoreError(Exception):
-    """Storage failed; what was being done is kept and retried where possible."""
+    """Storage failed; what was being done is kept and retried where possible.
+    `pending`: a call that outlived its caller's timeout (see `Store._bounded`)."""
+
+    pending = None
 
 
 class Store(BlockingCalls):
@@ -73,6 +76,10 @@ class Store(BlockingCalls):
         self._space.set()
         self._idle = Event()
         self._idle.set()
+        # Appends queued or being committed, by document, and an event set (then
+        # replaced) after every commit: what `delete` waits on.
+        self._uncommitted = Counter()
+        self._committed = Event()
         self._start_calls()
         self._committer = None
         self._closed = False
@@ -100,6 +107,7 @@ class Store(BlockingCalls):
             self._space.clear()
             self._space.wait()
         self._queue.append((key, update, on_durable))
+        self._uncommitted[key] += 1
         self._idle.clear()
         self._wake.set()
 
@@ -137,6 +145,10 @@ class Store(BlockingCalls):
                     )
                     backoff.sleep()
             self._space.set()
+            self._uncommitted.subtract(k for k, _, _ in batch)
+            self._uncommitted += Counter()  # drops the documents with none left
+            self._committed.set()
+            self._committed = Event()
             for (_, _, on_durable), row_id in zip(batch, ids):
                 try:
                     on_durable(row_id)
@@ -154,16 +166,9 @@ class Store(BlockingCalls):
 
     def load(self, key: DocKey, timeout: float | None = None) -> Loaded:
         """The document's snapshot and log, oldest first, as a `Loaded`. `timeout`: raise
-        StoreError after that many seconds (the load itself goes on; backends whose calls
-        are shielded only, see support/blocking.py)."""
-        try:
-            return self._call(self._load, key, timeout=timeout)
-        except CallTimeout as e:
-            metrics.STORAGE_ERRORS.labels("load").inc()
-            raise StoreError(f"load: {e}") from None
-        except Exception:
-            metrics.STORAGE_ERRORS.labels("load").inc()
-            raise
+        StoreError after that many seconds (the load itself goes on; threaded and
+        shielded backends, see support/blocking.py)."""
+        return self._bounded("load", self._load, key, timeout=timeout)
 
     def check(self, wait: float = PROBE_WAIT) -> None:
         """Readiness: raise StoreError only for what is wrong with this process's way to
@@ -226,15 +231,45 @@ class Store(BlockingCalls):
         running[0].join(wait)
         return (running[0].value, running[1]) if running[0].ready() else _PENDING
 
-    def size(self, key):
-        """Stored bytes of the document (snapshot and log); 0 when there is none."""
-        return self._call(self._size, key)
+    def size(self, key, timeout: float | None = None):
+        """Stored bytes of the document (snapshot and log); 0 when there is none.
+        `timeout`: as `load`'s."""
+        return self._bounded("size", self._size, key, timeout=timeout)
 
-    def delete(self, key):
+    def delete(self, key, timeout: float | None = None):
         """Remove the document's snapshot and log from storage. Appends of `key` still
-        queued are committed first, so none lands after the delete."""
-        self.flush()
-        self._call(self._delete, key)
+        queued are committed first, so none lands after the delete (appends of other
+        documents do not matter). `timeout`: raise StoreError when those appends are
+        not committed within that many seconds (nothing was deleted then), or when the
+        delete itself does not end in what is left of it (it goes on, and
+        `StoreError.pending` is what runs it, see `_bounded`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._uncommitted[key]:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                metrics.STORAGE_ERRORS.labels("delete").inc()
+                raise StoreError(
+                    f"delete: {self._uncommitted[key]} queued updates of the document "
+                    f"not committed within {timeout:g} s; nothing deleted"
+                )
+            self._committed.wait(left)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._bounded("delete", self._delete, key, timeout=left)
+
+    def _bounded(self, what, fn, *args, timeout=None):
+        """`self._call(fn, *args, timeout=timeout)`, its failures counted under `what`;
+        a timeout raises StoreError carrying the call still running (`pending`: its
+        greenlet or AsyncResult; `rawlink` tells when it ends)."""
+        try:
+            return self._call(fn, *args, timeout=timeout)
+        except CallTimeout as e:
+            metrics.STORAGE_ERRORS.labels(what).inc()
+            error = StoreError(f"{what}: {e}")
+            error.pending = e.call
+            raise error from None
+        except Exception:
+            metrics.STORAGE_ERRORS.labels(what).inc()
+            raise
 
     def documents(self) -> list[DocKey]:
         """The key of every stored document, sorted (for `wsserver copy-storage`)."""

@@ -55,7 +55,12 @@ def open_registry(config: Config, **hooks: Any) -> Registry:
     if is_postgres_url(config.storage):
         from .postgres import PostgresRegistry
 
-        return PostgresRegistry(config.region, config.storage, **options).start()
+        timeouts = (
+            config.storage_timeout,
+            config.storage_statement_timeout,
+            config.storage_lock_timeout,
+        )
+        return PostgresRegistry(config.region, config.storage, timeouts=timeouts, **options).start()
     raise ValueError(f"no registry for storage {config.storage!r}")
 
 

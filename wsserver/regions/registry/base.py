@@ -111,7 +111,7 @@ def _nothing_to_refresh(key):
 class _Holding:
     """This node's use of one document."""
 
-    __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock")
+    __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock", "refreshing")
 
     def __init__(self):
         self.count = 0  # open connections (admitted handshakes) of this node
@@ -120,6 +120,7 @@ class _Holding:
         self.lost_to = None  # the region that took it, when known
         self.generation = 0  # bumped to cancel a scheduled release
         self.lock = Semaphore()  # serializes claim, release and eviction of the key
+        self.refreshing = False  # re-asserted, its room not yet refreshed from storage
 
 
 class Registry(BlockingCalls):
@@ -355,7 +356,7 @@ class Registry(BlockingCalls):
         have lost the document, and a snapshot of its copy would overwrite what the new
         owner stored (the store asks this before every compaction)."""
         holding = self._holdings.get(key)
-        if holding is None or not holding.claimed or holding.lost:
+        if holding is None or not holding.claimed or holding.lost or holding.refreshing:
             return False
         return self.clock() - self._last_renewal < self.ttl
 
@@ -399,6 +400,14 @@ class Registry(BlockingCalls):
             if key not in renewed:
                 self._reassert(key, holding)
 
+    def _refresh(self, key, holding):
+        try:
+            self.on_claim_reasserted(key)
+        except Exception:
+            log.exception("refresh of %s after re-asserting its claim failed", "/".join(key))
+        finally:
+            holding.refreshing = False
+
     def _reassert(self, key, holding):
         """Our holding of `key` had expired (an outage or a stall longer than the TTL):
         take the claim again unless another region has it now."""
@@ -411,10 +420,10 @@ class Registry(BlockingCalls):
             log.warning(
                 "claim on %s had expired; re-asserted, refreshing it from storage", "/".join(key)
             )
-            try:
-                self.on_claim_reasserted(key)
-            except Exception:
-                log.exception("refresh of %s after re-asserting its claim failed", "/".join(key))
+            # In a greenlet of its own: the heartbeat must go on renewing every claim
+            # while storage is slow or frozen. No compaction until it ends (may_compact).
+            holding.refreshing = True
+            gevent.spawn(self._refresh, key, holding)
             return
         self._lose(key, holding, region)
 

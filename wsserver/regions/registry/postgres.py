@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...documents.storage.postgres import LOCK_NAMESPACE, doc_lock_key, ensure_schema, open_pool
+from ...documents.storage.postgres import (
+    LOCK_NAMESPACE,
+    LOCK_TIMEOUT,
+    POOL_WAIT,
+    STATEMENT_TIMEOUT,
+    doc_lock_key,
+    ensure_schema,
+    open_pool,
+)
 from .base import Registry
 
 CLAIM_LOCK_NAMESPACE = LOCK_NAMESPACE + 1
@@ -32,15 +40,22 @@ class PostgresRegistry(Registry):
     shielded = True  # never interrupt psycopg (support/blocking.py)
 
     def __init__(
-        self, region: str, url: str, clock: Callable[[], float] | None = None, **options: Any
+        self,
+        region: str,
+        url: str,
+        clock: Callable[[], float] | None = None,
+        timeouts: tuple[float, float, float] = (POOL_WAIT, STATEMENT_TIMEOUT, LOCK_TIMEOUT),
+        **options: Any,
     ) -> None:
         # `clock` (tests) stands in for the database's clock in the table and, as in
         # every registry, for this node's own timing; without it, those are the
-        # database's clock and time.monotonic.
+        # database's clock and time.monotonic. `timeouts`: the store's (`storage_timeout`,
+        # `storage_statement_timeout`, `storage_lock_timeout`), enforced as there.
         if clock is not None:
             options["clock"] = clock
         super().__init__(region, **options)
         self.url = url
+        self.timeouts = timeouts
         self.table_clock = clock
         self.pool = None
 
@@ -51,7 +66,7 @@ class PostgresRegistry(Registry):
         return params
 
     def _open(self):
-        self.pool = open_pool(self.url, POOL_SIZE, "wsserver-registry")
+        self.pool = open_pool(self.url, POOL_SIZE, "wsserver-registry", *self.timeouts)
         with self.pool.connection() as conn:
             ensure_schema(conn)
             # Rows of nodes long gone (kill -9): harmless once expired; keep the table small.
