@@ -22,7 +22,8 @@ published; another process's change (`apply_remote_awareness`) is relayed to our
 connections only, under the same ownership rule (`_may_announce`), its owner being a
 `RemotePeer`: that process, for one user. A closed connection or a vanished process
 takes exactly its own states with it; a client coming back is renewed, and renews the
-others (`_receive_awareness`, `_schedule_renewal`).
+others (`_receive_awareness`, `_schedule_renewal`), whose answers go to the connections
+that came back only (`_relay_awareness`: a bounded cost).
 
 Once an update is durable, `on_stored(key, created)` (when given) learns of it:
 `created` is True for the first update stored of a document storage had nothing of
@@ -74,6 +75,17 @@ MAX_AWARENESS_IDS = 16
 # cost one renewal, and at most one per RENEW_INTERVAL seconds.
 RENEW_DELAY = 0.1
 RENEW_INTERVAL = 0.5
+# What a renewal costs is bounded (a client reconnecting in a loop may cause two a
+# second): every client answers it by announcing its state again, and relayed to
+# everyone that made N * N frames for N clients (~19,700 frames/s sent on a 100-client
+# document). Such an announcement (the same state, a newer clock) is only of use to the
+# connections that came back in the last RETURN_WINDOW seconds (their providers removed
+# everyone when their sockets closed), so it goes to them only (`_relay_awareness`);
+# every other connection holds that state already. Unless that client's state last went
+# to everyone SHARE_INTERVAL seconds ago or more: y-protocols drops a peer it has not
+# heard of for 30 s, and a renewed client renews itself 15-18 s later.
+RETURN_WINDOW = 5.0
+SHARE_INTERVAL = 10.0
 
 
 class NotDurable(StoreError):
@@ -169,6 +181,8 @@ class Room:
         self.awareness_owners = {}
         self._renewal = None  # the greenlet of a pending `_renew_local`
         self._renewed_at = 0.0  # time.monotonic() of the last one
+        self._returned = {}  # connection -> time.monotonic() it came back (a renewal's cause)
+        self._shared_at = {}  # client id -> time.monotonic() its state last went to everyone
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -228,6 +242,7 @@ class Room:
 
     def leave(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
+        self._returned.pop(conn, None)
         for client_id in conn.awareness_ids:
             del self.awareness_owners[client_id]
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
@@ -245,6 +260,8 @@ class Room:
             removal = self.awareness.encode(ids)
             self.broadcast(codec.awareness(removal))
             self.fanout.publish_awareness(self.key, removal, _user_of(conn))
+            for client_id in ids:
+                self._shared_at.pop(client_id, None)
         self._prune_awareness_meta()
 
     def _prune_awareness_meta(self):
@@ -328,15 +345,61 @@ class Room:
         if not conn.awareness_announced:
             conn.awareness_announced = True
             renew = [e.client_id for e in entries if not e.removal and self._may_renew(conn, e)]
+        renewals = self._renewals(conn, entries)
         allowed = [e for e in entries if self._may_announce(conn, e)]
         if allowed:
             if len(allowed) != len(entries):
                 data = codec.encode_awareness_entries(allowed)
             self.awareness.apply(allowed)
-            self.broadcast(codec.awareness(data))
+            self._relay_awareness(allowed, data, renewals)
             self.fanout.publish_awareness(self.key, data, _user_of(conn))
         if renew:
             self._renew_clients(conn, renew)
+
+    def _renewals(self, owner, entries):
+        """The client ids of `entries` that only renew a state `owner` holds here (the
+        same JSON with a newer clock: how a client answers its renewal) while that state
+        went to everyone less than SHARE_INTERVAL ago: see RETURN_WINDOW."""
+        states, owners, shared_at = self.awareness.states, self.awareness_owners, self._shared_at
+        now = time.monotonic()
+        return {
+            e.client_id
+            for e in entries
+            if not e.removal
+            and owners.get(e.client_id) is owner
+            and states.get(e.client_id) == e.state
+            and now - shared_at.get(e.client_id, now - SHARE_INTERVAL) < SHARE_INTERVAL
+        }
+
+    def _relay_awareness(self, entries, data, renewals=()):
+        """Send applied `entries` (encoded as `data`) on: the `renewals` among them to the
+        connections that came back lately only (RETURN_WINDOW), the others to everyone."""
+        now = time.monotonic()
+        if renewals:
+            returned = self._returned
+            for conn in [c for c, at in returned.items() if now - at >= RETURN_WINDOW]:
+                del returned[conn]
+            if returned:
+                renewed = [e for e in entries if e.client_id in renewals]
+                self._send_to(returned, codec.awareness(codec.encode_awareness_entries(renewed)))
+            entries = [e for e in entries if e.client_id not in renewals]
+            if not entries:
+                return
+            data = codec.encode_awareness_entries(entries)
+        self.broadcast(codec.awareness(data))
+        shared_at = self._shared_at
+        for entry in entries:
+            if entry.removal:
+                shared_at.pop(entry.client_id, None)
+            else:
+                shared_at[entry.client_id] = now
+
+    def _send_to(self, conns, message):
+        """Send one y-websocket message to `conns`, encoded once."""
+        frame = frames.encode_frame(frames.OP_BINARY, message)
+        metrics.sent(codec.kind_of(message), len(message), len(conns))
+        for conn in conns:
+            conn.send(frame)
 
     def _may_renew(self, conn, entry):
         """Whether `conn`'s first announcement of `entry`'s client id may be answered
@@ -414,7 +477,10 @@ class Room:
         self.awareness_owners[client_id] = conn
         conn.awareness_ids.add(client_id)
         if meta is not None and not entry.removal:
-            self._schedule_renewal()  # a client seen before is back
+            # a client seen before is back
+            if not isinstance(conn, RemotePeer):
+                self._returned[conn] = time.monotonic()
+            self._schedule_renewal()
         return True
 
     # --- what other processes send (wsserver/fanout) ---------------------------------
@@ -436,13 +502,14 @@ class Room:
         if peer is None:
             peer = self.peers[key] = RemotePeer(host, user)
         entries = codec.parse_awareness_update(data)
+        renewals = self._renewals(peer, entries)
         allowed = [e for e in entries if self._may_announce(peer, e)]
         if not allowed:
             return
         if len(allowed) != len(entries):
             data = codec.encode_awareness_entries(allowed)
         self.awareness.apply(allowed)
-        self.broadcast(codec.awareness(data))
+        self._relay_awareness(allowed, data, renewals)
         for entry in allowed:
             if entry.removal and self.awareness_owners.get(entry.client_id) is peer:
                 del self.awareness_owners[entry.client_id]
@@ -472,6 +539,8 @@ class Room:
         if ids:
             self.awareness.remove(ids)
             self.broadcast(codec.awareness(self.awareness.encode(ids)))
+            for client_id in ids:
+                self._shared_at.pop(client_id, None)
 
     # --- the fan-out rule -----------------------------------------------------------
 
