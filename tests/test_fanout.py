@@ -268,6 +268,36 @@ def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, 
 
 
 @pytest.mark.long
+def test_presence_is_back_after_a_redis_outage_longer_than_the_host_ttl(two_processes, own_redis):
+    """Redis hung for more than the 10 s host TTL: each process took the other for dead
+    and removed its clients' states, and the answers to its `query` after the outage
+    carry the clocks the clients saw removed (ignored). Once Redis is back each process
+    makes its clients announce themselves again: every client (y-websocket 1.5.4 and 3.1,
+    their own 15 s renewals stopped) sees every other within 5 s of Redis going on: the
+    reader's reconnect back-off (up to 2 s), then the renewal
+    (tests/node/presence_outage.mjs)."""
+    a, b = two_processes(redis=own_redis.url)
+    tokens = [make_token(sub=f"user-{i}") for i in range(4)]
+    spec = {"urls": [a.url, b.url], "tokens": tokens, "room": room("outage-presence")}
+    node = NodeProcess("presence_outage.mjs", spec)
+    try:
+        node.wait_phase("ready", 20)
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            node.wait_phase("gone", 25)
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        resumed = time.time() * 1000
+        r = node.result(20)
+    finally:
+        node.kill()
+    assert r["backAt"] - resumed < 5000, r["backAt"] - resumed
+    assert r["closes"] == [[], [], [], []]  # nobody was disconnected
+    for server in (a, b):
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.long
 def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
     """Tiptap editors with collaboration carets in real Chromium pages, one per process
     (y-websocket 3.1); one process is killed and its page's provider moves to the other.
@@ -512,13 +542,16 @@ class FakeRoom:
         self.key = key
         self.ready = AsyncResult()
         self.ready.set(self)
-        self.updates, self.reconciles = [], 0
+        self.updates, self.reconciles, self.renewals = [], 0, 0
 
     def apply_remote_updates(self, updates):
         self.updates.extend(updates)
 
     def refresh(self):
         self.reconciles += 1
+
+    def renew_awareness(self):
+        self.renewals += 1
 
     def local_awareness(self):
         return []
@@ -560,6 +593,7 @@ def test_a_reader_trimmed_past_its_position_reloads_from_the_store(engine):
     gevent.sleep(0.05)
     assert sub.position == ids[-1].decode()  # the tail, taken before the reload
     assert room.reconciles == 1
+    assert room.renewals == 1  # its clients announce themselves again
 
 
 def test_updates_not_published_during_an_outage_are_announced_for_reconciliation(engine):

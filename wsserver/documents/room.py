@@ -417,6 +417,12 @@ class Room:
         if removal is not None:
             conn.send_message(codec.awareness(removal))
 
+    def renew_awareness(self):
+        """Make this process's clients announce themselves again, with newer clocks:
+        other processes removed them (they did not hear from this one for their host
+        TTL) and their clients ignore the clocks they removed (wsserver/fanout)."""
+        self._schedule_renewal()
+
     def _schedule_renewal(self):
         """A client came back (a claim of an id this room has seen before): the clients
         here may have been removed at their current clocks by that client's provider
