@@ -298,6 +298,51 @@ def test_presence_is_back_after_a_redis_outage_longer_than_the_host_ttl(two_proc
 
 
 @pytest.mark.long
+@pytest.mark.parametrize("where", ["typed", "restarted"])
+def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_processes, where):
+    """An anonymous client (no `sub`) whose process was killed comes back with the
+    client id the dead process still owns on the other one: it cannot take it over
+    (another anonymous user could be claiming it) until that process is declared gone
+    (the 10 s host TTL). The removal sent then reached it only when it was connected
+    there and its clock had not moved since; now its last refused claim is handed the
+    id: through the other process after its user moved the cursor ("typed"), and through
+    the killed process started again ("restarted"). Before, its peers on the other
+    process saw it again only at its own 15 s renewal (never, for this raw client)."""
+    from test_awareness import _Peer, announce
+
+    a, b = two_processes()
+    doc = room("anonymous")
+    walter = _Peer(b, doc, 600, "walter")
+    anonymous = _Peer(a, doc, 500, None)
+    deadline = time.monotonic() + 10
+    while not (walter.present.get(500) == 2 and anonymous.present.get(600) == 2):
+        assert time.monotonic() < deadline, (walter.present, anonymous.present)
+        time.sleep(0.02)
+    assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+    killed = time.monotonic()
+    anonymous.close()
+    if where == "restarted":
+        a.restart()
+    back = _Peer(a if where == "restarted" else b, doc, 500, None, clock=anonymous.clock)
+    try:
+        if where == "typed":
+            time.sleep(0.3)
+            back.clock += 1  # a caret moved: refused like the rest, and newer
+            back.client.send(announce((500, back.clock, {"user": None, "cursor": 1})))
+        deadline = killed + 18  # the 10 s TTL, checked every 2 s heartbeat, and slack
+        while not walter.present.get(500, 0) > 2:
+            assert time.monotonic() < deadline, (walter.present, back.present)
+            time.sleep(0.05)
+        after = time.monotonic() - killed
+    finally:
+        walter.close()
+        back.close()
+    assert after >= 9, after  # not before the dead process is declared gone
+    for server in (a, b):
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.long
 def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
     """Tiptap editors with collaboration carets in real Chromium pages, one per process
     (y-websocket 3.1); one process is killed and its page's provider moves to the other.

@@ -80,7 +80,8 @@ RENEW_INTERVAL = 0.5
 # everyone that made N * N frames for N clients (~19,700 frames/s sent on a 100-client
 # document). Such an announcement (the same state, a newer clock) is only of use to the
 # connections that came back in the last RETURN_WINDOW seconds (their providers removed
-# everyone when their sockets closed), so it goes to them only (`_relay_awareness`);
+# everyone when their sockets closed; the server counts every connection in its first
+# RETURN_WINDOW seconds), so it goes to them only (`_relay_awareness`);
 # every other connection holds that state already. Unless that client's state last went
 # to everyone SHARE_INTERVAL seconds ago or more: y-protocols drops a peer it has not
 # heard of for 30 s, and a renewed client renews itself 15-18 s later.
@@ -183,6 +184,9 @@ class Room:
         self._renewed_at = 0.0  # time.monotonic() of the last one
         self._returned = {}  # connection -> time.monotonic() it came back (a renewal's cause)
         self._shared_at = {}  # client id -> time.monotonic() its state last went to everyone
+        # client id another process owns -> (owner, entry): the last claim of it refused,
+        # handed over when that process lets it go (`_hand_over`)
+        self._waiting = {}
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -344,6 +348,9 @@ class Room:
         renew = []
         if not conn.awareness_announced:
             conn.awareness_announced = True
+            # A provider (re)connecting: it may have removed every other client when its
+            # last socket closed, also when its id is new here (a restarted process).
+            self._returned[conn] = time.monotonic()
             renew = [e.client_id for e in entries if not e.removal and self._may_renew(conn, e)]
         renewals = self._renewals(conn, entries)
         allowed = [e for e in entries if self._may_announce(conn, e)]
@@ -353,8 +360,49 @@ class Room:
             self.awareness.apply(allowed)
             self._relay_awareness(allowed, data, renewals)
             self.fanout.publish_awareness(self.key, data, _user_of(conn))
+        if len(allowed) != len(entries):
+            self._wait_for_remote_ids(conn, entries)
         if renew:
             self._renew_clients(conn, renew)
+
+    def _wait_for_remote_ids(self, owner, entries):
+        """Remember `owner`'s refused claims of ids another process owns (`_waiting`).
+
+        An anonymous provider whose process died comes back, through another process,
+        with the client id that process still owns (until it is declared gone, after
+        its host TTL): it cannot take it over (another anonymous user could be claiming
+        it), and once the id is free it would announce itself only at its 15 s renewal.
+        So the last such claim is handed over when the id is let go (`_hand_over`)."""
+        owners = self.awareness_owners
+        for entry in entries:
+            current = owners.get(entry.client_id)
+            if not entry.removal and isinstance(current, RemotePeer) and current is not owner:
+                self._waiting[entry.client_id] = (owner, entry)
+
+    def _hand_over(self, client_ids):
+        """These ids are free again (their process removed them, or was declared gone):
+        give each to the connection (or process) whose claim of it was refused last. A
+        newer clock claims it at once; a provider's own clock is answered with its
+        removal, which it answers by announcing itself with a newer one."""
+        for client_id in client_ids:
+            waiting = self._waiting.pop(client_id, None)
+            if waiting is None:
+                continue
+            owner, entry = waiting
+            if isinstance(owner, RemotePeer):
+                if self.peers.get((owner.host, _user_of(owner))) is not owner:
+                    continue
+            elif owner not in self.connections:
+                continue
+            if self._may_announce(owner, entry):
+                self.awareness.apply([entry])
+                data = codec.encode_awareness_entries([entry])
+                self._relay_awareness([entry], data)
+                if not isinstance(owner, RemotePeer):
+                    self.fanout.publish_awareness(self.key, data, _user_of(owner))
+            elif not isinstance(owner, RemotePeer) and client_id not in self.awareness_owners:
+                removal = codec.AwarenessEntry(client_id, entry.clock, b"null", True)
+                owner.send_message(codec.awareness(codec.encode_awareness_entries([removal])))
 
     def _renewals(self, owner, entries):
         """The client ids of `entries` that only renew a state `owner` holds here (the
@@ -510,16 +558,22 @@ class Room:
         entries = codec.parse_awareness_update(data)
         renewals = self._renewals(peer, entries)
         allowed = [e for e in entries if self._may_announce(peer, e)]
+        if len(allowed) != len(entries):
+            self._wait_for_remote_ids(peer, entries)
         if not allowed:
             return
         if len(allowed) != len(entries):
             data = codec.encode_awareness_entries(allowed)
         self.awareness.apply(allowed)
         self._relay_awareness(allowed, data, renewals)
+        freed = []
         for entry in allowed:
             if entry.removal and self.awareness_owners.get(entry.client_id) is peer:
                 del self.awareness_owners[entry.client_id]
                 peer.awareness_ids.discard(entry.client_id)
+                freed.append(entry.client_id)
+        if freed and self._waiting:
+            self._hand_over(freed)
 
     def local_awareness(self):
         """[(encoded update, user)]: the states of this process's own clients, one
@@ -534,12 +588,13 @@ class Room:
     def expire_remote_awareness(self, host):
         """The process `host` is gone: remove the states it relayed, here only (every
         process does the same on its own)."""
-        ids = []
+        ids, freed = [], []
         for key in [k for k in self.peers if k[0] == host]:
             peer = self.peers.pop(key)
             for client_id in peer.awareness_ids:
                 if self.awareness_owners.get(client_id) is peer:
                     del self.awareness_owners[client_id]
+                    freed.append(client_id)
                     if client_id in self.awareness.states:
                         ids.append(client_id)
         if ids:
@@ -547,6 +602,8 @@ class Room:
             self.broadcast(codec.awareness(self.awareness.encode(ids)))
             for client_id in ids:
                 self._shared_at.pop(client_id, None)
+        if freed and self._waiting:
+            self._hand_over(freed)
 
     # --- the fan-out rule -----------------------------------------------------------
 
