@@ -306,7 +306,8 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
     (the 10 s host TTL). The removal sent then reached it only when it was connected
     there and its clock had not moved since; now its last refused claim is handed the
     id: through the other process after its user moved the cursor ("typed"), and through
-    the killed process started again ("restarted"). Before, its peers on the other
+    the killed process started again ("restarted"). It sees the others at once (they are
+    renewed for it, as for any returning client). Before, its peers on the other
     process saw it again only at its own 15 s renewal (never, for this raw client)."""
     from test_awareness import _Peer, announce
 
@@ -329,6 +330,12 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
             time.sleep(0.3)
             back.clock += 1  # a caret moved: refused like the rest, and newer
             back.client.send(announce((500, back.clock, {"user": None, "cursor": 1})))
+        # It sees walter renewed at once (its provider removed him when its socket
+        # closed), though it cannot announce itself yet.
+        deadline = killed + 5
+        while not back.clocks.get(600, 0) > 2:
+            assert time.monotonic() < deadline, back.clocks
+            time.sleep(0.02)
         deadline = killed + 18  # the 10 s TTL, checked every 2 s heartbeat, and slack
         while not walter.present.get(500, 0) > 2:
             assert time.monotonic() < deadline, (walter.present, back.present)

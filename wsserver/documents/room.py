@@ -372,12 +372,18 @@ class Room:
         with the client id that process still owns (until it is declared gone, after
         its host TTL): it cannot take it over (another anonymous user could be claiming
         it), and once the id is free it would announce itself only at its 15 s renewal.
-        So the last such claim is handed over when the id is let go (`_hand_over`)."""
+        So the last such claim is handed over when the id is let go (`_hand_over`).
+        Meanwhile the room's clients are renewed for it, as for any client coming back:
+        its provider removed them when its socket closed."""
         owners = self.awareness_owners
+        waiting = False
         for entry in entries:
             current = owners.get(entry.client_id)
             if not entry.removal and isinstance(current, RemotePeer) and current is not owner:
                 self._waiting[entry.client_id] = (owner, entry)
+                waiting = True
+        if waiting:
+            self._schedule_renewal()
 
     def _hand_over(self, client_ids):
         """These ids are free again (their process removed them, or was declared gone):
