@@ -80,7 +80,7 @@ RENEW_INTERVAL = 0.5
 # everyone that made N * N frames for N clients (~19,700 frames/s sent on a 100-client
 # document; ~1,800 now, against ~670 for their own 15 s renewals). Such an announcement
 # (the same state, a newer clock) is only of use to the connections that came back (or
-# connected: the id of a provider back on a restarted process is new there) in the last
+# joined: the id of a provider back on a restarted process is new there) in the last
 # RETURN_WINDOW seconds, whose providers removed everyone when their sockets closed; so
 # it goes to them only (`_relay_awareness`), every other connection holds that state.
 # Unless that client's state last went to everyone SHARE_INTERVAL seconds ago or more:
@@ -239,6 +239,10 @@ class Room:
     def join(self, conn: Connection) -> None:
         self._wait_rebuild()
         self.connections[conn] = None
+        # A provider (re)connecting: it may have removed every other client when its last
+        # socket closed, also when its id is new here (a restarted process). From its
+        # join, before it announces itself: another client's renewal may come first.
+        self._returned[conn] = time.monotonic()
         conn.room = self
         conn.send_message(codec.sync_step1(self.doc.get_state()))
         states = self.awareness.states
@@ -349,9 +353,6 @@ class Room:
         renew = []
         if not conn.awareness_announced:
             conn.awareness_announced = True
-            # A provider (re)connecting: it may have removed every other client when its
-            # last socket closed, also when its id is new here (a restarted process).
-            self._returned[conn] = time.monotonic()
             renew = [e.client_id for e in entries if not e.removal and self._may_renew(conn, e)]
         renewals = self._renewals(conn, entries)
         allowed = [e for e in entries if self._may_announce(conn, e)]
