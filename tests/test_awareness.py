@@ -279,9 +279,8 @@ def test_a_returning_client_is_renewed_and_renews_the_others(server):
     alice.send(announce((111, 3, {"user": "alice"})))
     assert awareness_states(alice) == {111: (3, {"user": "alice"})}  # relayed back
     assert awareness_states(alice) == {111: (3, None)}  # its own removal: announce again
-    # The same state with a newer clock: relayed only to connections that came back
-    # lately (none here), everyone else holds it (test_a_renewal_costs_...).
     alice.send(announce((111, 4, {"user": "alice"})))
+    awareness_states(alice)  # relayed back: she joined in the last RETURN_WINDOW seconds
     watcher = Client(server, doc, make_token(sub="walter"))
     watcher.recv()
     assert awareness_states(watcher) == {111: (4, {"user": "alice"})}  # on join
