@@ -3,10 +3,13 @@ awareness client ids it announced first; entries for ids another connection owns
 dropped (and counted), never relayed, and its leaving removes only its own ids."""
 
 import json
+import threading
 import time
 import urllib.request
 import uuid
 
+import pytest
+import websocket
 from conftest import make_token, run_node
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +18,7 @@ from pycrdt import Doc
 from test_bad_input import Client
 
 from wsserver.documents.awareness import Awareness
+from wsserver.documents.room import RETURN_WINDOW
 from wsserver.protocol import codec
 
 
@@ -276,7 +280,7 @@ def test_a_returning_client_is_renewed_and_renews_the_others(server):
     assert awareness_states(alice) == {111: (3, {"user": "alice"})}  # relayed back
     assert awareness_states(alice) == {111: (3, None)}  # its own removal: announce again
     alice.send(announce((111, 4, {"user": "alice"})))
-    awareness_states(alice)
+    awareness_states(alice)  # relayed back: she joined in the last RETURN_WINDOW seconds
     watcher = Client(server, doc, make_token(sub="walter"))
     watcher.recv()
     assert awareness_states(watcher) == {111: (4, {"user": "alice"})}  # on join
@@ -305,4 +309,105 @@ def test_a_returning_client_is_renewed_and_renews_the_others(server):
     assert awareness_states(mallory) == {333: (1, None)}
     for c in (back, watcher, mallory):
         c.close()
+    assert "Traceback" not in server.log()
+
+
+class _Peer:
+    """A raw connection that behaves as a y-protocols client does: it announces its
+    client id and answers the removal of its own id by announcing again with a newer
+    clock. It counts the awareness frames it receives, and keeps the newest clock it saw
+    of every other client id (`clocks`) and the clock of every present one (`present`)."""
+
+    def __init__(self, server, doc, client_id, sub, clock=1):
+        self.client_id, self.clock = client_id, clock
+        self.frames, self.clocks, self.present = 0, {}, {}
+        self.client = Client(server, doc, make_token(sub=sub))
+        self.client.recv()  # step 1
+        self.client.send(announce((client_id, clock, {"user": sub})))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                message = codec.decode(self.client.recv(0.05))
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                return  # its server is gone (killed)
+            if message.kind != codec.KIND_AWARENESS:
+                continue
+            self.frames += 1
+            for e in codec.parse_awareness_update(message.data):
+                if e.client_id == self.client_id:
+                    if e.removal and e.clock >= self.clock:
+                        self.clock = e.clock + 1
+                        self.client.send(announce((self.client_id, self.clock, {"user": "p"})))
+                elif e.removal:
+                    self.present.pop(e.client_id, None)
+                else:
+                    self.clocks[e.client_id] = max(e.clock, self.clocks.get(e.client_id, 0))
+                    self.present[e.client_id] = e.clock
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.client.close()
+
+
+@pytest.mark.long
+def test_a_reconnect_loop_costs_the_other_clients_no_frames_per_renewal(server):
+    """A returning client makes every client of the document announce itself again
+    (`_renew_local`): the returning provider removed them all when its socket closed.
+    Relayed to everyone, that was N * N frames per return, and a client reconnecting in
+    a loop with the id it had could cause two a second (~19,700 frames/s sent on a
+    100-client document). The returning connection still gets every client's newer
+    clock each time; the others, who hold those states already, get only the returning
+    client's own state, its removal, and their own renewal."""
+    doc = f"aw-{uuid.uuid4().hex[:8]}"
+    peers = [_Peer(server, doc, 100 + i, f"p{i}") for i in range(10)]
+    deadline = time.monotonic() + 5
+    while not all(p.clock == 2 and len(p.clocks) == 9 for p in peers):  # each renewed once
+        assert time.monotonic() < deadline, [(p.clock, p.clocks) for p in peers]
+        time.sleep(0.02)
+    # They came in just now: the others' renewals go to them too for a while (their
+    # providers may have removed everyone), as to any connection that comes back.
+    time.sleep(RETURN_WINDOW + 0.2)
+    watcher = peers[0]
+    frames_before = watcher.frames
+    seen = {}  # what the returning provider knew of each peer before its socket closed
+    clock = 1
+    returns = 5
+    for _ in range(returns + 1):
+        mallory = Client(server, doc, make_token(sub="mallory"))
+        mallory.recv()  # step 1
+        mallory.send(announce((999, clock, {"user": "mallory"})))
+        deadline = time.monotonic() + 5
+        clocks, renewed = {}, False
+        # It is sent its own removal, and sees every peer at a newer clock than it saw
+        # before (y-protocols ignores a clock that is not newer).
+        while not (
+            renewed and len(clocks) == 10 and all(clocks[c] > seen.get(c, 0) for c in clocks)
+        ):
+            message = codec.decode(mallory.recv(max(0.01, deadline - time.monotonic())))
+            if message.kind != codec.KIND_AWARENESS:
+                continue
+            for e in codec.parse_awareness_update(message.data):
+                if e.client_id == 999:
+                    if e.removal and e.clock >= clock:
+                        clock, renewed = e.clock + 1, True
+                        mallory.send(announce((999, clock, {"user": "mallory"})))
+                elif not e.removal:
+                    clocks[e.client_id] = max(e.clock, clocks.get(e.client_id, 0))
+        seen = clocks
+        mallory.close()
+    time.sleep(0.3)  # the last removal reaches the watcher
+    received = watcher.frames - frames_before
+    for p in peers:
+        p.close()
+    # mallory's state, its removal and the watcher's own renewal per return (+ the
+    # first visit); the others' renewals (9 a return) are not among them: at most one
+    # each, a state last sent to everyone SHARE_INTERVAL ago going out again.
+    assert received <= 3 * (returns + 1) + 9, received
     assert "Traceback" not in server.log()

@@ -7,8 +7,11 @@ test opens a WebSocket in a real Chromium page (Debian's /usr/bin/chromium throu
 Playwright), makes the server close it, and checks that `onclose` fires with the
 server's code and reason within CLOSE_WITHIN of the moment the server sent its close
 frame (known from the test's side: the request, signal or deadline that makes it).
+And the README's read-only Tiptap example, run as written: a viewer that does not type
+is never closed with 4003.
 """
 
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -18,7 +21,7 @@ import gevent.socket
 import jwt
 import pytest
 import websocket
-from conftest import base_config, make_token
+from conftest import NODE_DIR, ROOT, base_config, make_token
 from pycrdt import Doc, Text
 from test_ops import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, http
 
@@ -222,3 +225,87 @@ def test_a_connection_whose_send_failed_finishes_at_once():
     assert time.monotonic() - started < CLOSE_WITHIN
     assert ws.closed  # gevent-websocket sends no close frame of its own
     ours.close()
+
+
+def _readme_read_only_example(http_url, ws_url, name):
+    """The README's read-only Tiptap example ("Telling the app that it may only read"),
+    as written there, pointed at a test server: its placeholders replaced, the token
+    from `window.TOKEN`, `editor` and `provider` left on `window` for the checks, and
+    `editableAtStart`: whether the editor was editable when it was created."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("#### Telling the app that it may only read") :]
+    code = section[section.index("```js\n") + len("```js\n") :]
+    code = code[: code.index("```")]
+    for placeholder, value in (
+        ("https://sync.example.com", http_url),
+        ("wss://sync.example.com", ws_url),
+        ("my-doc", name),
+    ):
+        assert placeholder in code, f"the README example no longer has {placeholder}"
+        code = code.replace(placeholder, value)
+    return (
+        "const fetchTokenFromYourBackend = async () => window.TOKEN\n"
+        + code
+        # in the task that created the editor: before any message of the socket is read
+        + "\nwindow.editableAtStart = editor.isEditable\n"
+        + "window.editor = editor\nwindow.provider = provider\n"
+    )
+
+
+def test_the_readme_read_only_tiptap_example_is_read_only_before_the_user_types(
+    start_server, browser, tmp_path
+):
+    """The README's Tiptap example for a viewer, run as written in a real Chromium page
+    with a read-only token: the editor is not editable from its creation (the
+    `/discovery` answer), stays so once synced, and is made read-only again by the
+    server's access message on the socket alone; a user who tries to type changes
+    nothing and sends nothing, so the 4003 close (after 11 dropped changes) never comes.
+    Tiptap prints no warning (the example said `history: false`, Tiptap 2's option:
+    Tiptap 3 warned that its undo history clashes with Collaboration)."""
+    server = start_server()
+    name = doc_name()
+    entry = tmp_path / "readonly_example.js"
+    entry.write_text(_readme_read_only_example(server.http, server.url, name))
+    bundle = tmp_path / "readonly_example.bundle.js"
+    subprocess.run(["node", "bundle.mjs", str(entry), str(bundle), "esm"], cwd=NODE_DIR, check=True)
+    page = browser.new_page()
+    console = []
+    page.on("console", lambda message: console.append(message.text))
+    try:
+        page.goto(f"{server.http}/livez")  # the server's origin: /discovery is same-origin
+        page.evaluate(
+            """token => {
+              document.body.innerHTML = '<div id="editor"></div>'
+              window.TOKEN = token
+              window.closes = []
+              const Native = window.WebSocket
+              window.WebSocket = class extends Native {
+                constructor (...args) {
+                  super(...args)
+                  this.addEventListener('close', (e) => closes.push([e.code, e.reason]))
+                }
+              }
+            }""",
+            make_token(sub="viewer", access="read"),
+        )
+        page.add_script_tag(path=str(bundle), type="module")
+        page.wait_for_function("window.editor !== undefined", timeout=10000)
+        assert page.evaluate("editableAtStart") is False  # before the socket said anything
+        page.wait_for_function("provider.synced", timeout=5000)
+        assert page.evaluate("editor.isEditable") is False
+        # The socket's message alone: made editable by hand, a reconnect makes it
+        # read-only again by its first sync.
+        page.evaluate("editor.setEditable(true); provider.disconnect(); provider.connect()")
+        page.wait_for_function("!editor.isEditable && provider.synced", timeout=5000)
+        # The user tries to type.
+        page.click("#editor")
+        page.keyboard.type("this viewer tries to type twenty-odd characters")
+        page.keyboard.press("Enter")
+        assert page.evaluate("editor.getText()") == ""
+        page.wait_for_timeout(300)  # anything sent would have been read by now
+        assert http("GET", f"{server.http}/healthz")[1]["read_only"] == {"dropped": 0, "closed": 0}
+        assert page.evaluate("closes") == [[1000, ""]]  # its own disconnect only
+    finally:
+        page.close()
+    assert not [m for m in console if "tiptap warn" in m], console
+    assert "Traceback" not in server.log()

@@ -280,6 +280,88 @@ def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, 
 
 
 @pytest.mark.long
+def test_presence_is_back_after_a_redis_outage_longer_than_the_host_ttl(two_processes, own_redis):
+    """Redis hung for more than the 10 s host TTL: each process took the other for dead
+    and removed its clients' states, and the answers to its `query` after the outage
+    carry the clocks the clients saw removed (ignored). Once Redis is back each process
+    makes its clients announce themselves again: every client (y-websocket 1.5.4 and 3.1,
+    their own 15 s renewals stopped) sees every other within 5 s of Redis going on: the
+    reader's reconnect back-off (up to 2 s), then the renewal
+    (tests/node/presence_outage.mjs)."""
+    a, b = two_processes(redis=own_redis.url)
+    tokens = [make_token(sub=f"user-{i}") for i in range(4)]
+    spec = {"urls": [a.url, b.url], "tokens": tokens, "room": room("outage-presence")}
+    node = NodeProcess("presence_outage.mjs", spec)
+    try:
+        node.wait_phase("ready", 20)
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            node.wait_phase("gone", 25)
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        resumed = time.time() * 1000
+        r = node.result(20)
+    finally:
+        node.kill()
+    assert r["backAt"] - resumed < 5000, r["backAt"] - resumed
+    assert r["closes"] == [[], [], [], []]  # nobody was disconnected
+    for server in (a, b):
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("where", ["typed", "restarted"])
+def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_processes, where):
+    """An anonymous client (no `sub`) whose process was killed comes back with the
+    client id the dead process still owns on the other one: it cannot take it over
+    (another anonymous user could be claiming it) until that process is declared gone
+    (the 10 s host TTL). The removal sent then reached it only when it was connected
+    there and its clock had not moved since; now its last refused claim is handed the
+    id: through the other process after its user moved the cursor ("typed"), and through
+    the killed process started again ("restarted"). It sees the others at once (they are
+    renewed for it, as for any returning client). Before, its peers on the other
+    process saw it again only at its own 15 s renewal (never, for this raw client)."""
+    from test_awareness import _Peer, announce
+
+    a, b = two_processes()
+    doc = room("anonymous")
+    walter = _Peer(b, doc, 600, "walter")
+    anonymous = _Peer(a, doc, 500, None)
+    deadline = time.monotonic() + 10
+    while not (walter.present.get(500) == 2 and anonymous.present.get(600) == 2):
+        assert time.monotonic() < deadline, (walter.present, anonymous.present)
+        time.sleep(0.02)
+    assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+    killed = time.monotonic()
+    anonymous.close()
+    if where == "restarted":
+        a.restart()
+    back = _Peer(a if where == "restarted" else b, doc, 500, None, clock=anonymous.clock)
+    try:
+        if where == "typed":
+            time.sleep(0.3)
+            back.clock += 1  # a caret moved: refused like the rest, and newer
+            back.client.send(announce((500, back.clock, {"user": None, "cursor": 1})))
+        # It sees walter renewed at once (its provider removed him when its socket
+        # closed), though it cannot announce itself yet.
+        deadline = killed + 5
+        while not back.clocks.get(600, 0) > 2:
+            assert time.monotonic() < deadline, back.clocks
+            time.sleep(0.02)
+        deadline = killed + 18  # the 10 s TTL, checked every 2 s heartbeat, and slack
+        while not walter.present.get(500, 0) > 2:
+            assert time.monotonic() < deadline, (walter.present, back.present)
+            time.sleep(0.05)
+        after = time.monotonic() - killed
+    finally:
+        walter.close()
+        back.close()
+    assert after >= 9, after  # not before the dead process is declared gone
+    for server in (a, b):
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.long
 def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
     """Tiptap editors with collaboration carets in real Chromium pages, one per process
     (y-websocket 3.1); one process is killed and its page's provider moves to the other.
@@ -524,13 +606,16 @@ class FakeRoom:
         self.key = key
         self.ready = AsyncResult()
         self.ready.set(self)
-        self.updates, self.reconciles = [], 0
+        self.updates, self.reconciles, self.renewals = [], 0, 0
 
     def apply_remote_updates(self, updates):
         self.updates.extend(updates)
 
     def refresh(self):
         self.reconciles += 1
+
+    def renew_awareness(self):
+        self.renewals += 1
 
     def local_awareness(self):
         return []
@@ -572,6 +657,7 @@ def test_a_reader_trimmed_past_its_position_reloads_from_the_store(engine):
     gevent.sleep(0.05)
     assert sub.position == ids[-1].decode()  # the tail, taken before the reload
     assert room.reconciles == 1
+    assert room.renewals == 1  # its clients announce themselves again
 
 
 def test_updates_not_published_during_an_outage_are_announced_for_reconciliation(engine):

@@ -22,7 +22,8 @@ published; another process's change (`apply_remote_awareness`) is relayed to our
 connections only, under the same ownership rule (`_may_announce`), its owner being a
 `RemotePeer`: that process, for one user. A closed connection or a vanished process
 takes exactly its own states with it; a client coming back is renewed, and renews the
-others (`_receive_awareness`, `_schedule_renewal`).
+others (`_receive_awareness`, `_schedule_renewal`), whose answers go to the connections
+that came back only (`_relay_awareness`: a bounded cost).
 
 Once an update is durable, `on_stored(key, created)` (when given) learns of it:
 `created` is True for the first update stored of a document storage had nothing of
@@ -74,6 +75,19 @@ MAX_AWARENESS_IDS = 16
 # cost one renewal, and at most one per RENEW_INTERVAL seconds.
 RENEW_DELAY = 0.1
 RENEW_INTERVAL = 0.5
+# What a renewal costs is bounded (a client reconnecting in a loop may cause two a
+# second): every client answers it by announcing its state again, and relayed to
+# everyone that made N * N frames for N clients (~19,700 frames/s sent on a 100-client
+# document; ~1,800 now, against ~670 for their own 15 s renewals). Such an announcement
+# (the same state, a newer clock) is only of use to the connections that came back (or
+# joined: the id of a provider back on a restarted process is new there) in the last
+# RETURN_WINDOW seconds, whose providers removed everyone when their sockets closed; so
+# it goes to them only (`_relay_awareness`), every other connection holds that state.
+# Unless that client's state last went to everyone SHARE_INTERVAL seconds ago or more:
+# y-protocols drops a peer it has not heard of for 30 s, and a renewed client renews
+# itself 15-18 s later.
+RETURN_WINDOW = 5.0
+SHARE_INTERVAL = 10.0
 
 
 class NotDurable(StoreError):
@@ -169,6 +183,11 @@ class Room:
         self.awareness_owners = {}
         self._renewal = None  # the greenlet of a pending `_renew_local`
         self._renewed_at = 0.0  # time.monotonic() of the last one
+        self._returned = {}  # connection -> time.monotonic() it came back (a renewal's cause)
+        self._shared_at = {}  # client id -> time.monotonic() its state last went to everyone
+        # client id another process owns -> (owner, entry): the last claim of it refused,
+        # handed over when that process lets it go (`_hand_over`)
+        self._waiting = {}
         self.connections = {}  # Connection -> None, in join order
         # Holders that are not connections (HTTP API requests, see DocumentManager.hold):
         # the room is not unloaded while any holds it.
@@ -220,6 +239,10 @@ class Room:
     def join(self, conn: Connection) -> None:
         self._wait_rebuild()
         self.connections[conn] = None
+        # A provider (re)connecting: it may have removed every other client when its last
+        # socket closed, also when its id is new here (a restarted process). From its
+        # join, before it announces itself: another client's renewal may come first.
+        self._returned[conn] = time.monotonic()
         conn.room = self
         conn.send_message(codec.sync_step1(self.doc.get_state()))
         states = self.awareness.states
@@ -228,6 +251,7 @@ class Room:
 
     def leave(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
+        self._returned.pop(conn, None)
         for client_id in conn.awareness_ids:
             del self.awareness_owners[client_id]
         ids = [i for i in conn.awareness_ids if i in self.awareness.states]
@@ -245,6 +269,8 @@ class Room:
             removal = self.awareness.encode(ids)
             self.broadcast(codec.awareness(removal))
             self.fanout.publish_awareness(self.key, removal, _user_of(conn))
+            for client_id in ids:
+                self._shared_at.pop(client_id, None)
         self._prune_awareness_meta()
 
     def _prune_awareness_meta(self):
@@ -328,15 +354,108 @@ class Room:
         if not conn.awareness_announced:
             conn.awareness_announced = True
             renew = [e.client_id for e in entries if not e.removal and self._may_renew(conn, e)]
+        renewals = self._renewals(conn, entries)
         allowed = [e for e in entries if self._may_announce(conn, e)]
         if allowed:
             if len(allowed) != len(entries):
                 data = codec.encode_awareness_entries(allowed)
             self.awareness.apply(allowed)
-            self.broadcast(codec.awareness(data))
+            self._relay_awareness(allowed, data, renewals)
             self.fanout.publish_awareness(self.key, data, _user_of(conn))
+        if len(allowed) != len(entries):
+            self._wait_for_remote_ids(conn, entries)
         if renew:
             self._renew_clients(conn, renew)
+
+    def _wait_for_remote_ids(self, owner, entries):
+        """Remember `owner`'s refused claims of ids another process owns (`_waiting`).
+
+        An anonymous provider whose process died comes back, through another process,
+        with the client id that process still owns (until it is declared gone, after
+        its host TTL): it cannot take it over (another anonymous user could be claiming
+        it), and once the id is free it would announce itself only at its 15 s renewal.
+        So the last such claim is handed over when the id is let go (`_hand_over`).
+        Meanwhile the room's clients are renewed for it, as for any client coming back:
+        its provider removed them when its socket closed."""
+        owners = self.awareness_owners
+        waiting = False
+        for entry in entries:
+            current = owners.get(entry.client_id)
+            if not entry.removal and isinstance(current, RemotePeer) and current is not owner:
+                self._waiting[entry.client_id] = (owner, entry)
+                waiting = True
+        if waiting:
+            self._schedule_renewal()
+
+    def _hand_over(self, client_ids):
+        """These ids are free again (their process removed them, or was declared gone):
+        give each to the connection (or process) whose claim of it was refused last. A
+        newer clock claims it at once; a provider's own clock is answered with its
+        removal, which it answers by announcing itself with a newer one."""
+        for client_id in client_ids:
+            waiting = self._waiting.pop(client_id, None)
+            if waiting is None:
+                continue
+            owner, entry = waiting
+            if isinstance(owner, RemotePeer):
+                if self.peers.get((owner.host, _user_of(owner))) is not owner:
+                    continue
+            elif owner not in self.connections:
+                continue
+            if self._may_announce(owner, entry):
+                self.awareness.apply([entry])
+                data = codec.encode_awareness_entries([entry])
+                self._relay_awareness([entry], data)
+                if not isinstance(owner, RemotePeer):
+                    self.fanout.publish_awareness(self.key, data, _user_of(owner))
+            elif not isinstance(owner, RemotePeer) and client_id not in self.awareness_owners:
+                removal = codec.AwarenessEntry(client_id, entry.clock, b"null", True)
+                owner.send_message(codec.awareness(codec.encode_awareness_entries([removal])))
+
+    def _renewals(self, owner, entries):
+        """The client ids of `entries` that only renew a state `owner` holds here (the
+        same JSON with a newer clock: how a client answers its renewal) while that state
+        went to everyone less than SHARE_INTERVAL ago: see RETURN_WINDOW."""
+        states, owners, shared_at = self.awareness.states, self.awareness_owners, self._shared_at
+        now = time.monotonic()
+        return {
+            e.client_id
+            for e in entries
+            if not e.removal
+            and owners.get(e.client_id) is owner
+            and states.get(e.client_id) == e.state
+            and now - shared_at.get(e.client_id, now - SHARE_INTERVAL) < SHARE_INTERVAL
+        }
+
+    def _relay_awareness(self, entries, data, renewals=()):
+        """Send applied `entries` (encoded as `data`) on: the `renewals` among them to the
+        connections that came back lately only (RETURN_WINDOW), the others to everyone."""
+        now = time.monotonic()
+        if renewals:
+            returned = self._returned
+            for conn in [c for c, at in returned.items() if now - at >= RETURN_WINDOW]:
+                del returned[conn]
+            if returned:
+                renewed = [e for e in entries if e.client_id in renewals]
+                self._send_to(returned, codec.awareness(codec.encode_awareness_entries(renewed)))
+            entries = [e for e in entries if e.client_id not in renewals]
+            if not entries:
+                return
+            data = codec.encode_awareness_entries(entries)
+        self.broadcast(codec.awareness(data))
+        shared_at = self._shared_at
+        for entry in entries:
+            if entry.removal:
+                shared_at.pop(entry.client_id, None)
+            else:
+                shared_at[entry.client_id] = now
+
+    def _send_to(self, conns, message):
+        """Send one y-websocket message to `conns`, encoded once."""
+        frame = frames.encode_frame(frames.OP_BINARY, message)
+        metrics.sent(codec.kind_of(message), len(message), len(conns))
+        for conn in conns:
+            conn.send(frame)
 
     def _may_renew(self, conn, entry):
         """Whether `conn`'s first announcement of `entry`'s client id may be answered
@@ -353,6 +472,12 @@ class Room:
         removal = self.awareness.encode_removal(client_ids)
         if removal is not None:
             conn.send_message(codec.awareness(removal))
+
+    def renew_awareness(self):
+        """Make this process's clients announce themselves again, with newer clocks:
+        other processes removed them (they did not hear from this one for their host
+        TTL) and their clients ignore the clocks they removed (wsserver/fanout)."""
+        self._schedule_renewal()
 
     def _schedule_renewal(self):
         """A client came back (a claim of an id this room has seen before): the clients
@@ -414,7 +539,10 @@ class Room:
         self.awareness_owners[client_id] = conn
         conn.awareness_ids.add(client_id)
         if meta is not None and not entry.removal:
-            self._schedule_renewal()  # a client seen before is back
+            # a client seen before is back
+            if not isinstance(conn, RemotePeer):
+                self._returned[conn] = time.monotonic()
+            self._schedule_renewal()
         return True
 
     # --- what other processes send (wsserver/fanout) ---------------------------------
@@ -436,17 +564,24 @@ class Room:
         if peer is None:
             peer = self.peers[key] = RemotePeer(host, user)
         entries = codec.parse_awareness_update(data)
+        renewals = self._renewals(peer, entries)
         allowed = [e for e in entries if self._may_announce(peer, e)]
+        if len(allowed) != len(entries):
+            self._wait_for_remote_ids(peer, entries)
         if not allowed:
             return
         if len(allowed) != len(entries):
             data = codec.encode_awareness_entries(allowed)
         self.awareness.apply(allowed)
-        self.broadcast(codec.awareness(data))
+        self._relay_awareness(allowed, data, renewals)
+        freed = []
         for entry in allowed:
             if entry.removal and self.awareness_owners.get(entry.client_id) is peer:
                 del self.awareness_owners[entry.client_id]
                 peer.awareness_ids.discard(entry.client_id)
+                freed.append(entry.client_id)
+        if freed and self._waiting:
+            self._hand_over(freed)
 
     def local_awareness(self):
         """[(encoded update, user)]: the states of this process's own clients, one
@@ -461,17 +596,22 @@ class Room:
     def expire_remote_awareness(self, host):
         """The process `host` is gone: remove the states it relayed, here only (every
         process does the same on its own)."""
-        ids = []
+        ids, freed = [], []
         for key in [k for k in self.peers if k[0] == host]:
             peer = self.peers.pop(key)
             for client_id in peer.awareness_ids:
                 if self.awareness_owners.get(client_id) is peer:
                     del self.awareness_owners[client_id]
+                    freed.append(client_id)
                     if client_id in self.awareness.states:
                         ids.append(client_id)
         if ids:
             self.awareness.remove(ids)
             self.broadcast(codec.awareness(self.awareness.encode(ids)))
+            for client_id in ids:
+                self._shared_at.pop(client_id, None)
+        if freed and self._waiting:
+            self._hand_over(freed)
 
     # --- the fan-out rule -----------------------------------------------------------
 

@@ -375,11 +375,15 @@ class Fanout:
 
     def _resync_unknown(self):
         """Give every subscription whose position is unknown a fresh one, then reload
-        its document from the store (what was published before that id is stored)."""
+        its document from the store (what was published before that id is stored).
+        Its clients announce themselves again (`Room.renew_awareness`): after an outage
+        longer than `host_ttl` the other processes removed them, at the clocks the
+        answers to a `query` carry, which their clients ignore."""
         for sub in list(self.subs.values()):
             if sub.position is None:
                 sub.position = self._tail(sub.stream)
                 self._enqueue(sub.stream, QUERY, b"")
+                sub.room.renew_awareness()
                 gevent.spawn(self._reconcile, sub)
 
     def _check_trimmed(self, streams=None):
