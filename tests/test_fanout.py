@@ -65,6 +65,7 @@ def test_two_processes_converge_and_share_awareness(two_processes):
         assert fanout["peers"] == 1 and fanout["lag_ms"] is not None
 
 
+@pytest.mark.long
 def test_without_redis_two_processes_do_not_see_each_other(start_server, tmp_path):
     """What the fan-out fixes: the same setup without `redis` splits the document."""
     config = base_config(tmp_path)

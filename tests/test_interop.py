@@ -197,6 +197,7 @@ def test_sigterm_restart_keeps_document_and_providers_reconnect(start_server, st
     )
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 @pytest.mark.parametrize(
     "overrides", [{}, {"compact_after_updates": 25}], ids=["log", "compacting"]
@@ -228,6 +229,7 @@ def test_kill9_keeps_confirmed_edits(start_server, overrides, storage, request):
     assert read["content"]["map"] == {f"k{i}": i for i in range(count)}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_kill9_while_writing_loses_no_echoed_update(start_server, storage, request):
     overrides = {"compact_after_updates": 30}

@@ -274,6 +274,7 @@ def test_documents_move_between_three_regions_with_their_content(
     assert where(eu, name, token)["region"] == "us"
 
 
+@pytest.mark.long
 def test_release_waits_release_after_seconds(start_server, tmp_path):
     eu, us = start_nodes(start_server, tmp_path, registry=dict(FAST, release_after_seconds=3))
     name, token = unique(), make_token()
