@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import jwt
@@ -332,6 +333,32 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def wait_workers_answering(http_url, workers, timeout=30, alive=lambda: True):
+    """Wait until `workers` distinct processes (gunicorn's workers behind one port) have
+    answered /healthz, each with its pid: gunicorn logs "Booting worker" at the fork,
+    before the worker has loaded the app. Asks 4 at a time, so that not one worker takes
+    every request; fails after `timeout` seconds or once `alive()` is False."""
+    pids = set()
+    deadline = time.monotonic() + timeout
+
+    def ask():
+        try:
+            with urllib.request.urlopen(f"{http_url}/healthz", timeout=5) as response:
+                pids.add(json.load(response)["pid"])
+        except OSError:
+            return  # this worker is not serving yet: the next round asks again
+
+    while len(pids) < workers:
+        if time.monotonic() > deadline or not alive():
+            raise AssertionError(f"{len(pids)} of {workers} workers answered at {http_url}")
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    return pids
 
 
 def free_port():

@@ -21,7 +21,15 @@ import pytest
 import redis
 import websocket
 import yaml
-from conftest import NODE_DIR, ROOT, base_config, free_port, make_token, run_node
+from conftest import (
+    NODE_DIR,
+    ROOT,
+    base_config,
+    free_port,
+    make_token,
+    run_node,
+    wait_workers_answering,
+)
 from pycrdt import Doc, Text
 from test_bad_input import Client
 from test_interop import NodeProcess, room
@@ -113,17 +121,13 @@ def _gunicorn(tmp_path, workers, config, port):
     )
 
 
-def _wait_started(proc, url):
-    """Wait until gunicorn (`proc`) answers /healthz at `url`."""
-    deadline = time.time() + 30
-    while True:
-        try:
-            healthz(url)
-            return
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise AssertionError("gunicorn did not start:\n" + proc.stdout.read())
-            time.sleep(0.2)
+def _wait_started(proc, url, workers=2):
+    """Wait until every worker of gunicorn (`proc`) answers /healthz at `url`."""
+    try:
+        wait_workers_answering(url, workers, alive=lambda: proc.poll() is None)
+    except AssertionError as e:
+        output = proc.stdout.read() if proc.poll() is not None else ""
+        raise AssertionError(f"gunicorn did not start: {e}\n{output}") from None
 
 
 def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start(tmp_path):

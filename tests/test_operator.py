@@ -427,7 +427,13 @@ def test_admin_actions_are_audited_and_4404_is_labelled(start_server, providers,
     assert audit[1]["message"] == (
         f"admin delete acme/editor/{room} from 127.0.0.1 connections_closed=1"
     )
-    samples = scrape(server.http)
+    # Counters reach /metrics at the endpoint's next flush (once a second).
+    samples = eventually(
+        lambda: (lambda s: s if value(s, "wsserver_closes_total", code="4404") else None)(
+            scrape(server.http)
+        ),
+        what="the 4404 counted",
+    )
     assert value(samples, "wsserver_closes_total", code="4404") == 1
     assert value(samples, "wsserver_closes_total", code="other") == 0
 
