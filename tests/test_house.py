@@ -93,3 +93,64 @@ def test_a_process_holds_one_redis_pool_plus_its_blocking_readers(
     names = {c["name"] for c in listing if int(c["addr"].rsplit(":", 1)[1]) in ours}
     base = f"wsserver:{socket.gethostname()}:{server.proc.pid}"
     assert ours and names == {base, f"{base}:fanout-reader", f"{base}:admin-board"}, names
+
+
+GREENLET_COUNT = """
+import gc, json, sys, threading
+from gevent import monkey
+
+monkey.patch_all()  # as `wsserver serve` and the gunicorn worker do, before anything
+import gevent, greenlet
+from wsserver.app import create_app, endpoint_of
+
+
+def running():
+    # Live greenlets of the process's hub, and its threads (a backend's worker thread
+    # runs a hub of its own).
+    hub = gevent.get_hub()
+    return {
+        g for g in gc.get_objects()
+        if isinstance(g, greenlet.greenlet) and g.parent is hub and not g.dead
+    } | {t.ident for t in threading.enumerate()}
+
+
+before = running()
+app = create_app(json.loads(sys.argv[1]))
+gevent.sleep(0.3)  # every part's loops are up
+started = running() - before
+endpoint_of(app).shutdown(timeout=5)
+gevent.sleep(0.5)  # a killed greenlet ends at its next switch, a thread at its next task
+left = running() - before
+print(json.dumps({"started": len(started), "left": [repr(getattr(g, "_run", g)) for g in left]}))
+"""
+
+
+def test_every_greenlet_started_is_stopped_at_shutdown(tmp_path, redis_url):
+    """A process with every part that runs greenlets of its own (the endpoint's pinger
+    and metrics, the fan-out, the region registry's heartbeat, the quotas' lease, the
+    admin board, the hub watch) leaves none running once its shutdown returns. In a
+    process patched as the servers are (Redis reads block the whole thread otherwise)."""
+    import json
+
+    from conftest import base_config
+
+    regions = {"eu": "ws://127.0.0.1:1", "us": "ws://127.0.0.1:2"}  # the Redis registry
+    config = base_config(
+        tmp_path,
+        redis=redis_url,
+        region="eu",
+        regions=regions,
+        admin={"token": "admin-token-0123456789abcdef"},
+        rate_limit={"handshakes_per_ip": "100/minute"},
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", GREENLET_COUNT, json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout.splitlines()[-1])
+    assert counts["started"] >= 6, counts
+    assert counts["left"] == [], counts

@@ -320,6 +320,7 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         board = admin.RedisBoard(
             redis_client(config.redis), blocking_client(config.redis, "admin-board", None)
         )
+        endpoint.stop_at_shutdown("the admin board", board.stop)
     inspector = admin.Inspector(
         parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
     )
@@ -347,7 +348,9 @@ def readiness_checks(endpoint, store):
         if not endpoint.ready:
             raise RuntimeError("shutting down")
 
-    return {"server": server, "store": store.check, "hub": probes.HubWatch().check}
+    hub = probes.HubWatch()
+    endpoint.stop_at_shutdown("the hub watch", hub.stop)
+    return {"server": server, "store": store.check, "hub": hub.check}
 
 
 def startup_fields(config: Config, workers: int) -> dict[str, Any]:

@@ -89,6 +89,9 @@ class WebSocketEndpoint:
         self.delayed_closes = DelayedCloses(config.refusal_delay, config.max_delayed_refusals)
         self._pinger = gevent.spawn(self._ping_loop)
         self._metrics_flusher = gevent.spawn(self._flush_metrics_loop)
+        # What else runs beside the endpoint and stops at the end of its shutdown
+        # (`stop_at_shutdown`): (what, stop) pairs.
+        self._stops: list[tuple[str, Callable[[], object]]] = []
 
     # --- subprotocol ----------------------------------------------------------------
 
@@ -329,6 +332,11 @@ class WebSocketEndpoint:
         self._shutdown_result.set(result)
         return result
 
+    def stop_at_shutdown(self, what: str, stop: Callable[[], object]) -> None:
+        """Call `stop` at the end of the shutdown (its last step), within the deadline:
+        for a part built beside the endpoint that runs greenlets of its own."""
+        self._stops.append((what, stop))
+
     def _shutdown(self, timeout):
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -364,6 +372,8 @@ class WebSocketEndpoint:
             )
         if self.webhooks is not None:  # what is queued gets what time is left
             _until(deadline, "the webhooks' delivery", self.webhooks.close, left_of(deadline))
+        for what, stop in self._stops:
+            _until(deadline, what, stop)
         metrics.flush()  # the last counts, before the process ends
         log.info("shutdown complete (flushed=%s, stored=%s)", flushed, stored)
         return flushed and stored

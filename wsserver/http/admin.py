@@ -305,8 +305,14 @@ class RedisBoard:
 
     def start(self, local, drop):
         self._local, self._drop = local, drop
-        gevent.spawn(self._publish_loop)
-        gevent.spawn(self._listen_loop)
+        self._greenlets = [gevent.spawn(self._publish_loop), gevent.spawn(self._listen_loop)]
+
+    def stop(self):
+        """End the publishing and listening (the end of a shutdown); this process's
+        entry expires from the board within EXPIRE seconds."""
+        for greenlet in getattr(self, "_greenlets", ()):
+            greenlet.kill(block=False)
+        self.subscriber.close()
 
     def _publish_loop(self):
         while True:
