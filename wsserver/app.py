@@ -30,6 +30,7 @@ from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
+from .handshake.handshake import select_subprotocol
 from .http import admin, discovery, health, metrics, probes
 from .http import documents as document_api
 from .limits import build_quota
@@ -195,7 +196,7 @@ def create_app(
         header_timeout=config.header_timeout,
         on_header_timeout=endpoint.header_timed_out,
         access_log=logging.getLogger("wsserver.access") if config.access_log else None,
-        select_subprotocol=endpoint.select_subprotocol,
+        select_subprotocol=select_subprotocol,
     )
     register_routes(app, config, parts)
     return app

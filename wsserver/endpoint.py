@@ -27,11 +27,9 @@ from .documents.readonly import ReadOnlyGuard
 from .errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
 from .handshake.claims import ACCESS_READ
 from .handshake.handshake import (
-    SUBPROTOCOL,
     Gate,
     Handshake,
     forget_headers,
-    offered_subprotocols,
     peer,
 )
 from .logs import RefusalSummary, fields
@@ -92,15 +90,6 @@ class WebSocketEndpoint:
         # What else runs beside the endpoint and stops at the end of its shutdown
         # (`stop_at_shutdown`): (what, stop) pairs.
         self._stops: list[tuple[str, Callable[[], object]]] = []
-
-    # --- subprotocol ----------------------------------------------------------------
-
-    @staticmethod
-    def select_subprotocol(environ: dict) -> str | None:
-        """The subprotocol the 101 answers (transport/handler.py): `access_token` when the
-        client offered exactly that value (gevent-websocket's own hook matched it as a
-        substring of the raw header: `not_access_token_v2` "offered" it)."""
-        return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(environ) else None
 
     # --- one connection -------------------------------------------------------------
 

@@ -62,6 +62,13 @@ def offered_subprotocols(environ: dict) -> list[str]:
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
+def select_subprotocol(environ: dict) -> str | None:
+    """The subprotocol the 101 answers (transport/handler.py): `access_token` when the
+    client offered exactly that value (gevent-websocket's own hook matched it as a
+    substring of the raw header: `not_access_token_v2` "offered" it)."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(environ) else None
+
+
 def extract_token(environ: dict) -> str | None:
     """The token from, in order: subprotocols ['access_token', JWT], ?token=, or
     `Authorization: Bearer`. None when there is none."""

@@ -302,6 +302,7 @@ class RedisBoard:
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = Throttled(log)
         self._cache = (0.0, [])
+        self._greenlets = []  # its loops, once started
 
     def start(self, local, drop):
         self._local, self._drop = local, drop
@@ -310,7 +311,7 @@ class RedisBoard:
     def stop(self):
         """End the publishing and listening (the end of a shutdown); this process's
         entry expires from the board within EXPIRE seconds."""
-        for greenlet in getattr(self, "_greenlets", ()):
+        for greenlet in self._greenlets:
             greenlet.kill(block=False)
         self.subscriber.close()
 
