@@ -1,55 +1,24 @@
-"""The admin console: a JSON API over the live documents, and one page that uses it.
-
-Enabled by `admin: {token: ...}`; without it every route here answers 404. Every API
-route requires `Authorization: Bearer <admin token>` (401 without, 403 wrong; JSON).
-
-    GET    /admin                                   the page (admin.html; asks for the token)
-    GET    /admin/api/documents                     {"documents": [summary, ...]}: live ones
-    GET    /admin/api/documents/T/A/NAME            summary + "content" (stored ones too)
-    GET    /admin/api/documents/T/A/NAME/events     server-sent events: that detail again
-                                                    each time it changes
-    DELETE /admin/api/documents/T/A/NAME            close its connections (4404), delete it
-
-A summary is {"tenant", "app", "name", "connections", "users" (distinct `sub`s),
-"awareness" ({client id: state}), "bytes" (stored size), "updated" (ISO 8601 of the
-last change stored by a process, null when unknown)}. "content" is every root type as
-JSON (wsserver/documents/content.py), from a live copy here, else from storage.
-
-With `redis`, every process publishes its live documents on a board in Redis
-(`RedisBoard`), so any process answers for all of them: the figures are summed over
-processes, and a delete reaches every process's connections.
-"""
+"""What the admin API reads and does: the live documents (this process's, plus the
+other processes' from the board), their detail and changes, and deleting one."""
 
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import gevent
-from flask import Blueprint, Response, jsonify, request
 
-from ..documents.content import document_json
-from ..documents.key import DocKey
-from ..documents.storage import StoreError, fold
-from ..errors import DocumentDeleted, NestedTooDeep, NotFound, StorageUnavailable
-from ..handshake.handshake import document_name
-from ..logs import Throttled, fields
-from .bearer import require_bearer
+from ...documents.content import document_json
+from ...documents.key import DocKey
+from ...documents.storage import StoreError, fold
+from ...errors import DocumentDeleted, NestedTooDeep, NotFound, StorageUnavailable
+from ...logs import Throttled
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("wsserver.audit")
 
-PAGE = Path(__file__).with_name("admin.html")
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
 EVENTS_KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies drop idle ones)
 DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
-# Seconds of each BLPOP for the other processes' answers to a delete: within the Redis
-# client's read timeout (support/redis.py, SOCKET_TIMEOUT).
-REPLY_POLL = 0.25
 # Seconds a request waits for storage (a read, a size, a delete): then 503, never a hang
 # (a frozen database cannot enforce its own deadlines).
 STORE_WAIT = 5.0
@@ -280,196 +249,3 @@ class Inspector:
             else:
                 pending.rawlink(lambda _: deleting.discard(key))
         return closed
-
-
-class RedisBoard:
-    """The live documents of every process, on a board in Redis.
-
-    Each process writes its summaries every PUBLISH_EVERY seconds under its own key,
-    which expires when it stops (a killed process disappears within EXPIRE seconds),
-    and listens on a channel for deletes. Redis errors are logged (throttled) and the
-    API then shows this process's documents only.
-    """
-
-    PREFIX = "wsserver:admin:live:"
-    CHANNEL = "wsserver:admin:drop"
-    PUBLISH_EVERY = 1.0
-    EXPIRE = 5
-
-    def __init__(self, client, subscriber):
-        self.client = client
-        self.subscriber = subscriber  # a client without a read timeout: pub/sub
-        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._errors = Throttled(log)
-        self._cache = (0.0, [])
-        self._greenlets = []  # its loops, once started
-
-    def start(self, local, drop):
-        self._local, self._drop = local, drop
-        self._greenlets = [gevent.spawn(self._publish_loop), gevent.spawn(self._listen_loop)]
-
-    def stop(self):
-        """End the publishing and listening (the end of a shutdown); this process's
-        entry expires from the board within EXPIRE seconds."""
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
-        self.subscriber.close()
-
-    def _publish_loop(self):
-        while True:
-            self._publish()
-            gevent.sleep(self.PUBLISH_EVERY)
-
-    def _publish(self):
-        try:
-            self.client.set(self.PREFIX + self.node, json.dumps(self._local()), ex=self.EXPIRE)
-        except Exception as e:  # redis-py raises RedisError and OSError subclasses
-            self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
-
-    def _listen_loop(self):
-        while True:
-            try:
-                pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.CHANNEL)
-                for message in pubsub.listen():
-                    request = json.loads(message["data"])
-                    closed = self._drop(DocKey(*request["key"]))
-                    self._publish()  # the board must not show it live here any more
-                    self.client.rpush(request["reply"], closed)
-                    self.client.expire(request["reply"], 30)
-            except Exception as e:
-                self._errors.error("admin board: listening failed: %s: %s", type(e).__name__, e)
-                gevent.sleep(1)
-
-    def others(self, cached=False):
-        """Every other live process's summaries; `cached`: at most PUBLISH_EVERY old."""
-        now = time.monotonic()
-        if cached and now - self._cache[0] < self.PUBLISH_EVERY:
-            return self._cache[1]
-        own = self.PREFIX + self.node
-        try:
-            keys = [
-                k
-                for k in self.client.scan_iter(match=self.PREFIX + "*", count=100)
-                if k.decode() != own
-            ]
-            values = self.client.mget(keys) if keys else []
-        except Exception as e:
-            self._errors.error("admin board: read failed: %s: %s", type(e).__name__, e)
-            return []
-        summaries = [s for v in values if v is not None for s in json.loads(v)]
-        self._cache = (now, summaries)
-        return summaries
-
-    def drop_everywhere(self, key):
-        """Ask every other process to drop `key`; wait for their answers (at most
-        DELETE_WAIT seconds in all); return how many connections they closed."""
-        reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
-        try:
-            listeners = self.client.publish(
-                self.CHANNEL, json.dumps({"key": list(key), "reply": reply})
-            )
-            closed = 0
-            deadline = time.monotonic() + DELETE_WAIT
-            # Our own listener answers too (its drop finds nothing left to close).
-            for _ in range(listeners):
-                answer = None
-                # Short BLPOPs on the client with a read timeout: a Redis frozen
-                # mid-wait cannot end a long one, and a client without a read
-                # timeout would wait for ever.
-                while answer is None and (left := deadline - time.monotonic()) > 0:
-                    answer = self.client.blpop([reply], timeout=min(REPLY_POLL, left))
-                if answer is None:
-                    break
-                closed += int(answer[1])
-            return closed
-        except Exception as e:
-            self._errors.error("admin board: delete request failed: %s: %s", type(e).__name__, e)
-            return 0
-
-
-def _audit(action, key=None, level=logging.INFO, **extra):
-    """One line per admin action: what, which document, from where (logger
-    `wsserver.audit`; the fields action, tenant, app, doc, ip in JSON)."""
-    ip = request.remote_addr or "-"
-    what = f"{key.tenant}/{key.app}/{key.name}" if key is not None else "the live documents"
-    details = "".join(f" {name}={value}" for name, value in extra.items())
-    audit.log(
-        level,
-        "admin %s %s from %s%s",
-        action,
-        what,
-        ip,
-        details,
-        extra={"action": action, **fields(key=key, ip=ip), **extra},
-    )
-
-
-def blueprint(settings, inspector):
-    """`settings`: the `admin` config section, or None (every route answers 404)."""
-    bp = Blueprint("admin", __name__)
-    # Read once: the page is the same for every request.
-    page_html = PAGE.read_bytes() if settings is not None else None
-
-    def authorize():
-        if settings is None:
-            raise NotFound()
-        require_bearer(settings["token"])
-
-    def key_of(tenant, app, name):
-        return DocKey(tenant, app, document_name(name))
-
-    @bp.get("/admin")
-    def page():
-        if settings is None:
-            raise NotFound()
-        return Response(
-            page_html,
-            content_type="text/html; charset=utf-8",
-            headers={
-                "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'self'; "
-                "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-                "X-Frame-Options": "DENY",
-            },
-        )
-
-    @bp.get("/admin/api/documents")
-    def documents():
-        authorize()
-        # The console polls this every 2 s: audited at debug, the views below at info.
-        _audit("list", level=logging.DEBUG)
-        return jsonify(documents=inspector.live())
-
-    @bp.get("/admin/api/documents/<tenant>/<app>/<name>")
-    def document(tenant, app, name):
-        authorize()
-        key = key_of(tenant, app, name)
-        _audit("view", key)
-        return jsonify(inspector.detail(key))
-
-    @bp.delete("/admin/api/documents/<tenant>/<app>/<name>")
-    def delete(tenant, app, name):
-        authorize()
-        key = key_of(tenant, app, name)
-        try:
-            closed = inspector.delete(key)
-        except StorageUnavailable as e:
-            _audit("delete", key, level=logging.WARNING, failed=e.reason)
-            raise
-        _audit("delete", key, connections_closed=closed)
-        return jsonify(deleted=True, connections_closed=closed)
-
-    @bp.get("/admin/api/documents/<tenant>/<app>/<name>/events")
-    def events(tenant, app, name):
-        authorize()
-        key = key_of(tenant, app, name)
-        inspector.detail(key)
-        _audit("watch", key)
-        return Response(
-            inspector.events(key),
-            content_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
-    return bp
