@@ -9,6 +9,7 @@ frame; it is always cut to the 123 bytes a close frame can carry.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 MAX_REASON_BYTES = 123
 
@@ -288,6 +289,14 @@ class MissingBearer(HttpOnlyError):
 class WrongBearer(HttpOnlyError):
     http_status = 403
     reason = "wrong token"
+
+
+class ActionForbidden(HttpOnlyError):
+    """An admin whose role (`viewer`) only reads asked for an action."""
+
+    http_status = 403
+    reason = "this admin's role may not do that"
+    admin: Any = None  # who asked (http/admin/audit.py's Admin)
 
 
 class DocumentDeleted(WsServerError):

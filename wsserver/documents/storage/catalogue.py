@@ -30,7 +30,8 @@ def search_plan(
     tenant: str | None, app: str | None, prefix: str, after: tuple[str, ...] | None
 ) -> tuple[str, list[Any], tuple[str, str, str]]:
     """(WHERE clause with `?` placeholders, its arguments, ORDER BY columns) of a search:
-    by tenant first when one is given (the primary key), else by name (the name index)."""
+    by tenant first when one is given (the primary key), else by name (the name index).
+    `after`: (tenant, app, name) of the previous page's last row."""
     order = ("tenant", "app", "name") if tenant else ("name", "tenant", "app")
     conditions, args = [], []
     for column, value in (("tenant", tenant), ("app", app)):
@@ -42,7 +43,7 @@ def search_plan(
         args += [prefix, prefix + AFTER_ALL]
     if after is not None:
         conditions.append(f"({', '.join(order)}) > (?, ?, ?)")
-        args += list(after)
+        args += list(after) if tenant else [after[2], after[0], after[1]]
     return " AND ".join(conditions) or "TRUE", args, order
 
 

@@ -66,7 +66,7 @@ class MemoryStore(Store):
         return [
             {**key._asdict(), "bytes": self._size(key), "updated_at": self.updated.get(key)}
             for position, key in rows
-            if after is None or position > tuple(after)
+            if after is None or position > tuple(tuple(after)[i] for i in order)
         ][:limit]
 
     def _totals(self):

@@ -25,7 +25,9 @@ from pathlib import Path
 PAGE = Path(__file__).parent / "static" / "admin.html"
 
 from .api import blueprint  # noqa: E402  (api reads PAGE)
+from .audit import AuditTrail  # noqa: E402
 from .board import RedisBoard  # noqa: E402
+from .cluster import Cluster  # noqa: E402
 from .inspector import Inspector  # noqa: E402
 
-__all__ = ["PAGE", "Inspector", "RedisBoard", "blueprint"]
+__all__ = ["PAGE", "AuditTrail", "Cluster", "Inspector", "RedisBoard", "blueprint"]

@@ -1,5 +1,15 @@
-"""The live documents of every process, on a board in Redis: how any process of a
-cluster answers the admin API for all of them, and reaches the others' connections."""
+"""Every process of a cluster on a board in Redis: how any process answers the admin API
+for all of them (their live documents, connections, state and last hour), and reaches
+the others' documents and connections.
+
+Each process writes its record (`local()`: {"process", "documents", "connections",
+"current"}) every PUBLISH_EVERY seconds under its own key, which expires when it stops
+(a killed process disappears within EXPIRE seconds), its last hour of stats (stats.py)
+under another at each new point, and listens on a channel for commands ({"kind":
+"drop", "key"} or {"kind": "close", "id", "code", "reason"}) that `handle(command)`
+carries out here, answering a number on the command's reply list. Redis errors are
+logged (throttled) and the API then shows this process only.
+"""
 
 import json
 import logging
@@ -7,110 +17,121 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 
-from ...documents.key import DocKey
 from ...logs import Throttled
 
 log = logging.getLogger(__name__)
 
-DELETE_WAIT = 5.0  # seconds a delete waits for the other processes' answers
-# Seconds of each BLPOP for the other processes' answers to a delete: within the Redis
-# client's read timeout (support/redis.py, SOCKET_TIMEOUT).
+ASK_WAIT = 5.0  # seconds a command waits for the other processes' answers
+# Seconds of each BLPOP for the other processes' answers: within the Redis client's
+# read timeout (support/redis.py, SOCKET_TIMEOUT).
 REPLY_POLL = 0.25
 
 
 class RedisBoard:
-    """The live documents of every process, on a board in Redis.
-
-    Each process writes its summaries every PUBLISH_EVERY seconds under its own key,
-    which expires when it stops (a killed process disappears within EXPIRE seconds),
-    and listens on a channel for deletes. Redis errors are logged (throttled) and the
-    API then shows this process's documents only.
-    """
-
     PREFIX = "wsserver:admin:live:"
+    STATS = "wsserver:admin:stats:"
     CHANNEL = "wsserver:admin:drop"
     PUBLISH_EVERY = 1.0
     EXPIRE = 5
+    STATS_EXPIRE = 30  # a point comes every 10 s
 
-    def __init__(self, client, subscriber):
+    def __init__(self, client: Any, subscriber: Any) -> None:
         self.client = client
         self.subscriber = subscriber  # a client without a read timeout: pub/sub
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = Throttled(log)
-        self._cache = (0.0, [])
-        self._greenlets = []  # its loops, once started
+        self._cache: tuple[float, list[dict]] = (0.0, [])
+        self._greenlets: list[gevent.Greenlet] = []  # its loops, once started
 
-    def start(self, local, drop):
-        self._local, self._drop = local, drop
+    def start(
+        self, local: Callable[[], dict[str, Any]], handle: Callable[[dict[str, Any]], int]
+    ) -> None:
+        self._local, self._handle = local, handle
         self._greenlets = [gevent.spawn(self._publish_loop), gevent.spawn(self._listen_loop)]
 
-    def stop(self):
+    def stop(self) -> None:
         """End the publishing and listening (the end of a shutdown); this process's
         entry expires from the board within EXPIRE seconds."""
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
         self.subscriber.close()
 
-    def _publish_loop(self):
+    def _publish_loop(self) -> None:
         while True:
-            self._publish()
+            self.publish()
             gevent.sleep(self.PUBLISH_EVERY)
 
-    def _publish(self):
+    def publish(self) -> None:
+        """This process's record on the board now."""
         try:
-            self.client.set(self.PREFIX + self.node, json.dumps(self._local()), ex=self.EXPIRE)
+            record = dict(self._local(), node=self.node)
+            self.client.set(self.PREFIX + self.node, json.dumps(record), ex=self.EXPIRE)
         except Exception as e:  # redis-py raises RedisError and OSError subclasses
             self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
 
-    def _listen_loop(self):
+    def publish_series(self, points: list[dict[str, Any]]) -> None:
+        try:
+            self.client.set(self.STATS + self.node, json.dumps(points), ex=self.STATS_EXPIRE)
+        except Exception as e:
+            self._errors.error("admin board: stats publish failed: %s: %s", type(e).__name__, e)
+
+    def _listen_loop(self) -> None:
         while True:
             try:
                 pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.CHANNEL)
                 for message in pubsub.listen():
-                    request = json.loads(message["data"])
-                    closed = self._drop(DocKey(*request["key"]))
-                    self._publish()  # the board must not show it live here any more
-                    self.client.rpush(request["reply"], closed)
-                    self.client.expire(request["reply"], 30)
+                    command = json.loads(message["data"])
+                    answer = self._handle(command)
+                    self.publish()  # the board must show what the command changed
+                    self.client.rpush(command["reply"], answer)
+                    self.client.expire(command["reply"], 30)
             except Exception as e:
                 self._errors.error("admin board: listening failed: %s: %s", type(e).__name__, e)
                 gevent.sleep(1)
 
-    def others(self, cached=False):
-        """Every other live process's summaries; `cached`: at most PUBLISH_EVERY old."""
+    def _read(self, prefix: str) -> list[Any]:
+        own = prefix + self.node
+        keys = [
+            k for k in self.client.scan_iter(match=prefix + "*", count=100) if k.decode() != own
+        ]
+        values = self.client.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v is not None]
+
+    def others(self, cached: bool = False) -> list[dict[str, Any]]:
+        """Every other live process's record; `cached`: at most PUBLISH_EVERY old."""
         now = time.monotonic()
         if cached and now - self._cache[0] < self.PUBLISH_EVERY:
             return self._cache[1]
-        own = self.PREFIX + self.node
         try:
-            keys = [
-                k
-                for k in self.client.scan_iter(match=self.PREFIX + "*", count=100)
-                if k.decode() != own
-            ]
-            values = self.client.mget(keys) if keys else []
+            records = self._read(self.PREFIX)
         except Exception as e:
             self._errors.error("admin board: read failed: %s: %s", type(e).__name__, e)
             return []
-        summaries = [s for v in values if v is not None for s in json.loads(v)]
-        self._cache = (now, summaries)
-        return summaries
+        self._cache = (now, records)
+        return records
 
-    def drop_everywhere(self, key):
-        """Ask every other process to drop `key`; wait for their answers (at most
-        DELETE_WAIT seconds in all); return how many connections they closed."""
+    def others_series(self) -> list[list[dict[str, Any]]]:
+        """Every other live process's last hour (their finished points)."""
+        try:
+            return self._read(self.STATS)
+        except Exception as e:
+            self._errors.error("admin board: stats read failed: %s: %s", type(e).__name__, e)
+            return []
+
+    def ask_everywhere(self, command: dict[str, Any]) -> int:
+        """Have every process (this one too) carry out `command`; wait for their answers
+        (at most ASK_WAIT seconds in all); their sum."""
         reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
         try:
-            listeners = self.client.publish(
-                self.CHANNEL, json.dumps({"key": list(key), "reply": reply})
-            )
-            closed = 0
-            deadline = time.monotonic() + DELETE_WAIT
-            # Our own listener answers too (its drop finds nothing left to close).
+            listeners = self.client.publish(self.CHANNEL, json.dumps(dict(command, reply=reply)))
+            total = 0
+            deadline = time.monotonic() + ASK_WAIT
             for _ in range(listeners):
                 answer = None
                 # Short BLPOPs on the client with a read timeout: a Redis frozen
@@ -120,8 +141,8 @@ class RedisBoard:
                     answer = self.client.blpop([reply], timeout=min(REPLY_POLL, left))
                 if answer is None:
                     break
-                closed += int(answer[1])
-            return closed
+                total += int(answer[1])
+            return total
         except Exception as e:
-            self._errors.error("admin board: delete request failed: %s: %s", type(e).__name__, e)
+            self._errors.error("admin board: command failed: %s: %s", type(e).__name__, e)
             return 0

@@ -1,6 +1,7 @@
 """What the admin API reads and does: the live documents (this process's, plus the
 other processes' from the board), their detail and changes, and deleting one."""
 
+import base64
 import json
 import logging
 import time
@@ -24,7 +25,14 @@ DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
 STORE_WAIT = 5.0
 
 
-def _iso(timestamp):
+def encode_cursor(value):
+    """A page's cursor: opaque to clients (api.decode_cursor reads it)."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def iso(timestamp):
+    """ISO 8601 in UTC with milliseconds: the API's one time format (the console shows
+    it with the date and the viewer's time zone)."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
@@ -59,8 +67,6 @@ class Inspector:
         self.stopping = stopping  # callable: True once the process is shutting down
         self.board = board
         self._errors = Throttled(log)
-        if board is not None:
-            board.start(self.local, self.drop)
 
     def local_summary(self, key, room=None):
         """This process's figures of one document (no stored size)."""
@@ -76,7 +82,7 @@ class Inspector:
             "awareness": {
                 str(client): state for client, state in awareness.items() if state is not None
             },
-            "updated": _iso(room.updated if room is not None else None),
+            "updated": iso(room.updated if room is not None else None),
         }
 
     def local(self):
@@ -84,7 +90,13 @@ class Inspector:
         return [self.local_summary(room.key, room) for room in rooms]
 
     def _elsewhere(self):
-        return self.board.others() if self.board is not None else []
+        return (
+            [] if self.board is None else [d for r in self.board.others() for d in r["documents"]]
+        )
+
+    def live_keys(self):
+        """(tenant, app, name) of every live document, on any process."""
+        return sorted(_merge(self.local() + self._elsewhere()))
 
     def live(self):
         """Every live document's summary; "bytes" null for those whose size storage
@@ -96,13 +108,44 @@ class Inspector:
             size = None
             if time.monotonic() < deadline:
                 try:
-                    size = self._stored("size", self.store.size, DocKey(*key), deadline=deadline)
+                    size = self.stored_call(
+                        "size", self.store.size, DocKey(*key), deadline=deadline
+                    )
                 except StorageUnavailable:
                     deadline = 0.0  # the next ones would wait in vain too
-            summaries.append(dict(summary, bytes=size))
+            summaries.append(dict(summary, bytes=size, size=size, updated_at=summary["updated"]))
         return summaries
 
-    def _stored(self, what, call, *args, deadline=None):
+    def stored(self, tenant, app, prefix, after, limit):
+        """A page of stored documents from the store's index: {"documents": [{"tenant",
+        "app", "name", "live", "size", "updated_at"}], "cursor" (the next page's, or
+        null)}. `after`: the previous page's last (tenant, app, name)."""
+        rows = self.stored_call(
+            "search", self.store.search, tenant, app, prefix, after and tuple(after), limit
+        )
+        live = {tuple(k) for k in self.live_keys()}
+        deadline = time.monotonic() + STORE_WAIT
+        documents = []
+        for row in rows:
+            key = DocKey(row["tenant"], row["app"], row["name"])
+            size = self.stored_call("size", self.store.size, key, deadline=deadline)
+            documents.append(
+                dict(
+                    key._asdict(),
+                    live=tuple(key) in live,
+                    size=size,
+                    updated_at=iso(row["updated_at"]),
+                )
+            )
+        more = len(rows) == limit
+        last = [rows[-1]["tenant"], rows[-1]["app"], rows[-1]["name"]] if more else None
+        return {"documents": documents, "cursor": encode_cursor(last) if last else None}
+
+    def stored_totals(self):
+        """Per (tenant, app): documents and bytes stored (the store's index)."""
+        return self.stored_call("totals", self.store.totals)
+
+    def stored_call(self, what, call, *args, deadline=None):
         """`call(*args, timeout=...)` of the store, within STORE_WAIT seconds (or until
         `deadline`); StorageUnavailable (503) when storage fails or does not answer."""
         left = STORE_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
@@ -116,7 +159,7 @@ class Inspector:
         mine = self.local_summary(key, room)
         others = [s for s in self._elsewhere() if (s["tenant"], s["app"], s["name"]) == tuple(key)]
         result = _merge([mine] + others)[tuple(key)]
-        result["bytes"] = self._stored("size", self.store.size, key)
+        result["bytes"] = self.stored_call("size", self.store.size, key)
         return result
 
     def detail(self, key):
@@ -129,7 +172,7 @@ class Inspector:
         if room is not None:
             update = room.doc.get_update()
         else:
-            updates = self._stored("load", self.store.load, key).updates
+            updates = self.stored_call("load", self.store.load, key).updates
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
@@ -157,7 +200,8 @@ class Inspector:
         return mine, json.dumps(
             [
                 s
-                for s in self.board.others(cached=True)
+                for r in self.board.others(cached=True)
+                for s in r["documents"]
                 if (s["tenant"], s["app"], s["name"]) == tuple(key)
             ],
             sort_keys=True,
@@ -232,7 +276,8 @@ class Inspector:
                     "storage is not committing: the document was not deleted; retry"
                 ) from None  # its connections were closed (4404) before the commits failed
             if self.board is not None:
-                closed += self.board.drop_everywhere(key)
+                # Every process's listener answers, ours too (nothing left to close).
+                closed += self.board.ask_everywhere({"kind": "drop", "key": list(key)})
             try:
                 self.store.delete(key, timeout=STORE_WAIT)
             except StoreError as e:
