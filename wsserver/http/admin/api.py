@@ -104,7 +104,13 @@ def _document_routes(bp, inspector, authorize, trail):
         trail.record(admin, "list", level=logging.DEBUG)
         if request.args.get("stored", "0") not in ("1", "true"):
             return jsonify(documents=inspector.live())
-        return jsonify(inspector.stored(**_search_args(), limit=PAGE_SIZE))
+        try:
+            limit = int(request.args.get("limit", PAGE_SIZE))
+        except ValueError:
+            raise BadRequest("limit: a number from 1 to 500") from None
+        if not 0 < limit <= 500:
+            raise BadRequest("limit: a number from 1 to 500")
+        return jsonify(inspector.stored(**_search_args(), limit=limit))
 
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>")
     def document(tenant, app, name):

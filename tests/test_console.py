@@ -1,0 +1,192 @@
+"""The admin console's API (issue 26): stored documents, connections and disconnect,
+processes, the last hour, tenants, named admins with roles, the audit trail; on one
+process and across two (gunicorn, Redis, Postgres)."""
+
+import urllib.parse
+
+import pytest
+from test_ops import Gunicorn, doc_name, eventually, http, write_config
+from test_ops import providers as providers  # a fixture
+
+OPERATOR = "alice-operator-token-0123456789"
+VIEWER = "victor-viewer-token-0123456789"
+LEGACY = "admin-token-0123456789abcdef"
+ADMINS = {
+    "token": LEGACY,
+    "tokens": [
+        {"name": "alice", "token": OPERATOR, "role": "operator"},
+        {"name": "victor", "token": VIEWER, "role": "viewer"},
+    ],
+}
+
+
+def api(server, path, token=VIEWER, method="GET"):
+    return http(method, f"{server.http}/admin/api/{path}", token=token)
+
+
+def ok(server, path, token=VIEWER, method="GET"):
+    status, body, _ = api(server, path, token, method)
+    assert status == 200, (path, status, body)
+    return body
+
+
+def test_stored_documents_are_searched_paged_and_sized_as_the_inspector_does(
+    start_server, providers
+):
+    server = start_server(admin=ADMINS, unload_after=0.2)
+    base = doc_name("stored")
+    live = providers(server.url, f"{base}-live", ["alice"])
+    live.insert(0, "hello")
+    for i in range(3):  # stored, nobody connected
+        quiet = providers(server.url, f"{base}-{i}", ["bob"])
+        quiet.insert(0, "x" * (i + 1))
+        quiet.quit()
+    first = eventually(
+        lambda: (lambda b: not any(d["live"] for d in b["documents"]) and b)(
+            ok(server, f"documents?stored=1&q=acme/editor/{base}-&limit=3")
+        ),
+        what="the quiet documents unloaded",
+    )
+    assert [d["name"] for d in first["documents"]] == [f"{base}-{i}" for i in range(3)]
+    assert first["cursor"]
+    rest = ok(server, f"documents?stored=1&q={base}-&cursor={first['cursor']}")
+    assert [(d["name"], d["live"]) for d in rest["documents"]] == [(f"{base}-live", True)]
+    assert rest["cursor"] is None
+    row = rest["documents"][0]
+    assert (row["tenant"], row["app"]) == ("acme", "editor")
+    assert row["updated_at"].endswith("+00:00")
+    detail = ok(server, f"documents/acme/editor/{base}-live")
+    assert row["size"] == detail["bytes"] and row["size"] > 0  # one size everywhere
+    # a stored document opens like a live one
+    assert ok(server, f"documents/acme/editor/{base}-2")["content"] == {"content": "xxx"}
+    assert api(server, "documents?stored=1&cursor=nonsense")[0] == 400
+    assert ok(server, "documents?stored=0")["documents"]  # live only, as before
+
+
+def test_connections_disconnect_roles_and_the_audit_trail(start_server, providers):
+    server = start_server(admin=ADMINS)
+    room = doc_name("conns")
+    p = providers(server.url, room, ["alice", "bob"])
+    p.insert(0, "hi")
+    listed = ok(server, f"connections?doc={room}")["connections"]
+    assert sorted(c["user"] for c in listed) == ["alice", "bob"]
+    bob = next(c for c in listed if c["user"] == "bob")
+    assert bob["access"] == "write" and bob["ip"] == "127.0.0.1" and bob["tenant"] == "acme"
+    assert bob["messages_in"] > 0 and bob["bytes_out"] > 0 and bob["since"].endswith("+00:00")
+    assert ok(server, f"connections?doc={room}&user=bob")["connections"] == [bob]
+    assert ok(server, "connections?ip=10.9.9.9")["connections"] == []
+    reason = urllib.parse.quote("token leaked")
+    # a viewer reads everything but may not act
+    status, body, _ = api(server, f"connections/{bob['id']}?code=4003", VIEWER, "DELETE")
+    assert (status, body["code"]) == (403, 403), body
+    assert api(server, f"documents/acme/editor/{room}", VIEWER, "DELETE")[0] == 403
+    assert api(server, f"connections/{bob['id']}?code=1000", OPERATOR, "DELETE")[0] == 400
+    closed = ok(server, f"connections/{bob['id']}?code=4003&reason={reason}", OPERATOR, "DELETE")
+    assert closed == {"closed": True}
+    eventually(
+        lambda: bob["id"] not in {c["id"] for c in ok(server, "connections")["connections"]},
+        what="bob's connection gone",
+    )
+    assert api(server, f"connections/{bob['id']}?code=4003", OPERATOR, "DELETE")[0] == 404
+    closes = p.quit()["closes"]
+    assert {"code": 4003, "reason": "token leaked"} in closes[1], closes
+    assert not any(c and c.get("code") == 4003 for c in closes[0])  # alice stayed
+    # the old single token is the operator "admin"
+    assert ok(server, f"documents/acme/editor/{room}", LEGACY, "DELETE")["deleted"] is True
+    entries = ok(server, "audit")["entries"]
+    seen = [(e["admin"], e["role"], e["action"], e["target"]) for e in entries]
+    assert seen[:4] == [
+        ("admin", "operator", "delete", f"acme/editor/{room}"),
+        ("alice", "operator", "disconnect", bob["id"]),  # the 404: nothing closed
+        ("alice", "operator", "disconnect", bob["id"]),
+        ("victor", "viewer", "delete", f"acme/editor/{room}"),
+    ], seen
+    assert entries[2]["details"] == {"closed": True, "code": 4003, "reason": "token leaked"}
+    assert entries[3]["details"]["refused"] and entries[3]["ip"] == "127.0.0.1"
+    assert ("victor", "viewer", "disconnect", bob["id"]) in seen
+    assert entries[0]["at"].endswith("+00:00")
+    log = server.log()
+    assert f"admin disconnect {bob['id']} from 127.0.0.1 by alice code=4003" in log
+
+
+def test_processes_stats_and_tenants(start_server, providers):
+    server = start_server(
+        admin=ADMINS,
+        plans={"small": {"max_connections": 10, "max_documents": 5}},
+    )
+    room = doc_name("stats")
+    p = providers(server.url, room, ["alice", "bob"])
+    p.insert(0, "one")
+    [process] = ok(server, "processes")["processes"]
+    assert process["ready"] is True and process["connections"] == 2 and process["rooms"] == 1
+    assert process["store"] == "ok" and process["uptime"] >= 0 and process["pid"]
+    # The point under way; messages sent reach the counters once a second.
+    now = eventually(
+        lambda: (lambda p: p["deliveries"] > 0 and p)(ok(server, "stats?minutes=60")["points"][-1]),
+        what="deliveries counted",
+    )
+    assert now["connections"] == 2 and now["updates"] > 0
+    assert now["commit_p99"] is not None and now["commit_p50"] <= now["commit_p99"]
+    assert api(server, "stats?minutes=0")[0] == 400
+    tenants = {(t["tenant"], t["app"]): t for t in ok(server, "tenants")["tenants"]}
+    editor = tenants[("acme", "editor")]
+    assert editor["live_documents"] >= 1 and editor["connections"] == 2 and editor["users"] == 2
+    assert editor["stored_documents"] >= 1 and editor["stored_bytes"] > 0
+    assert "max_connections" in editor["limits"]
+    p.quit()
+
+
+def test_admin_settings_are_checked(tmp_path):
+    from conftest import base_config
+
+    from wsserver.app import create_app
+    from wsserver.errors import ConfigError
+
+    for admin, message in [
+        ({"tokens": [{"name": "a", "token": OPERATOR, "role": "root"}]}, "role"),
+        ({"tokens": [{"name": "a", "token": "short"}]}, "too short"),
+        (
+            {"tokens": [{"name": "a", "token": OPERATOR}, {"name": "a", "token": VIEWER}]},
+            "same name",
+        ),
+        ({"token": OPERATOR, "tokens": [{"name": "b", "token": OPERATOR}]}, "same token"),
+        ({}, "needs"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            create_app(base_config(tmp_path, admin=admin))
+
+
+@pytest.mark.long
+def test_a_connection_on_another_process_is_listed_and_closed(
+    tmp_path, providers, redis_url, pg_url
+):
+    """Two gunicorn workers, Redis, Postgres: whichever worker answers lists every
+    worker's connections and processes, and closes a connection the other one holds."""
+    server = Gunicorn(
+        write_config(tmp_path, admin=ADMINS, redis=redis_url, storage=pg_url), workers=2
+    )
+    try:
+        rooms = [doc_name("cluster") for _ in range(4)]
+        held = [providers(server.url, room, [f"user-{i}"]) for i, room in enumerate(rooms)]
+        for p in held:
+            p.insert(0, "x")
+
+        def everywhere():
+            listed = ok(server, "connections?app=editor")["connections"]
+            mine = [c for c in listed if c["doc"] in rooms]
+            return len(mine) == 4 and len({c["process"] for c in mine}) == 2 and mine
+
+        mine = eventually(everywhere, timeout=15, what="4 connections on 2 processes")
+        assert len(ok(server, "processes")["processes"]) == 2
+        for c in mine:  # each closed by whichever worker answers the request
+            assert ok(server, f"connections/{c['id']}?code=4404&reason=bye", OPERATOR, "DELETE")
+        for p in held:
+            assert p.quit()["closes"] == [[{"code": 4404, "reason": "bye"}]]
+        stored = ok(server, f"documents?stored=1&q={rooms[0][:8]}")["documents"]
+        assert {d["name"] for d in stored} >= set(rooms)
+        points = ok(server, "stats?minutes=5")["points"]
+        assert sum(p["updates"] for p in points) > 0
+        assert [e["action"] for e in ok(server, "audit")["entries"]].count("disconnect") == 4
+        assert server.stop() == 0
+    finally:
+        server.kill()
