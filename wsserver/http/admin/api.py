@@ -162,6 +162,12 @@ def _search_args() -> dict[str, Any]:
 
 
 def _cluster_routes(bp, cluster, authorize, trail):
+    @bp.get("/admin/api/me")
+    def me():
+        """Who this token is: the console shows an operator's buttons only."""
+        admin = authorize()
+        return jsonify(name=admin.name, role=admin.role)
+
     @bp.get("/admin/api/connections")
     def connections():
         authorize()
