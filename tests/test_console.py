@@ -30,6 +30,7 @@ def ok(server, path, token=VIEWER, method="GET"):
     return body
 
 
+@pytest.mark.long
 def test_stored_documents_are_searched_paged_and_sized_as_the_inspector_does(
     start_server, providers
 ):
@@ -58,7 +59,10 @@ def test_stored_documents_are_searched_paged_and_sized_as_the_inspector_does(
     detail = ok(server, f"documents/acme/editor/{base}-live")
     assert row["size"] == detail["bytes"] and row["size"] > 0  # one size everywhere
     # a stored document opens like a live one
-    assert ok(server, f"documents/acme/editor/{base}-2")["content"] == {"content": "xxx"}
+    archived = ok(server, f"documents/acme/editor/{base}-2")
+    assert archived["content"] == {"content": "xxx"}
+    assert archived["updated_at"] == first["documents"][2]["updated_at"]  # from the index
+    assert archived["size"] == first["documents"][2]["size"]
     assert api(server, "documents?stored=1&cursor=nonsense")[0] == 400
     assert ok(server, "documents?stored=0")["documents"]  # live only, as before
 

@@ -103,6 +103,8 @@ def _documents(page, base, editing, shots):
         '.some(e => e.textContent === "Last year\'s plan")',
         timeout=5000,
     )
+    archived = page.inner_text(f"tr[data-name='{base}-archive'] td.sub")
+    assert archived != "—" and any(ch.isdigit() for ch in archived), archived
     page.click(f"tr[data-name='{base}-1']")
     editing[1].insert(0, " and more")
     page.wait_for_function(

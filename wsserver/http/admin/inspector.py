@@ -141,6 +141,12 @@ class Inspector:
         last = [rows[-1]["tenant"], rows[-1]["app"], rows[-1]["name"]] if more else None
         return {"documents": documents, "cursor": encode_cursor(last) if last else None}
 
+    def last_change(self, key):
+        """When `key` was last stored (ISO 8601), from the store's index; None when it
+        is not there."""
+        rows = self.stored_call("search", self.store.search, key.tenant, key.app, key.name, None, 1)
+        return iso(rows[0]["updated_at"]) if rows and rows[0]["name"] == key.name else None
+
     def stored_totals(self):
         """Per (tenant, app): documents and bytes stored (the store's index)."""
         return self.stored_call("totals", self.store.totals)
@@ -169,6 +175,9 @@ class Inspector:
         if room is None or not room.ready.ready():
             room = None
         result = self.summary(key, room)
+        if result["updated"] is None:  # not changed since loaded, or not live: the index's
+            result["updated"] = self.last_change(key)
+        result["size"], result["updated_at"] = result["bytes"], result["updated"]
         if room is not None:
             update = room.doc.get_update()
         else:

@@ -32,8 +32,15 @@ const same = (a, b) => a && b && a.tenant === b.tenant && a.app === b.app && a.n
 const keyOf = (d) => d.tenant + '/' + d.app + '/' + d.name
 
 // Times: always with the date and the time zone (the API gives ISO 8601 in UTC).
-const DATE = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' })
-const when = (iso) => iso ? DATE.format(new Date(iso)) : '—'
+// The year only when it is not this one.
+const FORMAT = { month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' }
+const DATE = new Intl.DateTimeFormat(undefined, FORMAT)
+const DATE_YEAR = new Intl.DateTimeFormat(undefined, { ...FORMAT, year: 'numeric' })
+function when (iso) {
+  if (!iso) return '—'
+  const date = new Date(iso)
+  return (date.getFullYear() === new Date().getFullYear() ? DATE : DATE_YEAR).format(date)
+}
 function ago (iso) {
   if (!iso) return ''
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
@@ -180,7 +187,7 @@ async function refreshDocConnections (d) {
 // the inspector (streamed) never show two sizes of one document at once.
 function freshen (d) {
   if (d.deleted || d.error) return
-  const fresh = { ...d, size: d.bytes, updated_at: d.updated, live: d.connections > 0 }
+  const fresh = { ...d, size: d.bytes, updated_at: d.updated_at, live: d.connections > 0 }
   for (const list of [live, stored]) {
     const i = list.findIndex((x) => same(x, d))
     if (i >= 0) list[i] = { ...list[i], ...fresh, live: list === live || fresh.live }
