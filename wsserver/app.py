@@ -353,6 +353,7 @@ def admin_routes(app: Flask, config: Config, parts: Parts) -> Any:
         body = report()
         return {
             "host": body["host"],
+            "version": __version__,
             "status": body["status"],
             "ready": endpoint.ready,
             "store": body["store"],

@@ -2,13 +2,15 @@
 for all of them (their live documents, connections, state and last hour), and reaches
 the others' documents and connections.
 
-Each process writes its record (`local()`: {"process", "documents", "connections",
-"current"}) every PUBLISH_EVERY seconds under its own key, which expires when it stops
-(a killed process disappears within EXPIRE seconds), its last hour of stats (stats.py)
-under another at each new point, and listens on a channel for commands ({"kind":
-"drop", "key"} or {"kind": "close", "id", "code", "reason"}) that `handle(command)`
-carries out here, answering a number on the command's reply list. Redis errors are
-logged (throttled) and the API then shows this process only.
+Each process writes its record (`local()`: {"process", "documents", "current"}) every
+PUBLISH_EVERY seconds under its own key, which expires when it stops (a killed process
+disappears within EXPIRE seconds), its last hour of stats (stats.py) under another at
+each new point, and listens on a channel for commands ({"kind": "drop", "key"},
+{"kind": "close", "id", "code", "reason"}, {"kind": "connections", "filters"}) that
+`handle(command)` carries out here, answering JSON on the command's reply list.
+Connections are asked for, not published: a process may hold thousands, and the
+console wants them only while an admin looks. Redis errors are logged (throttled) and
+the API then shows this process only.
 """
 
 import json
@@ -49,7 +51,7 @@ class RedisBoard:
         self._greenlets: list[gevent.Greenlet] = []  # its loops, once started
 
     def start(
-        self, local: Callable[[], dict[str, Any]], handle: Callable[[dict[str, Any]], int]
+        self, local: Callable[[], dict[str, Any]], handle: Callable[[dict[str, Any]], Any]
     ) -> None:
         self._local, self._handle = local, handle
         self._greenlets = [gevent.spawn(self._publish_loop), gevent.spawn(self._listen_loop)]
@@ -88,8 +90,9 @@ class RedisBoard:
                 for message in pubsub.listen():
                     command = json.loads(message["data"])
                     answer = self._handle(command)
-                    self.publish()  # the board must show what the command changed
-                    self.client.rpush(command["reply"], answer)
+                    if command.get("kind") != "connections":
+                        self.publish()  # the board must show what the command changed
+                    self.client.rpush(command["reply"], json.dumps(answer))
                     self.client.expire(command["reply"], 30)
             except Exception as e:
                 self._errors.error("admin board: listening failed: %s: %s", type(e).__name__, e)
@@ -124,13 +127,13 @@ class RedisBoard:
             self._errors.error("admin board: stats read failed: %s: %s", type(e).__name__, e)
             return []
 
-    def ask_everywhere(self, command: dict[str, Any]) -> int:
+    def ask_everywhere(self, command: dict[str, Any]) -> list[Any]:
         """Have every process (this one too) carry out `command`; wait for their answers
-        (at most ASK_WAIT seconds in all); their sum."""
+        (at most ASK_WAIT seconds in all); the answers that came."""
         reply = f"wsserver:admin:reply:{uuid.uuid4().hex}"
         try:
             listeners = self.client.publish(self.CHANNEL, json.dumps(dict(command, reply=reply)))
-            total = 0
+            answers = []
             deadline = time.monotonic() + ASK_WAIT
             for _ in range(listeners):
                 answer = None
@@ -141,8 +144,8 @@ class RedisBoard:
                     answer = self.client.blpop([reply], timeout=min(REPLY_POLL, left))
                 if answer is None:
                     break
-                total += int(answer[1])
-            return total
+                answers.append(json.loads(answer[1]))
+            return answers
         except Exception as e:
             self._errors.error("admin board: command failed: %s: %s", type(e).__name__, e)
-            return 0
+            return []

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ... import __version__
 from ...documents.key import DocKey
 from .board import RedisBoard
 from .inspector import Inspector, iso
@@ -54,7 +53,8 @@ FILTERS = ("tenant", "app", "doc", "user", "ip")
 
 class Cluster:
     """`connections()`: this process's open connections; `state()`: its health figures
-    (store, redis, ready, ...); `plans()`: {(tenant, app): (plan name or None, Limits)}."""
+    (host, version, store, redis, ready, ...); `plans()`: {(tenant, app): (plan name or
+    None, Limits)}."""
 
     def __init__(
         self,
@@ -93,7 +93,6 @@ class Cluster:
         return {
             "process": self.name,
             "pid": os.getpid(),
-            "version": __version__,
             "started": iso(STARTED),
             "uptime": round(time.time() - STARTED, 1),
             "connections": len(self.members()),
@@ -106,17 +105,25 @@ class Cluster:
         return {
             "process": self.process(),
             "documents": self.inspector.local(),
-            "connections": [describe(c, self.name) for c in self.members()],
             "current": self.sampler.current(),
         }
 
-    def handle(self, command: dict[str, Any]) -> int:
+    def handle(self, command: dict[str, Any]) -> Any:
         """A command from the board, carried out here."""
         if command.get("kind") == "drop":
             return self.inspector.drop(DocKey(*command["key"]))
         if command.get("kind") == "close":
             return self.close_here(command["id"], command["code"], command["reason"])
+        if command.get("kind") == "connections":
+            return self.local_connections(**command["filters"])
         return 0
+
+    def local_connections(self, **filters: str | None) -> list[dict[str, Any]]:
+        """This process's connections matching every filter given (FILTERS: equal
+        values)."""
+        wanted = {k: v for k, v in filters.items() if k in FILTERS and v}
+        found = (describe(c, self.name) for c in self.members())
+        return [c for c in found if all(str(c.get(k)) == v for k, v in wanted.items())]
 
     def close_here(self, conn_id: str, code: int, reason: str) -> int:
         """Close this process's connection `conn_id`: 1, or 0 when it has none such."""
@@ -133,15 +140,15 @@ class Cluster:
         return sorted(found, key=lambda p: (p.get("host", ""), p["pid"]))
 
     def connections(self, **filters: str | None) -> list[dict[str, Any]]:
-        """Every process's connections, those matching every filter given (FILTERS:
-        equal values; `ip` and `user` too)."""
-        found = [describe(c, self.name) for c in self.members()]
-        found += [c for r in self._others() for c in r["connections"]]
-        wanted = {k: v for k, v in filters.items() if v}
-        return sorted(
-            (c for c in found if all(str(c.get(k)) == v for k, v in wanted.items())),
-            key=lambda c: (c["since"], c["id"]),
-        )
+        """Every process's connections matching every filter given (each process
+        filters its own), oldest first. With a board, every process answers through it
+        (this one too); one that does not answer within ASK_WAIT is left out."""
+        if self.board is None:
+            found = self.local_connections(**filters)
+        else:
+            asked = {"kind": "connections", "filters": filters}
+            found = [c for answer in self.board.ask_everywhere(asked) for c in answer]
+        return sorted(found, key=lambda c: (c["since"], c["id"]))
 
     def close(self, conn_id: str, code: int, reason: str) -> bool:
         """Close connection `conn_id` on whatever process holds it; False when none
@@ -150,12 +157,8 @@ class Cluster:
             return True
         if self.board is None:
             return False
-        return (
-            self.board.ask_everywhere(
-                {"kind": "close", "id": conn_id, "code": code, "reason": reason}
-            )
-            > 0
-        )
+        asked = {"kind": "close", "id": conn_id, "code": code, "reason": reason}
+        return sum(self.board.ask_everywhere(asked)) > 0
 
     def stats(self, minutes: float) -> list[dict[str, Any]]:
         """The cluster's last `minutes` (stats.py), summed over processes."""

@@ -286,7 +286,7 @@ class Inspector:
                 ) from None  # its connections were closed (4404) before the commits failed
             if self.board is not None:
                 # Every process's listener answers, ours too (nothing left to close).
-                closed += self.board.ask_everywhere({"kind": "drop", "key": list(key)})
+                closed += sum(self.board.ask_everywhere({"kind": "drop", "key": list(key)}))
             try:
                 self.store.delete(key, timeout=STORE_WAIT)
             except StoreError as e:
