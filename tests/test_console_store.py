@@ -105,6 +105,23 @@ SEARCHES = [
 ]
 
 
+def _plans(explain, table, mark):
+    """The plan of each of SEARCHES, as `explain(sql, args)` gives it (one string)."""
+    from wsserver.documents.storage.catalogue import search_plan
+
+    plans = []
+    for search, after in SEARCHES:
+        where, args, order = search_plan(
+            search.get("tenant"), search.get("app"), search.get("prefix", ""), after
+        )
+        sql = (
+            f"SELECT * FROM {table} WHERE {where.replace('?', mark)} "
+            f"ORDER BY {', '.join(order)} LIMIT 50"
+        )
+        plans.append(explain(sql, args))
+    return plans
+
+
 def _plan_sqlite(store, seed):
     db = sqlite3.connect(store.path)
     db.executemany(
@@ -113,30 +130,15 @@ def _plan_sqlite(store, seed):
     )
     db.commit()
     db.execute("ANALYZE")
-    from wsserver.documents.storage.catalogue import search_plan
-
-    plans = []
-    for search, after in SEARCHES:
-        where, args, order = search_plan(
-            search.get("tenant"), search.get("app"), search.get("prefix", ""), after
-        )
-        plans.append(
-            " / ".join(
-                row[3]
-                for row in db.execute(
-                    f"EXPLAIN QUERY PLAN SELECT * FROM document_index WHERE {where} "
-                    f"ORDER BY {', '.join(order)} LIMIT 50",
-                    args,
-                )
-            )
-        )
-    return plans
+    return _plans(
+        lambda sql, args: " / ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}", args)),
+        "document_index",
+        "?",
+    )
 
 
 def _plan_postgres(store, seed):
     import psycopg
-
-    from wsserver.documents.storage.catalogue import search_plan
 
     with psycopg.connect(store.url) as conn:
         with conn.cursor().copy(
@@ -146,18 +148,13 @@ def _plan_postgres(store, seed):
                 copy.write_row((*row, 1, 0))
         conn.commit()
         conn.execute("ANALYZE wsserver_document_index")
-        plans = []
-        for search, after in SEARCHES:
-            where, args, order = search_plan(
-                search.get("tenant"), search.get("app"), search.get("prefix", ""), after
-            )
-            rows = conn.execute(
-                f"EXPLAIN SELECT * FROM wsserver_document_index WHERE {where.replace('?', '%s')} "
-                f"ORDER BY {', '.join(order)} LIMIT 50",
-                args,
-            ).fetchall()
-            plans.append(" / ".join(r[0] for r in rows))
-    return plans
+        return _plans(
+            lambda sql, args: " / ".join(
+                r[0] for r in conn.execute(f"EXPLAIN {sql}", args).fetchall()
+            ),
+            "wsserver_document_index",
+            "%s",
+        )
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

@@ -47,6 +47,38 @@ def search_plan(
     return " AND ".join(conditions) or "TRUE", args, order
 
 
+def search(
+    execute: Callable[..., Any], table: str, mark: str, tenant, app, prefix, after, limit
+) -> list[dict[str, Any]]:
+    """A search run by a backend: `execute(sql, args)` (its connection's), `mark` its
+    placeholder."""
+    where, args, order = search_plan(tenant, app, prefix, after)
+    rows = execute(
+        f"SELECT tenant, app, name, bytes, updated_at FROM {table} "
+        f"WHERE {where.replace('?', mark)} ORDER BY {', '.join(order)} LIMIT {mark}",
+        (*args, limit),
+    ).fetchall()
+    return [row_of(row) for row in rows]
+
+
+def totals(execute: Callable[..., Any], table: str) -> list[dict[str, Any]]:
+    rows = execute(
+        f"SELECT tenant, app, count(*), sum(bytes) FROM {table} GROUP BY tenant, app"
+    ).fetchall()
+    return [{"tenant": t, "app": a, "documents": n, "bytes": int(b)} for t, a, n, b in rows]
+
+
+def audit_entries(
+    execute: Callable[..., Any], table: str, mark: str, before, limit
+) -> list[dict[str, Any]]:
+    rows = execute(
+        f"SELECT id, at, admin, role, action, target, ip, details FROM {table} "
+        f"WHERE id < {mark} ORDER BY id DESC LIMIT {mark}",
+        (before if before is not None else 2**63 - 1, limit),
+    ).fetchall()
+    return [audit_row(row) for row in rows]
+
+
 def row_of(row: tuple) -> dict[str, Any]:
     tenant, app, name, size, updated_at = row
     return {"tenant": tenant, "app": app, "name": name, "bytes": size, "updated_at": updated_at}

@@ -46,6 +46,7 @@ from psycopg_pool import ConnectionPool
 from ...errors import ConfigError, StorageSchemaError
 from ...scrub import redact_url as redact
 from ..key import DocKey
+from . import catalogue as shared
 from . import postgres_catalogue as catalogue
 from .base import Store, compacted, loaded
 
@@ -357,11 +358,13 @@ class PostgresStore(Store):
 
     def _search(self, tenant, app, prefix, after, limit):
         with self.pool.connection() as conn:
-            return catalogue.search(conn, tenant, app, prefix, after, limit)
+            return shared.search(
+                conn.execute, "wsserver_document_index", "%s", tenant, app, prefix, after, limit
+            )
 
     def _totals(self):
         with self.pool.connection() as conn:
-            return catalogue.totals(conn)
+            return shared.totals(conn.execute, "wsserver_document_index")
 
     def _record_audit(self, entry):
         with self.pool.connection() as conn:
@@ -369,4 +372,4 @@ class PostgresStore(Store):
 
     def _audit_entries(self, before, limit):
         with self.pool.connection() as conn:
-            return catalogue.audit_entries(conn, before, limit)
+            return shared.audit_entries(conn.execute, "wsserver_admin_audit", "%s", before, limit)

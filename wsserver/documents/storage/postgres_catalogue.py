@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..key import DocKey
-from .catalogue import audit_row, audit_values, row_of, search_plan
+from .catalogue import audit_values
 
 MIGRATION = """
 CREATE TABLE wsserver_document_index (
@@ -71,35 +71,9 @@ def index_delete(conn: Any, key: DocKey) -> None:
     conn.execute(f"DELETE FROM wsserver_document_index WHERE {_DOC}", key)
 
 
-def search(conn: Any, tenant, app, prefix, after, limit) -> list[dict]:
-    where, args, order = search_plan(tenant, app, prefix, after)
-    rows = conn.execute(
-        f"SELECT tenant, app, name, bytes, updated_at FROM wsserver_document_index "
-        f"WHERE {where.replace('?', '%s')} ORDER BY {', '.join(order)} LIMIT %s",
-        (*args, limit),
-    ).fetchall()
-    return [row_of(row) for row in rows]
-
-
-def totals(conn: Any) -> list[dict]:
-    rows = conn.execute(
-        "SELECT tenant, app, count(*), sum(bytes) FROM wsserver_document_index GROUP BY tenant, app"
-    ).fetchall()
-    return [{"tenant": t, "app": a, "documents": n, "bytes": int(b)} for t, a, n, b in rows]
-
-
 def record_audit(conn: Any, entry: dict) -> int:
     return conn.execute(
         "INSERT INTO wsserver_admin_audit (at, admin, role, action, target, ip, details) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id",
         audit_values(entry),
     ).fetchone()[0]
-
-
-def audit_entries(conn: Any, before, limit) -> list[dict]:
-    rows = conn.execute(
-        "SELECT id, at, admin, role, action, target, ip, details FROM wsserver_admin_audit "
-        "WHERE id < %s ORDER BY id DESC LIMIT %s",
-        (before if before is not None else 2**63 - 1, limit),
-    ).fetchall()
-    return [audit_row(row) for row in rows]

@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 
+from . import catalogue as shared
 from . import sqlite_catalogue as catalogue
 from .base import Store, compacted, loaded
 
@@ -220,13 +221,15 @@ class SQLiteStore(Store):
     # --- the document index and audit trail (sqlite_catalogue.py) --------------------
 
     def _search(self, tenant, app, prefix, after, limit):
-        return catalogue.search(self.db, tenant, app, prefix, after, limit)
+        return shared.search(
+            self.db.execute, "document_index", "?", tenant, app, prefix, after, limit
+        )
 
     def _totals(self):
-        return catalogue.totals(self.db)
+        return shared.totals(self.db.execute, "document_index")
 
     def _record_audit(self, entry):
         return transaction(self.db, lambda db: catalogue.record_audit(db, entry))
 
     def _audit_entries(self, before, limit):
-        return catalogue.audit_entries(self.db, before, limit)
+        return shared.audit_entries(self.db.execute, "admin_audit", "?", before, limit)

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 
 from ..key import DocKey
-from .catalogue import audit_row, audit_values, row_of, search_plan
+from .catalogue import audit_values
 
 INDEX_SCHEMA = """
 CREATE TABLE document_index (
@@ -72,23 +72,6 @@ def index_delete(db: sqlite3.Connection, key: DocKey) -> None:
     db.execute("DELETE FROM document_index WHERE tenant = ? AND app = ? AND name = ?", key)
 
 
-def search(db: sqlite3.Connection, tenant, app, prefix, after, limit) -> list[dict]:
-    where, args, order = search_plan(tenant, app, prefix, after)
-    rows = db.execute(
-        f"SELECT tenant, app, name, bytes, updated_at FROM document_index WHERE {where} "
-        f"ORDER BY {', '.join(order)} LIMIT ?",
-        (*args, limit),
-    ).fetchall()
-    return [row_of(row) for row in rows]
-
-
-def totals(db: sqlite3.Connection) -> list[dict]:
-    rows = db.execute(
-        "SELECT tenant, app, count(*), sum(bytes) FROM document_index GROUP BY tenant, app"
-    ).fetchall()
-    return [{"tenant": t, "app": a, "documents": n, "bytes": b} for t, a, n, b in rows]
-
-
 def record_audit(db: sqlite3.Connection, entry: dict) -> int:
     """In a transaction: the new entry's id."""
     cursor = db.execute(
@@ -97,12 +80,3 @@ def record_audit(db: sqlite3.Connection, entry: dict) -> int:
         audit_values(entry),
     )
     return cursor.lastrowid or 0
-
-
-def audit_entries(db: sqlite3.Connection, before, limit) -> list[dict]:
-    rows = db.execute(
-        "SELECT id, at, admin, role, action, target, ip, details FROM admin_audit "
-        "WHERE id < ? ORDER BY id DESC LIMIT ?",
-        (before if before is not None else 2**63 - 1, limit),
-    ).fetchall()
-    return [audit_row(row) for row in rows]
