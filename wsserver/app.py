@@ -42,8 +42,7 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .settings.config import name_sources
-from .support.redis import FailFast, blocking_client
-from .support.redis import client as redis_client
+from .support.redis import FailFast
 from .support.validators import Problems
 from .transport import handler
 from .webhooks import build_webhooks
@@ -316,7 +315,17 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
     app.register_blueprint(discovery.blueprint(endpoint.handshake, parts.region_gate))
     app.register_blueprint(probes.blueprint(readiness_checks(endpoint, parts.store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
-    app.register_blueprint(admin_routes(app, config, parts))  # /admin, /admin/api
+    admin_console = admin.console(  # /admin, /admin/api (http/admin/wiring.py)
+        config.admin,
+        config.redis,
+        endpoint,
+        parts.documents,
+        parts.store,
+        app.extensions[health.EXTENSION],
+        lambda plan_app: plan_of(plan_app, config.plans),
+        __version__,
+    )
+    app.register_blueprint(admin_console)
     app.register_blueprint(
         document_api.blueprint(  # /v1/documents/...
             endpoint.handshake,
@@ -329,46 +338,6 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         )
     )
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
-
-
-def admin_routes(app: Flask, config: Config, parts: Parts) -> Any:
-    """The admin console's blueprint and what it reads: the inspector (documents), the
-    cluster (processes, connections, stats, tenants; through a board in Redis when
-    there is one), the audit trail."""
-    endpoint = parts.endpoint
-    board = None
-    if config.admin and config.redis:  # the admin console sees every process
-        board = admin.RedisBoard(
-            redis_client(config.redis), blocking_client(config.redis, "admin-board", None)
-        )
-        endpoint.stop_at_shutdown("the admin board", board.stop)
-    inspector = admin.Inspector(
-        parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
-    )
-    if not config.admin:
-        return admin.blueprint(None, inspector)
-    report = app.extensions[health.EXTENSION]
-
-    def state() -> dict[str, Any]:
-        body = report()
-        return {
-            "host": body["host"],
-            "version": __version__,
-            "status": body["status"],
-            "ready": endpoint.ready,
-            "store": body["store"],
-            "redis": body.get("redis", {}),
-            "fanout": body["fanout"].get("state"),
-        }
-
-    apps = {
-        (tenant.name, app.name): (app.settings.get("plan"), plan_of(app, config.plans))
-        for tenant in endpoint.handshake.authenticator.tenants.values()
-        for app in tenant.apps.values()
-    }
-    cluster = admin.Cluster(inspector, lambda: endpoint.connections, state, lambda: apps, board)
-    endpoint.stop_at_shutdown("the admin stats", cluster.stop)
-    return admin.blueprint(config.admin, inspector, cluster, admin.AuditTrail(parts.store))
 
 
 def readiness_checks(endpoint, store):

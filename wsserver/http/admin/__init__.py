@@ -29,5 +29,6 @@ from .audit import AuditTrail  # noqa: E402
 from .board import RedisBoard  # noqa: E402
 from .cluster import Cluster  # noqa: E402
 from .inspector import Inspector  # noqa: E402
+from .wiring import console  # noqa: E402
 
-__all__ = ["PAGE", "AuditTrail", "Cluster", "Inspector", "RedisBoard", "blueprint"]
+__all__ = ["PAGE", "AuditTrail", "Cluster", "Inspector", "RedisBoard", "blueprint", "console"]
