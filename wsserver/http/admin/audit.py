@@ -8,16 +8,19 @@ compared in constant time, each against every configured one.
 Every action (and every view of one document) is logged on `wsserver.audit` (fields
 admin, role, action, tenant, app, doc, ip) and written to the store's audit trail
 (who, what, which document or connection, when, from which IP), which the console
-shows. An entry storage does not take within AUDIT_WAIT seconds is still logged, and
-the failure with it.
+shows. The answer waits at most ANSWER_WAIT seconds for the entry to be stored (during
+an outage the write goes on in its own greenlet, up to AUDIT_WAIT, and a failure is
+logged with the entry); the log line is written first in any case.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any, NamedTuple
 
+import gevent
 from flask import request
 
 from ...documents.key import DocKey
@@ -28,7 +31,8 @@ from ...logs import Throttled, fields
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("wsserver.audit")
 
-AUDIT_WAIT = 2.0  # seconds an action waits for its audit entry to be stored
+AUDIT_WAIT = 30.0  # seconds an audit entry may take to be stored
+ANSWER_WAIT = 0.5  # seconds an action's answer waits for that
 
 
 class Admin(NamedTuple):
@@ -107,6 +111,7 @@ class AuditTrail:
         if level < logging.INFO:
             return
         entry = {
+            "at": time.time(),  # the action's time, whenever storage takes it
             "admin": admin.name,
             "role": admin.role,
             "action": action,
@@ -114,9 +119,12 @@ class AuditTrail:
             "ip": ip,
             "details": details,
         }
+        gevent.spawn(self._store, entry).join(ANSWER_WAIT)
+
+    def _store(self, entry: dict[str, Any]) -> None:
         try:
             self.store.record_audit(entry, timeout=AUDIT_WAIT)
-        except Exception as e:  # StoreError or the driver's: the log line above stays
+        except Exception as e:  # StoreError or the driver's: the log line stays
             self._errors.error(
                 "admin audit entry not stored (%s: %s): %s", type(e).__name__, e, entry
             )
