@@ -194,3 +194,32 @@ def test_a_connection_on_another_process_is_listed_and_closed(
         assert server.stop() == 0
     finally:
         server.kill()
+
+
+def test_the_console_works_offline_and_has_an_icon(tmp_path):
+    """Every file the page loads is served here (no CDN); /favicon.ico is an icon, with
+    or without the console (it was a 426)."""
+    import re
+
+    from conftest import base_config
+
+    from wsserver.app import create_app
+
+    for admin in [ADMINS, None]:
+        app = create_app(base_config(tmp_path, admin=admin))
+        try:
+            client = app.test_client()
+            icon = client.get("/favicon.ico")
+            assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+            if admin is None:
+                assert client.get("/admin/static/console.js").status_code == 404
+                continue
+            page = client.get("/admin").get_data(as_text=True)
+            loaded = re.findall(r'(?:src|href)="([^"]+)"', page)
+            assert loaded and all(url.startswith("/") for url in loaded), loaded
+            for url in loaded:
+                assert client.get(url).status_code == 200, url
+            script = client.get("/admin/static/console.js").get_data(as_text=True)
+            assert "http://" not in script and "https://" not in script
+        finally:
+            app.extensions["wsserver"].shutdown(timeout=1)
