@@ -223,3 +223,38 @@ def test_the_console_works_offline_and_has_an_icon(tmp_path):
             assert "http://" not in script and "https://" not in script
         finally:
             app.extensions["wsserver"].shutdown(timeout=1)
+
+
+def test_the_last_hour_is_summed_over_processes_point_by_point():
+    from wsserver.http.admin.stats import point, summed
+
+    inf = float("inf")
+    before = {"updates": 10, "deliveries": 0, "refusals": {"4004": 1}, "errors": 0,
+              "buckets": {0.001: 0, 0.01: 0, inf: 0}}  # fmt: skip
+    after = {"updates": 30, "deliveries": 100, "refusals": {"4004": 3, "4001": 1}, "errors": 1,
+             "buckets": {0.001: 90, 0.01: 99, inf: 100}}  # fmt: skip
+    p = point(before, after, 10.0, 4, 100.0)
+    assert p == {
+        "t": 100.0,
+        "connections": 4,
+        "updates": 2.0,
+        "deliveries": 10.0,
+        "refusals": {"4004": 2, "4001": 1},
+        "commit_p50": 0.001,  # the bound of the bucket the quantile falls in
+        "commit_p99": 0.01,
+        "errors": 1,
+    }
+    other = dict(p, connections=1, refusals={"4004": 5}, commit_p99=0.1)
+    later = dict(p, t=110.0)
+    assert summed([[p, later], [other]]) == [
+        dict(
+            p,
+            connections=5,
+            updates=4.0,
+            deliveries=20.0,
+            errors=2,
+            refusals={"4004": 7, "4001": 1},
+            commit_p99=0.1,
+        ),  # fmt: skip
+        later,
+    ]
