@@ -25,9 +25,9 @@ any worker imports prometheus_client; a fresh temporary directory unless the var
 is already set), emptied at start, with dead workers marked so their gauges go.
 
 Logs. gunicorn's own lines use wsserver's formatter (`log_format` of the config, text
-or JSON), through `logger_class`; in JSON mode what gunicorn prints raw (a worker's boot
-error) becomes a JSON line too (logs.JsonStderr). `--access-logfile` gets wsserver's
-access lines (transport/handler.py), as `access_log: true` does.
+or JSON), through `logger_class` (logs.GunicornLogger reads the config itself); in JSON
+mode what gunicorn prints raw (a worker's boot error) becomes a JSON line too.
+`--access-logfile` gets wsserver's access lines (transport/handler.py), as `access_log: true` does.
 """
 
 import gc
@@ -35,13 +35,10 @@ import glob
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
-import gevent
-
-from wsserver.logs import GunicornLogger, JsonStderr, log_format_of
+from wsserver.logs import GunicornLogger
 from wsserver.platform import procfile_bind, procfile_workers
 
 bind = procfile_bind()
@@ -55,12 +52,6 @@ logger_class = GunicornLogger
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
-
-
-GunicornLogger.log_format = log_format_of(os.environ.get("WSSERVER_CONFIG"))
-if GunicornLogger.log_format == "json":
-    # gunicorn prints a worker's boot error raw (arbiter.spawn_worker): a JSON line too.
-    sys.stderr = JsonStderr(sys.stderr)
 
 
 def on_starting(server):
@@ -126,6 +117,7 @@ def on_exit(server):
 def post_worker_init(worker):
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
+    from wsserver.support.signals import before_previous
     from wsserver.transport.handler import settings_of
 
     endpoint = endpoint_of(worker.wsgi)
@@ -135,18 +127,13 @@ def post_worker_init(worker):
     config = endpoint.config
     configure_logging(config.log_level, config.log_format)
     gc.freeze()  # start-up objects live for ever: keep full collections short
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(sig, frame):
-        # gunicorn's own handler ends the worker's loop, which closes the listening
-        # socket within a second: new connections would be refused for the rest of the
-        # drain. So it runs only once the drain is over (the master waits
-        # `graceful_timeout` before it kills a worker).
-        gevent.spawn(endpoint.shutdown, drain=config.shutdown_drain)
-        if callable(previous):
-            gevent.spawn_later(config.shutdown_drain, previous, sig, frame)
-
-    signal.signal(signal.SIGTERM, on_term)
+    # gunicorn's own SIGTERM handler ends the worker's loop, which closes the listening
+    # socket within a second: new connections would be refused for the rest of the
+    # drain. So it runs only once the drain is over (the master waits
+    # `graceful_timeout` before it kills a worker); the shutdown starts at once.
+    before_previous(
+        lambda: endpoint.shutdown(drain=config.shutdown_drain), delay=config.shutdown_drain
+    )
 
 
 def worker_exit(server, worker):

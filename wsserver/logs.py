@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 import gevent
 from gunicorn.glogging import Logger as GunicornBaseLogger
@@ -288,11 +289,17 @@ class JsonStderr:
 class GunicornLogger(GunicornBaseLogger):
     """gunicorn's logger with our formatters: its own lines (start-up, workers,
     tracebacks, the access log when enabled) come out as text or JSON like ours, and
-    redacted. `log_format` is set from the wsserver config by wsserver/gunicorn_conf.py."""
+    redacted. The format is `log_format` of the wsserver config ($WSSERVER_CONFIG, from
+    the environment or gunicorn's `--env`), read again at each `setup` (gunicorn calls
+    it at start and on every reload, SIGHUP). In JSON mode sys.stderr becomes a
+    JsonStderr: what gunicorn prints raw (a worker's boot error, arbiter.spawn_worker)
+    is a JSON line too."""
 
-    log_format = "text"
+    log_format = "text"  # until `setup` has read the config
 
-    def setup(self, cfg):
+    def setup(self, cfg: Any) -> None:
+        self.log_format = self.format_of(cfg)
+        _stderr_for(self.log_format)
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
@@ -305,3 +312,21 @@ class GunicornLogger(GunicornBaseLogger):
             handler.setFormatter(formatter(self.log_format))
             root.addHandler(handler)
         logging.captureWarnings(True)
+
+    @staticmethod
+    def format_of(cfg: Any) -> str:
+        """`log_format` of the config gunicorn's workers will load: $WSSERVER_CONFIG of
+        gunicorn's `--env` settings (`cfg.env`, put into the environment after the
+        logger is made) over the process's."""
+        env = {**os.environ, **cfg.env}
+        return log_format_of(env.get("WSSERVER_CONFIG"), env)
+
+
+def _stderr_for(log_format: str) -> None:
+    """sys.stderr a JsonStderr in JSON mode, the real stream in text mode."""
+    stream = sys.stderr
+    if isinstance(stream, JsonStderr):
+        if log_format != "json":
+            sys.stderr = stream.stream
+    elif log_format == "json":
+        sys.stderr = JsonStderr(stream)
