@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import CommandError, ConfigError
 
@@ -98,7 +98,7 @@ def _token(args):
     from .handshake.claims import ACCESS_READ, access_claims
     from .settings import DEFAULT_CONFIG_PATH, Config
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if args.documents is not None:
         # Document names hold no comma: "a-*,b" and a repeated --documents both work.
         extra["documents"] = [p for value in args.documents for p in value.split(",") if p]
@@ -201,9 +201,11 @@ def _postgres_schema(config):
     url = config.storage
     with psycopg.connect(url, **connection_options(url, config.storage_timeout)) as conn:
         set_timeouts(conn, config.storage_statement_timeout, config.storage_lock_timeout)
-        if conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()[0] is None:
+        table = conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()
+        if table is None or table[0] is None:
             return "no wsserver tables yet: the first start creates them"
-        version = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()[0] or 0
+        row = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()
+        version = (row[0] if row is not None else None) or 0
     if version > SCHEMA_VERSION:
         raise StorageSchemaError(version, SCHEMA_VERSION)
     return f"schema version {version}, this wsserver's is {SCHEMA_VERSION}"
@@ -278,7 +280,7 @@ def _import(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -287,7 +289,7 @@ def main(argv=None):
         return 2
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """Every command, its options and the function that runs it (`run`)."""
     from . import __version__
 

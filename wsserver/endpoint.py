@@ -121,7 +121,7 @@ class WebSocketEndpoint:
             log.exception(
                 "connection %s failed",
                 peer(environ),
-                extra=fields(conn, session and session.key, InternalError.close_code),
+                extra=fields(conn, session.key if session else None, InternalError.close_code),
             )
             conn.close(InternalError())
         finally:
@@ -286,7 +286,7 @@ class WebSocketEndpoint:
             metrics.flush()
 
     @property
-    def ready(self):
+    def ready(self) -> bool:
         """False from the moment SIGTERM arrived (see `shutdown`)."""
         return not self.stopping
 

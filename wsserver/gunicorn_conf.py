@@ -30,6 +30,8 @@ mode what gunicorn prints raw (a worker's boot error) becomes a JSON line too.
 `--access-logfile` gets wsserver's access lines (transport/handler.py), as `access_log: true` does.
 """
 
+from __future__ import annotations
+
 import gc
 import glob
 import json
@@ -37,9 +39,14 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from wsserver.logs import GunicornLogger
 from wsserver.platform import procfile_bind, procfile_workers
+
+if TYPE_CHECKING:  # gunicorn's master and worker, for type hints only
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 bind = procfile_bind()
 # gevent-websocket's worker with a deadline on request headers (transport/handler.py).
@@ -54,7 +61,7 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
 
 
-def on_starting(server):
+def on_starting(server: Arbiter) -> None:
     """Check the config before any worker starts: a bad one stops gunicorn with one line
     per problem, each naming its key (a worker would die with a traceback, over and
     over). The check runs in a forked child, so the master imports none of the modules
@@ -93,7 +100,7 @@ def on_starting(server):
         os.remove(path)
 
 
-def when_ready(server):
+def when_ready(server: Arbiter) -> None:
     """The start-up line, once gunicorn listens: version, storage, Redis (passwords
     masked), region, workers and the address (JSON in JSON mode, like every line)."""
     from wsserver.logs import startup_message
@@ -103,18 +110,18 @@ def when_ready(server):
     server.log.info(startup_message(fields), extra=fields)
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from wsserver import metrics
 
     metrics.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
     from wsserver.support.signals import before_previous
@@ -136,7 +143,7 @@ def post_worker_init(worker):
     )
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """In the worker, once its loop has returned: wait until every document is flushed
     and the region claims are released (the shutdown SIGTERM began, or one begun here
     when the worker exits for another reason). gunicorn also calls this in the master

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from jwt.types import Options
 
 from ..errors import ConfigError, Forbidden, InvalidToken, NoToken
 from ..support.validators import Problems, boolean, section, string, unchecked
@@ -123,7 +124,7 @@ class Authenticator:
         return principal.claims["exp"] + LEEWAY  # required, and a number (check_claim_types)
 
     def _decode(self, token, key, alg):
-        options = {"require": ["exp", "aud"]}
+        options: Options = {"require": ["exp", "aud"]}
         try:
             claims = jwt.decode(
                 token,

@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.lock import Semaphore
@@ -62,7 +62,9 @@ _IDS = itertools.count(1)
 
 
 class Connection:
-    def __init__(self, ws, max_message_size: int, max_pending_bytes: int, peer: str = "-") -> None:
+    def __init__(
+        self, ws: Any, max_message_size: int, max_pending_bytes: int, peer: str = "-"
+    ) -> None:
         self.ws = ws
         self.sock = geventws.socket_of(ws)
         try:
@@ -92,9 +94,9 @@ class Connection:
         self.id = f"{os.getpid():x}-{next(_IDS)}"
         # The backlog, bytes the kernel has not taken yet: a deque while there is one (an
         # empty deque is ~750 bytes, a quarter of what an idle connection holds in Python).
-        self._outbox = None
+        self._outbox: deque[bytes | memoryview] | None = None
         self._pending = 0
-        self._writer = None  # a greenlet while there is a backlog
+        self._writer: gevent.Greenlet | None = None  # a greenlet while there is a backlog
         self._head_partial = False  # the backlog starts with the rest of a begun frame
 
     # --- sending --------------------------------------------------------------------
@@ -154,6 +156,7 @@ class Connection:
         """The next bytes to write: a big frame alone, or the small ones before the next
         big one joined (one `sendall`, one copy of small frames only)."""
         outbox = self._outbox
+        assert outbox is not None  # called while there is a backlog
         data = outbox.popleft()
         if len(data) <= BIG_FRAME and outbox and len(outbox[0]) <= BIG_FRAME:
             parts = [data]
