@@ -52,7 +52,7 @@ const bytes = (n) => n === null || n === undefined ? '—' : n < 1024 ? n + ' B'
 const duration = (s) => s < 60 ? Math.round(s) + ' s' : s < 3600 ? Math.round(s / 60) + ' min' : s < 86400 ? (s / 3600).toFixed(1) + ' h' : (s / 86400).toFixed(1) + ' d'
 
 async function api (url, options = {}) {
-  const response = await fetch(url, { ...options, headers: { Authorization: 'Bearer ' + token } })
+  const response = await fetch(url, { ...options, headers: { Authorization: 'Bearer ' + token, ...(options.body ? { 'Content-Type': 'application/json' } : {}) } })
   if (response.status === 401 || (response.status === 403 && !(options.method && options.method !== 'GET'))) {
     logout('That token was refused.'); throw new Error('refused')
   }
@@ -169,9 +169,95 @@ function renderDetail (d) {
     el('div', { className: 'people' }, ...(people.length ? people : [el('span', { className: 'sub', textContent: 'nobody' })])),
     el('h4', { textContent: 'Connections' }),
     el('div', { id: 'doc-connections' }),
+    el('div', { id: 'doc-versions' }),
     el('h4', { textContent: 'Content' }),
     ...(roots.length ? roots : [el('div', { className: 'empty', textContent: 'The document is empty.' })]))
   refreshDocConnections(d)
+  refreshVersions(d)
+}
+
+// --- history: versions of the open document, the trash (once the server has them) ------
+
+let versionsShown = null  // signature of the versions list drawn, so a redraw is only on change
+
+async function refreshVersions (d) {
+  const box = $('doc-versions')
+  if (!box) return
+  let list
+  try {
+    const response = await fetch('/admin/api/documents/' + path(d) + '/versions', { headers: { Authorization: 'Bearer ' + token } })
+    if (response.status === 404) { box.replaceChildren(); return } // no history here
+    if (!response.ok) throw new Error(response.statusText)
+    list = (await response.json()).versions
+  } catch (e) { failed('versions')(e); return }
+  const signature = keyOf(d) + JSON.stringify(list)
+  if (versionsShown === signature && box.children.length) return
+  versionsShown = signature
+  const save = el('button', { className: 'more', textContent: 'Save a version', hidden: me.role !== 'operator' })
+  save.addEventListener('click', async () => {
+    const label = prompt('Label of the new version (optional)') ?? null
+    if (label === null) return
+    try { await api('/admin/api/documents/' + path(d) + '/versions', { method: 'POST', body: JSON.stringify({ label }) }) } catch (e) { alert('Failed: ' + e.message) }
+    versionsShown = null; refreshVersions(d)
+  })
+  box.replaceChildren(el('h4', { textContent: 'Versions' }),
+    list.length ? el('table', { id: 'versions' }, el('tbody', {}, ...list.map((v) => versionRow(d, v)))) : el('div', { className: 'sub', textContent: 'none yet' }),
+    save)
+}
+
+function versionRow (d, v) {
+  const preview = el('button', { className: 'more', textContent: 'Preview' })
+  preview.addEventListener('click', async () => {
+    try {
+      const body = await getJSON('/admin/api/documents/' + path(d) + '/versions/' + v.id)
+      $('preview-title').textContent = d.name + ' · ' + when(v.created_at) + (v.label ? ' · ' + text(v.label) : '')
+      $('preview-content').textContent = JSON.stringify(body.content, null, 2)
+      $('preview-restore').hidden = me.role !== 'operator'
+      $('preview-restore').onclick = () => restore(d, v)
+      $('preview-dialog').showModal()
+    } catch (e) { failed('preview')(e) }
+  })
+  const row = el('tr', {}, timeCell(v.created_at),
+    el('td', { textContent: v.label ? text(v.label) : '—' }),
+    el('td', { className: 'sub', textContent: (v.authors || []).map(text).join(', ') }),
+    el('td', { className: 'num', textContent: bytes(v.size) }),
+    el('td', {}, preview))
+  row.dataset.version = v.id
+  return row
+}
+
+async function restore (d, v) {
+  if (!confirm(`Restore ${d.name} to the version of ${when(v.created_at)}? Everyone editing it sees the change.`)) return
+  try {
+    await api('/admin/api/documents/' + path(d) + '/versions/' + v.id + '/restore', { method: 'POST' })
+    status('restored ' + d.name)
+    $('preview-dialog').close()
+  } catch (e) { alert('Restore failed: ' + e.message) }
+}
+
+async function refreshTrash () {
+  try {
+    const list = (await getJSON('/admin/api/trash')).trash
+    $('no-trash').hidden = list.length > 0
+    $('trash').replaceChildren(...list.map((t) => {
+      const actions = []
+      if (me.role === 'operator') {
+        for (const [label, method, suffix, ask] of [['Undelete', 'POST', 'undelete', null], ['Purge', 'DELETE', 'purge', 'Purge ' + keyOf(t) + ' for good, versions too?']]) {
+          const button = el('button', { className: label === 'Purge' ? 'danger' : 'more', textContent: label })
+          button.addEventListener('click', async () => {
+            if (ask && !confirm(ask)) return
+            try { await api('/admin/api/documents/' + path(t) + '/' + suffix, { method }) } catch (e) { alert(label + ' failed: ' + e.message) }
+            refreshTrash()
+          })
+          actions.push(button)
+        }
+      }
+      const row = el('tr', {}, el('td', {}, el('div', { className: 'name', textContent: t.name }), el('div', { className: 'sub', textContent: t.tenant + ' / ' + t.app })),
+        timeCell(t.deleted_at), timeCell(t.purge_at), el('td', {}, ...actions))
+      row.dataset.name = t.name
+      return row
+    }))
+  } catch (e) { failed('trash')(e) }
 }
 
 async function refreshDocConnections (d) {
@@ -401,8 +487,8 @@ async function refreshActivity () {
 
 // --- tabs and the refresh loop ---------------------------------------------------------------
 
-const REFRESH = { documents: () => refreshDocuments(), connections: refreshConnections, processes: refreshProcesses, activity: refreshActivity, tenants: refreshTenants, audit: () => refreshAudit() }
-const EVERY = { documents: 2000, connections: 2000, processes: 2000, activity: 5000, tenants: 3000, audit: 5000 }
+const REFRESH = { documents: () => refreshDocuments(), connections: refreshConnections, processes: refreshProcesses, activity: refreshActivity, tenants: refreshTenants, trash: refreshTrash, audit: () => refreshAudit() }
+const EVERY = { documents: 2000, connections: 2000, processes: 2000, activity: 5000, tenants: 3000, trash: 5000, audit: 5000 }
 
 function refresh () { return REFRESH[tab]() }
 
@@ -436,6 +522,9 @@ async function start () {
   try { me = await getJSON('/admin/api/me') } catch (e) { return }
   $('console').hidden = false; $('logout').hidden = false; $('tabs').hidden = false
   $('whoami').textContent = me.name + ' · ' + me.role
+  // The trash tab only where the server keeps one (history).
+  const trash = await fetch('/admin/api/trash', { headers: { Authorization: 'Bearer ' + token } })
+  document.querySelector('#tabs button[data-tab=trash]').hidden = !trash.ok
   const wanted = location.hash.slice(1)
   select(REFRESH[wanted] ? wanted : 'documents')
 }
