@@ -47,10 +47,12 @@ Backends implement the wire (see redis_streams.py):
     _disconnect()
 """
 
+from __future__ import annotations
+
 import logging
 import time
-import uuid
 from collections import deque
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -58,6 +60,8 @@ from gevent.event import Event
 from .. import metrics
 from ..logs import Throttled
 from ..support.backoff import Backoff
+from ..support.liveness import Beat, Liveness
+from ..support.redis import FailFast
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,10 @@ BYE = b"x"  # clean shutdown on the hosts stream: drop my clients' states now
 RECONNECT_RETRY = (0.1, 2.0)  # Backoff(first, cap) of the reader's reconnects
 MAX_QUEUED = 10_000  # publish queue; beyond it the oldest are dropped (and reconciled)
 BATCH = 512  # entries per publish round trip
+
+Fields = dict[bytes, bytes]
+OnSent = Callable[[], object] | None
+Queued = tuple[str, bytes, Fields, OnSent]  # waiting for the publisher
 
 
 def parse_id(entry_id):
@@ -95,32 +103,43 @@ class Subscription:
 
 
 class Fanout:
-    """See the module docstring. `heartbeat` seconds between alive entries, `host_ttl`
-    seconds of silence after which a process's awareness states are removed."""
+    """See the module docstring. `liveness`: the process's heartbeat (support/liveness.py),
+    whose id names this process's entries and whose beat writes its alive entry; a
+    process silent for its TTL has its awareness states removed. Without one (a fan-out
+    built alone) the engine runs a heartbeat of its own with the default timings."""
 
     enabled = True
 
-    def __init__(self, heartbeat=2.0, host_ttl=10.0, block_ms=1000, fail_fast=None):
+    def __init__(
+        self,
+        liveness: Liveness | None = None,
+        block_ms: int = 1000,
+        fail_fast: FailFast | None = None,
+    ) -> None:
         # The process's Redis outage window (support/redis.py), shared with the limits
         # and the registry: a subscribe on a handshake's path skips Redis while it is
         # open, and this engine's failures and recoveries open and close it too.
         self.fail_fast = fail_fast
-        self.host = uuid.uuid4().hex.encode()
-        self.heartbeat = heartbeat
-        self.host_ttl = host_ttl
+        self._own_liveness = liveness is None
+        self.liveness = liveness if liveness is not None else Liveness()
+        self.host = self.liveness.process.encode()
+        self.heartbeat = self.liveness.heartbeat
+        self.host_ttl = self.liveness.ttl
+        self._beat: Beat | None = None
         self.block_ms = block_ms
         self.state = "starting"  # "up" or "down" once the first connection was tried
-        self.subs = {}  # stream name -> Subscription
-        self._queue = deque()  # (stream, kind, fields, on_sent) waiting for the publisher
+        self.subs: dict[str, Subscription] = {}  # stream name -> Subscription
+        # (stream, kind, fields, on_sent) waiting for the publisher
+        self._queue: deque[Queued] = deque()
         self._wake_publisher = Event()
-        self._unpublished = set()  # streams with updates that could not be published
-        self._alive = {}  # other host -> monotonic time it was last heard from
+        self._unpublished: set[str] = set()  # streams with updates that could not be published
+        self._alive: dict[bytes, float] = {}  # other host -> monotonic time last heard from
         self._errors = Throttled(log)
         self._closed = False
         self._down_since = None
         self.lag_ms = None  # delivery delay of the last entry read from another process
         self.resyncs = 0
-        self._greenlets = []
+        self._greenlets: list[gevent.Greenlet] = []
 
     # --- names (a backend may override) ---------------------------------------------
 
@@ -138,11 +157,10 @@ class Fanout:
             self._recovered()
         except Exception as e:
             self._failed("connect", e)
-        self._greenlets = [
-            gevent.spawn(self._read_loop),
-            gevent.spawn(self._publish_loop),
-            gevent.spawn(self._heartbeat_loop),
-        ]
+        self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._publish_loop)]
+        self._beat = self.liveness.subscribe("fan-out", self._heartbeat)
+        if self._own_liveness:
+            self.liveness.start()
         return self
 
     def close(self, timeout=2.0):
@@ -155,6 +173,10 @@ class Fanout:
         if self.state == "up":
             self._send([(self.hosts_stream, {b"h": self.host, b"t": BYE})])
         self._closed = True
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._own_liveness:
+            self.liveness.stop()
         while self._queue:  # not sent in time: their callbacks still run, in order
             self._lost(*self._dropped(self._queue.popleft()))
         for greenlet in self._greenlets:
@@ -436,25 +458,27 @@ class Fanout:
 
     # --- heartbeat, awareness expiry, trimming --------------------------------------
 
-    def _heartbeat_loop(self):
-        while not self._closed:
-            gevent.sleep(self.heartbeat)
-            if self.state == "up":
-                self._enqueue(self.hosts_stream, ALIVE, b"")
-                try:
-                    self._trim()
-                except Exception as e:
-                    self._failed("trim", e)
-            now = time.monotonic()
-            for host, seen in list(self._alive.items()):
-                if now - seen > self.host_ttl:
-                    log.info(
-                        "fanout: no news from process %s for %.0fs; removing its "
-                        "clients' awareness states",
-                        host.decode(),
-                        now - seen,
-                    )
-                    self._forget_host(host)
+    def _heartbeat(self) -> None:
+        """The process's beat: an alive entry, trimming, and the expiry of processes
+        silent for the TTL."""
+        if self._closed:
+            return
+        if self.state == "up":
+            self._enqueue(self.hosts_stream, ALIVE, b"")
+            try:
+                self._trim()
+            except Exception as e:
+                self._failed("trim", e)
+        now = time.monotonic()
+        for host, seen in list(self._alive.items()):
+            if now - seen > self.host_ttl:
+                log.info(
+                    "fanout: no news from process %s for %.0fs; removing its "
+                    "clients' awareness states",
+                    host.decode(),
+                    now - seen,
+                )
+                self._forget_host(host)
 
     def _forget_host(self, host):
         self._alive.pop(host, None)

@@ -31,7 +31,8 @@ This base class owns what every backend shares, on this node:
   then is the claim released, so the next region loads everything from storage and
   this node keeps no stale copy to serve if the document comes back. A connection that
   comes back before that cancels the release;
-- the heartbeat that renews every claim this node holds, every `heartbeat` seconds;
+- the renewal of every claim this node holds, at most `heartbeat` seconds apart, on the
+  process's heartbeat (support/liveness.py), whose id names this node in the table;
 - outages: while the registry cannot be reached, this node keeps serving every
   document it holds (their handshakes need no registry call); only claims of new
   documents fail (1013), and after a failure they fail at once for a capped, growing
@@ -61,10 +62,7 @@ the registry's.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -79,6 +77,7 @@ if TYPE_CHECKING:
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
 from ...support.backoff import Backoff
+from ...support.liveness import Beat, Liveness
 from ...support.redis import FailFast
 
 log = logging.getLogger(__name__)
@@ -89,11 +88,6 @@ RELEASE_RETRY = (0.2, 10.0)
 # claimed, or flushed and evicted before its release): then 1013, retry. Shutdown
 # waits as long for each document, then leaves its claim to expire.
 LOCK_TIMEOUT = 1.0
-
-
-def node_id(region):
-    """A name for this process that no other process will ever use."""
-    return f"{region}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _never_loaded(key, compact=True):
@@ -138,11 +132,18 @@ class Registry(BlockingCalls):
         clock: Callable[[], float] = time.monotonic,
         fail_fast: FailFast | None = None,
         retry: tuple[float, float] = RELEASE_RETRY,
+        liveness: Liveness | None = None,
     ) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
+        # The process's heartbeat and id; without one (a registry built alone, tests)
+        # a heartbeat of its own at the registry's pace, and an id of its own.
+        self._own_liveness = liveness is None
+        self.liveness = liveness if liveness is not None else Liveness(heartbeat, ttl)
+        if self.liveness.heartbeat >= ttl:
+            raise ValueError("the process heartbeat must be shorter than the claims' ttl")
         self.region = region
-        self.node = node_id(region)
+        self.node = self.liveness.process
         self.release_after = release_after
         self.ttl = ttl
         self.heartbeat = heartbeat
@@ -162,7 +163,7 @@ class Registry(BlockingCalls):
         self._errors = Throttled(log, every=10.0)
         self._holdings: dict[DocKey, _Holding] = {}
         self._start_calls()
-        self._heartbeat = None
+        self._beat: Beat | None = None
         self._last_renewal = clock()
         self._closed = False
 
@@ -174,7 +175,11 @@ class Registry(BlockingCalls):
     def start(self) -> Registry:
         self._call(self._open)
         self._last_renewal = self.clock()
-        self._heartbeat = gevent.spawn(self._heartbeat_loop)
+        self._beat = self.liveness.subscribe(
+            "region registry", self._beat_renew, every=self.heartbeat
+        )
+        if self._own_liveness:
+            self.liveness.start()
         return self
 
     def close(self, release: bool = True) -> None:
@@ -185,8 +190,10 @@ class Registry(BlockingCalls):
         if self._closed:
             return
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.kill()
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._own_liveness:
+            self.liveness.stop()
         if not release:
             log.warning(
                 "not every document was flushed: its claims expire within %.0fs "
@@ -367,13 +374,14 @@ class Registry(BlockingCalls):
 
     # --- heartbeat ------------------------------------------------------------------
 
-    def _heartbeat_loop(self):
-        while True:
-            gevent.sleep(self.heartbeat)
-            try:
-                self.renew()
-            except Exception:
-                log.exception("region registry heartbeat failed")
+    def _beat_renew(self) -> None:
+        """The process's beat (support/liveness.py)."""
+        if self._closed:
+            return
+        try:
+            self.renew()
+        except Exception:
+            log.exception("region registry heartbeat failed")
 
     def renew(self) -> None:
         """Renew every claim this node holds; re-assert those that expired during an

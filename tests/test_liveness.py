@@ -1,0 +1,146 @@
+"""The process's one liveness scheme (wsserver/support/liveness.py): one id, one
+heartbeat greenlet, one TTL, to which the fan-out, the quotas and the registry
+subscribe their beats."""
+
+import os
+import re
+import socket
+
+import gevent
+import pytest
+from conftest import base_config
+
+from wsserver.errors import ConfigError
+from wsserver.settings import Config
+from wsserver.support.liveness import Liveness
+
+
+def test_parts_beat_on_one_heartbeat_each_at_its_pace():
+    liveness = Liveness(0.05, 1.0)
+    beats = {"every": 0, "slow": 0}
+    liveness.subscribe("every", lambda: beats.__setitem__("every", beats["every"] + 1))
+    liveness.subscribe("slow", lambda: beats.__setitem__("slow", beats["slow"] + 1), every=0.2)
+    liveness.start()
+    gevent.sleep(0.62)
+    liveness.stop()
+    assert 9 <= beats["every"] <= 13, beats
+    assert 2 <= beats["slow"] <= 4, beats  # at most 0.2 s apart, on the 0.05 s ticks
+    seen = dict(beats)
+    gevent.sleep(0.15)
+    assert beats == seen  # stopped: no more beats
+
+
+def test_a_failing_or_hung_beat_stops_neither_the_others_nor_itself():
+    liveness = Liveness(0.05, 1.0)
+    calls = {"failing": 0, "hung": 0, "fine": 0}
+
+    def failing():
+        calls["failing"] += 1
+        raise RuntimeError("storage down")
+
+    def hung():
+        calls["hung"] += 1
+        gevent.sleep(10)
+
+    liveness.subscribe("failing", failing)
+    liveness.subscribe("hung", hung)
+    liveness.subscribe("fine", lambda: calls.__setitem__("fine", calls["fine"] + 1))
+    liveness.start()
+    gevent.sleep(0.33)
+    assert calls["failing"] >= 4 and calls["fine"] >= 4, calls
+    assert calls["hung"] == 1, calls  # skipped while its previous beat runs
+    hung_beat = [g for g in [b.running for b in liveness._beats] if g is not None][1]
+    liveness.stop()
+    gevent.sleep(0)
+    assert hung_beat.dead  # the shutdown ends a beat still running
+
+
+def test_a_cancelled_beat_stops_and_the_id_names_the_process():
+    liveness = Liveness(0.05, 1.0).start()
+    count = []
+    beat = liveness.subscribe("part", lambda: count.append(1), at_once=True)
+    gevent.sleep(0.12)
+    beat.cancel()
+    seen = len(count)
+    gevent.sleep(0.12)
+    liveness.stop()
+    assert seen >= 2 and len(count) == seen
+    host, pid, tail = liveness.process.rsplit(":", 2)
+    assert host == socket.gethostname() and pid == str(os.getpid())
+    assert re.fullmatch(r"[0-9a-f]{8}", tail)
+    assert Liveness().process != liveness.process  # never reused
+
+
+def test_process_timings_are_checked(tmp_path):
+    config = Config.from_mapping(base_config(tmp_path, process=None))
+    assert config.process == {"heartbeat_seconds": 2.0, "ttl_seconds": 10.0}
+    for process, key in (
+        ({"heartbeat_seconds": 3, "ttl_seconds": 5}, "process.heartbeat_seconds"),
+        ({"ttl_seconds": "x"}, "process.ttl_seconds"),
+        ({"heartbeat": 1}, "process.heartbeat"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            Config.from_mapping(base_config(tmp_path, process=process))
+        assert e.value.key == key
+    # A record renewed on the heartbeat must outlive two of them.
+    with pytest.raises(ConfigError) as e:
+        Config.from_mapping(
+            base_config(
+                tmp_path,
+                process={"heartbeat_seconds": 2, "ttl_seconds": 10},
+                rate_limit={"lease_seconds": 3},
+            )
+        )
+    assert e.value.key == "rate_limit.lease_seconds"
+
+
+ONE_ID = """
+import json, sys
+from gevent import monkey
+
+monkey.patch_all()  # as the servers are: Redis reads would block the thread otherwise
+from wsserver.app import create_app, endpoint_of
+
+app = create_app(json.loads(sys.argv[1]))
+endpoint = endpoint_of(app)
+fanout = endpoint.documents.fanout
+registry = next(g.registry for g in endpoint.handshake.gates if hasattr(g, "registry"))
+quota = app.extensions["wsserver.limits"].backend
+liveness = fanout.liveness
+report = {
+    "ids": sorted({fanout.host.decode(), registry.node, quota.instance, liveness.process}),
+    "shared": liveness is registry.liveness is quota.liveness,
+    "subscribers": sorted(liveness.subscribers),
+    "timings": [liveness.heartbeat, fanout.host_ttl],
+}
+endpoint.shutdown(timeout=5)
+report["left"] = liveness.subscribers
+print(json.dumps(report))
+"""
+
+
+def test_every_part_names_the_process_with_its_one_id(tmp_path, redis_url):
+    """The fan-out's host, the registry's node and the quotas' instance are one id, and
+    the three beat on one heartbeat with the `process` timings; the shutdown ends it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    regions = {"eu": "ws://127.0.0.1:1", "us": "ws://127.0.0.1:2"}  # the Redis registry
+    config = base_config(tmp_path, redis=redis_url, region="eu", regions=regions)
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_ID, json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert len(report["ids"]) == 1, report
+    assert report["shared"], report
+    assert report["subscribers"] == ["fan-out", "quota lease", "region registry"], report
+    assert report["timings"] == [0.25, 2.0], report  # the test config's
+    assert report["left"] == [], report
