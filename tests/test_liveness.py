@@ -5,6 +5,7 @@ subscribe their beats."""
 import os
 import re
 import socket
+import time
 
 import gevent
 import pytest
@@ -15,23 +16,51 @@ from wsserver.settings import Config
 from wsserver.support.liveness import Liveness
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def ticks(liveness, clock, n):
+    """`n` heartbeats of the fake clock, each beat given its turn."""
+    for _ in range(n):
+        clock.now += liveness.heartbeat
+        liveness.tick()
+        gevent.sleep(0)
+
+
 def test_parts_beat_on_one_heartbeat_each_at_its_pace():
-    liveness = Liveness(0.05, 1.0)
+    clock = FakeClock()
+    liveness = Liveness(0.25, 2.0, clock=clock)
     beats = {"every": 0, "slow": 0}
     liveness.subscribe("every", lambda: beats.__setitem__("every", beats["every"] + 1))
-    liveness.subscribe("slow", lambda: beats.__setitem__("slow", beats["slow"] + 1), every=0.2)
-    liveness.start()
-    gevent.sleep(0.62)
+    liveness.subscribe("slow", lambda: beats.__setitem__("slow", beats["slow"] + 1), every=1.0)
+    ticks(liveness, clock, 12)
+    # every tick; at most 1 s apart, on the ticks: the 4th, 8th and 12th
+    assert beats == {"every": 12, "slow": 3}, beats
+
+
+def test_the_heartbeat_runs_until_stopped():
+    liveness = Liveness(0.02, 1.0).start()
+    count = []
+    liveness.subscribe("part", lambda: count.append(1))
+    deadline = time.monotonic() + 10
+    while len(count) < 3:
+        assert time.monotonic() < deadline, count
+        gevent.sleep(0.01)
     liveness.stop()
-    assert 9 <= beats["every"] <= 13, beats
-    assert 2 <= beats["slow"] <= 4, beats  # at most 0.2 s apart, on the 0.05 s ticks
-    seen = dict(beats)
-    gevent.sleep(0.15)
-    assert beats == seen  # stopped: no more beats
+    seen = len(count)
+    gevent.sleep(0.1)  # five heartbeats
+    assert len(count) == seen  # stopped: no more beats
+    assert liveness.subscribers == []
 
 
 def test_a_failing_or_hung_beat_stops_neither_the_others_nor_itself():
-    liveness = Liveness(0.05, 1.0)
+    clock = FakeClock()
+    liveness = Liveness(0.25, 2.0, clock=clock)
     calls = {"failing": 0, "hung": 0, "fine": 0}
 
     def failing():
@@ -43,28 +72,27 @@ def test_a_failing_or_hung_beat_stops_neither_the_others_nor_itself():
         gevent.sleep(10)
 
     liveness.subscribe("failing", failing)
-    liveness.subscribe("hung", hung)
+    hung_beat = liveness.subscribe("hung", hung)
     liveness.subscribe("fine", lambda: calls.__setitem__("fine", calls["fine"] + 1))
-    liveness.start()
-    gevent.sleep(0.33)
-    assert calls["failing"] >= 4 and calls["fine"] >= 4, calls
-    assert calls["hung"] == 1, calls  # skipped while its previous beat runs
-    hung_beat = [g for g in [b.running for b in liveness._beats] if g is not None][1]
+    ticks(liveness, clock, 5)
+    assert calls == {"failing": 5, "hung": 1, "fine": 5}, calls  # skipped while it runs
+    running = hung_beat.running
     liveness.stop()
     gevent.sleep(0)
-    assert hung_beat.dead  # the shutdown ends a beat still running
+    assert running is not None and running.dead  # the shutdown ends a beat still running
 
 
 def test_a_cancelled_beat_stops_and_the_id_names_the_process():
-    liveness = Liveness(0.05, 1.0).start()
+    clock = FakeClock()
+    liveness = Liveness(0.25, 2.0, clock=clock)
     count = []
     beat = liveness.subscribe("part", lambda: count.append(1), at_once=True)
-    gevent.sleep(0.12)
+    gevent.sleep(0)
+    assert count == [1]  # at once, before the first heartbeat
+    ticks(liveness, clock, 2)
     beat.cancel()
-    seen = len(count)
-    gevent.sleep(0.12)
-    liveness.stop()
-    assert seen >= 2 and len(count) == seen
+    ticks(liveness, clock, 2)
+    assert count == [1, 1, 1]
     host, pid, tail = liveness.process.rsplit(":", 2)
     assert host == socket.gethostname() and pid == str(os.getpid())
     assert re.fullmatch(r"[0-9a-f]{8}", tail)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from ..support.liveness import Liveness
 from ..support.redis import FailFast
-from .base import Fanout, NoFanout
+from .base import Fanout
+from .nofanout import NoFanout
 
 if TYPE_CHECKING:
     from ..settings import Config

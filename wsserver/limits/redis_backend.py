@@ -196,10 +196,9 @@ def _limit(value):
 
 
 class RedisQuota(QuotaBackend):
-    """See the module docstring. `liveness`: the process's heartbeat and id (without
-    one, a heartbeat of its own with the lease's pace); `heartbeat=False` (unit tests)
-    leaves renewing the lease to explicit `heartbeat()` calls (and the instance gets
-    an id of its own, so several in one test process are several instances)."""
+    """See the module docstring. `liveness`: the process's heartbeat and id (without one,
+    an id and a heartbeat of its own at the lease's pace); `heartbeat=False` (unit tests)
+    leaves renewing the lease to explicit `heartbeat()` calls."""
 
     def __init__(
         self,
@@ -245,8 +244,7 @@ class RedisQuota(QuotaBackend):
             self._beat = liveness.subscribe(
                 "quota lease", self._renew_lease, every=self.interval, at_once=True
             )
-            if self._own_liveness:
-                liveness.start()
+            liveness.start()  # its own; the process's is started already (a no-op)
         self.liveness = liveness
 
     # --- QuotaBackend ---------------------------------------------------------------

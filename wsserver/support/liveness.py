@@ -96,13 +96,18 @@ class Beat:
     __slots__ = ("name", "callback", "every", "last", "running", "_owner")
 
     def __init__(
-        self, owner: Liveness, name: str, callback: Callable[[], object], every: float
+        self,
+        owner: Liveness,
+        name: str,
+        callback: Callable[[], object],
+        every: float,
+        now: float,
     ) -> None:
         self._owner = owner
         self.name = name
         self.callback = callback
         self.every = every
-        self.last = time.monotonic()
+        self.last = now
         self.running: gevent.Greenlet | None = None
 
     def cancel(self) -> None:
@@ -113,13 +118,15 @@ class Beat:
 
 
 class Liveness:
-    """See the module docstring. `process`: the id (default: a new one)."""
+    """See the module docstring. `process`: the id (default: a new one); `clock`
+    (tests) times the beats' pace."""
 
     def __init__(
         self,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         ttl_seconds: float = TTL_SECONDS,
         process: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < heartbeat_seconds < ttl_seconds:
             raise ValueError("the heartbeat must be shorter than the TTL")
@@ -129,6 +136,7 @@ class Liveness:
         self._beats: list[Beat] = []
         self._ticker: gevent.Greenlet | None = None
         self._stopped = False
+        self.clock = clock
         self._errors = Throttled(log)
 
     @classmethod
@@ -151,7 +159,7 @@ class Liveness:
         heartbeat stops; `at_once`: a first time now (in the beat's greenlet; the
         caller does not wait). `name` says whose beat it is in logs. `callback` handles
         its own failures; what it raises is logged (throttled) and the beats go on."""
-        beat = Beat(self, name, callback, every or 0.0)
+        beat = Beat(self, name, callback, every or 0.0, self.clock())
         self._beats.append(beat)
         if at_once and not self._stopped:
             beat.running = gevent.spawn(self._run, beat)
@@ -191,7 +199,7 @@ class Liveness:
 
     def tick(self) -> None:
         """One heartbeat: start every due beat."""
-        now = time.monotonic()
+        now = self.clock()
         for beat in list(self._beats):
             # Due on the last tick before `every` would pass: never later than it.
             if now - beat.last + self.heartbeat <= beat.every:
