@@ -51,11 +51,12 @@ def test_the_heartbeat_runs_until_stopped():
     while len(count) < 3:
         assert time.monotonic() < deadline, count
         gevent.sleep(0.01)
+    assert liveness.running
     liveness.stop()
     seen = len(count)
     gevent.sleep(0.1)  # five heartbeats
     assert len(count) == seen  # stopped: no more beats
-    assert liveness.subscribers == []
+    assert liveness.subscribers == [] and not liveness.running
 
 
 def test_a_failing_or_hung_beat_stops_neither_the_others_nor_itself():
@@ -127,6 +128,7 @@ import json, sys
 from gevent import monkey
 
 monkey.patch_all()  # as the servers are: Redis reads would block the thread otherwise
+import gevent
 from wsserver.app import create_app, endpoint_of
 
 app = create_app(json.loads(sys.argv[1]))
@@ -141,8 +143,11 @@ report = {
     "subscribers": sorted(liveness.subscribers),
     "timings": [liveness.heartbeat, fanout.host_ttl],
 }
+running = liveness.running
 endpoint.shutdown(timeout=5)
+gevent.sleep(0)  # a killed greenlet ends at its next switch
 report["left"] = liveness.subscribers
+report["running"] = [running, liveness.running]
 print(json.dumps(report))
 """
 
@@ -172,3 +177,4 @@ def test_every_part_names_the_process_with_its_one_id(tmp_path, redis_url):
     assert report["subscribers"] == ["fan-out", "quota lease", "region registry"], report
     assert report["timings"] == [0.25, 2.0], report  # the test config's
     assert report["left"] == [], report
+    assert report["running"] == [True, False], report  # the shutdown stopped it

@@ -171,6 +171,11 @@ class Liveness:
             self._beats.remove(beat)
 
     @property
+    def running(self) -> bool:
+        """The heartbeat greenlet is alive (started and not stopped)."""
+        return self._ticker is not None and not self._ticker.dead
+
+    @property
     def subscribers(self) -> list[str]:
         """The names of the parts beating (for tests and logs)."""
         return [beat.name for beat in self._beats]
