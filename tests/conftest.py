@@ -369,6 +369,20 @@ def wait_workers_answering(http_url, workers, timeout=30, alive=lambda: True):
     return pids
 
 
+def run_script(script, *args, timeout=60):
+    """Run Python `script` (e.g. one that patches with gevent's monkey first, as the
+    servers do) in a process of its own with `args`; the JSON of its last output line."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 def free_port():
     import socket
 

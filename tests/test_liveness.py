@@ -156,22 +156,12 @@ def test_every_part_names_the_process_with_its_one_id(tmp_path, redis_url):
     """The fan-out's host, the registry's node and the quotas' instance are one id, and
     the three beat on one heartbeat with the `process` timings; the shutdown ends it."""
     import json
-    import subprocess
-    import sys
 
-    from conftest import ROOT
+    from conftest import run_script
 
     regions = {"eu": "ws://127.0.0.1:1", "us": "ws://127.0.0.1:2"}  # the Redis registry
     config = base_config(tmp_path, redis=redis_url, region="eu", regions=regions)
-    result = subprocess.run(
-        [sys.executable, "-c", ONE_ID, json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
+    report = run_script(ONE_ID, json.dumps(config))
     assert len(report["ids"]) == 1, report
     assert report["shared"], report
     assert report["subscribers"] == ["fan-out", "quota lease", "region registry"], report
