@@ -25,7 +25,7 @@ from flask import Flask
 
 from . import __version__
 from .documents.manager import DocumentManager
-from .documents.storage import open_store
+from .documents.storage import Store, open_store
 from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
 from .fanout import open_fanout
@@ -57,21 +57,23 @@ QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal
 class WebSocketDispatch:
     """WSGI middleware: requests gevent-websocket upgraded go to the endpoint."""
 
-    def __init__(self, wsgi_app, endpoint: WebSocketEndpoint) -> None:
+    def __init__(self, wsgi_app: Callable[..., Any], endpoint: WebSocketEndpoint) -> None:
         self.wsgi_app = wsgi_app
         self.endpoint = endpoint
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
         if environ.get("wsgi.websocket") is not None:
             self.endpoint.handle(environ)
             return []
         return self.wsgi_app(environ, start_response)
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
     """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
         return True
+    if host is None:  # no address given
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -357,7 +359,7 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 
-def readiness_checks(endpoint, store):
+def readiness_checks(endpoint: WebSocketEndpoint, store: Store) -> dict[str, Callable[[], object]]:
     """/readyz's checks, in order: accepting connections, this process's way to the
     store, its event loop. Nothing every process shares (Redis, the database itself):
     see http/probes.py."""

@@ -70,6 +70,8 @@ class Config:
 
         def __getattr__(self, name: str) -> Any: ...
 
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     @classmethod
     def from_mapping(
         cls,
