@@ -42,6 +42,7 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .settings.config import name_sources
+from .support.liveness import Liveness
 from .support.redis import FailFast
 from .support.validators import Problems
 from .transport import handler
@@ -216,6 +217,7 @@ class Parts:
     registry: Any  # regions.registry.Registry
     region_gate: RegionGate
     endpoint: WebSocketEndpoint
+    liveness: Liveness  # the process's id and heartbeat, for the parts built later
 
 
 def build_parts(config: Config, authenticator: Authenticator) -> Parts:
@@ -224,7 +226,10 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     # One Redis outage window for the process: after a Redis failure, every gate skips
     # Redis at once for a while instead of each handshake waiting a timeout per gate.
     redis_fail_fast = FailFast()
-    quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
+    # One id and one heartbeat for every part that tells the other processes this one is
+    # alive (support/liveness.py): the quotas' lease, the fan-out, the region claims.
+    liveness = Liveness.from_config(config.process).start()
+    quota = build_quota(config, authenticator, redis_fail_fast, liveness)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
     store = open_store(
         config.storage,
@@ -237,7 +242,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     region_map = RegionMap.from_config(config)
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
-    fanout = open_fanout(config, redis_fail_fast)
+    fanout = open_fanout(config, redis_fail_fast, liveness)
     documents = DocumentManager(
         store,
         config,
@@ -251,6 +256,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
         on_claim_reasserted=documents.refresh,
         fail_fast=redis_fail_fast if config.redis else None,
+        liveness=liveness,
     )
     # The documents and the registry need each other: no snapshot of a document this
     # node may have lost to another region. Wired here, before any room exists.
@@ -263,8 +269,19 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     endpoint = WebSocketEndpoint(
         config, authenticator, documents, store, gates, quota.refusals, webhooks
     )
+    # After every part's goodbye (each cancels its own beat in its close).
+    endpoint.stop_at_shutdown("the process heartbeat", liveness.stop)
     return Parts(
-        quota, webhooks, store, region_map, fanout, documents, registry, region_gate, endpoint
+        quota,
+        webhooks,
+        store,
+        region_map,
+        fanout,
+        documents,
+        registry,
+        region_gate,
+        endpoint,
+        liveness,
     )
 
 
