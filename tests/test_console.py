@@ -258,3 +258,27 @@ def test_the_last_hour_is_summed_over_processes_point_by_point():
         ),  # fmt: skip
         later,
     ]
+
+
+def test_the_board_entry_beats_on_the_process_heartbeat_and_leaves_with_the_process(
+    start_server, redis_url
+):
+    """The admin board's entry is named by the process id (support/liveness.py), renewed
+    on the process heartbeat within the process TTL (the test config: 0.25 s / 2 s), and
+    taken off the board when the process stops."""
+    import time
+
+    import redis
+    from conftest import TEST_PROCESS
+
+    server = start_server(admin=ADMINS, redis=redis_url)
+    [process] = ok(server, "processes")["processes"]
+    key = f"wsserver:admin:live:{process['process']}"
+    client = redis.Redis.from_url(redis_url)
+    ttl_ms = TEST_PROCESS["ttl_seconds"] * 1000
+    deadline = time.monotonic() + TEST_PROCESS["ttl_seconds"] + 0.5
+    while time.monotonic() < deadline:  # outlives its TTL: renewed on every beat
+        assert 0 < client.pttl(key) <= ttl_ms, client.pttl(key)
+        time.sleep(0.1)
+    assert server.stop() == 0
+    assert client.exists(key) == 0  # its goodbye, not its expiry

@@ -343,6 +343,7 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         app.extensions[health.EXTENSION],
         lambda plan_app: plan_of(plan_app, config.plans),
         __version__,
+        parts.liveness,
     )
     app.register_blueprint(admin_console)
     app.register_blueprint(

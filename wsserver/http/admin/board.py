@@ -2,21 +2,19 @@
 for all of them (their live documents, connections, state and last hour), and reaches
 the others' documents and connections.
 
-Each process writes its record (`local()`: {"process", "documents", "current"}) every
-PUBLISH_EVERY seconds under its own key, which expires when it stops (a killed process
-disappears within EXPIRE seconds), its last hour of stats (stats.py) under another at
-each new point, and listens on a channel for commands ({"kind": "drop", "key"},
-{"kind": "close", "id", "code", "reason"}, {"kind": "connections", "filters"}) that
-`handle(command)` carries out here, answering JSON on the command's reply list.
-Connections are asked for, not published: a process may hold thousands, and the
-console wants them only while an admin looks. Redis errors are logged (throttled) and
-the API then shows this process only.
+Each process writes its record (`local()`: {"process", "documents", "current"}) on the
+process heartbeat (support/liveness.py) under its own key, named by the process id and
+expiring after the process TTL (a killed process disappears within it; one that stops
+deletes its entry), its last hour of stats (stats.py) under another at each new point,
+and listens on a channel for commands ({"kind": "drop", "key"}, {"kind": "close", "id",
+"code", "reason"}, {"kind": "connections", "filters"}) that `handle(command)` carries
+out here, answering JSON on the command's reply list. Connections are asked for, not
+published: a process may hold thousands, and the console wants them only while an admin
+looks. Redis errors are logged (throttled) and the API then shows this process only.
 """
 
 import json
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -38,41 +36,44 @@ class RedisBoard:
     PREFIX = "wsserver:admin:live:"
     STATS = "wsserver:admin:stats:"
     CHANNEL = "wsserver:admin:drop"
-    PUBLISH_EVERY = 1.0
-    EXPIRE = 5
     STATS_EXPIRE = 30  # a point comes every 10 s
 
-    def __init__(self, client: Any, subscriber: Any) -> None:
+    def __init__(self, client: Any, subscriber: Any, liveness: Any) -> None:
         self.client = client
         self.subscriber = subscriber  # a client without a read timeout: pub/sub
-        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.liveness = liveness  # support/liveness.py: the id, the heartbeat, the TTL
+        self.node = liveness.process
+        self.expire_ms = int(liveness.ttl * 1000)
         self._errors = Throttled(log)
         self._cache: tuple[float, list[dict]] = (0.0, [])
-        self._greenlets: list[gevent.Greenlet] = []  # its loops, once started
+        self._beat: Any = None
+        self._listener: gevent.Greenlet | None = None
 
     def start(
         self, local: Callable[[], dict[str, Any]], handle: Callable[[dict[str, Any]], Any]
     ) -> None:
         self._local, self._handle = local, handle
-        self._greenlets = [gevent.spawn(self._publish_loop), gevent.spawn(self._listen_loop)]
+        self._beat = self.liveness.subscribe("admin board", self.publish, at_once=True)
+        self._listener = gevent.spawn(self._listen_loop)
 
     def stop(self) -> None:
-        """End the publishing and listening (the end of a shutdown); this process's
-        entry expires from the board within EXPIRE seconds."""
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
+        """End the publishing and listening and take this process's entry off the board
+        (the end of a shutdown; a process that cannot is gone within its TTL)."""
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._listener is not None:
+            self._listener.kill(block=False)
         self.subscriber.close()
-
-    def _publish_loop(self) -> None:
-        while True:
-            self.publish()
-            gevent.sleep(self.PUBLISH_EVERY)
+        try:
+            self.client.delete(self.PREFIX + self.node, self.STATS + self.node)
+        except Exception as e:
+            self._errors.error("admin board: goodbye failed: %s: %s", type(e).__name__, e)
 
     def publish(self) -> None:
         """This process's record on the board now."""
         try:
             record = dict(self._local(), node=self.node)
-            self.client.set(self.PREFIX + self.node, json.dumps(record), ex=self.EXPIRE)
+            self.client.set(self.PREFIX + self.node, json.dumps(record), px=self.expire_ms)
         except Exception as e:  # redis-py raises RedisError and OSError subclasses
             self._errors.error("admin board: publish failed: %s: %s", type(e).__name__, e)
 
@@ -107,9 +108,9 @@ class RedisBoard:
         return [json.loads(v) for v in values if v is not None]
 
     def others(self, cached: bool = False) -> list[dict[str, Any]]:
-        """Every other live process's record; `cached`: at most PUBLISH_EVERY old."""
+        """Every other live process's record; `cached`: at most a heartbeat old."""
         now = time.monotonic()
-        if cached and now - self._cache[0] < self.PUBLISH_EVERY:
+        if cached and now - self._cache[0] < self.liveness.heartbeat:
             return self._cache[1]
         try:
             records = self._read(self.PREFIX)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,6 +61,7 @@ class Cluster:
         connections: Callable[[], Iterable[Any]],
         state: Callable[[], dict[str, Any]],
         plans: Callable[[], dict[tuple[str, str], tuple[str | None, Any]]],
+        liveness: Any,
         board: RedisBoard | None = None,
     ) -> None:
         self.inspector, self._connections, self._state, self._plans = (
@@ -71,8 +71,8 @@ class Cluster:
             plans,
         )
         self.board = board
-        self.name = board.node if board is not None else f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.sampler = Sampler(lambda: len(self.members()))
+        self.name = liveness.process
+        self.sampler = Sampler(lambda: len(self.members()), liveness)
         if board is not None:
             self.sampler.on_point = board.publish_series
             board.start(self.local, self.handle)

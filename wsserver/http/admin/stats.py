@@ -1,14 +1,15 @@
 """The last hour of one process at 10 s resolution, kept by the process itself (no
 Prometheus needed): what the console's charts draw, summed over processes.
 
-Every STEP seconds (aligned to the wall clock, so every process's points share their
-times) a `Sampler` reads this process's own metric objects (wsserver/metrics.py) and
-keeps the differences as one point; HOUR points are kept. A point: {"t" (Unix time of
-its end), "connections", "updates" (per second), "deliveries" (messages sent per
-second), "refusals" ({close code: count}), "commit_p50", "commit_p99" (seconds, from the
-histogram's buckets: the upper bound of the bucket the quantile falls in; null without
-commits), "errors" (storage, registry and Redis errors)}. `series()` adds the point
-under way (its figures so far) so a chart shows now, not up to 10 s ago.
+At the first process heartbeat (support/liveness.py) after each multiple of STEP seconds
+of the wall clock (so every process's points share their times) a `Sampler` reads this
+process's own metric objects (wsserver/metrics.py) and keeps the differences as one
+point; HOUR points are kept. A point: {"t" (Unix time of its end), "connections",
+"updates" (per second), "deliveries" (messages sent per second), "refusals" ({close
+code: count}), "commit_p50", "commit_p99" (seconds, from the histogram's buckets: the
+upper bound of the bucket the quantile falls in; null without commits), "errors"
+(storage, registry and Redis errors)}. `series()` adds the point under way (its figures
+so far) so a chart shows now, not up to 10 s ago.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-import gevent
 
 from ... import metrics
 
@@ -91,28 +90,30 @@ def point(
 
 
 class Sampler:
-    """This process's last hour (see the module doc). `connections()`: open ones now.
-    `on_point(points)`: called after each new point (the board publishes them)."""
+    """This process's last hour (see the module doc). `connections()`: open ones now;
+    `liveness`: the process heartbeat it samples on. `on_point(points)`: called after
+    each new point (the board publishes them)."""
 
-    def __init__(self, connections: Callable[[], int]) -> None:
+    def __init__(self, connections: Callable[[], int], liveness: Any) -> None:
         self.connections = connections
         self.points: deque[dict[str, Any]] = deque(maxlen=HOUR)
         self.on_point: Callable[[list[dict[str, Any]]], object] | None = None
-        self._last = (_totals(), time.time())
-        self._greenlet = gevent.spawn(self._loop)
+        now = time.time()
+        self._last = (_totals(), now)
+        self._due = STEP * (now // STEP + 1)  # the end of the point under way
+        self._beat = liveness.subscribe("admin stats", self.beat)
 
-    def _loop(self) -> None:
-        while True:
-            gevent.sleep(STEP - time.time() % STEP)
-            self.sample()
+    def beat(self) -> None:
+        """On a heartbeat: a new point once the point under way has ended."""
+        now = time.time()
+        if now >= self._due:
+            self.sample(now)
 
-    def sample(self) -> None:
-        now, totals = time.time(), _totals()
-        before, since = self._last
-        self.points.append(
-            point(before, totals, now - since, self.connections(), STEP * round(now / STEP))
-        )
+    def sample(self, now: float) -> None:
+        totals, (before, since) = _totals(), self._last
+        self.points.append(point(before, totals, now - since, self.connections(), self._due))
         self._last = (totals, now)
+        self._due = STEP * (now // STEP + 1)
         if self.on_point is not None:
             self.on_point(list(self.points))
 
@@ -120,7 +121,7 @@ class Sampler:
         """The point under way: the figures since the last point, per second so far."""
         before, since = self._last
         now = time.time()
-        return point(before, _totals(), now - since, self.connections(), STEP * (now // STEP + 1))
+        return point(before, _totals(), now - since, self.connections(), self._due)
 
     def series(self, minutes: float = 60) -> list[dict[str, Any]]:
         """The points of the last `minutes`, oldest first, then the one under way."""
@@ -128,7 +129,7 @@ class Sampler:
         return [p for p in self.points if p["t"] >= start] + [self.current()]
 
     def stop(self) -> None:
-        self._greenlet.kill(block=False)
+        self._beat.cancel()
 
 
 def summed(series_per_process: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

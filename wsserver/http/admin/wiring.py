@@ -27,13 +27,17 @@ def console(
     report: Callable[[], dict[str, Any]],
     plan_of: Callable[[Any], Any],
     version: str,
+    liveness: Any,
 ) -> Blueprint:
     """`settings`: the `admin` section (None: every route answers 404); `report`: the
-    /healthz body; `plan_of(app)`: an app's Limits. Whatever greenlet it starts is
-    stopped at the endpoint's shutdown."""
+    /healthz body; `plan_of(app)`: an app's Limits; `liveness`: the process's id and
+    heartbeat (support/liveness.py), which the board and the stats beat on. Whatever
+    it starts is stopped at the endpoint's shutdown."""
     board = None
     if settings and redis_url:  # the admin console sees every process
-        board = RedisBoard(redis_client(redis_url), blocking_client(redis_url, "admin-board", None))
+        board = RedisBoard(
+            redis_client(redis_url), blocking_client(redis_url, "admin-board", None), liveness
+        )
         endpoint.stop_at_shutdown("the admin board", board.stop)
     inspector = Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
     if not settings:
@@ -56,6 +60,6 @@ def console(
         for tenant in endpoint.handshake.authenticator.tenants.values()
         for app in tenant.apps.values()
     }
-    cluster = Cluster(inspector, lambda: endpoint.connections, state, lambda: apps, board)
+    cluster = Cluster(inspector, lambda: endpoint.connections, state, lambda: apps, liveness, board)
     endpoint.stop_at_shutdown("the admin stats", cluster.stop)
     return blueprint(settings, inspector, cluster, AuditTrail(store))
