@@ -32,6 +32,7 @@ from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
 from .http import admin, discovery, health, metrics, probes
+from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
@@ -326,17 +327,18 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
     )
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
-    app.register_blueprint(
-        document_api.blueprint(  # /v1/documents/...
-            endpoint.handshake,
-            parts.region_gate,
-            parts.quota.write_gate,
-            parts.documents,
-            parts.store,
-            config.max_message_size,
-            lambda: endpoint.shutting_down,
-        )
+    document_parts = (
+        endpoint.handshake,
+        parts.region_gate,
+        parts.quota.write_gate,
+        parts.documents,
+        parts.store,
+        config.max_message_size,
+        lambda: endpoint.shutting_down,
     )
+    app.register_blueprint(document_api.blueprint(*document_parts))  # /v1/documents/...
+    # .../content, .../map/FIELD: writes without Yjs
+    app.register_blueprint(content_api.blueprint(*document_parts))
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 

@@ -29,6 +29,7 @@ from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from ...errors import BadRequest
 from .values import MAX_DEPTH, plain
+from .xml import attributes_of
 
 # Tiptap 3's StarterKit (with its Link, priority 1000 so first) orders marks so.
 MARK_ORDER = ("link", "bold", "code", "italic", "strike", "underline")
@@ -71,7 +72,7 @@ def _children_json(parent: XmlParent, depth: int) -> list[Node]:
 
 def _element_json(element: XmlElement, depth: int) -> Node:
     node: Node = {"type": str(element.tag)}
-    attrs = _attrs(dict(element.attributes), depth)
+    attrs = _attrs(attributes_of(element), depth)
     if attrs:
         node["attrs"] = attrs
     content = _children_json(element, depth)
@@ -172,7 +173,7 @@ def _check_node(node: object, path: str, depth: int) -> None:
 def normalized(nodes: list[Node]) -> list[Node]:
     """`nodes` as they read back once written (nulls and empty attrs left out, text
     runs merged, marks ordered): what `replace` compares with what is there."""
-    scratch = Doc()
+    scratch: Doc = Doc()
     fragment = scratch.get("scratch", type=XmlFragment)
     insert(fragment, 0, nodes)
     return fragment_json(fragment)["content"]
@@ -277,7 +278,7 @@ def _same_kind(child: object, item: Node | list[Node]) -> bool:
 
 def _update_element(element: XmlElement, node: Node) -> None:
     attrs = node.get("attrs", {})
-    current = dict(element.attributes)
+    current = attributes_of(element)
     for key in current.keys() - attrs.keys():
         del element.attributes[key]
     for key, value in attrs.items():

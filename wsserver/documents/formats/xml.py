@@ -24,6 +24,7 @@ property test in tests/test_content_formats.py.
 
 import json
 import re
+from typing import Any
 
 from pycrdt import XmlElement, XmlFragment, XmlText
 
@@ -76,6 +77,11 @@ def xml_name(name: str) -> str:
     return name
 
 
+def attributes_of(element: XmlElement) -> dict[str, Any]:
+    """An element's attributes as a dict (pycrdt's view iterates (key, value) pairs)."""
+    return dict(element.attributes)  # type: ignore[call-overload]
+
+
 def to_xml(node: XmlFragment | XmlElement | XmlText) -> str:
     """The escaped XML string form of `node` (see the module's docstring)."""
     parts: list[str] = []
@@ -90,7 +96,7 @@ def _write(node: XmlFragment | XmlElement | XmlText, parts: list[str]) -> None:
         return
     if isinstance(node, XmlElement):
         tag = xml_name(str(node.tag))
-        parts.append(f"<{tag}{_attributes(dict(node.attributes))}>")
+        parts.append(f"<{tag}{_attributes(attributes_of(node))}>")
         for child in node.children:
             _write(child, parts)
         parts.append(f"</{tag}>")

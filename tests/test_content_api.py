@@ -1,0 +1,185 @@
+"""Content without Yjs over real HTTP (issue 25): GET ?format=prosemirror|text|markdown,
+PUT/POST .../content, PATCH .../map/FIELD against one real `wsserver serve`, with a real
+y-websocket provider where a write must reach a live client.
+"""
+
+import json
+import uuid
+
+import pytest
+import yaml
+from conftest import NodeProcess, ServerProcess, base_config, make_token
+from pycrdt import Doc, Map, Text
+from test_content_formats import DOC, TYPED
+from test_document_api import assert_error, request
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("content")
+    config = base_config(
+        directory, max_message_size=8192, rate_limit={"handshakes_per_ip": "1000/minute"}
+    )
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server = ServerProcess(path).start()
+    yield server
+    server.proc.kill()
+    server.proc.wait()
+
+
+def name():
+    return f"content-{uuid.uuid4().hex[:10]}"
+
+
+def get(api, doc, form, field=None, token=None):
+    query = f"?format={form}" + (f"&field={field}" if field else "")
+    status, headers, body = request(
+        api, "GET", f"/v1/documents/{doc}{query}", token or make_token()
+    )
+    assert status == 200, body
+    if form in ("json", "prosemirror"):
+        return json.loads(body)
+    return body.decode()
+
+
+def write(api, method, doc, body, token=None, path="content", **query):
+    q = "&".join(f"{k}={v}" for k, v in query.items())
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body.encode()
+    return request(api, method, f"/v1/documents/{doc}/{path}?{q}", token or make_token(), data)
+
+
+def ok(answer, stored=True):
+    status, _, body = answer
+    assert (status, json.loads(body)) == (200, {"stored": stored}), body
+
+
+def test_prosemirror_put_then_get_gives_the_same_json_and_every_format(api):
+    doc = name()
+    ok(write(api, "PUT", doc, DOC, format="prosemirror"))
+    assert get(api, doc, "prosemirror") == DOC
+    ok(write(api, "PUT", doc, DOC, format="prosemirror"), stored=False)  # no change
+    assert get(api, doc, "text") == f"Title\n{TYPED} bold link 😀\nafter\none\na < b\n\n"
+    markdown = get(api, doc, "markdown")
+    assert markdown.startswith("## Title\n\n") and "\\<script>" in markdown
+    status, headers, _ = request(api, "GET", f"/v1/documents/{doc}?format=markdown", make_token())
+    assert headers["Content-Type"] == "text/markdown; charset=utf-8"
+    # ?format=json: the escaped XML string form.
+    form = get(api, doc, "json")["default"]
+    assert (
+        "&lt;/paragraph&gt;&lt;script&gt;" in form
+        and 'href="https://e.com/?a=1&amp;b=&quot;2&quot;"' in form
+    )
+
+
+def test_markdown_put_get_is_stable_after_one_round_and_post_appends(api):
+    doc = name()
+    source = "# Notes\n\n* one\n* two **bold**\n\nA [link](https://x.org) and `code`.\n"
+    ok(write(api, "PUT", doc, source, format="markdown", field="notes"))
+    first = get(api, doc, "markdown", "notes")
+    ok(write(api, "PUT", doc, first, format="markdown", field="notes"), stored=False)
+    assert get(api, doc, "markdown", "notes") == first
+    ok(
+        write(
+            api, "POST", doc, "Appended *here*.", format="markdown", field="notes", position="end"
+        )
+    )
+    assert get(api, doc, "markdown", "notes") == first + "\nAppended *here*.\n"
+    ok(write(api, "POST", doc, "first line", format="text", field="notes", position="start"))
+    assert get(api, doc, "text", "notes").startswith("first line\nNotes\none\n")
+
+
+def test_text_fields_and_map_patches(api):
+    doc = name()
+    ok(write(api, "PUT", doc, "hello world", format="text", field="code"))
+    ok(write(api, "POST", doc, "!", format="text", field="code"))
+    assert get(api, doc, "text", "code") == "hello world!"
+    ok(write(api, "PATCH", doc, {"title": "T", "n": 3, "tags": ["a"]}, path="map/meta"))
+    ok(write(api, "PATCH", doc, {"n": None, "ok": True}, path="map/meta"))
+    assert get(api, doc, "json") == {
+        "code": "hello world!",
+        "meta": {"title": "T", "tags": ["a"], "ok": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "method, path, body, query, error",
+    [
+        (
+            "PUT",
+            "content",
+            {"type": "paragraph"},
+            {"format": "prosemirror"},
+            "not a ProseMirror document",
+        ),
+        (
+            "PUT",
+            "content",
+            {"type": "doc", "content": [{"type": "p", "content": [{"type": "text"}]}]},
+            {"format": "prosemirror"},
+            "content[0].content[0]: a text node needs a non-empty text",
+        ),
+        ("PUT", "content", "not json", {"format": "prosemirror"}, "not JSON"),
+        ("PUT", "content", "x", {"format": "html"}, "format must be one of"),
+        (
+            "POST",
+            "content",
+            "x",
+            {"format": "text", "position": "middle"},
+            "position must be one of",
+        ),
+        (
+            "PUT",
+            "content",
+            DOC,
+            {"format": "prosemirror", "field": "code"},
+            "field 'code' is a text",
+        ),
+        ("PUT", "content", "x", {"format": "markdown", "field": "meta"}, "field 'meta' is a map"),
+        ("PATCH", "map/code", {"a": 1}, {}, "field 'code' is a text"),
+        ("PATCH", "map/meta", [1], {}, "must be a JSON object"),
+    ],
+)
+def test_invalid_writes_are_400_and_change_nothing(api, method, path, body, query, error):
+    doc = name()
+    seed = Doc()
+    seed["code"] = Text("kept")
+    seed["meta"] = Map({"k": "v"})
+    status, _, _ = request(
+        api, "POST", f"/v1/documents/{doc}/update", make_token(), seed.get_update()
+    )
+    assert status == 200
+    before = request(api, "GET", f"/v1/documents/{doc}", make_token())[2]
+    data = assert_error(write(api, method, doc, body, path=path, **query), 400, 400)
+    assert error in data["error"], data
+    assert request(api, "GET", f"/v1/documents/{doc}", make_token())[2] == before
+
+
+def test_read_only_tokens_cannot_write_and_reads_of_other_kinds_are_400(api):
+    doc = name()
+    ok(write(api, "PUT", doc, "x", format="text", field="code"))
+    reader = make_token(access="read")
+    assert_error(write(api, "PUT", doc, "y", reader, format="text", field="code"), 403, 4003)
+    assert_error(write(api, "PATCH", doc, {"a": 1}, reader, path="map/m"), 403, 4003)
+    assert get(api, doc, "text", "code", reader) == "x"
+    status, _, body = request(
+        api, "GET", f"/v1/documents/{doc}?format=prosemirror&field=code", reader
+    )
+    assert status == 400 and "field 'code' is a text" in json.loads(body)["error"]
+    assert get(api, doc, "prosemirror", "absent") == {"type": "doc", "content": []}
+
+
+def test_a_put_reaches_a_live_provider_as_a_forward_update(api):
+    """A provider on the document sees the PUT live, on the connection it had."""
+    doc, token = name(), make_token()
+    ok(write(api, "PUT", doc, "line one\nline two", format="text", field="code"))
+    node = NodeProcess(
+        "content_watch.mjs", {"url": api.url, "token": token, "room": doc, "field": "code"}
+    )
+    try:
+        assert node.wait_phase("synced", 20)["text"] == "line one\nline two"
+        ok(write(api, "PUT", doc, "line 1\nline two", format="text", field="code"))
+        seen = node.wait_phase("changed", 10)
+        assert seen == {"phase": "changed", "text": "line 1\nline two", "connects": 1}
+    finally:
+        node.kill()
