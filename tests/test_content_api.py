@@ -12,6 +12,10 @@ from conftest import NodeProcess, ServerProcess, base_config, make_token
 from pycrdt import Doc, Map, Text
 from test_content_formats import DOC, TYPED
 from test_document_api import assert_error, request
+from test_webhooks import HOOK_SECRET, Receiver
+
+from wsserver.errors import ConfigError
+from wsserver.webhooks.settings import parse_hooks
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +187,42 @@ def test_a_put_reaches_a_live_provider_as_a_forward_update(api):
         assert seen == {"phase": "changed", "text": "line 1\nline two", "connects": 1}
     finally:
         node.kill()
+
+
+def test_document_changed_carries_the_changed_fields_content(tmp_path):
+    """A hook with `include_content: markdown` gets, in each document.changed, the
+    fields that changed since its last event, as Markdown (other kinds as JSON)."""
+    receiver = Receiver()
+    config = base_config(tmp_path)
+    config["auth"]["tenants"]["acme"]["apps"]["editor"]["webhooks"] = [
+        {
+            "url": f"{receiver.url}/ok",
+            "secret": HOOK_SECRET,
+            "events": ["document.changed"],
+            "debounce_seconds": 0.1,
+            "include_content": "markdown",
+        }
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server = ServerProcess(path).start()
+    try:
+        doc = name()
+        ok(write(server, "PUT", doc, "# Title\n\nText.\n", format="markdown", field="notes"))
+        receiver.wait(lambda: receiver.events("/ok", doc), 5, "the first document.changed")
+        assert receiver.events("/ok", doc)[0][1]["content"] == {"notes": "# Title\n\nText.\n"}
+        ok(write(server, "PATCH", doc, {"n": 1}, path="map/meta"))
+        receiver.wait(lambda: len(receiver.events("/ok", doc)) == 2, 5, "a second event")
+        assert receiver.events("/ok", doc)[1][1]["content"] == {"meta": {"n": 1}}  # only it
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+        receiver.close()
+
+
+def test_include_content_must_be_a_format():
+    with pytest.raises(ConfigError) as error:
+        parse_hooks(
+            "hooks", [{"url": "https://x.org", "secret": HOOK_SECRET, "include_content": "html"}]
+        )
+    assert "hooks[0].include_content" in str(error.value)

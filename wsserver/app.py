@@ -48,6 +48,7 @@ from .support.redis import client as redis_client
 from .support.validators import Problems
 from .transport import handler
 from .webhooks import build_webhooks
+from .webhooks.content import document_reader
 from .webhooks.settings import hooks_by_app
 
 EXTENSION = "wsserver"
@@ -244,6 +245,8 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         on_stored=webhooks.document_stored if webhooks is not None else None,
         fanout=fanout,
     )
+    if webhooks is not None:  # include_content: a document.changed reads the document
+        webhooks.read_document = document_reader(documents, store)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config,

@@ -27,7 +27,7 @@ TEXT, FRAGMENT, ARRAY, MAP, UNKNOWN = "text", "fragment", "array", "map", "unkno
 
 def document_json(update: bytes) -> dict:
     """{root name: JSON value} of the document `update` (a Yjs v1 update) holds."""
-    return {name: _json(kind, root) for name, (kind, root) in sorted(roots(update).items())}
+    return {name: field_json(kind, root) for name, (kind, root) in sorted(roots(update).items())}
 
 
 def roots(update: bytes, names: list[str] | None = None) -> dict[str, tuple[str, object]]:
@@ -60,7 +60,8 @@ def roots(update: bytes, names: list[str] | None = None) -> dict[str, tuple[str,
     return result
 
 
-def _json(kind: str, root: object) -> object:
+def field_json(kind: str, root: object) -> object:
+    """The JSON of a root of `kind` (as `roots` gives them)."""
     if kind == FRAGMENT:
         return to_xml(root)  # type: ignore[arg-type]
     if kind == TEXT:

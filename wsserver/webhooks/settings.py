@@ -6,13 +6,17 @@
         events: [document.changed, document.created, connection.opened, connection.closed]
         debounce_seconds: 2                        # document.changed: at most one per
                                                    # document this often (0.1 to 10)
+        include_content: markdown                  # document.changed carries the changed
+                                                   # fields (json, prosemirror, markdown, text)
 
-`events` defaults to all four. Every error names its key and stops start-up.
+`events` defaults to all four; `include_content` to none (webhooks/content.py). Every
+error names its key and stops start-up.
 """
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..documents.formats.fields import CONTENT_FORMATS
 from ..errors import ConfigError
 from ..support.validators import Problems, known_keys, long_secret
 
@@ -21,7 +25,7 @@ DOCUMENT_CREATED = "document.created"
 CONNECTION_OPENED = "connection.opened"
 CONNECTION_CLOSED = "connection.closed"
 EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
-KEYS = ("url", "secret", "events", "debounce_seconds")
+KEYS = ("url", "secret", "events", "debounce_seconds", "include_content")
 DEFAULT_DEBOUNCE = 2.0
 # The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
 MAX_DEBOUNCE = 10.0
@@ -36,6 +40,7 @@ class Hook:
     secret: bytes
     events: frozenset
     debounce_seconds: float = DEFAULT_DEBOUNCE
+    include_content: str | None = None  # a format of CONTENT_FORMATS
 
     def __repr__(self):  # never the secret
         return f"Hook({self.url})"
@@ -78,7 +83,12 @@ def _parse_hook(path, entry):
         raise ConfigError(
             f"{path}.debounce_seconds", f"must be a number from {MIN_DEBOUNCE} to {MAX_DEBOUNCE:g}"
         )
-    return Hook(url, secret.encode("utf-8"), frozenset(events), float(debounce))
+    include = entry.get("include_content")
+    if include is not None and include not in CONTENT_FORMATS:
+        raise ConfigError(
+            f"{path}.include_content", f"must be one of {', '.join(CONTENT_FORMATS)} (or absent)"
+        )
+    return Hook(url, secret.encode("utf-8"), frozenset(events), float(debounce), include)
 
 
 def hooks_by_app(authenticator):

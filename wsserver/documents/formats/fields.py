@@ -12,12 +12,14 @@ from typing import Any
 from pycrdt import Doc, Map, Text, XmlFragment
 
 from ...errors import BadRequest
-from ..content import FRAGMENT, TEXT, UNKNOWN, roots
+from ..content import FRAGMENT, TEXT, UNKNOWN, field_json, roots
 from . import markdown, prosemirror, text
 
 READ_FORMATS = ("prosemirror", "text", "markdown")
 WRITE_FORMATS = ("prosemirror", "markdown", "text")
 POSITIONS = ("end", "start")
+# What a webhook's document.changed may carry (webhooks/content.py).
+CONTENT_FORMATS = ("json", "prosemirror", "markdown", "text")
 # The ProseMirror document Tiptap's Collaboration extension edits by default.
 DEFAULT_FIELD = "default"
 
@@ -42,6 +44,26 @@ def read_field(update: bytes, field: str, form: str) -> Any:
     if form == "markdown":
         return markdown.doc_markdown(doc)
     return text.doc_text(doc)
+
+
+def field_contents(update: bytes, form: str) -> dict[str, Any]:
+    """{field: content} of every field of the document `update` holds, in format `form`
+    (CONTENT_FORMATS) where it applies (an XML field in any; a text field as text in
+    markdown, prosemirror being for XML only), else as its JSON (maps, arrays, an
+    empty field as null)."""
+    contents = {}
+    for name, (kind, root) in roots(update).items():
+        if form in READ_FORMATS and kind == FRAGMENT:
+            doc = prosemirror.fragment_json(root)  # type: ignore[arg-type]
+            value: Any = doc
+            if form == "markdown":
+                value = markdown.doc_markdown(doc)
+            elif form == "text":
+                value = text.doc_text(doc)
+        else:
+            value = field_json(kind, root)
+        contents[name] = value
+    return contents
 
 
 def parse_body(body: bytes, form: str) -> Any:
