@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import yaml
-from conftest import NodeProcess, ServerProcess, base_config, make_token
+from conftest import ROOT, NodeProcess, ServerProcess, base_config, make_token
 from pycrdt import Doc, Map, Text
 from test_content_formats import DOC, TYPED
 from test_document_api import assert_error, request
@@ -226,3 +226,23 @@ def test_include_content_must_be_a_format():
             "hooks", [{"url": "https://x.org", "secret": HOOK_SECRET, "include_content": "html"}]
         )
     assert "hooks[0].include_content" in str(error.value)
+
+
+def test_the_readmes_python_backend_snippet_reads_markdown_and_appends(api, capsys):
+    """The README's snippet ("Content without Yjs"), run as written against the server."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Content without Yjs") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    doc = name()
+    for placeholder, value in (
+        ("https://sync.example.com", api.http),
+        ("a JWT your backend signs, as for the socket", make_token()),
+        ("my-doc", doc),
+    ):
+        assert placeholder in code, f"the README snippet no longer has {placeholder}"
+        code = code.replace(placeholder, value)
+    ok(write(api, "PUT", doc, "# Notes\n", format="markdown"))
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "# Notes\n\n"
+    assert get(api, doc, "markdown") == "# Notes\n\nReviewed by the **backend**.\n"
