@@ -246,3 +246,20 @@ def test_the_readmes_python_backend_snippet_reads_markdown_and_appends(api, caps
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out == "# Notes\n\n"
     assert get(api, doc, "markdown") == "# Notes\n\nReviewed by the **backend**.\n"
+
+
+def test_a_write_on_one_process_reaches_a_client_of_another(start_server, tmp_path, redis_url):
+    """Two processes (one database, one Redis): a PUT answered by one is live at once
+    in a provider connected to the other, as any update is."""
+    config = base_config(tmp_path, redis=redis_url)
+    a, b = start_server(config), start_server(config)
+    doc, token = name(), make_token()
+    node = NodeProcess(
+        "content_watch.mjs", {"url": b.url, "token": token, "room": doc, "field": "t"}
+    )
+    try:
+        assert node.wait_phase("synced", 20)["text"] == ""
+        ok(write(a, "PUT", doc, "from process a", format="text", field="t"))
+        assert node.wait_phase("changed", 10)["text"] == "from process a"
+    finally:
+        node.kill()

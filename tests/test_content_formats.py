@@ -6,15 +6,18 @@ ProseMirror JSON and Markdown both ways, plain text.
 import copy
 import xml.etree.ElementTree as ET
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from wsserver.documents.content import document_json
 from wsserver.documents.formats import prosemirror as pm
+from wsserver.documents.formats.fields import read_field
 from wsserver.documents.formats.markdown import doc_markdown, markdown_doc
 from wsserver.documents.formats.text import doc_text, replace_text
-from wsserver.documents.formats.xml import to_xml
+from wsserver.documents.formats.xml import MAX_DEPTH, to_xml
+from wsserver.errors import NestedTooDeep
 
 # The examples: typed text that looks like markup, and a link's href.
 TYPED = 'if a < b && c > "d" then </paragraph><script>x</script>'
@@ -229,3 +232,16 @@ def test_replace_text_rewrites_only_the_middle():
     update = doc.get_update(before)
     assert b"big " in update and b"world" not in update and "héllo".encode() not in update
     assert update.endswith(b"\x00")  # an empty delete set: nothing deleted
+
+
+def test_elements_nested_too_deep_are_422_not_a_recursion_error():
+    doc = Doc()
+    element = doc.get("default", type=XmlFragment).children.append(XmlElement("p"))
+    for _ in range(MAX_DEPTH + 5):
+        element = element.children.append(XmlElement("p"))
+    update = doc.get_update()
+    for form in ("prosemirror", "markdown", "text"):
+        with pytest.raises(NestedTooDeep):
+            read_field(update, "default", form)
+    with pytest.raises(NestedTooDeep):
+        document_json(update)

@@ -27,7 +27,7 @@ from typing import Any
 
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
-from ...errors import BadRequest
+from ...errors import BadRequest, NestedTooDeep
 from .values import MAX_DEPTH, plain
 from .xml import attributes_of
 
@@ -71,6 +71,8 @@ def _children_json(parent: XmlParent, depth: int) -> list[Node]:
 
 
 def _element_json(element: XmlElement, depth: int) -> Node:
+    if depth > MAX_DEPTH:  # any client can nest elements a thousand deep
+        raise NestedTooDeep()
     node: Node = {"type": str(element.tag)}
     attrs = _attrs(attributes_of(element), depth)
     if attrs:

@@ -16,13 +16,11 @@ import math
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from ...errors import NestedTooDeep
-from .xml import to_xml
+from .xml import MAX_DEPTH, to_xml
 
 XML_TYPES = (XmlFragment, XmlElement, XmlText)
 # Whole floats up to 2**53 are exact integers in JS too.
 MAX_SAFE = 2**53
-# Nesting levels of a root's JSON (far below Python's recursion limit).
-MAX_DEPTH = 100
 
 
 def plain(value: object, depth: int = 1) -> object:

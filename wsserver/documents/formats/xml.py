@@ -28,6 +28,10 @@ from typing import Any
 
 from pycrdt import XmlElement, XmlFragment, XmlText
 
+from ...errors import NestedTooDeep
+
+# Levels of elements (as formats/values.py: far below Python's recursion limit).
+MAX_DEPTH = 100
 # Characters XML 1.0 does not allow anywhere, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # A simplified XML Name: letters, digits and `_ - . :` (any Unicode letter or digit).
@@ -83,13 +87,16 @@ def attributes_of(element: XmlElement) -> dict[str, Any]:
 
 
 def to_xml(node: XmlFragment | XmlElement | XmlText) -> str:
-    """The escaped XML string form of `node` (see the module's docstring)."""
+    """The escaped XML string form of `node` (see the module's docstring);
+    NestedTooDeep (422) past MAX_DEPTH levels of elements."""
     parts: list[str] = []
-    _write(node, parts)
+    _write(node, parts, 1)
     return "".join(parts)
 
 
-def _write(node: XmlFragment | XmlElement | XmlText, parts: list[str]) -> None:
+def _write(node: XmlFragment | XmlElement | XmlText, parts: list[str], depth: int) -> None:
+    if depth > MAX_DEPTH:  # any client can nest elements a thousand deep
+        raise NestedTooDeep()
     if isinstance(node, XmlText):
         for insert, attributes in node.diff():
             _write_run(insert, attributes or {}, parts)
@@ -98,11 +105,11 @@ def _write(node: XmlFragment | XmlElement | XmlText, parts: list[str]) -> None:
         tag = xml_name(str(node.tag))
         parts.append(f"<{tag}{_attributes(attributes_of(node))}>")
         for child in node.children:
-            _write(child, parts)
+            _write(child, parts, depth + 1)
         parts.append(f"</{tag}>")
         return
     for child in node.children:
-        _write(child, parts)
+        _write(child, parts, depth + 1)
 
 
 def _write_run(insert: object, attributes: dict, parts: list[str]) -> None:
