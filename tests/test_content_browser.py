@@ -10,8 +10,11 @@ import time
 import uuid
 
 import pytest
+import test_browser_closes
 from conftest import NODE_DIR, make_token
 from test_document_api import request
+
+browser = test_browser_closes.browser  # the fixture: one Chromium per module
 
 SEEN_WITHIN = 1.0  # the issue: a PUT appears in the page within a second
 
@@ -23,19 +26,6 @@ def bundle(tmp_path_factory):
         ["node", "bundle.mjs", "content_editors.js", str(path)], cwd=NODE_DIR, check=True
     )
     return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    from test_ops import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def open_editor(browser, bundle, server, start, room, field):
