@@ -103,6 +103,12 @@ def test_tiptap_types_a_document_the_api_reads_and_writes_it(start_server, brows
         keys.press("Control+i")
         keys.type("italic < & >")
         keys.press("Control+i")
+        keys.type(" and ")
+        keys.press("Control+i")
+        keys.press("Control+b")
+        keys.type("both")  # two marks: ordered as Tiptap's schema orders them
+        keys.press("Control+b")
+        keys.press("Control+i")
         keys.type(" and a ")
         page.evaluate(
             """href => editor.chain().focus().insertContent(
