@@ -33,12 +33,16 @@ from .text import HARD_BREAK, inline_text
 Node = dict[str, Any]
 
 _DELIMITERS = {"bold": "**", "italic": "*", "strike": "~~"}
+_KEPT = ("bold", "italic", "strike", "code", "link")
 _ESCAPE = re.compile(r"([\\`*_\[\]~<]|&(?=#?\w+;))")
 _LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")
 _TASK = re.compile(r"^\[([ xX])\]( |$)")
 _RANK = {name: i for i, name in enumerate(MARK_ORDER)}
 
 _parser = MarkdownIt("commonmark", {"html": False}).enable("strikethrough")
+# A link's href as written (markdown-it would percent-encode it, and a round trip would
+# change it); validateLink still turns javascript: and the like into text.
+_parser.normalizeLink = lambda url: url  # type: ignore[method-assign]
 
 
 # --- ProseMirror JSON -> Markdown ---------------------------------------------------
@@ -59,11 +63,11 @@ def _block(node: Node) -> str:
     content = node.get("content", [])
     attrs = node.get("attrs", {})
     if kind == "paragraph":
-        return _inline(content)
+        return _textblock(content)
     if kind == "heading":
         level = attrs.get("level", 1)
         level = min(max(level, 1), 6) if isinstance(level, int) else 1
-        return "#" * level + " " + _inline(content)
+        return "#" * level + " " + _textblock(content)
     if kind == "blockquote":
         return "\n".join("> " + line if line else ">" for line in _blocks(content).split("\n"))
     if kind in ("bulletList", "taskList"):
@@ -79,7 +83,7 @@ def _block(node: Node) -> str:
     if kind == "text":
         return _escape(node["text"], True)
     if any(child["type"] == "text" for child in content):
-        return _inline(content)
+        return _textblock(content)
     return _blocks(content)
 
 
@@ -123,7 +127,10 @@ def _escape_start(match: re.Match) -> str:
 def _code_span(text: str) -> str:
     longest = max((len(run) for run in re.findall("`+", text)), default=0)
     ticks = "`" * (longest + 1)
-    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    # CommonMark takes one space off each end of a span that has one at both ends and
+    # is not all spaces, and a backtick at an end would join the fence.
+    spaced = text.startswith(" ") and text.endswith(" ") and text.strip(" ")
+    pad = " " if spaced or text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
@@ -151,44 +158,94 @@ def _close(mark: Node) -> str:
     return f"]({href})"
 
 
+def _textblock(nodes: list[Node]) -> str:
+    """A textblock's inline Markdown, checked by reading it back: CommonMark's flanking
+    rules do not let every mark begin or end anywhere (`a**~~b~~**` is no bold), and a
+    mark that would not read back would make the next round's Markdown differ. Then the
+    block is written without bold, italic and strike (text, code and links stay), which
+    reads back as written."""
+    markdown = _inline(nodes)
+    if all(n["type"] in ("text", HARD_BREAK) for n in nodes):
+        read = _inline_nodes(_parser.parseInline(markdown)[0].children or [])
+        if _signature(read) != _signature(nodes):
+            plain = [
+                {**n, "marks": [m for m in n.get("marks", []) if m["type"] not in _DELIMITERS]}
+                for n in nodes
+            ]
+            markdown = _inline(plain)
+    return markdown
+
+
+def _signature(nodes: list[Node]) -> list[tuple[str, list]]:
+    """(character, the marks Markdown keeps) of each character; whitespace is written
+    outside delimiters, so its bold, italic and strike do not count."""
+    chars: list[tuple[str, list]] = []
+    for node in nodes:
+        if node["type"] == HARD_BREAK:
+            chars.append(("\n", []))
+            continue
+        marks = sorted(
+            (m["type"], _kept_attrs(m)) for m in node.get("marks", []) if m["type"] in _KEPT
+        )
+        for char in node["text"]:
+            kept = [m for m in marks if m[0] not in _DELIMITERS] if char.isspace() else marks
+            chars.append((char, kept))
+    return chars
+
+
+def _kept_attrs(mark: Node) -> tuple:
+    attrs = mark.get("attrs") or {}
+    return (attrs.get("href") or "", attrs.get("title") or "") if mark["type"] == "link" else ()
+
+
 def _inline(nodes: list[Node]) -> str:
     """Inline nodes as Markdown: delimiters opened and closed as marks begin and end,
-    whitespace kept outside them (`** b**` would not be bold)."""
+    whitespace kept outside bold, italic and strike (`** b**` would not be bold), inside
+    links and code."""
     out: list[str] = []
     active: list[Node] = []
     pending = ""  # trailing whitespace of the last node, outside closing delimiters
     line_start = True
     for node in nodes:
         if node["type"] == HARD_BREAK:  # marks close before it (a break cannot be linked)
-            out.extend(_close(m) for m in reversed(active))
-            out.append(pending + "\\\n")
+            _close_all(out, active, pending)
+            out.append("\\\n")
             active, pending, line_start = [], "", True
             continue
         marks = _marks(node)
         keep = 0
         while keep < min(len(active), len(marks)) and active[keep] == marks[keep]:
             keep += 1
-        out.extend(_close(m) for m in reversed(active[keep:]))
-        if node["type"] == "text":
+        _close_all(out, active[keep:], pending)
+        lead, trail = "", ""
+        if node["type"] != "text":  # another inline node: its text
+            body = _escape(inline_text(node.get("content", [])), line_start)
+        elif any(m["type"] == "code" for m in node.get("marks", [])):
+            body = _code_span(node["text"])
+        else:
             text = node["text"]
             core = text.strip()
             lead = text[: len(text) - len(text.lstrip())] if core else text
             trail = text[len(text.rstrip()) :] if core else ""
-            if any(m["type"] == "code" for m in node.get("marks", [])):
-                body = _code_span(core)
-            else:
-                body = _escape(core, line_start and not (pending + lead))
-        else:  # another inline node: its text
-            lead, trail = "", ""
-            body = _escape(inline_text(node.get("content", [])), line_start)
-        out.append(pending + lead)
-        out.extend(_open(m) for m in marks[keep:])
+            body = _escape(core, line_start and not (pending + lead))
+        opened = marks[keep:]  # a link (ranked first) opens before the whitespace
+        out.extend(_open(m) for m in opened if m["type"] == "link")
+        out.append(lead)
+        out.extend(_open(m) for m in opened if m["type"] != "link")
         out.append(body)
         active, pending = marks, trail
         line_start = line_start and not body
-    out.extend(_close(m) for m in reversed(active))
-    out.append(pending)
+    _close_all(out, active, pending)
     return "".join(out).strip(" ")
+
+
+def _close_all(out: list[str], marks: list[Node], pending: str) -> None:
+    """Close `marks` (innermost first), `pending` whitespace after bold, italic and
+    strike but inside a link."""
+    closing = list(reversed(marks))
+    out.extend(_close(m) for m in closing if m["type"] != "link")
+    out.append(pending)
+    out.extend(_close(m) for m in closing if m["type"] == "link")
 
 
 # --- Markdown -> ProseMirror JSON ---------------------------------------------------
