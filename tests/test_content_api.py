@@ -98,10 +98,16 @@ def test_text_fields_and_map_patches(api):
     ok(write(api, "PUT", doc, "hello world", format="text", field="code"))
     ok(write(api, "POST", doc, "!", format="text", field="code"))
     assert get(api, doc, "text", "code") == "hello world!"
+    # Markdown into a text field (a Markdown editor's source) is written as it is.
+    ok(write(api, "PUT", doc, "draft", format="text", field="md"))
+    ok(write(api, "PUT", doc, "# *src*\n", format="markdown", field="md"))
+    ok(write(api, "POST", doc, "more\n", format="markdown", field="md"))
+    assert get(api, doc, "markdown", "md") == get(api, doc, "text", "md") == "# *src*\nmore\n"
     ok(write(api, "PATCH", doc, {"title": "T", "n": 3, "tags": ["a"]}, path="map/meta"))
     ok(write(api, "PATCH", doc, {"n": None, "ok": True}, path="map/meta"))
     assert get(api, doc, "json") == {
         "code": "hello world!",
+        "md": "# *src*\nmore\n",
         "meta": {"title": "T", "tags": ["a"], "ok": True},
     }
 
@@ -140,6 +146,7 @@ def test_text_fields_and_map_patches(api):
             "field 'code' is a text",
         ),
         ("PUT", "content", "x", {"format": "markdown", "field": "meta"}, "field 'meta' is a map"),
+        ("POST", "content", "x", {"format": "text", "field": "meta"}, "field 'meta' is a map"),
         ("PATCH", "map/code", {"a": 1}, {}, "field 'code' is a text"),
         ("PATCH", "map/meta", [1], {}, "must be a JSON object"),
     ],
@@ -263,3 +270,11 @@ def test_a_write_on_one_process_reaches_a_client_of_another(start_server, tmp_pa
         assert node.wait_phase("changed", 10)["text"] == "from process a"
     finally:
         node.kill()
+
+
+def test_preflights_of_the_write_routes_allow_their_methods(api):
+    for path in ("/v1/documents/d/content", "/v1/documents/d/map/meta"):
+        status, headers, _ = request(
+            api, "OPTIONS", path, headers={"Origin": "https://app.example.com"}
+        )
+        assert status == 204 and "PATCH" in headers["Access-Control-Allow-Methods"], headers

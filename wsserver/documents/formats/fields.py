@@ -68,15 +68,14 @@ def field_contents(update: bytes, form: str) -> dict[str, Any]:
 
 def parse_body(body: bytes, form: str) -> Any:
     """The request body of a write in format `form`, checked before anything is
-    written: ProseMirror nodes (prosemirror, markdown) or a string (text)."""
+    written: ProseMirror nodes (prosemirror) or a string (text, markdown: any text is
+    Markdown)."""
     try:
         source = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8") from None
-    if form == "text":
+    if form in ("text", "markdown"):
         return source
-    if form == "markdown":
-        return markdown.markdown_doc(source)["content"]
     return prosemirror.parse_doc(parse_json(source))
 
 
@@ -97,10 +96,11 @@ def write_field(
 ) -> None:
     """Write `content` (from parse_body) into field `field` of scratch copy `doc`
     (which holds `update`): replace its content (`position` None) or insert at its
-    start or end. BadRequest, `doc` untouched, for a field of a kind the format
-    cannot write."""
+    start or end. Markdown into a text field is written as it is (the field is
+    Markdown source, as `read_field` reads it). BadRequest, `doc` untouched, for a
+    field of a kind the format cannot write."""
     kind, _ = roots(update, [field])[field]
-    if form == "text" and kind in (TEXT, UNKNOWN):
+    if (form == "text" and kind == UNKNOWN) or (form != "prosemirror" and kind == TEXT):
         root = doc.get(field, type=Text)
         if position is None:
             text.replace_text(root, content)
@@ -108,7 +108,11 @@ def write_field(
             root.insert(0 if position == "start" else len(root), content)
         return
     _expect(kind, field, form, (FRAGMENT, UNKNOWN))
-    nodes = text.paragraphs(content) if form == "text" else content
+    nodes = content
+    if form == "text":
+        nodes = text.paragraphs(content)
+    elif form == "markdown":
+        nodes = markdown.markdown_doc(content)["content"]
     fragment = doc.get(field, type=XmlFragment)
     if position is None:
         prosemirror.replace(fragment, nodes)
