@@ -20,7 +20,8 @@ applied as y-prosemirror's `updateYFragment` would: `replace` keeps every child 
 did not change (and, for a changed one of the same type, its unchanged children and
 text), so what changed is the only thing clients see deleted and inserted, and their
 cursors elsewhere stay where they were. Attributes whose value is null are not
-written (y-prosemirror skips them too).
+written (y-prosemirror skips them too), nor are marks on nodes other than text (a
+hard break in bold text: y-prosemirror keeps marks on text only).
 """
 
 from typing import Any
@@ -142,26 +143,22 @@ def _check_node(node: object, path: str, depth: int) -> None:
         raise bad("a doc cannot be nested")
     if not isinstance(node.get("attrs", {}), dict):
         raise bad("attrs must be an object")
+    # Marks of other inline nodes (a hard break in bold text) are checked, and not
+    # written: y-prosemirror keeps marks on text only.
+    marks = node.get("marks", [])
+    if not isinstance(marks, list):
+        raise bad("marks must be a list")
+    for j, mark in enumerate(marks):
+        if not isinstance(mark, dict) or not isinstance(mark.get("type"), str) or not mark["type"]:
+            raise bad(f"marks[{j}] needs a type (a non-empty string)")
+        if not isinstance(mark.get("attrs", {}), dict):
+            raise bad(f"marks[{j}].attrs must be an object")
     if kind == "text":
         if not isinstance(node.get("text"), str) or not node["text"]:
             raise bad("a text node needs a non-empty text")
         if "content" in node:
             raise bad("a text node has no content")
-        marks = node.get("marks", [])
-        if not isinstance(marks, list):
-            raise bad("marks must be a list")
-        for j, mark in enumerate(marks):
-            if (
-                not isinstance(mark, dict)
-                or not isinstance(mark.get("type"), str)
-                or not mark["type"]
-            ):
-                raise bad(f"marks[{j}] needs a type (a non-empty string)")
-            if not isinstance(mark.get("attrs", {}), dict):
-                raise bad(f"marks[{j}].attrs must be an object")
         return
-    if "marks" in node and node["marks"]:
-        raise bad("only text nodes carry marks here")
     content = node.get("content", [])
     if not isinstance(content, list):
         raise bad("content must be a list of nodes")
