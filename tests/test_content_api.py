@@ -255,6 +255,7 @@ def test_the_readmes_python_backend_snippet_reads_markdown_and_appends(api, caps
     assert get(api, doc, "markdown") == "# Notes\n\nReviewed by the **backend**.\n"
 
 
+@pytest.mark.long
 def test_a_write_on_one_process_reaches_a_client_of_another(start_server, tmp_path, redis_url):
     """Two processes (one database, one Redis): a PUT answered by one is live at once
     in a provider connected to the other, as any update is."""

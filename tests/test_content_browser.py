@@ -180,6 +180,7 @@ def test_tiptap_types_a_document_the_api_reads_and_writes_it(start_server, brows
         page.close()
 
 
+@pytest.mark.long
 def test_codemirror_text_reads_writes_and_keeps_the_cursor(start_server, browser, bundle):
     server = start_server()
     room, field = f"codemirror-{uuid.uuid4().hex[:8]}", "code"

@@ -108,7 +108,7 @@ trees = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(tree=trees)
 def test_parsing_the_xml_string_form_back_gives_the_same_tree(tree):
     _, fragment = fragment_of(tree)
@@ -268,7 +268,7 @@ _marks = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(runs=st.lists(st.tuples(_words, _marks), min_size=1, max_size=4))
 def test_markdown_of_any_marked_runs_is_stable_after_one_round(runs):
     """Marks CommonMark cannot place (`a**~~b~~**`) must not make each round differ."""
