@@ -80,6 +80,8 @@ class Webhooks:
     def close(self, timeout):
         """Shutdown: send the changes of open windows now, then give the queue up to
         `timeout` seconds."""
+        # Without content: storage may be closed already, and each read could wait.
+        self.read_document = None
         for (hook, key), window in list(self._windows.items()):
             window.kill(block=False)
             self._close_window(hook, key)
@@ -93,7 +95,9 @@ class Webhooks:
     def _close_window(self, hook, key):
         self._windows.pop((hook, key), None)
         extra = {}
-        if hook.include_content and self.read_document is not None:
+        if hook.include_content and self.read_document is None:
+            extra = {"content_error": "server shutting down; read the document with GET"}
+        elif hook.include_content:
             extra = content_fields(self.read_document, key, hook.include_content, self._sent[hook])
         self._send(hook, DOCUMENT_CHANGED, key, **extra)
 

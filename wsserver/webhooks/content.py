@@ -7,7 +7,8 @@ emptied or deleted is there as null. What was sent is remembered as a digest per
 for the REMEMBERED documents a hook heard of last (least recently sent forgotten first),
 so the first event after a start, or for a document forgotten, carries every field. A
 document that cannot be read then (storage down, nested too deeply) gets
-`"content_error"` instead, and the event still goes out.
+`"content_error"` instead, and the event still goes out; so do the events a shutdown
+sends at once (webhooks/__init__.py `close`: no reads then).
 """
 
 import hashlib
