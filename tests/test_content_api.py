@@ -198,7 +198,8 @@ def test_a_put_reaches_a_live_provider_as_a_forward_update(api):
 
 def test_document_changed_carries_the_changed_fields_content(tmp_path):
     """A hook with `include_content: markdown` gets, in each document.changed, the
-    fields that changed since its last event, as Markdown (other kinds as JSON)."""
+    fields that changed since its last event, as Markdown (other kinds as JSON); the
+    events a SIGTERM sends at once say the content was not read."""
     receiver = Receiver()
     config = base_config(tmp_path)
     config["auth"]["tenants"]["acme"]["apps"]["editor"]["webhooks"] = [
@@ -208,7 +209,14 @@ def test_document_changed_carries_the_changed_fields_content(tmp_path):
             "events": ["document.changed"],
             "debounce_seconds": 0.1,
             "include_content": "markdown",
-        }
+        },
+        {  # a window still open at SIGTERM
+            "url": f"{receiver.url}/slow",
+            "secret": HOOK_SECRET,
+            "events": ["document.changed"],
+            "debounce_seconds": 10,
+            "include_content": "text",
+        },
     ]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -221,6 +229,12 @@ def test_document_changed_carries_the_changed_fields_content(tmp_path):
         ok(write(server, "PATCH", doc, {"n": 1}, path="map/meta"))
         receiver.wait(lambda: len(receiver.events("/ok", doc)) == 2, 5, "a second event")
         assert receiver.events("/ok", doc)[1][1]["content"] == {"meta": {"n": 1}}  # only it
+        # SIGTERM sends the open window's event at once, without reading the document.
+        assert not receiver.events("/slow", doc)
+        server.proc.terminate()
+        assert server.proc.wait(10) == 0
+        (_, event), *_ = receiver.events("/slow", doc)
+        assert "content" not in event and event["content_error"].startswith("server shutting")
     finally:
         server.proc.kill()
         server.proc.wait()
