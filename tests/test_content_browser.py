@@ -28,7 +28,11 @@ def bundle(tmp_path_factory):
     return path
 
 
-def open_editor(browser, bundle, server, start, room, field):
+def open_editor(start_server, browser, bundle, start, field):
+    """A server and a page whose editor (`start`: startTiptap, startCodeMirror) is
+    synced on a new document's `field`: (server, room, page)."""
+    server = start_server()
+    room = f"{start.lower()}-{uuid.uuid4().hex[:8]}"
     page = browser.new_page()
     page.set_content("<div id=editor></div>")
     page.add_script_tag(path=str(bundle))
@@ -37,7 +41,7 @@ def open_editor(browser, bundle, server, start, room, field):
         {"url": server.url, "room": room, "token": make_token(sub="page"), "field": field},
     )
     page.wait_for_function("provider.synced", timeout=5000)
-    return page
+    return server, room, page
 
 
 def get(server, room, query):
@@ -86,9 +90,8 @@ def prosemirror(server, room, field):
 
 @pytest.mark.long
 def test_tiptap_types_a_document_the_api_reads_and_writes_it(start_server, browser, bundle):
-    server = start_server()
-    room, field = f"tiptap-{uuid.uuid4().hex[:8]}", "body"
-    page = open_editor(browser, bundle, server, "startTiptap", room, field)
+    field = "body"
+    server, room, page = open_editor(start_server, browser, bundle, "startTiptap", field)
     try:
         # The user types: input rules make the heading, list, ordered list, code block.
         page.click("#editor")
@@ -182,9 +185,8 @@ def test_tiptap_types_a_document_the_api_reads_and_writes_it(start_server, brows
 
 @pytest.mark.long
 def test_codemirror_text_reads_writes_and_keeps_the_cursor(start_server, browser, bundle):
-    server = start_server()
-    room, field = f"codemirror-{uuid.uuid4().hex[:8]}", "code"
-    page = open_editor(browser, bundle, server, "startCodeMirror", room, field)
+    field = "code"
+    server, room, page = open_editor(start_server, browser, bundle, "startCodeMirror", field)
     try:
         page.click(".cm-content")
         page.keyboard.type("def f():")
