@@ -951,7 +951,8 @@ def test_admin_console_renders_hostile_presence_and_content_as_text(start_server
                     [1, [2]],
                     {"k": None},
                 ]
-                assert roots["xml"] == '<p class="<b>"><i>hi</i></p>'
+                # The XML string form, escaped (issue 25): shown as text, never markup.
+                assert roots["xml"] == '<p class="&lt;b&gt;">&lt;i&gt;hi&lt;/i&gt;</p>'
             # Nothing a client sent became markup or ran.
             assert (
                 page.evaluate("document.querySelectorAll('#detail img, #detail script').length")

@@ -32,6 +32,7 @@ from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
 from .http import admin, discovery, health, metrics, probes
+from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
@@ -47,6 +48,7 @@ from .support.redis import FailFast
 from .support.validators import Problems
 from .transport import handler
 from .webhooks import build_webhooks
+from .webhooks.content import document_reader
 from .webhooks.settings import hooks_by_app
 
 EXTENSION = "wsserver"
@@ -249,6 +251,8 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         on_stored=webhooks.document_stored if webhooks is not None else None,
         fanout=fanout,
     )
+    if webhooks is not None:  # include_content: a document.changed reads the document
+        webhooks.read_document = document_reader(documents, store)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config,
@@ -346,17 +350,18 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         parts.liveness,
     )
     app.register_blueprint(admin_console)
-    app.register_blueprint(
-        document_api.blueprint(  # /v1/documents/...
-            endpoint.handshake,
-            parts.region_gate,
-            parts.quota.write_gate,
-            parts.documents,
-            parts.store,
-            config.max_message_size,
-            lambda: endpoint.shutting_down,
-        )
+    document_parts = (
+        endpoint.handshake,
+        parts.region_gate,
+        parts.quota.write_gate,
+        parts.documents,
+        parts.store,
+        config.max_message_size,
+        lambda: endpoint.shutting_down,
     )
+    app.register_blueprint(document_api.blueprint(*document_parts))  # /v1/documents/...
+    # .../content, .../map/FIELD: writes without Yjs
+    app.register_blueprint(content_api.blueprint(*document_parts))
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 

@@ -6,8 +6,11 @@
         events: [document.changed, document.created, connection.opened, connection.closed]
         debounce_seconds: 2                        # document.changed: at most one per
                                                    # document this often (0.1 to 10)
+        include_content: markdown                  # document.changed carries the changed
+                                                   # fields (json, prosemirror, markdown, text)
 
-`events` defaults to all four. Every error names its key and stops start-up.
+`events` defaults to all four; `include_content` to none (webhooks/content.py). Every
+error names its key and stops start-up.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..documents.formats.fields import CONTENT_FORMATS
 from ..support.validators import (
     Problems,
     choice,
@@ -47,6 +51,7 @@ class Hook:
     secret: bytes
     events: frozenset
     debounce_seconds: float = DEFAULT_DEBOUNCE
+    include_content: str | None = None  # a format of CONTENT_FORMATS
 
     def __repr__(self) -> str:  # never the secret
         return f"Hook({self.url})"
@@ -63,12 +68,13 @@ _HOOK = section(
             indexed=False,
         ),
         "debounce_seconds": number(MIN_DEBOUNCE, high=MAX_DEBOUNCE),
+        "include_content": choice(*CONTENT_FORMATS),
     },
     defaults={"events": list(EVENTS), "debounce_seconds": DEFAULT_DEBOUNCE},
     required=("url", "secret"),
     nullable=False,
 )
-_HOOKS = list_of(_HOOK, "a list of {url, secret, events, debounce_seconds}")
+_HOOKS = list_of(_HOOK, "a list of {url, secret, events, debounce_seconds, include_content}")
 
 
 def parse_hooks(path: str, value: Any) -> list[Hook]:
@@ -79,6 +85,7 @@ def parse_hooks(path: str, value: Any) -> list[Hook]:
             entry["secret"].encode("utf-8"),
             frozenset(entry["events"]),
             float(entry["debounce_seconds"]),
+            entry.get("include_content"),
         )
         for entry in _HOOKS(path, value) or []
     ]
