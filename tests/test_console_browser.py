@@ -81,15 +81,13 @@ def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url,
 
 
 def _wait_everywhere(server, n):
+    """Every connection listed (the workers' answers through the board)."""
     from test_ops import eventually
 
     eventually(
-        lambda: (
-            len({c["process"] for c in ok(server, "connections")["connections"]}) == 2
-            and len(ok(server, "connections")["connections"]) >= n
-        ),
+        lambda: len(ok(server, "connections")["connections"]) >= n,
         timeout=15,
-        what="connections on both workers",
+        what=f"{n} connections listed",
     )
 
 
