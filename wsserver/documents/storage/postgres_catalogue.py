@@ -37,11 +37,11 @@ CREATE TABLE wsserver_admin_audit (
 _DOC = "tenant = %s AND app = %s AND name = %s"
 
 
-def index_appends(conn: Any, items: list[tuple[DocKey, bytes]]) -> None:
+def index_appends(conn: Any, items: list[tuple]) -> None:
     """In an append's transaction: each document's bytes grow, its last change is now.
     Documents in key order, so two processes' commits lock their rows in one order."""
     grown: dict[DocKey, int] = defaultdict(int)
-    for key, update in items:
+    for key, update, *_ in items:  # (key, update, ...): whatever else a commit carries
         grown[key] += len(update)
     keys = sorted(grown)
     conn.execute(

@@ -46,10 +46,10 @@ def create_catalogue(db: sqlite3.Connection) -> None:
     db.execute(AUDIT_SCHEMA)
 
 
-def index_appends(db: sqlite3.Connection, items: list[tuple[DocKey, bytes]]) -> None:
+def index_appends(db: sqlite3.Connection, items: list[tuple]) -> None:
     """In an append's transaction: each document's bytes grow, its last change is now."""
     grown: dict[DocKey, int] = defaultdict(int)
-    for key, update in items:
+    for key, update, *_ in items:  # (key, update, ...): whatever else a commit carries
         grown[key] += len(update)
     now = time.time()
     db.executemany(
