@@ -25,10 +25,19 @@ from pathlib import Path
 PAGE = Path(__file__).parent / "static" / "admin.html"
 
 from .api import blueprint  # noqa: E402  (api reads PAGE)
-from .audit import AuditTrail  # noqa: E402
+from .audit import AuditTrail, Guard  # noqa: E402
 from .board import RedisBoard  # noqa: E402
 from .cluster import Cluster  # noqa: E402
 from .inspector import Inspector  # noqa: E402
 from .wiring import console  # noqa: E402
 
-__all__ = ["PAGE", "AuditTrail", "Cluster", "Inspector", "RedisBoard", "blueprint", "console"]
+__all__ = [
+    "PAGE",
+    "AuditTrail",
+    "Cluster",
+    "Guard",
+    "Inspector",
+    "RedisBoard",
+    "blueprint",
+    "console",
+]

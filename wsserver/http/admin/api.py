@@ -12,10 +12,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from ...documents.key import DocKey
-from ...errors import ActionForbidden, BadRequest, NotFound, StorageUnavailable
+from ...errors import BadRequest, NotFound, StorageUnavailable
 from ...handshake.handshake import document_name
 from . import PAGE
-from .audit import Admins, AuditTrail
+from .audit import AuditTrail, Guard
 from .cluster import CLOSE_CODES, MAX_REASON, Cluster
 from .inspector import Inspector, encode_cursor, iso
 
@@ -44,20 +44,7 @@ def blueprint(
 ) -> Blueprint:
     """`settings`: the `admin` config section, or None (every route answers 404)."""
     bp = Blueprint("admin", __name__)
-    admins = Admins(settings) if settings is not None else None
-
-    def authorize(act: str | None = None, key: DocKey | None = None, target: str | None = None):
-        """The admin asking; for an action (`act`: its name), an operator, else 403 and
-        the refusal in the audit trail."""
-        if admins is None:
-            raise NotFound()
-        try:
-            return admins.who(act is not None)
-        except ActionForbidden as e:
-            if trail is not None and act is not None:
-                trail.record(e.admin, act, key, target, level=logging.WARNING, refused=e.reason)
-            raise
-
+    authorize = Guard(settings, trail).authorize
     _page_routes(bp, settings)
     # Without `admin` (no cluster, no trail) every route's authorize() answers 404 first.
     _document_routes(bp, inspector, authorize, trail)

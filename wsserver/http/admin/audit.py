@@ -24,7 +24,7 @@ import gevent
 from flask import request
 
 from ...documents.key import DocKey
-from ...errors import ActionForbidden, MissingBearer, WrongBearer
+from ...errors import ActionForbidden, MissingBearer, NotFound, WrongBearer
 from ...handshake.handshake import bearer_token
 from ...logs import Throttled, fields
 
@@ -71,6 +71,32 @@ class Admins:
             error.admin = found
             raise error
         return found
+
+
+class Guard:
+    """Every admin route's check: `authorize(act=None, key=None, target=None)` is the
+    admin asking (NotFound without `admin`: the console is off); for an action (`act`:
+    its name, with what it is done to), an operator, else ActionForbidden (403) and the
+    refusal in the audit trail. For the console's routes and any other blueprint's
+    (the history's)."""
+
+    def __init__(self, settings: dict[str, Any] | None, trail: AuditTrail | None) -> None:
+        self.admins = Admins(settings) if settings else None
+        self.trail = trail
+
+    def authorize(
+        self, act: str | None = None, key: DocKey | None = None, target: str | None = None
+    ) -> Admin:
+        if self.admins is None:
+            raise NotFound()
+        try:
+            return self.admins.who(act is not None)
+        except ActionForbidden as e:
+            if self.trail is not None and act is not None:
+                self.trail.record(
+                    e.admin, act, key, target, level=logging.WARNING, refused=e.reason
+                )
+            raise
 
 
 class AuditTrail:
