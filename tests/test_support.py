@@ -9,8 +9,8 @@ import time
 import gevent
 import pytest
 
-from wsserver.support.backoff import Backoff
 from wsserver.errors import ConfigError
+from wsserver.support.backoff import Backoff
 from wsserver.support.redis import FailFast
 from wsserver.support.validators import fraction_of, number, section
 from wsserver.support.wait import wait_until
@@ -83,6 +83,7 @@ def test_fraction_of_refuses_a_part_over_its_share_of_the_whole():
     with pytest.raises(ConfigError) as refused:
         below("p", {"beat": 10, "ttl": 10})
     assert refused.value.key == "p.beat"
+
 
 def test_a_second_stop_signal_does_not_start_a_second_shutdown():
     """`wsserver serve`: SIGTERM then SIGINT (an impatient operator) run `stop` once."""
