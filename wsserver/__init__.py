@@ -9,11 +9,13 @@ if TYPE_CHECKING:
 
     from flask import Flask
 
+    from .settings import Config
+
 __version__ = "0.1.0"
 
 
 def create_app(
-    test_config: Mapping[str, Any] | None = None, config_path: str | None = None
+    test_config: Mapping[str, Any] | Config | None = None, config_path: str | None = None
 ) -> Flask:
     """The WSGI app (wsserver/app.py), imported only when called: `import wsserver` stays
     light."""
