@@ -89,7 +89,7 @@ class PostgresRegistry(Registry):
         (a call racing the shutdown, answered as any failing call)."""
         if self.pool is None:
             raise RuntimeError("the registry is closed")
-        with self._connection() as conn:
+        with self.pool.connection() as conn:
             yield conn
 
     def _claim(self, key, node, region, ttl):
