@@ -18,13 +18,14 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 # Until issues 24/26/27 land: the files the history, console and restarts helpers are
-# changing (storage, the document API and versions; the admin package; the restart path
-# and handshake caching) are not held to the house rules below. The lead removes this
-# list once those branches are merged and the files follow the rules.
+# changing (storage, the document API and versions; the admin package; the restart
+# path, cold loading and handshake caching) are not held to the house rules below. The
+# lead removes this list once those branches are merged and the files follow the rules.
 BUSY = (
     "wsserver/documents/storage/*",
     "wsserver/documents/history.py",
     "wsserver/documents/restore.py",
+    "wsserver/documents/cold.py",
     "wsserver/http/documents.py",
     "wsserver/http/versions.py",
     "wsserver/http/admin.py",
