@@ -48,7 +48,14 @@ def search_plan(
 
 
 def search(
-    execute: Callable[..., Any], table: str, mark: str, tenant, app, prefix, after, limit
+    execute: Callable[..., Any],
+    table: str,
+    mark: str,
+    tenant: str | None,
+    app: str | None,
+    prefix: str,
+    after: tuple[str, ...] | None,
+    limit: int,
 ) -> list[dict[str, Any]]:
     """A search run by a backend: `execute(sql, args)` (its connection's), `mark` its
     placeholder."""
@@ -69,7 +76,7 @@ def totals(execute: Callable[..., Any], table: str) -> list[dict[str, Any]]:
 
 
 def audit_entries(
-    execute: Callable[..., Any], table: str, mark: str, before, limit
+    execute: Callable[..., Any], table: str, mark: str, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
     rows = execute(
         f"SELECT id, at, admin, role, action, target, ip, details FROM {table} "

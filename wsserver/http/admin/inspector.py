@@ -1,11 +1,15 @@
 """What the admin API reads and does: the live documents (this process's, plus the
 other processes' from the board), their detail and changes, and deleting one."""
 
+from __future__ import annotations
+
 import base64
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import gevent
 
@@ -25,12 +29,12 @@ DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
 STORE_WAIT = 5.0
 
 
-def encode_cursor(value):
+def encode_cursor(value: Any) -> str:
     """A page's cursor: opaque to clients (api.decode_cursor reads it)."""
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
 
 
-def iso(timestamp):
+def iso(timestamp: float | None) -> str | None:
     """ISO 8601 in UTC with milliseconds: the API's one time format (the console shows
     it with the date and the viewer's time zone)."""
     if timestamp is None:
@@ -38,9 +42,9 @@ def iso(timestamp):
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def _merge(summaries):
+def _merge(summaries: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """One summary per document from several processes' summaries of it."""
-    merged = {}
+    merged: dict[tuple, dict[str, Any]] = {}
     for summary in summaries:
         key = (summary["tenant"], summary["app"], summary["name"])
         into = merged.get(key)
@@ -61,14 +65,16 @@ class Inspector:
     """What the admin API reads and does: the live documents (this process's, plus the
     other processes' from `board` when there is one) and the store."""
 
-    def __init__(self, documents, store, stopping, board=None):
+    def __init__(
+        self, documents: Any, store: Any, stopping: Callable[[], bool], board: Any = None
+    ) -> None:
         self.documents = documents
         self.store = store
         self.stopping = stopping  # callable: True once the process is shutting down
         self.board = board
         self._errors = Throttled(log)
 
-    def local_summary(self, key, room=None):
+    def local_summary(self, key: DocKey, room: Any = None) -> dict[str, Any]:
         """This process's figures of one document (no stored size)."""
         connections = list(room.connections) if room is not None else []
         users = {c.principal.user for c in connections if c.principal is not None}
@@ -85,7 +91,7 @@ class Inspector:
             "updated": iso(room.updated if room is not None else None),
         }
 
-    def local(self):
+    def local(self) -> list[dict[str, Any]]:
         rooms = [room for room in list(self.documents.rooms.values()) if room.ready.ready()]
         return [self.local_summary(room.key, room) for room in rooms]
 
@@ -94,11 +100,11 @@ class Inspector:
             [] if self.board is None else [d for r in self.board.others() for d in r["documents"]]
         )
 
-    def live_keys(self):
+    def live_keys(self) -> list[tuple[str, str, str]]:
         """(tenant, app, name) of every live document, on any process."""
         return sorted(_merge(self.local() + self._elsewhere()))
 
-    def live(self):
+    def live(self) -> list[dict[str, Any]]:
         """Every live document's summary; "bytes" null for those whose size storage
         did not give within STORE_WAIT seconds in all."""
         merged = _merge(self.local() + self._elsewhere())
@@ -116,7 +122,14 @@ class Inspector:
             summaries.append(dict(summary, bytes=size, size=size, updated_at=summary["updated"]))
         return summaries
 
-    def stored(self, tenant, app, prefix, after, limit):
+    def stored(
+        self,
+        tenant: str | None,
+        app: str | None,
+        prefix: str,
+        after: list[str] | None,
+        limit: int,
+    ) -> dict[str, Any]:
         """A page of stored documents from the store's index: {"documents": [{"tenant",
         "app", "name", "live", "size", "updated_at"}], "cursor" (the next page's, or
         null)}. `after`: the previous page's last (tenant, app, name)."""
@@ -141,17 +154,19 @@ class Inspector:
         last = [rows[-1]["tenant"], rows[-1]["app"], rows[-1]["name"]] if more else None
         return {"documents": documents, "cursor": encode_cursor(last) if last else None}
 
-    def last_change(self, key):
+    def last_change(self, key: DocKey) -> str | None:
         """When `key` was last stored (ISO 8601), from the store's index; None when it
         is not there."""
         rows = self.stored_call("search", self.store.search, key.tenant, key.app, key.name, None, 1)
         return iso(rows[0]["updated_at"]) if rows and rows[0]["name"] == key.name else None
 
-    def stored_totals(self):
+    def stored_totals(self) -> list[dict[str, Any]]:
         """Per (tenant, app): documents and bytes stored (the store's index)."""
         return self.stored_call("totals", self.store.totals)
 
-    def stored_call(self, what, call, *args, deadline=None):
+    def stored_call(
+        self, what: str, call: Callable[..., Any], *args: Any, deadline: float | None = None
+    ) -> Any:
         """`call(*args, timeout=...)` of the store, within STORE_WAIT seconds (or until
         `deadline`); StorageUnavailable (503) when storage fails or does not answer."""
         left = STORE_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
@@ -161,14 +176,14 @@ class Inspector:
             self._errors.error("admin: storage %s failed: %s: %s", what, type(e).__name__, e)
             raise StorageUnavailable() from None
 
-    def summary(self, key, room=None):
+    def summary(self, key: DocKey, room: Any = None) -> dict[str, Any]:
         mine = self.local_summary(key, room)
         others = [s for s in self._elsewhere() if (s["tenant"], s["app"], s["name"]) == tuple(key)]
         result = _merge([mine] + others)[tuple(key)]
         result["bytes"] = self.stored_call("size", self.store.size, key)
         return result
 
-    def detail(self, key):
+    def detail(self, key: DocKey) -> dict[str, Any]:
         """The summary plus "content"; NotFound when the document is neither live
         here nor stored."""
         room = self.documents.get(key)
@@ -191,7 +206,7 @@ class Inspector:
             result["content"], result["content_error"] = {}, e.reason
         return result
 
-    def fingerprint(self, key):
+    def fingerprint(self, key: DocKey) -> Any:
         """Changes whenever what `detail` shows may have changed."""
         room = self.documents.get(key)
         mine = (
@@ -216,7 +231,7 @@ class Inspector:
             sort_keys=True,
         )
 
-    def events(self, key):
+    def events(self, key: DocKey) -> Iterator[str]:
         """Server-sent events: `detail(key)` now and after each change, until the
         client goes away or the process shuts down."""
         last, quiet_since = object(), time.monotonic()
@@ -237,7 +252,7 @@ class Inspector:
                 quiet_since = time.monotonic()
             gevent.sleep(EVENTS_POLL)
 
-    def drop(self, key):
+    def drop(self, key: DocKey) -> int:
         """Close this process's connections to `key` (4404: providers do not come back
         with their copy) and drop its room without writing anything more. Returns the
         number of connections closed."""
@@ -260,7 +275,7 @@ class Inspector:
                 deleting.discard(key)
         return closed
 
-    def delete(self, key):
+    def delete(self, key: DocKey) -> int:
         """Drop the document in every process, then delete it from storage. Returns
         the number of connections closed; NotFound when there is no such document.
         Here, nobody opens it until it is deleted.

@@ -28,7 +28,7 @@ HOUR = 360  # points kept
 def _totals() -> dict[str, Any]:
     """Cumulative figures of this process's metric objects."""
 
-    def by_label(counter, label):
+    def by_label(counter: Any, label: str) -> dict[str, float]:
         found: dict[str, float] = {}
         for family in counter.collect():
             for sample in family.samples:
