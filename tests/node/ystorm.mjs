@@ -9,7 +9,9 @@
 //    and every provider waits for the whole text. Prints {"phase":"ready"}.
 // 2. The driver restarts the server (SIGTERM and a fresh process on the same port, or
 //    gunicorn's HUP), then writes one JSON line on stdin: {"actionAt": epoch ms,
-//    "listenAt": epoch ms the new process listened, or null}. Meanwhile, from "ready" until
+//    "listenAt": epoch ms the new process listened, or null} (with "stdin": false, a test:
+//    nothing is read, and step 3 waits for "expectClosed" providers to have been closed
+//    and synced again). Meanwhile, from "ready" until
 //    the end, a prober opens a fresh connection every `probeEveryMs` ms (a new user) and
 //    counts those whose handshake failed or that got no sync step 2 within 5 s.
 // 3. Waits until every provider the restart closed has synced again (or 30 s), then
@@ -113,12 +115,16 @@ const prober = (async () => {
 })()
 
 emit({ phase: 'ready' })
-const lines = createInterface({ input: process.stdin })
-const action = JSON.parse((await lines[Symbol.asyncIterator]().next()).value)
+let action = { actionAt: null, listenAt: null }
+if (spec.stdin !== false) {
+  const lines = createInterface({ input: process.stdin })
+  action = JSON.parse((await lines[Symbol.asyncIterator]().next()).value)
+}
 await sleep(200) // a restart that closes nobody (a no-op) still ends
 const closed = () => clients.filter((c) => c.closes.length > closesBefore.get(c))
 const resynced = (c) => c.syncs.length > syncsBefore.get(c) && c.syncs.at(-1).at >= c.closes[closesBefore.get(c)].at
-await waitFor(() => closed().every(resynced) && closed().length > 0, 30000)
+const expectClosed = spec.expectClosed ?? 1
+await waitFor(() => closed().every(resynced) && closed().length >= expectClosed, 30000)
 await sleep(300)
 probing = false
 await prober
@@ -147,7 +153,7 @@ const report = {
   notResynced: hit.length - resync.length,
   resyncMs: { p50: quantile(resync.map((r) => r.ms), 0.5), p99: quantile(resync.map((r) => r.ms), 0.99), max: quantile(resync.map((r) => r.ms), 1) },
   bytesAfterReconnect: { p50: quantile(resync.map((r) => r.bytes), 0.5), max: quantile(resync.map((r) => r.bytes), 1) },
-  lastSyncAfterActionMs: lastSync === null ? null : lastSync - action.actionAt,
+  lastSyncAfterActionMs: lastSync === null || action.actionAt == null ? null : lastSync - action.actionAt,
   lastSyncAfterListenMs: lastSync === null || action.listenAt == null ? null : lastSync - action.listenAt,
   lost,
   probes
