@@ -40,6 +40,8 @@ from typing import Any
 
 import gevent
 
+from .support.wait import wait_until
+
 log = logging.getLogger(__name__)
 
 _ASK = b"listener"
@@ -189,26 +191,26 @@ def wait_for_successors(directory: str, booted_at: float, wait: float) -> bool:
     reload = _read(os.path.join(directory, RELOAD))
     if reload is None or reload["at"] < booted_at:
         return True
-    deadline = time.monotonic() + wait
-    while True:
-        ready = 0
+
+    def ready() -> int:
+        count = 0
         for name in os.listdir(directory):
-            if name.startswith("ready-"):
+            if name.startswith("ready-") and name.endswith(".json"):
                 marker = _read(os.path.join(directory, name))
                 pid = int(name[len("ready-") : -len(".json")])
                 if marker is not None and marker["at"] >= reload["at"] and _alive(pid):
-                    ready += 1
-        if ready >= reload["workers"]:
-            return True
-        if time.monotonic() > deadline:
-            log.warning(
-                "restart: %d of %d new workers ready after %.0f s; stopping anyway",
-                ready,
-                reload["workers"],
-                wait,
-            )
-            return False
-        gevent.sleep(0.02)
+                    count += 1
+        return count
+
+    if wait_until(lambda: ready() >= reload["workers"], wait, interval=0.02):
+        return True
+    log.warning(
+        "restart: %d of %d new workers ready after %.0f s; stopping anyway",
+        ready(),
+        reload["workers"],
+        wait,
+    )
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -35,6 +35,7 @@ import gevent
 from gevent.event import Event
 from pycrdt import Doc, get_state, get_update, merge_updates
 
+from ..support.wait import wait_until
 from .ydoc import EMPTY_STATE, EMPTY_UPDATE, Unintegrated
 
 if TYPE_CHECKING:
@@ -106,16 +107,13 @@ class ColdState:
     def let_answers_go(self) -> None:
         """Yield to the joiners that were waiting for storage, then until each has had
         its step 1 answered (EARLY_STEP1_WAIT at most) and the answers are written
-        (EARLY_WAIT at most)."""
+        (EARLY_WAIT in all at most)."""
         gevent.sleep(0)
-        start = time.monotonic()
         early = self.early or []
-        while early and time.monotonic() - start < EARLY_WAIT:
-            unanswered = any(conn not in self.answered for conn in early)
-            step1s_due = unanswered and time.monotonic() - start < EARLY_STEP1_WAIT
-            if not step1s_due and not any(conn.sending for conn in early):
-                break
-            gevent.sleep(0.001)
+        start = time.monotonic()
+        wait_until(lambda: all(c in self.answered for c in early), EARLY_STEP1_WAIT, 0.001)
+        left = EARLY_WAIT - (time.monotonic() - start)
+        wait_until(lambda: not any(c.sending for c in early), left, 0.001)
 
     def changed(self) -> None:
         """The live copy changed: the encoded state kept is stale."""

@@ -22,6 +22,7 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
