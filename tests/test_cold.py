@@ -189,3 +189,37 @@ def test_a_lone_snapshot_is_not_decoded_again_to_find_pending_parts(monkeypatch)
     doc, pending = ydoc.build([held])
     assert diffs and pending
     assert content(doc_from([updates[0], pending.full_update(doc)])) == content(doc_from(updates))
+
+
+class SlowReadStore(MemoryStore):
+    """A store whose read takes a while after it took what it returns."""
+
+    def _load(self, key):
+        loaded = super()._load(key)
+        gevent.sleep(0.1)
+        return loaded
+
+
+def test_an_update_applied_while_storage_was_read_reaches_those_who_joined_meanwhile():
+    # Another process's update, stored after the read began and read from the stream
+    # before the read returned, is in the copy but not in storage's state.
+    store = SlowReadStore().start()
+    try:
+        doc, updates = edits(20)
+        store.snapshots[KEY] = ydoc.fold(updates[:-1])
+        rooms = DocumentManager(store, rooms_config())
+        conn = Conn()
+        joining = gevent.spawn(rooms.join, KEY, conn, True)
+        gevent.sleep(0.02)  # the room exists, storage is being read
+        rooms.get(KEY).apply_update(updates[-1], STORAGE)
+        room = joining.get(timeout=5)
+        room.receive(conn, step1())
+        room.ready.get(timeout=5)
+        seen = Doc()
+        for message in conn.messages:
+            decoded = codec.decode(message)
+            if decoded.kind in (codec.KIND_STEP2, codec.KIND_UPDATE):
+                seen.apply_update(decoded.data)
+        assert content(seen) == content(doc)
+    finally:
+        store.close(timeout=2)

@@ -62,7 +62,6 @@ class ColdState:
         "early",
         "answered",
         "version",
-        "_version_at_load",
         "_encoded",
     )
 
@@ -76,7 +75,6 @@ class ColdState:
         self.early: list[Connection] | None = None
         self.answered: set[Connection] = set()
         self.version = 0  # counts the changes applied to the live copy (`changed`)
-        self._version_at_load = 0
         self._encoded: tuple[Doc, int, bytes] | None = None  # (doc, version, full update)
 
     @property
@@ -90,7 +88,6 @@ class ColdState:
         if updates and rows <= EARLY_ROWS:
             self.update = updates[0] if len(updates) == 1 else merge_updates(*updates)
             self.early = []
-        self._version_at_load = self.version
         self.available.set()
         return self.update is not None
 
@@ -128,7 +125,10 @@ class ColdState:
         self.answered.clear()
         if early is None:
             return joined, None
-        if self.version == self._version_at_load:
+        # Anything applied since the room was made (another process's updates: its
+        # stream is read from before storage is) may be missing from storage's state,
+        # which may have been read before it was committed.
+        if self.version == 0:
             self._encoded = (doc, self.version, early)
             return joined, None
         missed = pending.full_update(doc, get_state(early))
