@@ -143,7 +143,7 @@ class DocumentManager:
             gevent.spawn(self._load, room)
         deadline = time.monotonic() + LOAD_WAIT
         try:
-            if early:
+            if early and not room.ready.ready():  # (gevent.wait yields even then)
                 gevent.wait([room.ready, room.cold.available], count=1, timeout=LOAD_WAIT)
             if not (early and room.cold.building and not room.ready.ready()):
                 room.ready.get(timeout=max(0.0, deadline - time.monotonic()))
