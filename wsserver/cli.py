@@ -21,9 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     monkey.patch_all()
 
     import gc
-    import os
 
-    import gevent
     from gevent.pywsgi import WSGIServer
 
     from . import restarts
@@ -34,29 +32,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _serve_config(args)
     configure_logging(config.log_level, config.log_format)
-    control = restarts.control_path(config.host, config.port)
-    if args.replace and not os.path.exists(control):
-        raise CommandError(f"--replace: no wsserver serves {config.host}:{config.port}")
     app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
     # What start-up allocated lives for ever: keep the collector from rescanning it in
     # every full collection (these stalled the loop 24-50 ms during connect bursts).
     gc.freeze()
-    # --replace: the listening socket of the process serving the port (restarts.py)
-    try:
-        successor = restarts.take_over(control) if args.replace else None
-    except OSError as e:
+    try:  # --replace: the listening socket of the process serving the port
+        listener, successor = restarts.listener(config.host, config.port, args.replace)
+    except CommandError:
         endpoint.shutdown(timeout=1)
-        raise CommandError(f"--replace: the process serving the port did not answer: {e}") from None
-    listener = successor.listener if successor is not None else (config.host, config.port)
+        raise
     server = WSGIServer(listener, app, handler_class=WebSocketRequestHandler, log=None)
     handover: restarts.Handover | None = None
-    stopping: list[bool] = []
 
     def stop(drain: float = config.shutdown_drain) -> None:
-        if stopping:  # a signal and a successor may both ask
-            return
-        stopping.append(True)
+        # Called again (a signal and a successor), it waits for the first call's end.
         # Stop accepting but keep serve_forever waiting: server.close() would set its stop
         # event, so the main greenlet would return (and the process exit) in the middle
         # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
@@ -73,13 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as e:
         endpoint.shutdown(timeout=1)
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
-    if successor is not None:
-        successor.release()  # we accept: the old process closes its clients with 1012
-    # A successor started with --replace takes over from here; the port stays served
-    # throughout, so no drain.
-    handover = restarts.Handover(
-        restarts.control_path(*server.address[:2]), server.socket, lambda: gevent.spawn(stop, 0)
-    ).start()
+    handover = restarts.accepting(server, successor, stop)
     _announce(config, server.address)
     server.serve_forever()
     return 0
@@ -327,12 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument(
-        "--replace",
-        action="store_true",
-        help="take over from the wsserver serving this host and port: its clients come "
-        "to this process without a refused connection (README, Restarts without an outage)",
-    )
+    take_over = "take the port over from the wsserver serving it, refusing nobody (README)"
+    serve.add_argument("--replace", action="store_true", help=take_over)
     serve.set_defaults(run=_serve)
     token = sub.add_parser(
         "token", help="print a development token (first HS256 key of the tenant)"

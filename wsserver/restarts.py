@@ -40,6 +40,7 @@ from typing import Any
 
 import gevent
 
+from .errors import CommandError
 from .support.wait import wait_until
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,35 @@ def take_over(path: str) -> Successor | None:
         raise OSError(f"the process at {path} sent no listening socket")
     listener = socket.socket(fileno=fds[0])
     return Successor(channel, listener)
+
+
+def listener(
+    host: str, port: int, replace: bool
+) -> tuple[tuple[str, int] | socket.socket, Successor | None]:
+    """Where `wsserver serve` listens, and the process it replaces if any: (host, port),
+    or with `replace` the listening socket of the process serving there. CommandError
+    when no process serves there, or it does not answer."""
+    if not replace:
+        return (host, port), None
+    try:
+        successor = take_over(control_path(host, port))
+    except OSError as e:
+        raise CommandError(f"--replace: the process serving the port did not answer: {e}") from e
+    if successor is None:
+        raise CommandError(f"--replace: no wsserver serves {host}:{port}")
+    return successor.listener, successor
+
+
+def accepting(
+    server: Any, successor: Successor | None, stop: Callable[[float], object]
+) -> Handover:
+    """`server` (a started gevent server) accepts: the process it replaced, if any, may
+    stop (its clients come here), and a later successor may take over by the same way
+    (`stop(0)`: the port stays served throughout, so no drain)."""
+    if successor is not None:
+        successor.release()
+    path = control_path(*server.address[:2])
+    return Handover(path, server.socket, lambda: gevent.spawn(stop, 0)).start()
 
 
 class Handover:

@@ -11,7 +11,7 @@ no built copy: storage holds the whole document as one update already (a compact
 snapshot, with a few log rows merged in), and the answer to a state vector is a diff
 of that update (`pycrdt.get_update`, nothing integrated). So `Room.load` offers it
 here before it builds (`stored`); connections that join meanwhile (`joined`) have their
-step 1s answered from it (`answer`); the build starts once those answers have left
+step 1s answered from it (`receive`); the build starts once those answers have left
 (`let_answers_go`); then the room greets them as any joiner and sends them what the
 copy got meanwhile besides storage's state (`loaded`).
 
@@ -32,13 +32,16 @@ import time
 from typing import TYPE_CHECKING
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from pycrdt import Doc, get_state, get_update, merge_updates
 
+from ..errors import InternalError, ProtocolViolation
+from ..protocol import codec
 from ..support.wait import wait_until
 from .ydoc import EMPTY_STATE, EMPTY_UPDATE, Unintegrated
 
 if TYPE_CHECKING:
+    from ..protocol.codec import Message
     from ..transport.connection import Connection
 
 # At most this many log rows are merged with the snapshot for the early answers: more
@@ -94,12 +97,25 @@ class ColdState:
     def joined(self, conn: Connection) -> None:
         self.early.append(conn)  # type: ignore[union-attr]
 
-    def answer(self, conn: Connection, state: bytes) -> bytes:
-        """The update a client holding `state` lacks, from storage's state. ValueError
-        for an invalid state vector."""
-        assert self.update is not None
-        self.answered.add(conn)
-        return self.update if state == EMPTY_STATE else get_update(self.update, state)
+    def receive(self, conn: Connection, message: Message, ready: AsyncResult) -> bool:
+        """While `building`: a step 1 is answered from storage's state (True; only what
+        the client lacks, ProtocolViolation for an invalid state vector); any other
+        message waits until the copy is built (`ready`: False then; InternalError, 1011,
+        when the load failed)."""
+        if message.kind == codec.KIND_STEP1 and self.update is not None:
+            try:
+                state = message.data
+                update = self.update if state == EMPTY_STATE else get_update(self.update, state)
+            except ValueError:
+                raise ProtocolViolation("invalid state vector") from None
+            conn.send_message(codec.sync_step2(update))
+            self.answered.add(conn)
+            return True
+        try:
+            ready.get()
+        except Exception as e:
+            raise InternalError("document could not be loaded") from e
+        return False
 
     def let_answers_go(self) -> None:
         """Yield to the joiners that were waiting for storage, then until each has had
@@ -134,11 +150,19 @@ class ColdState:
         missed = pending.full_update(doc, get_state(early))
         return joined, (missed if missed != EMPTY_UPDATE else None)
 
-    def failed(self) -> list[Connection]:
-        """The load failed: who joined meanwhile (to be closed)."""
+    def failed(self) -> None:
+        """The load failed: those who joined meanwhile are closed (1011)."""
         joined, self.early, self.update = self.early or [], None, None
         self.answered.clear()
-        return joined
+        for conn in joined:
+            conn.close(InternalError("document could not be loaded"))
+
+    def step2(self, doc: Doc, pending: Unintegrated, state: bytes) -> bytes:
+        """Once built: the update a client holding `state` lacks; a new client's is the
+        state kept (`full_update`). ValueError for an invalid state vector."""
+        if state == EMPTY_STATE:
+            return self.full_update(doc, pending)
+        return pending.full_update(doc, state)
 
     def full_update(self, doc: Doc, pending: Unintegrated) -> bytes:
         """`pending.full_update(doc)`, encoded once per change of `doc`."""

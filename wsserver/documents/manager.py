@@ -171,7 +171,7 @@ class DocumentManager:
             )
             self._drop(room)
             room.ready.set_exception(e)
-            room.load_failed()
+            room.cold.failed()  # closes those who joined while it was built
         else:
             room.ready.set(room)
             # Those who asked may all have stopped waiting (LOAD_WAIT): unloaded unless

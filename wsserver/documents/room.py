@@ -43,7 +43,7 @@ from gevent.event import AsyncResult, Event
 from pycrdt import Doc, merge_updates
 
 from .. import metrics
-from ..errors import InternalError, InvalidPayload, ProtocolViolation
+from ..errors import InvalidPayload, ProtocolViolation
 from ..fanout import NoFanout
 from ..protocol import codec
 from ..protocol.update import check_one_update
@@ -175,11 +175,6 @@ class Room:
                     conn.send_message(codec.sync_update(missed))
         self.maybe_compact()
 
-    def load_failed(self) -> None:
-        """The load failed (`ready` holds why): those who joined meanwhile are closed."""
-        for conn in self.cold.failed():
-            conn.close(InternalError("document could not be loaded"))
-
     # --- connections ----------------------------------------------------------------
 
     def join(self, conn: Connection) -> None:
@@ -224,14 +219,8 @@ class Room:
 
     def receive(self, conn: Connection, message: Message) -> None:
         """Handle one decoded client message from `conn`."""
-        if self.cold.building:  # answered from storage's state, or after the load
-            if message.kind == codec.KIND_STEP1:
-                try:
-                    conn.send_message(codec.sync_step2(self.cold.answer(conn, message.data)))
-                except ValueError:
-                    raise ProtocolViolation("invalid state vector") from None
-                return
-            self._wait_loaded()
+        if self.cold.building and self.cold.receive(conn, message, self.ready):
+            return  # a step 1 answered from storage's state
         self._wait_rebuild()
         kind = message.kind
         if kind == codec.KIND_UPDATE:
@@ -242,10 +231,7 @@ class Room:
             self.apply_update(message.data, conn, changes_only=True)
         elif kind == codec.KIND_STEP1:
             try:
-                if message.data == ydoc.EMPTY_STATE:  # a new client: the state kept (cold.py)
-                    update = self.cold.full_update(self.doc, self.unintegrated)
-                else:
-                    update = self.unintegrated.full_update(self.doc, message.data)
+                update = self.cold.step2(self.doc, self.unintegrated, message.data)
             except ValueError:
                 raise ProtocolViolation("invalid state vector") from None
             conn.send_message(codec.sync_step2(update))
@@ -386,14 +372,6 @@ class Room:
         `timeout`: StoreError when storage does not answer within it (store.load)."""
         for update in self.store.load(self.key, timeout=timeout).updates:
             self.apply_update(update, STORAGE)
-
-    def _wait_loaded(self) -> None:
-        """Wait until the copy is built (a message other than a step 1 from a connection
-        that joined meanwhile); InternalError (1011) when the load failed."""
-        try:
-            self.ready.get()
-        except Exception as e:
-            raise InternalError("document could not be loaded") from e
 
     def _wait_rebuild(self) -> None:
         if self.rebuilding is not None:
