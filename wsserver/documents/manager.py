@@ -22,6 +22,7 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -100,9 +101,12 @@ class DocumentManager:
         for conn in list(room.connections):
             conn.close(error)
 
-    def join(self, key: DocKey, conn: Connection) -> Room:
-        """Add `conn` to the room of `key`, loading it if needed; return the room."""
-        room = self._loaded(key)
+    def join(self, key: DocKey, conn: Connection, early: bool = False) -> Room:
+        """Add `conn` to the room of `key`, loading it if needed; return the room.
+        `early` (a client's connection): while the room's copy is still being built from
+        what storage held, return once storage has answered: the room answers the
+        connection's step 1 from that meanwhile (documents/cold.py)."""
+        room = self._loaded(key, early)
         room.join(conn)
         return room
 
@@ -118,9 +122,10 @@ class DocumentManager:
             room.holds -= 1
             self._unload_when_idle(room)
 
-    def _loaded(self, key):
+    def _loaded(self, key, early=False):
         """The room of `key` once loaded (sharing a load under way), its unloader stopped;
-        DocumentDeleted (4404) while an operator deletes it."""
+        DocumentDeleted (4404) while an operator deletes it. `early`: or once storage's
+        state of it can answer a joiner (ColdState.building)."""
         if key in self.deleting:
             raise DocumentDeleted()
         room = self.rooms.get(key)
@@ -137,8 +142,12 @@ class DocumentManager:
             self.rooms[key] = room
             metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
+        deadline = time.monotonic() + LOAD_WAIT
         try:
-            room.ready.get(timeout=LOAD_WAIT)
+            if early and not room.ready.ready():  # (gevent.wait yields even then)
+                gevent.wait([room.ready, room.cold.available], count=1, timeout=LOAD_WAIT)
+            if not (early and room.cold.building and not room.ready.ready()):
+                room.ready.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
             raise InternalError("document could not be loaded in time") from None
         except Exception as e:
@@ -162,6 +171,7 @@ class DocumentManager:
             )
             self._drop(room)
             room.ready.set_exception(e)
+            room.cold.failed()  # closes those who joined while it was built
         else:
             room.ready.set(room)
             # Those who asked may all have stopped waiting (LOAD_WAIT): unloaded unless
@@ -170,6 +180,8 @@ class DocumentManager:
 
     def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
+        if room.ready.ready() and room.ready.exception is not None:
+            return  # a failed load, already dropped (a connection that joined early)
         self._unload_when_idle(room)
 
     def _unload_when_idle(self, room):
