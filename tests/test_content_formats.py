@@ -226,6 +226,14 @@ def test_markdown_reads_back_the_same_and_is_stable_after_one_round():
     ]
 
 
+@pytest.mark.parametrize("typed", [" # a", " - a", " 1. a", " > a", " ---", "\t- a", "\ta"])
+def test_text_after_leading_whitespace_stays_text_in_markdown(typed):
+    """The block's leading whitespace is trimmed: ` # a` must not come back a heading."""
+    paragraph = {"type": "paragraph", "content": [{"type": "text", "text": typed}]}
+    read = markdown_doc(doc_markdown({"type": "doc", "content": [paragraph]}))["content"]
+    assert read == [{"type": "paragraph", "content": [{"type": "text", "text": typed.strip()}]}]
+
+
 def test_replace_text_rewrites_only_the_middle():
     doc = Doc()
     text = doc.get("t", type=Text)

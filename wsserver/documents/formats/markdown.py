@@ -227,7 +227,9 @@ def _inline(nodes: list[Node]) -> str:
             core = text.strip()
             lead = text[: len(text) - len(text.lstrip())] if core else text
             trail = text[len(text.rstrip()) :] if core else ""
-            body = _escape(core, line_start and not (pending + lead))
+            # Whitespace before a line's first text is no protection: the block's
+            # leading spaces are trimmed, and up to three still start a block (` # a`).
+            body = _escape(core, line_start)
         opened = marks[keep:]  # a link (ranked first) opens before the whitespace
         out.extend(_open(m) for m in opened if m["type"] == "link")
         out.append(lead)
@@ -236,7 +238,7 @@ def _inline(nodes: list[Node]) -> str:
         active, pending = marks, trail
         line_start = line_start and not body
     _close_all(out, active, pending)
-    return "".join(out).strip(" ")
+    return "".join(out).strip(" \t")  # a leading tab would open a code block
 
 
 def _close_all(out: list[str], marks: list[Node], pending: str) -> None:
