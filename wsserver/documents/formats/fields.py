@@ -7,6 +7,8 @@ copy of the document; its caller applies the difference as one update like any o
 """
 
 import json
+import math
+import re
 from typing import Any
 
 from pycrdt import Doc, Map, Text, XmlFragment
@@ -14,6 +16,7 @@ from pycrdt import Doc, Map, Text, XmlFragment
 from ...errors import BadRequest
 from ..content import FRAGMENT, TEXT, UNKNOWN, field_json, roots
 from . import markdown, prosemirror, text
+from .values import MAX_SAFE
 
 READ_FORMATS = ("prosemirror", "text", "markdown")
 WRITE_FORMATS = ("prosemirror", "markdown", "text")
@@ -22,6 +25,8 @@ POSITIONS = ("end", "start")
 CONTENT_FORMATS = ("json", "prosemirror", "markdown", "text")
 # The ProseMirror document Tiptap's Collaboration extension edits by default.
 DEFAULT_FIELD = "default"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _KIND_NAMES = {"text": "text", "fragment": "XML fragment", "array": "array", "map": "map"}
 
@@ -80,15 +85,49 @@ def parse_body(body: bytes, form: str) -> Any:
 
 
 def parse_json(source: str | bytes) -> Any:
-    """JSON, or BadRequest; NaN and Infinity are not JSON."""
+    """JSON, or BadRequest; NaN and Infinity are not JSON, nor is a number too large
+    for a float64 or a lone surrogate (`"\\ud800"`: not text), which pycrdt cannot
+    hold. An integer past 2**53 is read as JavaScript reads it, a float: pycrdt makes
+    a larger one a BigInt that editors cannot serialize, and panics on one past 64
+    bits, a panic that is no Exception and takes the whole process down."""
 
     def constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(source, parse_constant=constant)
+        value = json.loads(source, parse_constant=constant, parse_int=_number, parse_float=_float)
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"the body is not JSON: {str(e)[:100]}") from None
+    _check_strings(value)
+    return value
+
+
+def _number(digits: str) -> int | float:
+    number = int(digits)  # ValueError past Python's 4,300 digits
+    return number if abs(number) <= MAX_SAFE else _float(digits)
+
+
+def _float(digits: str) -> float:
+    number = float(digits)
+    if not math.isfinite(number):
+        raise ValueError(f"{digits[:20]} is too large for a number")
+    return number
+
+
+def _check_strings(value: Any) -> None:
+    """BadRequest for a string (or key) holding a lone surrogate; iterative, as the
+    JSON may be nested as deep as the parser allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BadRequest("the body is not JSON text: it holds a lone surrogate (\\ud800)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def write_field(
