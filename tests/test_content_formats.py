@@ -234,6 +234,35 @@ def test_text_after_leading_whitespace_stays_text_in_markdown(typed):
     assert read == [{"type": "paragraph", "content": [{"type": "text", "text": typed.strip()}]}]
 
 
+def test_many_blocks_and_runs_are_inserted_where_yrs_need_not_walk(monkeypatch):
+    """Yrs walks from the start to an index: writing each node after the one before was
+    quadratic (100 kB of `*a* ` as Markdown: minutes on the event loop). Each node is
+    inserted at the same place instead, and the content reads back the same."""
+    import pycrdt._xml as xml
+
+    places = []
+    for cls in (xml.XmlText, xml.XmlChildrenView):
+        monkeypatch.setattr(cls, "insert", _recording(cls.insert, places))
+    bold = [{"type": "bold"}]
+    runs = [{"type": "text", "text": f"r{i}", "marks": bold[: i % 2]} for i in range(150)]
+    blocks = [{"type": "paragraph", "content": runs}] * 150
+    content = pm.normalized(blocks)
+    assert content[0]["content"] == [
+        {"type": "text", "text": r["text"], **({"marks": r["marks"]} if r["marks"] else {})}
+        for r in runs
+    ]
+    assert content == [content[0]] * 150
+    assert set(places) == {0}
+
+
+def _recording(insert, places):
+    def recorded(self, index, *args, **kwargs):
+        places.append(index)
+        return insert(self, index, *args, **kwargs)
+
+    return recorded
+
+
 def test_replace_text_rewrites_only_the_middle():
     doc = Doc()
     text = doc.get("t", type=Text)
