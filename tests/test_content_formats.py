@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from wsserver.documents.content import document_json
+from wsserver.documents.formats import fields
 from wsserver.documents.formats import prosemirror as pm
 from wsserver.documents.formats.fields import read_field
 from wsserver.documents.formats.markdown import doc_markdown, markdown_doc
 from wsserver.documents.formats.text import doc_text, replace_text
 from wsserver.documents.formats.xml import MAX_DEPTH, to_xml
-from wsserver.errors import NestedTooDeep
+from wsserver.errors import MessageTooBig, NestedTooDeep
 
 # The issue's examples: typed text that looks like markup, and a link's href.
 TYPED = 'if a < b && c > "d" then </paragraph><script>x</script>'
@@ -261,6 +262,22 @@ def _recording(insert, places):
         return insert(self, index, *args, **kwargs)
 
     return recorded
+
+
+@pytest.mark.parametrize(
+    "form, content",
+    [("text", "a\n" * 11), ("markdown", "a\n\n" * 40), ("prosemirror", [{"type": "p"}] * 11)],
+)
+def test_writes_into_an_xml_field_past_the_caps_are_413(monkeypatch, form, content):
+    """100 kB of Markdown held the event loop for seconds: bounded by bytes and nodes."""
+    monkeypatch.setattr(fields, "MAX_NODES", 10)
+    monkeypatch.setattr(fields, "MAX_MARKDOWN_BYTES", 100)
+    doc = Doc()
+    pm.insert(doc.get("default", type=XmlFragment), 0, [{"type": "p"}])  # an XML field
+    before = doc.get_update()
+    with pytest.raises(MessageTooBig):
+        fields.write_field(doc, before, "default", form, content, None)
+    assert doc.get_update() == before
 
 
 def test_replace_text_rewrites_only_the_middle():
