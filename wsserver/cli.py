@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_config(args: argparse.Namespace) -> Config:
     """`serve`'s config: every problem at once; the development secret only on
     loopback; --host and --port over the file's."""
-    from .app import load_settings
+    from .loading import load_settings
     from .settings import DEFAULT_CONFIG_PATH
 
     config, _ = load_settings(
@@ -124,7 +124,7 @@ def _check_config(args):
     problem. Without --config the file is $WSSERVER_CONFIG, as under gunicorn."""
     import yaml
 
-    from .app import load_settings
+    from .loading import load_settings
     from .platform import procfile_bind, procfile_workers
     from .scrub import mask_secrets
 

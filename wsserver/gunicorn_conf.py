@@ -13,7 +13,7 @@ process before it exits) waits for the whole shutdown, bounded by `shutdown_time
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
 master checks it before any worker starts, so a bad one stops gunicorn with one line per
 problem, each naming its key, instead of a worker traceback. The rules of a platform
-deploy (app.deployment_problems) stop it the same way: more than one worker needs
+deploy (loading.deployment_problems) stop it the same way: more than one worker needs
 `redis` (README, "Running several processes and machines"): without it each worker would
 serve its own copy of a document and two people on two workers would never see each
 other; and a SQLite `storage` needs `storage_persistent: true` (a platform's disk is

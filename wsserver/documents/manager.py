@@ -22,7 +22,7 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ from .storage import Store, StoreError
 
 if TYPE_CHECKING:
     from ..errors import WsServerError
+    from ..fanout import Fanout
     from ..settings import Config
     from ..transport.connection import Connection
 
@@ -62,7 +63,7 @@ class DocumentManager:
         config: Config,
         before_compact: Callable[[DocKey], bool] | None = None,
         on_stored: Callable | None = None,
-        fanout=None,
+        fanout: Fanout | NoFanout | None = None,
     ) -> None:
         self.store = store
         self.fanout = fanout if fanout is not None else NoFanout()
@@ -106,7 +107,7 @@ class DocumentManager:
         return room
 
     @contextmanager
-    def hold(self, key):
+    def hold(self, key: DocKey) -> Iterator[Room]:
         """The room of `key`, loaded if needed and kept loaded while the block runs;
         afterwards it is unloaded as usual once nobody uses it."""
         room = self._loaded(key)

@@ -90,13 +90,13 @@ class Unintegrated:
 
     __slots__ = ("parts",)
 
-    def __init__(self):
-        self.parts = []
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.parts)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.parts)
 
     def after_apply(self, doc: Doc, update: bytes) -> bytes | None:
