@@ -15,6 +15,7 @@ from test_document_api import assert_error, request
 from test_webhooks import HOOK_SECRET, Receiver
 
 from wsserver.errors import ConfigError
+from wsserver.webhooks import content
 from wsserver.webhooks.settings import parse_hooks
 
 
@@ -263,6 +264,18 @@ def test_document_changed_carries_the_changed_fields_content(tmp_path):
         server.proc.kill()
         server.proc.wait()
         receiver.close()
+
+
+def test_a_document_too_large_to_convert_on_each_window_gets_a_content_error(monkeypatch):
+    """Markdown of 20,000 paragraphs took 5 s, on the event loop, every debounce window."""
+    monkeypatch.setattr(content, "MAX_DOCUMENT", 100)
+    doc = Doc()
+    doc["code"] = Text("x" * 101)
+    update = doc.get_update()
+    answer = content.content_fields(
+        lambda key: update, ("t", "a", "d"), "text", content.ChangedFields()
+    )
+    assert "over 100 bytes" in answer["content_error"]
 
 
 def test_include_content_must_be_a_format():
