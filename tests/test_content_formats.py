@@ -280,6 +280,47 @@ def test_writes_into_an_xml_field_past_the_caps_are_413(monkeypatch, form, conte
     assert doc.get_update() == before
 
 
+def _text(text):
+    return {"type": "text", "text": text}
+
+
+def _item(text):
+    return {"type": "listItem", "content": [{"type": "paragraph", "content": [_text(text)]}]}
+
+
+def _para(text, **mark):
+    return {"type": "paragraph", "content": [{"type": "text", "text": text, **mark}]}
+
+
+@pytest.mark.parametrize(
+    "block, read",
+    [  # attributes and text a writer chose must not open Markdown structure
+        (
+            {"type": "codeBlock", "attrs": {"language": "py`\n# h"}, "content": [_text("x")]},
+            {"type": "codeBlock", "attrs": {"language": "py"}, "content": [_text("x")]},
+        ),
+        (
+            {"type": "heading", "attrs": {"level": 2}, "content": [_text("a\n# b")]},
+            {"type": "heading", "attrs": {"level": 2}, "content": [_text("a # b")]},
+        ),
+        (
+            {"type": "orderedList", "attrs": {"start": 10**9}, "content": [_item("x")]},
+            {"type": "orderedList", "attrs": {"start": 1}, "content": [_item("x")]},
+        ),
+        (
+            _para("x", marks=[{"type": "link", "attrs": {"href": "javascript:alert(1)"}}]),
+            _para("x"),
+        ),
+        (
+            {"type": "heading", "attrs": {"level": 1}, "content": [_text("C #")]},
+            {"type": "heading", "attrs": {"level": 1}, "content": [_text("C #")]},
+        ),
+    ],
+)
+def test_markdown_of_hostile_attributes_and_text_keeps_the_block(block, read):
+    assert markdown_doc(doc_markdown({"type": "doc", "content": [block]}))["content"] == [read]
+
+
 def test_replace_text_rewrites_only_the_middle():
     doc = Doc()
     text = doc.get("t", type=Text)
