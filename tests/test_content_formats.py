@@ -321,6 +321,19 @@ def test_markdown_of_hostile_attributes_and_text_keeps_the_block(block, read):
     assert markdown_doc(doc_markdown({"type": "doc", "content": [block]}))["content"] == [read]
 
 
+@pytest.mark.parametrize("form", ["prosemirror", "markdown", "text"])
+def test_a_read_of_a_large_document_lets_other_greenlets_run(monkeypatch, form):
+    """Markdown of 20,000 paragraphs held every client of the process 5.5 s."""
+    import gevent
+
+    yields = []
+    monkeypatch.setattr(gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    doc = Doc()
+    pm.insert(doc.get("default", type=XmlFragment), 0, [_para("p")] * 200)
+    read_field(doc.get_update(), "default", form)
+    assert len(yields) >= 3 and set(yields) == {0}
+
+
 def test_replace_text_rewrites_only_the_middle():
     doc = Doc()
     text = doc.get("t", type=Text)

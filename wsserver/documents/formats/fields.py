@@ -49,7 +49,7 @@ def read_field(update: bytes, field: str, form: str) -> Any:
     if form == "text" and kind == UNKNOWN:
         return ""
     _expect(kind, field, form, (FRAGMENT, UNKNOWN))
-    doc = prosemirror.fragment_json(root if kind == FRAGMENT else None)  # type: ignore[arg-type]
+    doc = prosemirror.fragment_json(root if kind == FRAGMENT else None, read=True)  # type: ignore[arg-type]
     if form == "prosemirror":
         return doc
     if form == "markdown":
@@ -65,7 +65,7 @@ def field_contents(update: bytes, form: str) -> dict[str, Any]:
     contents = {}
     for name, (kind, root) in roots(update).items():
         if form in READ_FORMATS and kind == FRAGMENT:
-            doc = prosemirror.fragment_json(root)  # type: ignore[arg-type]
+            doc = prosemirror.fragment_json(root, read=True)  # type: ignore[arg-type]
             value: Any = doc
             if form == "markdown":
                 value = markdown.doc_markdown(doc)

@@ -23,10 +23,12 @@ after one round (the first may normalise: `_i_` to `*i*`, `+` lists to `-`, …)
 """
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from markdown_it import MarkdownIt
 
+from .pacing import paced
 from .prosemirror import MARK_ORDER
 from .text import HARD_BREAK, inline_text
 
@@ -53,11 +55,11 @@ _parser.normalizeLink = lambda url: url  # type: ignore[method-assign]
 
 def doc_markdown(doc: Node) -> str:
     """The Markdown of ProseMirror JSON `doc` (ends with a newline unless empty)."""
-    text = _blocks(doc.get("content", []))
+    text = _blocks(paced(doc.get("content", [])))
     return text + "\n" if text else ""
 
 
-def _blocks(nodes: list[Node], separator: str = "\n\n") -> str:
+def _blocks(nodes: Iterable[Node], separator: str = "\n\n") -> str:
     return separator.join(b for b in (_block(node) for node in nodes) if b)
 
 

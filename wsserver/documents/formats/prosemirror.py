@@ -29,6 +29,7 @@ from typing import Any
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from ...errors import BadRequest, NestedTooDeep
+from .pacing import paced
 from .values import MAX_DEPTH, plain
 from .xml import attributes_of
 
@@ -57,15 +58,16 @@ def _mark_key(mark: Node) -> tuple[int, str]:
 # --- read ---------------------------------------------------------------------------
 
 
-def fragment_json(fragment: XmlParent | None) -> Node:
-    """The ProseMirror JSON of an XML root (None: an empty or absent one)."""
-    content = _children_json(fragment, 1) if fragment is not None else []
+def fragment_json(fragment: XmlParent | None, read: bool = False) -> Node:
+    """The ProseMirror JSON of an XML root (None: an empty or absent one); `read`: a
+    read of a private copy, which yields to other greenlets as it goes (pacing.py)."""
+    content = _children_json(fragment, 1, read) if fragment is not None else []
     return {"type": "doc", "content": content}
 
 
-def _children_json(parent: XmlParent, depth: int) -> list[Node]:
+def _children_json(parent: XmlParent, depth: int, read: bool = False) -> list[Node]:
     result: list[Node] = []
-    for child in parent.children:
+    for child in paced(parent.children) if read else parent.children:
         if isinstance(child, XmlText):
             result.extend(text_nodes(child))
         elif isinstance(child, XmlElement):
