@@ -40,7 +40,7 @@ _ESCAPE = re.compile(r"([\\`*_\[\]~<]|&(?=#?\w+;))")
 _LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")
 _TASK = re.compile(r"^\[([ xX])\]( |$)")
 _RANK = {name: i for i, name in enumerate(MARK_ORDER)}
-_INFO = re.compile(r"[^\s`]*")
+_INFO_END = re.compile(r"[\s`]")
 _MAX_START = 999_999_999
 _CLOSING = re.compile(r"(^|[ \t])(#+)$")
 
@@ -113,8 +113,8 @@ def _fenced(code: str, language: object) -> str:
     longest = max((len(run) for run in re.findall("`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
     # An info string ends at whitespace and holds no backtick (else the fence is no
-    # fence, and the code is read as Markdown): the language's first word, backticks out.
-    info = _INFO.match(language).group() if isinstance(language, str) else ""
+    # fence, and the code is read as Markdown): the language up to either.
+    info = _INFO_END.split(language, maxsplit=1)[0] if isinstance(language, str) else ""
     return f"{fence}{info}\n{code}\n{fence}" if code else f"{fence}{info}\n{fence}"
 
 
