@@ -110,6 +110,8 @@ def test_a_new_database_gets_every_table_and_the_current_version(pg_url, stores)
         "wsserver_updates",
         "wsserver_snapshots",
         "wsserver_registry",
+        "wsserver_versions",
+        "wsserver_trash",
     }
     # a second process starting on it changes nothing
     stores.append(PostgresStore(pg_url).start())

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter, namedtuple
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
@@ -30,14 +31,20 @@ from ...support.blocking import BlockingCalls, CallTimeout
 from ..key import DocKey
 from ..ydoc import fold  # the backends fold with it: pending structs kept
 
+if TYPE_CHECKING:
+    from .history import Retention
+
 log = logging.getLogger(__name__)
 
 # id_sum: the sum of the log rows' ids, which with log_count identifies the set of rows
-# a process has seen (see `Store.compact`).
-Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defaults=(0,))
+# a process has seen (see `Store.compact`). deleted_at: when the document was moved to
+# the trash (time.time()), None when it is not there.
+Loaded = namedtuple(
+    "Loaded", "updates last_id log_count log_bytes id_sum deleted_at", defaults=(0, None)
+)
 
 
-def loaded(snapshot, rows):
+def loaded(snapshot, rows, deleted_at=None):
     """The `Loaded` of a stored snapshot (or None) and log rows [(id, update)], oldest
     first: what every backend's `_load` answers."""
     updates = ([snapshot] if snapshot is not None else []) + [update for _, update in rows]
@@ -47,6 +54,7 @@ def loaded(snapshot, rows):
         len(rows),
         sum(len(update) for _, update in rows),
         sum(row_id for row_id, _ in rows),
+        deleted_at,
     )
 
 
@@ -93,6 +101,9 @@ class Store(BlockingCalls):
         # failure (more than a busy pool's wait for a free connection).
         self.probe_stuck_after = 6.0
         self._commit_errors = Throttled(log)
+        # The `history` settings (storage/history.py Retention) enforced when a version
+        # is made and by `sweep`; None: versions are kept for ever, trash never purged.
+        self.retention: Retention | None = None
 
     # --- shared pipeline ------------------------------------------------------------
 
@@ -101,12 +112,19 @@ class Store(BlockingCalls):
         self._committer = gevent.spawn(self._commit_loop)
         return self
 
-    def append(self, key: DocKey, update: bytes, on_durable: Callable[[int], object]) -> None:
-        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
+    def append(
+        self,
+        key: DocKey,
+        update: bytes,
+        on_durable: Callable[[int], object],
+        author: str | None = None,
+    ) -> None:
+        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed.
+        `author`: the token `sub` it came from (kept with the row for the versions)."""
         while len(self._queue) >= MAX_QUEUED:
             self._space.clear()
             self._space.wait()
-        self._queue.append((key, update, on_durable))
+        self._queue.append((key, update, on_durable, author))
         self._uncommitted[key] += 1
         self._idle.clear()
         self._wake.set()
@@ -125,7 +143,7 @@ class Store(BlockingCalls):
             while True:
                 try:
                     started = time.monotonic()
-                    ids = self._commit([(k, u) for k, u, _ in batch])
+                    ids = self._commit([(k, u, a) for k, u, _, a in batch])
                     metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
                     metrics.UPDATES.inc(len(batch))
                     self.failing = None
@@ -145,11 +163,11 @@ class Store(BlockingCalls):
                     )
                     backoff.sleep()
             self._space.set()
-            self._uncommitted.subtract(k for k, _, _ in batch)
+            self._uncommitted.subtract(item[0] for item in batch)
             self._uncommitted += Counter()  # drops the documents with none left
             self._committed.set()
             self._committed = Event()
-            for (_, _, on_durable), row_id in zip(batch, ids):
+            for (_, _, on_durable, _), row_id in zip(batch, ids):
                 try:
                     on_durable(row_id)
                 except Exception:
@@ -237,24 +255,99 @@ class Store(BlockingCalls):
         return self._bounded("size", self._size, key, timeout=timeout)
 
     def delete(self, key, timeout: float | None = None):
-        """Remove the document's snapshot and log from storage. Appends of `key` still
-        queued are committed first, so none lands after the delete (appends of other
-        documents do not matter). `timeout`: raise StoreError when those appends are
-        not committed within that many seconds (nothing was deleted then), or when the
-        delete itself does not end in what is left of it (it goes on, and
-        `StoreError.pending` is what runs it, see `_bounded`)."""
+        """Remove the document from storage: its snapshot, log, versions and trash
+        entry (a purge). Appends of `key` still queued are committed first, so none
+        lands after the delete (appends of other documents do not matter). `timeout`:
+        raise StoreError when those appends are not committed within that many seconds
+        (nothing was deleted then), or when the delete itself does not end in what is
+        left of it (it goes on, and `StoreError.pending` is what runs it, see
+        `_bounded`)."""
+        left = self._wait_committed(key, "delete", timeout, "nothing deleted")
+        self._bounded("delete", self._delete, key, timeout=left)
+
+    def _wait_committed(self, key, what, timeout, outcome):
+        """Wait until no append of `key` is queued or committing; the seconds left of
+        `timeout` (None: no bound). StoreError after `timeout` (`outcome` says what was
+        not done)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._uncommitted[key]:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                metrics.STORAGE_ERRORS.labels("delete").inc()
+                metrics.STORAGE_ERRORS.labels(what).inc()
                 raise StoreError(
-                    f"delete: {self._uncommitted[key]} queued updates of the document "
-                    f"not committed within {timeout:g} s; nothing deleted"
+                    f"{what}: {self._uncommitted[key]} queued updates of the document "
+                    f"not committed within {timeout:g} s; {outcome}"
                 )
             self._committed.wait(left)
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self._bounded("delete", self._delete, key, timeout=left)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    # --- history (documents/storage/history.py) -------------------------------------
+
+    def create_version(
+        self,
+        key: DocKey,
+        label: str | None = None,
+        automatic: bool = False,
+        timeout: float | None = None,
+    ) -> dict | None:
+        """Store the document's state now as a version (after its queued appends are
+        committed), retention applied; its description ({id, created_at, label,
+        authors, size}). None when storage holds nothing of the document, or
+        (`automatic`) nothing changed since its last version."""
+        left = self._wait_committed(key, "version", timeout, "no version made")
+        return self._bounded(
+            "version", self._create_version, key, label, automatic, time.time(), timeout=left
+        )
+
+    def versions(self, key: DocKey, timeout: float | None = None) -> list[dict]:
+        """The document's versions, newest first (descriptions, no state)."""
+        return self._bounded("versions", self._versions, key, timeout=timeout)
+
+    def version(
+        self, key: DocKey, version_id: int, timeout: float | None = None
+    ) -> tuple[dict, bytes] | None:
+        """(description, state) of one version of the document, or None."""
+        return self._bounded("versions", self._version, key, version_id, timeout=timeout)
+
+    def trash(self, key: DocKey, timeout: float | None = None, at: float | None = None) -> float:
+        """Move the document to the trash (kept, versions included, refused to every
+        load until `untrash`); returns its deleted_at (`at`, default now; an earlier
+        one if it was already there)."""
+        now = time.time() if at is None else at
+        return self._bounded("trash", self._trash, key, now, timeout=timeout)
+
+    def untrash(self, key: DocKey, timeout: float | None = None) -> bool:
+        """Take the document out of the trash; False when it was not there."""
+        return self._bounded("trash", self._untrash, key, timeout=timeout)
+
+    def trashed(self, keys: list[DocKey], timeout: float | None = None) -> dict[DocKey, float]:
+        """{key: deleted_at} of those of `keys` in the trash."""
+        if not keys:
+            return {}
+        found = self._bounded("trash", self._trashed, keys, timeout=timeout)
+        return {DocKey(*k): at for k, at in found}
+
+    def trash_list(self, timeout: float | None = None) -> list[tuple[DocKey, float]]:
+        """Every trashed document (key, deleted_at), most recently deleted first."""
+        rows = self._bounded("trash", self._trash_list, timeout=timeout)
+        return sorted(((DocKey(*k), at) for k, at in rows), key=lambda r: -r[1])
+
+    def sweep(self, timeout: float | None = None) -> tuple[int, list[DocKey]]:
+        """Retention over every document: (versions removed, documents purged from the
+        trash after `trash_days`)."""
+        if self.retention is None:
+            return 0, []
+        removed, purged = self._bounded("sweep", self._sweep, time.time(), timeout=timeout)
+        return removed, [DocKey(*k) for k in purged]
+
+    def all_versions(self, key: DocKey) -> list[tuple[dict, bytes]]:
+        """Every version of the document with its state, oldest first (copy-storage)."""
+        return [self._version(key, v["id"]) for v in reversed(self._call(self._versions, key))]
+
+    def add_version(self, key: DocKey, meta: dict, state: bytes) -> None:
+        """Store a copied version as it was (created_at, label, authors), unless one of
+        the same created_at is there already (copy-storage run again)."""
+        self._call(self._add_version, key, meta, state)
 
     def _bounded(self, what, fn, *args, timeout=None):
         """`self._call(fn, *args, timeout=timeout)`, its failures counted under `what`;
@@ -350,7 +443,40 @@ class Store(BlockingCalls):
         raise NotImplementedError
 
     def _compact(self, key, upto_id, snapshot, seen):
-        """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
+        """Replace the snapshot and rows <= upto_id atomically (see `compact`); the
+        authors of the rows folded newer than the last version kept on the snapshot
+        (history.folded_authors)."""
+        raise NotImplementedError
+
+    def _create_version(self, key, label, automatic, now):
+        """history.new_version inside one transaction, then retention (history.pruned)."""
+        raise NotImplementedError
+
+    def _versions(self, key):
+        raise NotImplementedError
+
+    def _version(self, key, version_id):
+        raise NotImplementedError
+
+    def _add_version(self, key, meta, state):
+        raise NotImplementedError
+
+    def _trash(self, key, now):
+        raise NotImplementedError
+
+    def _untrash(self, key):
+        raise NotImplementedError
+
+    def _trashed(self, keys):
+        """[(key tuple, deleted_at)] of those of `keys` in the trash."""
+        raise NotImplementedError
+
+    def _trash_list(self):
+        raise NotImplementedError
+
+    def _sweep(self, now):
+        """(versions removed, keys purged): `keep_days` over every document's automatic
+        versions, trash entries older than `trash_days` purged (`_delete`)."""
         raise NotImplementedError
 
 

@@ -47,6 +47,7 @@ from ...errors import ConfigError, StorageSchemaError
 from ...scrub import redact_url as redact
 from ..key import DocKey
 from .base import Store, compacted, loaded
+from .history import DAY, authors_json, folded_authors, new_version, pruned, version_meta
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,28 @@ MIGRATIONS = [
         PRIMARY KEY (tenant, app, name, node)
     );
     CREATE INDEX wsserver_registry_by_node ON wsserver_registry (node);
+    """,
+    # 3: the history (storage/history.py): each update's author, what a compaction
+    # folded since the last version, the versions, the trash
+    """
+    ALTER TABLE wsserver_updates ADD COLUMN author text;
+    ALTER TABLE wsserver_snapshots ADD COLUMN last_id bigint NOT NULL DEFAULT 0,
+        ADD COLUMN authors text;
+    CREATE TABLE wsserver_versions (
+        id bigserial PRIMARY KEY,
+        tenant text NOT NULL, app text NOT NULL, name text NOT NULL,
+        created_at double precision NOT NULL,
+        label text,
+        authors text NOT NULL,
+        upto_id bigint NOT NULL,
+        data bytea NOT NULL
+    );
+    CREATE INDEX wsserver_versions_by_doc ON wsserver_versions (tenant, app, name, id);
+    CREATE TABLE wsserver_trash (
+        tenant text NOT NULL, app text NOT NULL, name text NOT NULL,
+        deleted_at double precision NOT NULL,
+        PRIMARY KEY (tenant, app, name)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -242,7 +265,10 @@ class PostgresStore(Store):
     def _load(self, key):
         with self.pool.connection() as conn:
             snap, rows = self._stored(conn, key)
-        return loaded(snap, rows)
+            trashed = conn.execute(
+                f"SELECT deleted_at FROM wsserver_trash WHERE {_DOC}", key
+            ).fetchone()
+        return loaded(snap, rows, trashed[0] if trashed else None)
 
     def _delete(self, key):
         # Under the document's compaction lock: a compaction committing after the
@@ -250,7 +276,12 @@ class PostgresStore(Store):
         lock = (LOCK_NAMESPACE, doc_lock_key(key))
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
-            for table in ("wsserver_snapshots", "wsserver_updates"):
+            for table in (
+                "wsserver_snapshots",
+                "wsserver_updates",
+                "wsserver_versions",
+                "wsserver_trash",
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
 
     def _ping(self):
@@ -293,14 +324,16 @@ class PostgresStore(Store):
         # of the items in turn (RETURNING itself promises no order).
         with self.pool.connection() as conn:
             ids = conn.execute(
-                "INSERT INTO wsserver_updates (tenant, app, name, data) "
-                "SELECT t, a, n, d FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
-                "WITH ORDINALITY AS u(t, a, n, d, o) ORDER BY o RETURNING id",
+                "INSERT INTO wsserver_updates (tenant, app, name, data, author) "
+                "SELECT t, a, n, d, w FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "%s::bytea[], %s::text[]) WITH ORDINALITY AS u(t, a, n, d, w, o) "
+                "ORDER BY o RETURNING id",
                 (
-                    [k[0] for k, _ in items],
-                    [k[1] for k, _ in items],
-                    [k[2] for k, _ in items],
-                    [u for _, u in items],
+                    [k[0] for k, _, _ in items],
+                    [k[1] for k, _, _ in items],
+                    [k[2] for k, _, _ in items],
+                    [u for _, u, _ in items],
+                    [a for _, _, a in items],
                 ),
             ).fetchall()
         return sorted(row[0] for row in ids)
@@ -331,11 +364,27 @@ class PostgresStore(Store):
                         stored,
                         lambda: [r[1] for r in self._stored(conn, key, upto_id)[1]],
                     )
+                    old = conn.execute(
+                        f"SELECT last_id, authors FROM wsserver_snapshots WHERE {_DOC}", key
+                    ).fetchone()
+                    rows = conn.execute(
+                        f"SELECT id, author FROM wsserver_updates WHERE {_DOC} AND id <= %s "
+                        "AND author IS NOT NULL",
+                        (*key, upto_id),
+                    ).fetchall()
                     conn.execute(
-                        "INSERT INTO wsserver_snapshots (tenant, app, name, data) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, app, name) "
-                        "DO UPDATE SET data = excluded.data",
-                        (*key, folded),
+                        "INSERT INTO wsserver_snapshots (tenant, app, name, data, last_id, "
+                        "authors) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, app, "
+                        "name) DO UPDATE SET data = excluded.data, last_id = excluded.last_id, "
+                        "authors = excluded.authors",
+                        (
+                            *key,
+                            folded,
+                            max(upto_id, old[0] if old else 0),
+                            folded_authors(
+                                old[1] if old else None, rows, self._last_upto(conn, key)
+                            ),
+                        ),
                     )
                     conn.execute(
                         f"DELETE FROM wsserver_updates WHERE {_DOC} AND id <= %s", (*key, upto_id)
@@ -344,3 +393,137 @@ class PostgresStore(Store):
                 if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
                 # A broken connection's session, and its lock, end with it.
+
+    # --- history (storage/history.py) -----------------------------------------------
+
+    @staticmethod
+    def _last_upto(conn, key):
+        row = conn.execute(
+            f"SELECT upto_id FROM wsserver_versions WHERE {_DOC} ORDER BY id DESC LIMIT 1", key
+        ).fetchone()
+        return row[0] if row else None
+
+    def _create_version(self, key, label, automatic, now):
+        # Under the document's compaction lock (a compaction moves rows into the
+        # snapshot), and one version maker at a time across processes.
+        lock = (LOCK_NAMESPACE, doc_lock_key(key))
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
+            snap = conn.execute(
+                f"SELECT data, last_id, authors FROM wsserver_snapshots WHERE {_DOC}", key
+            ).fetchone()
+            rows = conn.execute(
+                f"SELECT id, data, author FROM wsserver_updates WHERE {_DOC} ORDER BY id", key
+            ).fetchall()
+            made = new_version(
+                snap[0] if snap else None,
+                snap[1] if snap else 0,
+                snap[2] if snap else None,
+                rows,
+                self._last_upto(conn, key),
+                automatic,
+            )
+            if made is None:
+                return None
+            state, authors, upto = made
+            row = conn.execute(
+                "INSERT INTO wsserver_versions (tenant, app, name, created_at, label, authors, "
+                f"upto_id, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {self._META}",
+                (*key, now, label, authors_json(authors), upto, state),
+            ).fetchone()
+            if snap:
+                conn.execute(f"UPDATE wsserver_snapshots SET authors = NULL WHERE {_DOC}", key)
+            self._prune(conn, key, now)
+        return version_meta(row)
+
+    def _prune(self, conn, key, now):
+        if self.retention is None:
+            return 0
+        rows = conn.execute(
+            "SELECT id, created_at, label, length(data) FROM wsserver_versions "
+            f"WHERE {_DOC} ORDER BY id",
+            key,
+        ).fetchall()
+        gone = pruned(rows, now, self.retention)
+        if gone:
+            conn.execute("DELETE FROM wsserver_versions WHERE id = ANY(%s)", (gone,))
+        return len(gone)
+
+    _META = "id, created_at, label, authors, length(data)"
+
+    def _versions(self, key):
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {self._META} FROM wsserver_versions WHERE {_DOC} ORDER BY id DESC", key
+            ).fetchall()
+        return [version_meta(row) for row in rows]
+
+    def _version(self, key, version_id):
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {self._META}, data FROM wsserver_versions WHERE {_DOC} AND id = %s",
+                (*key, version_id),
+            ).fetchone()
+        return None if row is None else (version_meta(row), row[5])
+
+    def _add_version(self, key, meta, state):
+        with self.pool.connection() as conn, conn.transaction():
+            present = conn.execute(
+                f"SELECT 1 FROM wsserver_versions WHERE {_DOC} AND created_at = %s",
+                (*key, meta["created_at"]),
+            ).fetchone()
+            if not present:
+                conn.execute(
+                    "INSERT INTO wsserver_versions (tenant, app, name, created_at, label, "
+                    "authors, upto_id, data) VALUES (%s, %s, %s, %s, %s, %s, 0, %s)",
+                    (*key, meta["created_at"], meta["label"], authors_json(meta["authors"]), state),
+                )
+
+    def _trash(self, key, now):
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO wsserver_trash (tenant, app, name, deleted_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (*key, now),
+            )
+            return conn.execute(
+                f"SELECT deleted_at FROM wsserver_trash WHERE {_DOC}", key
+            ).fetchone()[0]
+
+    def _untrash(self, key):
+        with self.pool.connection() as conn:
+            return conn.execute(f"DELETE FROM wsserver_trash WHERE {_DOC}", key).rowcount > 0
+
+    def _trashed(self, keys):
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT t.tenant, t.app, t.name, t.deleted_at FROM wsserver_trash t "
+                "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(tenant, app, name) "
+                "USING (tenant, app, name)",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+            ).fetchall()
+        return [(tuple(row[:3]), row[3]) for row in rows]
+
+    def _trash_list(self):
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT tenant, app, name, deleted_at FROM wsserver_trash"
+            ).fetchall()
+        return [(tuple(row[:3]), row[3]) for row in rows]
+
+    def _sweep(self, now):
+        removed = 0
+        with self.pool.connection() as conn:
+            keys = conn.execute(
+                "SELECT DISTINCT tenant, app, name FROM wsserver_versions"
+            ).fetchall()
+            for key in keys:
+                with conn.transaction():
+                    removed += self._prune(conn, tuple(key), now)
+            expired = conn.execute(
+                "SELECT tenant, app, name FROM wsserver_trash WHERE deleted_at < %s",
+                (now - self.retention.trash_days * DAY,),
+            ).fetchall()
+        for key in expired:
+            self._delete(tuple(key))
+        return removed, [tuple(key) for key in expired]

@@ -23,6 +23,7 @@ import os
 import sqlite3
 
 from .base import Store, compacted, loaded
+from .history import DAY, authors_json, folded_authors, new_version, pruned, version_meta
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,31 @@ CREATE TABLE IF NOT EXISTS snapshots (
     data BLOB NOT NULL,
     PRIMARY KEY (tenant, app, name)
 );
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, app TEXT NOT NULL, name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    label TEXT,
+    authors TEXT NOT NULL,
+    upto_id INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_doc ON versions (tenant, app, name, id);
+CREATE TABLE IF NOT EXISTS trash (
+    tenant TEXT NOT NULL, app TEXT NOT NULL, name TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    PRIMARY KEY (tenant, app, name)
+);
 """
+# Columns added to the tables of files written before the history (issue 24): the
+# author of each update; on the snapshot, the newest row folded into it and the
+# authors of the rows it folded since the last version (storage/history.py).
+ADDED_COLUMNS = [
+    ("updates", "author", "TEXT"),
+    ("snapshots", "last_id", "INTEGER NOT NULL DEFAULT 0"),
+    ("snapshots", "authors", "TEXT"),
+]
+_DOC = "tenant=? AND app=? AND name=?"
 
 
 def connect(path, synchronous="NORMAL", busy_timeout=5.0, autocheckpoint=True):
@@ -89,6 +114,10 @@ class SQLiteStore(Store):
     def _open(self):
         self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
         self.db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         if self.sync != "full":
             self.hub_db = connect(self.path, "NORMAL", busy_timeout=0, autocheckpoint=False)
 
@@ -115,7 +144,8 @@ class SQLiteStore(Store):
 
     def _load(self, key):
         snap, rows = self._stored(key)
-        return loaded(snap, rows)
+        trashed = self.db.execute(f"SELECT deleted_at FROM trash WHERE {_DOC}", key).fetchone()
+        return loaded(snap, rows, trashed[0] if trashed else None)
 
     def _documents(self):
         return self.db.execute(
@@ -128,10 +158,10 @@ class SQLiteStore(Store):
         def insert(db):
             return [
                 db.execute(
-                    "INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                    (*key, update),
+                    "INSERT INTO updates (tenant, app, name, data, author) VALUES (?, ?, ?, ?, ?)",
+                    (*key, update, author),
                 ).lastrowid
-                for key, update in items
+                for key, update, author in items
             ]
 
         return transaction(db if db is not None else self.db, insert)
@@ -139,7 +169,7 @@ class SQLiteStore(Store):
     def _commit(self, items):
         """On the hub when the write lock is free and the batch is small (see the module
         doc), else in the worker thread."""
-        if self.hub_db is not None and sum(len(u) for _, u in items) <= HUB_COMMIT_BYTES:
+        if self.hub_db is not None and sum(len(item[1]) for item in items) <= HUB_COMMIT_BYTES:
             try:
                 ids = self._append_batch(items, self.hub_db)
             except sqlite3.OperationalError as e:
@@ -181,9 +211,21 @@ class SQLiteStore(Store):
             folded = compacted(
                 snap, snapshot, seen, stored, lambda: [r[1] for r in self._stored(key, upto_id)[1]]
             )
+            last_upto = self._last_upto(db, key)
+            old = db.execute(f"SELECT last_id, authors FROM snapshots WHERE {_DOC}", key).fetchone()
+            rows = db.execute(
+                f"SELECT id, author FROM updates WHERE {_DOC} AND id<=? AND author IS NOT NULL",
+                (*key, upto_id),
+            ).fetchall()
             db.execute(
-                "INSERT OR REPLACE INTO snapshots (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                (*key, folded),
+                "INSERT OR REPLACE INTO snapshots (tenant, app, name, data, last_id, authors) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    *key,
+                    folded,
+                    max(upto_id, old[0] if old else 0),
+                    folded_authors(old[1] if old else None, rows, last_upto),
+                ),
             )
             db.execute(
                 "DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)
@@ -206,7 +248,127 @@ class SQLiteStore(Store):
 
     def _delete(self, key):
         def delete(db):
-            for table in ("snapshots", "updates"):
-                db.execute(f"DELETE FROM {table} WHERE tenant=? AND app=? AND name=?", key)
+            for table in ("snapshots", "updates", "versions", "trash"):
+                db.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
 
         transaction(self.db, delete)
+
+    # --- history (storage/history.py) -----------------------------------------------
+
+    @staticmethod
+    def _last_upto(db, key):
+        row = db.execute(
+            f"SELECT upto_id FROM versions WHERE {_DOC} ORDER BY id DESC LIMIT 1", key
+        ).fetchone()
+        return row[0] if row else None
+
+    def _create_version(self, key, label, automatic, now):
+        def create(db):
+            snap = db.execute(
+                f"SELECT data, last_id, authors FROM snapshots WHERE {_DOC}", key
+            ).fetchone()
+            rows = db.execute(
+                f"SELECT id, data, author FROM updates WHERE {_DOC} ORDER BY id", key
+            ).fetchall()
+            made = new_version(
+                snap[0] if snap else None,
+                snap[1] if snap else 0,
+                snap[2] if snap else None,
+                rows,
+                self._last_upto(db, key),
+                automatic,
+            )
+            if made is None:
+                return None
+            state, authors, upto = made
+            version_id = db.execute(
+                "INSERT INTO versions (tenant, app, name, created_at, label, authors, upto_id, "
+                "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, now, label, authors_json(authors), upto, state),
+            ).lastrowid
+            if snap:
+                db.execute(f"UPDATE snapshots SET authors=NULL WHERE {_DOC}", key)
+            self._prune(db, key, now)
+            return version_id
+
+        version_id = transaction(self.db, create)
+        return None if version_id is None else self._version(key, version_id)[0]
+
+    def _prune(self, db, key, now):
+        if self.retention is None:
+            return 0
+        rows = db.execute(
+            f"SELECT id, created_at, label, length(data) FROM versions WHERE {_DOC} ORDER BY id",
+            key,
+        ).fetchall()
+        gone = pruned(rows, now, self.retention)
+        db.executemany("DELETE FROM versions WHERE id=?", [(i,) for i in gone])
+        return len(gone)
+
+    _META = "id, created_at, label, authors, length(data)"
+
+    def _versions(self, key):
+        rows = self.db.execute(
+            f"SELECT {self._META} FROM versions WHERE {_DOC} ORDER BY id DESC", key
+        ).fetchall()
+        return [version_meta(row) for row in rows]
+
+    def _version(self, key, version_id):
+        row = self.db.execute(
+            f"SELECT {self._META}, data FROM versions WHERE {_DOC} AND id=?", (*key, version_id)
+        ).fetchone()
+        return None if row is None else (version_meta(row), row[5])
+
+    def _add_version(self, key, meta, state):
+        def add(db):
+            present = db.execute(
+                f"SELECT 1 FROM versions WHERE {_DOC} AND created_at=?", (*key, meta["created_at"])
+            ).fetchone()
+            if not present:
+                db.execute(
+                    "INSERT INTO versions (tenant, app, name, created_at, label, authors, "
+                    "upto_id, data) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                    (*key, meta["created_at"], meta["label"], authors_json(meta["authors"]), state),
+                )
+
+        transaction(self.db, add)
+
+    def _trash(self, key, now):
+        def trash(db):
+            db.execute(
+                "INSERT OR IGNORE INTO trash (tenant, app, name, deleted_at) VALUES (?, ?, ?, ?)",
+                (*key, now),
+            )
+            return db.execute(f"SELECT deleted_at FROM trash WHERE {_DOC}", key).fetchone()[0]
+
+        return transaction(self.db, trash)
+
+    def _untrash(self, key):
+        return self.db.execute(f"DELETE FROM trash WHERE {_DOC}", key).rowcount > 0
+
+    def _trashed(self, keys):
+        found = []
+        for start in range(0, len(keys), 300):  # SQLite's bound on a statement's variables
+            chunk = keys[start : start + 300]
+            found += self.db.execute(
+                "SELECT tenant, app, name, deleted_at FROM trash WHERE "
+                + " OR ".join(f"({_DOC})" for _ in chunk),
+                [part for key in chunk for part in key],
+            ).fetchall()
+        return [(row[:3], row[3]) for row in found]
+
+    def _trash_list(self):
+        rows = self.db.execute("SELECT tenant, app, name, deleted_at FROM trash").fetchall()
+        return [(row[:3], row[3]) for row in rows]
+
+    def _sweep(self, now):
+        removed = 0
+        for key in self.db.execute("SELECT DISTINCT tenant, app, name FROM versions").fetchall():
+            removed += transaction(self.db, lambda db, key=key: self._prune(db, key, now))
+        cutoff = now - self.retention.trash_days * DAY
+        expired = self.db.execute(
+            "SELECT tenant, app, name FROM trash WHERE deleted_at < ?", (cutoff,)
+        ).fetchall()
+        for key in expired:
+            self._delete(tuple(key))
+        return removed, [tuple(key) for key in expired]

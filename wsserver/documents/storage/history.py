@@ -1,0 +1,112 @@
+"""What every backend shares of a document's history: versions and their retention.
+
+A version is the document's full state at a moment (one folded Yjs update), with its
+time, an optional label, and the authors (token `sub`s) of the updates stored since the
+previous version. Each update row carries its author; a compaction that folds rows
+newer than the last version keeps their authors on the snapshot row (`authors`, with
+`last_id`: the newest row folded into it), so a version made after a compaction still
+knows who changed the document, and whether anything did.
+
+Backends store versions in a table of their own (`versions` / `wsserver_versions`)
+that compaction never touches; a trashed document keeps its versions until purged.
+They call `new_version` and `pruned` inside their transactions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .base import fold
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The `history` settings the store enforces (None: no limit). `keep_days` and
+    `keep_versions` apply to automatic versions (no label); named ones go only when
+    the document's versions exceed `max_bytes_per_document`, oldest first. The newest
+    version of a document is always kept (it tells whether anything changed since)."""
+
+    keep_days: float | None = 30.0
+    keep_versions: int | None = 100
+    max_bytes_per_document: int | None = 64 * 1024 * 1024
+    trash_days: float = 30.0
+
+
+def authors_json(authors: Iterable[str]) -> str:
+    return json.dumps(sorted(set(authors)))
+
+
+def new_version(
+    snapshot: bytes | None,
+    snapshot_last_id: int,
+    snapshot_authors: str | None,
+    rows: list[tuple[int, bytes, str | None]],
+    last_upto: int | None,
+    automatic: bool,
+) -> tuple[bytes, list[str], int] | None:
+    """(state, authors, upto_id) of a version made now, or None: nothing stored, or
+    (`automatic`) nothing stored since the last version (`last_upto`: the newest row it
+    covered; None when there is none). `rows`: the log (id, update, author), oldest
+    first; the snapshot's `last_id` and `authors` as compaction left them."""
+    upto = max([snapshot_last_id, *(row_id for row_id, _, _ in rows)], default=0)
+    if snapshot is None and not rows:
+        return None
+    if automatic and last_upto is not None and upto <= last_upto:
+        return None
+    authors = set(json.loads(snapshot_authors or "[]"))
+    authors.update(a for row_id, _, a in rows if a and (last_upto is None or row_id > last_upto))
+    updates = ([snapshot] if snapshot is not None else []) + [u for _, u, _ in rows]
+    return fold(updates), sorted(authors), upto
+
+
+def folded_authors(
+    stored: str | None, rows: Iterable[tuple[int, str | None]], last_upto: int | None
+) -> str:
+    """The snapshot's `authors` after a compaction folds `rows` (id, author): those of
+    rows newer than the last version added."""
+    authors = set(json.loads(stored or "[]"))
+    authors.update(a for row_id, a in rows if a and (last_upto is None or row_id > last_upto))
+    return authors_json(authors)
+
+
+def pruned(versions: list[tuple[int, float, str | None, int]], now: float, retention: Retention):
+    """Ids of the versions retention removes; `versions`: (id, created_at, label, size)
+    of one document, oldest first."""
+    if not versions:
+        return []
+    newest = versions[-1][0]
+    gone = set()
+    automatic = [v for v in versions if v[2] is None and v[0] != newest]
+    if retention.keep_versions is not None:
+        # The newest counts among the kept when it is automatic.
+        keep = retention.keep_versions - (versions[-1][2] is None)
+        excess = len(automatic) - max(0, keep)
+        gone.update(v[0] for v in automatic[: max(0, excess)])
+    if retention.keep_days is not None:
+        cutoff = now - retention.keep_days * DAY
+        gone.update(v[0] for v in automatic if v[1] < cutoff)
+    if retention.max_bytes_per_document is not None:
+        total = sum(v[3] for v in versions if v[0] not in gone)
+        for v in versions:
+            if total <= retention.max_bytes_per_document or v[0] == newest:
+                break
+            if v[0] not in gone:
+                gone.add(v[0])
+                total -= v[3]
+    return sorted(gone)
+
+
+def version_meta(row: Any) -> dict[str, Any]:
+    """A version's description from a row (id, created_at, label, authors, size)."""
+    return {
+        "id": row[0],
+        "created_at": row[1],
+        "label": row[2],
+        "authors": json.loads(row[3] or "[]"),
+        "size": row[4],
+    }
