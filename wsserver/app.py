@@ -24,14 +24,16 @@ from typing import Any
 from flask import Flask
 
 from . import __version__
+from .documents.history import History
 from .documents.manager import DocumentManager
 from .documents.storage import open_store
+from .documents.storage.history import retention_of
 from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
-from .http import admin, discovery, health, metrics, probes
+from .http import admin, discovery, health, metrics, probes, versions
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
@@ -215,6 +217,7 @@ class Parts:
     registry: Any  # regions.registry.Registry
     region_gate: RegionGate
     endpoint: WebSocketEndpoint
+    history: History
 
 
 def build_parts(config: Config, authenticator: Authenticator) -> Parts:
@@ -237,12 +240,19 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
     fanout = open_fanout(config, redis_fail_fast)
-    documents = DocumentManager(
+    store.retention = retention_of(config.history)
+    documents = DocumentManager(store, config, fanout=fanout)
+    # Versions, restore, the trash (README, History); with `redis` a trash reaches the
+    # other processes' clients at once.
+    history = History(
+        documents,
         store,
-        config,
-        on_stored=webhooks.document_stored if webhooks is not None else None,
-        fanout=fanout,
+        config.history,
+        on_event=webhooks.history_event if webhooks is not None else None,
+        redis_client=redis_client(config.redis) if config.redis else None,
+        subscriber=blocking_client(config.redis, "history", None) if config.redis else None,
     )
+    documents.on_stored = stored_hook(webhooks, history)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config,
@@ -262,9 +272,32 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     endpoint = WebSocketEndpoint(
         config, authenticator, documents, store, gates, quota.refusals, webhooks
     )
+    endpoint.stop_at_shutdown("the history", history.start().stop)
     return Parts(
-        quota, webhooks, store, region_map, fanout, documents, registry, region_gate, endpoint
+        quota,
+        webhooks,
+        store,
+        region_map,
+        fanout,
+        documents,
+        registry,
+        region_gate,
+        endpoint,
+        history,
     )
+
+
+def stored_hook(webhooks: Any, history: History) -> Callable[[Any, bool], None]:
+    """The manager's on_stored: the history marks the document edited, the webhooks
+    (when any) send document.changed / document.created."""
+    if webhooks is None:
+        return history.edited
+
+    def stored(key: Any, created: bool) -> None:
+        history.edited(key, created)
+        webhooks.document_stored(key, created)
+
+    return stored
 
 
 def health_report(parts: Parts) -> Callable[[], dict[str, Any]]:
@@ -323,20 +356,27 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         )
         endpoint.stop_at_shutdown("the admin board", board.stop)
     inspector = admin.Inspector(
-        parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
+        parts.documents,
+        parts.store,
+        stopping=lambda: endpoint.stopping,
+        board=board,
+        on_trashed=parts.history.trashed,
     )
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
-    app.register_blueprint(
-        document_api.blueprint(  # /v1/documents/...
-            endpoint.handshake,
-            parts.region_gate,
-            parts.quota.write_gate,
-            parts.documents,
-            parts.store,
-            config.max_message_size,
-            lambda: endpoint.shutting_down,
-        )
+    document_args = (
+        endpoint.handshake,
+        parts.region_gate,
+        parts.quota.write_gate,
+        parts.documents,
+        parts.store,
+        config.max_message_size,
+        lambda: endpoint.shutting_down,
     )
+    # /v1/documents/NAME/versions..., DELETE, undelete; the console's history routes
+    app.register_blueprint(
+        versions.blueprint(document_api.DocumentApi(*document_args), parts.history, config.admin)
+    )
+    app.register_blueprint(document_api.blueprint(*document_args))  # /v1/documents/...
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 

@@ -117,13 +117,13 @@ def canonical(value: Any) -> Any:
     if isinstance(value, Array):
         return {"array": [canonical(v) for v in value]}
     if isinstance(value, XmlText):
-        return {"xmltext": _runs(value), "attrs": dict(value.attributes)}
+        return {"xmltext": _runs(value), "attrs": _attributes(value)}
     if isinstance(value, Text):
         return {"text": _runs(value)}
     if isinstance(value, XmlElement):
         return {
             "element": value.tag,
-            "attrs": dict(value.attributes),
+            "attrs": _attributes(value),
             "children": [canonical(c) for c in value.children],
         }
     if isinstance(value, XmlFragment):
@@ -137,6 +137,11 @@ def canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical(v) for v in value]
     return value
+
+
+def _attributes(value: XmlText | XmlElement) -> dict[str, Any]:
+    view: Any = value.attributes  # pycrdt types its __iter__ as returning an Iterable
+    return dict(view)
 
 
 def _attrs(attrs: dict[str, Any] | None) -> dict[str, Any]:
@@ -274,7 +279,7 @@ def _sync_sequence(dst: Any, wanted: list, insert: Any) -> None:
 
 def _units(text: Text | XmlText) -> list[tuple[Any, dict[str, Any], int]]:
     """(character or embed, attributes, its length in pycrdt's offsets) in order."""
-    units = []
+    units: list[tuple[Any, dict[str, Any], int]] = []
     for insert, attrs in text.diff():
         attrs = _attrs(attrs)
         if isinstance(insert, str):

@@ -8,7 +8,8 @@ route requires `Authorization: Bearer <admin token>` (401 without, 403 wrong; JS
     GET    /admin/api/documents/T/A/NAME            summary + "content" (stored ones too)
     GET    /admin/api/documents/T/A/NAME/events     server-sent events: that detail again
                                                     each time it changes
-    DELETE /admin/api/documents/T/A/NAME            close its connections (4404), delete it
+    DELETE /admin/api/documents/T/A/NAME            close its connections (4404), move it
+                                                    to the trash (http/versions.py)
 
 A summary is {"tenant", "app", "name", "connections", "users" (distinct `sub`s),
 "awareness" ({client id: state}), "bytes" (stored size), "updated" (ISO 8601 of the
@@ -84,9 +85,12 @@ class Inspector:
     """What the admin API reads and does: the live documents (this process's, plus the
     other processes' from `board` when there is one) and the store."""
 
-    def __init__(self, documents, store, stopping, board=None):
+    def __init__(self, documents, store, stopping, board=None, on_trashed=None):
         self.documents = documents
         self.store = store
+        # Told of each document `delete` moved to the trash (documents/history.py: the
+        # webhook, the other processes).
+        self.on_trashed = on_trashed
         self.stopping = stopping  # callable: True once the process is shutting down
         self.board = board
         self._errors = Throttled(log)
@@ -265,7 +269,9 @@ class Inspector:
             if self.board is not None:
                 closed += self.board.drop_everywhere(key)
             try:
-                self.store.delete(key, timeout=STORE_WAIT)
+                # To the trash, which every load refuses (4404) until an undelete or
+                # a purge (wsserver/http/versions.py): no provider can push it back.
+                self.store.trash(key, timeout=STORE_WAIT)
             except StoreError as e:
                 pending = e.pending
                 self._errors.error("admin: delete of %s: %s", "/".join(key), e)
@@ -279,6 +285,8 @@ class Inspector:
                 deleting.discard(key)
             else:
                 pending.rawlink(lambda _: deleting.discard(key))
+        if self.on_trashed is not None:
+            self.on_trashed(key)
         return closed
 
 

@@ -38,6 +38,7 @@ from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage import StoreError, fold
 from ..errors import (
     BadRequest,
+    DocumentDeleted,
     InternalError,
     MessageTooBig,
     NotFound,
@@ -88,7 +89,7 @@ class DocumentApi:
         self.shutting_down = stopping
         self.cors = Cors(
             handshake.authenticator,
-            ("GET", "POST", "OPTIONS"),
+            ("GET", "POST", "DELETE", "OPTIONS"),
             headers=("Authorization", "Content-Type"),
         )
 
@@ -96,13 +97,13 @@ class DocumentApi:
         """Register `handler` at `rule` for `method` and its preflight: the checks run
         first, every error answers JSON with CORS."""
 
-        def view(name):
+        def view(name, **params):
             origin = request.headers.get("Origin")
             if request.method == "OPTIONS":
                 return self.cors.preflight(origin)
             try:
                 key, principal, app = self.handshake.authenticate(request.environ, "/" + name)
-                return self.cors.answer(handler(key, principal, app), origin, app)
+                return self.cors.answer(handler(key, principal, app, **params), origin, app)
             except WsServerError as error:
                 return self.refused(error, origin)
             except Exception:  # e.g. storage failing: a JSON 500, never a traceback
@@ -147,10 +148,13 @@ class DocumentApi:
             update = room.current_update()
         else:  # not loaded here, or its load failed: storage has every durable update
             try:
-                updates = self.store.load(key, timeout=LOAD_WAIT).updates
+                stored = self.store.load(key, timeout=LOAD_WAIT)
             except StoreError as e:  # storage down or hung: 503, retry
                 log.warning("GET %s: %s", request.path, e)
                 raise TryAgainLater("storage does not answer; retry") from None
+            if stored.deleted_at is not None:
+                raise DocumentDeleted()  # in the trash (wsserver/http/versions.py)
+            updates = stored.updates
             update = fold(updates) if updates else EMPTY_UPDATE
         if update == EMPTY_UPDATE:
             raise NotFound("no such document")

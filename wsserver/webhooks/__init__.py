@@ -9,12 +9,13 @@ most queues an event), so webhooks never slow the data plane. Bodies are JSON:
 
     {"event", "tenant", "app", "document", "time"[, "sub"]}
 
-`time` is when it happened (ISO 8601, UTC); `sub` (connection events) is the token's
-user, null for a token without one. `document.changed` is sent at most once per
-`debounce_seconds` per document and hook: the first change after a quiet spell opens
-a window, the event goes out when it closes, and every change inside it is covered
-by that one event. So while edits go on, one event per window (at least one every
-10 s, the longest window allowed).
+`time` is when it happened (ISO 8601, UTC); `sub` (connection events, and
+document.restored) is the token's user, null for a token without one; `version`
+(version.created: the version; document.restored: the id restored).
+`document.changed` is sent at most once per `debounce_seconds` per document and hook:
+the first change after a quiet spell opens a window, the event goes out when it
+closes, and every change inside it is covered by that one event. So while edits go
+on, one event per window (at least one every 10 s, the longest window allowed).
 """
 
 import json
@@ -61,6 +62,14 @@ class Webhooks:
                 self._windows[(hook, key)] = gevent.spawn_later(
                     hook.debounce_seconds, self._close_window, hook, key
                 )
+
+    def history_event(self, event, key, fields):
+        """A history event (wsserver/documents/history.py): version.created (with
+        `version`), document.restored (`version`, `sub`), document.deleted,
+        document.undeleted; sent at once to the hooks that asked for it."""
+        for hook in self.hooks.get((key.tenant, key.app), ()):
+            if event in hook.events:
+                self._send(hook, event, key, **fields)
 
     def connection_opened(self, key, user):
         self._connection(CONNECTION_OPENED, key, user)

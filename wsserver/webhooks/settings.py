@@ -7,7 +7,9 @@
         debounce_seconds: 2                        # document.changed: at most one per
                                                    # document this often (0.1 to 10)
 
-`events` defaults to all four. Every error names its key and stops start-up.
+`events` defaults to the first four; the history's four (version.created,
+document.restored, document.deleted, document.undeleted) are sent to the hooks that
+list them. Every error names its key and stops start-up.
 """
 
 from dataclasses import dataclass
@@ -20,7 +22,10 @@ DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_CREATED = "document.created"
 CONNECTION_OPENED = "connection.opened"
 CONNECTION_CLOSED = "connection.closed"
-EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
+# The history's (wsserver/documents/history.py, README "History").
+HISTORY_EVENTS = ("version.created", "document.restored", "document.deleted", "document.undeleted")
+DEFAULT_EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
+EVENTS = (*DEFAULT_EVENTS, *HISTORY_EVENTS)
 KEYS = ("url", "secret", "events", "debounce_seconds")
 DEFAULT_DEBOUNCE = 2.0
 # The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
@@ -61,7 +66,7 @@ def _parse_hook(path, entry):
     secret = long_secret(MIN_SECRET_BYTES, "as an HMAC-SHA256 key")(
         f"{path}.secret", entry.get("secret")
     )
-    events = entry.get("events", list(EVENTS))
+    events = entry.get("events", list(DEFAULT_EVENTS))
     if not isinstance(events, list) or not events:
         raise ConfigError(f"{path}.events", f"must be a non-empty list of {', '.join(EVENTS)}")
     for event in events:

@@ -19,9 +19,53 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ...support.validators import Validator, integer, number, section
 from .base import fold
 
 DAY = 86400.0
+MIB = 1024 * 1024
+# The `history` setting's defaults (settings/table.py): how long versions are kept,
+# how many automatic ones and how many bytes of them per document; `every`: seconds
+# between two automatic versions while edits go on; `quiet_period`: seconds without an
+# edit after which one is made; `trash_days`: days a deleted document can be undeleted.
+HISTORY_DEFAULTS = {
+    "keep_days": 30.0,
+    "keep_versions": 100,
+    "max_bytes_per_document": 64 * MIB,
+    "every": 600.0,
+    "quiet_period": 300.0,
+    "trash_days": 30.0,
+}
+
+
+def _or_null(check: Validator) -> Validator:
+    def nullable(key: str, value: Any) -> Any:
+        return None if value is None else check(key, value)
+
+    return nullable
+
+
+validate_history = section(
+    {
+        "keep_days": _or_null(number(0.0, what="a number of days or null")),
+        "keep_versions": integer(1, nullable=True),
+        "max_bytes_per_document": integer(1, nullable=True),
+        "every": number(0.01, what="a number of seconds"),
+        "quiet_period": number(0.01, what="a number of seconds"),
+        "trash_days": number(0.0, what="a number of days"),
+    },
+    defaults=HISTORY_DEFAULTS,
+)
+
+
+def retention_of(settings: dict[str, Any]) -> Retention:
+    """The store's Retention from the validated `history` setting."""
+    return Retention(
+        settings["keep_days"],
+        settings["keep_versions"],
+        settings["max_bytes_per_document"],
+        settings["trash_days"],
+    )
 
 
 @dataclass(frozen=True)
@@ -74,13 +118,15 @@ def folded_authors(
     return authors_json(authors)
 
 
-def pruned(versions: list[tuple[int, float, str | None, int]], now: float, retention: Retention):
+def pruned(
+    versions: list[tuple[int, float, str | None, int]], now: float, retention: Retention
+) -> list[int]:
     """Ids of the versions retention removes; `versions`: (id, created_at, label, size)
     of one document, oldest first."""
     if not versions:
         return []
     newest = versions[-1][0]
-    gone = set()
+    gone: set[int] = set()
     automatic = [v for v in versions if v[2] is None and v[0] != newest]
     if retention.keep_versions is not None:
         # The newest counts among the kept when it is automatic.

@@ -1,0 +1,238 @@
+"""Version history end to end (README, History): real `wsserver serve` processes, real
+y-websocket providers (tests/node/history.mjs), SQLite and Postgres, two processes
+with Redis. A restore is seen live by every editor and they keep editing; a deleted
+document cannot be pushed back by a reconnecting provider, on any process, after a
+restart; automatic versions come after a quiet period and when the last client
+leaves, with their authors."""
+
+import json
+import time
+import uuid
+
+import pytest
+import websocket
+from conftest import NodeProcess, base_config, make_token
+from pycrdt import Doc, Text
+from test_document_api import request
+
+from wsserver.protocol import codec
+
+WRITER = make_token(sub="alice")
+
+
+def doc_name(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def call(server, method, path, token=WRITER, body=None):
+    """(status, parsed JSON or raw bytes)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data else {}
+    status, _, raw = request(server, method, path, token, data, headers)
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_a_restore_is_live_for_every_editor_and_they_keep_editing(
+    start_server, tmp_path, storage, request
+):
+    url = request.getfixturevalue("pg_url") if storage == "postgres" else None
+    # Compaction after every 3 updates: the version restored is from before one.
+    config = base_config(tmp_path, compact_after_updates=3)
+    if url:
+        config["storage"] = url
+    server = start_server(config)
+    name = doc_name("restore")
+    api = f"{server.http}/v1/documents/{name}"
+    result = NodeProcess(
+        "history.mjs",
+        {
+            "mode": "restore",
+            "urls": [server.url, server.url],
+            "apis": [api],
+            "restoreVia": 0,
+            "token": WRITER,
+            "room": name,
+        },
+    ).result(30)
+    assert result["a"] == result["b"]
+    assert json.loads(result["a"])["text"][0] == {"insert": "!"}
+    assert result["reconnected"] == [0, 0]  # live: nobody reloaded
+    assert result["edited"] != result["wanted"]
+    assert result["answer"]["changed"] is True
+    # The state before the restore became a version first: restoring it undoes it.
+    before = result["answer"]["version_before"]
+    assert before["label"] == f"before restoring version {result['version']['id']}"
+    status, listed = call(server, "GET", f"/v1/documents/{name}/versions")
+    assert status == 200
+    assert [v["id"] for v in listed["versions"]] == [before["id"], result["version"]["id"]]
+    assert listed["versions"][1]["authors"] == ["alice"]
+    assert listed["versions"][1]["created_at"].endswith("Z")
+    status, content = call(
+        server, "GET", f"/v1/documents/{name}/versions/{before['id']}?format=json"
+    )
+    assert status == 200 and content["map"] == {"title": "v2"}
+    status, binary = call(server, "GET", f"/v1/documents/{name}/versions/{before['id']}")
+    doc = Doc()
+    doc.apply_update(binary)
+    assert str(doc.get("text", type=Text)).startswith("draft: version one")
+
+
+@pytest.mark.long
+def test_a_restore_reaches_the_editors_of_another_process(start_server, tmp_path, redis_url):
+    config = base_config(tmp_path, redis=redis_url)
+    one, two = start_server(config), start_server(config)
+    name = doc_name("restore2")
+    result = NodeProcess(
+        "history.mjs",
+        {
+            "mode": "restore",
+            "urls": [one.url, two.url],
+            "apis": [f"{one.http}/v1/documents/{name}", f"{two.http}/v1/documents/{name}"],
+            "restoreVia": 1,
+            "token": WRITER,
+            "room": name,
+        },
+    ).result(30)
+    assert result["a"] == result["b"] and result["reconnected"] == [0, 0]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_deleted_document_cannot_be_resurrected_by_a_reconnecting_provider(start_server, version):
+    server = start_server()
+    name = doc_name(f"trash{version}")
+    node = NodeProcess(
+        "history.mjs",
+        {
+            "mode": "deleted",
+            "urls": [server.url],
+            "token": WRITER,
+            "room": name,
+            "version": version,
+            "watchMs": 1200,
+        },
+    )
+    node.wait_phase("written", 10)
+    status, answer = call(server, "DELETE", f"/v1/documents/{name}")
+    assert status == 200 and answer["deleted"] and answer["connections_closed"] == 1
+    result = node.result(15)
+    # Every socket it opened again was refused 4404; 3.x stops at the first.
+    assert result["closes"] and {c["code"] for c in result["closes"]} == {4404}
+    assert len(result["closes"]) == result["reconnects"] + 1
+    if version == 3:
+        assert result["reconnects"] == 0
+    for path in (f"/v1/documents/{name}", f"/v1/documents/{name}/versions"):
+        status, answer = call(server, "GET", path)
+        assert (status, answer["code"]) == (410, 4404)
+    status, answer = call(server, "POST", f"/v1/documents/{name}/versions", body={})
+    assert (status, answer["code"]) == (410, 4404)
+    if version == 1:  # the trash is in the store: a restart changes nothing
+        server.stop()
+        server.restart()
+        assert call(server, "GET", f"/v1/documents/{name}")[0] == 410
+    status, _ = call(server, "POST", f"/v1/documents/{name}/undelete")
+    assert status == 200
+    status, content = call(server, "GET", f"/v1/documents/{name}?format=json")
+    assert status == 200 and content["text"] == f"written by {version}"  # nothing pushed back
+    assert call(server, "POST", f"/v1/documents/{name}/undelete")[0] == 404
+
+
+@pytest.mark.long
+def test_a_delete_closes_the_clients_of_every_process(start_server, tmp_path, redis_url):
+    config = base_config(tmp_path, redis=redis_url)
+    one, two = start_server(config), start_server(config)
+    name = doc_name("trash2")
+    node = NodeProcess(
+        "history.mjs",
+        {
+            "mode": "deleted",
+            "urls": [two.url],
+            "token": WRITER,
+            "room": name,
+            "version": 2,
+            "watchMs": 800,
+        },
+    )
+    node.wait_phase("written", 10)
+    started = time.monotonic()
+    status, answer = call(one, "DELETE", f"/v1/documents/{name}")
+    assert status == 200
+    result = node.result(15)
+    assert {c["code"] for c in result["closes"]} == {4404}
+    assert time.monotonic() - started < 5
+    assert call(two, "GET", f"/v1/documents/{name}")[0] == 410
+
+
+def _connect(server, name, token):
+    ws = websocket.create_connection(
+        f"{server.url}/{name}", subprotocols=["access_token", token], timeout=5
+    )
+    return ws
+
+
+def test_automatic_versions_after_a_quiet_period_and_when_the_last_client_leaves(start_server):
+    server = start_server(history={"quiet_period": 0.4, "every": 60})
+    name = doc_name("auto")
+    ws = _connect(server, name, make_token(sub="bob"))
+    doc = Doc()
+    doc.get("text", type=Text).insert(0, "hello")
+    ws.send_binary(codec.sync_update(doc.get_update()))
+    # No version while edits are recent; one once the document has been quiet.
+    versions = lambda: call(server, "GET", f"/v1/documents/{name}/versions")[1]["versions"]  # noqa: E731
+    first = wait_until(versions, 5, "the quiet-period version")
+    assert [v["authors"] for v in first] == [["bob"]]
+    time.sleep(0.6)
+    assert len(versions()) == 1  # nothing changed since
+    # The last client leaves right after an edit: a version at once, not after the quiet.
+    state = doc.get_state()
+    doc.get("text", type=Text).insert(5, " again")
+    ws.send_binary(codec.sync_update(doc.get_update(state)))
+    ws.close()
+    second = wait_until(lambda: len(versions()) == 2 and versions(), 3, "the leave version")
+    assert second[0]["authors"] == ["bob"] and second[0]["label"] is None
+
+
+def test_history_routes_answer_clear_errors(start_server):
+    server = start_server()
+    name = doc_name("errors")
+    assert call(server, "GET", f"/v1/documents/{name}/versions/1")[0] == 404
+    assert call(server, "POST", f"/v1/documents/{name}/versions", body={})[0] == 404
+    assert call(server, "DELETE", f"/v1/documents/{name}")[0] == 404
+    doc = Doc()
+    doc.get("text", type=Text).insert(0, "x")
+    status, _, _ = request(
+        server,
+        "POST",
+        f"/v1/documents/{name}/update",
+        WRITER,
+        doc.get_update(),
+        {"Content-Type": "application/octet-stream"},
+    )
+    assert status == 200
+    status, answer = call(server, "POST", f"/v1/documents/{name}/versions", body={"label": 5})
+    assert (status, answer["code"]) == (400, 400)
+    status, made = call(server, "POST", f"/v1/documents/{name}/versions", body={"label": "one"})
+    assert status == 201 and made["label"] == "one" and made["size"] > 0
+    reader = make_token(sub="rita", access="read")
+    assert call(server, "GET", f"/v1/documents/{name}/versions", reader)[0] == 200
+    for method, path in (
+        ("POST", f"/v1/documents/{name}/versions"),
+        ("POST", f"/v1/documents/{name}/versions/{made['id']}/restore"),
+        ("DELETE", f"/v1/documents/{name}"),
+    ):
+        status, answer = call(server, method, path, reader, body={})
+        assert (status, answer["code"]) == (403, 4003), (method, path)
+    assert call(server, "POST", f"/v1/documents/{name}/versions/999999/restore")[0] == 404
+    assert call(server, "GET", f"/v1/documents/{name}/versions/{made['id']}?format=xml")[0] == 400
