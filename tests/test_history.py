@@ -236,3 +236,51 @@ def test_history_routes_answer_clear_errors(start_server):
         assert (status, answer["code"]) == (403, 4003), (method, path)
     assert call(server, "POST", f"/v1/documents/{name}/versions/999999/restore")[0] == 404
     assert call(server, "GET", f"/v1/documents/{name}/versions/{made['id']}?format=xml")[0] == 400
+
+
+ADMIN = "admin-token-0123456789abcdef"
+
+
+def test_the_admin_api_shows_the_timeline_restores_and_keeps_the_trash(start_server):
+    server = start_server(admin={"token": ADMIN})
+    name = doc_name("console")
+    base = f"/admin/api/documents/acme/editor/{name}"
+    doc = Doc()
+    text = doc.get("text", type=Text)
+    text.insert(0, "first")
+    post_update = lambda update: request(  # noqa: E731
+        server,
+        "POST",
+        f"/v1/documents/{name}/update",
+        WRITER,
+        update,
+        {"Content-Type": "application/octet-stream"},
+    )
+    assert post_update(doc.get_update())[0] == 200
+    assert call(server, "POST", f"{base}/versions", ADMIN, {"label": "one"})[0] == 201
+    state = doc.get_state()
+    text.insert(5, " second")
+    assert post_update(doc.get_update(state))[0] == 200
+    assert call(server, "GET", f"{base}/versions", WRITER)[0] == 403  # an app token is not enough
+    status, timeline = call(server, "GET", f"{base}/versions", ADMIN)
+    assert status == 200 and [v["label"] for v in timeline["versions"]] == ["one"]
+    one = timeline["versions"][0]
+    assert one["authors"] == ["alice"]
+    status, preview = call(server, "GET", f"{base}/versions/{one['id']}", ADMIN)
+    assert status == 200 and preview["content"] == {"text": "first"}
+    status, restored = call(server, "POST", f"{base}/versions/{one['id']}/restore", ADMIN)
+    assert status == 200 and restored["changed"]
+    assert call(server, "GET", f"/v1/documents/{name}?format=json")[1] == {"text": "first"}
+    # The console's delete moves it to the trash: it sticks, and comes back as it was.
+    assert call(server, "DELETE", base, ADMIN)[0] == 200
+    assert call(server, "GET", f"/v1/documents/{name}")[0] == 410
+    assert post_update(doc.get_update())[0] == 410
+    status, trash = call(server, "GET", "/admin/api/trash", ADMIN)
+    entry = next(e for e in trash["trash"] if e["name"] == name)
+    assert entry["purge_at"] > entry["deleted_at"]
+    assert call(server, "POST", f"{base}/undelete", ADMIN)[0] == 200
+    assert call(server, "GET", f"/v1/documents/{name}?format=json")[1] == {"text": "first"}
+    # A purge removes it for good, versions too: the name is free again.
+    assert call(server, "DELETE", f"{base}/purge", ADMIN)[0] == 200
+    assert call(server, "GET", f"/v1/documents/{name}")[0] == 404
+    assert call(server, "GET", f"{base}/versions", ADMIN)[1] == {"versions": []}

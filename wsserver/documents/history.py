@@ -5,8 +5,8 @@ what a process does with it.
 Automatic versions: every update this process stores marks its document edited
 (`edited`, the manager's `on_stored` hook). A scheduler greenlet then makes a version,
 off every client's path, when the document has had no edit for `quiet_period`
-seconds, when its last client here has left, or when edits have gone on for `every`
-seconds since the first one after the last version. The store makes it only if
+seconds, when its last client here has left after editing, or when edits have gone on
+for `every` seconds since the first one after the last version. The store makes it only if
 anything changed since the last version, so several processes serving one document
 make one version between them.
 
@@ -89,8 +89,9 @@ class History:
         self.on_event = on_event
         self.redis = redis_client
         self.subscriber = subscriber
-        # key -> [monotonic time of the first edit since the last version, of the last]
-        self.edits: dict[DocKey, list[float]] = {}
+        # key -> [monotonic time of the first edit since the last version, of the last,
+        # whether clients were connected for any of them]
+        self.edits: dict[DocKey, list] = {}
         self.tick = max(0.05, min(1.0, self.quiet_period / 4, self.every / 4))
         self._greenlets: list[gevent.Greenlet] = []
         self._errors = Throttled(log)
@@ -121,22 +122,24 @@ class History:
     def edited(self, key: DocKey, created: bool = False) -> None:
         """An update of `key` stored by this process (the manager's on_stored)."""
         now = time.monotonic()
+        room = self.documents.get(key)
+        with_clients = room is not None and bool(room.connections)
         times = self.edits.get(key)
         if times is None:
-            self.edits[key] = [now, now]
+            self.edits[key] = [now, now, with_clients]
         else:
             times[1] = now
+            times[2] = times[2] or with_clients
 
     def due(self, key: DocKey, now: float) -> bool:
-        """Whether the edited document `key` gets its automatic version now."""
-        first, last = self.edits[key]
+        """Whether the edited document `key` gets its automatic version now: quiet for
+        `quiet_period`, edited for `every` since the first edit after the last version,
+        or edited by clients who have all left (API writes alone wait for the quiet)."""
+        first, last, with_clients = self.edits[key]
+        if now - last >= self.quiet_period or now - first >= self.every:
+            return True
         room = self.documents.get(key)
-        return (
-            room is None
-            or room.idle
-            or now - last >= self.quiet_period
-            or now - first >= self.every
-        )
+        return with_clients and (room is None or not room.connections)
 
     def _schedule_loop(self) -> None:
         checked = swept = 0.0
