@@ -51,12 +51,11 @@ from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage.history import DAY
 from ..errors import BadRequest, DocumentDeleted, NotFound, ServiceRestart, TryAgainLater
 from ..handshake.handshake import Session, document_name
-from ..logs import fields
+from .admin import _audit
 from .bearer import require_bearer
 from .documents import FORMATS, PREFIX, DocumentApi
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("wsserver.audit")
 
 MAX_LABEL = 200
 
@@ -177,20 +176,6 @@ class VersionApi:
         finally:
             session.release()
         return jsonify(undeleted=True)
-
-
-def _audit(action: str, key: DocKey | None, **extra: Any) -> None:
-    ip = request.remote_addr or "-"
-    what = "/".join(key) if key is not None else "the trash"
-    details = "".join(f" {name}={value}" for name, value in extra.items())
-    audit.info(
-        "admin %s %s from %s%s",
-        action,
-        what,
-        ip,
-        details,
-        extra={"action": action, **fields(key=key, ip=ip), **extra},
-    )
 
 
 def admin_routes(bp: Blueprint, routes: VersionApi, settings: dict | None) -> None:

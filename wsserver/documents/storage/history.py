@@ -86,17 +86,17 @@ def authors_json(authors: Iterable[str]) -> str:
 
 
 def new_version(
-    snapshot: bytes | None,
-    snapshot_last_id: int,
-    snapshot_authors: str | None,
+    snap: tuple[bytes, int, str | None] | None,
     rows: list[tuple[int, bytes, str | None]],
     last_upto: int | None,
     automatic: bool,
 ) -> tuple[bytes, list[str], int] | None:
     """(state, authors, upto_id) of a version made now, or None: nothing stored, or
     (`automatic`) nothing stored since the last version (`last_upto`: the newest row it
-    covered; None when there is none). `rows`: the log (id, update, author), oldest
-    first; the snapshot's `last_id` and `authors` as compaction left them."""
+    covered; None when there is none). `snap`: the snapshot row (data, last_id,
+    authors) as compaction left it, or None; `rows`: the log (id, update, author),
+    oldest first."""
+    snapshot, snapshot_last_id, snapshot_authors = snap if snap is not None else (None, 0, None)
     upto = max([snapshot_last_id, *(row_id for row_id, _, _ in rows)], default=0)
     if snapshot is None and not rows:
         return None

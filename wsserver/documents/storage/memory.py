@@ -62,14 +62,8 @@ class MemoryStore(Store):
 
     def _create_version(self, key, label, automatic, now):
         last_id, authors = self.snapshot_meta.get(key, (0, None))
-        made = new_version(
-            self.snapshots.get(key),
-            last_id,
-            authors,
-            self.logs.get(key, []),
-            self._last_upto(key),
-            automatic,
-        )
+        snap = (self.snapshots[key], last_id, authors) if key in self.snapshots else None
+        made = new_version(snap, self.logs.get(key, []), self._last_upto(key), automatic)
         if made is None:
             return None
         state, authors_list, upto = made

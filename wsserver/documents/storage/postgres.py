@@ -415,14 +415,7 @@ class PostgresStore(Store):
             rows = conn.execute(
                 f"SELECT id, data, author FROM wsserver_updates WHERE {_DOC} ORDER BY id", key
             ).fetchall()
-            made = new_version(
-                snap[0] if snap else None,
-                snap[1] if snap else 0,
-                snap[2] if snap else None,
-                rows,
-                self._last_upto(conn, key),
-                automatic,
-            )
+            made = new_version(snap, rows, self._last_upto(conn, key), automatic)
             if made is None:
                 return None
             state, authors, upto = made

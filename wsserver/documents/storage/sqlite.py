@@ -270,14 +270,7 @@ class SQLiteStore(Store):
             rows = db.execute(
                 f"SELECT id, data, author FROM updates WHERE {_DOC} ORDER BY id", key
             ).fetchall()
-            made = new_version(
-                snap[0] if snap else None,
-                snap[1] if snap else 0,
-                snap[2] if snap else None,
-                rows,
-                self._last_upto(db, key),
-                automatic,
-            )
+            made = new_version(snap, rows, self._last_upto(db, key), automatic)
             if made is None:
                 return None
             state, authors, upto = made
