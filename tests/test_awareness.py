@@ -18,7 +18,7 @@ from pycrdt import Doc
 from test_bad_input import Client
 
 from wsserver.documents.awareness import Awareness
-from wsserver.documents.room import RETURN_WINDOW
+from wsserver.documents.presence import RETURN_WINDOW
 from wsserver.protocol import codec
 
 

@@ -5,12 +5,12 @@ entry replaces its client's state when its clock is newer than the last one seen
 that client (0 for a client never seen), and removes it (an empty or JSON null state)
 when that clock is newer or equal; `meta` keeps each client's last clock, and when it
 came, after its state is gone, so a late copy of an older state is not taken for a new
-one (the room forgets old `meta` entries, see `Room._prune_awareness_meta`).
+one (the room forgets old `meta` entries, see `Presence._prune_meta`).
 
 Unlike pycrdt's, a state stays the JSON its client sent, never parsed again: the server
 only relays states, and a parsed one held ~1.3 KB per idle connection, parsed twice per
 message. Entries come checked (`codec.parse_awareness_update`: JSON, no NaN, bounded
-depth) and filtered by ownership (`Room._may_announce`); nothing here can fail.
+depth) and filtered by ownership (`AwarenessOwners.may_announce`); nothing here can fail.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class Awareness:
 
     def encode_removal(self, client_ids: Iterable[int]) -> bytes | None:
         """The awareness update removing these clients at their last clock (None when
-        none was applied): a removal only the client itself is sent (`Room._renew_clients`),
-        never applied here."""
+        none was applied): a removal only the client itself is sent
+        (`Presence._renew_clients`), never applied here."""
         meta = self.meta
         entries = [
             codec.AwarenessEntry(client_id, meta[client_id].clock, _NULL, True)

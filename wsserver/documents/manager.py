@@ -66,7 +66,7 @@ class DocumentManager:
     ) -> None:
         self.store = store
         self.fanout = fanout if fanout is not None else NoFanout()
-        self.before_compact = before_compact  # see Room.before_compact
+        self.before_compact = before_compact  # see Compaction.before_compact
         self.on_stored = on_stored  # see Room.on_stored
         self.unload_after = config.unload_after
         self.compact_after_updates = config.compact_after_updates

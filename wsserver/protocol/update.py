@@ -14,10 +14,14 @@ refuses bytes left over, or an update cut short, with InvalidPayload (1007 on a 
     deleteSet  = varUint(clients) { varUint(client) varUint(ranges) {varUint varUint} }
 
 Cost: one pass of Python over the structs' headers (a string's text is skipped by its
-length): ~1.4 µs for a typed character or a 100-character paste, ~0.45 µs per struct
-beyond (an update of 1,000 structs: ~0.45 ms, where yrs applies it in ~0.13 ms).
-Updates from storage or from other processes were checked where they came in and are
-not checked again (documents/room.py).
+length), in one function for what most updates hold (numbers read inline: a varUint is
+almost always one byte, taken there, read_var_uint beyond; numbers whose values do not
+matter, client ids, clocks, lengths of GC and Skip structs, are stepped over): a call per
+number and per struct made the walk of a typed character twice as slow, so only rare
+contents and a non-empty delete set cost a call. ~1.4 µs for a typed character or a
+100-character paste, ~0.45 µs per struct beyond (an update of 1,000 structs: ~0.45 ms,
+where yrs applies it in ~0.13 ms). Updates from storage or from other processes were
+checked where they came in and are not checked again (documents/room.py).
 
 Checked against every struct and content class JS Yjs writes and what pycrdt writes
 (tests/test_update_check.py). Two things Yjs writes that yrs reads otherwise, where
@@ -53,11 +57,7 @@ def check_one_update(update: bytes) -> None:
 def update_end(data: bytes, pos: int = 0) -> int:
     """The position right after the v1 update starting at `pos`. Raises
     ProtocolViolation or IndexError for data that ends inside it, InvalidPayload for a
-    content type Yjs does not have."""
-    # One function, numbers read inline: a varUint is almost always one byte (taken
-    # here, read_var_uint beyond), and numbers whose values do not matter (client ids,
-    # clocks, lengths of GC and Skip structs) are stepped over. A call per number and
-    # per struct made the walk of a typed character twice as slow.
+    content type Yjs does not have. Inlined on purpose: see "Cost" in the module doc."""
     clients = data[pos]
     pos += 1
     if clients > 0x7F:
@@ -104,29 +104,44 @@ def update_end(data: bytes, pos: int = 0) -> int:
             if ref == _STRING or ref == _BINARY or ref == _EMBED:
                 pos = _skip_bytes(data, pos)
             elif ref == _ANY:
-                count = data[pos]
-                pos += 1
-                if count > 0x7F:
-                    count, pos = read_var_uint(data, pos - 1)
-                pos = _any_end(data, pos, count)
-            elif ref == _DELETED or ref == _TYPE:
-                kind = data[pos]
-                pos += 1
-                if kind > 0x7F:
-                    kind, pos = read_var_uint(data, pos - 1)
-                if ref == _TYPE and kind in _NAMED_TYPES:
-                    pos = _skip_bytes(data, pos)
+                pos = _any_end(data, pos)
             elif ref == _FORMAT:
                 pos = _skip_bytes(data, _skip_bytes(data, pos))  # key, JSON value
-            elif ref == _JSON:
-                count, pos = read_var_uint(data, pos)
-                for _ in range(count):
-                    pos = _skip_bytes(data, pos)
-            elif ref == _DOC:
-                pos = _any_end(data, _skip_bytes(data, pos), 1)  # guid, options
             else:
-                raise InvalidPayload(f"invalid update: unknown content type {ref}")
-    clients, pos = read_var_uint(data, pos)  # the delete set
+                pos = _content_end(data, pos, ref)
+    if data[pos] == 0:  # an empty delete set (what an insertion carries): no call
+        return pos + 1
+    return _delete_set_end(data, pos)
+
+
+def _content_end(data: bytes, pos: int, ref: int) -> int:
+    """The end of an item's content of kind `ref`, for the kinds fewer structs carry
+    (deleted, a type, legacy JSON, a subdocument) than `update_end` walks itself."""
+    if ref == _DELETED or ref == _TYPE:
+        kind = data[pos]
+        pos += 1
+        if kind > 0x7F:
+            kind, pos = read_var_uint(data, pos - 1)
+        if ref == _TYPE and kind in _NAMED_TYPES:
+            pos = _skip_bytes(data, pos)
+    elif ref == _JSON:
+        count, pos = read_var_uint(data, pos)
+        for _ in range(count):
+            pos = _skip_bytes(data, pos)
+    elif ref == _DOC:
+        pos = _any_end(data, _skip_bytes(data, pos), 1)  # guid, options
+    else:
+        raise InvalidPayload(f"invalid update: unknown content type {ref}")
+    return pos
+
+
+def _delete_set_end(data: bytes, pos: int) -> int:
+    """The end of the delete set at `pos`. Its count is read inline as in `update_end`:
+    a deletion then costs no more calls than when this walk was one function."""
+    clients = data[pos]
+    pos += 1
+    if clients > 0x7F:
+        clients, pos = read_var_uint(data, pos - 1)
     for _ in range(clients):
         _, pos = read_var_uint(data, pos)
         ranges, pos = read_var_uint(data, pos)
@@ -147,9 +162,14 @@ def _skip_bytes(data, pos):
     return pos
 
 
-def _any_end(data, pos, count):
-    """The end of `count` lib0 `any` values from `pos`. Iterative: nesting depth costs
-    no recursion."""
+def _any_end(data: bytes, pos: int, count: int = -1) -> int:
+    """The end of `count` lib0 `any` values from `pos` (by default, of a ContentAny:
+    its count, then the values). Iterative: nesting depth costs no recursion."""
+    if count < 0:
+        count = data[pos]
+        pos += 1
+        if count > 0x7F:
+            count, pos = read_var_uint(data, pos - 1)
     stack = [[False, count]]  # [inside an object (keys before values), values left]
     while stack:
         top = stack[-1]
