@@ -43,7 +43,7 @@ from gevent.event import AsyncResult, Event
 from pycrdt import Doc, merge_updates
 
 from .. import metrics
-from ..errors import InvalidPayload, ProtocolViolation
+from ..errors import DocumentDeleted, InvalidPayload, ProtocolViolation
 from ..fanout import NoFanout
 from ..protocol import codec
 from ..protocol.update import check_one_update
@@ -150,6 +150,8 @@ class Room:
         Updates from other processes applied meanwhile (see manager.py) stay: `build`
         applies to this room's document."""
         loaded = self.store.load(self.key)
+        if loaded.deleted_at is not None:
+            raise DocumentDeleted()  # in the trash (documents/history.py): 4404 to all
         self.stored_nothing = not loaded.updates
         try:
             ydoc.build(loaded.updates, self.doc, self.unintegrated, pause=gevent.sleep)
@@ -257,6 +259,7 @@ class Room:
         origin: Connection | str,
         changes_only: bool = False,
         on_durable: Callable[[], object] | None = None,
+        author: str | None = None,
     ) -> bool:
         """Apply `update` from `origin` and fan it out by the rule above.
 
@@ -264,6 +267,8 @@ class Room:
         instead of the update itself, and nothing when it changed nothing.
         `on_durable()`: called once the update is committed and broadcast. Returns True
         when something was queued for storage (only then is `on_durable` called).
+        `author`: the `sub` stored with it (the versions' authors); a client's own by
+        default.
         """
         if update == codec.EMPTY_UPDATE:
             return False  # a step 2 from a client that has nothing new: nothing to keep or send
@@ -283,7 +288,11 @@ class Room:
             update = _merged(changes)
         self.pending += 1
         self.durable.clear()
-        self.store.append(self.key, update, partial(self._stored, update, origin, on_durable))
+        if author is None and not isinstance(origin, str) and origin.principal is not None:
+            author = origin.principal.user  # a client's: its token's `sub`
+        self.store.append(
+            self.key, update, partial(self._stored, update, origin, on_durable), author
+        )
         return True
 
     def _integrate(self, update: bytes, capture: bool) -> tuple[list[bytes], bytes | None]:

@@ -172,17 +172,17 @@ class DocumentApi:
             Session(key, principal, app, request.environ), (self.region_gate, self.write_gate)
         )
         try:
-            return jsonify(stored=self.apply(key, update))
+            return jsonify(stored=self.apply(key, update, principal.user))
         finally:
             session.release()
 
-    def apply(self, key, update):
+    def apply(self, key, update, author=None):
         """Apply `update` as the API's and wait until it is durable: True, or False when
-        it changed nothing."""
+        it changed nothing. `author`: the token's `sub`, stored with it."""
         with self.documents.hold(key) as room:
             durable = Event()
             # InvalidPayload (400/1007) leaves the document as it was.
-            if not room.apply_update(update, API, on_durable=durable.set):
+            if not room.apply_update(update, API, on_durable=durable.set, author=author):
                 return False
             # Storage failing: 503/1013 after the room's bounded wait. The update stays
             # queued and will be stored; a retry is harmless (Yjs updates are idempotent).
