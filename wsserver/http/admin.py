@@ -10,6 +10,8 @@ route requires `Authorization: Bearer <admin token>` (401 without, 403 wrong; JS
                                                     each time it changes
     DELETE /admin/api/documents/T/A/NAME            close its connections (4404), move it
                                                     to the trash (http/versions.py)
+    DELETE /admin/api/documents/T/A/NAME/purge      the same, then delete it from storage
+                                                    (versions and trash entry too)
 
 A summary is {"tenant", "app", "name", "connections", "users" (distinct `sub`s),
 "awareness" ({client id: state}), "bytes" (stored size), "updated" (ISO 8601 of the
@@ -154,9 +156,9 @@ class Inspector:
         result["bytes"] = self._stored("size", self.store.size, key)
         return result
 
-    def detail(self, key):
+    def detail(self, key, trashed_too=False):
         """The summary plus "content"; NotFound when the document is neither live
-        here nor stored."""
+        here nor stored, or is in the trash (unless `trashed_too`: a purge)."""
         room = self.documents.get(key)
         if room is None or not room.ready.ready():
             room = None
@@ -164,7 +166,10 @@ class Inspector:
         if room is not None:
             update = room.doc.get_update()
         else:
-            updates = self._stored("load", self.store.load, key).updates
+            stored = self._stored("load", self.store.load, key)
+            if stored.deleted_at is not None and not trashed_too:
+                raise NotFound("no such document (it is in the trash)")
+            updates = stored.updates
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
@@ -242,10 +247,11 @@ class Inspector:
                 deleting.discard(key)
         return closed
 
-    def delete(self, key):
-        """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed; NotFound when there is no such document.
-        Here, nobody opens it until it is deleted.
+    def delete(self, key, purge=False):
+        """Drop the document in every process, then move it to the trash (`purge`:
+        delete it from storage, versions and trash entry too). Returns the number of
+        connections closed; NotFound when there is no such document (or, unless
+        `purge`, it is in the trash already). Here, nobody opens it until it is deleted.
 
         Bounded: StorageUnavailable (503) when its updates cannot be made durable, or
         storage does not delete it, within STORE_WAIT seconds each; nothing queued is
@@ -254,7 +260,7 @@ class Inspector:
         nothing written meanwhile is deleted with it."""
         if self.store.failing is not None:  # before anyone is told it was deleted
             raise StorageUnavailable("storage is not committing: nothing was deleted; retry")
-        self.detail(key)  # NotFound (404) for a document that does not exist
+        self.detail(key, trashed_too=purge)  # NotFound (404): no such document
         deleting = self.documents.deleting
         deleting.add(key)
         pending = None
@@ -271,7 +277,7 @@ class Inspector:
             try:
                 # To the trash, which every load refuses (4404) until an undelete or
                 # a purge (wsserver/http/versions.py): no provider can push it back.
-                self.store.trash(key, timeout=STORE_WAIT)
+                (self.store.delete if purge else self.store.trash)(key, timeout=STORE_WAIT)
             except StoreError as e:
                 pending = e.pending
                 self._errors.error("admin: delete of %s: %s", "/".join(key), e)
@@ -285,7 +291,7 @@ class Inspector:
                 deleting.discard(key)
             else:
                 pending.rawlink(lambda _: deleting.discard(key))
-        if self.on_trashed is not None:
+        if self.on_trashed is not None and not purge:
             self.on_trashed(key)
         return closed
 
@@ -467,6 +473,19 @@ def blueprint(settings, inspector):
             raise
         _audit("delete", key, connections_closed=closed)
         return jsonify(deleted=True, connections_closed=closed)
+
+    @bp.delete("/admin/api/documents/<tenant>/<app>/<name>/purge")
+    def purge(tenant, app, name):
+        """Gone for good, from the trash or not (versions too): the name is free again."""
+        authorize()
+        key = key_of(tenant, app, name)
+        try:
+            closed = inspector.delete(key, purge=True)
+        except StorageUnavailable as e:
+            _audit("purge", key, level=logging.WARNING, failed=e.reason)
+            raise
+        _audit("purge", key, connections_closed=closed)
+        return jsonify(purged=True, connections_closed=closed)
 
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>/events")
     def events(tenant, app, name):

@@ -31,9 +31,9 @@ The admin console's, with `Authorization: Bearer <admin token>` (404 without `ad
                                                            "name", "deleted_at",
                                                            "purge_at"}]}
     POST   /admin/api/documents/T/A/NAME/undelete          {"undeleted": true}
-    DELETE /admin/api/documents/T/A/NAME/purge             {"purged": true}: gone for
-                                                           good, versions too; the name
-                                                           can be used again
+
+and `DELETE /admin/api/documents/T/A/NAME/purge` (http/admin.py: gone for good, versions
+too; the name can be used again).
 """
 
 from __future__ import annotations
@@ -242,12 +242,3 @@ def admin_routes(bp: Blueprint, routes: VersionApi, settings: dict | None) -> No
         history.undelete(key)
         _audit("undelete", key)
         return jsonify(undeleted=True)
-
-    @bp.delete(f"{base}/purge")
-    def admin_purge(tenant, app, name):
-        key = key_of(tenant, app, name)
-        if history.documents.get(key) is not None:
-            history.drop_local(key)
-        history.bounded(store.delete, key)
-        _audit("purge", key)
-        return jsonify(purged=True)
