@@ -683,6 +683,7 @@ def test_updates_not_published_during_an_outage_are_announced_for_reconciliation
 
 class FakeConnection:
     def __init__(self):
+        self.principal = None  # an anonymous token
         self.frames = []
         self.awareness_ids = set()
         self.awareness_announced = False

@@ -302,3 +302,42 @@ def test_the_admin_api_shows_the_timeline_restores_and_keeps_the_trash(start_ser
     assert call(server, "DELETE", f"{base}/purge", ADMIN)[0] == 200
     assert call(server, "GET", f"/v1/documents/{name}")[0] == 404
     assert call(server, "GET", f"{base}/versions", ADMIN)[1] == {"versions": []}
+
+
+def test_history_webhooks_are_sent_to_the_hooks_that_list_them(start_server, tmp_path):
+    from test_webhooks import HOOK_SECRET, Receiver
+
+    receiver = Receiver()
+    try:
+        config = base_config(tmp_path)
+        apps = config["auth"]["tenants"]["acme"]["apps"]
+        events = ["version.created", "document.restored", "document.deleted", "document.undeleted"]
+        apps["editor"]["webhooks"] = [
+            {"url": f"{receiver.url}/history", "secret": HOOK_SECRET, "events": events},
+            {"url": f"{receiver.url}/default", "secret": HOOK_SECRET},  # the first four only
+        ]
+        server = start_server(config)
+        name = doc_name("hooks")
+        doc = Doc()
+        doc.get("text", type=Text).insert(0, "x")
+        request(
+            server,
+            "POST",
+            f"/v1/documents/{name}/update",
+            WRITER,
+            doc.get_update(),
+            {"Content-Type": "application/octet-stream"},
+        )
+        made = call(server, "POST", f"/v1/documents/{name}/versions", body={"label": "l"})[1]
+        assert call(server, "POST", f"/v1/documents/{name}/versions/{made['id']}/restore")[0] == 200
+        assert call(server, "DELETE", f"/v1/documents/{name}")[0] == 200
+        assert call(server, "POST", f"/v1/documents/{name}/undelete")[0] == 200
+        receiver.wait(lambda: len(receiver.events("/history", name)) >= 4, 5, "the history events")
+        got = [data for _, data in receiver.events("/history", name)]
+        assert [d["event"] for d in got] == events
+        assert got[0]["version"]["id"] == made["id"] and got[0]["version"]["label"] == "l"
+        assert (got[1]["version"], got[1]["sub"]) == (made["id"], "alice")
+        time.sleep(0.3)
+        assert not any(d["event"] in events for _, d in receiver.events("/default", name))
+    finally:
+        receiver.close()

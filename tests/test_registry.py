@@ -451,6 +451,7 @@ def test_close_releases_every_claim_at_once():
 
 class FakeConn:
     def __init__(self):
+        self.principal = None  # an anonymous token
         self.awareness_ids, self.awareness_ignored = set(), 0
         self.sent = []
         self.room = None

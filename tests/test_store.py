@@ -313,6 +313,7 @@ class FakeConnection:
         self.frames = []
         self.messages = []
         self.awareness_ids, self.awareness_ignored = set(), 0
+        self.principal = None  # an anonymous token: no author stored
         self.room = None
 
     def send(self, frame):
