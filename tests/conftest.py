@@ -42,6 +42,13 @@ def pytest_collection_modifyitems(items):
     )
 
 
+# The process heartbeat and TTL in tests (support/liveness.py; shipped: 2 s / 10 s): a
+# killed process is declared gone within 2 s instead of 10. The shipped default is
+# run as shipped by test_fanout.py's kill -9 test (`process=SHIPPED_PROCESS`).
+TEST_PROCESS = {"heartbeat_seconds": 0.25, "ttl_seconds": 2.0}
+SHIPPED_PROCESS = None  # the `process` setting's defaults
+
+
 def base_config(tmp_path, **overrides):
     config = {
         "storage": f"sqlite:///{tmp_path}/wsserver.sqlite3",
@@ -69,6 +76,7 @@ def base_config(tmp_path, **overrides):
         # Refused handshakes answer at once in tests (the shipped 2 s delay is waited out
         # by test_refusals.py's default-delay test alone).
         "refusal_delay": 0,
+        "process": dict(TEST_PROCESS),
     }
     config.update(overrides)
     return config
@@ -359,6 +367,20 @@ def wait_workers_answering(http_url, workers, timeout=30, alive=lambda: True):
         for thread in threads:
             thread.join(10)
     return pids
+
+
+def run_script(script, *args, timeout=60):
+    """Run Python `script` (e.g. one that patches with gevent's monkey first, as the
+    servers do) in a process of its own with `args`; the JSON of its last output line."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def free_port():

@@ -24,6 +24,8 @@ import yaml
 from conftest import (
     NODE_DIR,
     ROOT,
+    SHIPPED_PROCESS,
+    TEST_PROCESS,
     base_config,
     free_port,
     make_token,
@@ -201,7 +203,7 @@ def stop_gunicorn(proc):
 
 @pytest.mark.long
 def test_kill9_mid_writing_loses_nothing_echoed(two_processes):
-    a, b = two_processes()
+    a, b = two_processes(process=SHIPPED_PROCESS)  # the shipped heartbeat and TTL
     node = NodeProcess(
         "kill_cross.mjs",
         {"writerUrl": a.url, "otherUrl": b.url, "token": make_token(), "room": room("kill")},
@@ -286,7 +288,7 @@ def test_presence_is_back_within_2s_after_a_gunicorn_worker_is_killed(tmp_path, 
 
 @pytest.mark.long
 def test_presence_is_back_after_a_redis_outage_longer_than_the_host_ttl(two_processes, own_redis):
-    """Redis hung for more than the 10 s host TTL: each process took the other for dead
+    """Redis hung for more than the host TTL (2 s in tests): each process took the other for dead
     and removed its clients' states, and the answers to its `query` after the outage
     carry the clocks the clients saw removed (ignored). Once Redis is back each process
     makes its clients announce themselves again: every client (y-websocket 1.5.4 and 3.1,
@@ -320,12 +322,13 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
     """An anonymous client (no `sub`) whose process was killed comes back with the
     client id the dead process still owns on the other one: it cannot take it over
     (another anonymous user could be claiming it) until that process is declared gone
-    (the 10 s host TTL). The removal sent then reached it only when it was connected
-    there and its clock had not moved since; now its last refused claim is handed the
-    id: through the other process after its user moved the cursor ("typed"), and through
-    the killed process started again ("restarted"). It sees the others at once (they are
-    renewed for it, as for any returning client). Before, its peers on the other
-    process saw it again only at its own 15 s renewal (never, for this raw client)."""
+    (the host TTL: 2 s in tests, 10 s shipped). The removal sent then reached it only
+    when it was connected there and its clock had not moved since; now its last refused
+    claim is handed the id: through the other process after its user moved the cursor
+    ("typed"), and through the killed process started again ("restarted"). It sees the
+    others at once (they are renewed for it, as for any returning client). Before, its
+    peers on the other process saw it again only at its own 15 s renewal (never, for
+    this raw client)."""
     from test_awareness import _Peer, announce
 
     a, b = two_processes()
@@ -353,7 +356,9 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
         while not back.clocks.get(600, 0) > 2:
             assert time.monotonic() < deadline, back.clocks
             time.sleep(0.02)
-        deadline = killed + 18  # the 10 s TTL, checked every 2 s heartbeat, and slack
+        # the TTL, checked every heartbeat, and slack (shipped 10 s and 2 s: 18 s)
+        ttl, heartbeat = TEST_PROCESS["ttl_seconds"], TEST_PROCESS["heartbeat_seconds"]
+        deadline = killed + ttl + heartbeat + 6
         while not walter.present.get(500, 0) > 2:
             assert time.monotonic() < deadline, (walter.present, back.present)
             time.sleep(0.05)
@@ -361,7 +366,7 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
     finally:
         walter.close()
         back.close()
-    assert after >= 9, after  # not before the dead process is declared gone
+    assert after >= ttl - 1, after  # not before the dead process is declared gone
     for server in (a, b):
         assert "Traceback" not in server.log()
 

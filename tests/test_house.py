@@ -138,7 +138,7 @@ def test_every_greenlet_started_is_stopped_at_shutdown(tmp_path, redis_url):
     process patched as the servers are (Redis reads block the whole thread otherwise)."""
     import json
 
-    from conftest import base_config
+    from conftest import base_config, run_script
 
     regions = {"eu": "ws://127.0.0.1:1", "us": "ws://127.0.0.1:2"}  # the Redis registry
     config = base_config(
@@ -149,14 +149,6 @@ def test_every_greenlet_started_is_stopped_at_shutdown(tmp_path, redis_url):
         admin={"token": "admin-token-0123456789abcdef"},
         rate_limit={"handshakes_per_ip": "100/minute"},
     )
-    result = subprocess.run(
-        [sys.executable, "-c", GREENLET_COUNT, json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    counts = json.loads(result.stdout.splitlines()[-1])
+    counts = run_script(GREENLET_COUNT, json.dumps(config))
     assert counts["started"] >= 6, counts
     assert counts["left"] == [], counts

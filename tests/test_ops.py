@@ -220,7 +220,9 @@ class Gunicorn(ServerProcess):
     """The Procfile's command: gunicorn -c python:wsserver.gunicorn_conf 'wsserver:create_app()',
     on loopback. `output` is its stderr (the log); stdout stays empty."""
 
-    def __init__(self, config_path, workers=2, port=None):
+    def __init__(self, config_path, workers=2, port=None, config_by_env_option=False):
+        """`config_by_env_option`: $WSSERVER_CONFIG given with gunicorn's `--env`, not in
+        the environment gunicorn starts with."""
         super().__init__(config_path, port=port or free_port())
         env = dict(
             os.environ,
@@ -230,6 +232,9 @@ class Gunicorn(ServerProcess):
             PYTHONUNBUFFERED="1",
         )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        options = []
+        if config_by_env_option:
+            options = ["--env", f"WSSERVER_CONFIG={env.pop('WSSERVER_CONFIG')}"]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -239,6 +244,7 @@ class Gunicorn(ServerProcess):
                 "python:wsserver.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{self.port}",
+                *options,
                 "wsserver:create_app()",
             ],
             cwd=ROOT,
@@ -408,6 +414,23 @@ def test_gunicorn_two_workers_sum_metrics_and_log_json(tmp_path, providers, redi
     for line in lines:  # gunicorn's own lines too
         record = json.loads(line)
         assert {"ts", "level", "logger", "message"} <= set(record), line
+
+
+@pytest.mark.long
+def test_gunicorns_own_lines_follow_a_config_named_by_its_env_option(tmp_path):
+    """`gunicorn --env WSSERVER_CONFIG=...`: its own lines (start-up, workers) come out in
+    the config's `log_format` too (GunicornLogger reads the config it names)."""
+    server = Gunicorn(
+        write_config(tmp_path, log_format="json"), workers=1, config_by_env_option=True
+    )
+    try:
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    lines = [line for line in server.output if line.strip()]
+    assert any("Starting gunicorn" in line for line in lines)
+    for line in lines:
+        assert line.startswith("{") and "level" in json.loads(line), line
 
 
 @pytest.mark.long
@@ -927,7 +950,8 @@ def test_admin_console_renders_hostile_presence_and_content_as_text(start_server
                     [1, [2]],
                     {"k": None},
                 ]
-                assert roots["xml"] == '<p class="<b>"><i>hi</i></p>'
+                # The XML string form, escaped (issue 25): shown as text, never markup.
+                assert roots["xml"] == '<p class="&lt;b&gt;">&lt;i&gt;hi&lt;/i&gt;</p>'
             # Nothing a client sent became markup or ran.
             assert (
                 page.evaluate("document.querySelectorAll('#detail img, #detail script').length")

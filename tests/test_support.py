@@ -1,10 +1,17 @@
 """The shared helpers of wsserver/support: the back-off rule and the Redis fail-fast
-window built on it."""
+window built on it, the one polling rule, the one installer of signal handlers."""
 
+import subprocess
+import sys
+import textwrap
+import time
+
+import gevent
 import pytest
 
 from wsserver.support.backoff import Backoff
 from wsserver.support.redis import FailFast
+from wsserver.support.wait import wait_until
 
 
 def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
@@ -37,3 +44,60 @@ def test_the_redis_fail_fast_window_follows_the_backoff_rule():
     assert [window_after_a_failure() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
     window.answered()  # an answer starts the rule over
     assert not window.failing and window_after_a_failure() == 0.5
+
+
+def test_wait_until_returns_once_the_condition_holds_or_false_after_a_last_check():
+    done = []
+    gevent.spawn_later(0.05, done.append, True)
+    assert wait_until(lambda: done, timeout=10.0, interval=0.01)
+    checks = []
+    started = time.monotonic()
+    assert not wait_until(lambda: checks.append(time.monotonic()), timeout=0.1, interval=0.03)
+    # Checked at once, then every interval, the last one at the deadline.
+    assert checks[0] - started < 0.03 and len(checks) >= 3
+    assert checks[-1] >= started + 0.1
+
+
+def _run(code):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_a_second_stop_signal_does_not_start_a_second_shutdown():
+    """`wsserver serve`: SIGTERM then SIGINT (an impatient operator) run `stop` once."""
+    out = _run(
+        """
+        import os, signal, gevent
+        from wsserver.support.signals import on_stop
+        calls = []
+        on_stop(lambda: (calls.append(1), gevent.sleep(0.2)))
+        os.kill(os.getpid(), signal.SIGTERM)
+        gevent.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        gevent.sleep(0.4)
+        print(len(calls))
+        """
+    )
+    assert out == ["1"]
+
+
+def test_our_sigterm_handler_runs_before_the_servers_own_which_waits_the_drain():
+    """Under gunicorn: the shutdown starts at SIGTERM, gunicorn's handler (which stops
+    accepting) only `delay` seconds later, with the signal's number."""
+    out = _run(
+        """
+        import os, signal, time, gevent
+        from wsserver.support.signals import before_previous
+        events, t0 = [], time.monotonic()
+        signal.signal(signal.SIGTERM, lambda sig, frame: events.append((sig, time.monotonic())))
+        before_previous(lambda: events.append(("stop", time.monotonic())), delay=0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        gevent.sleep(1.0)
+        print(" ".join(f"{what}@{when - t0:.2f}" for what, when in events))
+        """
+    )
+    assert [e.split("@")[0] for e in out] == ["stop", str(15)], out
+    assert float(out[1].split("@")[1]) >= 0.3, out

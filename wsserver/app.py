@@ -26,7 +26,7 @@ from flask import Flask
 from . import __version__
 from .documents.history import History
 from .documents.manager import DocumentManager
-from .documents.storage import open_store
+from .documents.storage import Store, open_store
 from .documents.storage.history import retention_of
 from .endpoint import WebSocketEndpoint
 from .errors import ConfigError
@@ -34,6 +34,7 @@ from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
 from .http import admin, discovery, health, metrics, probes, versions
+from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
@@ -44,11 +45,13 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .settings.config import name_sources
+from .support.liveness import Liveness
 from .support.redis import FailFast, blocking_client
 from .support.redis import client as redis_client
 from .support.validators import Problems
 from .transport import handler
 from .webhooks import build_webhooks
+from .webhooks.content import document_reader
 from .webhooks.settings import hooks_by_app
 
 EXTENSION = "wsserver"
@@ -58,21 +61,23 @@ QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal
 class WebSocketDispatch:
     """WSGI middleware: requests gevent-websocket upgraded go to the endpoint."""
 
-    def __init__(self, wsgi_app, endpoint: WebSocketEndpoint) -> None:
+    def __init__(self, wsgi_app: Callable[..., Any], endpoint: WebSocketEndpoint) -> None:
         self.wsgi_app = wsgi_app
         self.endpoint = endpoint
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
         if environ.get("wsgi.websocket") is not None:
             self.endpoint.handle(environ)
             return []
         return self.wsgi_app(environ, start_response)
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
     """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
         return True
+    if host is None:  # no address given
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -218,6 +223,7 @@ class Parts:
     region_gate: RegionGate
     endpoint: WebSocketEndpoint
     history: History
+    liveness: Liveness  # the process's id and heartbeat, for the parts built later
 
 
 def build_parts(config: Config, authenticator: Authenticator) -> Parts:
@@ -226,7 +232,10 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     # One Redis outage window for the process: after a Redis failure, every gate skips
     # Redis at once for a while instead of each handshake waiting a timeout per gate.
     redis_fail_fast = FailFast()
-    quota = build_quota(config, authenticator, redis_fail_fast)  # README, Limits
+    # One id and one heartbeat for every part that tells the other processes this one is
+    # alive (support/liveness.py): the quotas' lease, the fan-out, the region claims.
+    liveness = Liveness.from_config(config.process).start()
+    quota = build_quota(config, authenticator, redis_fail_fast, liveness)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
     store = open_store(
         config.storage,
@@ -239,7 +248,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     region_map = RegionMap.from_config(config)
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
-    fanout = open_fanout(config, redis_fail_fast)
+    fanout = open_fanout(config, redis_fail_fast, liveness)
     store.retention = retention_of(config.history)
     documents = DocumentManager(store, config, fanout=fanout)
     # Versions, restore, the trash (README, History); with `redis` a trash reaches the
@@ -253,6 +262,8 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         subscriber=blocking_client(config.redis, "history", None) if config.redis else None,
     )
     documents.on_stored = stored_hook(webhooks, history)
+    if webhooks is not None:  # include_content: a document.changed reads the document
+        webhooks.read_document = document_reader(documents, store)
     # 4009: pinned to or live in another region (docs/regions.md); claims the document.
     registry = open_registry(
         config,
@@ -260,6 +271,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
         on_claim_reasserted=documents.refresh,
         fail_fast=redis_fail_fast if config.redis else None,
+        liveness=liveness,
     )
     # The documents and the registry need each other: no snapshot of a document this
     # node may have lost to another region. Wired here, before any room exists.
@@ -273,6 +285,8 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         config, authenticator, documents, store, gates, quota.refusals, webhooks
     )
     endpoint.stop_at_shutdown("the history", history.start().stop)
+    # After every part's goodbye (each cancels its own beat in its close).
+    endpoint.stop_at_shutdown("the process heartbeat", liveness.stop)
     return Parts(
         quota,
         webhooks,
@@ -284,6 +298,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         region_gate,
         endpoint,
         history,
+        liveness,
     )
 
 
@@ -363,7 +378,7 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         on_trashed=parts.history.trashed,
     )
     app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
-    document_args = (
+    document_parts = (
         endpoint.handshake,
         parts.region_gate,
         parts.quota.write_gate,
@@ -374,13 +389,15 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
     )
     # /v1/documents/NAME/versions..., DELETE, undelete; the console's history routes
     app.register_blueprint(
-        versions.blueprint(document_api.DocumentApi(*document_args), parts.history, config.admin)
+        versions.blueprint(document_api.DocumentApi(*document_parts), parts.history, config.admin)
     )
-    app.register_blueprint(document_api.blueprint(*document_args))  # /v1/documents/...
+    app.register_blueprint(document_api.blueprint(*document_parts))  # /v1/documents/...
+    # .../content, .../map/FIELD: writes without Yjs
+    app.register_blueprint(content_api.blueprint(*document_parts))
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 
-def readiness_checks(endpoint, store):
+def readiness_checks(endpoint: WebSocketEndpoint, store: Store) -> dict[str, Callable[[], object]]:
     """/readyz's checks, in order: accepting connections, this process's way to the
     store, its event loop. Nothing every process shares (Redis, the database itself):
     see http/probes.py."""

@@ -2,37 +2,34 @@
 `wsserver --version`, and moving documents between storages: `wsserver copy-storage`,
 `wsserver export`, `wsserver import`."""
 
+from __future__ import annotations
+
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .errors import CommandError, ConfigError
 
+if TYPE_CHECKING:
+    from .settings import Config
 
-def _serve(args):
+
+def _serve(args: argparse.Namespace) -> int:
     # Before anything else touches sockets or threads.
     from gevent import monkey
 
     monkey.patch_all()
 
     import gc
-    import signal
 
-    import gevent
     from gevent.pywsgi import WSGIServer
 
-    from .app import create_app, endpoint_of, load_settings, startup_fields
-    from .logs import configure_logging, startup_message
-    from .settings import DEFAULT_CONFIG_PATH
+    from .app import create_app, endpoint_of
+    from .logs import configure_logging
+    from .support.signals import on_stop
     from .transport.handler import WebSocketRequestHandler
 
-    # Every problem of the config at once; the development secret only on loopback.
-    config, _ = load_settings(
-        config_path=args.config, listen_host=args.host, fallback=DEFAULT_CONFIG_PATH, serving=True
-    )
-    if args.host:
-        config.host = args.host
-    if args.port is not None:
-        config.port = args.port
+    config = _serve_config(args)
     configure_logging(config.log_level, config.log_format)
     app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
@@ -42,12 +39,8 @@ def _serve(args):
     server = WSGIServer(
         (config.host, config.port), app, handler_class=WebSocketRequestHandler, log=None
     )
-    stopping = []
 
-    def stop():
-        if stopping:
-            return
-        stopping.append(True)
+    def stop() -> None:
         # Stop accepting but keep serve_forever waiting: server.close() would set its stop
         # event, so the main greenlet would return (and the process exit) in the middle
         # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
@@ -56,14 +49,39 @@ def _serve(args):
         endpoint.shutdown(drain=config.shutdown_drain, before_closing=server.stop_accepting)
         server.stop(timeout=1)
 
-    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
-    gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
+    on_stop(stop)  # SIGTERM, SIGINT (support/signals.py)
     try:
         server.start()
     except OSError as e:
         endpoint.shutdown(timeout=1)
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
-    host, port = server.address[:2]
+    _announce(config, server.address)
+    server.serve_forever()
+    return 0
+
+
+def _serve_config(args: argparse.Namespace) -> Config:
+    """`serve`'s config: every problem at once; the development secret only on
+    loopback; --host and --port over the file's."""
+    from .app import load_settings
+    from .settings import DEFAULT_CONFIG_PATH
+
+    config, _ = load_settings(
+        config_path=args.config, listen_host=args.host, fallback=DEFAULT_CONFIG_PATH, serving=True
+    )
+    if args.host:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    return config
+
+
+def _announce(config: Config, address: tuple) -> None:
+    """The start-up line, once the server listens at `address`."""
+    from .app import startup_fields
+    from .logs import startup_message
+
+    host, port = address[:2]
     fields = dict(startup_fields(config, workers=1), listen=f"ws://{host}:{port}")
     if config.log_format == "json":
         # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
@@ -72,8 +90,6 @@ def _serve(args):
         logging.getLogger(__name__).info(startup_message(fields), extra=fields)
     else:
         print(startup_message(fields), flush=True)
-    server.serve_forever()
-    return 0
 
 
 def _token(args):
@@ -82,7 +98,7 @@ def _token(args):
     from .handshake.claims import ACCESS_READ, access_claims
     from .settings import DEFAULT_CONFIG_PATH, Config
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if args.documents is not None:
         # Document names hold no comma: "a-*,b" and a repeated --documents both work.
         extra["documents"] = [p for value in args.documents for p in value.split(",") if p]
@@ -185,9 +201,11 @@ def _postgres_schema(config):
     url = config.storage
     with psycopg.connect(url, **connection_options(url, config.storage_timeout)) as conn:
         set_timeouts(conn, config.storage_statement_timeout, config.storage_lock_timeout)
-        if conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()[0] is None:
+        table = conn.execute("SELECT to_regclass('wsserver_schema')").fetchone()
+        if table is None or table[0] is None:
             return "no wsserver tables yet: the first start creates them"
-        version = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()[0] or 0
+        row = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()
+        version = (row[0] if row is not None else None) or 0
     if version > SCHEMA_VERSION:
         raise StorageSchemaError(version, SCHEMA_VERSION)
     return f"schema version {version}, this wsserver's is {SCHEMA_VERSION}"
@@ -262,7 +280,7 @@ def _import(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -271,7 +289,7 @@ def main(argv=None):
         return 2
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """Every command, its options and the function that runs it (`run`)."""
     from . import __version__
 

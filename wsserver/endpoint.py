@@ -34,6 +34,7 @@ from .handshake.handshake import (
 )
 from .logs import RefusalSummary, fields
 from .protocol import codec
+from .support.wait import wait_until
 from .transport.connection import Connection
 from .transport.delayed_close import DelayedCloses
 
@@ -120,7 +121,7 @@ class WebSocketEndpoint:
             log.exception(
                 "connection %s failed",
                 peer(environ),
-                extra=fields(conn, session and session.key, InternalError.close_code),
+                extra=fields(conn, session.key if session else None, InternalError.close_code),
             )
             conn.close(InternalError())
         finally:
@@ -285,7 +286,7 @@ class WebSocketEndpoint:
             metrics.flush()
 
     @property
-    def ready(self):
+    def ready(self) -> bool:
         """False from the moment SIGTERM arrived (see `shutdown`)."""
         return not self.stopping
 
@@ -336,8 +337,7 @@ class WebSocketEndpoint:
             conn.close(ServiceRestart())
         self.delayed_closes.close_all()
         self.refusal_log.flush()
-        while self.connections and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        wait_until(lambda: not self.connections, deadline - time.monotonic())
         left = max(0.1, deadline - time.monotonic())
         flushed = self.documents.shutdown(left)
         # Every step after the flush shares the one deadline: each gets what is left and

@@ -9,6 +9,7 @@ frame; it is always cut to the 123 bytes a close frame can carry.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 MAX_REASON_BYTES = 123
 
@@ -53,7 +54,7 @@ class WsServerError(Exception):
         return {}
 
 
-def truncate_reason(reason):
+def truncate_reason(reason: str) -> bytes:
     data = reason.encode("utf-8")[:MAX_REASON_BYTES]
     # Cutting inside a multi-byte character would make the frame invalid UTF-8.
     return data.decode("utf-8", "ignore").encode("utf-8")
@@ -124,7 +125,7 @@ class TryAgainLater(WsServerError):
 class HttpOnlyError(WsServerError):
     """An error of a route no WebSocket shares: its JSON `code` is the HTTP status."""
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"error": self.reason, "code": self.http_status}
 
 
@@ -222,17 +223,17 @@ class RateLimited(WsServerError):
     http_status = 429
     reason = "rate limited"
 
-    def __init__(self, reason=None, retry_after=None):
+    def __init__(self, reason: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         if self.retry_after is not None:
             data["retry_after"] = self.retry_after
         return data
 
-    def http_headers(self):
+    def http_headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
         # HTTP wants whole seconds, and 0 would invite an immediate retry.
@@ -259,7 +260,9 @@ class WrongRegion(WsServerError):
     http_status = 409
     reason = "wrong region"
 
-    def __init__(self, reason=None, base=None, name=None):
+    def __init__(
+        self, reason: str | None = None, base: str | None = None, name: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.base = base
         self.name = name
@@ -281,7 +284,7 @@ class MissingBearer(HttpOnlyError):
     http_status = 401
     reason = "missing bearer token (Authorization: Bearer ...)"
 
-    def http_headers(self):
+    def http_headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
 
 
@@ -337,7 +340,7 @@ class StorageSchemaError(ConfigError):
     """The database was written by a later wsserver: its schema is newer than this code
     knows, and writing to it could corrupt what that version keeps there."""
 
-    def __init__(self, found, known):
+    def __init__(self, found: int, known: int) -> None:
         self.found, self.known = found, known
         super().__init__(
             "storage",

@@ -25,24 +25,28 @@ any worker imports prometheus_client; a fresh temporary directory unless the var
 is already set), emptied at start, with dead workers marked so their gauges go.
 
 Logs. gunicorn's own lines use wsserver's formatter (`log_format` of the config, text
-or JSON), through `logger_class`; in JSON mode what gunicorn prints raw (a worker's boot
-error) becomes a JSON line too (logs.JsonStderr). `--access-logfile` gets wsserver's
-access lines (transport/handler.py), as `access_log: true` does.
+or JSON), through `logger_class` (logs.GunicornLogger reads the config itself); in JSON
+mode what gunicorn prints raw (a worker's boot error) becomes a JSON line too.
+`--access-logfile` gets wsserver's access lines (transport/handler.py), as `access_log: true` does.
 """
+
+from __future__ import annotations
 
 import gc
 import glob
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-import gevent
-
-from wsserver.logs import GunicornLogger, JsonStderr, log_format_of
+from wsserver.logs import GunicornLogger
 from wsserver.platform import procfile_bind, procfile_workers
+
+if TYPE_CHECKING:  # gunicorn's master and worker, for type hints only
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 bind = procfile_bind()
 # gevent-websocket's worker with a deadline on request headers (transport/handler.py).
@@ -57,13 +61,7 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
 
 
-GunicornLogger.log_format = log_format_of(os.environ.get("WSSERVER_CONFIG"))
-if GunicornLogger.log_format == "json":
-    # gunicorn prints a worker's boot error raw (arbiter.spawn_worker): a JSON line too.
-    sys.stderr = JsonStderr(sys.stderr)
-
-
-def on_starting(server):
+def on_starting(server: Arbiter) -> None:
     """Check the config before any worker starts: a bad one stops gunicorn with one line
     per problem, each naming its key (a worker would die with a traceback, over and
     over). The check runs in a forked child, so the master imports none of the modules
@@ -102,7 +100,7 @@ def on_starting(server):
         os.remove(path)
 
 
-def when_ready(server):
+def when_ready(server: Arbiter) -> None:
     """The start-up line, once gunicorn listens: version, storage, Redis (passwords
     masked), region, workers and the address (JSON in JSON mode, like every line)."""
     from wsserver.logs import startup_message
@@ -112,20 +110,21 @@ def when_ready(server):
     server.log.info(startup_message(fields), extra=fields)
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from wsserver import metrics
 
     metrics.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
+    from wsserver.support.signals import before_previous
     from wsserver.transport.handler import settings_of
 
     endpoint = endpoint_of(worker.wsgi)
@@ -135,21 +134,16 @@ def post_worker_init(worker):
     config = endpoint.config
     configure_logging(config.log_level, config.log_format)
     gc.freeze()  # start-up objects live for ever: keep full collections short
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(sig, frame):
-        # gunicorn's own handler ends the worker's loop, which closes the listening
-        # socket within a second: new connections would be refused for the rest of the
-        # drain. So it runs only once the drain is over (the master waits
-        # `graceful_timeout` before it kills a worker).
-        gevent.spawn(endpoint.shutdown, drain=config.shutdown_drain)
-        if callable(previous):
-            gevent.spawn_later(config.shutdown_drain, previous, sig, frame)
-
-    signal.signal(signal.SIGTERM, on_term)
+    # gunicorn's own SIGTERM handler ends the worker's loop, which closes the listening
+    # socket within a second: new connections would be refused for the rest of the
+    # drain. So it runs only once the drain is over (the master waits
+    # `graceful_timeout` before it kills a worker); the shutdown starts at once.
+    before_previous(
+        lambda: endpoint.shutdown(drain=config.shutdown_drain), delay=config.shutdown_drain
+    )
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """In the worker, once its loop has returned: wait until every document is flushed
     and the region claims are released (the shutdown SIGTERM began, or one begun here
     when the worker exits for another reason). gunicorn also calls this in the master

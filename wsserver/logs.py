@@ -12,10 +12,14 @@ each finished line (message, extras and traceback alike), and the handshake appl
 to the request's environ before any access log can print it (`scrub_token`).
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 import gevent
 from gunicorn.glogging import Logger as GunicornBaseLogger
@@ -24,6 +28,10 @@ from pythonjsonlogger.json import JsonFormatter
 from .envsubst import expand_env
 from .scrub import redact
 
+if TYPE_CHECKING:  # type hints only (the floors above)
+    from .documents.key import DocKey
+    from .transport.connection import Connection
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = ["levelname", "name", "message"]
 JSON_RENAMES = {"levelname": "level", "name": "logger"}
@@ -31,31 +39,36 @@ FORMATS = ("text", "json")
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
 class JsonLineFormatter(JsonFormatter):
     """One JSON object per record; the timestamp `ts` is ISO 8601 in UTC."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp="ts")
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
-def formatter(log_format="text"):
+def formatter(log_format: str = "text") -> logging.Formatter:
     return JsonLineFormatter() if log_format == "json" else TextFormatter()
 
 
-def fields(conn=None, key=None, code=None, ip=None):
+def fields(
+    conn: Connection | None = None,
+    key: DocKey | None = None,
+    code: int | None = None,
+    ip: str | None = None,
+) -> dict[str, Any]:
     """The `extra` of a connection event: tenant, app, doc, conn, ip, code (those known).
     `key` is a DocKey; `conn` a Connection."""
-    extra = {}
+    extra: dict[str, Any] = {}
     if key is not None:
         extra.update(tenant=key.tenant, app=key.app, doc=key.name)
     if conn is not None:
@@ -68,7 +81,7 @@ def fields(conn=None, key=None, code=None, ip=None):
     return extra
 
 
-def startup_message(fields):
+def startup_message(fields: Mapping[str, Any]) -> str:
     """The start-up line's text: `fields` of app.startup_fields plus `listen` (here,
     so gunicorn's master can write it without importing the app)."""
     return (
@@ -78,7 +91,9 @@ def startup_message(fields):
     )
 
 
-def log_access(logger, method, path, status, duration, ip):
+def log_access(
+    logger: logging.Logger, method: str, path: str, status: int, duration: float, ip: str
+) -> None:
     """One access log line: `GET /doc?token=[redacted] 101 12.345s ip=203.0.113.5`, and
     the same as fields (method, path, status, duration in seconds, ip) in JSON."""
     path = redact(path)
@@ -98,18 +113,18 @@ class Throttled:
     """Logs an error at most once per `every` seconds, saying how many were skipped:
     during an outage every request would otherwise log the same line."""
 
-    def __init__(self, logger, every=10.0):
+    def __init__(self, logger: logging.Logger | None, every: float = 10.0) -> None:
         self.logger = logger
         self.every = every
-        self._last = None
+        self._last: float | None = None
         self._skipped = 0
 
-    def error(self, message, *args, exc_info=False):
-        message = self.due(message)
-        if message is not None:
-            self.logger.error(message, *args, exc_info=exc_info)
+    def error(self, message: str, *args: Any, exc_info: bool = False) -> None:
+        due = self.due(message)
+        if due is not None and self.logger is not None:
+            self.logger.error(due, *args, exc_info=exc_info)
 
-    def due(self, message):
+    def due(self, message: str) -> str | None:
         """`message` (saying how many were skipped) when one may be logged now, else
         None (counted as skipped)."""
         now = time.monotonic()
@@ -127,11 +142,11 @@ class ThrottleFilter(logging.Filter):
     """A logger filter letting one record through per `every` seconds (a library's
     logger that repeats itself during an outage: psycopg_pool's reconnect attempts)."""
 
-    def __init__(self, every=10.0):
+    def __init__(self, every: float = 10.0) -> None:
         super().__init__()
         self._throttle = Throttled(None, every)
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         message = self._throttle.due(record.getMessage())
         if message is None:
             return False
@@ -149,14 +164,17 @@ class RefusalSummary:
 
     OTHERS = "(others)"
 
-    def __init__(self, logger, window=60.0, max_keys=10_000):
+    def __init__(
+        self, logger: logging.Logger, window: float = 60.0, max_keys: int = 10_000
+    ) -> None:
         self.logger = logger
         self.window = window
         self.max_keys = max_keys
-        self._counts = {}  # (ip, code) -> [refusals after the first, latest reason]
-        self._flusher = None
+        # (ip, code) -> [refusals after the first, latest reason]
+        self._counts: dict[tuple[str, int], list[Any]] = {}
+        self._flusher: gevent.Greenlet | None = None
 
-    def record(self, ip, code, reason):
+    def record(self, ip: str, code: int, reason: str) -> None:
         key = (ip, code)
         entry = self._counts.get(key)
         if entry is None and len(self._counts) >= self.max_keys:
@@ -178,7 +196,7 @@ class RefusalSummary:
         if self._flusher is None:
             self._flusher = gevent.spawn_later(self.window, self.flush)
 
-    def flush(self):
+    def flush(self) -> None:
         """Log the window's summary lines and start a new window."""
         self._flusher = None
         counts, self._counts = self._counts, {}
@@ -195,7 +213,7 @@ class RefusalSummary:
                 )
 
 
-def configure_logging(level="info", log_format="text"):
+def configure_logging(level: str = "info", log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
@@ -231,7 +249,7 @@ def _route_uncaught_errors():
     sys.excepthook = lambda t, v, tb: errors.critical("uncaught exception", exc_info=(t, v, tb))
 
 
-def log_format_of(path, env=os.environ):
+def log_format_of(path: str | None, env: Mapping[str, str] = os.environ) -> str:
     """`log_format` of the config file `path` (${VAR} expanded), read without
     validating the rest: what the lines of a boot that fails on the config are written
     in, and what gunicorn's master uses (it must not import the app: gevent patches a
@@ -254,11 +272,11 @@ class JsonStderr:
     boot error, a library's print) becomes a JSON record of logger `wsserver.stderr`;
     JSON lines (the log handlers') pass through as they are."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._partial = ""
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
@@ -272,7 +290,7 @@ class JsonStderr:
         record = logging.LogRecord("wsserver.stderr", logging.ERROR, "", 0, line, (), None)
         self.stream.write(JsonLineFormatter().format(record) + "\n")
 
-    def flush(self):
+    def flush(self) -> None:
         if self._partial:
             line, self._partial = self._partial, ""
             if line.startswith("{"):
@@ -281,18 +299,24 @@ class JsonStderr:
                 self._emit(line)
         self.stream.flush()
 
-    def __getattr__(self, name):  # fileno, isatty, encoding...
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding...
         return getattr(self.stream, name)
 
 
 class GunicornLogger(GunicornBaseLogger):
     """gunicorn's logger with our formatters: its own lines (start-up, workers,
     tracebacks, the access log when enabled) come out as text or JSON like ours, and
-    redacted. `log_format` is set from the wsserver config by wsserver/gunicorn_conf.py."""
+    redacted. The format is `log_format` of the wsserver config ($WSSERVER_CONFIG, from
+    the environment or gunicorn's `--env`), read again at each `setup` (gunicorn calls
+    it at start and on every reload, SIGHUP). In JSON mode sys.stderr becomes a
+    JsonStderr: what gunicorn prints raw (a worker's boot error, arbiter.spawn_worker)
+    is a JSON line too."""
 
-    log_format = "text"
+    log_format = "text"  # until `setup` has read the config
 
-    def setup(self, cfg):
+    def setup(self, cfg: Any) -> None:
+        self.log_format = self.format_of(cfg)
+        _stderr_for(self.log_format)
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
@@ -305,3 +329,21 @@ class GunicornLogger(GunicornBaseLogger):
             handler.setFormatter(formatter(self.log_format))
             root.addHandler(handler)
         logging.captureWarnings(True)
+
+    @staticmethod
+    def format_of(cfg: Any) -> str:
+        """`log_format` of the config gunicorn's workers will load: $WSSERVER_CONFIG of
+        gunicorn's `--env` settings (`cfg.env`, put into the environment after the
+        logger is made) over the process's."""
+        env = {**os.environ, **cfg.env}
+        return log_format_of(env.get("WSSERVER_CONFIG"), env)
+
+
+def _stderr_for(log_format: str) -> None:
+    """sys.stderr a JsonStderr in JSON mode, the real stream in text mode."""
+    stream = sys.stderr
+    if isinstance(stream, JsonStderr):
+        if log_format != "json":
+            sys.stderr = stream.stream
+    elif log_format == "json":
+        sys.stderr = JsonStderr(stream)

@@ -155,20 +155,20 @@ _sent, _sent_bytes = _Tally(MESSAGES_SENT), _Tally(SENT_BYTES)
 _TALLIES = (_received, _received_bytes, _sent, _sent_bytes)
 
 
-def received(kind, size):
+def received(kind: str, size: int) -> None:
     """One message of `kind` (codec.KIND_*) with `size` payload bytes came in."""
     _received.add(kind, 1)
     _received_bytes.add(kind, size)
 
 
-def sent(kind, size, connections=1):
+def sent(kind: str, size: int, connections: int = 1) -> None:
     """One message of `kind` and `size` bytes went to `connections` connections."""
     if connections:
         _sent.add(kind, connections)
         _sent_bytes.add(kind, size * connections)
 
 
-def flush():
+def flush() -> None:
     """Add the per-message counts gathered since the last flush to their counters."""
     for tally in _TALLIES:
         tally.flush()
@@ -181,15 +181,15 @@ _KNOWN_CLOSE_CODES = frozenset(
 )
 
 
-def close_code_label(code):
+def close_code_label(code: int) -> str:
     return str(code) if code in _KNOWN_CLOSE_CODES else "other"
 
 
-def multiprocess_dir():
+def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def render():
+def render() -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition: every live process's
     values in multiprocess mode, else this process's."""
     flush()
@@ -201,7 +201,7 @@ def render():
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def mark_process_dead(pid):
+def mark_process_dead(pid: int) -> None:
     """gunicorn's child_exit: drop a dead worker's live gauges (its counters stay)."""
     if multiprocess_dir():
         multiprocess.mark_process_dead(pid)

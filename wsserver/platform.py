@@ -5,15 +5,16 @@ so both say the same; imports nothing (gunicorn's master imports it before any w
 is patched by gevent)."""
 
 import os
+from collections.abc import Mapping
 
 DEFAULT_PORT = "1234"
 
 
-def procfile_workers(env=os.environ):
+def procfile_workers(env: Mapping[str, str] = os.environ) -> int:
     """gunicorn's worker count: `$WEB_CONCURRENCY`, 1 when unset."""
     return int(env.get("WEB_CONCURRENCY") or "1")
 
 
-def procfile_bind(env=os.environ):
+def procfile_bind(env: Mapping[str, str] = os.environ) -> str:
     """gunicorn's listening address: every interface, `$PORT` (1234 when unset)."""
     return f"0.0.0.0:{env.get('PORT') or DEFAULT_PORT}"

@@ -7,56 +7,70 @@ is told from its content, on scratch copies (casting a root fixes its type for g
 and the live copy must stay as clients made it):
 
     string content (Yjs ContentString)            text      -> a string
-    an XML element or XML text among its items    fragment  -> its XML string form
+    an XML element or XML text among its items    fragment  -> its XML string form,
+                                                               escaped (formats/xml.py)
     other sequence items                          array     -> a list
     keyed entries                                 map       -> an object
     nothing left (never used, or all deleted)     unknown   -> null
 
-Nested values follow the same mapping (a nested type knows its kind). Binary content
-becomes base64, a subdocument its guid. Numbers that are whole come out as integers
-(Yjs stores JS numbers as float64 or varint; `1.0` and `1` are the same number to JSON).
-Types nested deeper than MAX_DEPTH raise NestedTooDeep (422): any writer can nest maps
-a thousand deep, and the recursion must not end in a RecursionError.
+Nested values follow the same mapping (a nested type knows its kind): formats/values.py.
+The other forms of a root (ProseMirror JSON, text, Markdown) are in formats/.
 """
 
-import base64
-import math
+from pycrdt import Array, Doc, Map, Text, XmlFragment
 
-from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from .formats.values import XML_TYPES, plain
+from .formats.xml import to_xml
 
-from ..errors import NestedTooDeep
-
-_XML = (XmlFragment, XmlElement, XmlText)
-# Whole floats up to 2**53 are exact integers in JS too.
-_MAX_SAFE = 2**53
-# Nesting levels of a root's JSON (far below Python's recursion limit).
-MAX_DEPTH = 100
+TEXT, FRAGMENT, ARRAY, MAP, UNKNOWN = "text", "fragment", "array", "map", "unknown"
 
 
-def document_json(update):
+def document_json(update: bytes) -> dict:
     """{root name: JSON value} of the document `update` (a Yjs v1 update) holds."""
-    names = _root_names(update)
-    if not names:
-        return {}
+    return {name: field_json(kind, root) for name, (kind, root) in sorted(roots(update).items())}
+
+
+def roots(update: bytes, names: list[str] | None = None) -> dict[str, tuple[str, object]]:
+    """{root name: (kind, the root cast to it)} of the document `update` holds (only
+    `names` when given, absent ones as UNKNOWN); each root from a scratch copy of its
+    own kind's (see the table above)."""
+    present = _root_names(update)
+    if names is None:
+        names = present
+    if not present:
+        return {name: (UNKNOWN, None) for name in names}
     as_text, as_array, as_map, as_xml = (
         _cast_all(update, names, kind) for kind in (Text, Array, Map, XmlFragment)
     )
-    result = {}
-    for name in sorted(names):
+    result: dict[str, tuple[str, object]] = {}
+    for name in names:
         text, array, mapping, fragment = as_text[name], as_array[name], as_map[name], as_xml[name]
         # A fragment lists only its XML children; an array would list every character of
         # a text, one Python object each (seconds for a long text, holding the process).
-        if any(isinstance(child, _XML) for child in fragment.children):
-            result[name] = str(fragment)
+        if any(isinstance(child, XML_TYPES) for child in fragment.children):
+            result[name] = (FRAGMENT, fragment)
         elif str(text):
-            result[name] = str(text)
+            result[name] = (TEXT, text)
         elif len(array):
-            result[name] = [_value(item, 1) for item in array]
+            result[name] = (ARRAY, array)
         elif len(mapping):
-            result[name] = {key: _value(value, 1) for key, value in mapping.items()}
+            result[name] = (MAP, mapping)
         else:
-            result[name] = None
+            result[name] = (UNKNOWN, None)
     return result
+
+
+def field_json(kind: str, root: object) -> object:
+    """The JSON of a root of `kind` (as `roots` gives them)."""
+    if kind == FRAGMENT:
+        return to_xml(root)  # type: ignore[arg-type]
+    if kind == TEXT:
+        return str(root)
+    if kind == ARRAY:
+        return [plain(item, 1) for item in root]  # type: ignore[attr-defined]
+    if kind == MAP:
+        return {key: plain(value, 1) for key, value in root.items()}  # type: ignore[attr-defined]
+    return None
 
 
 def _root_names(update):
@@ -69,25 +83,3 @@ def _cast_all(update, names, kind):
     doc = Doc()
     doc.apply_update(update)
     return {name: doc.get(name, type=kind) for name in names}
-
-
-def _value(value, depth):
-    if depth > MAX_DEPTH:
-        raise NestedTooDeep()
-    if isinstance(value, _XML):
-        return str(value)
-    if isinstance(value, Text):
-        return str(value)
-    if isinstance(value, (Map, dict)):
-        return {str(k): _value(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (Array, list, tuple)):
-        return [_value(v, depth + 1) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # NaN and ±Infinity have no JSON; JSON.stringify makes them null too
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_SAFE:
-        return int(value)
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, Doc):
-        return str(value.guid)
-    return value

@@ -22,7 +22,6 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ from ..errors import DocumentDeleted, InternalError
 from ..fanout import NoFanout
 from ..logs import Throttled
 from ..support.backoff import Backoff
+from ..support.wait import wait_until
 from .key import DocKey
 from .room import Room
 from .storage import Store, StoreError
@@ -223,11 +223,8 @@ class DocumentManager:
         try:
             room.wait_durable()
             gevent.sleep(0)  # let a compaction spawned by the last durable update start
-            deadline = time.monotonic() + COMPACTION_WAIT
-            while room.compacting:
-                if time.monotonic() > deadline:
-                    raise StoreError(f"{room!r}: a compaction is still running")
-                gevent.sleep(0.01)
+            if not wait_until(lambda: not room.compacting, COMPACTION_WAIT, interval=0.01):
+                raise StoreError(f"{room!r}: a compaction is still running")
             if compact:
                 room.compact()
         except BaseException:

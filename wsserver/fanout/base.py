@@ -6,8 +6,9 @@ update accepted from a client is published once it is durable; an awareness chan
 a client is published as it is relayed. This engine carries the entries between
 processes and hands what other processes published back to the room, which applies it
 and broadcasts to its own connections only what changed (so nothing is broadcast twice,
-whatever path it came by). Entries carry the publishing process's `host` id, and a
-process skips its own (python-socketio's pub/sub managers do the same with `host_id`).
+whatever path it came by). Entries carry the publishing process's `host` id (the
+process's id, support/liveness.py), and a process skips its own (python-socketio's
+pub/sub managers do the same with `host_id`).
 
 Positions, catch-up and reconciliation (the store is the source of truth, the stream
 is only the fast path):
@@ -22,19 +23,15 @@ is only the fast path):
   trimmed past the reader's position, and when another process announces that it could
   not publish some of its updates (a `reconcile` entry, sent once it is reconnected);
 - awareness: states announced through other processes are remembered per publishing
-  process; every process writes an `alive` entry every `heartbeat` seconds, and the
-  states of a process not heard from for `host_ttl` seconds are removed (a process
-  killed with kill -9 leaves no state behind for longer than that). A process that
+  process; on the process's heartbeat every process writes an `alive` entry, and the
+  states of a process silent for the process TTL are removed (peers.py). A process that
   loads a document, or comes back after an outage, asks the others for their clients'
   states (`query`).
 
 Redis faults never stop collaboration inside a process: nothing here is waited on by a
-room or a message loop. Publishing is queued for a publisher greenlet, which runs each
-update's `on_sent` (the room's echo) once the update is in the stream or could not be
-put there; while Redis is down nothing is sent (no timeouts paid per message), updates
-that could not be sent are remembered per document (for the `reconcile` entry) and the
-reader retries with capped back-off. Subscribing asks Redis for one tail id with a short
-timeout, and not at all while Redis is known to be down. Errors are logged at most once per 10 s.
+room or a message loop. Publishing is queued (publisher.py); the reader (reader.py)
+retries with capped back-off. Subscribing asks Redis for one tail id with a short timeout, and not
+at all while Redis is known to be down. Errors are logged at most once per 10 s.
 
 Backends implement the wire (see redis_streams.py):
 
@@ -47,123 +44,118 @@ Backends implement the wire (see redis_streams.py):
     _disconnect()
 """
 
+from __future__ import annotations
+
 import logging
 import time
-import uuid
-from collections import deque
+from typing import Any
 
 import gevent
-from gevent.event import Event
 
 from .. import metrics
 from ..logs import Throttled
-from ..support.backoff import Backoff
+from ..support.liveness import Beat, Liveness
+from ..support.redis import FailFast
+from .entries import (
+    ALIVE,
+    AWARENESS,
+    BYE,
+    QUERY,
+    RECONCILE,
+    UPDATE,
+    Fields,
+    OnSent,
+    Subscription,
+)
+from .peers import Peers
+from .publisher import Publisher
+from .reader import Entries, Reader
 
 log = logging.getLogger(__name__)
 
-# Entry kinds (field "t"); "h" is the publishing host, "d" the payload.
-UPDATE = b"u"  # a durable Yjs update
-AWARENESS = b"a"  # an awareness update (y-protocols encoding)
-QUERY = b"q"  # "send me your clients' awareness states"
-RECONCILE = b"r"  # "I could not publish some updates of this document: reload it"
-ALIVE = b"h"  # heartbeat on the hosts stream
-BYE = b"x"  # clean shutdown on the hosts stream: drop my clients' states now
-
-RECONNECT_RETRY = (0.1, 2.0)  # Backoff(first, cap) of the reader's reconnects
-MAX_QUEUED = 10_000  # publish queue; beyond it the oldest are dropped (and reconciled)
-BATCH = 512  # entries per publish round trip
-
-
-def parse_id(entry_id):
-    """A stream id ("1700000000000-3", str or bytes) as a comparable (ms, seq)."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-class Subscription:
-    """One loaded document's stream: its room and the last id read (None: unknown,
-    the subscription must be resynced)."""
-
-    __slots__ = ("room", "stream", "position")
-
-    def __init__(self, room, stream, position):
-        self.room = room
-        self.stream = stream
-        self.position = position
+DocKey = tuple[str, str, str]
 
 
 class Fanout:
-    """See the module docstring. `heartbeat` seconds between alive entries, `host_ttl`
-    seconds of silence after which a process's awareness states are removed."""
+    """See the module docstring. `liveness`: the process's heartbeat (support/liveness.py),
+    whose id names this process's entries and whose beat writes its alive entry; a
+    process silent for its TTL has its awareness states removed. Without one (a fan-out
+    built alone) the engine runs a heartbeat of its own with the default timings."""
 
     enabled = True
 
-    def __init__(self, heartbeat=2.0, host_ttl=10.0, block_ms=1000, fail_fast=None):
+    def __init__(
+        self,
+        liveness: Liveness | None = None,
+        block_ms: int = 1000,
+        fail_fast: FailFast | None = None,
+    ) -> None:
         # The process's Redis outage window (support/redis.py), shared with the limits
         # and the registry: a subscribe on a handshake's path skips Redis while it is
         # open, and this engine's failures and recoveries open and close it too.
         self.fail_fast = fail_fast
-        self.host = uuid.uuid4().hex.encode()
-        self.heartbeat = heartbeat
-        self.host_ttl = host_ttl
+        self._own_liveness = liveness is None
+        self.liveness = liveness if liveness is not None else Liveness()
+        self.host = self.liveness.process.encode()
+        self.heartbeat = self.liveness.heartbeat
+        self.host_ttl = self.liveness.ttl
+        self._beat: Beat | None = None
         self.block_ms = block_ms
         self.state = "starting"  # "up" or "down" once the first connection was tried
-        self.subs = {}  # stream name -> Subscription
-        self._queue = deque()  # (stream, kind, fields, on_sent) waiting for the publisher
-        self._wake_publisher = Event()
-        self._unpublished = set()  # streams with updates that could not be published
-        self._alive = {}  # other host -> monotonic time it was last heard from
+        self.subs: dict[str, Subscription] = {}  # stream name -> Subscription
+        self.publisher = Publisher(self.host, lambda: self.state == "up", self._send)
+        self._queue = self.publisher.queue  # (the same objects: for tests)
+        self._unpublished = self.publisher.unpublished
+        self.peers = Peers(self.host_ttl, self._forget_host)
+        self.reading = Reader(self)
         self._errors = Throttled(log)
         self._closed = False
-        self._down_since = None
-        self.lag_ms = None  # delivery delay of the last entry read from another process
+        self._down_since: float | None = None
+        self.lag_ms: float | None = None  # delay of the last entry read from another process
         self.resyncs = 0
-        self._greenlets = []
+        self._greenlets: list[gevent.Greenlet] = []
 
     # --- names (a backend may override) ---------------------------------------------
 
-    def stream_of(self, key):
+    def stream_of(self, key: DocKey) -> str:
         raise NotImplementedError
 
-    hosts_stream = None
-    wake_stream = None
+    hosts_stream = ""
+    wake_stream = ""
 
     # --- life cycle -----------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Fanout:
         try:
             self._connect()
             self._recovered()
         except Exception as e:
             self._failed("connect", e)
-        self._greenlets = [
-            gevent.spawn(self._read_loop),
-            gevent.spawn(self._publish_loop),
-            gevent.spawn(self._heartbeat_loop),
-        ]
+        self._greenlets = [gevent.spawn(self.reading.run), gevent.spawn(self.publisher.run)]
+        self._beat = self.liveness.subscribe("fan-out", self._heartbeat)
+        if self._own_liveness:
+            self.liveness.start()
         return self
 
-    def close(self, timeout=2.0):
+    def close(self, timeout: float = 2.0) -> None:
         """Publish what is queued (awareness removals of the clients just closed) and a
         goodbye, within `timeout`; then stop."""
-        deadline = time.monotonic() + timeout
-        while self._queue and self.state == "up" and time.monotonic() < deadline:
-            self._wake_publisher.set()
-            gevent.sleep(0.01)
+        self.publisher.drain(timeout)
         if self.state == "up":
             self._send([(self.hosts_stream, {b"h": self.host, b"t": BYE})])
         self._closed = True
-        while self._queue:  # not sent in time: their callbacks still run, in order
-            self._lost(*self._dropped(self._queue.popleft()))
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._own_liveness:
+            self.liveness.stop()
+        self.publisher.close()  # not sent in time: their callbacks still run, in order
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
         self._disconnect()
 
     # --- what rooms and the room manager call ---------------------------------------
 
-    def subscribe(self, room):
+    def subscribe(self, room: Any) -> None:
         """Start following `room`'s document; call before the room reads the store.
         Waits on Redis for one short call at most, not at all while it is down."""
         stream = self.stream_of(room.key)
@@ -178,23 +170,23 @@ class Fanout:
             self._enqueue(stream, QUERY, b"")  # ask the others for their awareness states
             self._enqueue(self.wake_stream, ALIVE, b"")  # the reader must add this stream
 
-    def unsubscribe(self, room):
+    def unsubscribe(self, room: Any) -> None:
         stream = self.stream_of(room.key)
         sub = self.subs.get(stream)
         if sub is not None and sub.room is room:
             del self.subs[stream]
 
-    def publish_update(self, key, update, on_sent=None):
+    def publish_update(self, key: DocKey, update: bytes, on_sent: OnSent = None) -> None:
         """`update` is durable: let the other processes apply it. `on_sent()` runs once
         it is appended to the stream, or could not be (Redis down or failing: it is then
         announced for reconciliation), in publishing order; never blocks."""
         self._enqueue(self.stream_of(key), UPDATE, update, on_sent)
 
-    def publish_awareness(self, key, update, user=None):
+    def publish_awareness(self, key: DocKey, update: bytes, user: str | None = None) -> None:
         """An awareness update from a connection of `user` (token `sub`, or None)."""
         self._enqueue(self.stream_of(key), AWARENESS, update, user=user)
 
-    def health(self):
+    def health(self) -> dict[str, Any]:
         """What /healthz shows: state, subscriptions, lag; never asks Redis."""
         return {
             "state": self.state,
@@ -202,7 +194,7 @@ class Fanout:
             "lag_ms": self.lag_ms,
             "queued": len(self._queue),
             "unpublished": len(self._unpublished),
-            "peers": len(self._alive),
+            "peers": len(self.peers),
             "resyncs": self.resyncs,
             "down_for_s": (
                 round(time.monotonic() - self._down_since, 1)
@@ -213,59 +205,12 @@ class Fanout:
 
     # --- publishing -----------------------------------------------------------------
 
-    def _enqueue(self, stream, kind, data, on_sent=None, user=None):
-        if self._closed or (self.state != "up" and not self._queue):
-            # Nothing queued ahead of it (whose `on_sent` must run first): drop it now.
-            self._lost(stream, kind, on_sent)
-            return
-        if len(self._queue) >= MAX_QUEUED:
-            self._lost(*self._dropped(self._queue.popleft()))
-        fields = {b"h": self.host, b"t": kind, b"d": data}
-        if user is not None:
-            fields[b"u"] = user.encode()
-        self._queue.append((stream, kind, fields, on_sent))
-        self._wake_publisher.set()
+    def _enqueue(
+        self, stream: str, kind: bytes, data: bytes, on_sent: OnSent = None, user: str | None = None
+    ) -> None:
+        self.publisher.enqueue(stream, kind, data, on_sent, user)
 
-    @staticmethod
-    def _dropped(entry):
-        stream, kind, _, on_sent = entry
-        return stream, kind, on_sent
-
-    def _lost(self, stream, kind, on_sent=None):
-        """An entry that will not be sent: updates are announced for reconciliation
-        later; awareness is renewed by the clients, and answered to a query."""
-        if kind == UPDATE:
-            self._unpublished.add(stream)
-        self._done(on_sent)
-
-    @staticmethod
-    def _done(on_sent):
-        if on_sent is not None:
-            try:
-                on_sent()
-            except Exception:
-                log.exception("fanout: a publish callback failed")
-
-    def _publish_loop(self):
-        while not self._closed:
-            self._wake_publisher.wait()
-            self._wake_publisher.clear()
-            while self._queue:
-                batch = []
-                while self._queue and len(batch) < BATCH:
-                    batch.append(self._queue.popleft())
-                if self.state != "up":
-                    for entry in batch:
-                        self._lost(*self._dropped(entry))
-                    continue
-                if self._send([(stream, fields) for stream, _, fields, _ in batch]):
-                    for _, _, _, on_sent in batch:
-                        self._done(on_sent)
-                else:
-                    for entry in batch:
-                        self._lost(*self._dropped(entry))
-
-    def _send(self, items):
+    def _send(self, items: list[tuple[str, Fields]]) -> bool:
         try:
             self._publish(items)
             return True
@@ -273,111 +218,18 @@ class Fanout:
             self._failed("publish", e)
             return False
 
-    # --- reading --------------------------------------------------------------------
+    # --- reading (reader.py) ---------------------------------------------------------
 
-    def _read_loop(self):
-        backoff = Backoff(*RECONNECT_RETRY)
-        last_read = time.monotonic()
-        while not self._closed:
-            if self.state != "up":
-                try:
-                    self._connect()
-                    self._recovered()
-                except Exception as e:
-                    self._failed("reconnect", e)
-                    backoff.sleep()
-                    continue
-                backoff.reset()
-            try:
-                self._resync_unknown()
-                if time.monotonic() - last_read > self.retention_seconds / 2:
-                    self._check_trimmed()  # this process was stalled: were we trimmed past?
-                positions = {
-                    s.stream: s.position for s in list(self.subs.values()) if s.position is not None
-                }
-                positions[self.hosts_stream] = self._hosts_position
-                positions[self.wake_stream] = self._wake_position
-                batches = self._read(positions, self.block_ms)
-                last_read = time.monotonic()
-            except Exception as e:
-                self._failed("read", e)
-                continue
-            full = []
-            for stream, entries in batches:
-                if self._deliver(stream, entries):
-                    full.append(stream)
-            if full:
-                self._check_trimmed(full)
+    def _deliver(self, stream: str, entries: Entries) -> bool:
+        return self.reading.deliver(stream, entries)
 
-    def _deliver(self, stream, entries):
-        """Apply entries read from `stream`; True when the read was capped (the reader
-        may be behind: check for trimming)."""
-        if stream == self.hosts_stream:
-            self._hosts_position = entries[-1][0]
-            now = time.monotonic()
-            for _, fields in entries:
-                host = fields.get(b"h")
-                if host == self.host:
-                    continue
-                if fields.get(b"t") == BYE:
-                    self._forget_host(host)
-                else:
-                    self._alive[host] = now
-            return False
-        if stream == self.wake_stream:
-            self._wake_position = entries[-1][0]
-            return False
-        sub = self.subs.get(stream)
-        if sub is None or sub.position is None:
-            return False
-        sub.position = entries[-1][0]
-        room = sub.room
-        now_ms = time.time() * 1000
-        updates = []  # consecutive updates from others, applied together
-        for entry_id, fields in entries:
-            host = fields.get(b"h")
-            if host == self.host:
-                continue  # ours: already applied and broadcast here
-            self._alive[host] = time.monotonic()
-            kind, data = fields.get(b"t"), fields.get(b"d", b"")
-            if kind == UPDATE:
-                updates.append(data)
-                lag_ms = max(0.0, now_ms - parse_id(entry_id)[0])
-                self.lag_ms = round(lag_ms, 1)
-                metrics.FANOUT_LAG.observe(lag_ms / 1000)
-                continue
-            self._apply_updates(room, updates)
-            try:
-                if kind == AWARENESS:
-                    user = fields.get(b"u")
-                    room.apply_remote_awareness(
-                        data, host, user.decode() if user is not None else None
-                    )
-                elif kind == QUERY:
-                    for update, user in room.local_awareness():
-                        self.publish_awareness(room.key, update, user)
-                elif kind == RECONCILE:
-                    gevent.spawn(self._reconcile, sub)
-            except Exception:
-                # One bad entry must not stop the reader for every other document.
-                log.exception("fanout: %r: applying a remote %s entry failed", room, kind)
-        self._apply_updates(room, updates)
-        return len(entries) >= self.read_count
+    # --- catch-up -------------------------------------------------------------------
 
-    def _apply_updates(self, room, updates):
-        if not updates:
-            return
-        try:
-            room.apply_remote_updates(updates)
-        except Exception:
-            log.exception("fanout: %r: applying %d remote updates failed", room, len(updates))
-        updates.clear()
-
-    def _resync_unknown(self):
+    def _resync_unknown(self) -> None:
         """Give every subscription whose position is unknown a fresh one, then reload
         its document from the store (what was published before that id is stored).
         Its clients announce themselves again (`Room.renew_awareness`): after an outage
-        longer than `host_ttl` the other processes removed them, at the clocks the
+        longer than the TTL the other processes removed them, at the clocks the
         answers to a `query` carry, which their clients ignore."""
         for sub in list(self.subs.values()):
             if sub.position is None:
@@ -386,12 +238,12 @@ class Fanout:
                 sub.room.renew_awareness()
                 gevent.spawn(self._reconcile, sub)
 
-    def _check_trimmed(self, streams=None):
+    def _check_trimmed(self, streams: list[str] | None = None) -> None:
         subs = [self.subs[s] for s in (streams or list(self.subs)) if s in self.subs]
-        subs = [s for s in subs if s.position is not None]
-        if not subs:
+        positions = {s.stream: s.position for s in subs if s.position is not None}
+        if not positions:
             return
-        for stream in self._trimmed_past({s.stream: s.position for s in subs}):
+        for stream in self._trimmed_past(positions):
             log.warning(
                 "fanout: stream %s was trimmed past this process's position; "
                 "reloading the document from the store",
@@ -399,7 +251,7 @@ class Fanout:
             )
             self.subs[stream].position = None
 
-    def _reconcile(self, sub):
+    def _reconcile(self, sub: Subscription) -> None:
         room = sub.room
         try:
             room.ready.get()
@@ -413,7 +265,7 @@ class Fanout:
         except Exception:
             log.exception("fanout: %r: reloading from the store failed", room)
 
-    def _recovered(self):
+    def _recovered(self) -> None:
         """Redis answers again: every position is suspect (it may have restarted empty,
         or kept entries we never read), and others may have missed our updates."""
         if self._down_since is not None:
@@ -430,34 +282,25 @@ class Fanout:
         self._wake_position = self._tail(self.wake_stream)
         for sub in self.subs.values():
             sub.position = None
-        unpublished, self._unpublished = self._unpublished, set()
-        for stream in unpublished:
+        for stream in self.publisher.take_unpublished():
             self._enqueue(stream, RECONCILE, b"")
 
     # --- heartbeat, awareness expiry, trimming --------------------------------------
 
-    def _heartbeat_loop(self):
-        while not self._closed:
-            gevent.sleep(self.heartbeat)
-            if self.state == "up":
-                self._enqueue(self.hosts_stream, ALIVE, b"")
-                try:
-                    self._trim()
-                except Exception as e:
-                    self._failed("trim", e)
-            now = time.monotonic()
-            for host, seen in list(self._alive.items()):
-                if now - seen > self.host_ttl:
-                    log.info(
-                        "fanout: no news from process %s for %.0fs; removing its "
-                        "clients' awareness states",
-                        host.decode(),
-                        now - seen,
-                    )
-                    self._forget_host(host)
+    def _heartbeat(self) -> None:
+        """The process's beat: an alive entry, trimming, and the expiry of processes
+        silent for the TTL."""
+        if self._closed:
+            return
+        if self.state == "up":
+            self._enqueue(self.hosts_stream, ALIVE, b"")
+            try:
+                self._trim()
+            except Exception as e:
+                self._failed("trim", e)
+        self.peers.expire()
 
-    def _forget_host(self, host):
-        self._alive.pop(host, None)
+    def _forget_host(self, host: bytes) -> None:
         for sub in list(self.subs.values()):
             try:
                 sub.room.expire_remote_awareness(host)
@@ -466,7 +309,7 @@ class Fanout:
 
     # --- faults ---------------------------------------------------------------------
 
-    def _failed(self, what, error):
+    def _failed(self, what: str, error: Exception) -> None:
         if self._closed:
             return
         metrics.REDIS_ERRORS.labels("fanout").inc()
@@ -490,51 +333,23 @@ class Fanout:
     _hosts_position = "$"
     _wake_position = "$"
 
-    def _connect(self):
+    def _connect(self) -> None:
         raise NotImplementedError
 
-    def _disconnect(self):
+    def _disconnect(self) -> None:
         """Release connections."""
 
-    def _tail(self, stream):
+    def _tail(self, stream: str) -> str:
         raise NotImplementedError
 
-    def _publish(self, items):
+    def _publish(self, items: list[tuple[str, Fields]]) -> list[bytes]:
         raise NotImplementedError
 
-    def _read(self, positions, block_ms):
+    def _read(self, positions: dict[str, str], block_ms: int) -> list[tuple[str, Entries]]:
         raise NotImplementedError
 
-    def _trimmed_past(self, positions):
+    def _trimmed_past(self, positions: dict[str, str]) -> set[str]:
         raise NotImplementedError
 
-    def _trim(self):
+    def _trim(self) -> None:
         raise NotImplementedError
-
-
-class NoFanout:
-    """One process per region (no `redis`): nothing to share. Same interface."""
-
-    enabled = False
-
-    def subscribe(self, room):
-        pass
-
-    def unsubscribe(self, room):
-        pass
-
-    def publish_update(self, key, update, on_sent=None):
-        if on_sent is not None:
-            on_sent()
-
-    def publish_awareness(self, key, update, user=None):
-        pass
-
-    def health(self):
-        return {"state": "off"}
-
-    def start(self):
-        return self
-
-    def close(self, timeout=0):
-        pass

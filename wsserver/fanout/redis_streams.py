@@ -21,13 +21,18 @@ timeouts, so a hung Redis costs one of them, after which the engine stops asking
 gets an answer again) and one for the reader's blocking XREAD.
 """
 
+from __future__ import annotations
+
+from typing import Any
 from urllib.parse import quote
 
 import redis
 
 from ..support.redis import SOCKET_TIMEOUT, blocking_client
 from ..support.redis import client as redis_client
-from .base import Fanout, parse_id
+from .base import Fanout
+from .entries import Fields, parse_id
+from .reader import Entries
 
 PREFIX = "wsserver:{fanout}:"
 
@@ -35,14 +40,14 @@ PREFIX = "wsserver:{fanout}:"
 class RedisStreamsFanout(Fanout):
     def __init__(
         self,
-        url,
-        prefix=PREFIX,
-        maxlen=10_000,
-        retention_seconds=60.0,
-        idle_seconds=3600,
-        timeout=SOCKET_TIMEOUT,
-        **options,
-    ):
+        url: str,
+        prefix: str = PREFIX,
+        maxlen: int = 10_000,
+        retention_seconds: float = 60.0,
+        idle_seconds: float = 3600,
+        timeout: float = SOCKET_TIMEOUT,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         self.url = url
         self.prefix = prefix
@@ -52,14 +57,16 @@ class RedisStreamsFanout(Fanout):
         self.timeout = timeout
         self.hosts_stream = prefix + "hosts"
         self.wake_stream = prefix + "wake:" + self.host.decode()
-        self.commands = None
-        self.reader = None
-        self._written = {}  # stream -> ms of the last id appended since the last trim
+        # redis.Redis clients once connected (Any: redis-py's stubs reject its own bytes
+        # field dicts and str stream ids, which it takes)
+        self.commands: Any = None
+        self.reader: Any = None  # the blocking reader's connection
+        self._written: dict[str, int] = {}  # stream -> ms of the last id appended since a trim
 
-    def stream_of(self, key):
+    def stream_of(self, key: tuple[str, str, str]) -> str:
         return self.prefix + "doc:" + "/".join(quote(part, safe="") for part in key)
 
-    def _connect(self):
+    def _connect(self) -> None:
         if self.commands is None:
             self.commands = redis_client(self.url)
             # The blocking read waits up to block_ms by design: its timeout is beyond it.
@@ -69,15 +76,15 @@ class RedisStreamsFanout(Fanout):
         self.commands.ping()
         self.reader.ping()
 
-    def _disconnect(self):
+    def _disconnect(self) -> None:
         if self.reader is not None:
             self.reader.close()  # `commands` is the process's shared client
 
-    def _tail(self, stream):
+    def _tail(self, stream: str) -> str:
         last = self.commands.xrevrange(stream, count=1)
         return last[0][0].decode() if last else "0-0"
 
-    def _publish(self, items):
+    def _publish(self, items: list[tuple[str, Fields]]) -> list[bytes]:
         pipe = self.commands.pipeline(transaction=False)
         for stream, fields in items:
             pipe.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
@@ -88,7 +95,7 @@ class RedisStreamsFanout(Fanout):
             self._written[stream] = parse_id(entry_id)[0]
         return ids
 
-    def _read(self, positions, block_ms):
+    def _read(self, positions: dict[str, str], block_ms: int) -> list[tuple[str, Entries]]:
         reply = self.reader.xread(positions, count=self.read_count, block=block_ms) or []
         if isinstance(reply, dict):  # RESP3
             reply = list(reply.items())
@@ -98,7 +105,7 @@ class RedisStreamsFanout(Fanout):
             if entries
         ]
 
-    def _trimmed_past(self, positions):
+    def _trimmed_past(self, positions: dict[str, str]) -> set[str]:
         """Streams whose entries right after the given positions may be gone. Trimming
         removes the oldest entries first, so while the entry at a position is still
         there nothing after it was trimmed; once it is gone and the stream starts after
@@ -121,7 +128,7 @@ class RedisStreamsFanout(Fanout):
                 trimmed.add(stream)
         return trimmed
 
-    def _trim(self):
+    def _trim(self) -> None:
         # The streams this process appended to since the last trim (others trim theirs;
         # a stream nobody writes to any more is bounded by MAXLEN and then expires).
         written, self._written = self._written, {}
@@ -133,7 +140,7 @@ class RedisStreamsFanout(Fanout):
         pipe.execute()
 
 
-def _pairs(info):
+def _pairs(info: Any) -> dict[bytes, Any]:
     """XINFO's flat [key, value, ...] reply (RESP2) or dict (RESP3) as a dict."""
     if isinstance(info, dict):
         return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in info.items()}

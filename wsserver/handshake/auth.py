@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 
 import jwt
+from jwt.types import Options
 
 from ..errors import ConfigError, Forbidden, InvalidToken, NoToken
-from ..support.validators import Problems, known_keys
+from ..support.validators import Problems, boolean, section, string, unchecked
 from .claims import MALFORMED, Principal, access_claims, check_claim_types
-from .tenants import AUTH_KEYS, HMAC_ALGORITHMS, App, Tenant, parse_tenants
+from .tenants import HMAC_ALGORITHMS, App, Tenant, parse_tenants
 
 DEFAULT_AUDIENCE = "WireSocket.API"
 DEFAULT_SCOPE = "WireSocket.API"
@@ -27,6 +28,11 @@ LEEWAY = 5
 # distinct answers would let anyone enumerate tenants and kids with unsigned tokens.
 # The cause is the error's `detail`, for the server log only.
 UNVERIFIABLE = "bad signature"
+# The `auth` setting; its tenants are parsed by tenants.py, every one checked.
+_AUTH = section(
+    {"audience": string, "scope": string, "close_on_expiry": boolean, "tenants": unchecked},
+    defaults={"audience": DEFAULT_AUDIENCE, "scope": DEFAULT_SCOPE, "close_on_expiry": False},
+)
 
 
 class Authenticator:
@@ -50,22 +56,14 @@ class Authenticator:
         Every tenant, key and app is checked; with `problems` their errors are added
         there and what was valid is returned (the caller checks it further), else they
         are raised together."""
-        known_keys("auth", auth, AUTH_KEYS)
-        audience = auth.get("audience", DEFAULT_AUDIENCE)
-        scope = auth.get("scope", DEFAULT_SCOPE)
-        for key in ("audience", "scope"):
-            if not isinstance(auth.get(key, ""), str):
-                raise ConfigError(f"auth.{key}", "must be a string")
-        close_on_expiry = auth.get("close_on_expiry", False)
-        if not isinstance(close_on_expiry, bool):
-            raise ConfigError("auth.close_on_expiry", "must be true or false")
+        checked = _AUTH("auth", auth)
         found = Problems()
-        tenants = parse_tenants(auth.get("tenants"), development, found)
+        tenants = parse_tenants(checked.get("tenants"), development, found)
         if problems is None:
             found.raise_all()
         else:
             problems.errors.extend(found.errors)
-        return cls(audience, scope, tenants, close_on_expiry)
+        return cls(checked["audience"], checked["scope"], tenants, checked["close_on_expiry"])
 
     # --- verification ---------------------------------------------------------------
 
@@ -126,7 +124,7 @@ class Authenticator:
         return principal.claims["exp"] + LEEWAY  # required, and a number (check_claim_types)
 
     def _decode(self, token, key, alg):
-        options = {"require": ["exp", "aud"]}
+        options: Options = {"require": ["exp", "aud"]}
         try:
             claims = jwt.decode(
                 token,

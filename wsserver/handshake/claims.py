@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 from ..errors import DocumentNotAllowed, InvalidToken, ReadOnly
 
@@ -48,7 +49,7 @@ def _is_numeric_date(value):
         return False
 
 
-def check_claim_types(claims):
+def check_claim_types(claims: dict[str, Any]) -> None:
     """InvalidToken (4002, "malformed token") unless every claim the server reads has
     its type: `exp`, `nbf`, `iat` numbers, `sub`, `tenantId`, `appId` strings, `scope` and
     `scp` a string or a list of strings; `limits` an object of integers (4002 "invalid
@@ -80,7 +81,7 @@ def check_claim_types(claims):
         raise InvalidToken("invalid limits claim: must be an object of integers")
 
 
-def access_claims(claims):
+def access_claims(claims: dict[str, Any]) -> tuple[tuple[str, ...] | None, bool]:
     """The `documents` and `access` claims of verified `claims`: (patterns, read_only).
 
     patterns is None when the claim is absent (every document of the app), else a tuple
@@ -112,26 +113,26 @@ class Principal:
     documents: tuple | None = None  # the `documents` patterns; None: every document
     read_only: bool = False  # `access: "read"`
 
-    def may_open(self, name):
+    def may_open(self, name: str) -> bool:
         """True when the `documents` claim lets this token open document `name`
         (case-sensitive globs; no claim: any document of its app)."""
         return self.documents is None or any(fnmatchcase(name, p) for p in self.documents)
 
-    def check_document(self, name):
+    def check_document(self, name: str) -> None:
         """DocumentNotAllowed (4003) unless this token may open `name`."""
         if not self.may_open(name):
             error = DocumentNotAllowed()
             error.detail = self.describe()  # the patterns are not secret, and say why
             raise error
 
-    def check_write(self):
+    def check_write(self) -> None:
         """ReadOnly (4003) when this token may only read."""
         if self.read_only:
             error = ReadOnly()
             error.detail = self.describe()
             raise error
 
-    def describe(self):
+    def describe(self) -> str:
         """For log lines: app, user and access, never the token (at most
         LOGGED_PATTERNS patterns, so a long list does not flood the log)."""
         if self.documents is None:

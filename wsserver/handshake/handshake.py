@@ -83,7 +83,7 @@ def extract_token(environ: dict) -> str | None:
     return bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
 
 
-def bearer_token(authorization):
+def bearer_token(authorization: str) -> str | None:
     """The token of an `Authorization: Bearer X` header value, or None."""
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -200,7 +200,7 @@ class Handshake:
         key, principal, app = self.authenticate(environ, environ.get("PATH_INFO", ""))
         return self.admit(Session(key, principal, app, environ), self.gates)
 
-    def admit(self, session, gates):
+    def admit(self, session: Session, gates: Iterable[Gate]) -> Session:
         """Run `gates`' admit in order on `session` and return it; a refusal releases
         what the earlier gates took, and is counted (the HTTP document API passes its
         own gates)."""

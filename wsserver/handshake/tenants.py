@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
 from ..errors import ConfigError
-from ..support.validators import Problems, known_keys, long_secret
+from ..support.validators import (
+    Problems,
+    at_least_one,
+    choice,
+    known_keys,
+    list_of,
+    long_secret,
+    mapping,
+    matching,
+    required,
+    section,
+    string,
+    unchecked,
+)
 
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 # RFC 7518 §3.2: an HMAC key at least as long as the hash output (HS256's 32 bytes) is a
@@ -32,7 +46,6 @@ PUBLIC_ALGORITHMS = {
     "EdDSA",
 }
 # The keys each level of `auth` accepts; anything else stops start-up, naming it.
-AUTH_KEYS = ("audience", "scope", "tenants", "close_on_expiry")
 TENANT_KEYS = ("keys", "apps")
 # `plan` is checked by limits/plans.py, `webhooks` by webhooks/settings.py.
 APP_KEYS = ("allowed_origins", "plan", "webhooks")
@@ -84,10 +97,24 @@ def _read_file(key_path, path):
         raise ConfigError(key_path, f"cannot read {path}: {e.strerror}") from e
 
 
+_ALGORITHM = choice(*sorted(HMAC_ALGORITHMS | PUBLIC_ALGORITHMS))
+_KID = required(string)
+# An app: `allowed_origins` (absent: any origin); `plan` and `webhooks` are checked by
+# their owners (limits/plans.py, webhooks/settings.py) from the whole mapping.
+_APP = section(
+    {
+        "allowed_origins": list_of(matching("", "an origin"), "a list of origins"),
+        **{name: unchecked for name in APP_KEYS if name != "allowed_origins"},
+    }
+)
+_TENANTS = at_least_one("tenant", dict)
+_KEYS = at_least_one("key")
+_APPS = at_least_one("app", dict)
+
+
 def _parse_key_entry(key_path, entry, development):
     """One entry of `keys`: yields Key objects (a JWKS file yields several)."""
-    if not isinstance(entry, dict):
-        raise ConfigError(key_path, "must be a mapping")
+    mapping(key_path, entry)
     if "jwks_file" in entry:
         known_keys(key_path, entry, JWKS_KEY_KEYS)
         text = _read_file(f"{key_path}.jwks_file", entry["jwks_file"])
@@ -110,8 +137,7 @@ def _parse_key_entry(key_path, entry, development):
         known_keys(key_path, entry, HMAC_KEY_KEYS)
     elif alg in PUBLIC_ALGORITHMS:
         known_keys(key_path, entry, PUBLIC_KEY_KEYS)
-    if not isinstance(kid, str) or not kid:
-        raise ConfigError(f"{key_path}.kid", "is required")
+    _KID(f"{key_path}.kid", kid)
     if alg in HMAC_ALGORITHMS:
         secret = entry.get("secret")
         if secret == DEVELOPMENT_SECRET and not development:
@@ -133,53 +159,41 @@ def _parse_key_entry(key_path, entry, development):
             raise ConfigError(key_path, f"{alg} needs public_key or public_key_file")
         yield Key(kid, alg, _load_key(key_path, alg, pem))
     else:
-        raise ConfigError(
-            f"{key_path}.alg",
-            f"must be one of {', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_ALGORITHMS))}, not {alg!r}",
-        )
+        _ALGORITHM(f"{key_path}.alg", alg)  # raises: not one of them
 
 
-def _parse_app(app_path, name, conf):
-    conf = {} if conf is None else conf
-    if not isinstance(conf, dict):
-        raise ConfigError(app_path, "must be a mapping")
-    known_keys(app_path, conf, APP_KEYS)
-    origins = conf.get("allowed_origins")
-    if origins is not None and (
-        not isinstance(origins, list) or not all(isinstance(o, str) for o in origins)
-    ):
-        raise ConfigError(f"{app_path}.allowed_origins", "must be a list of origins")
-    return App(name, origins, conf)
+def _parse_app(app_path: str, name: str, conf: Any) -> App:
+    checked = _APP(app_path, conf)
+    return App(name, checked.get("allowed_origins"), conf or {})
 
 
 def parse_tenants(tenants_conf: object, development: bool, found: Problems) -> dict[str, Tenant]:
     """`auth.tenants` as {name: Tenant}. Every tenant, key and app is checked; their
     errors are added to `found`, and what was valid is returned."""
-    if not isinstance(tenants_conf, dict) or not tenants_conf:
-        raise ConfigError("auth.tenants", "needs at least one tenant")
+    checked: dict = _TENANTS("auth.tenants", tenants_conf)
     tenants = {}
-    for tname, tconf in tenants_conf.items():
+    for tname, tconf in checked.items():
         path = f"auth.tenants.{tname}"
-        if not isinstance(tconf, dict):
-            found.errors.append(ConfigError(path, "must be a mapping"))
+        try:
+            mapping(path, tconf)
+        except ConfigError as e:
+            found.errors.append(e)
             continue
         with found.check():
             known_keys(path, tconf, TENANT_KEYS)
-        keys = {}
-        entries = tconf.get("keys")
-        if not isinstance(entries, list) or not entries:
-            found.errors.append(ConfigError(f"{path}.keys", "needs at least one key"))
-            entries = []
+        keys: dict[str, Key] = {}
+        entries = []
+        with found.check():
+            entries = _KEYS(f"{path}.keys", tconf.get("keys"))
         for i, entry in enumerate(entries):
             with found.check():
                 for key in _parse_key_entry(f"{path}.keys[{i}]", entry, development):
                     if key.kid in keys:
                         raise ConfigError(f"{path}.keys[{i}]", f"duplicate kid {key.kid!r}")
                     keys[key.kid] = key
-        apps_conf = tconf.get("apps")
-        if not isinstance(apps_conf, dict) or not apps_conf:
-            found.errors.append(ConfigError(f"{path}.apps", "needs at least one app"))
-            apps_conf = {}
+        apps_conf = {}
+        with found.check():
+            apps_conf = _APPS(f"{path}.apps", tconf.get("apps"))
         apps = {}
         for a, c in apps_conf.items():
             with found.check():

@@ -3,6 +3,9 @@
     GET  /v1/documents/NAME                 200 application/octet-stream: the whole
                                             document as one Yjs update (v1)
     GET  /v1/documents/NAME?format=json     200 {root name: JSON} (documents/content.py)
+    GET  /v1/documents/NAME?format=prosemirror|text|markdown&field=FIELD
+                                            200 one field: ProseMirror JSON, text/plain,
+                                            text/markdown (documents/formats/)
     POST /v1/documents/NAME/update          body: a Yjs update; 200 {"stored": bool}
                                             once it is durable
 
@@ -33,6 +36,7 @@ from flask import Blueprint, Response, jsonify, request
 from gevent.event import Event
 
 from ..documents.content import document_json
+from ..documents.formats.fields import DEFAULT_FIELD, READ_FORMATS, read_field
 from ..documents.manager import LOAD_WAIT
 from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage import StoreError, fold
@@ -55,7 +59,8 @@ from .cors import Cors
 log = logging.getLogger(__name__)
 
 PREFIX = "/v1/documents"
-FORMATS = ("binary", "json")
+FORMATS = ("binary", "json", *READ_FORMATS)
+_MIMETYPES = {"text": "text/plain", "markdown": "text/markdown"}
 
 
 def api_url(base, name):
@@ -97,7 +102,7 @@ class DocumentApi:
         """Register `handler` at `rule` for `method` and its preflight: the checks run
         first, every error answers JSON with CORS."""
 
-        def view(name, **params):
+        def view(name, **params):  # params: the rule's other parts (a field's name)
             origin = request.headers.get("Origin")
             if request.method == "OPTIONS":
                 return self.cors.preflight(origin)
@@ -133,6 +138,11 @@ class DocumentApi:
         update = self.current_update(key)
         if form == "json":
             return jsonify(document_json(update))
+        if form in READ_FORMATS:
+            value = read_field(update, request.args.get("field", DEFAULT_FIELD), form)
+            if form == "prosemirror":
+                return jsonify(value)
+            return Response(value, mimetype=_MIMETYPES[form])
         return Response(update, mimetype="application/octet-stream")
 
     def current_update(self, key):

@@ -27,6 +27,7 @@ from .refusals import Refusals
 if TYPE_CHECKING:
     from ..handshake.auth import Authenticator
     from ..settings import Config
+    from ..support.liveness import Liveness
     from ..support.redis import FailFast
 
 
@@ -84,10 +85,14 @@ def storages(config: Config) -> tuple[str, str | None]:
 
 
 def build_quota(
-    config: Config, authenticator: Authenticator, fail_fast: FailFast | None = None
+    config: Config,
+    authenticator: Authenticator,
+    fail_fast: FailFast | None = None,
+    liveness: Liveness | None = None,
 ) -> Quota:
     """Validate app plans against `plans` (ConfigError naming the key) and build.
-    `fail_fast`: the process's shared Redis FailFast (support/redis.py)."""
+    `fail_fast`: the process's shared Redis FailFast (support/redis.py); `liveness`: the
+    process's heartbeat and id (support/liveness.py), which renews the Redis lease."""
     check_app_plans(authenticator, config.plans)
     rate_limit = config.rate_limit
     refusals = Refusals()
@@ -96,7 +101,9 @@ def build_quota(
     if quota_redis:
         from .redis_backend import RedisQuota
 
-        backend = RedisQuota(quota_redis, rate_limit["lease_seconds"], fail_fast=fail_fast)
+        backend = RedisQuota(
+            quota_redis, rate_limit["lease_seconds"], fail_fast=fail_fast, liveness=liveness
+        )
     else:
         backend = MemoryQuota()
     rate_gate = RateLimitGate(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ConnectionLimit, DocumentLimit, UserLimit
@@ -73,8 +73,9 @@ def refusal_code(
 class QuotaBackend:
     """Shared logic; see the module docstring."""
 
-    def __init__(self):
-        self.held = Counter()  # Lease -> open connections of this process holding it
+    def __init__(self) -> None:
+        # Lease -> open connections of this process holding it
+        self.held: Counter[Lease] = Counter()
 
     def health_check(self) -> Callable[[], str | None] | None:
         """A check of the remote counters for /healthz, or None when they are local."""
@@ -127,21 +128,24 @@ class MemoryQuota(QuotaBackend):
     """Counts in this process only: the default, and right for one process. Under
     `gunicorn -w N` without Redis every worker enforces the limits on its own share."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         # Pure dict work that never yields to another greenlet; the lock only matters
         # if real threads ever call in.
         self._lock = threading.Lock()
-        self._connections = Counter()  # (tenant, app) -> open connections
-        self._documents = defaultdict(Counter)  # (tenant, app) -> {doc: connections}
-        self._users = defaultdict(Counter)  # (tenant, app, doc) -> {user: connections}
+        # (tenant, app) -> open connections
+        self._connections: Counter[tuple[str, str]] = Counter()
+        # (tenant, app) -> {doc: connections}
+        self._documents: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        # (tenant, app, doc) -> {user: connections}
+        self._users: defaultdict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
 
     def _acquire(self, lease, limits):
         app = (lease.tenant, lease.app)
         doc = (lease.tenant, lease.app, lease.doc)
         with self._lock:
-            documents = self._documents.get(app, {})
-            users = self._users.get(doc, {})
+            documents: Mapping[str, int] = self._documents.get(app, {})
+            users: Mapping[str | None, int] = self._users.get(doc, {})
             code = refusal_code(
                 limits,
                 self._connections[app],

@@ -118,6 +118,7 @@ class RateLimitGate(Gate):
         """Remember that `key` stays refused until its window frees a slot (no entry of a
         moving window leaves before its expiry, and other processes can only add more);
         return that time as Retry-After seconds."""
+        assert self.limiter is not None  # only a limiter's refusal is remembered
         try:
             stats = self.limiter.get_window_stats(rate, "handshake", key)
         except Exception as e:
@@ -201,5 +202,5 @@ class WriteQuotaGate(QuotaGate):
     connection, user and message limits are about sockets. While the write runs it
     holds a lease like a connection's, so the document counts as active meanwhile."""
 
-    def limits_of(self, session):
+    def limits_of(self, session: Session) -> Limits:
         return Limits(max_documents=super().limits_of(session).max_documents)

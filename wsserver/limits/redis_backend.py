@@ -1,9 +1,10 @@
 """Cluster-wide quota counters in Redis, that a killed process cannot leak.
 
-Every process (instance) registers in one sorted set scored by its lease expiry
-(Redis server time + `lease_seconds`) and renews it from a heartbeat greenlet every
-lease/3 seconds. What an instance holds is written twice, atomically, by Lua scripts
-(`register_script`; redis-py falls back from EVALSHA to EVAL by itself):
+Every process (instance, named by the process's id: support/liveness.py) registers in
+one sorted set scored by its lease expiry (Redis server time + `lease_seconds`) and
+renews it on the process's heartbeat, at most lease/3 seconds apart. What an instance
+holds is written twice, atomically, by Lua scripts (`register_script`; redis-py falls
+back from EVALSHA to EVAL by itself):
 
     wsserver:{quota}:a:<app>:c          open connections of the app   (string)
     wsserver:{quota}:a:<app>:d          doc -> connections             (hash: HLEN = active docs)
@@ -34,17 +35,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable
 
-import gevent
 import redis
 from gevent.event import AsyncResult, Event
 
 from .. import metrics
 from ..logs import Throttled
+from ..support.liveness import Liveness
 from ..support.redis import FailFast, redis_check
 from ..support.redis import client as redis_client
 from .backends import QuotaBackend
@@ -198,8 +196,9 @@ def _limit(value):
 
 
 class RedisQuota(QuotaBackend):
-    """See the module docstring. `heartbeat=False` (unit tests) leaves renewing the
-    lease to explicit `heartbeat()` calls."""
+    """See the module docstring. `liveness`: the process's heartbeat and id (without one,
+    an id and a heartbeat of its own at the lease's pace); `heartbeat=False` (unit tests)
+    leaves renewing the lease to explicit `heartbeat()` calls."""
 
     def __init__(
         self,
@@ -209,6 +208,7 @@ class RedisQuota(QuotaBackend):
         client: redis.Redis | None = None,
         prefix: str = PREFIX,
         fail_fast: FailFast | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__()
         self.client = client or redis_client(url)
@@ -216,9 +216,12 @@ class RedisQuota(QuotaBackend):
         # Redis (admitting, as on any Redis error) instead of each waiting a timeout.
         self.fail_fast = fail_fast or FailFast()
         self.prefix = prefix
-        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ms = int(lease_seconds * 1000)
         self.interval = lease_seconds / 3.0
+        self._own_liveness = heartbeat and liveness is None
+        if liveness is None:
+            liveness = Liveness(self.interval, lease_seconds)
+        self.instance = liveness.process
         self._instances = prefix + "instances"
         self._journal = prefix + "j:" + self.instance
         register = self.client.register_script
@@ -235,7 +238,14 @@ class RedisQuota(QuotaBackend):
         self._resyncing = None  # AsyncResult while a resync runs
         self._closed = False
         self._errors = Throttled(log)
-        self._heartbeat = gevent.spawn(self._heartbeat_loop) if heartbeat else None
+        self._beat = None
+        if heartbeat:
+            # Registered at once (the first beat), not a heartbeat later.
+            self._beat = liveness.subscribe(
+                "quota lease", self._renew_lease, every=self.interval, at_once=True
+            )
+            liveness.start()  # its own; the process's is started already (a no-op)
+        self.liveness = liveness
 
     # --- QuotaBackend ---------------------------------------------------------------
 
@@ -307,8 +317,10 @@ class RedisQuota(QuotaBackend):
     def close(self) -> None:
         """Stop the heartbeat and give back this instance's whole share."""
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.kill(block=False)
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._own_liveness:
+            self.liveness.stop()
         try:
             self._leave_script([self._instances], [self.prefix, self.instance])
         except redis.RedisError as e:
@@ -365,17 +377,15 @@ class RedisQuota(QuotaBackend):
             if not self._inflight:
                 self._drained.set()
 
-    def _heartbeat_loop(self):
-        while not self._closed:
-            try:
-                self.heartbeat()
-                self.fail_fast.answered()
-            except redis.RedisError as e:
-                self._error("heartbeat", e)
-            except Exception:
-                # Keep beating: a dead loop would let the lease lapse and drop our share.
-                log.exception("quota: heartbeat failed")
-            gevent.sleep(self.interval)
+    def _renew_lease(self) -> None:
+        """The process's beat (support/liveness.py), at most lease/3 seconds apart."""
+        if self._closed:
+            return
+        try:
+            self.heartbeat()
+            self.fail_fast.answered()
+        except redis.RedisError as e:
+            self._error("heartbeat", e)
 
     def _error(self, what, error):
         """Log Redis errors at most once per 10 s, with how many were not logged."""

@@ -32,7 +32,7 @@ from ..errors import (
     WrongRegion,
     WsServerError,
 )
-from ..support.validators import number, section, string
+from ..support.validators import list_of, number, section, string
 
 if TYPE_CHECKING:
     from ..documents.key import DocKey
@@ -83,15 +83,12 @@ _PIN = section(
     description="a mapping {tenant, app, documents, region}",
     nullable=False,
 )
+_PINS = list_of(_PIN, "a list of {tenant, app, documents, region}")
 
 
 def validate_pins(key: str, value: Any) -> list[dict[str, str]]:
     """A list of {tenant, app, documents, region}; globs default to `*`."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(key, "must be a list of {tenant, app, documents, region}")
-    return [_PIN(f"{key}[{i}]", pin) for i, pin in enumerate(value)]
+    return _PINS(key, value) or []
 
 
 _REGISTRY = section(

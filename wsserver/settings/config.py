@@ -22,6 +22,7 @@ import yaml
 from ..envsubst import expand_env
 from ..errors import ConfigError
 from ..regions.map import check_region_map
+from ..support.liveness import check_expiries
 from ..support.redis import without_certificate_check
 from ..support.validators import Problems, integer, known_keys
 from .table import SETTINGS
@@ -69,6 +70,8 @@ class Config:
 
         def __getattr__(self, name: str) -> Any: ...
 
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     @classmethod
     def from_mapping(
         cls,
@@ -111,6 +114,15 @@ class Config:
         if not failed & {"region", "regions", "pins"}:
             with problems.check():
                 check_region_map(values, env)
+        if not failed & {"process", "registry", "rate_limit"}:
+            with problems.check():  # the records renewed on the process's heartbeat
+                check_expiries(
+                    values["process"],
+                    {
+                        "registry.ttl_seconds": values["registry"]["ttl_seconds"],
+                        "rate_limit.lease_seconds": values["rate_limit"]["lease_seconds"],
+                    },
+                )
         if values["redis_verify_certificate"] is False:
             # Applied to the URLs themselves, so every Redis client reads it from them.
             if values["redis"]:

@@ -15,6 +15,7 @@ from ..documents.storage.history import validate_history
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import validate_pins, validate_regions, validate_registry
+from ..support.liveness import validate_process
 from ..support.validators import (
     Validator,
     boolean,
@@ -258,6 +259,17 @@ SETTINGS = [
         matching(r"rediss?://", "a redis:// or rediss:// URL", nullable=True),
         "Optional `redis://` URL shared by every process and node: cluster-wide limits "
         "and the region registry use it when set.",
+    ),
+    Setting(
+        "process",
+        validate_process("process", None),
+        validate_process,
+        "This process's liveness, shared by every part that tells the others it is alive "
+        "(the fan-out's presence, the quotas' lease, the region claims, the admin "
+        "console): `heartbeat_seconds` (2: one heartbeat for all of them), `ttl_seconds` "
+        "(10: a process silent this long is dead to the others: its clients' awareness "
+        "states are removed). The region claims and the quotas' lease keep their own "
+        "expiry (`registry`, `rate_limit`), renewed on this heartbeat.",
     ),
     Setting(
         "redis_verify_certificate",

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError, ConfigErrors
 
@@ -47,14 +48,21 @@ def integer(
     return check
 
 
-def number(low: float | None = None, what: str = "a number") -> Validator:
-    """An int or float >= low, kept as a float. `what` names it in the error."""
+def number(
+    low: float | None = None, what: str = "a number", high: float | None = None
+) -> Validator:
+    """An int or float within [low, high] (either bound optional), kept as a float.
+    `what` names it in the error."""
 
     def check(key, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be {what}, not {value!r}")
+        if low is not None and high is not None and not low <= value <= high:
+            raise ConfigError(key, f"must be {what} from {low:g} to {high:g}")
         if low is not None and value < low:
             raise ConfigError(key, f"must be >= {low}")
+        if high is not None and value > high:
+            raise ConfigError(key, f"must be <= {high:g}")
         return float(value)
 
     return check
@@ -98,6 +106,73 @@ def mapping(key: str, value: Any) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(key, "must be a mapping")
     return value
+
+
+def unchecked(key: str, value: Any) -> Any:
+    """Any value: a field of a `section` that its owner parses further (the tenants of
+    `auth`, an app's `plan` and `webhooks`)."""
+    return value
+
+
+def required(validate: Validator) -> Validator:
+    """`validate`, after refusing a missing value (None) with "is required"."""
+
+    def check(key, value):
+        if value is None:
+            raise ConfigError(key, "is required")
+        return validate(key, value)
+
+    return check
+
+
+def at_least_one(what: str, kind: type = list) -> Validator:
+    """A non-empty list (or mapping: `kind=dict`) of `what`s (checked further by the
+    caller), else "needs at least one WHAT"."""
+
+    def check(key, value):
+        if not isinstance(value, kind) or not value:
+            raise ConfigError(key, f"needs at least one {what}")
+        return value
+
+    return check
+
+
+def list_of(
+    item: Validator,
+    description: str,
+    *,
+    nonempty: bool = False,
+    indexed: bool = True,
+) -> Validator:
+    """A list (non-empty when `nonempty`) whose every entry `item` accepts; None stays
+    None (the caller says what an absent list means). Entries are checked under
+    `KEY[i]` (`pins[0].region`), or with `indexed=False` under the list's own key (a
+    list of plain values: `events: must be one of ...`). `description` says what is
+    expected (`a list of origins`)."""
+
+    def check(key, value):
+        if value is None:
+            return None
+        if not isinstance(value, list) or (nonempty and not value):
+            raise ConfigError(key, f"must be {description}")
+        return [item(f"{key}[{i}]" if indexed else key, entry) for i, entry in enumerate(value)]
+
+    return check
+
+
+def url(schemes: Iterable[str], description: str) -> Validator:
+    """A URL of one of `schemes` that names a host; `description` says which
+    (`an http:// or https:// URL`). The value is not repeated in the error: a URL may
+    carry a password or a token."""
+    schemes = tuple(schemes)
+
+    def check(key, value):
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(key, f"must be {description}")
+        return value
+
+    return check
 
 
 def boolean(key: str, value: Any) -> bool:

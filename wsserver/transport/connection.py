@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.lock import Semaphore
@@ -38,7 +38,7 @@ from gevent.lock import Semaphore
 from .. import metrics
 from ..errors import TryAgainLater, WsServerError
 from ..protocol.codec import kind_of
-from . import frames
+from . import frames, geventws
 
 if TYPE_CHECKING:  # the floors above, for type hints only
     from ..documents.room import Room
@@ -62,18 +62,18 @@ _IDS = itertools.count(1)
 
 
 class Connection:
-    def __init__(self, ws, max_message_size: int, max_pending_bytes: int, peer: str = "-") -> None:
-        handler = ws.handler
+    def __init__(
+        self, ws: Any, max_message_size: int, max_pending_bytes: int, peer: str = "-"
+    ) -> None:
         self.ws = ws
-        self.sock = handler.socket
-        # gevent keeps the OS socket non-blocking underneath; sends are tried on it.
-        self._raw = self.sock._sock
+        self.sock = geventws.socket_of(ws)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as e:  # not TCP (a Unix socket behind a proxy): nothing to tune
             log.debug("TCP_NODELAY not set for %s: %s", peer, e)
         self.peer = peer
-        self._rfile = handler.rfile  # read once, for what it may hold beyond the request
+        # Read once, for what it may hold beyond the request.
+        self._rfile = geventws.buffered_reader_of(ws)
         self.reader = frames.FrameReader(self._recv, max_message_size, self._on_control)
         self.max_pending_bytes = max_pending_bytes
         self.last_seen = time.monotonic()
@@ -94,9 +94,9 @@ class Connection:
         self.id = f"{os.getpid():x}-{next(_IDS)}"
         # The backlog, bytes the kernel has not taken yet: a deque while there is one (an
         # empty deque is ~750 bytes, a quarter of what an idle connection holds in Python).
-        self._outbox = None
+        self._outbox: deque[bytes | memoryview] | None = None
         self._pending = 0
-        self._writer = None  # a greenlet while there is a backlog
+        self._writer: gevent.Greenlet | None = None  # a greenlet while there is a backlog
         self._head_partial = False  # the backlog starts with the rest of a begun frame
 
     # --- sending --------------------------------------------------------------------
@@ -117,7 +117,7 @@ class Connection:
         if self._writer is None:
             # No backlog, so nothing can be overtaken: try the kernel directly.
             try:
-                sent = self._raw.send(frame)
+                sent = self.sock.send(frame, 0, 0.0)  # a timeout of 0: never waits
             except BlockingIOError:
                 sent = 0
             except OSError as e:
@@ -156,6 +156,7 @@ class Connection:
         """The next bytes to write: a big frame alone, or the small ones before the next
         big one joined (one `sendall`, one copy of small frames only)."""
         outbox = self._outbox
+        assert outbox is not None  # called while there is a backlog
         data = outbox.popleft()
         if len(data) <= BIG_FRAME and outbox and len(outbox[0]) <= BIG_FRAME:
             parts = [data]
@@ -190,7 +191,7 @@ class Connection:
         with _BIG_LANE:
             while done < size:
                 try:
-                    done += self._raw.send(view[done : done + SEND_SLICE])
+                    done += self.sock.send(view[done : done + SEND_SLICE], 0, 0.0)
                 except BlockingIOError:
                     break  # the socket is full: let the next big frame go meanwhile
                 gevent.sleep(0)
@@ -247,7 +248,7 @@ class Connection:
         """The socket now belongs to someone else (transport/delayed_close.py): send
         nothing more, and keep gevent-websocket from sending its own close frame."""
         self.closed = True
-        self.ws.closed = True
+        geventws.release(self.ws)
 
     def finish(self) -> None:
         """Called once the reader is done: let the writer flush our close frame, wait
@@ -268,7 +269,7 @@ class Connection:
         if self._abort_timer is not None:
             self._abort_timer.kill(block=False)
         # gevent-websocket would otherwise send its own (code-less) close frame.
-        self.ws.closed = True
+        geventws.release(self.ws)
 
     def _await_close(self, deadline):
         """Read and discard the client's frames until its close frame (or `deadline`).

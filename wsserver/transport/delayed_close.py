@@ -62,6 +62,8 @@ class DelayedCloses:
         except OSError as e:  # out of descriptors: answer now instead
             log.debug("cannot delay a refusal: %s", e)
             return False
+        # Ours alone: its sends and reads try once and never wait (BlockingIOError).
+        duplicate.setblocking(False)
         frame = frames.encode_close(error.close_code, error.reason)
         self._waiting.append((time.monotonic() + self.delay, duplicate, frame))
         if self._worker is None:
@@ -96,9 +98,8 @@ class DelayedCloses:
     @staticmethod
     def _answer(sock: socket.socket, frame: bytes) -> bool:
         """Send the close frame and FIN without waiting; False if the socket is gone."""
-        raw = sock._sock if hasattr(sock, "_sock") else sock
         try:
-            raw.send(frame)  # a few bytes into an idle socket: the kernel takes them
+            sock.send(frame)  # a few bytes into an idle socket: the kernel takes them
             sock.shutdown(socket.SHUT_WR)
             return True
         except OSError as e:  # the client gave up first
@@ -109,9 +110,8 @@ class DelayedCloses:
     @staticmethod
     def _release(sock: socket.socket) -> None:
         """Discard what the client sent (its frames, its close frame), then close."""
-        raw = sock._sock if hasattr(sock, "_sock") else sock
         try:
-            while raw.recv(65536):
+            while sock.recv(65536):
                 continue
         except OSError as e:
             if not isinstance(e, BlockingIOError):  # EAGAIN: all read, the usual end

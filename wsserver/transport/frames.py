@@ -11,6 +11,7 @@ real code.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import gevent
 
@@ -100,7 +101,7 @@ TABLE_UNMASK = 1024
 _XOR = [bytes(b ^ m for b in range(256)) for m in range(256)]
 
 
-def unmask(payload, mask):
+def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR `payload` with the 4-byte `mask` at C speed, with no loop over bytes in Python.
     A chunk of a longer payload unmasks the same way when it starts at a multiple of 4."""
     n = len(payload)
@@ -134,7 +135,12 @@ class FrameReader:
     answers. Limits: `max_message_size` bytes per message, fragments included.
     """
 
-    def __init__(self, recv, max_message_size, on_control=None):
+    def __init__(
+        self,
+        recv: Callable[[int], bytes],
+        max_message_size: int,
+        on_control: Callable[[int, bytes], object] | None = None,
+    ) -> None:
         self.recv = recv
         self.max_message_size = max_message_size
         # (opcode, payload) of a ping/pong between fragments; None: ignored.
@@ -180,7 +186,7 @@ class FrameReader:
             gevent.sleep(0)
         return b"".join(parts)
 
-    def read_frame(self, already=0):
+    def read_frame(self, already: int = 0) -> tuple[int, int, bytes]:
         """One frame: (fin, opcode, payload). `already` counts bytes of the message so far."""
         b0, b1 = self._read_exact(2)
         fin = b0 & 0x80
@@ -212,7 +218,7 @@ class FrameReader:
             raise MessageTooBig()
         return fin, opcode, self._read_payload(length, mask)
 
-    def read_message(self):
+    def read_message(self) -> tuple[int, bytes]:
         fin, opcode, payload = self.read_frame()
         if opcode in _CONTROL:
             return opcode, payload

@@ -182,7 +182,8 @@ class WebSocketRequestHandler(WebSocketHandler):
         if logger is None:
             return
         environ = self.environ or {}
-        status = str(self._orig_status or self.status or "000").split()[0]
+        raw = self.status or "000"  # pywsgi: bytes once answered, a str on its errors
+        status = (raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)).split()[0]
         finished = self.time_finish or time.time()
         address = self.client_address
         log_access(

@@ -3,6 +3,7 @@
     settings.py   an app's `webhooks` list (url, secret, events, debounce_seconds)
     signing.py    the X-Wsserver-Timestamp / X-Wsserver-Signature rule (and `verify`)
     delivery.py   the bounded queue, the senders, retries and drops
+    content.py    the changed fields a document.changed carries (`include_content`)
 
 `Webhooks` is what the rest of the server calls; every call returns at once (it at
 most queues an event), so webhooks never slow the data plane. Bodies are JSON:
@@ -15,7 +16,10 @@ document.restored) is the token's user, null for a token without one; `version`
 `document.changed` is sent at most once per `debounce_seconds` per document and hook:
 the first change after a quiet spell opens a window, the event goes out when it
 closes, and every change inside it is covered by that one event. So while edits go
-on, one event per window (at least one every 10 s, the longest window allowed).
+on, one event per window (at least one every 10 s, the longest window allowed). A hook
+with `include_content` gets the changed fields' content in it too (content.py);
+`read_document(key)`, the document as one update, is set where the parts are built
+(app.py).
 """
 
 import json
@@ -24,6 +28,7 @@ from datetime import UTC, datetime
 
 import gevent
 
+from .content import ChangedFields, content_fields
 from .delivery import Delivery
 from .settings import (
     CONNECTION_CLOSED,
@@ -49,6 +54,8 @@ class Webhooks:
         self.delivery = delivery
         # (Hook, DocKey) -> the greenlet that sends the document.changed of that window.
         self._windows = {}
+        self.read_document = None  # DocKey -> bytes, for hooks with include_content
+        self._sent = {hook: ChangedFields() for group in hooks.values() for hook in group}
 
     def document_stored(self, key, created):
         """An update of the document `key` is durable (`created`: its first)."""
@@ -83,6 +90,8 @@ class Webhooks:
     def close(self, timeout):
         """Shutdown: send the changes of open windows now, then give the queue up to
         `timeout` seconds."""
+        # Without content: storage may be closed already, and each read could wait.
+        self.read_document = None
         for (hook, key), window in list(self._windows.items()):
             window.kill(block=False)
             self._close_window(hook, key)
@@ -95,7 +104,12 @@ class Webhooks:
 
     def _close_window(self, hook, key):
         self._windows.pop((hook, key), None)
-        self._send(hook, DOCUMENT_CHANGED, key)
+        extra = {}
+        if hook.include_content and self.read_document is None:
+            extra = {"content_error": "server shutting down; read the document with GET"}
+        elif hook.include_content:
+            extra = content_fields(self.read_document, key, hook.include_content, self._sent[hook])
+        self._send(hook, DOCUMENT_CHANGED, key, **extra)
 
     def _send(self, hook, event, key, **extra):
         body = {

@@ -27,6 +27,7 @@ from gevent.queue import Full, Queue
 from .. import metrics
 from ..logs import Throttled
 from ..support.backoff import Backoff
+from ..support.wait import wait_until
 from . import signing
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,7 @@ class Delivery:
     def close(self, timeout):
         """Give queued events up to `timeout` seconds to go out, then stop the senders;
         what is left is dropped (counted)."""
-        with gevent.Timeout(timeout, False):
-            while self.queue.qsize() or self._busy:
-                gevent.sleep(0.05)
+        wait_until(lambda: not (self.queue.qsize() or self._busy), timeout)
         gevent.killall(self._senders, block=False)
         left = self.queue.qsize() + self._busy
         if left:

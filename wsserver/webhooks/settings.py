@@ -6,17 +6,33 @@
         events: [document.changed, document.created, connection.opened, connection.closed]
         debounce_seconds: 2                        # document.changed: at most one per
                                                    # document this often (0.1 to 10)
+        include_content: markdown                  # document.changed carries the changed
+                                                   # fields (json, prosemirror, markdown, text)
 
 `events` defaults to the first four; the history's four (version.created,
 document.restored, document.deleted, document.undeleted) are sent to the hooks that
-list them. Every error names its key and stops start-up.
+list them. `include_content` defaults to none (webhooks/content.py). Every error names
+its key and stops start-up.
 """
 
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from __future__ import annotations
 
-from ..errors import ConfigError
-from ..support.validators import Problems, known_keys, long_secret
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..documents.formats.fields import CONTENT_FORMATS
+from ..support.validators import (
+    Problems,
+    choice,
+    list_of,
+    long_secret,
+    number,
+    section,
+    url,
+)
+
+if TYPE_CHECKING:
+    from ..handshake.auth import Authenticator
 
 DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_CREATED = "document.created"
@@ -26,7 +42,6 @@ CONNECTION_CLOSED = "connection.closed"
 HISTORY_EVENTS = ("version.created", "document.restored", "document.deleted", "document.undeleted")
 DEFAULT_EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
 EVENTS = (*DEFAULT_EVENTS, *HISTORY_EVENTS)
-KEYS = ("url", "secret", "events", "debounce_seconds")
 DEFAULT_DEBOUNCE = 2.0
 # The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
 MAX_DEBOUNCE = 10.0
@@ -41,54 +56,50 @@ class Hook:
     secret: bytes
     events: frozenset
     debounce_seconds: float = DEFAULT_DEBOUNCE
+    include_content: str | None = None  # a format of CONTENT_FORMATS
 
-    def __repr__(self):  # never the secret
+    def __repr__(self) -> str:  # never the secret
         return f"Hook({self.url})"
 
 
-def parse_hooks(path, value):
+_HOOK = section(
+    {
+        "url": url(("http", "https"), "an http:// or https:// URL"),
+        "secret": long_secret(MIN_SECRET_BYTES, "as an HMAC-SHA256 key"),
+        "events": list_of(
+            choice(*EVENTS),
+            f"a non-empty list of {', '.join(EVENTS)}",
+            nonempty=True,
+            indexed=False,
+        ),
+        "debounce_seconds": number(MIN_DEBOUNCE, high=MAX_DEBOUNCE),
+        "include_content": choice(*CONTENT_FORMATS),
+    },
+    defaults={"events": list(DEFAULT_EVENTS), "debounce_seconds": DEFAULT_DEBOUNCE},
+    required=("url", "secret"),
+    nullable=False,
+)
+_HOOKS = list_of(_HOOK, "a list of {url, secret, events, debounce_seconds, include_content}")
+
+
+def parse_hooks(path: str, value: Any) -> list[Hook]:
     """An app's `webhooks` value -> [Hook]; ConfigError naming `path[i].key`."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(path, "must be a list of {url, secret, events, debounce_seconds}")
-    return [_parse_hook(f"{path}[{i}]", entry) for i, entry in enumerate(value)]
-
-
-def _parse_hook(path, entry):
-    if not isinstance(entry, dict):
-        raise ConfigError(path, "must be a mapping")
-    known_keys(path, entry, KEYS)
-    url = entry.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}.url", "must be an http:// or https:// URL")
-    secret = long_secret(MIN_SECRET_BYTES, "as an HMAC-SHA256 key")(
-        f"{path}.secret", entry.get("secret")
-    )
-    events = entry.get("events", list(DEFAULT_EVENTS))
-    if not isinstance(events, list) or not events:
-        raise ConfigError(f"{path}.events", f"must be a non-empty list of {', '.join(EVENTS)}")
-    for event in events:
-        if event not in EVENTS:
-            raise ConfigError(
-                f"{path}.events", f"unknown event {str(event)[:40]!r} (known: {', '.join(EVENTS)})"
-            )
-    debounce = entry.get("debounce_seconds", DEFAULT_DEBOUNCE)
-    if (
-        isinstance(debounce, bool)
-        or not isinstance(debounce, (int, float))
-        or not MIN_DEBOUNCE <= debounce <= MAX_DEBOUNCE
-    ):
-        raise ConfigError(
-            f"{path}.debounce_seconds", f"must be a number from {MIN_DEBOUNCE} to {MAX_DEBOUNCE:g}"
+    return [
+        Hook(
+            entry["url"],
+            entry["secret"].encode("utf-8"),
+            frozenset(entry["events"]),
+            float(entry["debounce_seconds"]),
+            entry.get("include_content"),
         )
-    return Hook(url, secret.encode("utf-8"), frozenset(events), float(debounce))
+        for entry in _HOOKS(path, value) or []
+    ]
 
 
-def hooks_by_app(authenticator):
+def hooks_by_app(authenticator: Authenticator) -> dict[tuple[str, str], list[Hook]]:
     """{(tenant, app): [Hook]} for every app that has webhooks."""
-    hooks, problems = {}, Problems()
+    hooks: dict[tuple[str, str], list[Hook]] = {}
+    problems = Problems()
     for tenant in authenticator.tenants.values():
         for app in tenant.apps.values():
             path = f"auth.tenants.{tenant.name}.apps.{app.name}.webhooks"

@@ -20,14 +20,11 @@ from .base import Registry
 if TYPE_CHECKING:
     from ...settings import Config
 
-if TYPE_CHECKING:
-    from ...settings import Config
-
 
 def open_registry(config: Config, **hooks: Any) -> Registry:
     """The started registry for `config` (region, registry timings, redis/storage).
-    `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry), `fail_fast`
-    (the Redis backend's)."""
+    `hooks`: `evict`, `on_claim_lost`, `on_claim_reasserted` (see Registry), `liveness`
+    (the process's heartbeat and id), `fail_fast` (the Redis backend's)."""
     # The process's Redis fail-fast window concerns the Redis backend only: a registry
     # that does not use Redis (one region, or no `redis`) keeps answering while Redis is
     # down, so reads and new documents need no Redis then.

@@ -31,7 +31,8 @@ This base class owns what every backend shares, on this node:
   then is the claim released, so the next region loads everything from storage and
   this node keeps no stale copy to serve if the document comes back. A connection that
   comes back before that cancels the release;
-- the heartbeat that renews every claim this node holds, every `heartbeat` seconds;
+- the renewal of every claim this node holds, at most `heartbeat` seconds apart, on the
+  process's heartbeat (support/liveness.py), whose id names this node in the table;
 - outages: while the registry cannot be reached, this node keeps serving every
   document it holds (their handshakes need no registry call); only claims of new
   documents fail (1013), and after a failure they fail at once for a capped, growing
@@ -61,15 +62,11 @@ the registry's.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
-from gevent.lock import Semaphore
 
 from ... import metrics
 from ...support.blocking import BlockingCalls
@@ -79,7 +76,10 @@ if TYPE_CHECKING:
 from ...errors import RegistryUnavailable
 from ...logs import Throttled
 from ...support.backoff import Backoff
+from ...support.liveness import Beat, Liveness
 from ...support.redis import FailFast
+from .holding import Holding
+from .renewal import Renewal
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,6 @@ RELEASE_RETRY = (0.2, 10.0)
 # claimed, or flushed and evicted before its release): then 1013, retry. Shutdown
 # waits as long for each document, then leaves its claim to expire.
 LOCK_TIMEOUT = 1.0
-
-
-def node_id(region):
-    """A name for this process that no other process will ever use."""
-    return f"{region}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _never_loaded(key, compact=True):
@@ -106,21 +101,6 @@ def _nothing_to_close(key, region):
 
 def _nothing_to_refresh(key):
     pass  # no documents are served by this registry's user (tests)
-
-
-class _Holding:
-    """This node's use of one document."""
-
-    __slots__ = ("count", "claimed", "lost", "lost_to", "generation", "lock", "refreshing")
-
-    def __init__(self):
-        self.count = 0  # open connections (admitted handshakes) of this node
-        self.claimed = False  # this node holds the claim in the shared registry
-        self.lost = False  # the claim was lost: close, drop the room, then forget
-        self.lost_to = None  # the region that took it, when known
-        self.generation = 0  # bumped to cancel a scheduled release
-        self.lock = Semaphore()  # serializes claim, release and eviction of the key
-        self.refreshing = False  # re-asserted, its room not yet refreshed from storage
 
 
 class Registry(BlockingCalls):
@@ -138,11 +118,18 @@ class Registry(BlockingCalls):
         clock: Callable[[], float] = time.monotonic,
         fail_fast: FailFast | None = None,
         retry: tuple[float, float] = RELEASE_RETRY,
+        liveness: Liveness | None = None,
     ) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError("heartbeat must be shorter than ttl")
+        # The process's heartbeat and id; without one (a registry built alone, tests)
+        # a heartbeat of its own at the registry's pace, and an id of its own.
+        self._own_liveness = liveness is None
+        self.liveness = liveness if liveness is not None else Liveness(heartbeat, ttl)
+        if self.liveness.heartbeat >= ttl:
+            raise ValueError("the process heartbeat must be shorter than the claims' ttl")
         self.region = region
-        self.node = node_id(region)
+        self.node = self.liveness.process
         self.release_after = release_after
         self.ttl = ttl
         self.heartbeat = heartbeat
@@ -160,13 +147,14 @@ class Registry(BlockingCalls):
         # Shared with the other Redis users of the process when the app passes one.
         self.fail_fast = fail_fast or FailFast(clock)
         self._errors = Throttled(log, every=10.0)
-        self._holdings: dict[DocKey, _Holding] = {}
+        self._holdings: dict[DocKey, Holding] = {}
         self._start_calls()
-        self._heartbeat = None
+        self._beat: Beat | None = None
         self._last_renewal = clock()
+        self.renewal = Renewal(self)
         self._closed = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.node})"
 
     # --- life cycle -----------------------------------------------------------------
@@ -174,7 +162,11 @@ class Registry(BlockingCalls):
     def start(self) -> Registry:
         self._call(self._open)
         self._last_renewal = self.clock()
-        self._heartbeat = gevent.spawn(self._heartbeat_loop)
+        self._beat = self.liveness.subscribe(
+            "region registry", self._beat_renew, every=self.heartbeat
+        )
+        if self._own_liveness:
+            self.liveness.start()
         return self
 
     def close(self, release: bool = True) -> None:
@@ -185,8 +177,10 @@ class Registry(BlockingCalls):
         if self._closed:
             return
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.kill()
+        if self._beat is not None:
+            self._beat.cancel()
+        if self._own_liveness:
+            self.liveness.stop()
         if not release:
             log.warning(
                 "not every document was flushed: its claims expire within %.0fs "
@@ -257,7 +251,7 @@ class Registry(BlockingCalls):
         while True:
             holding = self._holdings.get(key)
             if holding is None:
-                holding = self._holdings[key] = _Holding()
+                holding = self._holdings[key] = Holding()
             if not holding.lock.acquire(timeout=LOCK_TIMEOUT):
                 # A flush before the release is stuck (storage failing): the handshake
                 # gets 1013 and the provider retries, rather than hanging.
@@ -367,82 +361,19 @@ class Registry(BlockingCalls):
 
     # --- heartbeat ------------------------------------------------------------------
 
-    def _heartbeat_loop(self):
-        while True:
-            gevent.sleep(self.heartbeat)
-            try:
-                self.renew()
-            except Exception:
-                log.exception("region registry heartbeat failed")
+    def _beat_renew(self) -> None:
+        """The process's beat (support/liveness.py)."""
+        if self._closed:
+            return
+        try:
+            self.renewal.renew()
+        except Exception:
+            log.exception("region registry heartbeat failed")
 
     def renew(self) -> None:
         """Renew every claim this node holds; re-assert those that expired during an
-        outage, and let go of those another region took."""
-        held = {k: h for k, h in self._holdings.items() if h.claimed and not h.lost}
-        # Connections that reached a lost document's room after it was told to close.
-        for key, holding in list(self._holdings.items()):
-            if holding.lost and holding.count:
-                self.on_claim_lost(key, holding.lost_to)
-        started = self.clock()
-        if not held:
-            self._last_renewal = started
-            return
-        try:
-            renewed = self._call(self._renew, list(held), self.node, self.ttl)
-        except Exception as e:
-            # Keep serving: the documents stay here, their compaction waits (may_compact)
-            # until a renewal succeeds.
-            self._failed(f"renewal ({started - self._last_renewal:.1f}s since the last one)", e)
-            return
-        self._answered()
-        self._last_renewal = started
-        for key, holding in held.items():
-            if key not in renewed:
-                self._reassert(key, holding)
-
-    def _refresh(self, key, holding):
-        try:
-            self.on_claim_reasserted(key)
-        except Exception:
-            log.exception("refresh of %s after re-asserting its claim failed", "/".join(key))
-        finally:
-            holding.refreshing = False
-
-    def _reassert(self, key, holding):
-        """Our holding of `key` had expired (an outage or a stall longer than the TTL):
-        take the claim again unless another region has it now."""
-        try:
-            region = self._call(self._claim, key, self.node, self.region, self.ttl)
-        except Exception as e:
-            self._failed(f"claim of {'/'.join(key)}", e)
-            return  # still in doubt: no compaction; the next heartbeat tries again
-        if region == self.region:
-            log.warning(
-                "claim on %s had expired; re-asserted, refreshing it from storage", "/".join(key)
-            )
-            # In a greenlet of its own: the heartbeat must go on renewing every claim
-            # while storage is slow or frozen. No compaction until it ends (may_compact).
-            holding.refreshing = True
-            gevent.spawn(self._refresh, key, holding)
-            return
-        self._lose(key, holding, region)
-
-    def _lose(self, key, holding, region):
-        if holding.lost or self._holdings.get(key) is not holding:
-            return
-        log.warning(
-            "claim on %s lost (now %s): closing its connections here",
-            "/".join(key),
-            region or "unknown: registry unreachable",
-        )
-        holding.lost = True
-        holding.lost_to = region
-        holding.claimed = False
-        try:
-            self.on_claim_lost(key, region)
-        finally:
-            if holding.count == 0:
-                self._schedule_release(key, holding)
+        outage, and let go of those another region took (renewal.py)."""
+        self.renewal.renew()
 
     # --- backend --------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import redis
 
+from ...documents.key import DocKey
 from ...support.redis import client as redis_client
 from ...support.redis import redis_check
 from .base import Registry
@@ -111,12 +112,12 @@ return false
 )
 
 
-def _text(value):
+def _text(value: Any) -> Any:
     """A script's bulk-string answer as text (the shared client answers bytes)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-def redis_key(key):
+def redis_key(key: DocKey) -> str:
     return PREFIX + "/".join(quote(part, safe="") for part in key)
 
 

@@ -13,6 +13,7 @@ worker thread.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +63,7 @@ class SQLiteRegistry(Registry):
         return transaction(self.db, body)
 
     def _claim(self, key, node, region, ttl):
-        def claim(db):
+        def claim(db: sqlite3.Connection) -> str:
             now = self.clock()
             other = db.execute(
                 f"SELECT region FROM registry WHERE {_DOC} AND expires_at > ? AND region != ? "
@@ -83,7 +84,7 @@ class SQLiteRegistry(Registry):
         return self._transaction(claim)
 
     def _renew(self, keys, node, ttl):
-        def renew(db):
+        def renew(db: sqlite3.Connection) -> set:
             now = self.clock()
             renewed = set()
             for key in keys:
