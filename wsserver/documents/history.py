@@ -89,9 +89,10 @@ class History:
         self.on_event = on_event
         self.redis = redis_client
         self.subscriber = subscriber
-        # key -> [monotonic time of the first edit since the last version, of the last,
-        # whether clients were connected for any of them]
-        self.edits: dict[DocKey, list] = {}
+        # key -> [monotonic time of the first edit since the last version, of the last]
+        self.edits: dict[DocKey, list[float]] = {}
+        # key -> monotonic time clients were last seen connected to it here
+        self.clients_seen: dict[DocKey, float] = {}
         self.tick = max(0.05, min(1.0, self.quiet_period / 4, self.every / 4))
         self._greenlets: list[gevent.Greenlet] = []
         self._errors = Throttled(log)
@@ -123,28 +124,45 @@ class History:
         """An update of `key` stored by this process (the manager's on_stored)."""
         now = time.monotonic()
         room = self.documents.get(key)
-        with_clients = room is not None and bool(room.connections)
+        if room is not None and room.connections:
+            self.clients_seen[key] = now
         times = self.edits.get(key)
         if times is None:
-            self.edits[key] = [now, now, with_clients]
+            self.edits[key] = [now, now]
         else:
             times[1] = now
-            times[2] = times[2] or with_clients
 
     def due(self, key: DocKey, now: float) -> bool:
         """Whether the edited document `key` gets its automatic version now: quiet for
         `quiet_period`, edited for `every` since the first edit after the last version,
-        or edited by clients who have all left (API writes alone wait for the quiet)."""
-        first, last, with_clients = self.edits[key]
+        or edited while clients were connected who have all left (API writes alone
+        wait for the quiet period)."""
+        first, last = self.edits[key]
         if now - last >= self.quiet_period or now - first >= self.every:
             return True
         room = self.documents.get(key)
-        return with_clients and (room is None or not room.connections)
+        if room is not None and room.connections:
+            return False
+        # Clients were there during the edits (seen at a tick or an edit since the
+        # first one; the tick before it counts: a client may join, edit and leave
+        # between two ticks, and its edit be durable only once it has left).
+        return self.clients_seen.get(key, -1.0) >= first - 2 * self.tick
+
+    def _seen(self, now: float) -> None:
+        """Note the documents with clients here now; forget the others' notes once
+        they are neither loaded nor edited."""
+        rooms = self.documents.rooms
+        for key, room in list(rooms.items()):
+            if room.connections:
+                self.clients_seen[key] = now
+        for key in [k for k in self.clients_seen if k not in rooms and k not in self.edits]:
+            del self.clients_seen[key]
 
     def _schedule_loop(self) -> None:
         checked = swept = 0.0
         while not self._stopped.is_set():
             now = time.monotonic()
+            self._seen(now)
             for key in [k for k in list(self.edits) if self.due(k, now)]:
                 self._automatic_version(key, now)
             if now - checked >= TRASH_CHECK:
