@@ -132,8 +132,9 @@ def test_a_deleted_document_cannot_be_resurrected_by_a_reconnecting_provider(sta
     status, answer = call(server, "DELETE", f"/v1/documents/{name}")
     assert status == 200 and answer["deleted"] and answer["connections_closed"] == 1
     result = node.result(15)
-    # Every socket it opened again was refused 4404; 3.x stops at the first.
-    assert result["closes"] and {c["code"] for c in result["closes"]} == {4404}
+    # Every socket it opened again was refused 4404; 3.x stops at the first. (A socket
+    # whose handshake the provider gave up on, on a loaded machine, closes with no event.)
+    assert result["closes"] and {c["code"] for c in result["closes"] if c} == {4404}
     # (the last socket may still be waiting for its close when the script looked)
     assert result["reconnects"] <= len(result["closes"]) <= result["reconnects"] + 1
     if version == 3:
@@ -179,7 +180,7 @@ def test_a_delete_closes_the_clients_of_every_process(start_server, tmp_path, fa
     status, answer = call(one, "DELETE", f"/v1/documents/{name}")
     assert status == 200
     result = node.result(15)
-    assert {c["code"] for c in result["closes"]} == {4404}
+    assert {c["code"] for c in result["closes"] if c} == {4404}
     assert time.monotonic() - started < (3 if redis else 5)
     assert call(two, "GET", f"/v1/documents/{name}")[0] == 410
 
