@@ -42,14 +42,12 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from gevent.event import Event
 
 from ..documents.content import document_json
 from ..documents.history import History, iso, public
 from ..documents.key import DocKey
-from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage.history import DAY
-from ..errors import BadRequest, DocumentDeleted, NotFound, ServiceRestart, TryAgainLater
+from ..errors import BadRequest, DocumentDeleted, NotFound, ServiceRestart
 from ..handshake.handshake import Session, document_name
 from .admin import _audit
 from .bearer import require_bearer
@@ -150,16 +148,10 @@ class VersionApi:
         """Restore through the room (loaded and held meanwhile); DocumentDeleted
         (4404) for a document in the trash, from its load."""
         with self.api.documents.hold(key) as room:
-
-            def apply(update: bytes) -> bool:
-                durable = Event()
-                if not room.apply_update(update, API, on_durable=durable.set, author=author):
-                    return False
-                if not durable.wait(DURABLE_TIMEOUT):
-                    raise TryAgainLater("restore not yet durable; retry")
-                return True
-
-            return self.history.restore(room, version_id, author, apply)
+            # Applied as a document write (DocumentApi.apply): stored, broadcast, durable.
+            return self.history.restore(
+                room, version_id, author, lambda update: self.api.apply(key, update, author)
+            )
 
     def delete(self, key: DocKey, principal: Any, app: Any, **_: Any):
         session = self._admitted(key, principal, app)
