@@ -177,3 +177,38 @@ def test_copy_storage_takes_versions_and_the_trash_along(tmp_path, pg_url):
     finally:
         source.close()
         target.close()
+
+
+def test_a_sqlite_file_from_before_the_history_gets_its_columns(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.sqlite3")
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE updates (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+            app TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL);
+        CREATE TABLE snapshots (tenant TEXT NOT NULL, app TEXT NOT NULL, name TEXT NOT NULL,
+            data BLOB NOT NULL, PRIMARY KEY (tenant, app, name));
+        """
+    )
+    old = Doc()
+    old.get("t", type=Text).insert(0, "old")
+    db.execute(
+        "INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
+        (*KEY, old.get_update()),
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(path).start()
+    try:
+        writer = Writer(store)
+        writer.doc.apply_update(old.get_update())
+        writer.type("er", "alice")
+        store.compact(KEY, store.load(KEY).last_id)
+        made = store.create_version(KEY)
+        assert (
+            made["authors"] == ["alice"] and text_of(store.version(KEY, made["id"])[1]) == "older"
+        )
+    finally:
+        store.close()
