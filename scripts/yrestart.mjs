@@ -1,12 +1,18 @@
-// The seeder and late joiners of `scripts/bench --scenarios restart restart-log`: how long a
+// The seeder and late joiners of `scripts/bench --scenarios cold cold-log restart`: how long a
 // late joiner waits for a large stored document (connect start to its first sync step 2).
 //
 //   node yrestart.mjs --url ws://127.0.0.1:PORT --doc NAME [--token JWT]
-//                     [--seed N] [--joiners K] [--json OUT.json]
+//                     [--seed N] [--shape sessions|random] [--joiners K] [--json OUT.json]
 //
-// --seed N: one writer sends N small Y.Text inserts (about 40 B each) as y-websocket update
-//   messages, at most WINDOW unconfirmed at a time, and waits until the server has echoed all
-//   of them (wsserver echoes an update once it is durable; the reference echoes every update).
+// --seed N: one writer sends N small Y.Text inserts as y-websocket update messages, at most
+//   WINDOW unconfirmed at a time, and waits until the server has echoed all of them (wsserver
+//   echoes an update once it is durable; the reference echoes every update).
+//   --shape sessions (the default): 23 characters appended each time (about 40 B), a new
+//   session every SESSION updates (see below): typing at the end of a document.
+//   --shape random: 10 characters inserted at a pseudo-random position (a fixed sequence),
+//   as one provider: 100,000 of them make a document of one million characters whose
+//   snapshot is about 4.2 MB (about 200,000 items: every insert splits one), the shape of
+//   an edited rather than typed document.
 // --joiners K: K late joiners in a row, each a fresh connection that sends an empty sync step 1
 //   and is timed from connect start to the first sync step 2; its content is checked (the
 //   document's text length must be what the seeder wrote). The first joiner after a restart
@@ -69,7 +75,11 @@ const syncSubtype = (buf) => {
   return [decoding.readVarUint(d), d]
 }
 
-const seed = async (n) => {
+// A fixed pseudo-random sequence in [0, 1) (an LCG): every run seeds the same document.
+let lcg = 1
+const random = () => { lcg = (lcg * 1103515245 + 12345) & 0x7fffffff; return lcg / 0x7fffffff }
+
+const seed = async (n, shape) => {
   const ws = await open()
   let doc = new Y.Doc()
   let text = doc.getText('t')
@@ -83,7 +93,7 @@ const seed = async (n) => {
   const t0 = performance.now()
   for (let i = 0; i < n; i++) {
     while (i - echoed >= WINDOW) await new Promise((resolve) => { wake = resolve })
-    if (i && i % SESSION === 0) {
+    if (shape === 'sessions' && i && i % SESSION === 0) {
       const next = new Y.Doc()
       Y.applyUpdate(next, Y.encodeStateAsUpdate(doc))
       doc = next
@@ -91,13 +101,14 @@ const seed = async (n) => {
     }
     let update
     doc.once('update', (u) => { update = u })
-    text.insert(text.length, CHUNK)
+    if (shape === 'random') text.insert(Math.floor(random() * (text.length + 1)), CHUNK.slice(0, 10))
+    else text.insert(text.length, CHUNK)
     bytes += update.length
     ws.send(message(UPDATE, update))
   }
   while (echoed < n) await new Promise((resolve) => { wake = resolve })
   wake = null
-  return { ws, updates: n, updateBytes: bytes, textLength: text.length, seedMs: Math.round(performance.now() - t0) }
+  return { ws, shape, updates: n, updateBytes: bytes, textLength: text.length, seedMs: Math.round(performance.now() - t0) }
 }
 
 const join = () => new Promise((resolve, reject) => {
@@ -119,7 +130,7 @@ const join = () => new Promise((resolve, reject) => {
 const report = {}
 let writer = null
 if (args.seed) {
-  const s = await seed(Number(args.seed))
+  const s = await seed(Number(args.seed), args.shape || 'sessions')
   writer = s.ws
   delete s.ws
   report.seed = s

@@ -105,10 +105,11 @@ def make_token(
 class ServerProcess:
     """A `wsserver serve` subprocess; `url` is ws://127.0.0.1:PORT."""
 
-    def __init__(self, config_path, env=None, port=0):
+    def __init__(self, config_path, env=None, port=0, args=()):
         self.config_path = config_path
         self.env = env
         self.port = port
+        self.args = list(args)  # more `wsserver serve` options
         self.proc = None
         self.output = []
 
@@ -125,6 +126,7 @@ class ServerProcess:
                 str(self.config_path),
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             cwd=ROOT,
             env=env,

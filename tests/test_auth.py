@@ -277,6 +277,28 @@ def test_es256_token_under_an_rs256_kid_is_refused(auth, keys):
 # --- claims -----------------------------------------------------------------------------
 
 
+def test_a_token_verified_once_is_not_verified_again_until_it_expires(auth, monkeypatch):
+    # A reconnect storm (every client of a restarted process at once) presents tokens
+    # the process verified already (handshake/auth.py, VERIFIED_TOKENS).
+    decoded = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    token = hs_token(exp=int(time.time()) + 60)
+    first = auth.verify(token)
+    assert auth.verify(token) is first and auth.verify(token) is first
+    assert len(decoded) == 1
+    # The same claims under another signature are verified (and refused) on their own.
+    forged = token.rsplit(".", 1)[0] + "." + b64(b"\x00" * 32)
+    unverifiable(auth.verify, forged)
+    assert len(decoded) == 2
+    # Once its exp is LEEWAY past, the token goes to PyJWT again (which refuses an
+    # expired token: test_expired).
+    later = time.time() + 60 + 6
+    monkeypatch.setattr(time, "time", lambda: later)
+    auth.verify(token)  # PyJWT's clock is the real one: still valid there
+    assert len(decoded) == 3
+
+
 def test_expired(auth):
     token = hs_token(exp=int(time.time()) - 60)
     assert reason_of(InvalidToken, auth.verify, token) == "token expired"

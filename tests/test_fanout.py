@@ -687,6 +687,8 @@ def test_updates_not_published_during_an_outage_are_announced_for_reconciliation
 
 
 class FakeConnection:
+    sending = False  # Connection.sending: nothing queued
+
     def __init__(self):
         self.principal = None  # an anonymous token
         self.frames = []

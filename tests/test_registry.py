@@ -450,6 +450,8 @@ def test_close_releases_every_claim_at_once():
 
 
 class FakeConn:
+    sending = False  # Connection.sending: nothing queued
+
     def __init__(self):
         self.principal = None  # an anonymous token
         self.awareness_ids, self.awareness_ignored = set(), 0

@@ -308,6 +308,8 @@ def test_open_store_urls(tmp_path):
 class FakeConnection:
     """What Room and Rooms use of a Connection."""
 
+    sending = False  # Connection.sending: nothing queued
+
     def __init__(self, name="c"):
         self.name = name
         self.frames = []

@@ -9,8 +9,10 @@ import time
 import gevent
 import pytest
 
+from wsserver.errors import ConfigError
 from wsserver.support.backoff import Backoff
 from wsserver.support.redis import FailFast
+from wsserver.support.validators import fraction_of, number, section
 from wsserver.support.wait import wait_until
 
 
@@ -64,6 +66,23 @@ def _run(code):
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
+
+
+def test_fraction_of_refuses_a_part_over_its_share_of_the_whole():
+    """The one rule of a heartbeat and its TTL (support/liveness.py, regions/map.py): at
+    most the share (below it when strict), checked only when both fields are there."""
+    fields = section({"beat": number(0.0), "ttl": number(0.0)})
+    half = fraction_of(fields, "beat", "ttl", 0.5, "at most half of ttl")
+    below = fraction_of(fields, "beat", "ttl", 1.0, "shorter than ttl", strict=True)
+    assert half("p", {"beat": 5, "ttl": 10}) == {"beat": 5.0, "ttl": 10.0}
+    assert half("p", {"ttl": 10}) == {"ttl": 10.0}  # nothing to compare
+    with pytest.raises(ConfigError) as refused:
+        half("p", {"beat": 5.5, "ttl": 10})
+    assert (refused.value.key, refused.value.message) == ("p.beat", "at most half of ttl")
+    assert below("p", {"beat": 9.9, "ttl": 10})["beat"] == 9.9
+    with pytest.raises(ConfigError) as refused:
+        below("p", {"beat": 10, "ttl": 10})
+    assert refused.value.key == "p.beat"
 
 
 def test_a_second_stop_signal_does_not_start_a_second_shutdown():

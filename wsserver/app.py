@@ -15,7 +15,6 @@ this function is the one place that shows who calls whom.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from .documents.manager import DocumentManager
 from .documents.storage import Store, open_store
 from .documents.storage.history import retention_of
 from .endpoint import WebSocketEndpoint
-from .errors import ConfigError
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
@@ -38,21 +36,18 @@ from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
-from .limits.plans import check_app_plans
+from .loading import load_settings
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
-from .settings.config import name_sources
 from .support.liveness import Liveness
 from .support.redis import FailFast, blocking_client
 from .support.redis import client as redis_client
-from .support.validators import Problems
 from .transport import handler
 from .webhooks import build_webhooks
 from .webhooks.content import document_reader
-from .webhooks.settings import hooks_by_app
 
 EXTENSION = "wsserver"
 QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal counts
@@ -70,108 +65,6 @@ class WebSocketDispatch:
             self.endpoint.handle(environ)
             return []
         return self.wsgi_app(environ, start_response)
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    if host is None:  # no address given
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def load_settings(
-    test_config: Mapping[str, Any] | Config | None = None,
-    config_path: str | None = None,
-    listen_host: str | None = None,
-    *,
-    fallback: str | None = None,
-    serving: bool = False,
-    workers: int | None = None,
-) -> tuple[Config, Authenticator]:
-    """The Config and Authenticator `create_app` builds on, every problem at once
-    (ConfigErrors, each naming its key and the environment variable that filled it).
-
-    Without `test_config` the file is `config_path`, else `$WSSERVER_CONFIG`, else
-    `fallback` (the development commands only). The public development secret is
-    accepted only when the server listens on a loopback `listen_host` (`serving`: `wsserver
-    serve`, whose host is `listen_host` or else the config's `host`); gunicorn, which
-    binds every interface, never does. `workers` (gunicorn's worker count) adds the rules
-    of a platform deploy (`deployment_problems`).
-    """
-    built = {}
-
-    def check_auth(values):
-        if "auth" not in values:
-            return
-        host = listen_host if listen_host is not None or not serving else values.get("host")
-        problems = Problems()
-        authenticator = Authenticator.from_config(
-            values["auth"], development=is_loopback(host), problems=problems
-        )
-        built["auth"] = authenticator
-        if "plans" in values:
-            with problems.check():
-                check_app_plans(authenticator, values["plans"])
-        with problems.check():
-            hooks_by_app(authenticator)
-        problems.raise_all()
-
-    def check_deployment(values):
-        if workers is not None:
-            problems = Problems()
-            problems.errors = deployment_problems(values, workers)
-            problems.raise_all()
-
-    checks = (check_auth, check_deployment)
-    if isinstance(test_config, Config):
-        config, problems = test_config, Problems()
-        for check in checks:
-            with problems.check():
-                check(config.raw)
-        problems.errors = name_sources(problems.errors, config.sources)
-        problems.raise_all()
-    elif test_config is not None:
-        config = Config.from_mapping(test_config, checks=checks)
-    else:
-        config = Config.load(config_path, fallback=fallback, checks=checks)
-    return config, built["auth"]
-
-
-def deployment_problems(values: Mapping[str, Any], workers: int) -> list[ConfigError]:
-    """What a config must have to run under gunicorn (the Procfile, a platform's dyno):
-    `redis` for more than one worker, and documents kept where they outlive the
-    machine. `values`: the valid settings."""
-    problems = []
-    if workers > 1 and "redis" in values and not values["redis"]:
-        problems.append(
-            ConfigError(
-                "redis",
-                f"must be set to run {workers} workers "
-                "(WEB_CONCURRENCY): without it each worker would keep its own copy "
-                'of every document. Set it (redis: "${REDIS_URL}") or run one',
-            )
-        )
-    storage = values.get("storage", "")
-    if storage == "memory://":
-        problems.append(
-            ConfigError("storage", "memory:// loses every document on exit (tests only)")
-        )
-    elif storage.startswith("sqlite:///") and values.get("storage_persistent") is False:
-        problems.append(
-            ConfigError(
-                "storage",
-                f"is a SQLite file ({storage}) on this machine's disk, which a platform "
-                "(Heroku, Render, ...) wipes at every restart and deploy: use Postgres "
-                '(storage: "${DATABASE_URL}"), or set storage_persistent: true if the '
-                "file is on a persistent volume",
-            )
-        )
-    return problems
 
 
 def create_app(
@@ -237,14 +130,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     liveness = Liveness.from_config(config.process).start()
     quota = build_quota(config, authenticator, redis_fail_fast, liveness)  # README, Limits
     webhooks = build_webhooks(authenticator)  # None when no app has webhooks
-    store = open_store(
-        config.storage,
-        sync=config.storage_sync,
-        pool_size=config.storage_pool_size,
-        timeout=config.storage_timeout,
-        statement_timeout=config.storage_statement_timeout,
-        lock_timeout=config.storage_lock_timeout,
-    )
+    store = open_configured_store(config)
     region_map = RegionMap.from_config(config)
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
@@ -264,18 +150,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     documents.on_stored = stored_hook(webhooks, history)
     if webhooks is not None:  # include_content: a document.changed reads the document
         webhooks.read_document = document_reader(documents, store)
-    # 4009: pinned to or live in another region (docs/regions.md); claims the document.
-    registry = open_registry(
-        config,
-        evict=documents.evict,
-        on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
-        on_claim_reasserted=documents.refresh,
-        fail_fast=redis_fail_fast if config.redis else None,
-        liveness=liveness,
-    )
-    # The documents and the registry need each other: no snapshot of a document this
-    # node may have lost to another region. Wired here, before any room exists.
-    documents.before_compact = registry.may_compact
+    registry = open_region_registry(config, documents, region_map, redis_fail_fast, liveness)
     region_gate = RegionGate(region_map, registry)
     # Handshake gates (handshake/handshake.py): every check_request runs first (the 4006
     # per-IP rate), then after the token checks each admit in this order: 4009, then
@@ -313,6 +188,42 @@ def stored_hook(webhooks: Any, history: History) -> Callable[[Any, bool], None]:
         webhooks.document_stored(key, created)
 
     return stored
+
+
+def open_configured_store(config: Config) -> Store:
+    """The documents' store (`storage`) with its pool and timeouts."""
+    return open_store(
+        config.storage,
+        sync=config.storage_sync,
+        pool_size=config.storage_pool_size,
+        timeout=config.storage_timeout,
+        statement_timeout=config.storage_statement_timeout,
+        lock_timeout=config.storage_lock_timeout,
+    )
+
+
+def open_region_registry(
+    config: Config,
+    documents: DocumentManager,
+    region_map: RegionMap,
+    fail_fast: FailFast,
+    liveness: Liveness,
+) -> Any:
+    """The region registry (regions.registry.Registry), wired both ways to the documents:
+    4009 for a document pinned to or live in another region (docs/regions.md), the
+    documents this node serves claimed, a lost claim closing its room."""
+    registry = open_registry(
+        config,
+        evict=documents.evict,
+        on_claim_lost=lambda key, region: documents.close(key, region_map.moved(region, key.name)),
+        on_claim_reasserted=documents.refresh,
+        fail_fast=fail_fast if config.redis else None,
+        liveness=liveness,
+    )
+    # The documents and the registry need each other: no snapshot of a document this
+    # node may have lost to another region. Wired here, before any room exists.
+    documents.before_compact = registry.may_compact
+    return registry
 
 
 def health_report(parts: Parts) -> Callable[[], dict[str, Any]]:

@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gevent.pywsgi import WSGIServer
 
+    from . import restarts
     from .app import create_app, endpoint_of
     from .logs import configure_logging
     from .support.signals import on_stop
@@ -36,17 +37,24 @@ def _serve(args: argparse.Namespace) -> int:
     # What start-up allocated lives for ever: keep the collector from rescanning it in
     # every full collection (these stalled the loop 24-50 ms during connect bursts).
     gc.freeze()
-    server = WSGIServer(
-        (config.host, config.port), app, handler_class=WebSocketRequestHandler, log=None
-    )
+    try:  # --replace: the listening socket of the process serving the port
+        listener, successor = restarts.listener(config.host, config.port, args.replace)
+    except CommandError:
+        endpoint.shutdown(timeout=1)
+        raise
+    server = WSGIServer(listener, app, handler_class=WebSocketRequestHandler, log=None)
+    handover: restarts.Handover | None = None
 
-    def stop() -> None:
+    def stop(drain: float = config.shutdown_drain) -> None:
+        # Called again (a signal and a successor), it waits for the first call's end.
         # Stop accepting but keep serve_forever waiting: server.close() would set its stop
         # event, so the main greenlet would return (and the process exit) in the middle
         # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
         # /readyz answers 503 from now on; during `shutdown_drain` everything else still
         # serves (a load balancer sees the probe fail and stops sending clients).
-        endpoint.shutdown(drain=config.shutdown_drain, before_closing=server.stop_accepting)
+        endpoint.shutdown(drain=drain, before_closing=lambda: restarts.stop_accepting([server]))
+        if handover is not None:
+            handover.close()
         server.stop(timeout=1)
 
     on_stop(stop)  # SIGTERM, SIGINT (support/signals.py)
@@ -55,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as e:
         endpoint.shutdown(timeout=1)
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+    handover = restarts.accepting(server, successor, stop)
     _announce(config, server.address)
     server.serve_forever()
     return 0
@@ -63,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_config(args: argparse.Namespace) -> Config:
     """`serve`'s config: every problem at once; the development secret only on
     loopback; --host and --port over the file's."""
-    from .app import load_settings
+    from .loading import load_settings
     from .settings import DEFAULT_CONFIG_PATH
 
     config, _ = load_settings(
@@ -124,7 +133,7 @@ def _check_config(args):
     problem. Without --config the file is $WSSERVER_CONFIG, as under gunicorn."""
     import yaml
 
-    from .app import load_settings
+    from .loading import load_settings
     from .platform import procfile_bind, procfile_workers
     from .scrub import mask_secrets
 
@@ -302,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    take_over = "take the port over from the wsserver serving it, refusing nobody (README)"
+    serve.add_argument("--replace", action="store_true", help=take_over)
     serve.set_defaults(run=_serve)
     token = sub.add_parser(
         "token", help="print a development token (first HS256 key of the tenant)"

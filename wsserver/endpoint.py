@@ -108,7 +108,8 @@ class WebSocketEndpoint:
                 raise ServiceRestart()
             session = self._check(environ)
             self._opened(conn, session, environ)
-            room = self.documents.join(session.key, conn)
+            # early: a cold document's first step 2 comes from storage (documents/cold.py)
+            room = self.documents.join(session.key, conn, early=True)
             if self.webhooks is not None:
                 self.webhooks.connection_opened(session.key, session.principal.user)
             expiry = self._close_on_expiry(conn, session.principal)

@@ -13,7 +13,7 @@ process before it exits) waits for the whole shutdown, bounded by `shutdown_time
 The config comes from `$WSSERVER_CONFIG` only (never the development config); the
 master checks it before any worker starts, so a bad one stops gunicorn with one line per
 problem, each naming its key, instead of a worker traceback. The rules of a platform
-deploy (app.deployment_problems) stop it the same way: more than one worker needs
+deploy (loading.deployment_problems) stop it the same way: more than one worker needs
 `redis` (README, "Running several processes and machines"): without it each worker would
 serve its own copy of a document and two people on two workers would never see each
 other; and a SQLite `storage` needs `storage_persistent: true` (a platform's disk is
@@ -59,6 +59,15 @@ logger_class = GunicornLogger
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsserver-metrics-")
+# Where the master marks a reload (HUP) and workers mark themselves ready: a stopping
+# worker's clients wait for its successors (wsserver/restarts.py).
+_OWN_RESTARTS_DIR = not os.environ.get("WSSERVER_RESTARTS_DIR")
+if _OWN_RESTARTS_DIR:
+    os.environ["WSSERVER_RESTARTS_DIR"] = tempfile.mkdtemp(prefix="wsserver-restarts-")
+# The longest an old worker waits for its successors to be ready after a HUP (they
+# import the app and open storage and Redis first), serving meanwhile; less than
+# graceful_timeout, after which the master kills it.
+RESTART_WAIT = 10.0
 
 
 def on_starting(server: Arbiter) -> None:
@@ -119,14 +128,29 @@ def child_exit(server: Arbiter, worker: Worker) -> None:
 def on_exit(server: Arbiter) -> None:
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _OWN_RESTARTS_DIR:
+        shutil.rmtree(os.environ["WSSERVER_RESTARTS_DIR"], ignore_errors=True)
+
+
+def on_reload(server: Arbiter) -> None:
+    """HUP (a rolling restart, README "Restarts without an outage"): the old workers,
+    which gunicorn stops right after forking the new ones, wait for these to be ready
+    before they close their clients with 1012."""
+    from wsserver import restarts
+
+    restarts.mark_reload(os.environ["WSSERVER_RESTARTS_DIR"], server.cfg.workers)
 
 
 def post_worker_init(worker: Worker) -> None:
+    import time
+
+    from wsserver import restarts
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
     from wsserver.support.signals import before_previous
     from wsserver.transport.handler import settings_of
 
+    booted_at = time.time()
     endpoint = endpoint_of(worker.wsgi)
     if worker.cfg.accesslog:  # --access-logfile: our lines (fields, redacted) go there
         settings_of(worker.wsgi).access_log = worker.log.access_log
@@ -137,10 +161,27 @@ def post_worker_init(worker: Worker) -> None:
     # gunicorn's own SIGTERM handler ends the worker's loop, which closes the listening
     # socket within a second: new connections would be refused for the rest of the
     # drain. So it runs only once the drain is over (the master waits
-    # `graceful_timeout` before it kills a worker); the shutdown starts at once.
+    # `graceful_timeout` before it kills a worker); the shutdown starts at once, or,
+    # after a HUP, once the new workers are ready (restarts.py). Before it closes its
+    # clients the worker stops accepting, so they reconnect to another worker: its
+    # servers are those gunicorn makes in `run`, after this hook.
+    servers: list = []
+
+    class Server(worker.server_class):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            servers.append(self)
+
+    worker.server_class = Server
+    restarts_dir = os.environ["WSSERVER_RESTARTS_DIR"]
     before_previous(
-        lambda: endpoint.shutdown(drain=config.shutdown_drain), delay=config.shutdown_drain
+        lambda: endpoint.shutdown(
+            drain=config.shutdown_drain, before_closing=lambda: restarts.stop_accepting(servers)
+        ),
+        delay=config.shutdown_drain,
+        wait=lambda: restarts.wait_for_successors(restarts_dir, booted_at, RESTART_WAIT),
     )
+    restarts.mark_ready(restarts_dir)
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:

@@ -17,6 +17,8 @@ Nested values follow the same mapping (a nested type knows its kind): formats/va
 The other forms of a root (ProseMirror JSON, text, Markdown) are in formats/.
 """
 
+from typing import Any
+
 from pycrdt import Array, Doc, Map, Text, XmlFragment
 
 from .formats.values import XML_TYPES, plain
@@ -73,13 +75,13 @@ def field_json(kind: str, root: object) -> object:
     return None
 
 
-def _root_names(update):
-    doc = Doc()
+def _root_names(update: bytes) -> list[str]:
+    doc: Doc = Doc()
     doc.apply_update(update)
     return list(doc.keys())
 
 
-def _cast_all(update, names, kind):
-    doc = Doc()
+def _cast_all(update: bytes, names: list[str], kind: type) -> dict[str, Any]:
+    doc: Doc = Doc()
     doc.apply_update(update)
     return {name: doc.get(name, type=kind) for name in names}

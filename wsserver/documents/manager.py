@@ -22,7 +22,8 @@ from the stream after it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ from .storage import Store, StoreError
 
 if TYPE_CHECKING:
     from ..errors import WsServerError
+    from ..fanout import Fanout
     from ..settings import Config
     from ..transport.connection import Connection
 
@@ -62,7 +64,7 @@ class DocumentManager:
         config: Config,
         before_compact: Callable[[DocKey], bool] | None = None,
         on_stored: Callable | None = None,
-        fanout=None,
+        fanout: Fanout | NoFanout | None = None,
     ) -> None:
         self.store = store
         self.fanout = fanout if fanout is not None else NoFanout()
@@ -99,14 +101,17 @@ class DocumentManager:
         for conn in list(room.connections):
             conn.close(error)
 
-    def join(self, key: DocKey, conn: Connection) -> Room:
-        """Add `conn` to the room of `key`, loading it if needed; return the room."""
-        room = self._loaded(key)
+    def join(self, key: DocKey, conn: Connection, early: bool = False) -> Room:
+        """Add `conn` to the room of `key`, loading it if needed; return the room.
+        `early` (a client's connection): while the room's copy is still being built from
+        what storage held, return once storage has answered: the room answers the
+        connection's step 1 from that meanwhile (documents/cold.py)."""
+        room = self._loaded(key, early)
         room.join(conn)
         return room
 
     @contextmanager
-    def hold(self, key):
+    def hold(self, key: DocKey) -> Iterator[Room]:
         """The room of `key`, loaded if needed and kept loaded while the block runs;
         afterwards it is unloaded as usual once nobody uses it."""
         room = self._loaded(key)
@@ -117,9 +122,10 @@ class DocumentManager:
             room.holds -= 1
             self._unload_when_idle(room)
 
-    def _loaded(self, key):
+    def _loaded(self, key, early=False):
         """The room of `key` once loaded (sharing a load under way), its unloader stopped;
-        DocumentDeleted (4404) while an operator deletes it."""
+        DocumentDeleted (4404) while an operator deletes it. `early`: or once storage's
+        state of it can answer a joiner (ColdState.building)."""
         if key in self.deleting:
             raise DocumentDeleted()
         room = self.rooms.get(key)
@@ -136,8 +142,12 @@ class DocumentManager:
             self.rooms[key] = room
             metrics.DOCUMENTS_LOADED.inc()
             gevent.spawn(self._load, room)
+        deadline = time.monotonic() + LOAD_WAIT
         try:
-            room.ready.get(timeout=LOAD_WAIT)
+            if early and not room.ready.ready():  # (gevent.wait yields even then)
+                gevent.wait([room.ready, room.cold.available], count=1, timeout=LOAD_WAIT)
+            if not (early and room.cold.building and not room.ready.ready()):
+                room.ready.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
             raise InternalError("document could not be loaded in time") from None
         except DocumentDeleted:
@@ -165,6 +175,7 @@ class DocumentManager:
                 )
             self._drop(room)
             room.ready.set_exception(e)
+            room.cold.failed()  # closes those who joined while it was built
         else:
             room.ready.set(room)
             # Those who asked may all have stopped waiting (LOAD_WAIT): unloaded unless
@@ -173,6 +184,8 @@ class DocumentManager:
 
     def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
+        if room.ready.ready() and room.ready.exception is not None:
+            return  # a failed load, already dropped (a connection that joined early)
         self._unload_when_idle(room)
 
     def _unload_when_idle(self, room):

@@ -17,14 +17,25 @@ editing into the void for ever. The app can know before that: the endpoint tells
 read-only connection its access as it opens (codec.access), as /discovery does.
 """
 
+from __future__ import annotations
+
 import logging
 from bisect import bisect_right
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pycrdt import get_update
+from pycrdt import Doc, get_update
 
 from ..errors import InvalidPayload, ProtocolViolation, ReadOnly
 from ..protocol import codec
 from .ydoc import delete_ranges
+
+if TYPE_CHECKING:
+    from ..handshake.claims import Principal
+    from .room import Room
+
+Spans = list[tuple[int, int]]  # merged, sorted [start, end) ranges of one client
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +43,14 @@ log = logging.getLogger(__name__)
 MAX_DROPPED = 10
 
 
-def _delete_set(data, pos):
+def _delete_set(data: bytes, pos: int) -> dict[int, Spans]:
     """The delete set at `data[pos:]` as {client: [(clock, end), ...]}, sorted, with
     touching and overlapping ranges merged (so a covered range lies inside one)."""
-    spans = {}
+    spans: dict[int, Spans] = {}
     for client, clock, length in delete_ranges(data, pos):
         spans.setdefault(client, []).append((clock, clock + length))
     for client, ranges in spans.items():
-        merged = []
+        merged: Spans = []
         for start, end in sorted(ranges):
             if merged and start <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], end))
@@ -49,13 +60,13 @@ def _delete_set(data, pos):
     return spans
 
 
-def _covered(spans, start, end):
+def _covered(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     """True when [start, end) lies inside one of the merged, sorted `spans`."""
     i = bisect_right(spans, (start, float("inf"))) - 1
     return i >= 0 and spans[i][0] <= start and end <= spans[i][1]
 
 
-def would_change(doc, update):
+def would_change(doc: Doc, update: bytes) -> bool:
     """True when applying the Yjs `update` would change `doc`, which is left untouched.
 
     The update changes the document when, once what the document's state vector covers
@@ -99,14 +110,14 @@ class ReadOnlyGuard:
     is raised (the endpoint closes with it). `totals` (a Counter shared by the process)
     gets "dropped" and "closed" added."""
 
-    def __init__(self, principal, peer, name, totals):
+    def __init__(self, principal: Principal, peer: str, name: str, totals: Counter[str]) -> None:
         self.principal = principal
         self.peer = peer
         self.name = name
         self.totals = totals
         self.dropped = 0
 
-    def admits(self, room, message):
+    def admits(self, room: Room, message: codec.Message) -> bool:
         kind = message.kind
         if kind == codec.KIND_STEP2:
             # During a rebuild room.doc is the copy being replaced: at worst a harmless

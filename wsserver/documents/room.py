@@ -49,6 +49,7 @@ from ..protocol import codec
 from ..protocol.update import check_one_update
 from ..transport import frames
 from . import rebuild, ydoc
+from .cold import ColdState
 from .compaction import Compaction
 from .delivery import Delivery
 from .presence import Presence
@@ -110,6 +111,8 @@ class Room:
         # the room is not unloaded while any holds it.
         self.holds = 0
         self.ready = AsyncResult()  # set once loaded; joins wait on it
+        # Storage's state while the copy is built, then the copy's encoded state (cold.py).
+        self.cold = ColdState()
         self.unloader: gevent.Greenlet | None = None  # unloads the room once it is empty
         # Storage bookkeeping: updates queued but not yet durable, and the log size.
         self.pending = 0
@@ -148,11 +151,16 @@ class Room:
         parts checked once; it yields between runs so a large log does not stall every
         other greenlet for its whole load). InvalidPayload if a stored update is invalid.
         Updates from other processes applied meanwhile (see manager.py) stay: `build`
-        applies to this room's document."""
+        applies to this room's document.
+
+        Unless the log is long, connections may join while the copy is built: storage's
+        state answers their step 1s, and they are greeted once it is built (cold.py)."""
         loaded = self.store.load(self.key)
         if loaded.deleted_at is not None:
             raise DocumentDeleted()  # in the trash (documents/history.py): 4404 to all
         self.stored_nothing = not loaded.updates
+        if self.cold.stored(loaded.updates, loaded.log_count):
+            self.cold.let_answers_go()
         try:
             ydoc.build(loaded.updates, self.doc, self.unintegrated, pause=gevent.sleep)
         except (ValueError, RuntimeError) as e:
@@ -161,6 +169,12 @@ class Room:
         self.log_count = loaded.log_count
         self.log_bytes = loaded.log_bytes
         self.log_id_sum = loaded.id_sum
+        joined, missed = self.cold.loaded(self.doc, self.unintegrated)
+        for conn in joined:
+            if conn in self.connections:
+                self._greet(conn)
+                if missed is not None:
+                    conn.send_message(codec.sync_update(missed))
         self.maybe_compact()
 
     # --- connections ----------------------------------------------------------------
@@ -170,6 +184,12 @@ class Room:
         self.connections[conn] = None
         self.presence.joined(conn)
         conn.room = self
+        if self.cold.building:
+            self.cold.joined(conn)  # greeted once the copy is built (`load`)
+            return
+        self._greet(conn)
+
+    def _greet(self, conn: Connection) -> None:
         conn.send_message(codec.sync_step1(self.doc.get_state()))
         states = self.presence.states_message()
         if states is not None:
@@ -201,6 +221,8 @@ class Room:
 
     def receive(self, conn: Connection, message: Message) -> None:
         """Handle one decoded client message from `conn`."""
+        if self.cold.building and self.cold.receive(conn, message, self.ready):
+            return  # a step 1 answered from storage's state
         self._wait_rebuild()
         kind = message.kind
         if kind == codec.KIND_UPDATE:
@@ -211,7 +233,7 @@ class Room:
             self.apply_update(message.data, conn, changes_only=True)
         elif kind == codec.KIND_STEP1:
             try:
-                update = self.unintegrated.full_update(self.doc, message.data)
+                update = self.cold.step2(self.doc, self.unintegrated, message.data)
             except ValueError:
                 raise ProtocolViolation("invalid state vector") from None
             conn.send_message(codec.sync_step2(update))
@@ -301,6 +323,7 @@ class Room:
         changes: list[bytes] = []
         doc = self.doc  # a rebuild replaces self.doc; the subscription stays on this one
         subscription = doc.observe(lambda event: changes.append(event.update)) if capture else None
+        self.cold.changed()
         try:
             rebuild.apply(doc, update)
         except rebuild.HalfApplied as e:
@@ -338,7 +361,7 @@ class Room:
         """The live copy as one update: every update applied, durable or not yet, and
         its pending parts (documents/ydoc.py)."""
         self._wait_rebuild()
-        return self.unintegrated.full_update(self.doc)
+        return self.cold.full_update(self.doc, self.unintegrated)
 
     def wait_durable(self, timeout: float = DURABLE_TIMEOUT) -> None:
         """Wait until every update this room queued is committed (and echoed); raise

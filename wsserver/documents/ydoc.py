@@ -16,7 +16,8 @@ restarts and rebuilds until its dependency arrives and it integrates.
 
 Cost: one state-vector read and one diff per applied update (a few microseconds);
 checking the delete set is skipped for updates without one (their last byte is 0).
-`build` (a load, a rebuild, a fold) checks once, after applying everything.
+`build` (a load, a rebuild, a fold) checks once, after applying everything; a lone
+snapshot that re-encodes to itself is not checked (nothing of it can be pending).
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from pycrdt import Doc, get_update, merge_updates
 from ..protocol.codec import read_var_uint
 
 EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE = b"\x00"  # the state vector of an empty document
 # `build` merges runs of up to RUN small updates (each under RUN_BYTES) and applies each
 # run as one. Yrs recounts the length of the item a typed character is squashed into at
 # every commit, so 100,000 typed updates applied one by one cost seconds (quadratic in a
@@ -90,13 +92,13 @@ class Unintegrated:
 
     __slots__ = ("parts",)
 
-    def __init__(self):
-        self.parts = []
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.parts)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.parts)
 
     def after_apply(self, doc: Doc, update: bytes) -> bytes | None:
@@ -169,6 +171,7 @@ def build(
     """
     doc = Doc() if doc is None else doc
     pending = Unintegrated() if pending is None else pending
+    fresh = not pending and doc.get_state() == EMPTY_STATE
     applied = []
     since_pause = 0
     try:
@@ -184,6 +187,12 @@ def build(
         if is_panic(e):
             raise RuntimeError("pycrdt panicked applying an update") from e
         raise
+    if fresh and len(applied) == 1 and doc.get_update() == applied[0]:
+        # A lone snapshot this server wrote, into an empty document: re-encoded, the copy
+        # is that snapshot byte for byte, so nothing of it is pending. Encoding costs a
+        # third of the diff below (18 against ~60 ms for a 4.2 MB snapshot), which
+        # decodes the whole snapshot again.
+        return doc, pending
     pending.after_apply_all(doc, applied)
     return doc, pending
 

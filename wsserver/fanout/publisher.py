@@ -12,19 +12,19 @@ oldest are dropped the same way.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 
-import gevent
 from gevent.event import Event
 
+from ..support.wait import wait_until
 from .entries import UPDATE, Fields, OnSent, Queued
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000  # publish queue; beyond it the oldest are dropped (and reconciled)
 BATCH = 512  # entries per publish round trip
+DRAIN_POLL = 0.01  # seconds between a drain's checks of the queue
 
 
 class Publisher:
@@ -81,10 +81,11 @@ class Publisher:
 
     def drain(self, timeout: float) -> None:
         """Let the loop publish what is queued while Redis answers, within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while self.queue and self.is_up() and time.monotonic() < deadline:
-            self._wake.set()
-            gevent.sleep(0.01)
+        self._wake.set()  # the loop empties the queue before it waits again
+        # Polled: the queue empties and Redis goes down in other greenlets, neither
+        # signalled here. A short interval: this runs inside every shutdown, which
+        # should not wait longer than the publishing takes.
+        wait_until(lambda: not self.queue or not self.is_up(), timeout, interval=DRAIN_POLL)
 
     def close(self) -> None:
         """Stop; what is still queued is dropped, its callbacks run in order."""

@@ -10,6 +10,7 @@ claims and what a verified token may do (its `Principal`).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import jwt
 from jwt.types import Options
@@ -28,6 +29,12 @@ LEEWAY = 5
 # distinct answers would let anyone enumerate tenants and kids with unsigned tokens.
 # The cause is the error's `detail`, for the server log only.
 UNVERIFIABLE = "bad signature"
+# Tokens verified lately, by their exact text (the signature included), with their
+# Principal: a provider reconnects with the token it had, and a restart closing every
+# client at once made each verify its token again. A hit only checks `exp` again (the
+# keys, audience and scope do not change while the process runs; a verified token's
+# nbf and iat stay past).
+VERIFIED_TOKENS = 4096
 # The `auth` setting; its tenants are parsed by tenants.py, every one checked.
 _AUTH = section(
     {"audience": string, "scope": string, "close_on_expiry": boolean, "tenants": unchecked},
@@ -46,6 +53,7 @@ class Authenticator:
         # LEEWAY) passes. Off by default: a provider reconnects with the token it was
         # built with, so this needs a client that refreshes it (README, Authentication).
         self.close_on_expiry = close_on_expiry
+        self._verified: OrderedDict[str, Principal] = OrderedDict()  # VERIFIED_TOKENS
 
     @classmethod
     def from_config(
@@ -78,6 +86,19 @@ class Authenticator:
         """
         if not token:
             raise NoToken()
+        principal = self._verified.get(token)
+        if principal is not None:
+            if principal.claims["exp"] + LEEWAY > time.time():  # PyJWT's expiry rule
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal = self._verify(token)
+        self._verified[token] = principal
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             # One unverified parse gives both the kid and the tenant to pick the key by.
             unverified = jwt.decode_complete(token, options={"verify_signature": False})

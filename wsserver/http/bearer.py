@@ -8,7 +8,7 @@ from ..errors import MissingBearer, WrongBearer
 from ..handshake.handshake import bearer_token
 
 
-def require_bearer(expected):
+def require_bearer(expected: str) -> None:
     """Raise MissingBearer (401) or WrongBearer (403) unless this request carries the
     token `expected`; compared in constant time."""
     given = bearer_token(request.headers.get("Authorization", ""))

@@ -22,7 +22,10 @@ into a text field, a map patch of a fragment) is 400 {"error", "code": 400}, and
 document stays as it was. The formats: wsserver/documents/formats/.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 from pycrdt import Doc
@@ -42,9 +45,28 @@ from ..protocol.codec import EMPTY_UPDATE
 from .cors import Cors
 from .documents import PREFIX, DocumentApi, read_body
 
+if TYPE_CHECKING:
+    from ..documents.key import DocKey
+    from ..documents.manager import DocumentManager
+    from ..documents.storage import Store
+    from ..handshake.claims import Principal
+    from ..handshake.handshake import Handshake
+    from ..handshake.tenants import App
+    from ..limits.gates import WriteQuotaGate
+    from ..regions.gate import RegionGate
+
+# A change made on the scratch copy of a document, given the copy and its update.
+Change = Callable[[Doc, bytes], object]
+
 
 def blueprint(
-    handshake, region_gate, write_gate, documents, store, max_body, shutting_down
+    handshake: Handshake,
+    region_gate: RegionGate,
+    write_gate: WriteQuotaGate,
+    documents: DocumentManager,
+    store: Store,
+    max_body: int,
+    shutting_down: Callable[[], bool],
 ) -> Blueprint:
     """The routes; the arguments are the document API's (documents.blueprint)."""
     api = ContentApi(handshake, region_gate, write_gate, documents, store, max_body, shutting_down)
@@ -56,6 +78,8 @@ def blueprint(
 
 
 class ContentApi(DocumentApi):
+    """The write routes' handlers, on the document API's checks and apply."""
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.cors = Cors(
@@ -64,16 +88,16 @@ class ContentApi(DocumentApi):
             headers=("Authorization", "Content-Type"),
         )
 
-    def replace(self, key, principal, app) -> Response:
+    def replace(self, key: DocKey, principal: Principal, app: App) -> Response:
         return self._write(key, principal, app, None)
 
-    def append(self, key, principal, app) -> Response:
+    def append(self, key: DocKey, principal: Principal, app: App) -> Response:
         position = request.args.get("position", "end")
         if position not in POSITIONS:
             raise BadRequest(f"position must be one of {', '.join(POSITIONS)}")
         return self._write(key, principal, app, position)
 
-    def patch(self, key, principal, app, field: str) -> Response:
+    def patch(self, key: DocKey, principal: Principal, app: App, field: str) -> Response:
         self._check_writer(principal)
         changes = parse_json(read_body(self.max_body))
         if not isinstance(changes, dict):
@@ -82,7 +106,7 @@ class ContentApi(DocumentApi):
             key, principal, app, lambda doc, update: patch_map(doc, update, field, changes)
         )
 
-    def _write(self, key, principal, app, position: str | None) -> Response:
+    def _write(self, key: DocKey, principal: Principal, app: App, position: str | None) -> Response:
         self._check_writer(principal)
         form = request.args.get("format")
         if form not in WRITE_FORMATS:
@@ -96,12 +120,12 @@ class ContentApi(DocumentApi):
             lambda doc, update: write_field(doc, update, field, form, content, position),
         )
 
-    def _check_writer(self, principal) -> None:
+    def _check_writer(self, principal: Principal) -> None:
         if self.shutting_down():
             raise ServiceRestart()
         principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
 
-    def _change(self, key, principal, app, change) -> Response:
+    def _change(self, key: DocKey, principal: Principal, app: App, change: Change) -> Response:
         """Claim the document as a write does, make `change(scratch doc, its update)`
         on a copy of the live document, apply the difference; 200 once durable."""
         session = self.handshake.admit(

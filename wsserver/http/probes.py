@@ -19,9 +19,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 
 import gevent
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,11 @@ class HubWatch:
 
     def __init__(self, tick: float = 0.25, late: float = 1.0, window: float = 5.0) -> None:
         self.tick, self.late, self.window = tick, late, window
-        self.blocked = None  # (when, seconds) of the last overdue wake-up
+        # (when, seconds) of the last overdue wake-up
+        self.blocked: tuple[float, float] | None = None
         self._greenlet = gevent.spawn(self._watch)
 
-    def _watch(self):
+    def _watch(self) -> None:
         while True:
             before = time.monotonic()
             gevent.sleep(self.tick)
@@ -60,18 +62,19 @@ class HubWatch:
         self._greenlet.kill(block=False)
 
 
-def blueprint(checks):
+def blueprint(checks: Mapping[str, Callable[[], object]]) -> Blueprint:
     """`checks`: {name: callable}; a callable raises (its message is the reason) when
     what it checks is not ready. They run in order; each bounds its own wait."""
     bp = Blueprint("probes", __name__)
 
     @bp.get("/livez")
-    def livez():
+    def livez() -> Response:
         return jsonify(status="alive")
 
     @bp.get("/readyz")
-    def readyz():
-        results, ready = {}, True
+    def readyz() -> Response:
+        results: dict[str, str] = {}
+        ready = True
         for name, check in checks.items():
             try:
                 check()

@@ -55,7 +55,7 @@ class Message:
         self.kind = kind
         self.data = data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Message({self.kind!r}, {len(self.data)} bytes)"
 
 
@@ -122,7 +122,7 @@ def decode(buf: bytes | bytearray) -> Message:
     return Message(kind, data)
 
 
-def kind_of(message):
+def kind_of(message: bytes) -> str:
     """The KIND_* of a message this server encoded (its first two bytes tell), for
     counting what is sent without decoding it."""
     if message[0] == MESSAGE_AWARENESS:

@@ -32,7 +32,7 @@ from ..errors import (
     WrongRegion,
     WsServerError,
 )
-from ..support.validators import list_of, number, section, string
+from ..support.validators import fraction_of, list_of, number, section, string
 
 if TYPE_CHECKING:
     from ..documents.key import DocKey
@@ -91,13 +91,20 @@ def validate_pins(key: str, value: Any) -> list[dict[str, str]]:
     return _PINS(key, value) or []
 
 
-_REGISTRY = section(
-    {
-        "release_after_seconds": number(0.0, what="a number of seconds"),
-        "ttl_seconds": number(0.5, what="a number of seconds"),
-        "heartbeat_seconds": number(0.05, what="a number of seconds"),
-    },
-    defaults=REGISTRY_DEFAULTS,
+_REGISTRY = fraction_of(
+    section(
+        {
+            "release_after_seconds": number(0.0, what="a number of seconds"),
+            "ttl_seconds": number(0.5, what="a number of seconds"),
+            "heartbeat_seconds": number(0.05, what="a number of seconds"),
+        },
+        defaults=REGISTRY_DEFAULTS,
+    ),
+    "heartbeat_seconds",
+    "ttl_seconds",
+    1.0,
+    "must be shorter than ttl_seconds (a third of it leaves room for two missed heartbeats)",
+    strict=True,
 )
 
 
@@ -108,12 +115,6 @@ def validate_registry(key: str, value: Any) -> dict[str, float]:
     """
     result = _REGISTRY(key, value)
     result.setdefault("heartbeat_seconds", result["ttl_seconds"] / 3)
-    if result["heartbeat_seconds"] >= result["ttl_seconds"]:
-        raise ConfigError(
-            f"{key}.heartbeat_seconds",
-            "must be shorter than ttl_seconds "
-            "(a third of it leaves room for two missed heartbeats)",
-        )
     return result
 
 

@@ -93,36 +93,8 @@ class Config:
         mapping = expand_env(
             mapping, env, sources=sources, errors=problems.errors if problems else None
         )
-        with problems.check():
-            known_keys("", mapping, _BY_NAME)
-        values, failed = {}, set()
-        for setting in SETTINGS:
-            if setting.name not in mapping:
-                values[setting.name] = setting.default
-                continue
-            before = len(problems.errors)
-            with problems.check():
-                values[setting.name] = setting.validate(setting.name, mapping[setting.name])
-            if len(problems.errors) > before:
-                failed.add(setting.name)
-                values[setting.name] = setting.default  # for the cross-checks below
-        if "auth" not in failed and values.get("auth") is None:
-            problems.errors.append(
-                ConfigError("auth", "is required (at least one tenant with a key)")
-            )
-            failed.add("auth")
-        if not failed & {"region", "regions", "pins"}:
-            with problems.check():
-                check_region_map(values, env)
-        if not failed & {"process", "registry", "rate_limit"}:
-            with problems.check():  # the records renewed on the process's heartbeat
-                check_expiries(
-                    values["process"],
-                    {
-                        "registry.ttl_seconds": values["registry"]["ttl_seconds"],
-                        "rate_limit.lease_seconds": values["rate_limit"]["lease_seconds"],
-                    },
-                )
+        values, failed = _validate_settings(mapping, problems)
+        _cross_check(values, failed, env, problems)
         if values["redis_verify_certificate"] is False:
             # Applied to the URLs themselves, so every Redis client reads it from them.
             if values["redis"]:
@@ -172,7 +144,51 @@ class Config:
         return cls.from_mapping(mapping, env, checks)
 
 
-def _env_int(text):
+def _validate_settings(
+    mapping: Mapping[str, Any], problems: Problems
+) -> tuple[dict[str, Any], set[str]]:
+    """Every setting of the table validated (its default when absent), and the names of
+    those that failed (their defaults stand in, for the cross-checks)."""
+    with problems.check():
+        known_keys("", mapping, _BY_NAME)
+    values: dict[str, Any] = {}
+    failed: set[str] = set()
+    for setting in SETTINGS:
+        if setting.name not in mapping:
+            values[setting.name] = setting.default
+            continue
+        before = len(problems.errors)
+        with problems.check():
+            values[setting.name] = setting.validate(setting.name, mapping[setting.name])
+        if len(problems.errors) > before:
+            failed.add(setting.name)
+            values[setting.name] = setting.default  # for the cross-checks below
+    return values, failed
+
+
+def _cross_check(
+    values: dict[str, Any], failed: set[str], env: Mapping[str, str], problems: Problems
+) -> None:
+    """The rules between settings, each checked when the settings it reads are valid:
+    `auth` present, the region map, the records renewed on the process's heartbeat."""
+    if "auth" not in failed and values.get("auth") is None:
+        problems.errors.append(ConfigError("auth", "is required (at least one tenant with a key)"))
+        failed.add("auth")
+    if not failed & {"region", "regions", "pins"}:
+        with problems.check():
+            check_region_map(values, env)
+    if not failed & {"process", "registry", "rate_limit"}:
+        with problems.check():
+            check_expiries(
+                values["process"],
+                {
+                    "registry.ttl_seconds": values["registry"]["ttl_seconds"],
+                    "rate_limit.lease_seconds": values["rate_limit"]["lease_seconds"],
+                },
+            )
+
+
+def _env_int(text: str) -> int:
     try:
         return int(text)
     except ValueError:

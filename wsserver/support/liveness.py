@@ -38,7 +38,7 @@ import gevent
 
 from ..errors import ConfigError
 from ..logs import Throttled
-from .validators import number, section
+from .validators import fraction_of, number, section
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +53,26 @@ def new_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-_PROCESS = section(
-    {
-        "heartbeat_seconds": number(0.05, what="a number of seconds"),
-        "ttl_seconds": number(0.1, what="a number of seconds"),
-    },
-    defaults=PROCESS_DEFAULTS,
+_PROCESS = fraction_of(
+    section(
+        {
+            "heartbeat_seconds": number(0.05, what="a number of seconds"),
+            "ttl_seconds": number(0.1, what="a number of seconds"),
+        },
+        defaults=PROCESS_DEFAULTS,
+    ),
+    "heartbeat_seconds",
+    "ttl_seconds",
+    0.5,
+    "must be at most half of ttl_seconds (one missed heartbeat must not make the process "
+    "look dead)",
 )
 
 
 def validate_process(key: str, value: Any) -> dict[str, float]:
     """`{heartbeat_seconds, ttl_seconds}` as floats; the heartbeat must be shorter than
     the TTL (a half leaves room for one missed beat)."""
-    result = _PROCESS(key, value)
-    if result["heartbeat_seconds"] * 2 > result["ttl_seconds"]:
-        raise ConfigError(
-            f"{key}.heartbeat_seconds",
-            "must be at most half of ttl_seconds (one missed heartbeat must not make "
-            "the process look dead)",
-        )
-    return result
+    return _PROCESS(key, value)
 
 
 def check_expiries(process: dict[str, float], expiries: dict[str, float]) -> None:

@@ -39,16 +39,28 @@ def on_stop(stop: Callable[[], object], signals: Iterable[int] = STOP_SIGNALS) -
         gevent.signal_handler(signum, handler)
 
 
-def before_previous(stop: Callable[[], object], delay: float, signum: int = signal.SIGTERM) -> None:
+def before_previous(
+    stop: Callable[[], object],
+    delay: float,
+    signum: int = signal.SIGTERM,
+    wait: Callable[[], object] | None = None,
+) -> None:
     """At `signum`: run `stop()` in a new greenlet at once, and the handler installed
     before this call (gunicorn's) `delay` seconds later, with the signal's arguments.
     For a process whose server owns the signal: its own handler would end the accept
-    loop at once, refusing new connections for the whole drain."""
+    loop at once, refusing new connections for the whole drain. `wait`: both come once
+    `wait()` returns instead (a rolling restart's old worker serves until its
+    successors are ready, wsserver/restarts.py)."""
     previous = signal.getsignal(signum)
 
     def handler(sig: int, frame: FrameType | None) -> None:
-        gevent.spawn(stop)
-        if callable(previous):
-            gevent.spawn_later(delay, previous, sig, frame)
+        def run() -> None:
+            if wait is not None:
+                wait()
+            gevent.spawn(stop)
+            if callable(previous):
+                gevent.spawn_later(delay, previous, sig, frame)
+
+        gevent.spawn(run)
 
     signal.signal(signum, handler)

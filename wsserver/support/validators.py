@@ -277,3 +277,22 @@ def section(
         return result
 
     return check
+
+
+def fraction_of(
+    validate: Validator, part: str, whole: str, share: float, why: str, *, strict: bool = False
+) -> Validator:
+    """`validate` (a `section`), then its field `part` refused under `KEY.PART` with the
+    message `why` when it is more than `share` of its field `whole` (or exactly that,
+    when `strict`): a heartbeat and the TTL it renews. Not checked when the section left
+    either field out (no value, no default)."""
+
+    def check(key, value):
+        result = validate(key, value)
+        if part in result and whole in result:
+            limit = result[whole] * share
+            if result[part] > limit or (strict and result[part] == limit):
+                raise ConfigError(f"{key}.{part}", why)
+        return result
+
+    return check

@@ -148,6 +148,11 @@ class Connection:
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
 
+    @property
+    def sending(self) -> bool:
+        """Frames are queued that the socket has not taken yet (a writer drains them)."""
+        return self._writer is not None
+
     def send_message(self, message: bytes) -> None:
         metrics.sent(kind_of(message), len(message))
         self.send(frames.encode_frame(frames.OP_BINARY, message))

@@ -22,9 +22,13 @@ with `include_content` gets the changed fields' content in it too (content.py);
 (app.py).
 """
 
+from __future__ import annotations
+
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
@@ -35,13 +39,18 @@ from .settings import (
     CONNECTION_OPENED,
     DOCUMENT_CHANGED,
     DOCUMENT_CREATED,
+    Hook,
     hooks_by_app,
 )
+
+if TYPE_CHECKING:
+    from ..documents.key import DocKey
+    from ..handshake.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
 
-def build_webhooks(authenticator):
+def build_webhooks(authenticator: Authenticator) -> Webhooks | None:
     """Webhooks for the configured apps (ConfigError naming the key of a bad entry), or
     None when no app has any: then nothing is spawned and nothing is called."""
     hooks = hooks_by_app(authenticator)
@@ -49,15 +58,18 @@ def build_webhooks(authenticator):
 
 
 class Webhooks:
-    def __init__(self, hooks, delivery):
+    """The events of every app's hooks: the calls the rest of the server makes."""
+
+    def __init__(self, hooks: dict[tuple[str, str], list[Hook]], delivery: Delivery) -> None:
         self.hooks = hooks  # (tenant, app) -> [Hook]
         self.delivery = delivery
         # (Hook, DocKey) -> the greenlet that sends the document.changed of that window.
-        self._windows = {}
-        self.read_document = None  # DocKey -> bytes, for hooks with include_content
+        self._windows: dict[tuple[Hook, DocKey], gevent.Greenlet] = {}
+        # DocKey -> the document as one update, for hooks with include_content.
+        self.read_document: Callable[[DocKey], bytes] | None = None
         self._sent = {hook: ChangedFields() for group in hooks.values() for hook in group}
 
-    def document_stored(self, key, created):
+    def document_stored(self, key: DocKey, created: bool) -> None:
         """An update of the document `key` is durable (`created`: its first)."""
         hooks = self.hooks.get((key.tenant, key.app))
         if not hooks:
@@ -78,16 +90,16 @@ class Webhooks:
             if event in hook.events:
                 self._send(hook, event, key, **fields)
 
-    def connection_opened(self, key, user):
+    def connection_opened(self, key: DocKey, user: str | None) -> None:
         self._connection(CONNECTION_OPENED, key, user)
 
-    def connection_closed(self, key, user):
+    def connection_closed(self, key: DocKey, user: str | None) -> None:
         self._connection(CONNECTION_CLOSED, key, user)
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         return self.delivery.counts()
 
-    def close(self, timeout):
+    def close(self, timeout: float) -> None:
         """Shutdown: send the changes of open windows now, then give the queue up to
         `timeout` seconds."""
         # Without content: storage may be closed already, and each read could wait.
@@ -97,21 +109,22 @@ class Webhooks:
             self._close_window(hook, key)
         self.delivery.close(timeout)
 
-    def _connection(self, event, key, user):
+    def _connection(self, event: str, key: DocKey, user: str | None) -> None:
         for hook in self.hooks.get((key.tenant, key.app), ()):
             if event in hook.events:
                 self._send(hook, event, key, sub=user)
 
-    def _close_window(self, hook, key):
+    def _close_window(self, hook: Hook, key: DocKey) -> None:
         self._windows.pop((hook, key), None)
-        extra = {}
-        if hook.include_content and self.read_document is None:
+        extra: dict[str, Any] = {}
+        read = self.read_document
+        if hook.include_content and read is None:
             extra = {"content_error": "server shutting down; read the document with GET"}
-        elif hook.include_content:
-            extra = content_fields(self.read_document, key, hook.include_content, self._sent[hook])
+        elif hook.include_content and read is not None:
+            extra = content_fields(read, key, hook.include_content, self._sent[hook])
         self._send(hook, DOCUMENT_CHANGED, key, **extra)
 
-    def _send(self, hook, event, key, **extra):
+    def _send(self, hook: Hook, event: str, key: DocKey, **extra: Any) -> None:
         body = {
             "event": event,
             "tenant": key.tenant,

@@ -16,9 +16,12 @@ The stdlib sockets are gevent's (the server patches them at start), so a hanging
 receiver only ever parks its sender greenlet.
 """
 
+from __future__ import annotations
+
 import http.client
 import logging
 from collections import Counter
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import gevent
@@ -29,6 +32,11 @@ from ..logs import Throttled
 from ..support.backoff import Backoff
 from ..support.wait import wait_until
 from . import signing
+
+if TYPE_CHECKING:
+    from .settings import Hook
+
+Event = tuple["Hook", str, bytes]  # a hook, the event's name, the signed JSON body
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +54,29 @@ class Delivery:
 
     def __init__(
         self,
-        queue_size=QUEUE_SIZE,
-        senders=SENDERS,
-        attempts=ATTEMPTS,
-        retry=(RETRY_MIN, RETRY_MAX),
-        timeout=REQUEST_TIMEOUT,
-    ):
+        queue_size: int = QUEUE_SIZE,
+        senders: int = SENDERS,
+        attempts: int = ATTEMPTS,
+        retry: tuple[float, float] = (RETRY_MIN, RETRY_MAX),
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.attempts = attempts
         self.retry = retry  # Backoff(first, cap) of the attempts of one event
         self.timeout = timeout
-        self.queue = Queue(maxsize=queue_size)
-        self.counters = Counter()
+        self.queue: Queue[Event] = Queue(maxsize=queue_size)
+        self.counters: Counter[str] = Counter()
         self._drops = Throttled(log)
         self._busy = 0
         self._senders = [gevent.spawn(self._send_loop) for _ in range(senders)]
 
-    def enqueue(self, hook, event, body):
+    def enqueue(self, hook: Hook, event: str, body: bytes) -> None:
         """Queue `body` (bytes, the JSON of `event`) for `hook`; never blocks."""
         try:
             self.queue.put_nowait((hook, event, body))
         except Full:
             self._drop("queue full", hook, event)
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         return {
             "queued": self.queue.qsize(),
             "in_flight": self._busy,
@@ -77,7 +85,7 @@ class Delivery:
             "dropped": self.counters["dropped"],
         }
 
-    def close(self, timeout):
+    def close(self, timeout: float) -> None:
         """Give queued events up to `timeout` seconds to go out, then stop the senders;
         what is left is dropped (counted)."""
         wait_until(lambda: not (self.queue.qsize() or self._busy), timeout)
@@ -89,7 +97,7 @@ class Delivery:
 
     # --- senders --------------------------------------------------------------------
 
-    def _send_loop(self):
+    def _send_loop(self) -> None:
         while True:
             hook, event, body = self.queue.get()
             self._busy += 1
@@ -102,7 +110,7 @@ class Delivery:
             finally:
                 self._busy -= 1
 
-    def _deliver(self, hook, event, body):
+    def _deliver(self, hook: Hook, event: str, body: bytes) -> None:
         backoff = Backoff(*self.retry)
         for attempt in range(1, self.attempts + 1):
             status, problem = self._post(hook, body)
@@ -120,7 +128,7 @@ class Delivery:
             gevent.sleep(delay)
         self._drop(f"{self.attempts} attempts failed, the last: {problem}", hook, event)
 
-    def _post(self, hook, body):
+    def _post(self, hook: Hook, body: bytes) -> tuple[int | None, str | None]:
         """One attempt: (HTTP status, None) or (None, what went wrong) / (5xx, text)."""
         parts = urlsplit(hook.url)
         connection_class = (
@@ -132,7 +140,8 @@ class Delivery:
             "User-Agent": USER_AGENT,
             **signing.headers(hook.secret, body),
         }
-        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
+        host = parts.hostname or ""  # never empty: a hook's url must name a host (settings.py)
+        connection = connection_class(host, parts.port, timeout=self.timeout)
         try:
             # The socket timeout bounds each read; this bounds the whole request (a
             # receiver trickling its answer byte by byte).
@@ -150,10 +159,10 @@ class Delivery:
         finally:
             connection.close()
 
-    def _count(self, outcome, n=1):
+    def _count(self, outcome: str, n: int = 1) -> None:
         self.counters[outcome] += n
         metrics.WEBHOOK_EVENTS.labels(outcome).inc(n)
 
-    def _drop(self, why, hook, event):
+    def _drop(self, why: str, hook: Hook, event: str) -> None:
         self._count("dropped")
         self._drops.error("webhook %s to %s dropped: %s", event, hook.url, why)

@@ -300,7 +300,7 @@ class Registry(BlockingCalls):
         delay = 0.0 if at_once or holding.lost or self._closed else self.release_after
         gevent.spawn(self._release_later, key, holding, holding.generation, delay)
 
-    def _release_later(self, key, holding, generation, delay):
+    def _release_later(self, key: DocKey, holding: Holding, generation: int, delay: float) -> None:
         gevent.sleep(delay)
         backoff = Backoff(*self.retry)
         while True:

@@ -15,8 +15,12 @@ that module for why that is right under gevent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
 
 from ...documents.storage.postgres import (
     LOCK_NAMESPACE,
@@ -57,7 +61,7 @@ class PostgresRegistry(Registry):
         self.url = url
         self.timeouts = timeouts
         self.table_clock = clock
-        self.pool = None
+        self.pool: ConnectionPool | None = None
 
     def _params(self, key=None, **extra):
         params = {"now": self.table_clock() if self.table_clock is not None else None, **extra}
@@ -67,7 +71,7 @@ class PostgresRegistry(Registry):
 
     def _open(self):
         self.pool = open_pool(self.url, POOL_SIZE, "wsserver-registry", *self.timeouts)
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             ensure_schema(conn)
             # Rows of nodes long gone (kill -9): harmless once expired; keep the table small.
             conn.execute(
@@ -79,9 +83,18 @@ class PostgresRegistry(Registry):
             self.pool.close()
             self.pool = None
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool for one call; RuntimeError once the registry is closed
+        (a call racing the shutdown, answered as any failing call)."""
+        if self.pool is None:
+            raise RuntimeError("the registry is closed")
+        with self.pool.connection() as conn:
+            yield conn
+
     def _claim(self, key, node, region, ttl):
         params = self._params(key, node=node, region=region, ttl=ttl)
-        with self.pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)", (CLAIM_LOCK_NAMESPACE, doc_lock_key(key))
             )
@@ -113,7 +126,7 @@ class PostgresRegistry(Registry):
             aps=[k[1] for k in keys],
             ns=[k[2] for k in keys],
         )
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             rows = conn.execute(
                 f"UPDATE wsserver_registry r SET expires_at = {_NOW} + %(ttl)s "
                 "FROM unnest(%(ts)s::text[], %(aps)s::text[], %(ns)s::text[]) AS k(t, a, n) "
@@ -125,14 +138,14 @@ class PostgresRegistry(Registry):
         return {key for key in keys if tuple(key) in renewed}
 
     def _release(self, key, node):
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(
                 f"DELETE FROM wsserver_registry WHERE {_DOC} AND node = %(node)s",
                 self._params(key, node=node),
             )
 
     def _lookup(self, key):
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             row = conn.execute(
                 f"SELECT region FROM wsserver_registry WHERE {_DOC} AND expires_at > {_NOW} "
                 "LIMIT 1",

@@ -148,6 +148,8 @@ class RedisRegistry(Registry):
         )
 
     def _renew(self, keys, node, ttl):
+        if self.client is None:
+            raise RuntimeError("the registry is closed")  # a call racing the shutdown
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             self._renew_script(keys=[redis_key(key)], args=[node, int(ttl * 1000)], client=pipe)

@@ -42,11 +42,11 @@ class SQLiteRegistry(Registry):
     ) -> None:
         super().__init__(region, clock=clock, **options)
         self.path = path
-        self.db = None
+        self.db: sqlite3.Connection | None = None
 
-    def _open(self):
-        self.db = connect(self.path, busy_timeout=10.0)
-        self.db.executescript(SCHEMA)
+    def _open(self) -> None:
+        self.db = db = connect(self.path, busy_timeout=10.0)
+        db.executescript(SCHEMA)
         # Rows of nodes long gone (kill -9): harmless once expired, but keep the table small.
         self._transaction(
             lambda db: db.execute(
@@ -104,6 +104,8 @@ class SQLiteRegistry(Registry):
         )
 
     def _lookup(self, key):
+        if self.db is None:
+            raise RuntimeError("the registry is closed")  # a call racing the shutdown
         row = self.db.execute(
             f"SELECT region FROM registry WHERE {_DOC} AND expires_at > ? LIMIT 1",
             (*key, self.clock()),
