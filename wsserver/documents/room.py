@@ -43,12 +43,13 @@ from gevent.event import AsyncResult, Event
 from pycrdt import Doc, merge_updates
 
 from .. import metrics
-from ..errors import DocumentDeleted, InvalidPayload, ProtocolViolation
+from ..errors import InvalidPayload, ProtocolViolation
 from ..fanout import NoFanout
 from ..protocol import codec
 from ..protocol.update import check_one_update
 from ..transport import frames
 from . import rebuild, ydoc
+from .awareness_owners import user_of
 from .cold import ColdState
 from .compaction import Compaction
 from .delivery import Delivery
@@ -155,9 +156,7 @@ class Room:
 
         Unless the log is long, connections may join while the copy is built: storage's
         state answers their step 1s, and they are greeted once it is built (cold.py)."""
-        loaded = self.store.load(self.key)
-        if loaded.deleted_at is not None:
-            raise DocumentDeleted()  # in the trash (documents/history.py): 4404 to all
+        loaded = self.store.load(self.key).live()  # in the trash: DocumentDeleted (4404)
         self.stored_nothing = not loaded.updates
         if self.cold.stored(loaded.updates, loaded.log_count):
             self.cold.let_answers_go()
@@ -289,8 +288,7 @@ class Room:
         instead of the update itself, and nothing when it changed nothing.
         `on_durable()`: called once the update is committed and broadcast. Returns True
         when something was queued for storage (only then is `on_durable` called).
-        `author`: the `sub` stored with it (the versions' authors); a client's own by
-        default.
+        `author`: the `sub` stored with it for the versions (default: a client's own).
         """
         if update == codec.EMPTY_UPDATE:
             return False  # a step 2 from a client that has nothing new: nothing to keep or send
@@ -310,11 +308,9 @@ class Room:
             update = _merged(changes)
         self.pending += 1
         self.durable.clear()
-        if author is None and not isinstance(origin, str) and origin.principal is not None:
-            author = origin.principal.user  # a client's: its token's `sub`
-        self.store.append(
-            self.key, update, partial(self._stored, update, origin, on_durable), author
-        )
+        author = author if author is not None or isinstance(origin, str) else user_of(origin)
+        stored = partial(self._stored, update, origin, on_durable)
+        self.store.append(self.key, update, stored, author)
         return True
 
     def _integrate(self, update: bytes, capture: bool) -> tuple[list[bytes], bytes | None]:

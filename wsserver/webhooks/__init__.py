@@ -82,7 +82,7 @@ class Webhooks:
                     hook.debounce_seconds, self._close_window, hook, key
                 )
 
-    def history_event(self, event, key, fields):
+    def history_event(self, event: str, key: DocKey, fields: dict[str, Any]) -> None:
         """A history event (wsserver/documents/history.py): version.created (with
         `version`), document.restored (`version`, `sub`), document.deleted,
         document.undeleted; sent at once to the hooks that asked for it."""

@@ -25,6 +25,7 @@ import gevent
 from gevent.event import Event
 
 from ... import metrics
+from ...errors import DocumentDeleted
 from ...logs import Throttled
 from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls, CallTimeout
@@ -36,12 +37,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 # id_sum: the sum of the log rows' ids, which with log_count identifies the set of rows
 # a process has seen (see `Store.compact`). deleted_at: when the document was moved to
 # the trash (time.time()), None when it is not there.
-Loaded = namedtuple(
-    "Loaded", "updates last_id log_count log_bytes id_sum deleted_at", defaults=(0, None)
-)
+class Loaded(
+    namedtuple(
+        "Loaded", "updates last_id log_count log_bytes id_sum deleted_at", defaults=(0, None)
+    )
+):
+    __slots__ = ()
+
+    def live(self) -> Loaded:
+        """Itself, or DocumentDeleted (4404) for a document in the trash (a room's load:
+        documents/history.py)."""
+        if self.deleted_at is not None:
+            raise DocumentDeleted()
+        return self
 
 
 def loaded(snapshot, rows, deleted_at=None):
