@@ -139,6 +139,7 @@ def test_a_deleted_document_cannot_be_resurrected_by_a_reconnecting_provider(sta
     assert result["reconnects"] <= len(result["closes"]) <= result["reconnects"] + 1
     if version == 3:
         assert result["reconnects"] == 0
+    assert close_code(server, name, WRITER) == 4404  # a new client too
     for path in (f"/v1/documents/{name}", f"/v1/documents/{name}/versions"):
         status, answer = call(server, "GET", path)
         assert (status, answer["code"]) == (410, 4404)
@@ -183,6 +184,20 @@ def test_a_delete_closes_the_clients_of_every_process(start_server, tmp_path, fa
     assert {c["code"] for c in result["closes"] if c} == {4404}
     assert time.monotonic() - started < (3 if redis else 5)
     assert call(two, "GET", f"/v1/documents/{name}")[0] == 410
+
+
+def close_code(server, name, token):
+    """The close code a new connection to `name` gets (None: it stays open)."""
+    ws = _connect(server, name, token)
+    try:
+        while True:
+            opcode, data = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big")
+    except websocket.WebSocketTimeoutException:
+        return None
+    finally:
+        ws.close()
 
 
 def _connect(server, name, token):
