@@ -31,6 +31,7 @@ from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls, CallTimeout
 from ..key import DocKey
 from ..ydoc import fold  # the backends fold with it: pending structs kept
+from .history import VersionsMixin
 
 if TYPE_CHECKING:
     from .history import Retention
@@ -88,7 +89,7 @@ class StoreError(Exception):
     pending = None
 
 
-class Store(BlockingCalls):
+class Store(VersionsMixin, BlockingCalls):
     def __init__(self):
         self._queue = []
         self._wake = Event()
@@ -293,74 +294,6 @@ class Store(BlockingCalls):
             self._committed.wait(left)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    # --- history (documents/storage/history.py) -------------------------------------
-
-    def create_version(
-        self,
-        key: DocKey,
-        label: str | None = None,
-        automatic: bool = False,
-        timeout: float | None = None,
-    ) -> dict | None:
-        """Store the document's state now as a version (after its queued appends are
-        committed), retention applied; its description ({id, created_at, label,
-        authors, size}). None when storage holds nothing of the document, or
-        (`automatic`) nothing changed since its last version."""
-        left = self._wait_committed(key, "version", timeout, "no version made")
-        return self._bounded(
-            "version", self._create_version, key, label, automatic, time.time(), timeout=left
-        )
-
-    def versions(self, key: DocKey, timeout: float | None = None) -> list[dict]:
-        """The document's versions, newest first (descriptions, no state)."""
-        return self._bounded("versions", self._versions, key, timeout=timeout)
-
-    def version(
-        self, key: DocKey, version_id: int, timeout: float | None = None
-    ) -> tuple[dict, bytes] | None:
-        """(description, state) of one version of the document, or None."""
-        return self._bounded("versions", self._version, key, version_id, timeout=timeout)
-
-    def trash(self, key: DocKey, timeout: float | None = None, at: float | None = None) -> float:
-        """Move the document to the trash (kept, versions included, refused to every
-        load until `untrash`); returns its deleted_at (`at`, default now; an earlier
-        one if it was already there)."""
-        now = time.time() if at is None else at
-        return self._bounded("trash", self._trash, key, now, timeout=timeout)
-
-    def untrash(self, key: DocKey, timeout: float | None = None) -> bool:
-        """Take the document out of the trash; False when it was not there."""
-        return self._bounded("trash", self._untrash, key, timeout=timeout)
-
-    def trashed(self, keys: list[DocKey], timeout: float | None = None) -> dict[DocKey, float]:
-        """{key: deleted_at} of those of `keys` in the trash."""
-        if not keys:
-            return {}
-        found = self._bounded("trash", self._trashed, keys, timeout=timeout)
-        return {DocKey(*k): at for k, at in found}
-
-    def trash_list(self, timeout: float | None = None) -> list[tuple[DocKey, float]]:
-        """Every trashed document (key, deleted_at), most recently deleted first."""
-        rows = self._bounded("trash", self._trash_list, timeout=timeout)
-        return sorted(((DocKey(*k), at) for k, at in rows), key=lambda r: -r[1])
-
-    def sweep(self, timeout: float | None = None) -> tuple[int, list[DocKey]]:
-        """Retention over every document: (versions removed, documents purged from the
-        trash after `trash_days`)."""
-        if self.retention is None:
-            return 0, []
-        removed, purged = self._bounded("sweep", self._sweep, time.time(), timeout=timeout)
-        return removed, [DocKey(*k) for k in purged]
-
-    def all_versions(self, key: DocKey) -> list[tuple[dict, bytes]]:
-        """Every version of the document with its state, oldest first (copy-storage)."""
-        return [self._version(key, v["id"]) for v in reversed(self._call(self._versions, key))]
-
-    def add_version(self, key: DocKey, meta: dict, state: bytes) -> None:
-        """Store a copied version as it was (created_at, label, authors), unless one of
-        the same created_at is there already (copy-storage run again)."""
-        self._call(self._add_version, key, meta, state)
-
     def _bounded(self, what, fn, *args, timeout=None):
         """`self._call(fn, *args, timeout=timeout)`, its failures counted under `what`;
         a timeout raises StoreError carrying the call still running (`pending`: its
@@ -458,37 +391,6 @@ class Store(BlockingCalls):
         """Replace the snapshot and rows <= upto_id atomically (see `compact`); the
         authors of the rows folded newer than the last version kept on the snapshot
         (history.folded_authors)."""
-        raise NotImplementedError
-
-    def _create_version(self, key, label, automatic, now):
-        """history.new_version inside one transaction, then retention (history.pruned)."""
-        raise NotImplementedError
-
-    def _versions(self, key):
-        raise NotImplementedError
-
-    def _version(self, key, version_id):
-        raise NotImplementedError
-
-    def _add_version(self, key, meta, state):
-        raise NotImplementedError
-
-    def _trash(self, key, now):
-        raise NotImplementedError
-
-    def _untrash(self, key):
-        raise NotImplementedError
-
-    def _trashed(self, keys):
-        """[(key tuple, deleted_at)] of those of `keys` in the trash."""
-        raise NotImplementedError
-
-    def _trash_list(self):
-        raise NotImplementedError
-
-    def _sweep(self, now):
-        """(versions removed, keys purged): `keep_days` over every document's automatic
-        versions, trash entries older than `trash_days` purged (`_delete`)."""
         raise NotImplementedError
 
 
