@@ -70,6 +70,7 @@ def blueprint(api: DocumentApi, history: History, admin: dict | None) -> Bluepri
     api.route(bp, f"{PREFIX}/<name>", "DELETE", routes.delete)
     api.route(bp, f"{PREFIX}/<name>/undelete", "POST", routes.undelete)
     admin_routes(bp, routes, admin)
+    admin_trash_route(bp, history, admin)
     return bp
 
 
@@ -108,12 +109,16 @@ class VersionApi:
 
     # --- the document API's routes --------------------------------------------------
 
-    def list_versions(self, key: DocKey, principal: Any = None, app: Any = None, **_: Any):
+    def list_versions(
+        self, key: DocKey, principal: Any = None, app: Any = None, **_: Any
+    ) -> Response:
         self._not_trashed(key)
         versions = self.history.bounded(self.store.versions, key)
         return jsonify(versions=[public(v) for v in versions])
 
-    def get(self, key: DocKey, principal: Any = None, app: Any = None, version_id: int = 0):
+    def get(
+        self, key: DocKey, principal: Any = None, app: Any = None, version_id: int = 0
+    ) -> Response:
         form = request.args.get("format", "binary")
         if form not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
@@ -126,7 +131,7 @@ class VersionApi:
             return jsonify(document_json(state))
         return Response(state, mimetype="application/octet-stream")
 
-    def create(self, key: DocKey, principal: Any, app: Any, **_: Any):
+    def create(self, key: DocKey, principal: Any, app: Any, **_: Any) -> Response:
         label = _label()
         session = self._admitted(key, principal, app)
         try:
@@ -137,7 +142,7 @@ class VersionApi:
         finally:
             session.release()
 
-    def restore(self, key: DocKey, principal: Any, app: Any, version_id: int = 0):
+    def restore(self, key: DocKey, principal: Any, app: Any, version_id: int = 0) -> Response:
         session = self._admitted(key, principal, app)
         try:
             return jsonify(self.restore_as(key, version_id, principal.user))
@@ -153,7 +158,7 @@ class VersionApi:
                 room, version_id, author, lambda update: self.api.apply(key, update, author)
             )
 
-    def delete(self, key: DocKey, principal: Any, app: Any, **_: Any):
+    def delete(self, key: DocKey, principal: Any, app: Any, **_: Any) -> Response:
         session = self._admitted(key, principal, app)
         try:
             result = self.history.delete(key)
@@ -161,7 +166,7 @@ class VersionApi:
             session.release()
         return jsonify(dict(result, deleted_at=iso(result["deleted_at"])))
 
-    def undelete(self, key: DocKey, principal: Any, app: Any, **_: Any):
+    def undelete(self, key: DocKey, principal: Any, app: Any, **_: Any) -> Response:
         session = self._admitted(key, principal, app)
         try:
             self.history.undelete(key)
@@ -210,9 +215,23 @@ def admin_routes(bp: Blueprint, routes: VersionApi, settings: dict | None) -> No
         _audit("restore", key, version=version_id)
         return jsonify(result)
 
+    @bp.post(f"{base}/undelete")
+    def admin_undelete(tenant, app, name):
+        key = key_of(tenant, app, name)
+        history.undelete(key)
+        _audit("undelete", key)
+        return jsonify(undeleted=True)
+
+
+def admin_trash_route(bp: Blueprint, history: History, settings: dict | None) -> None:
+    """GET /admin/api/trash: every trashed document, when it goes for good."""
+    store = history.store
+
     @bp.get("/admin/api/trash")
     def admin_trash():
-        key_of("-", "-", "-")
+        if settings is None:
+            raise NotFound()
+        require_bearer(settings["token"])
         trash_days = store.retention.trash_days if store.retention is not None else None
         entries = history.bounded(store.trash_list)
         return jsonify(
@@ -227,10 +246,3 @@ def admin_routes(bp: Blueprint, routes: VersionApi, settings: dict | None) -> No
                 for key, at in entries
             ]
         )
-
-    @bp.post(f"{base}/undelete")
-    def admin_undelete(tenant, app, name):
-        key = key_of(tenant, app, name)
-        history.undelete(key)
-        _audit("undelete", key)
-        return jsonify(undeleted=True)
