@@ -42,6 +42,7 @@ from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage import StoreError, fold
 from ..errors import (
     BadRequest,
+    DocumentDeleted,
     InternalError,
     MessageTooBig,
     NotFound,
@@ -93,7 +94,7 @@ class DocumentApi:
         self.shutting_down = stopping
         self.cors = Cors(
             handshake.authenticator,
-            ("GET", "POST", "OPTIONS"),
+            ("GET", "POST", "DELETE", "OPTIONS"),
             headers=("Authorization", "Content-Type"),
         )
 
@@ -157,10 +158,13 @@ class DocumentApi:
             update = room.current_update()
         else:  # not loaded here, or its load failed: storage has every durable update
             try:
-                updates = self.store.load(key, timeout=LOAD_WAIT).updates
+                stored = self.store.load(key, timeout=LOAD_WAIT)
             except StoreError as e:  # storage down or hung: 503, retry
                 log.warning("GET %s: %s", request.path, e)
                 raise TryAgainLater("storage does not answer; retry") from None
+            if stored.deleted_at is not None:
+                raise DocumentDeleted()  # in the trash (wsserver/http/versions.py)
+            updates = stored.updates
             update = fold(updates) if updates else EMPTY_UPDATE
         if update == EMPTY_UPDATE:
             raise NotFound("no such document")
@@ -178,17 +182,17 @@ class DocumentApi:
             Session(key, principal, app, request.environ), (self.region_gate, self.write_gate)
         )
         try:
-            return jsonify(stored=self.apply(key, update))
+            return jsonify(stored=self.apply(key, update, principal.user))
         finally:
             session.release()
 
-    def apply(self, key, update):
+    def apply(self, key, update, author=None):
         """Apply `update` as the API's and wait until it is durable: True, or False when
-        it changed nothing."""
+        it changed nothing. `author`: the token's `sub`, stored with it."""
         with self.documents.hold(key) as room:
             durable = Event()
             # InvalidPayload (400/1007) leaves the document as it was.
-            if not room.apply_update(update, API, on_durable=durable.set):
+            if not room.apply_update(update, API, on_durable=durable.set, author=author):
                 return False
             # Storage failing: 503/1013 after the room's bounded wait. The update stays
             # queued and will be stored; a retry is harmless (Yjs updates are idempotent).
