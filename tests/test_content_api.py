@@ -15,6 +15,7 @@ from test_document_api import assert_error, request
 from test_webhooks import HOOK_SECRET, Receiver
 
 from wsserver.errors import ConfigError
+from wsserver.webhooks import content
 from wsserver.webhooks.settings import parse_hooks
 
 
@@ -130,6 +131,18 @@ def test_text_fields_and_map_patches(api):
             "content[0].content[0]: a text node needs a non-empty text",
         ),
         ("PUT", "content", "not json", {"format": "prosemirror"}, "not JSON"),
+        ("PATCH", "map/meta", {"k": "\ud800"}, {}, "lone surrogate"),
+        ("PATCH", "map/meta", '{"k": 1e400}', {}, "too large"),
+        (
+            "PUT",
+            "content",
+            {
+                "type": "doc",
+                "content": [{"type": "p", "content": [{"type": "text", "text": "\udc00"}]}],
+            },
+            {"format": "prosemirror"},
+            "lone surrogate",
+        ),
         ("PUT", "content", "x", {"format": "html"}, "format must be one of"),
         (
             "POST",
@@ -164,6 +177,18 @@ def test_invalid_writes_are_400_and_change_nothing(api, method, path, body, quer
     data = assert_error(write(api, method, doc, body, path=path, **query), 400, 400)
     assert error in data["error"], data
     assert request(api, "GET", f"/v1/documents/{doc}", make_token())[2] == before
+
+
+def test_integers_past_64_bits_are_written_as_javascript_reads_them(api):
+    """pycrdt panics on an int past 64 bits, and the panic took the process down."""
+    doc = name()
+    heading = {"type": "heading", "attrs": {"level": 10**30}}
+    ok(write(api, "PUT", doc, {"type": "doc", "content": [heading]}, format="prosemirror"))
+    ok(write(api, "PATCH", doc, {"big": -(10**20), "safe": 2**53}, path="map/meta"))
+    assert get(api, doc, "prosemirror")["content"] == [
+        {"type": "heading", "attrs": {"level": 1e30}}
+    ]
+    assert get(api, doc, "json")["meta"] == {"big": -1e20, "safe": 2**53}
 
 
 def test_read_only_tokens_cannot_write_and_reads_of_other_kinds_are_400(api):
@@ -239,6 +264,18 @@ def test_document_changed_carries_the_changed_fields_content(tmp_path):
         server.proc.kill()
         server.proc.wait()
         receiver.close()
+
+
+def test_a_document_too_large_to_convert_on_each_window_gets_a_content_error(monkeypatch):
+    """Markdown of 20,000 paragraphs took 5 s, on the event loop, every debounce window."""
+    monkeypatch.setattr(content, "MAX_DOCUMENT", 100)
+    doc = Doc()
+    doc["code"] = Text("x" * 101)
+    update = doc.get_update()
+    answer = content.content_fields(
+        lambda key: update, ("t", "a", "d"), "text", content.ChangedFields()
+    )
+    assert "over 100 bytes" in answer["content_error"]
 
 
 def test_include_content_must_be_a_format():

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from wsserver.documents.content import document_json
+from wsserver.documents.formats import fields
 from wsserver.documents.formats import prosemirror as pm
 from wsserver.documents.formats.fields import read_field
 from wsserver.documents.formats.markdown import doc_markdown, markdown_doc
 from wsserver.documents.formats.text import doc_text, replace_text
 from wsserver.documents.formats.xml import MAX_DEPTH, to_xml
-from wsserver.errors import NestedTooDeep
+from wsserver.errors import MessageTooBig, NestedTooDeep
 
 # The issue's examples: typed text that looks like markup, and a link's href.
 TYPED = 'if a < b && c > "d" then </paragraph><script>x</script>'
@@ -224,6 +225,113 @@ def test_markdown_reads_back_the_same_and_is_stable_after_one_round():
     assert markdown_doc(doc_markdown({"type": "doc", "content": [paragraph]}))["content"] == [
         paragraph
     ]
+
+
+@pytest.mark.parametrize("typed", [" # a", " - a", " 1. a", " > a", " ---", "\t- a", "\ta"])
+def test_text_after_leading_whitespace_stays_text_in_markdown(typed):
+    """The block's leading whitespace is trimmed: ` # a` must not come back a heading."""
+    paragraph = {"type": "paragraph", "content": [{"type": "text", "text": typed}]}
+    read = markdown_doc(doc_markdown({"type": "doc", "content": [paragraph]}))["content"]
+    assert read == [{"type": "paragraph", "content": [{"type": "text", "text": typed.strip()}]}]
+
+
+def test_many_blocks_and_runs_are_inserted_where_yrs_need_not_walk(monkeypatch):
+    """Yrs walks from the start to an index: writing each node after the one before was
+    quadratic (100 kB of `*a* ` as Markdown: minutes on the event loop). Each node is
+    inserted at the same place instead, and the content reads back the same."""
+    import pycrdt._xml as xml
+
+    places = []
+    for cls in (xml.XmlText, xml.XmlChildrenView):
+        monkeypatch.setattr(cls, "insert", _recording(cls.insert, places))
+    bold = [{"type": "bold"}]
+    runs = [{"type": "text", "text": f"r{i}", "marks": bold[: i % 2]} for i in range(150)]
+    blocks = [{"type": "paragraph", "content": runs}] * 150
+    content = pm.normalized(blocks)
+    assert content[0]["content"] == [
+        {"type": "text", "text": r["text"], **({"marks": r["marks"]} if r["marks"] else {})}
+        for r in runs
+    ]
+    assert content == [content[0]] * 150
+    assert set(places) == {0}
+
+
+def _recording(insert, places):
+    def recorded(self, index, *args, **kwargs):
+        places.append(index)
+        return insert(self, index, *args, **kwargs)
+
+    return recorded
+
+
+@pytest.mark.parametrize(
+    "form, content",
+    [("text", "a\n" * 11), ("markdown", "a\n\n" * 40), ("prosemirror", [{"type": "p"}] * 11)],
+)
+def test_writes_into_an_xml_field_past_the_caps_are_413(monkeypatch, form, content):
+    """100 kB of Markdown held the event loop for seconds: bounded by bytes and nodes."""
+    monkeypatch.setattr(fields, "MAX_NODES", 10)
+    monkeypatch.setattr(fields, "MAX_MARKDOWN_BYTES", 100)
+    doc = Doc()
+    pm.insert(doc.get("default", type=XmlFragment), 0, [{"type": "p"}])  # an XML field
+    before = doc.get_update()
+    with pytest.raises(MessageTooBig):
+        fields.write_field(doc, before, "default", form, content, None)
+    assert doc.get_update() == before
+
+
+def _text(text):
+    return {"type": "text", "text": text}
+
+
+def _item(text):
+    return {"type": "listItem", "content": [{"type": "paragraph", "content": [_text(text)]}]}
+
+
+def _para(text, **mark):
+    return {"type": "paragraph", "content": [{"type": "text", "text": text, **mark}]}
+
+
+@pytest.mark.parametrize(
+    "block, read",
+    [  # attributes and text a writer chose must not open Markdown structure
+        (
+            {"type": "codeBlock", "attrs": {"language": "py`\n# h"}, "content": [_text("x")]},
+            {"type": "codeBlock", "attrs": {"language": "py"}, "content": [_text("x")]},
+        ),
+        (
+            {"type": "heading", "attrs": {"level": 2}, "content": [_text("a\n# b")]},
+            {"type": "heading", "attrs": {"level": 2}, "content": [_text("a # b")]},
+        ),
+        (
+            {"type": "orderedList", "attrs": {"start": 10**9}, "content": [_item("x")]},
+            {"type": "orderedList", "attrs": {"start": 1}, "content": [_item("x")]},
+        ),
+        (
+            _para("x", marks=[{"type": "link", "attrs": {"href": "javascript:alert(1)"}}]),
+            _para("x"),
+        ),
+        (
+            {"type": "heading", "attrs": {"level": 1}, "content": [_text("C #")]},
+            {"type": "heading", "attrs": {"level": 1}, "content": [_text("C #")]},
+        ),
+    ],
+)
+def test_markdown_of_hostile_attributes_and_text_keeps_the_block(block, read):
+    assert markdown_doc(doc_markdown({"type": "doc", "content": [block]}))["content"] == [read]
+
+
+@pytest.mark.parametrize("form", ["prosemirror", "markdown", "text"])
+def test_a_read_of_a_large_document_lets_other_greenlets_run(monkeypatch, form):
+    """Markdown of 20,000 paragraphs held every client of the process 5.5 s."""
+    import gevent
+
+    yields = []
+    monkeypatch.setattr(gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    doc = Doc()
+    pm.insert(doc.get("default", type=XmlFragment), 0, [_para("p")] * 200)
+    read_field(doc.get_update(), "default", form)
+    assert len(yields) >= 3 and set(yields) == {0}
 
 
 def test_replace_text_rewrites_only_the_middle():

@@ -6,4 +6,5 @@ prosemirror.py  an XML root as ProseMirror JSON, and ProseMirror JSON written in
 text.py         plain text of a text or XML root, and text written into one
 markdown.py     Markdown of ProseMirror JSON, and ProseMirror JSON of Markdown
 fields.py       one field of a document read or written in one of these formats
+pacing.py       a read of a large document yields to the process's other clients
 """

@@ -7,13 +7,16 @@ copy of the document; its caller applies the difference as one update like any o
 """
 
 import json
+import math
+import re
 from typing import Any
 
 from pycrdt import Doc, Map, Text, XmlFragment
 
-from ...errors import BadRequest
+from ...errors import BadRequest, MessageTooBig
 from ..content import FRAGMENT, TEXT, UNKNOWN, field_json, roots
 from . import markdown, prosemirror, text
+from .values import MAX_SAFE
 
 READ_FORMATS = ("prosemirror", "text", "markdown")
 WRITE_FORMATS = ("prosemirror", "markdown", "text")
@@ -22,6 +25,14 @@ POSITIONS = ("end", "start")
 CONTENT_FORMATS = ("json", "prosemirror", "markdown", "text")
 # The ProseMirror document Tiptap's Collaboration extension edits by default.
 DEFAULT_FIELD = "default"
+
+# A write into an XML field runs on the event loop, every other client of the process
+# waiting: markdown-it parses 2 to 9 s a MB here, and each node written costs tens of
+# µs. Past these, 413 (a book of 10,000 paragraphs is about 50,000 nodes).
+MAX_MARKDOWN_BYTES = 256 * 1024
+MAX_NODES = 50_000
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _KIND_NAMES = {"text": "text", "fragment": "XML fragment", "array": "array", "map": "map"}
 
@@ -38,7 +49,7 @@ def read_field(update: bytes, field: str, form: str) -> Any:
     if form == "text" and kind == UNKNOWN:
         return ""
     _expect(kind, field, form, (FRAGMENT, UNKNOWN))
-    doc = prosemirror.fragment_json(root if kind == FRAGMENT else None)  # type: ignore[arg-type]
+    doc = prosemirror.fragment_json(root if kind == FRAGMENT else None, read=True)  # type: ignore[arg-type]
     if form == "prosemirror":
         return doc
     if form == "markdown":
@@ -54,7 +65,7 @@ def field_contents(update: bytes, form: str) -> dict[str, Any]:
     contents = {}
     for name, (kind, root) in roots(update).items():
         if form in READ_FORMATS and kind == FRAGMENT:
-            doc = prosemirror.fragment_json(root)  # type: ignore[arg-type]
+            doc = prosemirror.fragment_json(root, read=True)  # type: ignore[arg-type]
             value: Any = doc
             if form == "markdown":
                 value = markdown.doc_markdown(doc)
@@ -80,15 +91,49 @@ def parse_body(body: bytes, form: str) -> Any:
 
 
 def parse_json(source: str | bytes) -> Any:
-    """JSON, or BadRequest; NaN and Infinity are not JSON."""
+    """JSON, or BadRequest; NaN and Infinity are not JSON, nor is a number too large
+    for a float64 or a lone surrogate (`"\\ud800"`: not text), which pycrdt cannot
+    hold. An integer past 2**53 is read as JavaScript reads it, a float: pycrdt makes
+    a larger one a BigInt that editors cannot serialize, and panics on one past 64
+    bits, a panic that is no Exception and takes the whole process down."""
 
     def constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(source, parse_constant=constant)
+        value = json.loads(source, parse_constant=constant, parse_int=_number, parse_float=_float)
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"the body is not JSON: {str(e)[:100]}") from None
+    _check_strings(value)
+    return value
+
+
+def _number(digits: str) -> int | float:
+    number = int(digits)  # ValueError past Python's 4,300 digits
+    return number if abs(number) <= MAX_SAFE else _float(digits)
+
+
+def _float(digits: str) -> float:
+    number = float(digits)
+    if not math.isfinite(number):
+        raise ValueError(f"{digits[:20]} is too large for a number")
+    return number
+
+
+def _check_strings(value: Any) -> None:
+    """BadRequest for a string (or key) holding a lone surrogate; iterative, as the
+    JSON may be nested as deep as the parser allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BadRequest("the body is not JSON text: it holds a lone surrogate (\\ud800)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def write_field(
@@ -110,14 +155,31 @@ def write_field(
     _expect(kind, field, form, (FRAGMENT, UNKNOWN))
     nodes = content
     if form == "text":
+        _limit(content.count("\n"), MAX_NODES, "lines")
         nodes = text.paragraphs(content)
     elif form == "markdown":
+        _limit(len(content.encode("utf-8")), MAX_MARKDOWN_BYTES, "bytes of Markdown")
         nodes = markdown.markdown_doc(content)["content"]
+    _limit(_count(nodes), MAX_NODES, "nodes")
     fragment = doc.get(field, type=XmlFragment)
     if position is None:
         prosemirror.replace(fragment, nodes)
     else:
         prosemirror.insert(fragment, 0 if position == "start" else len(fragment.children), nodes)
+
+
+def _limit(size: int, limit: int, what: str) -> None:
+    if size > limit:
+        raise MessageTooBig(f"a write into an XML field holds at most {limit:,} {what}")
+
+
+def _count(nodes: list) -> int:
+    """The nodes of checked ProseMirror `nodes`, at every level."""
+    count, stack = 0, list(nodes)
+    while stack:
+        count += 1
+        stack.extend(stack.pop().get("content", []))
+    return count
 
 
 def patch_map(doc: Doc, update: bytes, field: str, changes: Any) -> None:

@@ -23,10 +23,12 @@ after one round (the first may normalise: `_i_` to `*i*`, `+` lists to `-`, …)
 """
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from markdown_it import MarkdownIt
 
+from .pacing import paced
 from .prosemirror import MARK_ORDER
 from .text import HARD_BREAK, inline_text
 
@@ -38,6 +40,9 @@ _ESCAPE = re.compile(r"([\\`*_\[\]~<]|&(?=#?\w+;))")
 _LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")
 _TASK = re.compile(r"^\[([ xX])\]( |$)")
 _RANK = {name: i for i, name in enumerate(MARK_ORDER)}
+_INFO_END = re.compile(r"[\s`]")
+_MAX_START = 999_999_999
+_CLOSING = re.compile(r"(^|[ \t])(#+)$")
 
 _parser = MarkdownIt("commonmark", {"html": False}).enable("strikethrough")
 # A link's href as written (markdown-it would percent-encode it, and a round trip would
@@ -50,11 +55,11 @@ _parser.normalizeLink = lambda url: url  # type: ignore[method-assign]
 
 def doc_markdown(doc: Node) -> str:
     """The Markdown of ProseMirror JSON `doc` (ends with a newline unless empty)."""
-    text = _blocks(doc.get("content", []))
+    text = _blocks(paced(doc.get("content", [])))
     return text + "\n" if text else ""
 
 
-def _blocks(nodes: list[Node], separator: str = "\n\n") -> str:
+def _blocks(nodes: Iterable[Node], separator: str = "\n\n") -> str:
     return separator.join(b for b in (_block(node) for node in nodes) if b)
 
 
@@ -67,14 +72,17 @@ def _block(node: Node) -> str:
     if kind == "heading":
         level = attrs.get("level", 1)
         level = min(max(level, 1), 6) if isinstance(level, int) else 1
-        return "#" * level + " " + _textblock(content)
+        # A run of # after a space at its end would be the optional closing sequence.
+        return "#" * level + " " + _CLOSING.sub(r"\1\\\2", _textblock(_one_line(content)))
     if kind == "blockquote":
         return "\n".join("> " + line if line else ">" for line in _blocks(content).split("\n"))
     if kind in ("bulletList", "taskList"):
         return "\n".join(_item(item, "- ") for item in content)
     if kind == "orderedList":
         start = attrs.get("start", 1)
-        start = start if isinstance(start, int) and start >= 0 else 1
+        # CommonMark's list numbers have at most nine digits.
+        fits = isinstance(start, int) and 0 <= start <= _MAX_START - len(content)
+        start = start if fits else 1
         return "\n".join(_item(item, f"{start + i}. ") for i, item in enumerate(content))
     if kind == "codeBlock":
         return _fenced(inline_text(content), attrs.get("language"))
@@ -104,7 +112,9 @@ def _item(item: Node, marker: str) -> str:
 def _fenced(code: str, language: object) -> str:
     longest = max((len(run) for run in re.findall("`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
-    info = language if isinstance(language, str) else ""
+    # An info string ends at whitespace and holds no backtick (else the fence is no
+    # fence, and the code is read as Markdown): the language up to either.
+    info = _INFO_END.split(language, maxsplit=1)[0] if isinstance(language, str) else ""
     return f"{fence}{info}\n{code}\n{fence}" if code else f"{fence}{info}\n{fence}"
 
 
@@ -164,6 +174,7 @@ def _textblock(nodes: list[Node]) -> str:
     mark that would not read back would make the next round's Markdown differ. Then the
     block is written without bold, italic and strike (text, code and links stay), which
     reads back as written."""
+    nodes = [_safe(node) for node in nodes]
     markdown = _inline(nodes)
     if all(n["type"] in ("text", HARD_BREAK) for n in nodes):
         read = _inline_nodes(_parser.parseInline(markdown)[0].children or [])
@@ -174,6 +185,32 @@ def _textblock(nodes: list[Node]) -> str:
             ]
             markdown = _inline(plain)
     return markdown
+
+
+def _one_line(nodes: list[Node]) -> list[Node]:
+    """A heading's inline nodes on one line (a heading cannot break): a hard break or a
+    newline in its text is a space."""
+    return [
+        {"type": "text", "text": " "}
+        if node["type"] == HARD_BREAK
+        else {**node, "text": node["text"].replace("\n", " ")}
+        if node["type"] == "text"
+        else node
+        for node in nodes
+    ]
+
+
+def _safe(node: Node) -> Node:
+    """`node` without a link whose href markdown-it would not read as a link
+    (`javascript:`, `vbscript:`, `file:`, `data:`): its text stays, as it reads back."""
+    marks = node.get("marks", [])
+    kept = [
+        m
+        for m in marks
+        if m["type"] != "link"
+        or _parser.validateLink(str((m.get("attrs") or {}).get("href") or ""))
+    ]
+    return {**node, "marks": kept} if len(kept) != len(marks) else node
 
 
 def _signature(nodes: list[Node]) -> list[tuple[str, list]]:
@@ -227,7 +264,9 @@ def _inline(nodes: list[Node]) -> str:
             core = text.strip()
             lead = text[: len(text) - len(text.lstrip())] if core else text
             trail = text[len(text.rstrip()) :] if core else ""
-            body = _escape(core, line_start and not (pending + lead))
+            # Whitespace before a line's first text is no protection: the block's
+            # leading spaces are trimmed, and up to three still start a block (` # a`).
+            body = _escape(core, line_start)
         opened = marks[keep:]  # a link (ranked first) opens before the whitespace
         out.extend(_open(m) for m in opened if m["type"] == "link")
         out.append(lead)
@@ -236,7 +275,7 @@ def _inline(nodes: list[Node]) -> str:
         active, pending = marks, trail
         line_start = line_start and not body
     _close_all(out, active, pending)
-    return "".join(out).strip(" ")
+    return "".join(out).strip(" \t")  # a leading tab would open a code block
 
 
 def _close_all(out: list[str], marks: list[Node], pending: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from pycrdt import Text
 
+from .pacing import paced
+
 Node = dict[str, Any]
 
 HARD_BREAK = "hardBreak"
@@ -22,7 +24,7 @@ HARD_BREAK = "hardBreak"
 def doc_text(doc: Node) -> str:
     """The plain text of ProseMirror JSON `doc`: one line per textblock."""
     lines: list[str] = []
-    for node in doc.get("content", []):
+    for node in paced(doc.get("content", [])):
         _block_lines(node, lines)
     return "\n".join(lines)
 
