@@ -116,6 +116,7 @@ def test_a_panic_in_a_request_is_a_json_500_and_the_process_serves_on(server):
     assert json.loads(answer) == {"error": REASON, "code": 1011}
     still_serving(server, doc, bystander, writer, "hello world")
     assert "PUT /v1/documents/" in server.log() and tracebacks(server) == 1, server.log()
+    assert server.proc.poll() is None  # (the crash came about a second after the panic)
 
 
 def test_a_panic_on_a_websocket_closes_it_1011_and_the_room_is_rebuilt(server):
@@ -129,3 +130,4 @@ def test_a_panic_on_a_websocket_closes_it_1011_and_the_room_is_rebuilt(server):
     still_serving(server, doc, bystander, writer, "hello world")
     assert "rebuilding from storage" in server.log()
     assert tracebacks(server) == 1, server.log()
+    assert server.proc.poll() is None
