@@ -15,7 +15,8 @@ from wsserver.documents.content import document_json
 from wsserver.documents.formats import fields
 from wsserver.documents.formats import prosemirror as pm
 from wsserver.documents.formats.fields import read_field
-from wsserver.documents.formats.markdown import doc_markdown, markdown_doc
+from wsserver.documents.formats.markdown import doc_markdown
+from wsserver.documents.formats.markdown_read import markdown_doc
 from wsserver.documents.formats.text import doc_text, replace_text
 from wsserver.documents.formats.xml import MAX_DEPTH, to_xml
 from wsserver.errors import MessageTooBig, NestedTooDeep

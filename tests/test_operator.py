@@ -425,8 +425,9 @@ def test_admin_actions_are_audited_and_4404_is_labelled(start_server, providers,
     ]
     assert audit[1]["connections_closed"] == 1
     assert audit[1]["message"] == (
-        f"admin delete acme/editor/{room} from 127.0.0.1 connections_closed=1"
+        f"admin delete acme/editor/{room} from 127.0.0.1 by admin connections_closed=1"
     )
+    assert (audit[1]["admin"], audit[1]["role"]) == ("admin", "operator")
     # Counters reach /metrics at the endpoint's next flush (once a second).
     samples = eventually(
         lambda: (lambda s: s if value(s, "wsserver_closes_total", code="4404") else None)(

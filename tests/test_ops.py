@@ -27,6 +27,7 @@ import yaml
 from conftest import (
     NODE_DIR,
     ROOT,
+    TEST_PROCESS,
     ServerProcess,
     base_config,
     free_port,
@@ -37,7 +38,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pycrdt import Doc, Text
 from test_bad_input import Client
 
-from wsserver.http.admin import RedisBoard
 from wsserver.protocol import codec
 from wsserver.scrub import redact
 from wsserver.transport import frames
@@ -741,7 +741,8 @@ def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, provid
             return all(listed.get(r, {}).get("connections") == 2 for r in rooms) and listed
 
         eventually(complete, timeout=10, what="every document with its 2 connections")
-        time.sleep(2 * RedisBoard.PUBLISH_EVERY)  # every worker has published since
+        # Every worker has published since (the board beats on the process heartbeat).
+        time.sleep(2 * TEST_PROCESS["heartbeat_seconds"])
         for _ in range(10):  # every answer, from either worker
             listed = complete()
             assert listed, "a worker answered without the other's documents"

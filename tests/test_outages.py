@@ -240,10 +240,8 @@ def test_an_admin_delete_while_commits_fail_closes_nobody_and_loses_nothing(star
             time.sleep(0.1)
         started = time.monotonic()
         status, body, _ = http("DELETE", url, token=ADMIN_TOKEN)
-        assert (status, body) == (
-            503,
-            {"error": "storage is not committing: nothing was deleted; retry", "code": 503},
-        )
+        body_failed = "storage is not committing: nothing was deleted; retry"
+        assert (status, body) == (503, {"error": body_failed, "code": 503})
         assert time.monotonic() - started < 2
     finally:
         lock.release()
@@ -252,3 +250,7 @@ def test_an_admin_delete_while_commits_fail_closes_nobody_and_loses_nothing(star
     assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
     assert writer.wait_close() == (4404, "document deleted")
     assert http("GET", url, token=ADMIN_TOKEN)[0] == 404
+    # The refused delete's audit entry was stored once storage took writes again.
+    entries = http("GET", f"{server.http}/admin/api/audit", token=ADMIN_TOKEN)[1]["entries"]
+    deletes = [e["details"] for e in entries if e["action"] == "delete"]
+    assert deletes == [{"connections_closed": 1}, {"failed": body_failed}], entries

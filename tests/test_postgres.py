@@ -110,6 +110,8 @@ def test_a_new_database_gets_every_table_and_the_current_version(pg_url, stores)
         "wsserver_updates",
         "wsserver_snapshots",
         "wsserver_registry",
+        "wsserver_document_index",
+        "wsserver_admin_audit",
     }
     # a second process starting on it changes nothing
     stores.append(PostgresStore(pg_url).start())
@@ -131,6 +133,8 @@ def test_an_older_schema_is_migrated_in_place(pg_url, stores):
     assert query(pg_url, "SELECT version FROM wsserver_schema") == [(SCHEMA_VERSION,)]
     assert text_of(store.load(KEY).updates) == "kept"
     assert query(pg_url, "SELECT count(*) FROM wsserver_registry") == [(0,)]
+    # the admin console's document index was filled from what was stored
+    assert [(r["name"], r["bytes"]) for r in store.search()] == [(KEY.name, store.size(KEY))]
 
 
 def test_a_newer_schema_is_refused_and_left_alone(pg_url, start_server, stores):

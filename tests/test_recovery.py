@@ -358,7 +358,7 @@ def test_an_admin_delete_during_a_postgres_outage_answers_503_and_loses_nothing(
     assert (status, body) == (200, {"deleted": True, "connections_closed": 1})
     assert http("GET", url, token=ADMIN_TOKEN)[0] == 404
     log = server.log()
-    assert f"admin delete acme/editor/{name} from 127.0.0.1 failed=storage" in log
+    assert f"admin delete acme/editor/{name} from 127.0.0.1 by admin failed=storage" in log
     writer.close()
 
 

@@ -37,6 +37,7 @@ from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
 from .limits.clientip import trust_proxies
+from .limits.plans import plan_of
 from .loading import load_settings
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
@@ -44,8 +45,7 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .support.liveness import Liveness
-from .support.redis import FailFast, blocking_client
-from .support.redis import client as redis_client
+from .support.redis import FailFast
 from .transport import handler
 from .webhooks import build_webhooks
 from .webhooks.content import document_reader
@@ -269,16 +269,18 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
     app.register_blueprint(discovery.blueprint(endpoint.handshake, parts.region_gate))
     app.register_blueprint(probes.blueprint(readiness_checks(endpoint, parts.store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
-    board = None
-    if config.admin and config.redis:  # the admin console sees every process's documents
-        board = admin.RedisBoard(
-            redis_client(config.redis), blocking_client(config.redis, "admin-board", None)
-        )
-        endpoint.stop_at_shutdown("the admin board", board.stop)
-    inspector = admin.Inspector(
-        parts.documents, parts.store, stopping=lambda: endpoint.stopping, board=board
+    admin_console = admin.console(  # /admin, /admin/api (http/admin/wiring.py)
+        config.admin,
+        config.redis,
+        endpoint,
+        parts.documents,
+        parts.store,
+        app.extensions[health.EXTENSION],
+        lambda plan_app: plan_of(plan_app, config.plans),
+        __version__,
+        parts.liveness,
     )
-    app.register_blueprint(admin.blueprint(config.admin, inspector))  # /admin, /admin/api
+    app.register_blueprint(admin_console)
     document_parts = (
         endpoint.handshake,
         parts.region_gate,

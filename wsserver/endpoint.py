@@ -170,6 +170,8 @@ class WebSocketEndpoint:
                 budget.spend()
             message = codec.decode(data)
             metrics.received(message.kind, len(data))
+            conn.messages_in += 1
+            conn.bytes_in += len(data)
             if guard is None or guard.admits(room, message):
                 room.receive(conn, message)
             if not synced and message.kind == codec.KIND_STEP1:

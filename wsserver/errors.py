@@ -304,6 +304,14 @@ class WrongBearer(HttpOnlyError):
     reason = "wrong token"
 
 
+class ActionForbidden(HttpOnlyError):
+    """An admin whose role (`viewer`) only reads asked for an action."""
+
+    http_status = 403
+    reason = "this admin's role may not do that"
+    admin: Any = None  # who asked (http/admin/audit.py's Admin)
+
+
 class DocumentDeleted(WsServerError):
     """The document was deleted by an operator (admin console). 4400-4499: y-websocket
     providers take it as final and do not reconnect (which would store their copy

@@ -74,7 +74,7 @@ class DocumentManager:
         self.compact_after_updates = config.compact_after_updates
         self.compact_after_bytes = config.compact_after_bytes
         self.rooms: dict[DocKey, Room] = {}
-        # Documents an operator is deleting (http/admin.py): nobody may load them meanwhile.
+        # Documents an operator is deleting (http/admin): nobody may load them meanwhile.
         self.deleting: set[DocKey] = set()
         self._load_errors = Throttled(log)
 

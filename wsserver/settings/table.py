@@ -54,6 +54,45 @@ def _bearer_section(key, value):
     return {"token": long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value.get("token"))}
 
 
+ADMIN_ROLES = ("viewer", "operator")
+
+
+def _admin_section(key, value):
+    """`admin`: `{token: SECRET}` (one operator named `admin`) and/or `{tokens: [{name,
+    token, role}, ...]}` (named admins; role `viewer` reads, `operator` also acts). Names
+    and tokens must be unique: the audit trail names who acted by the token used."""
+    if value is None:
+        return None
+    known_keys(key, mapping(key, value), {"token", "tokens"})
+    result = {}
+    if value.get("token") is not None:
+        result["token"] = long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value["token"])
+    tokens = value.get("tokens")
+    if tokens is not None:
+        if not isinstance(tokens, list) or not tokens:
+            raise ConfigError(f"{key}.tokens", "must be a non-empty list of {name, token, role}")
+        result["tokens"] = [_admin_token(f"{key}.tokens[{i}]", t) for i, t in enumerate(tokens)]
+    if not result:
+        raise ConfigError(key, "needs `token` or `tokens`")
+    given = result.get("tokens", []) + (
+        [{"name": "admin", "token": result["token"]}] if "token" in result else []
+    )
+    for field in ("name", "token"):
+        values = [t[field] for t in given]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{key}.tokens", f"two admins have the same {field}")
+    return result
+
+
+def _admin_token(key, value):
+    known_keys(key, mapping(key, value), {"name", "token", "role"})
+    return {
+        "name": string(f"{key}.name", value.get("name")),
+        "token": long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value.get("token")),
+        "role": choice(*ADMIN_ROLES)(f"{key}.role", value.get("role", "viewer")),
+    }
+
+
 class Setting:
     __slots__ = ("name", "default", "validate", "doc")
 
@@ -313,9 +352,11 @@ SETTINGS = [
     Setting(
         "admin",
         None,
-        _bearer_section,
-        "`{token: SECRET}` enables the admin console (/admin) and its API "
-        "(/admin/api/...), which require `Authorization: Bearer SECRET`. Absent: they "
-        "answer 404.",
+        _admin_section,
+        "`{token: SECRET}` and/or `{tokens: [{name, token: SECRET, role}]}` enable the "
+        "admin console (/admin) and its API (/admin/api/...), which require "
+        "`Authorization: Bearer SECRET`. Role `viewer` (the default) reads everything; "
+        "`operator` also disconnects and deletes. `token` alone is an operator named "
+        "`admin`. Absent: they answer 404.",
     ),
 ]

@@ -92,6 +92,10 @@ class Connection:
         # Names this connection in logs and the admin console: unique in this process,
         # and the pid tells processes apart.
         self.id = f"{os.getpid():x}-{next(_IDS)}"
+        # What the admin console shows of it: when it came (Unix time), what it sent
+        # (counted by the endpoint) and what it was sent (frames, their bytes).
+        self.since = time.time()
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
         # The backlog, bytes the kernel has not taken yet: a deque while there is one (an
         # empty deque is ~750 bytes, a quarter of what an idle connection holds in Python).
         self._outbox: deque[bytes | memoryview] | None = None
@@ -105,6 +109,8 @@ class Connection:
         """Send an encoded frame, or queue it. Never blocks; a client that cannot keep
         up is closed."""
         if not self.closed:
+            self.messages_out += 1
+            self.bytes_out += len(frame)
             self._send(frame)
 
     def _send(self, frame):

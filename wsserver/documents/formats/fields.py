@@ -15,7 +15,7 @@ from pycrdt import Doc, Map, Text, XmlFragment
 
 from ...errors import BadRequest, MessageTooBig
 from ..content import FRAGMENT, TEXT, UNKNOWN, field_json, roots
-from . import markdown, prosemirror, text
+from . import markdown, markdown_read, prosemirror, text
 from .values import MAX_SAFE
 
 READ_FORMATS = ("prosemirror", "text", "markdown")
@@ -159,7 +159,7 @@ def write_field(
         nodes = text.paragraphs(content)
     elif form == "markdown":
         _limit(len(content.encode("utf-8")), MAX_MARKDOWN_BYTES, "bytes of Markdown")
-        nodes = markdown.markdown_doc(content)["content"]
+        nodes = markdown_read.markdown_doc(content)["content"]
     _limit(_count(nodes), MAX_NODES, "nodes")
     fragment = doc.get(field, type=XmlFragment)
     if position is None:

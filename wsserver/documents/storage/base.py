@@ -29,6 +29,7 @@ from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls, CallTimeout
 from ..key import DocKey
 from ..ydoc import fold  # the backends fold with it: pending structs kept
+from .catalogue import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class StoreError(Exception):
     pending = None
 
 
-class Store(BlockingCalls):
+class Store(Catalogue, BlockingCalls):
     def __init__(self):
         self._queue = []
         self._wake = Event()

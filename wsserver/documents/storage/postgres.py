@@ -46,6 +46,8 @@ from psycopg_pool import ConnectionPool
 from ...errors import ConfigError, StorageSchemaError
 from ...scrub import redact_url as redact
 from ..key import DocKey
+from . import catalogue as shared
+from . import postgres_catalogue as catalogue
 from .base import Store, compacted, loaded
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,8 @@ MIGRATIONS = [
     );
     CREATE INDEX wsserver_registry_by_node ON wsserver_registry (node);
     """,
+    # 3: the admin console's document index and audit trail (postgres_catalogue.py)
+    catalogue.MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -252,6 +256,7 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
             for table in ("wsserver_snapshots", "wsserver_updates"):
                 conn.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
+            catalogue.index_delete(conn, key)
 
     def _ping(self):
         with self.pool.connection() as conn:
@@ -303,6 +308,7 @@ class PostgresStore(Store):
                     [u for _, u in items],
                 ),
             ).fetchall()
+            catalogue.index_appends(conn, items)
         return sorted(row[0] for row in ids)
 
     def _compact(self, key, upto_id, snapshot, seen):
@@ -318,9 +324,9 @@ class PostgresStore(Store):
             try:
                 with conn.transaction():
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    stored = conn.execute(
-                        f"SELECT count(*), coalesce(sum(id), 0) FROM wsserver_updates "
-                        f"WHERE {_DOC} AND id <= %s",
+                    *stored, removed = conn.execute(
+                        f"SELECT count(*), coalesce(sum(id), 0), coalesce(sum(length(data)), 0) "
+                        f"FROM wsserver_updates WHERE {_DOC} AND id <= %s",
                         (*key, upto_id),
                     ).fetchone()
                     snap, _ = self._stored(conn, key, rows=False)
@@ -340,7 +346,30 @@ class PostgresStore(Store):
                     conn.execute(
                         f"DELETE FROM wsserver_updates WHERE {_DOC} AND id <= %s", (*key, upto_id)
                     )
+                with conn.transaction():
+                    delta = len(folded) - len(snap or b"") - removed
+                    catalogue.index_grow(conn, key, delta)
             finally:
                 if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
                 # A broken connection's session, and its lock, end with it.
+
+    # --- the document index and audit trail (postgres_catalogue.py) ------------------
+
+    def _search(self, tenant, app, prefix, after, limit):
+        with self.pool.connection() as conn:
+            return shared.search(
+                conn.execute, "wsserver_document_index", "%s", tenant, app, prefix, after, limit
+            )
+
+    def _totals(self):
+        with self.pool.connection() as conn:
+            return shared.totals(conn.execute, "wsserver_document_index")
+
+    def _record_audit(self, entry):
+        with self.pool.connection() as conn:
+            return catalogue.record_audit(conn, entry)
+
+    def _audit_entries(self, before, limit):
+        with self.pool.connection() as conn:
+            return shared.audit_entries(conn.execute, "wsserver_admin_audit", "%s", before, limit)

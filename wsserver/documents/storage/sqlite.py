@@ -22,6 +22,8 @@ import logging
 import os
 import sqlite3
 
+from . import catalogue as shared
+from . import sqlite_catalogue as catalogue
 from .base import Store, compacted, loaded
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class SQLiteStore(Store):
     def _open(self):
         self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
         self.db.executescript(SCHEMA)
+        transaction(self.db, catalogue.create_catalogue)
         if self.sync != "full":
             self.hub_db = connect(self.path, "NORMAL", busy_timeout=0, autocheckpoint=False)
 
@@ -126,13 +129,15 @@ class SQLiteStore(Store):
         """Insert in one transaction on `db` (default: the worker thread's connection)."""
 
         def insert(db):
-            return [
+            ids = [
                 db.execute(
                     "INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
                     (*key, update),
                 ).lastrowid
                 for key, update in items
             ]
+            catalogue.index_appends(db, items)
+            return ids
 
         return transaction(db if db is not None else self.db, insert)
 
@@ -188,6 +193,7 @@ class SQLiteStore(Store):
             db.execute(
                 "DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)
             )
+            catalogue.index_size(db, key, self._size(key))
 
         transaction(self.db, replace)
 
@@ -208,5 +214,22 @@ class SQLiteStore(Store):
         def delete(db):
             for table in ("snapshots", "updates"):
                 db.execute(f"DELETE FROM {table} WHERE tenant=? AND app=? AND name=?", key)
+            catalogue.index_delete(db, key)
 
         transaction(self.db, delete)
+
+    # --- the document index and audit trail (sqlite_catalogue.py) --------------------
+
+    def _search(self, tenant, app, prefix, after, limit):
+        return shared.search(
+            self.db.execute, "document_index", "?", tenant, app, prefix, after, limit
+        )
+
+    def _totals(self):
+        return shared.totals(self.db.execute, "document_index")
+
+    def _record_audit(self, entry):
+        return transaction(self.db, lambda db: catalogue.record_audit(db, entry))
+
+    def _audit_entries(self, before, limit):
+        return shared.audit_entries(self.db.execute, "admin_audit", "?", before, limit)

@@ -1,0 +1,183 @@
+"""The admin console in headless Chromium against a real cluster (two gunicorn workers,
+Redis, Postgres) while providers edit: every panel, as an operator and as a viewer.
+
+Screenshots: into $CONSOLE_SCREENSHOTS when set (`CONSOLE_SCREENSHOTS=docs` renews the
+README's pictures), else into the test's tmp_path."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import base_config
+from test_console import ADMINS, OPERATOR, VIEWER, ok
+from test_ops import CHROMIUM, CHROMIUM_ARGS, Gunicorn, doc_name
+from test_ops import providers as providers  # a fixture
+
+
+def login(page, server, token):
+    page.goto(f"{server.http}/admin")
+    page.fill("#token", token)
+    page.click("#login button")
+    page.wait_for_selector("#tabs button.active", timeout=5000)
+
+
+def tab(page, name):
+    page.click(f"#tabs button[data-tab='{name}']")
+    page.wait_for_selector(f"#panel-{name}:not([hidden])", timeout=5000)
+
+
+@pytest.mark.long
+def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url, pg_url):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    config = base_config(
+        tmp_path,
+        admin=ADMINS,
+        redis=redis_url,
+        storage=pg_url,
+        unload_after=0.5,
+        plans={"team": {"max_connections": 20, "max_documents": 10}},
+    )
+    config["auth"]["tenants"]["acme"]["apps"]["editor"] = {"plan": "team"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    server = Gunicorn(tmp_path / "config.yaml", workers=2)
+    try:
+        base = doc_name("roadmap")
+        quiet = providers(server.url, f"{base}-archive", ["carol"])
+        quiet.insert(0, "Last year's plan")
+        quiet.quit()  # stored, nobody in it
+        editing = [
+            providers(server.url, f"{base}-{i}", [f"user-{i}a", f"user-{i}b"], names=["Ada", "Bo"])
+            for i in range(3)
+        ]
+        for i, p in enumerate(editing):
+            p.insert(0, f"Draft {i}")
+        _wait_everywhere(server, 6)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 760})
+                login(page, server, OPERATOR)
+                assert page.inner_text("#whoami") == "alice · operator"
+                _documents(page, base, editing, shots)
+                _connections(page, base, editing, shots)
+                _processes(page, shots)
+                _activity(page, shots)
+                _tenants(page, shots)
+                _audit(page, shots)
+                viewer = browser.new_page(viewport={"width": 1360, "height": 760})
+                login(viewer, server, VIEWER)
+                tab(viewer, "connections")
+                viewer.wait_for_selector("#connections tr", timeout=5000)
+                assert viewer.locator("#connections button.danger").count() == 0
+            finally:
+                browser.close()
+        assert ok(server, "audit")["entries"][0]["action"] == "disconnect"
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
+def _wait_everywhere(server, n):
+    """Every connection listed (the workers' answers through the board)."""
+    from test_ops import eventually
+
+    eventually(
+        lambda: len(ok(server, "connections")["connections"]) >= n,
+        timeout=15,
+        what=f"{n} connections listed",
+    )
+
+
+def _documents(page, base, editing, shots):
+    page.fill("#search", base)
+    page.wait_for_selector(f"tr[data-name='{base}-archive'] .badge.off", timeout=5000)
+    page.wait_for_selector(f"tr[data-name='{base}-0'] .badge.on", timeout=5000)
+    page.click(f"tr[data-name='{base}-archive']")  # a stored document opens like a live one
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('pre.content')]"
+        '.some(e => e.textContent === "Last year\'s plan")',
+        timeout=5000,
+    )
+    archived = page.inner_text(f"tr[data-name='{base}-archive'] td.sub")
+    assert archived != "—" and any(ch.isdigit() for ch in archived), archived
+    page.click(f"tr[data-name='{base}-1']")
+    editing[1].insert(0, " and more")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('pre.content')]"
+        ".some(e => e.textContent === 'Draft 1 and more')",
+        timeout=5000,
+    )
+    page.wait_for_selector("#doc-connections tr[data-conn]", timeout=5000)
+    # dates carry the day and the time zone; the list's size is the inspector's
+    when = page.inner_text(f"tr[data-name='{base}-1'] td.sub")
+    assert any(ch.isdigit() for ch in when) and ("UTC" in when or "GMT" in when), when
+    size = page.inner_text(f"tr[data-name='{base}-1'] td.num:nth-child(4)")
+    assert page.inner_text(".meta div:nth-child(3) b") == size
+    page.screenshot(path=str(shots / "console-documents.png"))
+
+
+def _connections(page, base, editing, shots):
+    tab(page, "connections")
+    page.fill("#f-doc", f"{base}-2")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#connections tr').length === 2", timeout=5000
+    )
+    page.fill("#f-doc", "")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#connections tr').length >= 6", timeout=5000
+    )
+    page.screenshot(path=str(shots / "console-connections.png"))
+    page.fill("#f-doc", f"{base}-2")
+    page.fill("#f-user", "user-2b")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#connections tr').length === 1", timeout=5000
+    )
+    page.click("#connections button.danger")
+    page.select_option("#disconnect-code", "4404")
+    page.fill("#disconnect-reason", "runaway client")
+    page.click("#disconnect-ok")
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent.startsWith('disconnected')",
+        timeout=5000,
+    )
+    closes = editing[2].quit()["closes"]  # quitting adds a null close to each
+    assert closes[1][0] == {"code": 4404, "reason": "runaway client"}, closes
+    assert closes[0] == [None], closes
+    page.fill("#f-user", "")
+    page.fill("#f-doc", "")
+
+
+def _processes(page, shots):
+    tab(page, "processes")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#processes tr').length === 2", timeout=5000
+    )
+    assert page.locator("#processes .badge.on", has_text="ready").count() == 2
+    page.screenshot(path=str(shots / "console-processes.png"))
+
+
+def _activity(page, shots):
+    tab(page, "activity")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#charts .uplot').length === 5", timeout=5000
+    )
+    page.screenshot(path=str(shots / "console-activity.png"), full_page=True)
+
+
+def _tenants(page, shots):
+    tab(page, "tenants")
+    row = page.locator("#tenants tr", has_text="acme / editor")
+    row.wait_for(timeout=5000)
+    assert "team" in row.inner_text() and "/ 20" in row.inner_text()
+    page.screenshot(path=str(shots / "console-tenants.png"))
+
+
+def _audit(page, shots):
+    tab(page, "audit")
+    first = page.locator("#audit tr").first
+    first.wait_for(timeout=5000)
+    assert "disconnect" in first.inner_text() and "alice" in first.inner_text()
+    page.screenshot(path=str(shots / "console-audit.png"))
