@@ -105,11 +105,13 @@ def make_token(
 class ServerProcess:
     """A `wsserver serve` subprocess; `url` is ws://127.0.0.1:PORT."""
 
-    def __init__(self, config_path, env=None, port=0, args=()):
+    def __init__(self, config_path, env=None, port=0, args=(), command=None):
         self.config_path = config_path
         self.env = env
         self.port = port
         self.args = list(args)  # more `wsserver serve` options
+        # What runs `wsserver` (e.g. [python, "-c", a script patching something first]).
+        self.command = command or [sys.executable, "-m", "wsserver.cli"]
         self.proc = None
         self.output = []
 
@@ -118,9 +120,7 @@ class ServerProcess:
         env.pop("PORT", None)
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "wsserver.cli",
+                *self.command,
                 "serve",
                 "--config",
                 str(self.config_path),

@@ -281,8 +281,8 @@ def test_a_token_verified_once_is_not_verified_again_until_it_expires(auth, monk
     # A reconnect storm (every client of a restarted process at once) presents tokens
     # the process verified already (handshake/auth.py, VERIFIED_TOKENS).
     decoded = []
-    decode = jwt.decode
-    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    verify = auth._verify  # the parse, signature and claim checks of one token
+    monkeypatch.setattr(auth, "_verify", lambda *a, **k: decoded.append(1) or verify(*a, **k))
     token = hs_token(exp=int(time.time()) + 60)
     first = auth.verify(token)
     assert auth.verify(token) is first and auth.verify(token) is first
@@ -634,3 +634,56 @@ def test_bad_jwks_files(tmp_path, keys):
         with pytest.raises(ConfigError) as info:
             Authenticator.from_config(_one_tenant({"jwks_file": str(tmp_path / name)}))
         assert info.value.key == "auth.tenants.acme.keys[0].jwks_file", name
+
+
+def _noncanonical(segment):
+    """The same bytes under another last character (unused low bits set), or None."""
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        other = segment[:-1] + c
+        if (
+            c != segment[-1]
+            and base64.urlsafe_b64decode(other + "=" * (-len(other) % 4)) == decoded
+        ):
+            return other
+    return None
+
+
+def _mangled_segments():
+    header = b64(json.dumps({"alg": "HS256", "kid": "hs"}).encode())
+    payload = b64(json.dumps(claims()).encode() + b" " * (2 - len(json.dumps(claims())) % 3))
+    assert len(payload) % 4 and _noncanonical(payload)
+    return (
+        header,
+        payload,
+        {
+            "junk character": (header, payload[:10] + "!" + payload[10:]),
+            "three =": (header, payload + "==="),
+            "= not to a multiple of 4": (header, payload + "=" * (1 + len(payload) % 4 % 2)),
+            "one char too many": (header, payload + "A" * (5 - len(payload) % 4)),
+            "non-canonical": (header, _noncanonical(payload)),
+            "a dot more": (header, payload + "." + payload),
+            "header not an object": (b64(b'["HS256"]'), payload),
+            "payload not JSON": (header, b64(b"{nope")),
+            "b64 false": (b64(json.dumps({"alg": "HS256", "b64": False}).encode()), ""),
+        },
+    )
+
+
+@pytest.mark.parametrize("case", list(_mangled_segments()[2]))
+def test_a_token_is_parsed_as_strictly_as_pyjwt_parses_it(auth, case):
+    """The one parse of a token (auth.py `_parse`) refuses what PyJWT's decode refuses,
+    even when the signature covers the odd bytes; PyJWT's own padded form is accepted."""
+    header, payload, cases = _mangled_segments()
+
+    def signed(h, p):
+        signing_input = f"{h}.{p}".encode()
+        return f"{h}.{p}.{b64(hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest())}"
+
+    padded = signed(header, payload + "=" * (-len(payload) % 4))
+    assert jwt.decode(padded, SECRET, algorithms=["HS256"], audience=AUD)
+    assert auth.verify(padded).user == "user-1"
+    token = signed(*cases[case])
+    with pytest.raises(jwt.InvalidTokenError):
+        jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUD)
+    assert reason_of(InvalidToken, auth.verify, token) == "malformed token"

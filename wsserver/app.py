@@ -15,19 +15,22 @@ this function is the one place that shows who calls whom.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 
 from . import __version__
+from .documents import ydoc
 from .documents.history import History
 from .documents.manager import DocumentManager
 from .documents.storage import Store, open_store
 from .documents.storage.history import retention_of
 from .endpoint import WebSocketEndpoint
+from .errors import CrdtPanic
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
@@ -53,9 +56,14 @@ from .webhooks.content import document_reader
 EXTENSION = "wsserver"
 QUOTA_EXTENSION = "wsserver.limits"  # the Quota: its gates, backend and refusal counts
 
+log = logging.getLogger(__name__)
+
 
 class WebSocketDispatch:
-    """WSGI middleware: requests gevent-websocket upgraded go to the endpoint."""
+    """WSGI middleware: requests gevent-websocket upgraded go to the endpoint. Plain
+    HTTP goes to Flask, and a pycrdt panic out of it becomes the JSON 500 of
+    errors.CrdtPanic: Flask's handlers and the routes' `except Exception` never see
+    one (a BaseException), and pywsgi would answer a text/plain 500."""
 
     def __init__(self, wsgi_app: Callable[..., Any], endpoint: WebSocketEndpoint) -> None:
         self.wsgi_app = wsgi_app
@@ -63,9 +71,19 @@ class WebSocketDispatch:
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
         if environ.get("wsgi.websocket") is not None:
-            self.endpoint.handle(environ)
+            self.endpoint.handle(environ)  # which answers a panic with 1011
             return []
-        return self.wsgi_app(environ, start_response)
+        try:
+            return self.wsgi_app(environ, start_response)
+        except BaseException as e:
+            if not ydoc.is_panic(e):
+                raise
+            method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            log.error("%s %s failed: pycrdt panicked", method, path, exc_info=e)
+            error = CrdtPanic()
+            answer = Response(json.dumps(error.to_json()), error.http_status)
+            answer.content_type = "application/json"
+            return answer(environ, start_response)
 
 
 def create_app(
@@ -75,6 +93,7 @@ def create_app(
 ) -> Flask:
     """Build the app from `test_config` (a mapping or Config) or the YAML config file
     (see load_settings; `listen_host`: the address the server listens on, when known)."""
+    ydoc.no_panic_backtraces()  # before any request can make pycrdt panic
     config, authenticator = load_settings(test_config, config_path, listen_host)
     parts = build_parts(config, authenticator)
     endpoint = parts.endpoint

@@ -23,8 +23,9 @@ import gevent
 from gevent.event import AsyncResult
 
 from . import metrics
+from .documents import rebuild, ydoc
 from .documents.readonly import ReadOnlyGuard
-from .errors import GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
+from .errors import CrdtPanic, GoingAway, InternalError, InvalidToken, ServiceRestart, WsServerError
 from .handshake.claims import ACCESS_READ
 from .handshake.handshake import (
     Gate,
@@ -118,13 +119,15 @@ class WebSocketEndpoint:
             if session is None:
                 metrics.HANDSHAKES_REFUSED.labels(str(e.close_code)).inc()
             handed_over = self._close_with(conn, e, environ, session)
-        except Exception:
-            log.exception(
-                "connection %s failed",
-                peer(environ),
-                extra=fields(conn, session.key if session else None, InternalError.close_code),
-            )
-            conn.close(InternalError())
+        except BaseException as e:  # a pycrdt panic too: no Exception (errors.CrdtPanic)
+            panicked = ydoc.is_panic(e)
+            if not (panicked or isinstance(e, Exception)):
+                raise  # GreenletExit and the like: not a failure
+            key = session.key if session else None
+            log.error("connection %s failed", conn.peer, exc_info=e, extra=fields(conn, key, 1011))
+            conn.close(CrdtPanic() if panicked else InternalError())
+            if panicked and room is not None:  # it may have come between an update's
+                rebuild.rebuild(room)  # integration and its storage (documents/rebuild.py)
         finally:
             if expiry is not None:
                 expiry.kill(block=False)

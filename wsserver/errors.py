@@ -105,6 +105,17 @@ class InternalError(WsServerError):
     reason = "internal error"
 
 
+class CrdtPanic(InternalError):
+    """The CRDT library (Yrs, through pycrdt) panicked. pyo3 raises a Rust panic as
+    `pyo3_runtime.PanicException`, a BaseException that no `except Exception` sees (and
+    that pycrdt does not export: `documents.ydoc.is_panic` matches it by name). It is
+    answered as our own fault, 500/1011: a panic is a bug of the library (or of what we
+    passed it), the input that reached it passed our checks, and a client cannot fix
+    it by changing its request."""
+
+    reason = "internal error: the CRDT library failed"
+
+
 class ServiceRestart(WsServerError):
     close_code = 1012
     http_status = 503

@@ -20,6 +20,7 @@ checking the delete set is skipped for updates without one (their last byte is 0
 snapshot that re-encodes to itself is not checked (nothing of it can be pending).
 """
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 
 from pycrdt import Doc, get_update, merge_updates
@@ -133,6 +134,19 @@ def is_panic(error: BaseException) -> bool:
     """Whether `error` is a Rust panic in pycrdt (pyo3's PanicException, a BaseException
     that no `except Exception` catches)."""
     return type(error).__name__ == "PanicException"
+
+
+def no_panic_backtraces() -> None:
+    """Turn off the backtrace Rust prints on a panic, for the panics of this process
+    from now on (Rust reads RUST_BACKTRACE at the first panic).
+
+    With RUST_BACKTRACE=1 (or `full`) in the environment, a pycrdt panic in a greenlet
+    killed the process (SIGSEGV, about a second after the panic, once the symbols were
+    read): the backtrace walker follows the greenlet's stack past its base, into
+    memory gevent's stack switching has reused. The panic itself is survivable
+    (is_panic; errors.CrdtPanic); its message and the Python traceback are still logged.
+    """
+    os.environ["RUST_BACKTRACE"] = "0"
 
 
 def _runs(updates: Iterable[bytes]) -> Iterator[list[bytes]]:

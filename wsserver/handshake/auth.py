@@ -9,11 +9,16 @@ claims and what a verified token may do (its `Principal`).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import time
 from collections import OrderedDict
+from typing import Any
 
 import jwt
-from jwt.types import Options
+from jwt.types import FullOptions
 
 from ..errors import ConfigError, Forbidden, InvalidToken, NoToken
 from ..support.validators import Problems, boolean, section, string, unchecked
@@ -40,6 +45,63 @@ _AUTH = section(
     {"audience": string, "scope": string, "close_on_expiry": boolean, "tenants": unchecked},
     defaults={"audience": DEFAULT_AUDIENCE, "scope": DEFAULT_SCOPE, "close_on_expiry": False},
 )
+# A token is parsed once (`_parse`): PyJWT's decode parses it again after the unverified
+# read that picks the key, and checks each base64 character in a Python loop; the two
+# parses were about two thirds of a fresh connection's JWT check. PyJWT still verifies
+# the signature (the key's own Algorithm) and the registered claims (PyJWT 2.15.1 is
+# pinned in requirements.txt: `_validate_claims` is its decode's own check).
+_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*={0,2}")
+_CLAIMS = jwt.PyJWT()
+_CLAIM_OPTIONS: FullOptions = _CLAIMS._merge_options({"require": ["exp", "aud"]})
+
+
+def _segment(segment: bytes) -> bytes:
+    """A base64url segment decoded as strictly as PyJWT 2.15's `_load` does: its
+    alphabet, at most two '=' and then only to a multiple of 4, canonical encoding."""
+    stripped = segment.rstrip(b"=")
+    if (
+        not _SEGMENT.fullmatch(segment)
+        or (len(stripped) != len(segment) and len(segment) % 4)
+        or len(stripped) % 4 == 1
+    ):
+        raise InvalidToken(MALFORMED)
+    try:
+        decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+    except binascii.Error:
+        raise InvalidToken(MALFORMED) from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+        raise InvalidToken(MALFORMED)
+    return decoded
+
+
+def _json_object(segment: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(_segment(segment))
+    except (ValueError, RecursionError):
+        raise InvalidToken(MALFORMED) from None
+    if not isinstance(value, dict):
+        raise InvalidToken(MALFORMED)
+    return value
+
+
+def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """(header, claims, signing input, signature) of a compact JWS, or InvalidToken
+    (4002 "malformed token"). Headers PyJWT refuses are refused: a non-string `kid`,
+    any `crit` (the one extension it knows, b64, is not accepted here)."""
+    try:
+        raw = token.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidToken(MALFORMED) from None
+    signing_input, _, signature = raw.rpartition(b".")
+    header_segment, dot, payload_segment = signing_input.partition(b".")
+    if not dot:
+        raise InvalidToken(MALFORMED)
+    header = _json_object(header_segment)
+    if "crit" in header or header.get("b64", True) is not True:
+        raise InvalidToken(MALFORMED, detail="crit or b64 header")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise InvalidToken(MALFORMED, detail="kid is not a string")
+    return header, _json_object(payload_segment), signing_input, _segment(signature)
 
 
 class Authenticator:
@@ -99,13 +161,7 @@ class Authenticator:
         return principal
 
     def _verify(self, token: str) -> Principal:
-        try:
-            # One unverified parse gives both the kid and the tenant to pick the key by.
-            unverified = jwt.decode_complete(token, options={"verify_signature": False})
-            header, unverified = unverified["header"], unverified["payload"]
-        except jwt.InvalidTokenError:
-            # DecodeError, and InvalidTokenError for a non-string `kid` or a `crit` header.
-            raise InvalidToken(MALFORMED) from None
+        header, unverified, signing_input, signature = _parse(token)
         check_claim_types(unverified)  # the same bytes as the verified claims
         tenant_id = unverified.get("tenantId")
         if not isinstance(tenant_id, str) or not tenant_id:
@@ -122,7 +178,11 @@ class Authenticator:
             raise InvalidToken(UNVERIFIABLE, detail="unknown key")
         if header.get("alg") != key.alg:
             raise InvalidToken(UNVERIFIABLE, detail="algorithm not allowed for this key")
-        claims = self._decode(token, key, key.alg)
+        # The key was prepared for its algorithm at start (tenants.py); the algorithm is
+        # the key's, never the token's.
+        if not jwt.get_algorithm_by_name(key.alg).verify(signing_input, key.key, signature):
+            raise InvalidToken(UNVERIFIABLE)
+        claims = self._check_claims(unverified)
         app = claims.get("appId")
         if not isinstance(app, str) or not app:
             raise InvalidToken("token has no appId")
@@ -144,25 +204,18 @@ class Authenticator:
             return None
         return principal.claims["exp"] + LEEWAY  # required, and a number (check_claim_types)
 
-    def _decode(self, token, key, alg):
-        options: Options = {"require": ["exp", "aud"]}
+    def _check_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """The registered claims of a token whose signature was verified, checked by
+        PyJWT's decode's own rule (exp and aud required, exp/nbf/iat with LEEWAY, the
+        audience), then the scope."""
         try:
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=[alg],
-                audience=self.audience,
-                options=options,
-                leeway=LEEWAY,
-            )
+            _CLAIMS._validate_claims(claims, _CLAIM_OPTIONS, audience=self.audience, leeway=LEEWAY)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
         except jwt.ImmatureSignatureError:
             raise InvalidToken("token not yet valid") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken("wrong audience") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken(UNVERIFIABLE) from None
         except jwt.MissingRequiredClaimError as e:
             raise InvalidToken(f"token has no {e.claim}") from None
         except jwt.InvalidTokenError:
