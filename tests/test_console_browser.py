@@ -67,14 +67,26 @@ def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url,
                 _activity(page, shots)
                 _tenants(page, shots)
                 _audit(page, shots)
+                _history(page, base, editing, shots)
                 viewer = browser.new_page(viewport={"width": 1360, "height": 760})
                 login(viewer, server, VIEWER)
                 tab(viewer, "connections")
                 viewer.wait_for_selector("#connections tr", timeout=5000)
                 assert viewer.locator("#connections button.danger").count() == 0
+                viewer.fill("#f-doc", "")
+                tab(viewer, "documents")
+                viewer.fill("#search", base)
+                viewer.click(f"tr[data-name='{base}-0']")
+                viewer.wait_for_selector("#versions tr", timeout=5000)  # a viewer reads them
+                buttons = viewer.locator("#doc-versions button:visible").all_inner_texts()
+                assert set(buttons) == {"Preview"}, buttons  # no "Save a version"
+                assert viewer.locator("#delete:visible").count() == 0
             finally:
                 browser.close()
-        assert ok(server, "audit")["entries"][0]["action"] == "disconnect"
+        actions = [e["action"] for e in ok(server, "audit")["entries"]]
+        assert {"disconnect", "version", "preview", "restore", "delete", "undelete"} <= set(
+            actions
+        ), actions
         assert server.stop() == 0
     finally:
         server.kill()
@@ -181,3 +193,48 @@ def _audit(page, shots):
     first.wait_for(timeout=5000)
     assert "disconnect" in first.inner_text() and "alice" in first.inner_text()
     page.screenshot(path=str(shots / "console-audit.png"))
+
+
+def _history(page, base, editing, shots):
+    """Issue 24 in the console: a live document's versions (save one, preview it, restore
+    it: the page shows the restored content live), and the trash (a delete lands there,
+    the stored search says so, an undelete brings the document back)."""
+    tab(page, "documents")
+    page.fill("#search", base)
+    page.click(f"tr[data-name='{base}-0']")
+    page.wait_for_selector("#doc-versions h4", timeout=5000)
+    page.once("dialog", lambda dialog: dialog.accept("before the edit"))
+    page.click("#doc-versions button:has-text('Save a version')")
+    saved = page.locator("#versions tr", has_text="before the edit")
+    saved.wait_for(timeout=5000)
+    editing[0].insert(0, " scrapped")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('pre.content')]"
+        ".some(e => e.textContent === 'Draft 0 scrapped')",
+        timeout=5000,
+    )
+    saved.locator("button", has_text="Preview").click()
+    page.wait_for_selector("#preview-dialog[open]", timeout=5000)
+    assert '"Draft 0"' in page.inner_text("#preview-content")
+    page.screenshot(path=str(shots / "console-version.png"))
+    page.once("dialog", lambda dialog: dialog.accept())  # "Restore ...?"
+    page.click("#preview-restore")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('pre.content')]"
+        ".some(e => e.textContent === 'Draft 0')",
+        timeout=5000,
+    )
+    archive = f"{base}-archive"
+    page.click(f"tr[data-name='{archive}']")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete ...?"
+    page.click("#delete")
+    page.wait_for_selector(f"tr[data-name='{archive}'] .badge.bad", timeout=5000)
+    assert page.inner_text(f"tr[data-name='{archive}'] .badge") == "in the trash"
+    tab(page, "trash")
+    row = page.locator(f"#trash tr[data-name='{archive}']")
+    row.wait_for(timeout=5000)
+    page.screenshot(path=str(shots / "console-trash.png"))
+    row.locator("button", has_text="Undelete").click()
+    row.wait_for(state="detached", timeout=5000)
+    tab(page, "documents")
+    page.wait_for_selector(f"tr[data-name='{archive}'] .badge.off", timeout=5000)

@@ -693,6 +693,7 @@ class FakeConnection:
     sending = False  # Connection.sending: nothing queued
 
     def __init__(self):
+        self.principal = None  # an anonymous token
         self.frames = []
         self.awareness_ids = set()
         self.awareness_announced = False

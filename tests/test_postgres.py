@@ -13,13 +13,8 @@ from test_store import append_all, doc_from
 
 from wsserver.documents import DocKey
 from wsserver.documents.storage import open_store
-from wsserver.documents.storage.postgres import (
-    LOCK_NAMESPACE,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    PostgresStore,
-    doc_lock_key,
-)
+from wsserver.documents.storage.postgres import LOCK_NAMESPACE, PostgresStore, doc_lock_key
+from wsserver.documents.storage.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from wsserver.errors import ConfigError, StorageSchemaError
 from wsserver.scrub import redact_url
 from wsserver.settings import Config
@@ -112,6 +107,8 @@ def test_a_new_database_gets_every_table_and_the_current_version(pg_url, stores)
         "wsserver_registry",
         "wsserver_document_index",
         "wsserver_admin_audit",
+        "wsserver_versions",
+        "wsserver_trash",
     }
     # a second process starting on it changes nothing
     stores.append(PostgresStore(pg_url).start())
@@ -135,6 +132,45 @@ def test_an_older_schema_is_migrated_in_place(pg_url, stores):
     assert query(pg_url, "SELECT count(*) FROM wsserver_registry") == [(0,)]
     # the admin console's document index was filled from what was stored
     assert [(r["name"], r["bytes"]) for r in store.search()] == [(KEY.name, store.size(KEY))]
+
+
+@pytest.mark.parametrize("three", ["console", "history"])
+def test_a_database_at_either_version_3_is_migrated_to_4(pg_url, stores, three):
+    """Two branches each took schema version 3 (the admin console's index and audit
+    trail; the history's versions and trash) before the console's became 3 and the
+    history's 4: a database either one migrated ends with every table, its data kept,
+    the index filled from what is stored."""
+    from wsserver.documents.storage import postgres_history
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wsserver_schema (version integer NOT NULL)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute(
+            "INSERT INTO wsserver_updates (tenant, app, name, data) VALUES (%s, %s, %s, %s)",
+            (*KEY, text_update("kept")),
+        )
+        conn.execute(MIGRATIONS[1])
+        conn.execute(MIGRATIONS[2] if three == "console" else postgres_history.MIGRATION)
+        conn.execute("INSERT INTO wsserver_schema VALUES (3)")
+        if three == "history":
+            conn.execute(
+                "INSERT INTO wsserver_versions (tenant, app, name, created_at, label, authors, "
+                "upto_id, data) VALUES (%s, %s, %s, 1.0, 'old', '[]', 0, %s)",
+                (*KEY, text_update("then")),
+            )
+    store = PostgresStore(pg_url).start()
+    stores.append(store)
+    assert SCHEMA_VERSION == 4
+    assert query(pg_url, "SELECT version FROM wsserver_schema") == [(4,)]
+    assert text_of(store.load(KEY).updates) == "kept"
+    assert [(r["name"], r["bytes"]) for r in store.search()] == [(KEY.name, store.size(KEY))]
+    labels = [v["label"] for v in store.versions(KEY)]
+    assert labels == (["old"] if three == "history" else [])
+    made = store.create_version(KEY, "now")
+    assert [v["label"] for v in store.versions(KEY)] == ["now", *labels]
+    assert made is not None and made["label"] == "now"
+    store.trash(KEY)
+    assert store.load(KEY).deleted_at is not None
 
 
 def test_a_newer_schema_is_refused_and_left_alone(pg_url, start_server, stores):
@@ -161,7 +197,7 @@ def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch
     """Row ids are handed out before commit: another process may commit a row with a
     lower id than rows a compaction covers, even while the compaction runs. The
     compaction must neither drop it nor fold it twice."""
-    from wsserver.documents.storage import base
+    from wsserver.documents.storage import stored
 
     store = PostgresStore(pg_url).start()
     stores.append(store)
@@ -172,13 +208,13 @@ def test_a_row_committed_during_a_compaction_is_kept(pg_url, stores, monkeypatch
         (*KEY, text_update("late", 2)),
     )
     ids = append_all(store, KEY, [text_update("b", 3)])
-    real_fold = base.fold
+    real_fold = stored.fold
 
     def fold_while_the_other_commits(updates):
         late.commit()  # between the compaction's reads and its delete
         return real_fold(updates)
 
-    monkeypatch.setattr(base, "fold", fold_while_the_other_commits)
+    monkeypatch.setattr(stored, "fold", fold_while_the_other_commits)
     store.compact(KEY, ids[-1], None, None)
     late.close()
     loaded = store.load(KEY)

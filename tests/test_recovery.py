@@ -429,13 +429,14 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
 
 
 @pytest.mark.long
-def test_an_admin_delete_left_running_keeps_the_document_closed_until_it_ends(
+def test_an_admin_purge_left_running_keeps_the_document_closed_until_it_ends(
     own_postgres, start_server, tmp_path
 ):
-    """A delete that waits in the database longer than the admin API's 5 s (here: on the
-    document's lock, held by another session, with a longer storage_lock_timeout) answers
-    503 saying it goes on; until it ends nobody opens the document (4404), so nothing
-    written meanwhile is deleted with it; then it is gone, and opens new."""
+    """A purge (the delete from storage; a plain delete only writes the trash entry) that
+    waits in the database longer than the admin API's 5 s (here: on the document's lock,
+    held by another session, with a longer storage_lock_timeout) answers 503 saying it
+    goes on; until it ends nobody opens the document (4404), so nothing written
+    meanwhile is deleted with it; then it is gone, and opens new."""
     import psycopg
     from test_ops import ADMIN_TOKEN, http
 
@@ -462,7 +463,7 @@ def test_an_admin_delete_left_running_keeps_the_document_closed_until_it_ends(
     with psycopg.connect(own_postgres.url(), autocommit=True) as holder:
         key = DocKey("acme", "editor", name)
         holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(key)))
-        status, body, _ = http("DELETE", url, token=ADMIN_TOKEN, timeout=15)
+        status, body, _ = http("DELETE", f"{url}/purge", token=ADMIN_TOKEN, timeout=15)
         assert (status, body) == (
             503,
             {

@@ -453,6 +453,7 @@ class FakeConn:
     sending = False  # Connection.sending: nothing queued
 
     def __init__(self):
+        self.principal = None  # an anonymous token
         self.awareness_ids, self.awareness_ignored = set(), 0
         self.sent = []
         self.room = None

@@ -315,6 +315,7 @@ class FakeConnection:
         self.frames = []
         self.messages = []
         self.awareness_ids, self.awareness_ignored = set(), 0
+        self.principal = None  # an anonymous token: no author stored
         self.room = None
 
     def send(self, frame):
@@ -789,7 +790,7 @@ def test_sqlite_big_commits_are_written_off_the_hub(tmp_path):
     append_batch = store._append_batch
 
     def recording(items, db=None):
-        writers.append((sum(len(u) for _, u in items), threading.get_ident()))
+        writers.append((sum(len(item[1]) for item in items), threading.get_ident()))
         return append_batch(items, db)
 
     store._append_batch = recording

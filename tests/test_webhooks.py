@@ -408,7 +408,7 @@ def test_bad_webhook_config_names_the_key():
         ({"url": "ftp://x", "secret": HOOK_SECRET}, f"{path}[0].url"),
         ({"url": "https://x.example"}, f"{path}[0].secret"),
         (
-            {"url": "https://x.example", "secret": HOOK_SECRET, "events": ["document.deleted"]},
+            {"url": "https://x.example", "secret": HOOK_SECRET, "events": ["document.erased"]},
             f"{path}[0].events",
         ),
         (

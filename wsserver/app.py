@@ -25,14 +25,16 @@ from flask import Flask, Response
 
 from . import __version__
 from .documents import ydoc
+from .documents.history import History
 from .documents.manager import DocumentManager
 from .documents.storage import Store, open_store
+from .documents.storage.history import retention_of
 from .endpoint import WebSocketEndpoint
 from .errors import CrdtPanic
 from .fanout import open_fanout
 from .handshake.auth import Authenticator
 from .handshake.handshake import select_subprotocol
-from .http import admin, discovery, health, metrics, probes
+from .http import admin, discovery, health, metrics, probes, versions
 from .http import content as content_api
 from .http import documents as document_api
 from .limits import build_quota
@@ -45,7 +47,8 @@ from .regions.registry import open_registry
 from .scrub import redact_url
 from .settings import Config
 from .support.liveness import Liveness
-from .support.redis import FailFast
+from .support.redis import FailFast, blocking_client
+from .support.redis import client as redis_client
 from .transport import handler
 from .webhooks import build_webhooks
 from .webhooks.content import document_reader
@@ -132,6 +135,7 @@ class Parts:
     registry: Any  # regions.registry.Registry
     region_gate: RegionGate
     endpoint: WebSocketEndpoint
+    history: History
     liveness: Liveness  # the process's id and heartbeat, for the parts built later
 
 
@@ -151,12 +155,19 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     # With `redis`: every process serving a document sees the others' updates and
     # awareness (README, "Running several processes and machines").
     fanout = open_fanout(config, redis_fail_fast, liveness)
-    documents = DocumentManager(
+    store.retention = retention_of(config.history)
+    documents = DocumentManager(store, config, fanout=fanout)
+    # Versions, restore, the trash (README, History); with `redis` a trash reaches the
+    # other processes' clients at once.
+    history = History(
+        documents,
         store,
-        config,
-        on_stored=webhooks.document_stored if webhooks is not None else None,
-        fanout=fanout,
+        config.history,
+        on_event=webhooks.history_event if webhooks is not None else None,
+        redis_client=redis_client(config.redis) if config.redis else None,
+        subscriber=blocking_client(config.redis, "history", None) if config.redis else None,
     )
+    documents.on_stored = stored_hook(webhooks, history)
     if webhooks is not None:  # include_content: a document.changed reads the document
         webhooks.read_document = document_reader(documents, store)
     registry = open_region_registry(config, documents, region_map, redis_fail_fast, liveness)
@@ -168,6 +179,7 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
     endpoint = WebSocketEndpoint(
         config, authenticator, documents, store, gates, quota.refusals, webhooks
     )
+    endpoint.stop_at_shutdown("the history", history.start().stop)
     # After every part's goodbye (each cancels its own beat in its close).
     endpoint.stop_at_shutdown("the process heartbeat", liveness.stop)
     return Parts(
@@ -180,8 +192,22 @@ def build_parts(config: Config, authenticator: Authenticator) -> Parts:
         registry,
         region_gate,
         endpoint,
+        history,
         liveness,
     )
+
+
+def stored_hook(webhooks: Any, history: History) -> Callable[[Any, bool], None]:
+    """The manager's on_stored: the history marks the document edited, the webhooks
+    (when any) send document.changed / document.created."""
+    if webhooks is None:
+        return history.edited
+
+    def stored(key: Any, created: bool) -> None:
+        history.edited(key, created)
+        webhooks.document_stored(key, created)
+
+    return stored
 
 
 def open_configured_store(config: Config) -> Store:
@@ -269,6 +295,7 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
     app.register_blueprint(discovery.blueprint(endpoint.handshake, parts.region_gate))
     app.register_blueprint(probes.blueprint(readiness_checks(endpoint, parts.store)))
     app.register_blueprint(metrics.blueprint(config.metrics))  # /metrics
+    trail = admin.AuditTrail(parts.store)  # the console's and the history's admin actions
     admin_console = admin.console(  # /admin, /admin/api (http/admin/wiring.py)
         config.admin,
         config.redis,
@@ -279,6 +306,8 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         lambda plan_app: plan_of(plan_app, config.plans),
         __version__,
         parts.liveness,
+        trail,
+        on_trashed=parts.history.trashed,  # an admin delete: the webhook, every process
     )
     app.register_blueprint(admin_console)
     document_parts = (
@@ -289,6 +318,15 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
         parts.store,
         config.max_message_size,
         lambda: endpoint.shutting_down,
+    )
+    # /v1/documents/NAME/versions..., DELETE, undelete; the console's history routes
+    app.register_blueprint(
+        versions.blueprint(
+            document_api.DocumentApi(*document_parts),
+            parts.history,
+            admin.Guard(config.admin, trail),
+            trail,
+        )
     )
     app.register_blueprint(document_api.blueprint(*document_parts))  # /v1/documents/...
     # .../content, .../map/FIELD: writes without Yjs

@@ -204,7 +204,8 @@ def _postgres_schema(config):
     StorageSchemaError for a schema newer than this wsserver."""
     import psycopg
 
-    from .documents.storage.postgres import SCHEMA_VERSION, connection_options, set_timeouts
+    from .documents.storage.postgres import connection_options, set_timeouts
+    from .documents.storage.postgres_schema import SCHEMA_VERSION
     from .errors import StorageSchemaError
 
     url = config.storage

@@ -150,6 +150,8 @@ class DocumentManager:
                 room.ready.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
             raise InternalError("document could not be loaded in time") from None
+        except DocumentDeleted:
+            raise  # in the trash (documents/history.py): 4404, not a failure
         except Exception as e:
             raise InternalError("document could not be loaded") from e
         if room.unloader is not None:
@@ -163,12 +165,14 @@ class DocumentManager:
             room.load()
         except Exception as e:
             # Once per 10 s: while storage is down every connection attempt fails here.
-            self._load_errors.error(
-                "%r: load failed (%s: %s); refusing with 1011, the next connection retries",
-                room,
-                type(e).__name__,
-                e,
-            )
+            # A document in the trash (DocumentDeleted, 4404) is a refusal, not a failure.
+            if not isinstance(e, DocumentDeleted):
+                self._load_errors.error(
+                    "%r: load failed (%s: %s); refusing with 1011, the next connection retries",
+                    room,
+                    type(e).__name__,
+                    e,
+                )
             self._drop(room)
             room.ready.set_exception(e)
             room.cold.failed()  # closes those who joined while it was built

@@ -49,6 +49,7 @@ from ..protocol import codec
 from ..protocol.update import check_one_update
 from ..transport import frames
 from . import rebuild, ydoc
+from .awareness_owners import user_of
 from .cold import ColdState
 from .compaction import Compaction
 from .delivery import Delivery
@@ -155,7 +156,7 @@ class Room:
 
         Unless the log is long, connections may join while the copy is built: storage's
         state answers their step 1s, and they are greeted once it is built (cold.py)."""
-        loaded = self.store.load(self.key)
+        loaded = self.store.load(self.key).live()  # in the trash: DocumentDeleted (4404)
         self.stored_nothing = not loaded.updates
         if self.cold.stored(loaded.updates, loaded.log_count):
             self.cold.let_answers_go()
@@ -279,6 +280,7 @@ class Room:
         origin: Connection | str,
         changes_only: bool = False,
         on_durable: Callable[[], object] | None = None,
+        author: str | None = None,
     ) -> bool:
         """Apply `update` from `origin` and fan it out by the rule above.
 
@@ -286,6 +288,7 @@ class Room:
         instead of the update itself, and nothing when it changed nothing.
         `on_durable()`: called once the update is committed and broadcast. Returns True
         when something was queued for storage (only then is `on_durable` called).
+        `author`: the `sub` stored with it for the versions (default: a client's own).
         """
         if update == codec.EMPTY_UPDATE:
             return False  # a step 2 from a client that has nothing new: nothing to keep or send
@@ -305,7 +308,9 @@ class Room:
             update = _merged(changes)
         self.pending += 1
         self.durable.clear()
-        self.store.append(self.key, update, partial(self._stored, update, origin, on_durable))
+        author = author if author is not None or isinstance(origin, str) else user_of(origin)
+        stored = partial(self._stored, update, origin, on_durable)
+        self.store.append(self.key, update, stored, author)
         return True
 
     def _integrate(self, update: bytes, capture: bool) -> tuple[list[bytes], bytes | None]:

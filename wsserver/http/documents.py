@@ -31,17 +31,21 @@ CORS: as wsserver/http/cors.py says.
 """
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from gevent.event import Event
 
 from ..documents.content import document_json
 from ..documents.formats.fields import DEFAULT_FIELD, READ_FORMATS, read_field
+from ..documents.key import DocKey
 from ..documents.manager import LOAD_WAIT
 from ..documents.room import API, DURABLE_TIMEOUT
 from ..documents.storage import StoreError, fold
 from ..errors import (
     BadRequest,
+    DocumentDeleted,
     InternalError,
     MessageTooBig,
     NotFound,
@@ -62,13 +66,21 @@ FORMATS = ("binary", "json", *READ_FORMATS)
 _MIMETYPES = {"text": "text/plain", "markdown": "text/markdown"}
 
 
-def api_url(base, name):
+def api_url(base: str, name: str) -> str:
     """This API's URL of document `name` on a region whose WebSocket base URL is `base`."""
     scheme, sep, rest = base.partition("://")
     return {"ws": "http", "wss": "https"}.get(scheme, scheme) + sep + rest + f"{PREFIX}/{name}"
 
 
-def blueprint(handshake, region_gate, write_gate, documents, store, max_body, shutting_down):
+def blueprint(
+    handshake: Any,
+    region_gate: Any,
+    write_gate: Any,
+    documents: Any,
+    store: Any,
+    max_body: int,
+    shutting_down: Callable[[], bool],
+) -> Blueprint:
     """The routes; `write_gate` is the quota of writes (limits.WriteQuotaGate),
     `max_body` the largest update accepted (`max_message_size`), `shutting_down()` True
     once SIGTERM came (writes then answer 503/1012)."""
@@ -83,7 +95,16 @@ class DocumentApi:
     """The API's handlers: each takes (key, principal, app) once the handshake's checks
     passed (`route`), and returns a response or raises a WsServerError."""
 
-    def __init__(self, handshake, region_gate, write_gate, documents, store, max_body, stopping):
+    def __init__(
+        self,
+        handshake: Any,
+        region_gate: Any,
+        write_gate: Any,
+        documents: Any,
+        store: Any,
+        max_body: int,
+        stopping: Callable[[], bool],
+    ) -> None:
         self.handshake = handshake
         self.region_gate = region_gate
         self.write_gate = write_gate
@@ -93,11 +114,11 @@ class DocumentApi:
         self.shutting_down = stopping
         self.cors = Cors(
             handshake.authenticator,
-            ("GET", "POST", "OPTIONS"),
+            ("GET", "POST", "DELETE", "OPTIONS"),
             headers=("Authorization", "Content-Type"),
         )
 
-    def route(self, bp, rule, method, handler):
+    def route(self, bp: Blueprint, rule: str, method: str, handler: Callable[..., Any]) -> None:
         """Register `handler` at `rule` for `method` and its preflight: the checks run
         first, every error answers JSON with CORS."""
 
@@ -122,15 +143,15 @@ class DocumentApi:
             provide_automatic_options=False,
         )
 
-    def refused(self, error, origin):
+    def refused(self, error: WsServerError, origin: str | None) -> Response:
         body = None
         if isinstance(error, WrongRegion) and error.base is not None:
-            body = dict(error.to_json(), url=api_url(error.base, error.name))
+            body = dict(error.to_json(), url=api_url(error.base, error.name or ""))
         return self.cors.error(error, origin, body)
 
     # --- GET ------------------------------------------------------------------------
 
-    def read(self, key, principal, app):
+    def read(self, key: DocKey, principal: Any, app: Any) -> Response:
         form = request.args.get("format", "binary")
         if form not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
@@ -144,7 +165,7 @@ class DocumentApi:
             return Response(value, mimetype=_MIMETYPES[form])
         return Response(update, mimetype="application/octet-stream")
 
-    def current_update(self, key):
+    def current_update(self, key: DocKey) -> bytes:
         """The document as one update, from the live copy or storage; NotFound when
         there is nothing."""
         region = self.region_gate.discover(key)["region"]
@@ -157,10 +178,13 @@ class DocumentApi:
             update = room.current_update()
         else:  # not loaded here, or its load failed: storage has every durable update
             try:
-                updates = self.store.load(key, timeout=LOAD_WAIT).updates
+                stored = self.store.load(key, timeout=LOAD_WAIT)
             except StoreError as e:  # storage down or hung: 503, retry
                 log.warning("GET %s: %s", request.path, e)
                 raise TryAgainLater("storage does not answer; retry") from None
+            if stored.deleted_at is not None:
+                raise DocumentDeleted()  # in the trash (wsserver/http/versions.py)
+            updates = stored.updates
             update = fold(updates) if updates else EMPTY_UPDATE
         if update == EMPTY_UPDATE:
             raise NotFound("no such document")
@@ -168,7 +192,7 @@ class DocumentApi:
 
     # --- POST -----------------------------------------------------------------------
 
-    def write(self, key, principal, app):
+    def write(self, key: DocKey, principal: Any, app: Any) -> Response:
         if self.shutting_down():
             raise ServiceRestart()
         principal.check_write()  # 403/4003 for a read-only token (`access: "read"`)
@@ -178,17 +202,17 @@ class DocumentApi:
             Session(key, principal, app, request.environ), (self.region_gate, self.write_gate)
         )
         try:
-            return jsonify(stored=self.apply(key, update))
+            return jsonify(stored=self.apply(key, update, principal.user))
         finally:
             session.release()
 
-    def apply(self, key, update):
+    def apply(self, key: DocKey, update: bytes, author: str | None = None) -> bool:
         """Apply `update` as the API's and wait until it is durable: True, or False when
-        it changed nothing."""
+        it changed nothing. `author`: the token's `sub`, stored with it."""
         with self.documents.hold(key) as room:
             durable = Event()
             # InvalidPayload (400/1007) leaves the document as it was.
-            if not room.apply_update(update, API, on_durable=durable.set):
+            if not room.apply_update(update, API, on_durable=durable.set, author=author):
                 return False
             # Storage failing: 503/1013 after the room's bounded wait. The update stays
             # queued and will be stored; a retry is harmless (Yjs updates are idempotent).
@@ -197,7 +221,7 @@ class DocumentApi:
             return True
 
 
-def read_body(limit):
+def read_body(limit: int) -> bytes:
     """The request body, or MessageTooBig (413/1009) past `limit` bytes, known from
     Content-Length before anything is read, else after reading at most limit + 1;
     BadRequest (400) for a body cut short (fewer bytes than announced, broken chunks)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..documents.storage.history import validate_history
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import validate_pins, validate_regions, validate_registry
@@ -185,6 +186,18 @@ SETTINGS = [
         "SQLite durability. `normal`: a confirmed update survives a crash or kill -9 of the "
         "server (WAL, synchronous=NORMAL). `full`: it also survives power loss (fsync per "
         "group commit; slower).",
+    ),
+    Setting(
+        "history",
+        validate_history("history", None),
+        validate_history,
+        "Version history (README, History): `every` (600: seconds between automatic "
+        "versions while edits go on), `quiet_period` (300: seconds without an edit after "
+        "which one is made; one is also made when the last client leaves), `keep_days` "
+        "(30), `keep_versions` (100: automatic versions kept per document), "
+        "`max_bytes_per_document` (64 MiB of versions per document, oldest removed "
+        "first, named ones included; the newest is always kept); null: no limit. "
+        "`trash_days` (30): days a deleted document can be undeleted before it is purged.",
     ),
     Setting("host", "127.0.0.1", string, "Address `wsserver serve` listens on."),
     Setting(

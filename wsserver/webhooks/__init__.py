@@ -10,14 +10,16 @@ most queues an event), so webhooks never slow the data plane. Bodies are JSON:
 
     {"event", "tenant", "app", "document", "time"[, "sub"]}
 
-`time` is when it happened (ISO 8601, UTC); `sub` (connection events) is the token's
-user, null for a token without one. `document.changed` is sent at most once per
-`debounce_seconds` per document and hook: the first change after a quiet spell opens
-a window, the event goes out when it closes, and every change inside it is covered
-by that one event. So while edits go on, one event per window (at least one every
-10 s, the longest window allowed). A hook with `include_content` gets the changed fields'
-content in it too (content.py); `read_document(key)`, the document as one update, is
-set where the parts are built (app.py).
+`time` is when it happened (ISO 8601, UTC); `sub` (connection events, and
+document.restored) is the token's user, null for a token without one; `version`
+(version.created: the version; document.restored: the id restored).
+`document.changed` is sent at most once per `debounce_seconds` per document and hook:
+the first change after a quiet spell opens a window, the event goes out when it
+closes, and every change inside it is covered by that one event. So while edits go
+on, one event per window (at least one every 10 s, the longest window allowed). A hook
+with `include_content` gets the changed fields' content in it too (content.py);
+`read_document(key)`, the document as one update, is set where the parts are built
+(app.py).
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ class Webhooks:
                 self._windows[(hook, key)] = gevent.spawn_later(
                     hook.debounce_seconds, self._close_window, hook, key
                 )
+
+    def history_event(self, event: str, key: DocKey, fields: dict[str, Any]) -> None:
+        """A history event (wsserver/documents/history.py): version.created (with
+        `version`), document.restored (`version`, `sub`), document.deleted,
+        document.undeleted; sent at once to the hooks that asked for it."""
+        for hook in self.hooks.get((key.tenant, key.app), ()):
+            if event in hook.events:
+                self._send(hook, event, key, **fields)
 
     def connection_opened(self, key: DocKey, user: str | None) -> None:
         self._connection(CONNECTION_OPENED, key, user)

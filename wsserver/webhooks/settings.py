@@ -9,8 +9,10 @@
         include_content: markdown                  # document.changed carries the changed
                                                    # fields (json, prosemirror, markdown, text)
 
-`events` defaults to all four; `include_content` to none (webhooks/content.py). Every
-error names its key and stops start-up.
+`events` defaults to the first four; the history's four (version.created,
+document.restored, document.deleted, document.undeleted) are sent to the hooks that
+list them. `include_content` defaults to none (webhooks/content.py). Every error names
+its key and stops start-up.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_CREATED = "document.created"
 CONNECTION_OPENED = "connection.opened"
 CONNECTION_CLOSED = "connection.closed"
-EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
+# The history's (wsserver/documents/history.py, README "History").
+HISTORY_EVENTS = ("version.created", "document.restored", "document.deleted", "document.undeleted")
+DEFAULT_EVENTS = (DOCUMENT_CHANGED, DOCUMENT_CREATED, CONNECTION_OPENED, CONNECTION_CLOSED)
+EVENTS = (*DEFAULT_EVENTS, *HISTORY_EVENTS)
 DEFAULT_DEBOUNCE = 2.0
 # The issue's promise: while edits go on, a receiver hears of them at least every 10 s.
 MAX_DEBOUNCE = 10.0
@@ -70,7 +75,7 @@ _HOOK = section(
         "debounce_seconds": number(MIN_DEBOUNCE, high=MAX_DEBOUNCE),
         "include_content": choice(*CONTENT_FORMATS),
     },
-    defaults={"events": list(EVENTS), "debounce_seconds": DEFAULT_DEBOUNCE},
+    defaults={"events": list(DEFAULT_EVENTS), "debounce_seconds": DEFAULT_DEBOUNCE},
     required=("url", "secret"),
     nullable=False,
 )

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from .base import Loaded, Store, StoreError, fold
+from .base import Store, StoreError
+from .stored import Loaded, fold
 
 __all__ = ["Loaded", "Store", "StoreError", "fold", "is_postgres_url", "open_store"]
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, namedtuple
+from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
@@ -28,27 +29,14 @@ from ...logs import Throttled
 from ...support.backoff import Backoff
 from ...support.blocking import BlockingCalls, CallTimeout
 from ..key import DocKey
-from ..ydoc import fold  # the backends fold with it: pending structs kept
 from .catalogue import Catalogue
+from .history import VersionsMixin
+from .stored import Loaded
+
+if TYPE_CHECKING:
+    from .history import Retention
 
 log = logging.getLogger(__name__)
-
-# id_sum: the sum of the log rows' ids, which with log_count identifies the set of rows
-# a process has seen (see `Store.compact`).
-Loaded = namedtuple("Loaded", "updates last_id log_count log_bytes id_sum", defaults=(0,))
-
-
-def loaded(snapshot, rows):
-    """The `Loaded` of a stored snapshot (or None) and log rows [(id, update)], oldest
-    first: what every backend's `_load` answers."""
-    updates = ([snapshot] if snapshot is not None else []) + [update for _, update in rows]
-    return Loaded(
-        updates,
-        rows[-1][0] if rows else 0,
-        len(rows),
-        sum(len(update) for _, update in rows),
-        sum(row_id for row_id, _ in rows),
-    )
 
 
 # Appends queued beyond this make `append` wait: backpressure on the readers instead of
@@ -69,7 +57,7 @@ class StoreError(Exception):
     pending = None
 
 
-class Store(Catalogue, BlockingCalls):
+class Store(Catalogue, VersionsMixin, BlockingCalls):
     def __init__(self):
         self._queue = []
         self._wake = Event()
@@ -79,7 +67,7 @@ class Store(Catalogue, BlockingCalls):
         self._idle.set()
         # Appends queued or being committed, by document, and an event set (then
         # replaced) after every commit: what `delete` waits on.
-        self._uncommitted = Counter()
+        self._uncommitted: Counter[DocKey] = Counter()
         self._committed = Event()
         self._start_calls()
         self._committer = None
@@ -94,6 +82,9 @@ class Store(Catalogue, BlockingCalls):
         # failure (more than a busy pool's wait for a free connection).
         self.probe_stuck_after = 6.0
         self._commit_errors = Throttled(log)
+        # The `history` settings (storage/history.py Retention) enforced when a version
+        # is made and by `sweep`; None: versions are kept for ever, trash never purged.
+        self.retention: Retention | None = None
 
     # --- shared pipeline ------------------------------------------------------------
 
@@ -102,12 +93,19 @@ class Store(Catalogue, BlockingCalls):
         self._committer = gevent.spawn(self._commit_loop)
         return self
 
-    def append(self, key: DocKey, update: bytes, on_durable: Callable[[int], object]) -> None:
-        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed."""
+    def append(
+        self,
+        key: DocKey,
+        update: bytes,
+        on_durable: Callable[[int], object],
+        author: str | None = None,
+    ) -> None:
+        """Queue `update` for `key`; `on_durable(row_id)` runs once it is committed.
+        `author`: the token `sub` it came from (kept with the row for the versions)."""
         while len(self._queue) >= MAX_QUEUED:
             self._space.clear()
             self._space.wait()
-        self._queue.append((key, update, on_durable))
+        self._queue.append((key, update, on_durable, author))
         self._uncommitted[key] += 1
         self._idle.clear()
         self._wake.set()
@@ -126,7 +124,7 @@ class Store(Catalogue, BlockingCalls):
             while True:
                 try:
                     started = time.monotonic()
-                    ids = self._commit([(k, u) for k, u, _ in batch])
+                    ids = self._commit([(k, u, a) for k, u, _, a in batch])
                     metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
                     metrics.UPDATES.inc(len(batch))
                     self.failing = None
@@ -146,11 +144,11 @@ class Store(Catalogue, BlockingCalls):
                     )
                     backoff.sleep()
             self._space.set()
-            self._uncommitted.subtract(k for k, _, _ in batch)
+            self._uncommitted.subtract(item[0] for item in batch)
             self._uncommitted += Counter()  # drops the documents with none left
             self._committed.set()
             self._committed = Event()
-            for (_, _, on_durable), row_id in zip(batch, ids):
+            for (_, _, on_durable, _), row_id in zip(batch, ids):
                 try:
                     on_durable(row_id)
                 except Exception:
@@ -232,30 +230,37 @@ class Store(Catalogue, BlockingCalls):
         running[0].join(wait)
         return (running[0].value, running[1]) if running[0].ready() else _PENDING
 
-    def size(self, key, timeout: float | None = None):
+    def size(self, key: DocKey, timeout: float | None = None) -> int:
         """Stored bytes of the document (snapshot and log); 0 when there is none.
         `timeout`: as `load`'s."""
         return self._bounded("size", self._size, key, timeout=timeout)
 
-    def delete(self, key, timeout: float | None = None):
-        """Remove the document's snapshot and log from storage. Appends of `key` still
-        queued are committed first, so none lands after the delete (appends of other
-        documents do not matter). `timeout`: raise StoreError when those appends are
-        not committed within that many seconds (nothing was deleted then), or when the
-        delete itself does not end in what is left of it (it goes on, and
-        `StoreError.pending` is what runs it, see `_bounded`)."""
+    def delete(self, key: DocKey, timeout: float | None = None) -> None:
+        """Remove the document from storage: its snapshot, log, versions and trash
+        entry (a purge). Appends of `key` still queued are committed first, so none
+        lands after the delete (appends of other documents do not matter). `timeout`:
+        raise StoreError when those appends are not committed within that many seconds
+        (nothing was deleted then), or when the delete itself does not end in what is
+        left of it (it goes on, and `StoreError.pending` is what runs it, see
+        `_bounded`)."""
+        left = self._wait_committed(key, "delete", timeout, "nothing deleted")
+        self._bounded("delete", self._delete, key, timeout=left)
+
+    def _wait_committed(self, key, what, timeout, outcome):
+        """Wait until no append of `key` is queued or committing; the seconds left of
+        `timeout` (None: no bound). StoreError after `timeout` (`outcome` says what was
+        not done)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._uncommitted[key]:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                metrics.STORAGE_ERRORS.labels("delete").inc()
+                metrics.STORAGE_ERRORS.labels(what).inc()
                 raise StoreError(
-                    f"delete: {self._uncommitted[key]} queued updates of the document "
-                    f"not committed within {timeout:g} s; nothing deleted"
+                    f"{what}: {self._uncommitted[key]} queued updates of the document "
+                    f"not committed within {timeout:g} s; {outcome}"
                 )
             self._committed.wait(left)
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self._bounded("delete", self._delete, key, timeout=left)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _bounded(self, what, fn, *args, timeout=None):
         """`self._call(fn, *args, timeout=timeout)`, its failures counted under `what`;
@@ -351,29 +356,7 @@ class Store(Catalogue, BlockingCalls):
         raise NotImplementedError
 
     def _compact(self, key, upto_id, snapshot, seen):
-        """Replace the snapshot and rows <= upto_id atomically (see `compact`)."""
+        """Replace the snapshot and rows <= upto_id atomically (see `compact`); the
+        authors of the rows folded newer than the last version kept on the snapshot
+        (history.folded_authors)."""
         raise NotImplementedError
-
-
-def compacted(
-    stored_snapshot: bytes | None,
-    live: bytes | None,
-    live_rows: tuple[int, int] | None,
-    stored_rows: tuple[int, int],
-    read_rows: Callable[[], list[bytes]],
-) -> bytes:
-    """The snapshot a compaction writes; every backend's `_compact` asks this inside
-    the transaction that then replaces the snapshot and deletes the rows.
-
-    `stored_snapshot`: the snapshot stored now (None: none); `live`, `live_rows`: the
-    caller's live copy (or None) and (count, sum of ids) of the log rows it holds;
-    `stored_rows`: (count, sum of ids) of the stored rows the compaction covers;
-    `read_rows()`: those rows' updates, oldest first. The live copy stands for the rows
-    only when it holds exactly the stored ones; even then it is merged with the stored
-    snapshot, which another process may have written after this one loaded (folding in
-    rows this copy never saw), so that snapshot's content is never overwritten.
-    """
-    base = [stored_snapshot] if stored_snapshot is not None else []
-    if live is not None and live_rows is not None and tuple(stored_rows) == tuple(live_rows):
-        return fold(base + [live]) if base else live
-    return fold(base + read_rows())

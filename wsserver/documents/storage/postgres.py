@@ -2,7 +2,8 @@
 
 The same log + snapshot model as SQLite, in tables `wsserver_updates` and
 `wsserver_snapshots`, next to `wsserver_registry` (the region registry) and
-`wsserver_schema` (the schema version, see `ensure_schema`).
+`wsserver_schema` (the schema version, see postgres_schema.py), the document index and
+audit trail (postgres_catalogue.py) and the history (postgres_history.py).
 
 Gevent: psycopg 3 (3.1.14 or newer) waits on its socket through the `select` module
 when gevent has patched it, so a query only suspends the greenlet that runs it. Every
@@ -43,12 +44,16 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from ...errors import ConfigError, StorageSchemaError
+from ...errors import ConfigError
 from ...scrub import redact_url as redact
 from ..key import DocKey
 from . import catalogue as shared
 from . import postgres_catalogue as catalogue
-from .base import Store, compacted, loaded
+from . import postgres_history as history
+from .base import Store
+from .history import folded_authors
+from .postgres_schema import LOCK_NAMESPACE, ensure_schema
+from .stored import compacted, loaded
 
 log = logging.getLogger(__name__)
 
@@ -57,43 +62,7 @@ log = logging.getLogger(__name__)
 POOL_WAIT = 5.0
 STATEMENT_TIMEOUT = 30.0
 LOCK_TIMEOUT = 10.0
-# First key of every advisory lock this code takes, so it shares no lock with other
-# applications of the same database; the second key names what is locked.
-LOCK_NAMESPACE = 0x5753  # "WS"
-SCHEMA_LOCK = 0
 
-# MIGRATIONS[n] takes a database from schema version n to n + 1, in one transaction.
-# Append new steps here; never edit a released one.
-MIGRATIONS = [
-    # 1: documents
-    """
-    CREATE TABLE wsserver_updates (
-        id bigserial PRIMARY KEY,
-        tenant text NOT NULL, app text NOT NULL, name text NOT NULL,
-        data bytea NOT NULL
-    );
-    CREATE INDEX wsserver_updates_by_doc ON wsserver_updates (tenant, app, name, id);
-    CREATE TABLE wsserver_snapshots (
-        tenant text NOT NULL, app text NOT NULL, name text NOT NULL,
-        data bytea NOT NULL,
-        PRIMARY KEY (tenant, app, name)
-    );
-    """,
-    # 2: the region registry (wsserver/regions/registry/postgres.py)
-    """
-    CREATE TABLE wsserver_registry (
-        tenant text NOT NULL, app text NOT NULL, name text NOT NULL,
-        node text NOT NULL,
-        region text NOT NULL,
-        expires_at double precision NOT NULL,
-        PRIMARY KEY (tenant, app, name, node)
-    );
-    CREATE INDEX wsserver_registry_by_node ON wsserver_registry (node);
-    """,
-    # 3: the admin console's document index and audit trail (postgres_catalogue.py)
-    catalogue.MIGRATION,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _DOC = "tenant = %s AND app = %s AND name = %s"
 
@@ -164,34 +133,13 @@ def _check_cooperative() -> None:
         )
 
 
-def ensure_schema(conn: Any) -> int:
-    """Create the tables on a new database, or migrate an older schema in place; refuse
-    a newer one (written by a later wsserver) rather than write to it. One migrator at a
-    time: processes starting together wait on an advisory lock."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, SCHEMA_LOCK))
-        conn.execute("CREATE TABLE IF NOT EXISTS wsserver_schema (version integer NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM wsserver_schema").fetchone()
-        version = row[0] or 0
-        if version > SCHEMA_VERSION:
-            raise StorageSchemaError(version, SCHEMA_VERSION)
-        if version == SCHEMA_VERSION:
-            return version
-        for step in range(version, SCHEMA_VERSION):
-            conn.execute(MIGRATIONS[step])
-            log.info("storage schema migrated to version %d", step + 1)
-        conn.execute("DELETE FROM wsserver_schema")
-        conn.execute("INSERT INTO wsserver_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-    return version
-
-
 def doc_lock_key(key: DocKey) -> int:
     """The second advisory-lock key of a document (a collision only serializes two
     documents' compactions; it is never wrong)."""
     return zlib.crc32("\x1f".join(key).encode()) - (1 << 31)
 
 
-class PostgresStore(Store):
+class PostgresStore(history.PostgresHistory, Store):
     threaded = False  # cooperative sockets; see the module docstring
     shielded = True  # never interrupt psycopg (support/blocking.py)
 
@@ -211,7 +159,7 @@ class PostgresStore(Store):
         self.probe_stuck_after = timeout + 1.0
         self.pool = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)})"
 
     def _open(self):
@@ -246,17 +194,29 @@ class PostgresStore(Store):
     def _load(self, key):
         with self.pool.connection() as conn:
             snap, rows = self._stored(conn, key)
-        return loaded(snap, rows)
+            trashed = conn.execute(
+                f"SELECT deleted_at FROM wsserver_trash WHERE {_DOC}", key
+            ).fetchone()
+        return loaded(snap, rows, trashed[0] if trashed else None)
 
     def _delete(self, key):
         # Under the document's compaction lock: a compaction committing after the
         # delete would write its snapshot back.
-        lock = (LOCK_NAMESPACE, doc_lock_key(key))
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
-            for table in ("wsserver_snapshots", "wsserver_updates"):
+            self._lock_doc(conn, key)
+            for table in (
+                "wsserver_snapshots",
+                "wsserver_updates",
+                "wsserver_versions",
+                "wsserver_trash",
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
             catalogue.index_delete(conn, key)
+
+    @staticmethod
+    def _lock_doc(conn, key):
+        """The document's compaction lock, held until the transaction ends."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, doc_lock_key(key)))
 
     def _ping(self):
         with self.pool.connection() as conn:
@@ -298,14 +258,16 @@ class PostgresStore(Store):
         # of the items in turn (RETURNING itself promises no order).
         with self.pool.connection() as conn:
             ids = conn.execute(
-                "INSERT INTO wsserver_updates (tenant, app, name, data) "
-                "SELECT t, a, n, d FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
-                "WITH ORDINALITY AS u(t, a, n, d, o) ORDER BY o RETURNING id",
+                "INSERT INTO wsserver_updates (tenant, app, name, data, author) "
+                "SELECT t, a, n, d, w FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "%s::bytea[], %s::text[]) WITH ORDINALITY AS u(t, a, n, d, w, o) "
+                "ORDER BY o RETURNING id",
                 (
-                    [k[0] for k, _ in items],
-                    [k[1] for k, _ in items],
-                    [k[2] for k, _ in items],
-                    [u for _, u in items],
+                    [k[0] for k, _, _ in items],
+                    [k[1] for k, _, _ in items],
+                    [k[2] for k, _, _ in items],
+                    [u for _, u, _ in items],
+                    [a for _, _, a in items],
                 ),
             ).fetchall()
             catalogue.index_appends(conn, items)
@@ -337,11 +299,27 @@ class PostgresStore(Store):
                         stored,
                         lambda: [r[1] for r in self._stored(conn, key, upto_id)[1]],
                     )
+                    old = conn.execute(
+                        f"SELECT last_id, authors FROM wsserver_snapshots WHERE {_DOC}", key
+                    ).fetchone()
+                    rows = conn.execute(
+                        f"SELECT id, author FROM wsserver_updates WHERE {_DOC} AND id <= %s "
+                        "AND author IS NOT NULL",
+                        (*key, upto_id),
+                    ).fetchall()
                     conn.execute(
-                        "INSERT INTO wsserver_snapshots (tenant, app, name, data) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, app, name) "
-                        "DO UPDATE SET data = excluded.data",
-                        (*key, folded),
+                        "INSERT INTO wsserver_snapshots (tenant, app, name, data, last_id, "
+                        "authors) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, app, "
+                        "name) DO UPDATE SET data = excluded.data, last_id = excluded.last_id, "
+                        "authors = excluded.authors",
+                        (
+                            *key,
+                            folded,
+                            max(upto_id, old[0] if old else 0),
+                            folded_authors(
+                                old[1] if old else None, rows, self._last_upto(conn, key)
+                            ),
+                        ),
                     )
                     conn.execute(
                         f"DELETE FROM wsserver_updates WHERE {_DOC} AND id <= %s", (*key, upto_id)

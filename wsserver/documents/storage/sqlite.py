@@ -21,12 +21,18 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import catalogue as shared
 from . import sqlite_catalogue as catalogue
-from .base import Store, compacted, loaded
+from . import sqlite_history as history
+from .base import Store
+from .history import folded_authors
+from .stored import compacted, loaded
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Commits on the hub between two checkpoints run by the worker thread. SQLite's own
 # automatic checkpoint comes every 1,000 WAL pages, about 300 small commits.
@@ -47,9 +53,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
     PRIMARY KEY (tenant, app, name)
 );
 """
+_DOC = "tenant=? AND app=? AND name=?"
 
 
-def connect(path, synchronous="NORMAL", busy_timeout=5.0, autocheckpoint=True):
+def connect(
+    path: str, synchronous: str = "NORMAL", busy_timeout: float = 5.0, autocheckpoint: bool = True
+) -> sqlite3.Connection:
     """A WAL-mode connection in autocommit mode (transactions are explicit, see
     `transaction`), usable from another thread than the one that opened it (a store
     opens its connections in its worker thread). The file's directory is created; the
@@ -66,7 +75,7 @@ def connect(path, synchronous="NORMAL", busy_timeout=5.0, autocheckpoint=True):
     return db
 
 
-def transaction(db, body):
+def transaction(db: Any, body: Callable[[Any], T]) -> T:
     """Run `body(db)` in a BEGIN IMMEDIATE transaction: other processes sharing the file
     cannot write between its reads and its writes. Rolled back if it raises."""
     db.execute("BEGIN IMMEDIATE")
@@ -79,18 +88,21 @@ def transaction(db, body):
     return result
 
 
-class SQLiteStore(Store):
+class SQLiteStore(history.SQLiteHistory, Store):
     def __init__(self, path: str, sync: str = "normal") -> None:
         super().__init__()
         self.path = path
         self.sync = sync
         self.db = None  # the worker thread's connection
-        self.hub_db = None  # the hub's, for appends (None with sync: full)
+        self.hub_db: sqlite3.Connection | None = (
+            None  # the hub's, for appends (None with sync: full)
+        )
         self._hub_commits = 0  # since the last checkpoint
 
     def _open(self):
         self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
         self.db.executescript(SCHEMA)
+        history.create_history(self.db)
         transaction(self.db, catalogue.create_catalogue)
         if self.sync != "full":
             self.hub_db = connect(self.path, "NORMAL", busy_timeout=0, autocheckpoint=False)
@@ -118,7 +130,8 @@ class SQLiteStore(Store):
 
     def _load(self, key):
         snap, rows = self._stored(key)
-        return loaded(snap, rows)
+        trashed = self.db.execute(f"SELECT deleted_at FROM trash WHERE {_DOC}", key).fetchone()
+        return loaded(snap, rows, trashed[0] if trashed else None)
 
     def _documents(self):
         return self.db.execute(
@@ -131,10 +144,10 @@ class SQLiteStore(Store):
         def insert(db):
             ids = [
                 db.execute(
-                    "INSERT INTO updates (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                    (*key, update),
+                    "INSERT INTO updates (tenant, app, name, data, author) VALUES (?, ?, ?, ?, ?)",
+                    (*key, update, author),
                 ).lastrowid
-                for key, update in items
+                for key, update, author in items
             ]
             catalogue.index_appends(db, items)
             return ids
@@ -144,7 +157,7 @@ class SQLiteStore(Store):
     def _commit(self, items):
         """On the hub when the write lock is free and the batch is small (see the module
         doc), else in the worker thread."""
-        if self.hub_db is not None and sum(len(u) for _, u in items) <= HUB_COMMIT_BYTES:
+        if self.hub_db is not None and sum(len(item[1]) for item in items) <= HUB_COMMIT_BYTES:
             try:
                 ids = self._append_batch(items, self.hub_db)
             except sqlite3.OperationalError as e:
@@ -186,9 +199,21 @@ class SQLiteStore(Store):
             folded = compacted(
                 snap, snapshot, seen, stored, lambda: [r[1] for r in self._stored(key, upto_id)[1]]
             )
+            last_upto = self._last_upto(db, key)
+            old = db.execute(f"SELECT last_id, authors FROM snapshots WHERE {_DOC}", key).fetchone()
+            rows = db.execute(
+                f"SELECT id, author FROM updates WHERE {_DOC} AND id<=? AND author IS NOT NULL",
+                (*key, upto_id),
+            ).fetchall()
             db.execute(
-                "INSERT OR REPLACE INTO snapshots (tenant, app, name, data) VALUES (?, ?, ?, ?)",
-                (*key, folded),
+                "INSERT OR REPLACE INTO snapshots (tenant, app, name, data, last_id, authors) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    *key,
+                    folded,
+                    max(upto_id, old[0] if old else 0),
+                    folded_authors(old[1] if old else None, rows, last_upto),
+                ),
             )
             db.execute(
                 "DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)
@@ -196,6 +221,9 @@ class SQLiteStore(Store):
             catalogue.index_size(db, key, self._size(key))
 
         transaction(self.db, replace)
+
+    def _write(self, body):
+        return transaction(self.db, body)
 
     def _ping(self):
         self.db.execute("SELECT 1 FROM snapshots LIMIT 1").fetchall()
@@ -212,8 +240,8 @@ class SQLiteStore(Store):
 
     def _delete(self, key):
         def delete(db):
-            for table in ("snapshots", "updates"):
-                db.execute(f"DELETE FROM {table} WHERE tenant=? AND app=? AND name=?", key)
+            for table in ("snapshots", "updates", "versions", "trash"):
+                db.execute(f"DELETE FROM {table} WHERE {_DOC}", key)
             catalogue.index_delete(db, key)
 
         transaction(self.db, delete)

@@ -9,6 +9,10 @@ that already match are skipped, and one that differs gets the source's updates m
 in (applying a Yjs update twice changes nothing). Run it while no server writes to the
 source, or run it again afterwards to pick up what was written meanwhile.
 
+Each document's versions (storage/history.py) and its place in the trash go with it,
+as they were (created_at, label, authors; deleted_at); a version already there (same
+created_at) is not copied twice.
+
 Import appends one Yjs update to a document, merged with what it holds; a server that
 has the document open sees it only after reloading it (when its last client leaves).
 """
@@ -21,7 +25,8 @@ from pycrdt import Doc
 
 from ...errors import CommandError
 from ..key import DocKey
-from .base import Store, fold
+from ..ydoc import fold
+from .base import Store
 
 COPY_BATCH = 200  # documents read and queued before waiting for the target's commits
 
@@ -55,7 +60,9 @@ def copy_storage(
     for start in range(0, len(keys), COPY_BATCH):
         batch = []
         for key in keys[start : start + COPY_BATCH]:
-            updates = [bytes(u) for u in source.load(key).updates]
+            stored = source.load(key)
+            copy_history(source, target, key, stored.deleted_at)
+            updates = [bytes(u) for u in stored.updates]
             if same_document(updates, target.load(key).updates):
                 skipped += 1
                 continue
@@ -76,6 +83,14 @@ def copy_storage(
             f"({copied} copied, {skipped} already there)"
         )
     return copied, skipped
+
+
+def copy_history(source: Store, target: Store, key: DocKey, deleted_at: float | None) -> None:
+    """The document's versions and trash entry, from `source` to `target`."""
+    for meta, state in source.all_versions(key):
+        target.add_version(key, meta, bytes(state))
+    if deleted_at is not None:
+        target.trash(key, at=deleted_at)
 
 
 def export_document(store: Store, key: DocKey) -> bytes:

@@ -8,7 +8,10 @@ route requires `Authorization: Bearer <admin token>` (401 without, 403 wrong; JS
     GET    /admin/api/documents/T/A/NAME            summary + "content" (stored ones too)
     GET    /admin/api/documents/T/A/NAME/events     server-sent events: that detail again
                                                     each time it changes
-    DELETE /admin/api/documents/T/A/NAME            close its connections (4404), delete it
+    DELETE /admin/api/documents/T/A/NAME            close its connections (4404), move it
+                                                    to the trash (http/versions.py)
+    DELETE /admin/api/documents/T/A/NAME/purge      the same, then delete it from storage
+                                                    (versions and trash entry too)
 
 A summary is {"tenant", "app", "name", "connections", "users" (distinct `sub`s),
 "awareness" ({client id: state}), "bytes" (stored size), "updated" (ISO 8601 of the

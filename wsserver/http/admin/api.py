@@ -118,6 +118,19 @@ def _document_routes(bp, inspector, authorize, trail):
         trail.record(admin, "delete", key, connections_closed=closed)
         return jsonify(deleted=True, connections_closed=closed)
 
+    @bp.delete("/admin/api/documents/<tenant>/<app>/<name>/purge")
+    def purge(tenant, app, name):
+        """Gone for good, from the trash or not (versions too): the name is free again."""
+        key = key_of(tenant, app, name)
+        admin = authorize("purge", key)
+        try:
+            closed = inspector.delete(key, purge=True)
+        except StorageUnavailable as e:
+            trail.record(admin, "purge", key, level=logging.WARNING, failed=e.reason)
+            raise
+        trail.record(admin, "purge", key, connections_closed=closed)
+        return jsonify(purged=True, connections_closed=closed)
+
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>/events")
     def events(tenant, app, name):
         admin = authorize()

@@ -66,10 +66,18 @@ class Inspector:
     other processes' from `board` when there is one) and the store."""
 
     def __init__(
-        self, documents: Any, store: Any, stopping: Callable[[], bool], board: Any = None
+        self,
+        documents: Any,
+        store: Any,
+        stopping: Callable[[], bool],
+        board: Any = None,
+        on_trashed: Callable[[DocKey], None] | None = None,
     ) -> None:
         self.documents = documents
         self.store = store
+        # Told of each document `delete` moved to the trash (documents/history.py: the
+        # webhook, the other processes).
+        self.on_trashed = on_trashed
         self.stopping = stopping  # callable: True once the process is shutting down
         self.board = board
         self._errors = Throttled(log)
@@ -131,13 +139,17 @@ class Inspector:
         limit: int,
     ) -> dict[str, Any]:
         """A page of stored documents from the store's index: {"documents": [{"tenant",
-        "app", "name", "live", "size", "updated_at"}], "cursor" (the next page's, or
-        null)}. `after`: the previous page's last (tenant, app, name)."""
+        "app", "name", "live", "size", "updated_at", "deleted_at"}], "cursor" (the next
+        page's, or null)}. `after`: the previous page's last (tenant, app, name). A
+        document in the trash is still stored (until purged), so it is listed, with its
+        `deleted_at` (ISO 8601; null for the others) and never `live`."""
         rows = self.stored_call(
             "search", self.store.search, tenant, app, prefix, after and tuple(after), limit
         )
         live = {tuple(k) for k in self.live_keys()}
         deadline = time.monotonic() + STORE_WAIT
+        keys = [DocKey(row["tenant"], row["app"], row["name"]) for row in rows]
+        trashed = self.stored_call("trash", self.store.trashed, keys, deadline=deadline)
         documents = []
         for row in rows:
             key = DocKey(row["tenant"], row["app"], row["name"])
@@ -145,9 +157,10 @@ class Inspector:
             documents.append(
                 dict(
                     key._asdict(),
-                    live=tuple(key) in live,
+                    live=tuple(key) in live and key not in trashed,
                     size=size,
                     updated_at=iso(row["updated_at"]),
+                    deleted_at=iso(trashed.get(key)),
                 )
             )
         more = len(rows) == limit
@@ -183,9 +196,9 @@ class Inspector:
         result["bytes"] = self.stored_call("size", self.store.size, key)
         return result
 
-    def detail(self, key: DocKey) -> dict[str, Any]:
+    def detail(self, key: DocKey, trashed_too: bool = False) -> dict[str, Any]:
         """The summary plus "content"; NotFound when the document is neither live
-        here nor stored."""
+        here nor stored, or is in the trash (unless `trashed_too`: a purge)."""
         room = self.documents.get(key)
         if room is None or not room.ready.ready():
             room = None
@@ -196,7 +209,10 @@ class Inspector:
         if room is not None:
             update = room.doc.get_update()
         else:
-            updates = self.stored_call("load", self.store.load, key).updates
+            stored = self.stored_call("load", self.store.load, key)
+            if stored.deleted_at is not None and not trashed_too:
+                raise NotFound("no such document (it is in the trash)")
+            updates = stored.updates
             if not updates and not result["connections"]:  # not live elsewhere either
                 raise NotFound("no such document")
             update = fold(updates) if updates else None
@@ -275,10 +291,12 @@ class Inspector:
                 deleting.discard(key)
         return closed
 
-    def delete(self, key: DocKey) -> int:
-        """Drop the document in every process, then delete it from storage. Returns
-        the number of connections closed; NotFound when there is no such document.
-        Here, nobody opens it until it is deleted.
+    def delete(self, key: DocKey, purge: bool = False) -> int:
+        """Drop the document in every process, then move it to the trash (`purge`:
+        delete it from storage, versions, trash entry and index row too). Returns the
+        number of connections closed; NotFound when there is no such document (or,
+        unless `purge`, it is in the trash already). Here, nobody opens it until it is
+        deleted.
 
         Bounded: StorageUnavailable (503) when its updates cannot be made durable, or
         storage does not delete it, within STORE_WAIT seconds each; nothing queued is
@@ -287,7 +305,7 @@ class Inspector:
         nothing written meanwhile is deleted with it."""
         if self.store.failing is not None:  # before anyone is told it was deleted
             raise StorageUnavailable("storage is not committing: nothing was deleted; retry")
-        self.detail(key)  # NotFound (404) for a document that does not exist
+        self.detail(key, trashed_too=purge)  # NotFound (404): no such document
         deleting = self.documents.deleting
         deleting.add(key)
         pending = None
@@ -303,7 +321,9 @@ class Inspector:
                 # Every process's listener answers, ours too (nothing left to close).
                 closed += sum(self.board.ask_everywhere({"kind": "drop", "key": list(key)}))
             try:
-                self.store.delete(key, timeout=STORE_WAIT)
+                # To the trash, which every load refuses (4404) until an undelete or
+                # a purge (wsserver/http/versions.py): no provider can push it back.
+                (self.store.delete if purge else self.store.trash)(key, timeout=STORE_WAIT)
             except StoreError as e:
                 pending = e.pending
                 self._errors.error("admin: delete of %s: %s", "/".join(key), e)
@@ -317,4 +337,6 @@ class Inspector:
                 deleting.discard(key)
             else:
                 pending.rawlink(lambda _: deleting.discard(key))
+        if self.on_trashed is not None and not purge:
+            self.on_trashed(key)
         return closed

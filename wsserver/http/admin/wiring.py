@@ -28,18 +28,24 @@ def console(
     plan_of: Callable[[Any], Any],
     version: str,
     liveness: Any,
+    trail: AuditTrail | None = None,
+    on_trashed: Callable[[Any], None] | None = None,
 ) -> Blueprint:
     """`settings`: the `admin` section (None: every route answers 404); `report`: the
     /healthz body; `plan_of(app)`: an app's Limits; `liveness`: the process's id and
-    heartbeat (support/liveness.py), which the board and the stats beat on. Whatever
-    it starts is stopped at the endpoint's shutdown."""
+    heartbeat (support/liveness.py), which the board and the stats beat on; `trail`:
+    the audit trail (shared with the history's admin routes; default one of its own);
+    `on_trashed(key)`: told of each document a delete moved to the trash. Whatever it
+    starts is stopped at the endpoint's shutdown."""
     board = None
     if settings and redis_url:  # the admin console sees every process
         board = RedisBoard(
             redis_client(redis_url), blocking_client(redis_url, "admin-board", None), liveness
         )
         endpoint.stop_at_shutdown("the admin board", board.stop)
-    inspector = Inspector(documents, store, stopping=lambda: endpoint.stopping, board=board)
+    inspector = Inspector(
+        documents, store, stopping=lambda: endpoint.stopping, board=board, on_trashed=on_trashed
+    )
     if not settings:
         return blueprint(None, inspector)
 
@@ -62,4 +68,4 @@ def console(
     }
     cluster = Cluster(inspector, lambda: endpoint.connections, state, lambda: apps, liveness, board)
     endpoint.stop_at_shutdown("the admin stats", cluster.stop)
-    return blueprint(settings, inspector, cluster, AuditTrail(store))
+    return blueprint(settings, inspector, cluster, trail or AuditTrail(store))

@@ -121,7 +121,7 @@ function renderDocuments () {
   $('documents').replaceChildren(...shown.map((d) => {
     const row = el('tr', { className: same(d, selected) ? 'selected' : '' },
       el('td', {}, el('div', { className: 'name', textContent: d.name },
-        el('span', { className: 'badge ' + (d.live ? 'on' : 'off'), textContent: d.live ? 'live' : 'stored' })),
+        el('span', { className: 'badge ' + (d.deleted_at ? 'bad' : d.live ? 'on' : 'off'), textContent: d.deleted_at ? 'in the trash' : d.live ? 'live' : 'stored' })),
       el('div', { className: 'sub', textContent: d.tenant + ' / ' + d.app })),
       el('td', { className: 'num', textContent: d.connections }),
       el('td', { className: 'num', textContent: d.users.length }),
@@ -324,7 +324,7 @@ async function open (d) {
 }
 
 $('delete').addEventListener('click', async () => {
-  if (!selected || !confirm(`Delete ${selected.tenant}/${selected.app}/${selected.name}? Its clients are disconnected and its stored content is removed.`)) return
+  if (!selected || !confirm(`Delete ${selected.tenant}/${selected.app}/${selected.name}? Its clients are disconnected and it moves to the trash (undelete it there until it is purged).`)) return
   try { await api('/admin/api/documents/' + path(selected), { method: 'DELETE' }) } catch (e) { alert('Delete failed: ' + e.message) }
   refreshDocuments()
 })
