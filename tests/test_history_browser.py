@@ -6,15 +6,12 @@ editing and converge."""
 
 import base64
 import json
-import queue
-import subprocess
-import threading
 import time
 
 import pytest
 import test_browser_closes
 import test_content_browser
-from conftest import NODE_DIR, NodeProcess, make_token
+from conftest import NodeProcess, make_token
 from test_content_browser import open_editor, page_json, prosemirror, wait_equal
 from test_history import call
 
@@ -27,39 +24,16 @@ SEEN_WITHIN = 1.0  # the issue: editors show the restored content within a secon
 FIELD = "body"
 
 
-class NodeEditor(NodeProcess):
-    """tests/node/history_editor.mjs: a NodeProcess told what to do on its stdin."""
+def ask(node, phase, **command):
+    """Tell tests/node/history_editor.mjs `command`; its answer."""
+    node.send(command)
+    return node.wait_phase(phase, 10)
 
-    def __init__(self, spec):
-        self.script = "history_editor.mjs"
-        self.proc = subprocess.Popen(
-            ["node", str(NODE_DIR / self.script), json.dumps(spec)],
-            cwd=NODE_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines = queue.Queue()
-        self.stdout, self.stderr = [], []
-        for stream, sink, queued in (
-            (self.proc.stdout, self.stdout, True),
-            (self.proc.stderr, self.stderr, False),
-        ):
-            threading.Thread(target=self._read, args=(stream, sink, queued), daemon=True).start()
 
-    def ask(self, phase, **command):
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self.wait_phase(phase, 10)
-
-    def state(self):
-        """(its field as ProseMirror JSON, as the server renders it; sockets opened)."""
-        state = self.ask("state", state=True)
-        return read_field(base64.b64decode(state["update"]), FIELD, "prosemirror"), state["sockets"]
-
-    def prosemirror(self):
-        return self.state()[0]
+def node_json(node):
+    """The Node client's field as ProseMirror JSON, as the server renders it."""
+    state = ask(node, "state", state=True)
+    return read_field(base64.b64decode(state["update"]), FIELD, "prosemirror")
 
 
 def type_rich_text(page):
@@ -83,12 +57,11 @@ def type_rich_text(page):
     keys.type("Signed.")
 
 
-@pytest.mark.long  # (Chromium and the bundle: 3-4 s of set-up)
+@pytest.mark.long  # (Chromium, the bundle, the typing: 4-5 s here, more in the suite)
 def test_a_restore_is_live_in_a_tiptap_page_and_a_node_client(start_server, browser, bundle):
     server, room, page = open_editor(start_server, browser, bundle, "startTiptap", FIELD)
-    node = NodeEditor(
-        {"url": server.url, "room": room, "token": make_token(sub="node"), "field": FIELD}
-    )
+    spec = {"url": server.url, "room": room, "token": make_token(sub="node"), "field": FIELD}
+    node = NodeProcess("history_editor.mjs", spec, stdin=True)
     versions = f"/v1/documents/{room}/versions"
     try:
         node.wait_phase("synced", 10)
@@ -104,13 +77,13 @@ def test_a_restore_is_live_in_a_tiptap_page_and_a_node_client(start_server, brow
         assert {"type": "bold"} in typed["content"][1]["content"][1]["marks"], typed
         # Everyone holds what the page typed: the named version is of that.
         wait_equal(lambda: prosemirror(server, room, FIELD), lambda: typed)
-        wait_equal(node.prosemirror, lambda: typed)
+        wait_equal(lambda: node_json(node), lambda: typed)
         status, version = call(server, "POST", versions, body={"label": "minutes"})
         assert status == 201 and version["label"] == "minutes", version
         status, binary = call(server, "GET", f"{versions}/{version['id']}")
         assert status == 200 and read_field(binary, FIELD, "prosemirror") == typed
 
-        # Both edit on: the page rewrites the heading, drops the bold, adds to the list;
+        # Both edit on: the page rewrites the heading, drops the bold, starts another list;
         # the Node client adds a paragraph.
         page.keyboard.press("Control+Home")
         page.keyboard.type("Draft ")
@@ -118,8 +91,8 @@ def test_a_restore_is_live_in_a_tiptap_page_and_a_node_client(start_server, brow
         page.evaluate("editor.commands.focus('end')")
         page.keyboard.press("Enter")
         page.keyboard.type("- and more")
-        node.ask("appended", append="From Node.")
-        edited = wait_equal(lambda: page_json(page), node.prosemirror)
+        ask(node, "appended", append="From Node.")
+        edited = wait_equal(lambda: page_json(page), lambda: node_json(node))
         wait_equal(lambda: prosemirror(server, room, FIELD), lambda: edited)
         assert edited != typed and "From Node." in json.dumps(edited)
 
@@ -129,16 +102,19 @@ def test_a_restore_is_live_in_a_tiptap_page_and_a_node_client(start_server, brow
         assert status == 200 and answer["changed"] is True, answer
         wait_equal(lambda: page_json(page), lambda: typed, timeout=SEEN_WITHIN)
         wait_equal(
-            node.prosemirror, lambda: typed, timeout=SEEN_WITHIN - (time.monotonic() - answered)
+            lambda: node_json(node),
+            lambda: typed,
+            timeout=SEEN_WITHIN - (time.monotonic() - answered),
         )
         assert time.monotonic() - answered < SEEN_WITHIN
-        assert page.evaluate("provider.sockets") == 1 and node.state()[1] == 1  # no reload
+        assert page.evaluate("provider.sockets") == 1  # the same connections: no reload
+        assert ask(node, "state", state=True)["sockets"] == 1
 
         # They keep editing on top of it and converge.
         page.evaluate("editor.commands.focus('end')")
         page.keyboard.type(" Then restored.")
-        node.ask("appended", append="Node again.")
-        final = wait_equal(lambda: page_json(page), node.prosemirror)
+        ask(node, "appended", append="Node again.")
+        final = wait_equal(lambda: page_json(page), lambda: node_json(node))
         wait_equal(lambda: prosemirror(server, room, FIELD), lambda: final)
         assert final["content"][:3] == typed["content"][:3]
         texts = json.dumps(final)

@@ -5,7 +5,7 @@
 //   {state: true}        -> {phase: 'state', update: <its document, base64>, sockets}
 //   {append: '...'}      appends a paragraph of that text to the field, waits for the echo
 //                        -> {phase: 'appended'}
-//   {quit: true}         -> result line {phase: 'done', sockets}, exit
+// and ends (result line {phase: 'done', sockets}) when its stdin closes.
 import readline from 'node:readline'
 import { client, confirmed, emit, main, spec, synced, Y } from './lib.mjs'
 
@@ -25,8 +25,6 @@ main(async () => {
       fragment.insert(fragment.length, [paragraph])
       await confirmed(c)
       emit({ phase: 'appended' })
-    } else if (command.quit) {
-      break
     }
   }
   c.provider.destroy()
