@@ -278,13 +278,15 @@ def run_node(script, *args, timeout=120):
 
 
 class NodeProcess:
-    """A Node script running in the background; the test reads its JSON lines as they come."""
+    """A Node script running in the background; the test reads its JSON lines as they come
+    (and, with `stdin`, sends it JSON lines with `send`)."""
 
-    def __init__(self, script, spec):
+    def __init__(self, script, spec, stdin=False):
         self.script = script
         self.proc = subprocess.Popen(
             ["node", str(NODE_DIR / script), json.dumps(spec)],
             cwd=NODE_DIR,
+            stdin=subprocess.PIPE if stdin else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -311,6 +313,10 @@ class NodeProcess:
             f"node {self.script}: {what}\nstdout:\n{''.join(self.stdout)}\n"
             f"stderr:\n{''.join(self.stderr)}"
         )
+
+    def send(self, command):
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
 
     def wait_phase(self, phase, timeout):
         deadline = time.monotonic() + timeout
