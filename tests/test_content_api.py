@@ -324,6 +324,23 @@ def test_a_write_on_one_process_reaches_a_client_of_another(start_server, tmp_pa
         node.kill()
 
 
+def test_content_writes_are_authored_by_the_tokens_sub(api):
+    doc = name()
+    ok(write(api, "PUT", doc, "draft", make_token(sub="ann"), format="text", field="t"))
+    ok(write(api, "POST", doc, "!", make_token(sub="bob"), format="text", field="t"))
+    ok(write(api, "PATCH", doc, {"k": 1}, make_token(sub="cy"), path="map/meta"))
+    status, _, body = request(api, "POST", f"/v1/documents/{doc}/versions", make_token())
+    assert status == 201, body
+    made = json.loads(body)
+    assert made["authors"] == ["ann", "bob", "cy"]
+    # A restore is a write by the token that asks for it.
+    ok(write(api, "PUT", doc, "later", make_token(sub="ann"), format="text", field="t"))
+    restore = f"/v1/documents/{doc}/versions/{made['id']}/restore"
+    assert request(api, "POST", restore, make_token(sub="dee"))[0] == 200
+    status, _, body = request(api, "POST", f"/v1/documents/{doc}/versions", make_token())
+    assert (status, json.loads(body)["authors"]) == (201, ["dee"])
+
+
 def test_preflights_of_the_write_routes_allow_their_methods(api):
     for path in ("/v1/documents/d/content", "/v1/documents/d/map/meta"):
         status, headers, _ = request(

@@ -270,6 +270,30 @@ def test_history_routes_answer_clear_errors(start_server):
     assert call(server, "GET", f"/v1/documents/{name}/versions/{made['id']}?format=xml")[0] == 400
 
 
+def test_a_version_is_read_in_every_format_the_document_get_answers(start_server):
+    server = start_server()
+    name = doc_name("formats")
+    content = f"/v1/documents/{name}/content?format=markdown&field=notes"
+    markdown = {"Content-Type": "text/markdown"}
+    assert request(server, "PUT", content, WRITER, b"# Plan\n\nStep *one*.\n", markdown)[0] == 200
+    status, made = call(server, "POST", f"/v1/documents/{name}/versions", body={})
+    assert status == 201
+    queries = ("?format=markdown&field=notes", "?format=text&field=notes", "?format=json")
+    queries += ("?format=prosemirror&field=notes",)
+    then = {}
+    for query in queries:
+        status, head, body = request(server, "GET", f"/v1/documents/{name}{query}", WRITER)
+        assert status == 200, query
+        then[query] = (head["Content-Type"], body)
+    assert request(server, "PUT", content, WRITER, b"Changed.\n", markdown)[0] == 200
+    for query in queries:
+        status, head, body = request(
+            server, "GET", f"/v1/documents/{name}/versions/{made['id']}{query}", WRITER
+        )
+        assert (status, (head["Content-Type"], body)) == (200, then[query]), query
+    assert b"Plan" in then[queries[0]][1] and b"Changed" not in then[queries[0]][1]
+
+
 ADMIN = "admin-token-0123456789abcdef"
 
 

@@ -127,7 +127,8 @@ class ContentApi(DocumentApi):
 
     def _change(self, key: DocKey, principal: Principal, app: App, change: Change) -> Response:
         """Claim the document as a write does, make `change(scratch doc, its update)`
-        on a copy of the live document, apply the difference; 200 once durable."""
+        on a copy of the live document, apply the difference (its author the token's
+        `sub`, as a POST .../update's); 200 once durable."""
         session = self.handshake.admit(
             Session(key, principal, app, request.environ), (self.region_gate, self.write_gate)
         )
@@ -141,6 +142,6 @@ class ContentApi(DocumentApi):
                 diff = scratch.get_update(before)
                 if diff == EMPTY_UPDATE:
                     return jsonify(stored=False)
-                return jsonify(stored=self.apply(key, diff))
+                return jsonify(stored=self.apply(key, diff, principal.user))
         finally:
             session.release()

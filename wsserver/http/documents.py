@@ -152,18 +152,8 @@ class DocumentApi:
     # --- GET ------------------------------------------------------------------------
 
     def read(self, key: DocKey, principal: Any, app: Any) -> Response:
-        form = request.args.get("format", "binary")
-        if form not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-        update = self.current_update(key)
-        if form == "json":
-            return jsonify(document_json(update))
-        if form in READ_FORMATS:
-            value = read_field(update, request.args.get("field", DEFAULT_FIELD), form)
-            if form == "prosemirror":
-                return jsonify(value)
-            return Response(value, mimetype=_MIMETYPES[form])
-        return Response(update, mimetype="application/octet-stream")
+        form = requested_format()
+        return formatted(self.current_update(key), form)
 
     def current_update(self, key: DocKey) -> bytes:
         """The document as one update, from the live copy or storage; NotFound when
@@ -219,6 +209,29 @@ class DocumentApi:
             if not durable.wait(DURABLE_TIMEOUT):
                 raise TryAgainLater("update not yet durable; retry")
             return True
+
+
+def requested_format() -> str:
+    """The request's `?format=` (binary by default); BadRequest (400) for one not in
+    FORMATS. Checked before anything is read."""
+    form = request.args.get("format", "binary")
+    if form not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    return form
+
+
+def formatted(update: bytes, form: str) -> Response:
+    """The document `update` holds as a GET answers it in format `form` (FORMATS;
+    `?field=` names the field of the READ_FORMATS): the document's GET and a
+    version's (wsserver/http/versions.py)."""
+    if form == "json":
+        return jsonify(document_json(update))
+    if form in READ_FORMATS:
+        value = read_field(update, request.args.get("field", DEFAULT_FIELD), form)
+        if form == "prosemirror":
+            return jsonify(value)
+        return Response(value, mimetype=_MIMETYPES[form])
+    return Response(update, mimetype="application/octet-stream")
 
 
 def read_body(limit: int) -> bytes:

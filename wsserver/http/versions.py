@@ -4,7 +4,8 @@ wsserver/http/documents.py checks it) and the admin console's (the admin token).
     GET    /v1/documents/NAME/versions                 {"versions": [version, ...]}
                                                        newest first
     GET    /v1/documents/NAME/versions/ID              the version as the document GET
-                                                       answers it (binary; ?format=json)
+                                                       answers it (binary; ?format=json|
+                                                       prosemirror|text|markdown&field=F)
     POST   /v1/documents/NAME/versions                 {"label": "..."} (optional; write
                                                        access): 201 {version}
     POST   /v1/documents/NAME/versions/ID/restore      (write access) 200 {"restored",
@@ -53,7 +54,7 @@ from ..documents.storage.history import DAY
 from ..errors import BadRequest, DocumentDeleted, NotFound, ServiceRestart
 from ..handshake.handshake import Session, document_name
 from .admin import AuditTrail, Guard
-from .documents import FORMATS, PREFIX, DocumentApi
+from .documents import PREFIX, DocumentApi, formatted, requested_format
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +123,12 @@ class VersionApi:
     def get(
         self, key: DocKey, principal: Any = None, app: Any = None, version_id: int = 0
     ) -> Response:
-        form = request.args.get("format", "binary")
-        if form not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        form = requested_format()
         self._not_trashed(key)
         found = self.history.bounded(self.store.version, key, version_id)
         if found is None:
             raise NotFound("no such version")
-        state = bytes(found[1])
-        if form == "json":
-            return jsonify(document_json(state))
-        return Response(state, mimetype="application/octet-stream")
+        return formatted(bytes(found[1]), form)
 
     def create(self, key: DocKey, principal: Any, app: Any, **_: Any) -> Response:
         label = _label()
