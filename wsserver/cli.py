@@ -45,14 +45,14 @@ def _serve(args: argparse.Namespace) -> int:
     server = WSGIServer(listener, app, handler_class=WebSocketRequestHandler, log=None)
     handover: restarts.Handover | None = None
 
-    def stop(drain: float = config.shutdown_drain) -> None:
+    def stop(drain: float = config.shutdown_drain, replaced: bool = False) -> None:
         # Called again (a signal and a successor), it waits for the first call's end.
-        # Stop accepting but keep serve_forever waiting: server.close() would set its stop
-        # event, so the main greenlet would return (and the process exit) in the middle
-        # of endpoint.shutdown(). server.stop() below ends serve_forever once it is done.
-        # /readyz answers 503 from now on; during `shutdown_drain` everything else still
-        # serves (a load balancer sees the probe fail and stops sending clients).
-        endpoint.shutdown(drain=drain, before_closing=lambda: restarts.stop_accepting([server]))
+        # Stop accepting, but serve_forever ends only at server.stop(), once shut down;
+        # a plain stop's 1012s come at once, a replaced one lets handshakes settle.
+        settle = restarts.SETTLE if replaced else 0.0
+        endpoint.shutdown(
+            drain=drain, before_closing=lambda: restarts.stop_accepting([server], settle)
+        )
         if handover is not None:
             handover.close()
         server.stop(timeout=1)

@@ -55,12 +55,15 @@ ANSWER_TIMEOUT = 5.0
 SETTLE = 0.25
 
 
-def stop_accepting(servers: Iterable[Any]) -> None:
+def stop_accepting(servers: Iterable[Any], settle: float = SETTLE) -> None:
     """Stop accepting on `servers` (gevent servers), then let the handshakes under way
-    end (SETTLE): the `before_closing` of a shutdown."""
+    end (`settle` seconds: SETTLE when a successor accepts on the port, 0 for a plain
+    stop, whose clients must hear their 1012 at once): the `before_closing` of a
+    shutdown."""
     for server in servers:
         server.stop_accepting()
-    gevent.sleep(SETTLE)
+    if settle:
+        gevent.sleep(settle)
 
 
 def control_path(host: str, port: int) -> str:
@@ -126,15 +129,15 @@ def listener(
 
 
 def accepting(
-    server: Any, successor: Successor | None, stop: Callable[[float], object]
+    server: Any, successor: Successor | None, stop: Callable[[float, bool], object]
 ) -> Handover:
     """`server` (a started gevent server) accepts: the process it replaced, if any, may
     stop (its clients come here), and a later successor may take over by the same way
-    (`stop(0)`: the port stays served throughout, so no drain)."""
+    (`stop(0, True)`: the port stays served throughout, so no drain; a settle)."""
     if successor is not None:
         successor.release()
     path = control_path(*server.address[:2])
-    return Handover(path, server.socket, lambda: gevent.spawn(stop, 0)).start()
+    return Handover(path, server.socket, lambda: gevent.spawn(stop, 0, True)).start()
 
 
 class Handover:
