@@ -179,17 +179,22 @@ function renderDetail (d) {
 // --- history: versions of the open document, the trash (once the server has them) ------
 
 let versionsShown = null  // signature of the versions list drawn, so a redraw is only on change
+let versionsAsked = 0  // the latest request: an older answer (the periodic refresh's, sent
+// before a save) must not draw over a newer one
 
 async function refreshVersions (d) {
   const box = $('doc-versions')
   if (!box) return
+  const asked = ++versionsAsked
   let list
   try {
     const response = await fetch('/admin/api/documents/' + path(d) + '/versions', { headers: { Authorization: 'Bearer ' + token } })
+    if (asked !== versionsAsked) return
     if (response.status === 404) { box.replaceChildren(); return } // no history here
     if (!response.ok) throw new Error(response.statusText)
     list = (await response.json()).versions
   } catch (e) { failed('versions')(e); return }
+  if (asked !== versionsAsked) return
   const signature = keyOf(d) + JSON.stringify(list)
   if (versionsShown === signature && box.children.length) return
   versionsShown = signature
