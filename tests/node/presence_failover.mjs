@@ -78,12 +78,17 @@ main(async (partial) => {
   }
   partial.seen = seenAt.size
   const missing = pairs.map(([o, x]) => `${o.name} ${x.name}`).filter((k) => !seenAt.has(k))
-  const after = (c, keys) => Math.max(...keys.map((k) => (seenAt.get(k) ?? Infinity) - reconnectedAt(c)))
+  // A pair can see each other only once both are connected again: each pair is timed
+  // from the later reconnect of its two (a 3.x provider's back-off after a slow restart
+  // can bring it back seconds after a 1.x one, which is not the server's delay).
+  const back = (o, x) => Math.max(...[o, x].filter((c) => moved.includes(c)).map(reconnectedAt))
+  const after = (pairsOf) => Math.max(...pairsOf.map(([o, x]) => (seenAt.get(`${o.name} ${x.name}`) ?? Infinity) - back(o, x)))
+  const others = (c) => clients.filter((o) => o !== c)
   const result = {
     reconnectedAfterMs: Object.fromEntries(moved.map((c) => [c.name, reconnectedAt(c) && reconnectedAt(c) - killedAt])),
-    // how long after its reconnect every peer saw it, and it saw every peer
-    seenByAllAfterMs: Object.fromEntries(moved.map((x) => [x.name, after(x, clients.filter((o) => o !== x).map((o) => `${o.name} ${x.name}`))])),
-    seesAllAfterMs: Object.fromEntries(moved.map((o) => [o.name, after(o, clients.filter((x) => x !== o).map((x) => `${o.name} ${x.name}`))])),
+    // how long after the pair's reconnect every peer saw it, and it saw every peer
+    seenByAllAfterMs: Object.fromEntries(moved.map((x) => [x.name, after(others(x).map((o) => [o, x]))])),
+    seesAllAfterMs: Object.fromEntries(moved.map((o) => [o.name, after(others(o).map((x) => [o, x]))])),
     missing
   }
   for (const c of clients) c.provider.destroy()
