@@ -328,9 +328,9 @@ def register_routes(app: Flask, config: Config, parts: Parts) -> None:
             trail,
         )
     )
-    app.register_blueprint(document_api.blueprint(*document_parts))  # /v1/documents/...
+    app.register_blueprint(document_api.blueprint(document_api.DocumentApi(*document_parts)))
     # .../content, .../map/FIELD: writes without Yjs
-    app.register_blueprint(content_api.blueprint(*document_parts))
+    app.register_blueprint(content_api.blueprint(content_api.ContentApi(*document_parts)))
     app.register_blueprint(health.blueprint())  # /healthz, 426 on document paths, errors
 
 

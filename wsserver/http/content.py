@@ -47,29 +47,15 @@ from .documents import PREFIX, DocumentApi, read_body
 
 if TYPE_CHECKING:
     from ..documents.key import DocKey
-    from ..documents.manager import DocumentManager
-    from ..documents.storage import Store
     from ..handshake.claims import Principal
-    from ..handshake.handshake import Handshake
     from ..handshake.tenants import App
-    from ..limits.gates import WriteQuotaGate
-    from ..regions.gate import RegionGate
 
 # A change made on the scratch copy of a document, given the copy and its update.
 Change = Callable[[Doc, bytes], object]
 
 
-def blueprint(
-    handshake: Handshake,
-    region_gate: RegionGate,
-    write_gate: WriteQuotaGate,
-    documents: DocumentManager,
-    store: Store,
-    max_body: int,
-    shutting_down: Callable[[], bool],
-) -> Blueprint:
-    """The routes; the arguments are the document API's (documents.blueprint)."""
-    api = ContentApi(handshake, region_gate, write_gate, documents, store, max_body, shutting_down)
+def blueprint(api: ContentApi) -> Blueprint:
+    """The routes of `api`: PUT/POST a field's content, PATCH a map."""
     bp = Blueprint("content", __name__)
     api.route(bp, f"{PREFIX}/<name>/content", "PUT", api.replace)
     api.route(bp, f"{PREFIX}/<name>/content", "POST", api.append)

@@ -72,19 +72,8 @@ def api_url(base: str, name: str) -> str:
     return {"ws": "http", "wss": "https"}.get(scheme, scheme) + sep + rest + f"{PREFIX}/{name}"
 
 
-def blueprint(
-    handshake: Any,
-    region_gate: Any,
-    write_gate: Any,
-    documents: Any,
-    store: Any,
-    max_body: int,
-    shutting_down: Callable[[], bool],
-) -> Blueprint:
-    """The routes; `write_gate` is the quota of writes (limits.WriteQuotaGate),
-    `max_body` the largest update accepted (`max_message_size`), `shutting_down()` True
-    once SIGTERM came (writes then answer 503/1012)."""
-    api = DocumentApi(handshake, region_gate, write_gate, documents, store, max_body, shutting_down)
+def blueprint(api: "DocumentApi") -> Blueprint:
+    """The routes of `api`: GET a document, POST an update."""
     bp = Blueprint("documents", __name__)
     api.route(bp, f"{PREFIX}/<name>", "GET", api.read)
     api.route(bp, f"{PREFIX}/<name>/update", "POST", api.write)
@@ -93,7 +82,10 @@ def blueprint(
 
 class DocumentApi:
     """The API's handlers: each takes (key, principal, app) once the handshake's checks
-    passed (`route`), and returns a response or raises a WsServerError."""
+    passed (`route`), and returns a response or raises a WsServerError. `write_gate` is
+    the quota of writes (limits.WriteQuotaGate), `max_body` the largest update accepted
+    (`max_message_size`), `stopping()` True once SIGTERM came (writes then answer
+    503/1012)."""
 
     def __init__(
         self,
