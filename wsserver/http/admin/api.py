@@ -106,29 +106,27 @@ def _document_routes(bp, inspector, authorize, trail):
         trail.record(admin, "view", key)
         return jsonify(inspector.detail(key))
 
+    def remove(tenant, app, name, action):
+        """A delete (to the trash) or a purge, audited either way: its clients closed."""
+        key = key_of(tenant, app, name)
+        admin = authorize(action, key)
+        try:
+            closed = inspector.delete(key, purge=action == "purge")
+        except StorageUnavailable as e:
+            trail.record(admin, action, key, level=logging.WARNING, failed=e.reason)
+            raise
+        trail.record(admin, action, key, connections_closed=closed)
+        return closed
+
     @bp.delete("/admin/api/documents/<tenant>/<app>/<name>")
     def delete(tenant, app, name):
-        key = key_of(tenant, app, name)
-        admin = authorize("delete", key)
-        try:
-            closed = inspector.delete(key)
-        except StorageUnavailable as e:
-            trail.record(admin, "delete", key, level=logging.WARNING, failed=e.reason)
-            raise
-        trail.record(admin, "delete", key, connections_closed=closed)
+        closed = remove(tenant, app, name, "delete")
         return jsonify(deleted=True, connections_closed=closed)
 
     @bp.delete("/admin/api/documents/<tenant>/<app>/<name>/purge")
     def purge(tenant, app, name):
         """Gone for good, from the trash or not (versions too): the name is free again."""
-        key = key_of(tenant, app, name)
-        admin = authorize("purge", key)
-        try:
-            closed = inspector.delete(key, purge=True)
-        except StorageUnavailable as e:
-            trail.record(admin, "purge", key, level=logging.WARNING, failed=e.reason)
-            raise
-        trail.record(admin, "purge", key, connections_closed=closed)
+        closed = remove(tenant, app, name, "purge")
         return jsonify(purged=True, connections_closed=closed)
 
     @bp.get("/admin/api/documents/<tenant>/<app>/<name>/events")
