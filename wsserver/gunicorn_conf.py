@@ -176,7 +176,10 @@ def post_worker_init(worker: Worker) -> None:
     restarts_dir = os.environ["WSSERVER_RESTARTS_DIR"]
     before_previous(
         lambda: endpoint.shutdown(
-            drain=config.shutdown_drain, before_closing=lambda: restarts.stop_accepting(servers)
+            drain=config.shutdown_drain,
+            before_closing=lambda: restarts.stop_accepting(
+                servers, restarts.reloading(restarts_dir, booted_at) is not None
+            ),
         ),
         delay=config.shutdown_drain,
         wait=lambda: restarts.wait_for_successors(restarts_dir, booted_at, RESTART_WAIT),

@@ -29,6 +29,7 @@ any other reason (gunicorn's own stop, a crash) waits for nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,15 +56,14 @@ ANSWER_TIMEOUT = 5.0
 SETTLE = 0.25
 
 
-def stop_accepting(servers: Iterable[Any], settle: float = SETTLE) -> None:
-    """Stop accepting on `servers` (gevent servers), then let the handshakes under way
-    end (`settle` seconds: SETTLE when a successor accepts on the port, 0 for a plain
-    stop, whose clients must hear their 1012 at once): the `before_closing` of a
-    shutdown."""
+def stop_accepting(servers: Iterable[Any], replaced: bool) -> None:
+    """Stop accepting on `servers` (gevent servers): the `before_closing` of a shutdown.
+    When a successor accepts on the port (`replaced`), let the handshakes under way end
+    first (SETTLE); a plain stop's clients hear their 1012 at once."""
     for server in servers:
         server.stop_accepting()
-    if settle:
-        gevent.sleep(settle)
+    if replaced:
+        gevent.sleep(SETTLE)
 
 
 def control_path(host: str, port: int) -> str:
@@ -195,11 +195,9 @@ class Handover:
             self._loop.kill(block=False)
         if self._server is not None:
             self._server.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):  # gone already: nothing to remove
             if os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 # --- gunicorn ---------------------------------------------------------------------------
@@ -217,12 +215,19 @@ def mark_ready(directory: str) -> None:
     _write(os.path.join(directory, f"ready-{os.getpid()}.json"), {"at": time.time()})
 
 
+def reloading(directory: str, booted_at: float) -> dict | None:
+    """The reload (gunicorn's HUP) begun after a worker booted at `booted_at`, if any:
+    {"at", "workers"}; None for a plain stop."""
+    reload = _read(os.path.join(directory, RELOAD))
+    return None if reload is None or reload["at"] < booted_at else reload
+
+
 def wait_for_successors(directory: str, booted_at: float, wait: float) -> bool:
     """In a worker that got SIGTERM: when a reload began after it booted, wait until as
     many workers as the reload starts are ready (at most `wait` seconds). True when
     they are, or when no reload is under way."""
-    reload = _read(os.path.join(directory, RELOAD))
-    if reload is None or reload["at"] < booted_at:
+    reload = reloading(directory, booted_at)
+    if reload is None:
         return True
 
     def ready() -> int:
