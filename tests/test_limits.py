@@ -30,7 +30,7 @@ from wsserver.limits.clientip import client_ip, rate_key, trust_proxies
 from wsserver.limits.gates import RateLimitGate
 from wsserver.limits.ops import MessageBudget
 from wsserver.limits.plans import Limits, validate_plans, validate_rate_limit
-from wsserver.limits.redis_backend import RedisQuota
+from wsserver.limits.redis_backend import PREFIX, RedisQuota
 from wsserver.limits.refusals import Refusals
 from wsserver.settings import Config
 
@@ -592,35 +592,74 @@ def test_limits_hold_across_processes_on_redis(tmp_path, start_server, redis_db)
 
 @pytest.mark.long
 def test_killed_process_stops_counting_within_lease(tmp_path, start_server, redis_db):
+    """A process killed with kill -9 keeps counting until its lease runs out (its last
+    renewal + `lease_seconds`, on Redis's clock), and not one handshake longer. Timed on
+    Redis's clock against the dead process's own lease, so a loaded box that makes a
+    handshake slow changes which branch is checked, never the verdict."""
     lease = 3
     s1 = start_server(config=redis_config(tmp_path, redis_db, "s1", lease_seconds=lease))
     s2 = start_server(config=redis_config(tmp_path, redis_db, "s2", lease_seconds=lease))
     observer = RedisQuota(redis_db, heartbeat=False)
+    client = redis_lib.Redis.from_url(redis_db)
     held = [
         connect(s2, "d1", make_token(sub="alice"))[0],
         connect(s2, "d2", make_token(sub="bob"))[0],
     ]
     assert None not in held
     assert close_code_of(s1, "d3", make_token(sub="carol")) == 4004
+    dead = instance_holding(client, "d1")
 
     s2.stop(signal_kill())
-    killed = time.monotonic()
-    # Until the lease runs out the dead process's connections still count...
-    first = close_code_of(s1, "d3", make_token(sub="carol"))
-    if first != 4004:
-        assert time.monotonic() - killed >= lease, "a killed process stopped counting at once"
-    # ...and then they do not: within the lease (plus the time to ask).
+    killed_at = redis_ms(client)
+    # The dead process can renew no more: its lease expires at this score, at most a
+    # lease after its death. (Already reaped, it has no score: the box stalled a lease.)
+    expiry = client.zscore(f"{PREFIX}instances", dead)
+    assert expiry is None or expiry <= killed_at + lease * 1000, (expiry, killed_at)
+    expiry = killed_at if expiry is None else expiry
+
+    def attempt():
+        """carol's handshake on s1: (outcome, Redis time before, after, her socket)."""
+        before = redis_ms(client)
+        ws, code = connect(s1, "d3", make_token(sub="carol"))
+        return ("open" if ws is not None else code), before, redis_ms(client), ws
+
+    # Until the lease runs out the dead process's connections still count: an admission
+    # that ended before the expiry would have stopped counting them early...
+    outcome, before, after, ws = attempt()
+    while outcome != "open":
+        assert outcome == 4004, outcome
+        # ...and from the expiry on they do not: a handshake begun after it is admitted
+        # (the acquire reaps the dead lease first).
+        assert before < expiry, f"refused {before - expiry} ms after the dead lease expired"
+        time.sleep(0.25)
+        outcome, before, after, ws = attempt()
+    assert after >= expiry, f"admitted {expiry - after} ms before the dead lease expired"
+    # Only carol counts: the dead process's share is gone; her close gives hers back.
+    assert observer.usage("acme", "editor") == {"connections": 1, "documents": 1}
+    ws.close()
     wait_for(
-        lambda: close_code_of(s1, "d3", make_token(sub="carol")) == "open",
-        lease * 3 + 10,
-        "the killed process's lease to expire",
-        every=0.25,
+        lambda: observer.usage("acme", "editor") == {"connections": 0, "documents": 0},
+        10,
+        "carol's release",
     )
-    assert time.monotonic() - killed < lease + 5
-    assert observer.usage("acme", "editor") == {"connections": 0, "documents": 0}
+    client.close()
     for ws in held:
         if ws.sock is not None:
             ws.sock.close()
+
+
+def redis_ms(client):
+    """Redis's clock in ms: the one the leases are scored on."""
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def instance_holding(client, doc):
+    """The quota instance whose journal holds a connection to `doc`."""
+    for key in client.scan_iter(f"{PREFIX}j:*"):
+        if any(json.loads(lease)[2] == doc for lease in client.hkeys(key)):
+            return key.decode()[len(f"{PREFIX}j:") :]
+    raise AssertionError(f"no instance holds {doc}")
 
 
 def test_handshake_rate_shared_on_redis(tmp_path, start_server, redis_db):
