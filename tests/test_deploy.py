@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import websocket
-from conftest import ROOT, base_config, free_port, make_token, run_node
+from conftest import ROOT, base_config, free_port, make_token, run_node, wait_workers_answering
 
 DEV_ENV = ("WSSERVER_CONFIG", "DEV_SECRET", "PORT", "PYTHONPATH", "WEB_CONCURRENCY")
 
@@ -247,7 +247,12 @@ def _wheelhouse():
             check=True,
             timeout=600,
         )
-        building.rename(house)
+        try:
+            building.rename(house)
+        except OSError:  # another run of the suite on this .venv built it meanwhile
+            if not house.is_dir():
+                raise
+            shutil.rmtree(building)
     return house
 
 
@@ -380,13 +385,22 @@ def test_the_app_json_deploy_serves_from_a_fresh_venv_and_keeps_documents_in_pos
     ), startup
     assert f"redis rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none" in startup
     assert "region main, workers 2)" in startup and "pg-pass" not in p.log()
+    # The master writes that line once it listens, before its workers have imported the
+    # app (seconds on a loaded box; meanwhile connections wait in the listen backlog).
+    # The providers below time their sync (5 s): they start once both workers serve.
+    wait_workers_answering(f"http://127.0.0.1:{port}", 2, alive=lambda: p.proc.poll() is None)
 
     room = f"deploy-{time.monotonic_ns()}"
     token = make_token(tenant="main", app="editor", kid="main", secret=env["WSSERVER_SECRET"])
-    result = run_node(
-        "converge.mjs",
-        json.dumps({"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}),
-    )
+    try:
+        result = run_node(
+            "converge.mjs",
+            json.dumps(
+                {"url": f"ws://127.0.0.1:{port}", "token": token, "room": room, "rounds": 3}
+            ),
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nthe server's log:\n{p.log()[-6000:]}") from None
     assert result["a"] == result["b"] == result["late"]
     assert "<alpha>" in result["a"]["text"] and "[B3]" in result["a"]["text"]
     assert stored_rows(pg_url, room) > 0
@@ -413,6 +427,7 @@ def test_the_app_json_deploy_serves_from_a_fresh_venv_and_keeps_documents_in_pos
     # A redeploy: a new dyno (nothing on disk survives) serves the document from Postgres.
     again = platform(env, bin_dir=deployed_bin)
     assert again.outcome() == "listening", again.log()
+    wait_workers_answering(f"http://127.0.0.1:{port}", 2, alive=lambda: again.proc.poll() is None)
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/documents/{room}?format=json",
         headers={"Authorization": f"Bearer {token}"},
