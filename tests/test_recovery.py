@@ -79,11 +79,24 @@ def writers_on_both_workers(server, writers, name_of, first_id):
             thread.start()
         for thread in batch:
             thread.join(10)
-        for _ in range(6):
-            _, body = get(f"{server.http}/healthz")
-            connections[body["pid"]] = body["connections"]
+        for status, body in ask_at_once(f"{server.http}/healthz", 6):
+            if status is not None:
+                connections[body["pid"]] = body["connections"]
     assert len(connections) == 2 and all(connections.values()), connections
     return connections
+
+
+def ask_at_once(url, times=4):
+    """`times` GETs of `url` at once: [(status, body)] as `get` answers them. gunicorn's
+    workers share one listening socket and the kernel may hand one worker every request
+    asked one after another; asked together, the others get some."""
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(get(url))) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    return answers
 
 
 class Prober:
@@ -106,6 +119,20 @@ class Prober:
 
     def between(self, start, end, path):
         return [(s, b) for t, p, s, b in self.seen if p == path and start <= t <= end]
+
+    def until_every_worker_answered(self, since, workers=2, timeout=20):
+        """Probe more, several at once, until `workers` processes have answered /readyz
+        since `since` (the rounds, one probe at a time, may all reach one worker); every
+        answer goes into `seen`. A worker that never answers fails the test."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answered = {b["pid"] for s, b in self.between(since, time.monotonic(), "/readyz") if s}
+            if len(answered) >= workers:
+                return
+            assert time.monotonic() < deadline, f"only {answered} answered /readyz"
+            for path in ("/readyz", "/healthz"):
+                for status, body in ask_at_once(f"{self.server.http}{path}"):
+                    self.seen.append((time.monotonic(), path, status, body))
 
     def stop(self):
         self._stop.set()
@@ -253,12 +280,16 @@ def test_every_gunicorn_worker_recovers_from_a_postgres_stall(
             time.sleep(1.5)
             served = [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
             served += [handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0]]
-            pids = {}
-            while len(pids) < 2 and len(served) < 20:
+            # Each worker's store says "ok" (asked until both answered: see ask_at_once).
+            pids, deadline = {}, time.monotonic() + 20
+            while len(pids) < 2:
+                assert time.monotonic() < deadline, pids
                 served.append(handshake_outcome(server, f"after-{uuid.uuid4().hex[:8]}")[0])
-                _, body = get(f"{server.http}/healthz")
-                pids[body["pid"]] = body["store"]
+                for status, body in ask_at_once(f"{server.http}/healthz"):
+                    if status is not None:
+                        pids[body["pid"]] = body["store"]
             assert set(served) == {"served"} and pids == dict.fromkeys(connections, "ok")
+            prober.until_every_worker_answered(since=0)
         finally:
             prober.stop()
         readyz = [r for _, p, s, r in prober.seen if p == "/readyz"]
@@ -412,9 +443,11 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
             ok, deadline = {}, time.monotonic() + 15
             while len(ok) < 2 or not all(ok.values()):
                 assert time.monotonic() < deadline, ok
-                status, body = get(f"{server.http}/healthz")
-                ok[body["pid"]] = (status, body["status"]) == (200, "ok")
+                for status, body in ask_at_once(f"{server.http}/healthz"):
+                    if status is not None:
+                        ok[body["pid"]] = (status, body["status"]) == (200, "ok")
                 time.sleep(0.1)
+            prober.until_every_worker_answered(since=started)
         finally:
             prober.stop()
         readyz = prober.between(started, time.monotonic(), "/readyz")
