@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import base_config
-from test_console import ADMINS, OPERATOR, VIEWER, ok
+from test_console import ADMINS, OPERATOR, VIEWER, closes_once_closed, ok
 from test_ops import CHROMIUM, CHROMIUM_ARGS, Gunicorn, doc_name
 from test_ops import providers as providers  # a fixture
 
@@ -155,8 +155,9 @@ def _connections(page, base, editing, shots):
         "() => document.getElementById('status').textContent.startsWith('disconnected')",
         timeout=5000,
     )
-    closes = editing[2].quit()["closes"]  # quitting adds a null close to each
+    closes = closes_once_closed(editing[2], 1)  # what user-2b's provider saw
     assert closes[1][0] == {"code": 4404, "reason": "runaway client"}, closes
+    closes = editing[2].quit()["closes"]  # quitting adds a null close to each
     assert closes[0] == [None], closes
     page.fill("#f-user", "")
     page.fill("#f-doc", "")
