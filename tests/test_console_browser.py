@@ -203,7 +203,11 @@ def _history(page, base, editing, shots):
     tab(page, "documents")
     page.fill("#search", base)
     page.click(f"tr[data-name='{base}-0']")
+    # at once: the document open before (-1) and its buttons are gone from the panel (its
+    # "Save a version" saved there while this one's first event was on its way)
+    assert f"{base}-1" not in page.inner_text("#detail")
     page.wait_for_selector("#doc-versions h4", timeout=5000)
+    assert page.inner_text("#detail h3") == f"{base}-0"
     page.once("dialog", lambda dialog: dialog.accept("before the edit"))
     page.click("#doc-versions button:has-text('Save a version')")
     saved = page.locator("#versions tr", has_text="before the edit")
