@@ -257,12 +257,16 @@ class Gunicorn(ServerProcess):
         self.out = []
         threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
         threading.Thread(target=lambda: self.output.extend(self.proc.stderr), daemon=True).start()
-        eventually(
-            lambda: self.log().count("Booting worker") >= workers and self._live(),
-            timeout=30,
-            what="gunicorn workers",
-        )
-        wait_workers_answering(self.http, workers)
+        try:
+            eventually(
+                lambda: self.log().count("Booting worker") >= workers and self._live(),
+                timeout=30,
+                what="gunicorn workers",
+            )
+            wait_workers_answering(self.http, workers)
+        except AssertionError as e:  # the test never gets the object: end gunicorn here
+            self.kill()
+            raise AssertionError(f"{e}:\n{self.log()[-4000:]}") from None
 
     def _live(self):
         try:
