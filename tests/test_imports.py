@@ -2,8 +2,9 @@
 is an outage until the process listens, and most of a start is imports).
 
 A plain SQLite config (the shipped default) loads neither redis-py (with its asyncio
-half, ~60 ms) nor markdown-it-py nor the `limits` library: they are imported where a
-configured Redis, a Markdown read or write, or a handshake rate needs them.
+half, ~60 ms) nor markdown-it-py nor the `limits` library nor gunicorn's workers: they
+are imported where a configured Redis, a Markdown read or write, a handshake rate or
+gunicorn needs them.
 """
 
 import json
@@ -21,7 +22,7 @@ from wsserver.protocol import codec
 
 # Runs `wsserver serve` (its arguments follow) and prints a line when one of the
 # watched packages is first imported, at start or later, while it serves.
-WATCHED = ("redis", "markdown_it", "limits")
+WATCHED = ("redis", "markdown_it", "limits", "gunicorn.workers.ggevent")
 SERVE_WATCHING_IMPORTS = f"""
 import sys
 
@@ -41,7 +42,7 @@ def imported(lines):
     return [m[1] for line in lines if (m := re.match(r"imported (\S+)$", line.strip()))]
 
 
-def test_a_plain_sqlite_serve_imports_no_redis_no_markdown_no_limits(tmp_path):
+def test_a_plain_sqlite_serve_imports_only_what_it_uses(tmp_path):
     """The shipped default config (its storage moved under tmp_path), served: nothing
     watched is imported at start, nor by a WebSocket client's sync and update, nor by a
     JSON read; a Markdown write then imports markdown-it (the watch works)."""
