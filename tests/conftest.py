@@ -683,3 +683,73 @@ def own_postgres():
     import shutil
 
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# --- Chromium: one browser per worker, a fresh context per page --------------------------
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download is not used
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """() -> the worker's one Chromium (launched on first use, again if it went away):
+    a launch costs about a CPU-second, a context a few milliseconds."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    launched = []
+
+    def browser():
+        if not launched or not launched[-1].is_connected():
+            launched.append(
+                playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            )
+        return launched[-1]
+
+    yield browser
+    for browser in launched:
+        if browser.is_connected():
+            browser.close()
+    playwright.stop()
+
+
+class BrowserPages:
+    """A test's share of the worker's Chromium: `new_page(**options)` is a page in a
+    context of its own (its own cookies and storage; `options` as for Playwright's
+    `Browser.new_page`, e.g. viewport); `close()` closes every context it made (the
+    fixture calls it after the test; a test may call it sooner)."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.contexts = []
+
+    def new_page(self, **options):
+        context = self.browser.new_context(**options)
+        self.contexts.append(context)
+        return context.new_page()
+
+    def close(self):
+        while self.contexts:
+            self.contexts.pop().close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """Pages for this test (BrowserPages), closed with their contexts after it."""
+    pages = BrowserPages(chromium())
+    yield pages
+    pages.close()
+
+
+@pytest.fixture
+def page(browser):
+    """One page in a fresh context, for a test that needs one."""
+    return browser.new_page()

@@ -19,11 +19,10 @@ from types import SimpleNamespace
 
 import gevent.socket
 import jwt
-import pytest
 import websocket
 from conftest import NODE_DIR, ROOT, base_config, make_token
 from pycrdt import Doc, Text
-from test_ops import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, http
+from test_ops import ADMIN_TOKEN, http
 
 from wsserver.documents.readonly import MAX_DROPPED
 from wsserver.errors import UnsupportedData
@@ -57,25 +56,6 @@ window.sendAll = (messages) => {
 };
 true;  // not a function: Playwright would call it
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    yield page
-    page.close()
 
 
 def open_socket(page, server, name, token):
