@@ -269,7 +269,9 @@ def test_the_readme_read_only_tiptap_example_is_read_only_before_the_user_types(
             make_token(sub="viewer", access="read"),
         )
         page.add_script_tag(path=str(bundle), type="module")
-        page.wait_for_function("window.editor !== undefined", timeout=10000)
+        # Not `window.editor`: the page's <div id="editor"> is `window.editor` before the
+        # module has run (named access), and the check below would race the module.
+        page.wait_for_function("window.provider !== undefined", timeout=10000)
         assert page.evaluate("editableAtStart") is False  # before the socket said anything
         page.wait_for_function("provider.synced", timeout=5000)
         assert page.evaluate("editor.isEditable") is False
