@@ -5,9 +5,15 @@ Real y-websocket providers (tests/node/ystorm.mjs: providers on a few documents,
 prober opening a fresh connection every 10 ms throughout)."""
 
 import signal
+import struct
+import time
 
 import pytest
+import websocket
 from conftest import NodeProcess, ServerProcess, make_token
+
+from wsserver.protocol import codec
+from wsserver.restarts import SETTLE, SETTLE_MAX
 
 DOCS, CLIENTS = 3, 3
 
@@ -53,6 +59,36 @@ def test_serve_replace_hands_the_port_over_without_refusing_anyone(start_server,
             new.stop()
     finally:
         node.kill()
+
+
+def test_a_handshake_under_way_at_the_handover_gets_its_sync_before_the_1012(start_server):
+    """A client whose connection the old process accepted just before the handover, and
+    whose sync step 1 comes after the fixed settle (a loaded machine, a slow client),
+    still gets its step 2 before the 1012 (restarts.SETTLE_MAX): the old process waits
+    for every handshake under way, not a fixed time."""
+    old = start_server()
+    ws = websocket.create_connection(
+        f"{old.url}/settle", subprotocols=["access_token", make_token()], timeout=10
+    )
+    assert ws.recv()[:2] == b"\x00\x00"  # admitted: the server's step 1
+    new = ServerProcess(old.config_path, port=old.port, args=["--replace"]).start()
+    try:
+        old.wait_log("handing the clients over")
+        time.sleep(SETTLE + 0.3)  # the fixed settle is over
+        assert SETTLE + 0.3 < SETTLE_MAX
+        ws.send_binary(codec.sync_step1(b"\x00"))
+        received = []
+        while True:
+            opcode, data = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            received.append(data[:2])
+        assert b"\x00\x01" in received, received  # the step 2, then
+        assert struct.unpack("!H", data[:2])[0] == 1012
+        assert old.proc.wait(20) == 0
+    finally:
+        ws.close()
+        new.stop()
 
 
 @pytest.mark.long  # gunicorn boots two sets of two workers: about 12 s

@@ -49,9 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Called again (a signal and a successor), it waits for the first call's end.
         # Stop accepting, but serve_forever ends only at server.stop(), once shut down;
         # a plain stop's 1012s come at once, a replaced one lets handshakes settle.
-        endpoint.shutdown(
-            drain=drain, before_closing=lambda: restarts.stop_accepting([server], replaced)
-        )
+        closing = lambda: restarts.stop_accepting([server], replaced, endpoint.connections)
+        endpoint.shutdown(drain=drain, before_closing=closing)
         if handover is not None:
             handover.close()
         server.stop(timeout=1)

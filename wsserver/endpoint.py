@@ -161,7 +161,6 @@ class WebSocketEndpoint:
         if principal.read_only:
             guard = ReadOnlyGuard(principal, conn.peer, session.key.name, self.read_only)
             conn.send_message(codec.access(ACCESS_READ))
-        synced = False
         while not conn.closed:
             data = conn.receive()
             if data is None or conn.closed:  # nothing is taken after our close
@@ -174,8 +173,8 @@ class WebSocketEndpoint:
             conn.bytes_in += len(data)
             if guard is None or guard.admits(room, message):
                 room.receive(conn, message)
-            if not synced and message.kind == codec.KIND_STEP1:
-                synced = True  # the client now has the document
+            if not conn.synced and message.kind == codec.KIND_STEP1:
+                conn.synced = True  # the client now has the document
                 metrics.INITIAL_SYNC_SECONDS.observe(time.monotonic() - opened)
 
     def _closed(self, conn: Connection, room: Room | None, session: Session | None) -> None:

@@ -178,7 +178,9 @@ def post_worker_init(worker: Worker) -> None:
         lambda: endpoint.shutdown(
             drain=config.shutdown_drain,
             before_closing=lambda: restarts.stop_accepting(
-                servers, restarts.reloading(restarts_dir, booted_at) is not None
+                servers,
+                restarts.reloading(restarts_dir, booted_at) is not None,
+                endpoint.connections,
             ),
         ),
         delay=config.shutdown_drain,

@@ -52,18 +52,25 @@ _GO = b"go"
 ANSWER_TIMEOUT = 5.0
 # Seconds a stopping process keeps serving after it stopped accepting, before it closes
 # its clients: a connection accepted just before gets through its handshake and its
-# first sync instead of a 1012 in the middle of it.
+# first sync instead of a 1012 in the middle of it. At least SETTLE (a connection may
+# still be on its way from the accept to the endpoint), then until every connection's
+# sync step 1 was answered, at most SETTLE_MAX (a client that never sends one).
 SETTLE = 0.25
+SETTLE_MAX = 2.0
 
 
-def stop_accepting(servers: Iterable[Any], replaced: bool) -> None:
+def stop_accepting(servers: Iterable[Any], replaced: bool, connections: Iterable[Any] = ()) -> None:
     """Stop accepting on `servers` (gevent servers): the `before_closing` of a shutdown.
-    When a successor accepts on the port (`replaced`), let the handshakes under way end
-    first (SETTLE); a plain stop's clients hear their 1012 at once."""
+    When a successor accepts on the port (`replaced`), let the handshakes under way among
+    `connections` (the endpoint's) end first; a plain stop's clients hear their 1012 at
+    once."""
     for server in servers:
         server.stop_accepting()
     if replaced:
         gevent.sleep(SETTLE)
+        wait_until(
+            lambda: all(c.synced or c.closed for c in list(connections)), SETTLE_MAX - SETTLE
+        )
 
 
 def control_path(host: str, port: int) -> str:

@@ -81,6 +81,7 @@ class Connection:
         self.closed = False  # no more frames will be sent by us
         self.close_code: int | None = None
         self.close_received = False  # the client's close frame came
+        self.synced = False  # its sync step 1 was answered (endpoint.py; restarts.py waits on it)
         # Once closed: when we stop waiting for the client.
         self._close_deadline: float | None = None
         self._abort_timer = None  # once closed: drops the socket at that deadline

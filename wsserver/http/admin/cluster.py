@@ -19,7 +19,6 @@ from .board import RedisBoard
 from .inspector import Inspector, iso
 from .stats import Sampler, summed
 
-STARTED = time.time()
 # What an admin may close a connection with: the token is not valid for it any more
 # (4003), the document is gone (4404: providers do not come back), a policy (1008).
 CLOSE_CODES = (4003, 4404, 1008)
@@ -72,6 +71,10 @@ class Cluster:
         )
         self.board = board
         self.name = liveness.process
+        # Up since the app was built (in create_app, as the process starts), not since this
+        # module was imported: a process forked after its imports (gunicorn's preload, the
+        # tests' fork server) would otherwise count its parent's age.
+        self.started = time.time()
         self.sampler = Sampler(lambda: len(self.members()), liveness)
         if board is not None:
             self.sampler.on_point = board.publish_series
@@ -93,8 +96,8 @@ class Cluster:
         return {
             "process": self.name,
             "pid": os.getpid(),
-            "started": iso(STARTED),
-            "uptime": round(time.time() - STARTED, 1),
+            "started": iso(self.started),
+            "uptime": round(time.time() - self.started, 1),
             "connections": len(self.members()),
             "rooms": len(self.inspector.documents),
             **self._state(),
