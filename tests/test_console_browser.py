@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import base_config
-from test_console import ADMINS, OPERATOR, VIEWER, ok
+from test_console import ADMINS, OPERATOR, VIEWER, closes_once_closed, ok
 from test_ops import Gunicorn, doc_name
 from test_ops import providers as providers  # a fixture
 
@@ -151,8 +151,9 @@ def _connections(page, base, editing, shots):
         "() => document.getElementById('status').textContent.startsWith('disconnected')",
         timeout=5000,
     )
-    closes = editing[2].quit()["closes"]  # quitting adds a null close to each
+    closes = closes_once_closed(editing[2], 1)  # what user-2b's provider saw
     assert closes[1][0] == {"code": 4404, "reason": "runaway client"}, closes
+    closes = editing[2].quit()["closes"]  # quitting adds a null close to each
     assert closes[0] == [None], closes
     page.fill("#f-user", "")
     page.fill("#f-doc", "")
@@ -198,7 +199,11 @@ def _history(page, base, editing, shots):
     tab(page, "documents")
     page.fill("#search", base)
     page.click(f"tr[data-name='{base}-0']")
+    # at once: the document open before (-1) and its buttons are gone from the panel (its
+    # "Save a version" saved there while this one's first event was on its way)
+    assert f"{base}-1" not in page.inner_text("#detail")
     page.wait_for_selector("#doc-versions h4", timeout=5000)
+    assert page.inner_text("#detail h3") == f"{base}-0"
     page.once("dialog", lambda dialog: dialog.accept("before the edit"))
     page.click("#doc-versions button:has-text('Save a version')")
     saved = page.locator("#versions tr", has_text="before the edit")

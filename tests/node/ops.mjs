@@ -4,9 +4,16 @@
 // per stdin line and answers each with a line:
 //   {insert: {client: i, text: '...'}}  append to Y.Text 'content', wait for the echo
 //                                       -> {phase: 'inserted', text: <client's text>}
+//   {closed: {client: i, ms: N}}        wait (N ms at most) for client i's socket to close
+//                                       (what its user sees: the provider's
+//                                       'connection-close'), without quitting
+//                                       -> {phase: 'closed', closes}
 //   {quit: true}                        -> result line {phase: 'done', closes}, exit
+// A server's close reaches 'connection-close' only after the closing handshake (the
+// client's close frame back, the server's end of the TCP connection): a quit sent
+// meanwhile finds no close yet, so a test waits with `closed` first.
 import readline from 'node:readline'
-import { client, confirmed, emit, main, spec, synced } from './lib.mjs'
+import { client, confirmed, emit, main, spec, synced, waitFor } from './lib.mjs'
 
 main(async () => {
   const clients = spec.tokens.map((token, i) => {
@@ -26,6 +33,12 @@ main(async () => {
       text.insert(text.length, command.insert.text)
       await confirmed(c, 20000)
       emit({ phase: 'inserted', text: text.toString() })
+    } else if (command.closed) {
+      const c = clients[command.closed.client]
+      // No close in time: the closes so far all the same (the test's assertion on them
+      // fails and shows them).
+      await waitFor(() => c.closes.length > 0, command.closed.ms, 'a close').catch(() => null)
+      emit({ phase: 'closed', closes: clients.map((c) => c.closes) })
     } else if (command.quit) {
       break
     }

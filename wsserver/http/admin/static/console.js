@@ -189,12 +189,14 @@ async function refreshVersions (d) {
   let list
   try {
     const response = await fetch('/admin/api/documents/' + path(d) + '/versions', { headers: { Authorization: 'Bearer ' + token } })
-    if (asked !== versionsAsked) return
+    if (asked !== versionsAsked || !same(d, selected)) return
     if (response.status === 404) { box.replaceChildren(); return } // no history here
     if (!response.ok) throw new Error(response.statusText)
     list = (await response.json()).versions
   } catch (e) { failed('versions')(e); return }
-  if (asked !== versionsAsked) return
+  // Drawn only for the document open now (a save's refresh can come back after
+  // another row was clicked).
+  if (asked !== versionsAsked || !same(d, selected)) return
   const signature = keyOf(d) + JSON.stringify(list)
   if (versionsShown === signature && box.children.length) return
   versionsShown = signature
@@ -299,6 +301,9 @@ function show (d) {
 async function open (d) {
   selected = { tenant: d.tenant, app: d.app, name: d.name }
   renderDocuments()
+  // The previous document's panel goes at once, not when this one's first event comes:
+  // its buttons (save a version, preview and restore, disconnect) act on that document.
+  $('detail').replaceChildren(el('div', { className: 'empty', textContent: 'Opening ' + d.name + '…' }))
   $('delete').hidden = me.role !== 'operator'
   if (stream) stream.abort()
   const controller = stream = new AbortController()
@@ -316,6 +321,7 @@ async function open (d) {
       buffer += value
       let end
       while ((end = buffer.indexOf('\n\n')) >= 0) {
+        if (stream !== controller) return // another document was opened meanwhile
         const event = buffer.slice(0, end); buffer = buffer.slice(end + 2)
         const data = event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')
         if (data) show(JSON.parse(data))
