@@ -685,3 +685,92 @@ def own_postgres():
     import shutil
 
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# --- Chromium: one browser per worker's run of browser tests, a fresh context per page -----
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download is not used
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+_CHROMIUM = {}  # the worker's Playwright driver and Chromium, while its tests use them
+
+
+def _launched_chromium():
+    browser = _CHROMIUM.get("browser")
+    if browser is None or not browser.is_connected():
+        _close_chromium()
+        from playwright.sync_api import sync_playwright
+
+        playwright = _CHROMIUM["playwright"] = sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        _CHROMIUM["browser"] = browser
+    return browser
+
+
+def _close_chromium():
+    browser, playwright = _CHROMIUM.pop("browser", None), _CHROMIUM.pop("playwright", None)
+    if browser is not None and browser.is_connected():
+        browser.close()
+    if playwright is not None:
+        playwright.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Chromium stays up while the worker's next test uses it too (xdist runs a test
+    once it knows the next), and no longer: idle, Chromium and Playwright's driver
+    spend about a launch's CPU (~0.5 s) every two minutes."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or "chromium" not in nextitem.fixturenames:
+            _close_chromium()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """() -> the worker's Chromium, launched on first use (again after a test that did
+    not use it, or if it went away): a launch costs about half a CPU-second more than
+    a fresh context."""
+    yield _launched_chromium
+    _close_chromium()
+
+
+class BrowserPages:
+    """A test's share of the worker's Chromium: `new_page(**options)` is a page in a
+    context of its own (its own cookies and storage; `options` as for Playwright's
+    `Browser.new_page`, e.g. viewport); `close()` closes every context it made (the
+    fixture calls it after the test; a test may call it sooner)."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.contexts = []
+
+    def new_page(self, **options):
+        context = self.browser.new_context(**options)
+        self.contexts.append(context)
+        return context.new_page()
+
+    def close(self):
+        while self.contexts:
+            self.contexts.pop().close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """Pages for this test (BrowserPages), closed with their contexts after it."""
+    pages = BrowserPages(chromium())
+    yield pages
+    pages.close()
+
+
+@pytest.fixture
+def page(browser):
+    """One page in a fresh context, for a test that needs one."""
+    return browser.new_page()

@@ -19,11 +19,10 @@ from types import SimpleNamespace
 
 import gevent.socket
 import jwt
-import pytest
 import websocket
 from conftest import NODE_DIR, ROOT, base_config, make_token
 from pycrdt import Doc, Text
-from test_ops import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, http
+from test_ops import ADMIN_TOKEN, http
 
 from wsserver.documents.readonly import MAX_DROPPED
 from wsserver.errors import UnsupportedData
@@ -57,25 +56,6 @@ window.sendAll = (messages) => {
 };
 true;  // not a function: Playwright would call it
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    yield page
-    page.close()
 
 
 def open_socket(page, server, name, token):
@@ -289,7 +269,9 @@ def test_the_readme_read_only_tiptap_example_is_read_only_before_the_user_types(
             make_token(sub="viewer", access="read"),
         )
         page.add_script_tag(path=str(bundle), type="module")
-        page.wait_for_function("window.editor !== undefined", timeout=10000)
+        # Not `window.editor`: the page's <div id="editor"> is `window.editor` before the
+        # module has run (named access), and the check below would race the module.
+        page.wait_for_function("window.provider !== undefined", timeout=10000)
         assert page.evaluate("editableAtStart") is False  # before the socket said anything
         page.wait_for_function("provider.synced", timeout=5000)
         assert page.evaluate("editor.isEditable") is False

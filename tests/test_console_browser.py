@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import base_config
 from test_console import ADMINS, OPERATOR, VIEWER, closes_once_closed, ok
-from test_ops import CHROMIUM, CHROMIUM_ARGS, Gunicorn, doc_name
+from test_ops import Gunicorn, doc_name
 from test_ops import providers as providers  # a fixture
 
 
@@ -28,9 +28,7 @@ def tab(page, name):
 
 
 @pytest.mark.long
-def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url, pg_url):
-    from playwright.sync_api import sync_playwright
-
+def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url, pg_url, browser):
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     config = base_config(
         tmp_path,
@@ -55,34 +53,32 @@ def test_every_panel_of_the_console_on_a_cluster(tmp_path, providers, redis_url,
         for i, p in enumerate(editing):
             p.insert(0, f"Draft {i}")
         _wait_everywhere(server, 6)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1360, "height": 760})
-                login(page, server, OPERATOR)
-                assert page.inner_text("#whoami") == "alice · operator"
-                _documents(page, base, editing, shots)
-                _connections(page, base, editing, shots)
-                _processes(page, shots)
-                _activity(page, shots)
-                _tenants(page, shots)
-                _audit(page, shots)
-                _history(page, base, editing, shots)
-                viewer = browser.new_page(viewport={"width": 1360, "height": 760})
-                login(viewer, server, VIEWER)
-                tab(viewer, "connections")
-                viewer.wait_for_selector("#connections tr", timeout=5000)
-                assert viewer.locator("#connections button.danger").count() == 0
-                viewer.fill("#f-doc", "")
-                tab(viewer, "documents")
-                viewer.fill("#search", base)
-                viewer.click(f"tr[data-name='{base}-0']")
-                viewer.wait_for_selector("#versions tr", timeout=5000)  # a viewer reads them
-                buttons = viewer.locator("#doc-versions button:visible").all_inner_texts()
-                assert set(buttons) == {"Preview"}, buttons  # no "Save a version"
-                assert viewer.locator("#delete:visible").count() == 0
-            finally:
-                browser.close()
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 760})
+            login(page, server, OPERATOR)
+            assert page.inner_text("#whoami") == "alice · operator"
+            _documents(page, base, editing, shots)
+            _connections(page, base, editing, shots)
+            _processes(page, shots)
+            _activity(page, shots)
+            _tenants(page, shots)
+            _audit(page, shots)
+            _history(page, base, editing, shots)
+            viewer = browser.new_page(viewport={"width": 1360, "height": 760})
+            login(viewer, server, VIEWER)
+            tab(viewer, "connections")
+            viewer.wait_for_selector("#connections tr", timeout=5000)
+            assert viewer.locator("#connections button.danger").count() == 0
+            viewer.fill("#f-doc", "")
+            tab(viewer, "documents")
+            viewer.fill("#search", base)
+            viewer.click(f"tr[data-name='{base}-0']")
+            viewer.wait_for_selector("#versions tr", timeout=5000)  # a viewer reads them
+            buttons = viewer.locator("#doc-versions button:visible").all_inner_texts()
+            assert set(buttons) == {"Preview"}, buttons  # no "Save a version"
+            assert viewer.locator("#delete:visible").count() == 0
+        finally:
+            browser.close()
         actions = [e["action"] for e in ok(server, "audit")["entries"]]
         assert {"disconnect", "version", "preview", "restore", "delete", "undelete"} <= set(
             actions

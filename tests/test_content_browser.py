@@ -10,11 +10,8 @@ import time
 import uuid
 
 import pytest
-import test_browser_closes
 from conftest import NODE_DIR, make_token
 from test_document_api import request
-
-browser = test_browser_closes.browser  # the fixture: one Chromium per module
 
 SEEN_WITHIN = 1.0  # the issue: a PUT appears in the page within a second
 

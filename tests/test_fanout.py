@@ -375,77 +375,72 @@ def test_an_anonymous_client_is_back_once_its_dead_process_is_declared_gone(two_
 
 
 @pytest.mark.long
-def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(two_processes, tmp_path):
+def test_tiptap_carets_are_back_within_2s_of_a_reconnect_after_kill9(
+    two_processes, tmp_path, browser
+):
     """Tiptap editors with collaboration carets in real Chromium pages, one per process
     (y-websocket 3.1); one process is killed and its page's provider moves to the other.
     Each page shows the other's caret again within 2 s of the reconnect: the moved page
     (which removed every other client when its socket closed) sees the other's state
     announced anew, and the other page sees the moved one's new announcement (not only
     the dead process's copy, which is removed once that process is declared gone)."""
-    from playwright.sync_api import sync_playwright
-    from test_ops import CHROMIUM, CHROMIUM_ARGS
-
     a, b = two_processes()
     bundle = tmp_path / "editor.js"
     subprocess.run(
         ["node", "bundle.mjs", "tiptap_editor.js", str(bundle)], cwd=NODE_DIR, check=True
     )
     name = room("carets")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pages = {}
-            for user, server in (("ann", a), ("ben", b)):
-                page = browser.new_page()
-                page.set_content("<div id=editor></div>")
-                page.add_script_tag(path=str(bundle))
-                page.evaluate(
-                    "spec => startEditor(spec)",
-                    {
-                        "url": server.url,
-                        "room": name,
-                        "token": make_token(sub=user),
-                        "name": user,
-                        "color": "#2563eb",
-                    },
-                )
-                pages[user] = page
-            pages["ann"].wait_for_function("provider.synced", timeout=5000)
-            pages["ann"].evaluate("editor.commands.insertContent('hello')")
-            for page in pages.values():
-                page.wait_for_function("editor.getText() === 'hello'", timeout=5000)
-                page.evaluate("editor.commands.focus('end')")
-            for user, other in (("ann", "ben"), ("ben", "ann")):
-                pages[user].wait_for_function(
-                    "other => caretNames().includes(other)", arg=other, timeout=5000
-                )
-            # The clock each page knows of the other's client before the kill.
-            ids = {user: page.evaluate("doc.clientID") for user, page in pages.items()}
-            before = {
-                user: pages[user].evaluate(
-                    "id => provider.awareness.meta.get(id).clock", ids[other]
-                )
-                for user, other in (("ann", "ben"), ("ben", "ann"))
-            }
-            pages["ann"].evaluate(
-                "url => provider.on('connection-close', () => { provider.serverUrl = url })",
-                b.url,
+    try:
+        pages = {}
+        for user, server in (("ann", a), ("ben", b)):
+            page = browser.new_page()
+            page.set_content("<div id=editor></div>")
+            page.add_script_tag(path=str(bundle))
+            page.evaluate(
+                "spec => startEditor(spec)",
+                {
+                    "url": server.url,
+                    "room": name,
+                    "token": make_token(sub=user),
+                    "name": user,
+                    "color": "#2563eb",
+                },
             )
-            assert a.stop(signal.SIGKILL) == -signal.SIGKILL
-            pages["ann"].wait_for_function("provider.connects.length > 1", timeout=10000)
-            reconnected = pages["ann"].evaluate("provider.connects[1]")
-            seen = {}
-            for user, other in (("ann", "ben"), ("ben", "ann")):
-                pages[user].wait_for_function(
-                    "([other, id, clock]) => caretNames().includes(other)"
-                    " && provider.awareness.meta.get(id).clock > clock",
-                    arg=[other, ids[other], before[user]],
-                    timeout=8000,
-                    polling=10,
-                )
-                seen[user] = pages[user].evaluate("Date.now()")
-        finally:
-            browser.close()
+            pages[user] = page
+        pages["ann"].wait_for_function("provider.synced", timeout=5000)
+        pages["ann"].evaluate("editor.commands.insertContent('hello')")
+        for page in pages.values():
+            page.wait_for_function("editor.getText() === 'hello'", timeout=5000)
+            page.evaluate("editor.commands.focus('end')")
+        for user, other in (("ann", "ben"), ("ben", "ann")):
+            pages[user].wait_for_function(
+                "other => caretNames().includes(other)", arg=other, timeout=5000
+            )
+        # The clock each page knows of the other's client before the kill.
+        ids = {user: page.evaluate("doc.clientID") for user, page in pages.items()}
+        before = {
+            user: pages[user].evaluate("id => provider.awareness.meta.get(id).clock", ids[other])
+            for user, other in (("ann", "ben"), ("ben", "ann"))
+        }
+        pages["ann"].evaluate(
+            "url => provider.on('connection-close', () => { provider.serverUrl = url })",
+            b.url,
+        )
+        assert a.stop(signal.SIGKILL) == -signal.SIGKILL
+        pages["ann"].wait_for_function("provider.connects.length > 1", timeout=10000)
+        reconnected = pages["ann"].evaluate("provider.connects[1]")
+        seen = {}
+        for user, other in (("ann", "ben"), ("ben", "ann")):
+            pages[user].wait_for_function(
+                "([other, id, clock]) => caretNames().includes(other)"
+                " && provider.awareness.meta.get(id).clock > clock",
+                arg=[other, ids[other], before[user]],
+                timeout=8000,
+                polling=10,
+            )
+            seen[user] = pages[user].evaluate("Date.now()")
+    finally:
+        browser.close()
     assert max(seen.values()) - reconnected < 2000, (seen, reconnected)
 
 

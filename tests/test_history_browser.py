@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-import test_browser_closes
 import test_content_browser
 from conftest import NodeProcess, make_token
 from test_content_browser import open_editor, page_json, prosemirror, wait_equal
@@ -17,8 +16,7 @@ from test_history import call
 
 from wsserver.documents.formats.fields import read_field
 
-browser = test_browser_closes.browser  # the fixtures: one Chromium and one bundle per module
-bundle = test_content_browser.bundle
+bundle = test_content_browser.bundle  # the fixture: one bundle per module
 
 SEEN_WITHIN = 1.0  # the issue: editors show the restored content within a second
 FIELD = "body"

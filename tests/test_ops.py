@@ -45,16 +45,6 @@ from wsserver.transport import frames
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def doc_name(prefix):
@@ -769,54 +759,50 @@ def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, provid
         server.kill()
 
 
-def test_admin_console_in_headless_chromium(start_server, providers):
+def test_admin_console_in_headless_chromium(start_server, providers, browser):
     """Two providers edit; the page open on their document shows each new text within
     a second, and who is present."""
-    from playwright.sync_api import sync_playwright
-
     server = start_server(admin={"token": ADMIN_TOKEN})
     room = doc_name("inspect")
     providers(server.url, doc_name("other"), ["dave"])
     p = providers(server.url, room, ["alice", "bob"], names=["Alice", "Bob"])
     p.insert(0, "Hello")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.goto(f"{server.http}/admin")
-            page.fill("#token", ADMIN_TOKEN)
-            page.click("#login button")
-            page.wait_for_selector(f"tr[data-name='{room}']", timeout=5000)
-            page.wait_for_selector("tr[data-name^='other-']", timeout=5000)
-            page.fill("#search", "inspect")  # the search box narrows the list
-            page.wait_for_selector("tr[data-name^='other-']", state="detached", timeout=5000)
-            page.click(f"tr[data-name='{room}']")
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{server.http}/admin")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("#login button")
+        page.wait_for_selector(f"tr[data-name='{room}']", timeout=5000)
+        page.wait_for_selector("tr[data-name^='other-']", timeout=5000)
+        page.fill("#search", "inspect")  # the search box narrows the list
+        page.wait_for_selector("tr[data-name^='other-']", state="detached", timeout=5000)
+        page.click(f"tr[data-name='{room}']")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('pre.content')]"
+            ".some(e => e.textContent === 'Hello')",
+            timeout=5000,
+        )
+        for client, text, expected in [
+            (0, ", world", "Hello, world"),
+            (1, " from Bob", "Hello, world from Bob"),
+        ]:
+            p.insert(client, text)
             page.wait_for_function(
-                "() => [...document.querySelectorAll('pre.content')]"
-                ".some(e => e.textContent === 'Hello')",
-                timeout=5000,
+                "(t) => [...document.querySelectorAll('pre.content')]"
+                ".some(e => e.textContent === t)",
+                arg=expected,
+                timeout=1000,
             )
-            for client, text, expected in [
-                (0, ", world", "Hello, world"),
-                (1, " from Bob", "Hello, world from Bob"),
-            ]:
-                p.insert(client, text)
-                page.wait_for_function(
-                    "(t) => [...document.querySelectorAll('pre.content')]"
-                    ".some(e => e.textContent === t)",
-                    arg=expected,
-                    timeout=1000,
-                )
-            people = page.inner_text(".people")
-            assert "Alice" in people and "Bob" in people
-            shot = os.environ.get("ADMIN_SCREENSHOT")  # README's picture: docs/admin-console.png
-            if shot:
-                page.fill("#search", "")
-                page.wait_for_selector("tr[data-name^='other-']", timeout=5000)
-                page.set_viewport_size({"width": 1280, "height": 430})
-                page.screenshot(path=shot)
-        finally:
-            browser.close()
+        people = page.inner_text(".people")
+        assert "Alice" in people and "Bob" in people
+        shot = os.environ.get("ADMIN_SCREENSHOT")  # README's picture: docs/admin-console.png
+        if shot:
+            page.fill("#search", "")
+            page.wait_for_selector("tr[data-name^='other-']", timeout=5000)
+            page.set_viewport_size({"width": 1280, "height": 430})
+            page.screenshot(path=shot)
+    finally:
+        browser.close()
 
 
 def _hostile_states():
@@ -873,12 +859,10 @@ def _hostile_content():
     return doc.get_update()
 
 
-def test_admin_console_renders_hostile_presence_and_content_as_text(start_server):
+def test_admin_console_renders_hostile_presence_and_content_as_text(start_server, browser):
     """Read-only viewers announce every awareness state a client can send, and a writer
     stores content a client can write; the console lists both documents and shows each
     one's content and every presence entry, as text, with no page error."""
-    from playwright.sync_api import sync_playwright
-
     server = start_server(admin={"token": ADMIN_TOKEN})
     presence, content = doc_name("hostile-presence"), doc_name("hostile-content")
     states = _hostile_states()
@@ -906,73 +890,68 @@ def test_admin_console_renders_hostile_presence_and_content_as_text(start_server
             )
             viewers.append(viewer)
     errors = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{server.http}/admin")
-            page.fill("#token", ADMIN_TOKEN)
-            page.click("#login button")
-            for name in (presence, content):
-                page.wait_for_selector(f"tr[data-name='{name}']", timeout=5000)
-            for name in (presence, content):
-                page.click(f"tr[data-name='{name}']")
-                page.wait_for_function(
-                    "([name, count]) => document.querySelector('#detail h3')?.textContent === name"
-                    " && document.querySelectorAll('.people .person').length === count",
-                    arg=[name, len(states)],
-                    timeout=5000,
-                )
-                chips = page.eval_on_selector_all(
-                    ".people .person", "cs => cs.map(c => [c.dataset.client, c.textContent])"
-                )
-                labels = {int(client): label for client, label in chips}
-                assert set(labels) == set(states)
-                # each chip's tooltip is its whole state (clipped), as text
-                title = page.get_attribute(".person[data-client='1000']", "title")
-                assert title == states[1000].decode()
-                assert labels[1000] == '{"toString":"x"}'
-                assert labels[1001] == '<img src=x onerror="window.pwned=1">'
-                assert labels[1002] == "client 1002"
-                assert labels[1006] == "client 1006"  # 1e400: no number JSON can hold
-                assert labels[1008] == "z" * 120 + "…"
-                assert labels[1010] == "client 1010"
-                roots = page.eval_on_selector_all(
-                    ".root",
-                    "rs => rs.map(r => [r.querySelector('b').textContent,"
-                    " r.querySelector('pre').textContent])",
-                )
-                roots = dict(roots)
-                if name == presence:
-                    assert roots == {"text": "still shown"}
-                    continue
-                assert roots["html"] == (
-                    '<img src=x onerror="window.pwned=2"><script>window.pwned=3</script>'
-                )
-                assert roots["huge"] == "y" * 200_000
-                keys = json.loads(roots["keys"])
-                assert keys["__proto__"] == {"polluted": True} and keys["toString"] == "x"
-                assert keys["nan"] is None and keys["inf"] is None
-                assert json.loads(roots["list"]) == [
-                    None,
-                    True,
-                    1.5,
-                    "<b>s</b>",
-                    [1, [2]],
-                    {"k": None},
-                ]
-                # The XML string form, escaped (issue 25): shown as text, never markup.
-                assert roots["xml"] == '<p class="&lt;b&gt;">&lt;i&gt;hi&lt;/i&gt;</p>'
-            # Nothing a client sent became markup or ran.
-            assert (
-                page.evaluate("document.querySelectorAll('#detail img, #detail script').length")
-                == 0
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{server.http}/admin")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("#login button")
+        for name in (presence, content):
+            page.wait_for_selector(f"tr[data-name='{name}']", timeout=5000)
+        for name in (presence, content):
+            page.click(f"tr[data-name='{name}']")
+            page.wait_for_function(
+                "([name, count]) => document.querySelector('#detail h3')?.textContent === name"
+                " && document.querySelectorAll('.people .person').length === count",
+                arg=[name, len(states)],
+                timeout=5000,
             )
-            assert page.evaluate("window.pwned") is None
-            assert page.evaluate("({}).polluted") is None
-        finally:
-            browser.close()
+            chips = page.eval_on_selector_all(
+                ".people .person", "cs => cs.map(c => [c.dataset.client, c.textContent])"
+            )
+            labels = {int(client): label for client, label in chips}
+            assert set(labels) == set(states)
+            # each chip's tooltip is its whole state (clipped), as text
+            title = page.get_attribute(".person[data-client='1000']", "title")
+            assert title == states[1000].decode()
+            assert labels[1000] == '{"toString":"x"}'
+            assert labels[1001] == '<img src=x onerror="window.pwned=1">'
+            assert labels[1002] == "client 1002"
+            assert labels[1006] == "client 1006"  # 1e400: no number JSON can hold
+            assert labels[1008] == "z" * 120 + "…"
+            assert labels[1010] == "client 1010"
+            roots = page.eval_on_selector_all(
+                ".root",
+                "rs => rs.map(r => [r.querySelector('b').textContent,"
+                " r.querySelector('pre').textContent])",
+            )
+            roots = dict(roots)
+            if name == presence:
+                assert roots == {"text": "still shown"}
+                continue
+            assert roots["html"] == (
+                '<img src=x onerror="window.pwned=2"><script>window.pwned=3</script>'
+            )
+            assert roots["huge"] == "y" * 200_000
+            keys = json.loads(roots["keys"])
+            assert keys["__proto__"] == {"polluted": True} and keys["toString"] == "x"
+            assert keys["nan"] is None and keys["inf"] is None
+            assert json.loads(roots["list"]) == [
+                None,
+                True,
+                1.5,
+                "<b>s</b>",
+                [1, [2]],
+                {"k": None},
+            ]
+            # The XML string form, escaped (issue 25): shown as text, never markup.
+            assert roots["xml"] == '<p class="&lt;b&gt;">&lt;i&gt;hi&lt;/i&gt;</p>'
+        # Nothing a client sent became markup or ran.
+        assert page.evaluate("document.querySelectorAll('#detail img, #detail script').length") == 0
+        assert page.evaluate("window.pwned") is None
+        assert page.evaluate("({}).polluted") is None
+    finally:
+        browser.close()
     for viewer in viewers:
         viewer.close()
     assert errors == []

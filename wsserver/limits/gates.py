@@ -19,11 +19,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-from limits import parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidToken, RateLimited, WsServerError
 from ..handshake.handshake import CLIENT_IP, Gate, Session
@@ -34,6 +30,9 @@ from .clientip import client_ip, rate_key
 from .ops import MessageBudget
 from .plans import Limits, plan_of
 from .refusals import Refusals
+
+if TYPE_CHECKING:
+    from limits.strategies import MovingWindowRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,20 @@ class RateLimitGate(Gate):
     ) -> None:
         self.fail_fast = fail_fast or FailFast()
         self.refusals = refusals
-        self.rates = parse_many(handshakes_per_ip) if handshakes_per_ip else []
-        self.limiter = None
+        self.rates: list[Any] = []
+        self.limiter: MovingWindowRateLimiter | None = None
         self._storage_errors = Throttled(log)
         # rate key -> (monotonic time it is refused until, the rate): see _deny.
         self._denied: dict[str, tuple[float, Any]] = {}
         self._next_prune = 0.0
-        if self.rates:
+        if handshakes_per_ip:
+            # Here, not at the top: the `limits` library (and the asyncio it pulls in)
+            # loads only in a process that limits the handshake rate.
+            from limits import parse_many
+            from limits.storage import MemoryStorage
+            from limits.strategies import MovingWindowRateLimiter
+
+            self.rates = parse_many(handshakes_per_ip)
             storage = (
                 MemoryStorage()
                 if storage_uri.startswith("memory://")
@@ -76,8 +82,12 @@ class RateLimitGate(Gate):
 
     def health_check(self) -> Callable[[], str | None] | None:
         """A check of the rate's Redis storage for /healthz, or None (memory, or off)."""
-        storage = self.limiter.storage if self.limiter is not None else None
-        if storage is None or isinstance(storage, MemoryStorage):
+        if self.limiter is None:
+            return None
+        from limits.storage import MemoryStorage  # loaded with the limiter
+
+        storage = self.limiter.storage
+        if isinstance(storage, MemoryStorage):
             return None
         return lambda: None if storage.check() else "the rate limit storage does not answer"
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from limits import parse_many
-
 from ..errors import ConfigError
 from ..support.validators import integer, matching, number, section
 
@@ -103,6 +101,8 @@ RATE_LIMIT_DEFAULTS = {
 def _rate(key, value):
     if value is None:
         return None
+    from limits import parse_many  # only for a config that sets a rate (see gates.py)
+
     try:
         parse_many(value)
     except (TypeError, ValueError):

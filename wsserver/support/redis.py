@@ -22,12 +22,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-import redis
-
 from .backoff import Backoff
+
+if TYPE_CHECKING:
+    import redis
 
 SOCKET_TIMEOUT = 0.5  # seconds, for connect and for every command
 HEALTH_CHECK_INTERVAL = 30
@@ -49,6 +50,8 @@ def client(url: str) -> redis.Redis:
     process); redis-py's pool gives each greenlet a connection of its own."""
     shared = _SHARED.get(url)
     if shared is None:
+        import redis  # here, not at the top: a process without Redis never loads it (~60 ms)
+
         shared = _SHARED[url] = redis.Redis.from_url(
             url,
             socket_timeout=SOCKET_TIMEOUT,
@@ -63,6 +66,8 @@ def blocking_client(url: str, purpose: str, read_timeout: float | None) -> redis
     """A client of its own for a reader that blocks on Redis by design (XREAD BLOCK,
     pub/sub, BLPOP): `read_timeout` seconds per read (None: none), the connect timeout
     of the others. The caller closes it."""
+    import redis
+
     return redis.Redis.from_url(
         url,
         socket_timeout=read_timeout,

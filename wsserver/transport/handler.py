@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
 from ..logs import log_access
@@ -222,7 +221,20 @@ class WebSocketRequestHandler(WebSocketHandler):
         return result
 
 
-class GunicornWorker(GeventWebSocketWorker):
-    """gevent-websocket's gunicorn worker with the header deadline."""
+def __getattr__(name: str) -> Any:
+    """`GunicornWorker` (gunicorn_conf's `worker_class`): gevent-websocket's gunicorn
+    worker with the header deadline, made on first use. Its base imports gunicorn's
+    worker machinery (the reloader's inotify included: ~20 ms), which `wsserver serve`
+    never needs."""
+    if name != "GunicornWorker":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 
-    wsgi_handler = WebSocketRequestHandler
+    class GunicornWorker(GeventWebSocketWorker):
+        """gevent-websocket's gunicorn worker with the header deadline."""
+
+        wsgi_handler = WebSocketRequestHandler
+
+    GunicornWorker.__qualname__ = name
+    globals()[name] = GunicornWorker  # made once: later lookups find it here
+    return GunicornWorker

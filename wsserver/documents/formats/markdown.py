@@ -168,7 +168,7 @@ def _textblock(nodes: list[Node]) -> str:
     nodes = [_safe(node) for node in nodes]
     markdown = _inline(nodes)
     if all(n["type"] in ("text", HARD_BREAK) for n in nodes):
-        read = inline_nodes(parser.parseInline(markdown)[0].children or [])
+        read = inline_nodes(parser().parseInline(markdown)[0].children or [])
         if _signature(read) != _signature(nodes):
             plain = [
                 {**n, "marks": [m for m in n.get("marks", []) if m["type"] not in _DELIMITERS]}
@@ -195,10 +195,11 @@ def _safe(node: Node) -> Node:
     """`node` without a link whose href markdown-it would not read as a link
     (`javascript:`, `vbscript:`, `file:`, `data:`): its text stays, as it reads back."""
     marks = node.get("marks", [])
+    readable = parser().validateLink
     kept = [
         m
         for m in marks
-        if m["type"] != "link" or parser.validateLink(str((m.get("attrs") or {}).get("href") or ""))
+        if m["type"] != "link" or readable(str((m.get("attrs") or {}).get("href") or ""))
     ]
     return {**node, "marks": kept} if len(kept) != len(marks) else node
 

@@ -3,26 +3,38 @@ gives the mapping): CommonMark read by markdown-it-py, the house's Markdown pars
 strikethrough; raw HTML is text, never markup. A soft line break is a space; an image
 (StarterKit has no image node) is its alt text linked to its source; a bullet list whose
 every item starts with `[ ]` or `[x]` is a task list. The writer reads its own output back
-with `parser` and `inline_nodes` to check that the marks it wrote will read back.
+with `parser()` and `inline_nodes` to check that the marks it wrote will read back.
+markdown-it-py is imported by the first `parser()` call, not with this module: a server
+whose clients never ask for Markdown does not load it (about 15 ms at start).
 """
 
 import re
-from typing import Any
-
-from markdown_it import MarkdownIt
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from .prosemirror import MARK_ORDER
 from .text import HARD_BREAK
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 Node = dict[str, Any]
 
 _TASK = re.compile(r"^\[([ xX])\]( |$)")
 _RANK = {name: i for i, name in enumerate(MARK_ORDER)}
 
-parser = MarkdownIt("commonmark", {"html": False}).enable("strikethrough")
-# A link's href as written (markdown-it would percent-encode it, and a round trip would
-# change it); validateLink still turns javascript: and the like into text.
-parser.normalizeLink = lambda url: url  # type: ignore[method-assign]
+
+@cache
+def parser() -> "MarkdownIt":
+    """The process's one Markdown parser, made on first use."""
+    from markdown_it import MarkdownIt
+
+    made = MarkdownIt("commonmark", {"html": False}).enable("strikethrough")
+    # A link's href as written (markdown-it would percent-encode it, and a round trip would
+    # change it); validateLink still turns javascript: and the like into text.
+    made.normalizeLink = lambda url: url  # type: ignore[method-assign]
+    return made
+
 
 _BLOCKS = {
     "paragraph": "paragraph",
@@ -39,7 +51,7 @@ def markdown_doc(source: str) -> Node:
     """ProseMirror JSON of Markdown `source` (see the module's docstring)."""
     doc: Node = {"type": "doc", "content": []}
     stack = [doc]
-    for token in parser.parse(source):
+    for token in parser().parse(source):
         kind = token.type
         if kind.endswith("_open") and kind[: -len("_open")] in _BLOCKS:
             node: Node = {"type": _BLOCKS[kind[: -len("_open")]]}
