@@ -33,7 +33,7 @@ from conftest import (
     wait_workers_answering,
 )
 from pycrdt import Doc, Text
-from test_bad_input import Client
+from test_bad_input import Client, Editor
 from test_interop import NodeProcess, room
 
 from wsserver.fanout.redis_streams import PREFIX
@@ -551,6 +551,44 @@ def test_the_echo_waits_for_the_update_to_be_in_the_stream(start_server, own_red
             own_redis.proc.send_signal(signal.SIGCONT)
         sender.close()
         other.close()
+
+
+def test_updates_read_together_reach_a_client_as_one_message(start_server, redis_url):
+    """The reader hands the room the updates of other processes it read at once as one
+    (reader.py; this process's own entries between them are skipped), and the room sends
+    what they changed as one message: a client gets every edit, not the bytes each
+    process published. (Comparing those bytes made test_recovery's writers "miss" edits
+    now and then under load: when one read held two of the other worker's updates.)"""
+    server = start_server(redis=redis_url)
+    name = room("together")
+    client = Client(server, name)
+    client.recv()  # step 1: the room is loaded, its stream subscribed
+    stream = f"{PREFIX}doc:acme/editor/{name}"
+    r = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 5
+    while not (entries := r.xrange(stream)):  # the server's query on subscribing
+        assert time.monotonic() < deadline, "the server published nothing on subscribing"
+        time.sleep(0.02)
+    own = entries[0][1][b"h"]
+    theirs = [Editor(client_id=i).insert(f"[{i}]") for i in (1, 2)]
+    # MULTI/EXEC: a blocked XREAD is answered after EXEC, so one read holds all three.
+    pipe = r.pipeline(transaction=True)
+    pipe.xadd(stream, {b"h": b"vm:1:other", b"t": b"u", b"d": theirs[0]})
+    pipe.xadd(stream, {b"h": own, b"t": b"u", b"d": Editor(client_id=3).insert("own")})
+    pipe.xadd(stream, {b"h": b"vm:1:other", b"t": b"u", b"d": theirs[1]})
+    pipe.execute()
+    deadline = time.monotonic() + 5
+    while not any(codec.decode(m).kind == codec.KIND_UPDATE for m in client.received):
+        client.recv(max(0.01, deadline - time.monotonic()))
+    received_within(client, None, 0.3)  # and whatever comes right after
+    updates = [m for m in client.received if codec.decode(m).kind == codec.KIND_UPDATE]
+    assert len(updates) == 1, updates
+    assert updates[0] not in [codec.sync_update(update) for update in theirs]
+    doc = Doc()
+    doc.apply_update(codec.decode(updates[0]).data)
+    text = str(doc.get("t", type=Text))
+    assert "[1]" in text and "[2]" in text and "own" not in text, text
+    client.close()
 
 
 @pytest.mark.long

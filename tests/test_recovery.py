@@ -27,7 +27,8 @@ from types import SimpleNamespace
 import pytest
 import websocket
 from conftest import base_config, free_port, make_token
-from test_bad_input import Client
+from pycrdt import Doc
+from test_bad_input import Client, text_of
 from test_outages import confirmed_writer, handshake_outcome
 
 from wsserver.protocol import codec
@@ -84,6 +85,21 @@ def writers_on_both_workers(server, writers, name_of, first_id):
                 connections[body["pid"]] = body["connections"]
     assert len(connections) == 2 and all(connections.values()), connections
     return connections
+
+
+def text_received(client, before):
+    """The text `client`'s document holds once it applies every update the server sent
+    it, on top of `before` (the writers' states before, which a writer that joined later
+    was never sent: it asked for no step 2). Content, not bytes: updates of another
+    worker that its reader gets in one read reach clients merged, as one message."""
+    doc = Doc()
+    for update in before:
+        doc.apply_update(update)
+    for message in client.received:
+        decoded = codec.decode(message)
+        if decoded.kind in (codec.KIND_UPDATE, codec.KIND_STEP2):
+            doc.apply_update(decoded.data)
+    return text_of(doc)
 
 
 def ask_at_once(url, times=4):
@@ -428,12 +444,14 @@ def test_every_gunicorn_worker_recovers_from_redis_frozen_then_restarted(
             time.sleep(3)
             own_redis.start()
             # Each writer's new edit reaches every writer, on either worker.
+            before = [e.doc.get_update() for e, _ in writers]
             sent = [codec.sync_update(e.insert(f"[{i}]")) for i, (e, _) in enumerate(writers)]
             for (_, client), update in zip(writers, sent):
                 client.send(update)
+            marks = [f"[{i}]" for i in range(len(writers))]
             deadline = time.monotonic() + 15
             for _, client in writers:
-                while not set(sent) <= set(client.received):
+                while not all(mark in text_received(client, before) for mark in marks):
                     assert time.monotonic() < deadline, "an edit did not reach every worker"
                     with contextlib.suppress(websocket.WebSocketTimeoutException):
                         client.recv(max(0.1, deadline - time.monotonic()))
