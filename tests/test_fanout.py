@@ -722,6 +722,28 @@ def test_updates_not_published_during_an_outage_are_announced_for_reconciliation
     assert engine._unpublished == set()
 
 
+def test_after_redis_restarted_empty_the_reader_reads_its_new_entries(engine):
+    """A restarted Redis numbers its entries from its clock again, below a position read
+    from the old one (another machine's clock, or the same ms): XREAD after that position
+    would skip them. Once Redis answers again every position is taken anew from it."""
+    import gevent
+
+    from wsserver.fanout.base import UPDATE, Subscription
+
+    room = FakeRoom(("acme", "editor", "restarted"))
+    stream = engine.stream_of(room.key)
+    ahead = f"{int(time.time() * 1000) + 3_600_000}-0"  # the old Redis's, an hour ahead
+    engine.subs[stream] = Subscription(room, stream, ahead)
+    engine._recovered()  # what the reader does once Redis answers again
+    engine._resync_unknown()
+    gevent.sleep(0.05)
+    assert room.reconciles == 1  # what was published before the new position is stored
+    engine._publish([(stream, {b"h": b"other", b"t": UPDATE, b"d": b"new"})])
+    for read, entries in engine._read(engine.reading.positions(), 100):
+        engine._deliver(read, entries)
+    assert room.updates == [b"new"]
+
+
 class FakeConnection:
     sending = False  # Connection.sending: nothing queued
 
