@@ -331,6 +331,8 @@ class History:
                     if self.documents.get(key) is not None:
                         self.drop_local(key)
             except Exception as e:
+                if self._stopped.is_set():  # stop() closed the connection under the read
+                    return
                 self._errors.error("history: listening failed: %s: %s", type(e).__name__, e)
                 self._stopped.wait(1.0)
 

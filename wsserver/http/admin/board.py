@@ -48,6 +48,7 @@ class RedisBoard:
         self._cache: tuple[float, list[dict]] = (0.0, [])
         self._beat: Any = None
         self._listener: gevent.Greenlet | None = None
+        self._stopping = False
 
     def start(
         self, local: Callable[[], dict[str, Any]], handle: Callable[[dict[str, Any]], Any]
@@ -59,6 +60,7 @@ class RedisBoard:
     def stop(self) -> None:
         """End the publishing and listening and take this process's entry off the board
         (the end of a shutdown; a process that cannot is gone within its TTL)."""
+        self._stopping = True
         if self._beat is not None:
             self._beat.cancel()
         if self._listener is not None:
@@ -96,6 +98,8 @@ class RedisBoard:
                     self.client.rpush(command["reply"], json.dumps(answer))
                     self.client.expire(command["reply"], 30)
             except Exception as e:
+                if self._stopping:  # stop() closed the connection under the read
+                    return
                 self._errors.error("admin board: listening failed: %s: %s", type(e).__name__, e)
                 gevent.sleep(1)
 
