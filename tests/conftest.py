@@ -295,12 +295,15 @@ class NodeProcess:
         )
         self.lines = queue.Queue()
         self.stdout, self.stderr = [], []
-        threading.Thread(
-            target=self._read, args=(self.proc.stdout, self.stdout, True), daemon=True
-        ).start()
-        threading.Thread(
-            target=self._read, args=(self.proc.stderr, self.stderr, False), daemon=True
-        ).start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(pipe, sink, queued), daemon=True)
+            for pipe, sink, queued in (
+                (self.proc.stdout, self.stdout, True),
+                (self.proc.stderr, self.stderr, False),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self, stream, sink, queued):
         for line in stream:
@@ -341,7 +344,8 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             self._fail(f"still running after {timeout}s")
-        time.sleep(0.05)  # let the reader threads take the last lines
+        for reader in self._readers:  # they end at the pipes' end: every line is read
+            reader.join(10)
         lines = [line for line in self.stdout if line.strip()]
         if self.proc.returncode != 0 or not lines:
             self._fail(f"exit code {self.proc.returncode}")
