@@ -122,8 +122,15 @@ def _documents(page, base, editing, shots):
     # dates carry the day and the time zone; the list's size is the inspector's
     when = page.inner_text(f"tr[data-name='{base}-1'] td.sub")
     assert any(ch.isdigit() for ch in when) and ("UTC" in when or "GMT" in when), when
-    size = page.inner_text(f"tr[data-name='{base}-1'] td.num:nth-child(4)")
-    assert page.inner_text(".meta div:nth-child(3) b") == size
+    # (the inspector is live, the list refreshes: they agree once it has)
+    row_size = f"tr[data-name='{base}-1'] td.num:nth-child(4)"
+    page.wait_for_function(
+        "([row, meta]) => document.querySelector(row)?.textContent"
+        " === document.querySelector(meta)?.textContent",
+        arg=[row_size, ".meta div:nth-child(3) b"],
+        timeout=5000,
+    )
+    assert page.inner_text(".meta div:nth-child(3) b") == page.inner_text(row_size)
     page.screenshot(path=str(shots / "console-documents.png"))
 
 
