@@ -119,6 +119,7 @@ class ServerProcess:
         self.command = command
         self.proc = None
         self.output = []
+        self._drainer = None
 
     def start(self, timeout=20):
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
@@ -146,7 +147,8 @@ class ServerProcess:
             if match:
                 self.port = int(match.group(1))
                 # Keep draining output so the server never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         raise RuntimeError("server did not start:\n" + "".join(self.output))
 
@@ -163,6 +165,9 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self):
+        """What the server wrote so far; once it has exited, all it wrote."""
+        if self._drainer is not None and self.proc.poll() is not None:
+            self._drainer.join(10)  # it ends at the pipe's end
         return "".join(self.output)
 
     def wait_log(self, text, timeout=5):
@@ -190,6 +195,8 @@ class ServerProcess:
 
     def restart(self):
         """Start again on the same port, same config and storage."""
+        if self._drainer is not None:  # the last lines of the stopped process first
+            self._drainer.join(10)
         self.output = []
         return self.start()
 

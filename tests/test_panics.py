@@ -133,5 +133,5 @@ def test_a_panic_on_a_websocket_closes_it_1011_and_the_room_is_rebuilt(server):
     assert offender.wait_close() == (1011, REASON)
     still_serving(server, doc, bystander, writer, "hello world")
     assert tracebacks(server) == 1, server.log()
-    assert "rebuilding from storage" in server.log()
+    server.wait_log("rebuilding from storage")
     assert server.proc.poll() is None
