@@ -637,7 +637,9 @@ def test_a_process_loading_a_document_mid_stream_misses_nothing(two_processes):
     )
     for result in r["results"]:
         assert result["missing"] == [], result
-        assert result["written"] > 100
+        # the joiner opened mid-stream: keys written before it and after (a count, not a
+        # rate: a loaded machine writes fewer in the 1.5 s)
+        assert 0 < result["atJoin"] < result["written"], result
 
 
 # --- the engine against a real Redis, without servers -----------------------------------

@@ -246,7 +246,11 @@ class Gunicorn(ServerProcess):
         )
         self.out = []
         threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
-        threading.Thread(target=lambda: self.output.extend(self.proc.stderr), daemon=True).start()
+        # The log: log() joins it once gunicorn has exited, so every line is there.
+        self._drainer = threading.Thread(
+            target=lambda: self.output.extend(self.proc.stderr), daemon=True
+        )
+        self._drainer.start()
         try:
             eventually(
                 lambda: self.log().count("Booting worker") >= workers and self._live(),

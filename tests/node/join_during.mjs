@@ -12,12 +12,16 @@ async function one (name, i) {
   const map = w.doc.getMap('map')
   let n = 0
   let j = null
+  let atJoin = null // keys written when the joiner opened: it came mid-stream if 0 < atJoin < n
   const end = Date.now() + spec.writeMs
   const joinAt = Date.now() + 200 + 60 * i // staggered, all well inside the writing
   while (Date.now() < end) {
     map.set(`k${n}`, n)
     n++
-    if (j === null && Date.now() >= joinAt) j = client(spec.joinerUrl, name, { token: spec.token })
+    if (j === null && Date.now() >= joinAt) {
+      j = client(spec.joinerUrl, name, { token: spec.token })
+      atJoin = n
+    }
     await sleep(1)
   }
   await confirmed(w, 10000)
@@ -26,9 +30,9 @@ async function one (name, i) {
   try {
     await waitFor(() => has().length === 0, 5000, `the joiner of ${name} to hold every key`)
   } catch (e) {
-    return { name, written: n, missing: has() }
+    return { name, written: n, atJoin, missing: has() }
   }
-  return { name, written: n, missing: [] }
+  return { name, written: n, atJoin, missing: [] }
 }
 
 main(async () => {
