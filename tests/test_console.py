@@ -311,6 +311,8 @@ def test_the_board_entry_beats_on_the_process_heartbeat_and_leaves_with_the_proc
     key = f"wsserver:admin:live:{process['process']}"
     client = redis.Redis.from_url(redis_url)
     ttl_ms = TEST_PROCESS["ttl_seconds"] * 1000
+    # /processes answers from the process itself: its first beat may not be on the board yet
+    eventually(lambda: client.exists(key), timeout=5, what="the board entry")
     deadline = time.monotonic() + TEST_PROCESS["ttl_seconds"] + 0.5
     while time.monotonic() < deadline:  # outlives its TTL: renewed on every beat
         assert 0 < client.pttl(key) <= ttl_ms, client.pttl(key)
