@@ -61,9 +61,8 @@ CHANNEL = "wsserver:history:trash"
 TRASH_CHECK = 2.0
 # Seconds between two retention sweeps (versions past keep_days, trash past trash_days).
 SWEEP_EVERY = 3600.0
-# Seconds a request waits for storage, and a delete for the room to empty.
+# Seconds a request waits for storage.
 STORE_WAIT = 5.0
-DROP_WAIT = 5.0
 
 EventHook = Callable[[str, DocKey, dict[str, Any]], None]
 
@@ -289,26 +288,12 @@ class History:
 
     def drop_local(self, key: DocKey) -> int:
         """Close this process's clients of `key` with 4404 and drop its room without
-        writing a snapshot; the number of connections closed."""
-        deleting = self.documents.deleting
-        mine = key not in deleting
-        deleting.add(key)
+        writing a snapshot (`DocumentManager.drop`); the number of connections closed."""
         try:
-            room = self.documents.get(key)
-            closed = len(room.connections) if room is not None else 0
-            deadline = time.monotonic() + DROP_WAIT
-            while True:
-                self.documents.close(key, DocumentDeleted())
-                if self.documents.evict(key, compact=False) or time.monotonic() >= deadline:
-                    break
-                gevent.sleep(0.02)
+            return self.documents.drop(key)
         except Exception as e:  # the trash check drops it again at its next tick
             self._errors.error("%s: dropping the deleted document failed: %s", "/".join(key), e)
-            closed = 0
-        finally:
-            if mine:
-                deleting.discard(key)
-        return closed
+            return 0
 
     def _tell_others(self, key: DocKey) -> None:
         if self.redis is None:

@@ -53,6 +53,8 @@ UNLOAD_RETRY = (0.5, 30.0)  # Backoff(first, cap) of a failed flush before unloa
 LOAD_WAIT = 5.0
 # Seconds an eviction waits for a compaction under way before it gives up (retried).
 COMPACTION_WAIT = 10.0
+# Seconds a drop (a delete, the trash) keeps closing the joins that still come in.
+DROP_WAIT = 5.0
 
 
 class DocumentManager:
@@ -212,6 +214,30 @@ class DocumentManager:
             log.debug("%r unloaded", room)
             return
         room.unloader = None
+
+    def drop(self, key: DocKey) -> int:
+        """Close this process's connections to `key` with 4404 (DocumentDeleted:
+        providers do not come back with their copy) and drop its room without writing
+        anything more (a deleted or trashed document). Returns the number of connections
+        closed. Nobody joins meanwhile (`deleting`); a join or an API write already under
+        way when the drop began may still enter the room, and is closed in turn, until
+        the room is gone or DROP_WAIT seconds have passed. Raises what the room's flush
+        raises (StoreError)."""
+        mine = key not in self.deleting  # a delete may be holding it already
+        self.deleting.add(key)
+        try:
+            room = self.rooms.get(key)
+            closed = len(room.connections) if room is not None else 0
+            deadline = time.monotonic() + DROP_WAIT
+            while True:
+                self.close(key, DocumentDeleted())
+                if self.evict(key, compact=False) or time.monotonic() >= deadline:
+                    break
+                gevent.sleep(0.02)
+        finally:
+            if mine:
+                self.deleting.discard(key)
+        return closed
 
     def evict(self, key: DocKey, compact: bool = True) -> bool:
         """Drop the room of `key` now if nobody uses it; True when no room of

@@ -114,7 +114,7 @@ class Cluster:
     def handle(self, command: dict[str, Any]) -> Any:
         """A command from the board, carried out here."""
         if command.get("kind") == "drop":
-            return self.inspector.drop(DocKey(*command["key"]))
+            return self.inspector.documents.drop(DocKey(*command["key"]))
         if command.get("kind") == "close":
             return self.close_here(command["id"], command["code"], command["reason"])
         if command.get("kind") == "connections":

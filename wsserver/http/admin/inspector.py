@@ -16,14 +16,13 @@ import gevent
 from ...documents.content import document_json
 from ...documents.key import DocKey
 from ...documents.storage import StoreError, fold
-from ...errors import DocumentDeleted, NestedTooDeep, NotFound, StorageUnavailable
+from ...errors import NestedTooDeep, NotFound, StorageUnavailable
 from ...logs import Throttled
 
 log = logging.getLogger(__name__)
 
 EVENTS_POLL = 0.1  # seconds between change checks of an event stream
 EVENTS_KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies drop idle ones)
-DELETE_WAIT = 5.0  # seconds a delete waits for the closed connections to leave
 # Seconds a request waits for storage (a read, a size, a delete): then 503, never a hang
 # (a frozen database cannot enforce its own deadlines).
 STORE_WAIT = 5.0
@@ -268,29 +267,6 @@ class Inspector:
                 quiet_since = time.monotonic()
             gevent.sleep(EVENTS_POLL)
 
-    def drop(self, key: DocKey) -> int:
-        """Close this process's connections to `key` (4404: providers do not come back
-        with their copy) and drop its room without writing anything more. Returns the
-        number of connections closed."""
-        deleting = self.documents.deleting
-        mine = key not in deleting  # `delete` may be holding it already
-        deleting.add(key)  # no join meanwhile: it would keep the room, or reload it
-        try:
-            room = self.documents.get(key)
-            closed = len(room.connections) if room is not None else 0
-            deadline = time.monotonic() + DELETE_WAIT
-            # Until the room is gone: a join or an API write already under way when
-            # the delete began may still enter it, and is closed in turn.
-            while True:
-                self.documents.close(key, DocumentDeleted())
-                if self.documents.evict(key, compact=False) or time.monotonic() >= deadline:
-                    break
-                gevent.sleep(0.02)
-        finally:
-            if mine:
-                deleting.discard(key)
-        return closed
-
     def delete(self, key: DocKey, purge: bool = False) -> int:
         """Drop the document in every process, then move it to the trash (`purge`:
         delete it from storage, versions, trash entry and index row too). Returns the
@@ -311,7 +287,7 @@ class Inspector:
         pending = None
         try:
             try:
-                closed = self.drop(key)
+                closed = self.documents.drop(key)
             except StoreError as e:  # its last updates are not durable: commits failing
                 self._errors.error("admin: delete of %s: %s", "/".join(key), e)
                 raise StorageUnavailable(
