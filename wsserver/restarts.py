@@ -59,7 +59,7 @@ SETTLE = 0.25
 SETTLE_MAX = 2.0
 
 
-def stop_accepting(servers: Iterable[Any], replaced: bool, connections: Iterable[Any] = ()) -> None:
+def stop_accepting(servers: Iterable[Any], replaced: bool, connections: Iterable[Any]) -> None:
     """Stop accepting on `servers` (gevent servers): the `before_closing` of a shutdown.
     When a successor accepts on the port (`replaced`), let the handshakes under way among
     `connections` (the endpoint's) end first; a plain stop's clients hear their 1012 at
