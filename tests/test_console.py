@@ -5,7 +5,7 @@ process and across two (gunicorn, Redis, Postgres)."""
 import urllib.parse
 
 import pytest
-from test_ops import Gunicorn, doc_name, eventually, http, write_config
+from test_ops import Gunicorn, closes_once_closed, doc_name, eventually, http, write_config
 from test_ops import providers as providers  # a fixture
 
 OPERATOR = "alice-operator-token-0123456789"
@@ -28,15 +28,6 @@ def ok(server, path, token=VIEWER, method="GET"):
     status, body, _ = api(server, path, token, method)
     assert status == 200, (path, status, body)
     return body
-
-
-def closes_once_closed(p, client, timeout=10):
-    """Every client's closes (tests/node/ops.mjs) once the provider `client` reported its
-    socket closed, at most `timeout` seconds on: a server's close reaches the provider
-    only after the closing handshake, which a quit sent as soon as the admin API answered
-    can overtake (the provider then records no close)."""
-    p.command(closed={"client": client, "ms": int(timeout * 1000)})
-    return p.wait("closed", timeout=timeout + 5)["closes"]
 
 
 @pytest.mark.long

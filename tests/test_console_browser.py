@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import base_config
-from test_console import ADMINS, OPERATOR, VIEWER, closes_once_closed, ok
-from test_ops import Gunicorn, doc_name
+from test_console import ADMINS, OPERATOR, VIEWER, ok
+from test_ops import Gunicorn, closes_once_closed, doc_name
 from test_ops import providers as providers  # a fixture
 
 

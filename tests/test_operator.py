@@ -15,7 +15,17 @@ import threading
 import pytest
 import yaml
 from conftest import ROOT, base_config, free_port, make_token
-from test_ops import ADMIN_TOKEN, Gunicorn, doc_name, eventually, http, providers, scrape, value
+from test_ops import (
+    ADMIN_TOKEN,
+    Gunicorn,
+    closes_once_closed,
+    doc_name,
+    eventually,
+    http,
+    providers,
+    scrape,
+    value,
+)
 
 from wsserver.app import load_settings
 from wsserver.cli import main as cli
@@ -408,6 +418,7 @@ def test_admin_actions_are_audited_and_4404_is_labelled(start_server, providers,
     api = f"{server.http}/admin/api/documents"
     assert http("GET", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)[0] == 200
     assert http("DELETE", f"{api}/acme/editor/{room}", token=ADMIN_TOKEN)[0] == 200
+    closes_once_closed(p, 0)  # the close, not a quit that overtook it
     assert p.quit()["closes"][0] == [{"code": 4404, "reason": "document deleted"}]
     audit = eventually(
         lambda: (lambda ls: ls if len(ls) >= 2 else None)(

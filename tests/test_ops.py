@@ -190,6 +190,15 @@ class Providers:
             self.proc.wait()
 
 
+def closes_once_closed(p, client, timeout=10):
+    """Every client's closes (tests/node/ops.mjs) once the provider `client` reported its
+    socket closed, at most `timeout` seconds on: a server's close reaches the provider
+    only after the closing handshake, which a quit sent as soon as the admin API answered
+    can overtake (the provider then records no close)."""
+    p.command(closed={"client": client, "ms": int(timeout * 1000)})
+    return p.wait("closed", timeout=timeout + 5)["closes"]
+
+
 @pytest.fixture
 def providers():
     started = []
@@ -754,6 +763,8 @@ def test_admin_under_gunicorn_sees_and_deletes_on_every_process(tmp_path, provid
             assert listed[rooms[0]]["users"] == ["other-0", "user-0"]
         status, body, _ = http("DELETE", f"{api}/acme/editor/{rooms[1]}", token=ADMIN_TOKEN)
         assert (status, body) == (200, {"deleted": True, "connections_closed": 2})
+        for client in (0, 1):  # their closes, not a quit that overtook them
+            closes_once_closed(held[1], client)
         assert held[1].quit()["closes"] == [[{"code": 4404, "reason": "document deleted"}]] * 2
         assert http("GET", f"{api}/acme/editor/{rooms[1]}", token=ADMIN_TOKEN)[0] == 404
         for p in held[::2]:
