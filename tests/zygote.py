@@ -41,6 +41,9 @@ for module in pkgutil.walk_packages(wsserver.__path__, "wsserver."):
     if module.name not in ("wsserver.gunicorn_conf", "wsserver.__main__"):
         importlib.import_module(module.name)
 from wsserver.cli import main  # noqa: E402
+from wsserver.documents import ydoc  # noqa: E402
+
+ydoc.warm_up()  # what every server's create_app does first: imports asyncio once, here
 
 
 def child(control, request, fds):

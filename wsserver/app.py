@@ -94,6 +94,7 @@ def create_app(
     """Build the app from `test_config` (a mapping or Config) or the YAML config file
     (see load_settings; `listen_host`: the address the server listens on, when known)."""
     ydoc.no_panic_backtraces()  # before any request can make pycrdt panic
+    ydoc.warm_up()
     config, authenticator = load_settings(test_config, config_path, listen_host)
     parts = build_parts(config, authenticator)
     endpoint = parts.endpoint

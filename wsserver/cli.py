@@ -20,13 +20,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     monkey.patch_all()
 
-    import gc
-
     from gevent.pywsgi import WSGIServer
 
     from . import restarts
     from .app import create_app, endpoint_of
     from .logs import configure_logging
+    from .support import runtime
     from .support.signals import on_stop
     from .transport.handler import WebSocketRequestHandler
 
@@ -34,9 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
-    # What start-up allocated lives for ever: keep the collector from rescanning it in
-    # every full collection (these stalled the loop 24-50 ms during connect bursts).
-    gc.freeze()
+    runtime.settle()  # the collector and gevent tuned for serving (support/runtime.py)
     try:  # --replace: the listening socket of the process serving the port
         listener, successor = restarts.listener(config.host, config.port, args.replace)
     except CommandError:

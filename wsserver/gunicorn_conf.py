@@ -32,7 +32,6 @@ mode what gunicorn prints raw (a worker's boot error) becomes a JSON line too.
 
 from __future__ import annotations
 
-import gc
 import glob
 import json
 import os
@@ -147,6 +146,7 @@ def post_worker_init(worker: Worker) -> None:
     from wsserver import restarts
     from wsserver.app import endpoint_of
     from wsserver.logs import configure_logging
+    from wsserver.support import runtime
     from wsserver.support.signals import before_previous
     from wsserver.transport.handler import settings_of
 
@@ -157,7 +157,7 @@ def post_worker_init(worker: Worker) -> None:
     worker.wsserver_endpoint = endpoint  # for worker_exit
     config = endpoint.config
     configure_logging(config.log_level, config.log_format)
-    gc.freeze()  # start-up objects live for ever: keep full collections short
+    runtime.settle()  # the collector and gevent tuned for serving (support/runtime.py)
     # gunicorn's own SIGTERM handler ends the worker's loop, which closes the listening
     # socket within a second: new connections would be refused for the rest of the
     # drain. So it runs only once the drain is over (the master waits

@@ -149,6 +149,14 @@ def no_panic_backtraces() -> None:
     os.environ["RUST_BACKTRACE"] = "0"
 
 
+def warm_up() -> None:
+    """Make and drop one Doc, so that the first document a client opens does not pay for
+    pycrdt's first: anyio's lock in every Doc looks for a running event loop, which
+    imports asyncio the first time (7 ms on the development VM with bytecode cached,
+    more on a cold dyno), a stall of the whole process in the middle of a connect burst."""
+    Doc()
+
+
 def _runs(updates: Iterable[bytes]) -> Iterator[list[bytes]]:
     """`updates` in order, cut into runs of at most RUN updates under RUN_BYTES each; a
     larger update (a snapshot) is a run of its own."""

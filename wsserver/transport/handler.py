@@ -42,6 +42,7 @@ import gevent
 from geventwebsocket.handler import WebSocketHandler
 
 from ..logs import log_access
+from .headers import RequestHeaders
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,10 @@ class _DeadlineReader:
 
 class WebSocketRequestHandler(WebSocketHandler):
     """gevent-websocket's handler with the header deadline and safe upgrade refusals."""
+
+    def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 (pywsgi names it)
+        """The request's headers, without the `email` package (transport/headers.py)."""
+        return RequestHeaders(rfile)
 
     def handle_one_request(self) -> Any:
         settings = settings_of(self.server.application)

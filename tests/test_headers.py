@@ -1,0 +1,55 @@
+"""A request's headers (transport/headers.py): read as pywsgi read them with the `email`
+package, and a malformed header block is a 400."""
+
+import io
+import socket
+import urllib.request
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_NAMES = st.sampled_from(
+    ["Host", "Upgrade", "Connection", "Content-Type", "content-length", "X-A", "x-a", "Origin"]
+)
+_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+def test_headers_read_as_pywsgi_read_them_with_the_email_package(headers):
+    from gevent.pywsgi import headers_factory
+
+    from wsserver.transport.headers import RequestHeaders
+
+    block = b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers) + b"\r\n"
+    ours, stdlib = RequestHeaders(io.BytesIO(block)), headers_factory(io.BytesIO(block))
+    assert ours.status == stdlib.status == ""
+    assert list(ours.headers) == list(stdlib.headers)
+    for name in ("host", "X-A", "content-length", "Missing"):
+        assert ours.get(name, "-") == stdlib.get(name, "-")
+    assert ours.typeheader == stdlib.typeheader
+    del ours["x-a"], stdlib["x-a"]
+    assert list(ours.headers) == list(stdlib.headers)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"X-Folded: a\r\n b",  # an obsolete line folding
+        b"No colon here",
+        b"Host : x",  # a space before the colon
+        b"X-Long: " + b"a" * 65536,
+        b"\r\n".join(b"X-%d: y" % i for i in range(101)),
+    ],
+    ids=["folding", "no-colon", "space-before-colon", "long-line", "101-headers"],
+)
+def test_a_malformed_header_block_is_a_400(start_server, bad):
+    server = start_server()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n\r\n")
+    answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    s.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/livez", timeout=10) as r:
+        assert r.status == 200  # the server goes on
