@@ -21,7 +21,8 @@ from test_document_api import request
 from wsserver.protocol import codec
 
 # Runs `wsserver serve` (its arguments follow) and prints a line when one of the
-# watched packages is first imported, at start or later, while it serves.
+# watched packages is first imported, at start or later, while it serves, and one for
+# every module imported (`import NAME`).
 WATCHED = ("redis", "markdown_it", "limits", "gunicorn.workers.ggevent")
 SERVE_WATCHING_IMPORTS = f"""
 import sys
@@ -30,6 +31,7 @@ class Watch:
     def find_spec(self, name, path=None, target=None):
         if name in {WATCHED!r}:
             print("imported " + name, flush=True)
+        print("import " + name, flush=True)
         return None
 
 sys.meta_path.insert(0, Watch())
@@ -38,14 +40,16 @@ sys.exit(main())
 """
 
 
-def imported(lines):
-    return [m[1] for line in lines if (m := re.match(r"imported (\S+)$", line.strip()))]
+def imported(lines, pattern=r"imported (\S+)$"):
+    return [m[1] for line in lines if (m := re.match(pattern, line.strip()))]
 
 
 def test_a_plain_sqlite_serve_imports_only_what_it_uses(tmp_path):
     """The shipped default config (its storage moved under tmp_path), served: nothing
     watched is imported at start, nor by a WebSocket client's sync and update, nor by a
-    JSON read; a Markdown write then imports markdown-it (the watch works)."""
+    JSON read; a Markdown write then imports markdown-it (the watch works). The first
+    client's handshake, sync and update import nothing at all: an import there stalls
+    every connection of the process (pycrdt's first Doc imported asyncio, ydoc.warm_up)."""
     shipped = (ROOT / "config" / "dev.yaml").read_text()
     config = tmp_path / "dev.yaml"
     config.write_text(
@@ -75,6 +79,7 @@ def test_a_plain_sqlite_serve_imports_only_what_it_uses(tmp_path):
             assert time.monotonic() < deadline, (status, body)
             time.sleep(0.02)
         ws.close()
+        assert imported(server.output[len(at_start) :], r"import (\S+)$") == []
         markdown = f"/v1/documents/{name}/content?field=prose&format=markdown"
         status, _, body = request(server, "PUT", markdown, token, b"# Hi")
         assert status == 200, body
