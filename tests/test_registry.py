@@ -7,6 +7,7 @@ The shared logic of the base class (connection counting, delayed release after
 eviction, heartbeat, lost claims, shutdown) is checked on the in-process backend.
 """
 
+import logging
 import threading
 import time
 import uuid
@@ -572,7 +573,9 @@ def test_may_compact_only_while_ownership_is_certain():
     reg.close()
 
 
-def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
+def test_a_room_refuses_a_compaction_the_registry_does_not_allow(caplog):
+    """Refused with a StoreError (an unload keeps the room and retries); a fold due in
+    the background is a warning without a traceback: a safety refusal, not a fault."""
     from pycrdt import Doc, Text
 
     from wsserver.documents.manager import DocumentManager
@@ -594,6 +597,11 @@ def test_a_room_refuses_a_compaction_the_registry_does_not_allow():
             with pytest.raises(StoreError):
                 room.compact()
             assert key not in store.snapshots and len(store.logs[key]) == 1
+            with caplog.at_level(logging.WARNING, logger="wsserver.documents.compaction"):
+                room.compaction.run_logged()  # what Room.maybe_compact's greenlet runs
+            (record,) = caplog.records
+            assert record.levelno == logging.WARNING and record.exc_info is None
+            assert "may no longer own it" in record.getMessage()
         else:
             room.compact()
             assert store.snapshots[key]

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class CompactionRefused(StoreError):
+    """A fold the region registry did not allow (`before_compact`): this node may no
+    longer own the document (its claim's renewal is late, another region may write), so
+    it leaves the log alone. Nothing failed; the log is folded once ownership is certain."""
+
+
 class Compaction:
     """One room's compaction: its thresholds, its owner check, the fold."""
 
@@ -54,6 +60,10 @@ class Compaction:
         """Fold, logging a failure (the greenlet `Room.maybe_compact` starts)."""
         try:
             folded = self.fold()
+        except CompactionRefused as e:
+            # A safety refusal, not a fault: a warning, no traceback.
+            log.warning("%r: %s; the next durable update or the unload retries", self.room, e)
+            return
         except Exception:
             # The log stays as it was; the next durable update or the unload retries.
             log.exception("%r: compaction failed", self.room)
@@ -72,7 +82,9 @@ class Compaction:
         if room.compacting or not room.log_count or room.rebuilding is not None:
             return False
         if self.before_compact is not None and not self.before_compact(room.key):
-            raise StoreError(f"not compacting {'/'.join(room.key)}: this node may no longer own it")
+            raise CompactionRefused(
+                f"not compacting {'/'.join(room.key)}: this node may no longer own it"
+            )
         room.compacting = True
         try:
             upto, count, size, id_sum = (
