@@ -2,13 +2,16 @@
 // late joiner waits for a large stored document (connect start to its first sync step 2).
 //
 //   node yrestart.mjs --url ws://127.0.0.1:PORT --doc NAME [--token JWT]
-//                     [--seed N] [--shape sessions|random] [--joiners K] [--json OUT.json]
+//                     [--seed N] [--shape sessions|typing|random] [--joiners K] [--json OUT.json]
 //
 // --seed N: one writer sends N small Y.Text inserts as y-websocket update messages, at most
 //   WINDOW unconfirmed at a time, and waits until the server has echoed all of them (wsserver
 //   echoes an update once it is durable; the reference echoes every update).
 //   --shape sessions (the default): 23 characters appended each time (about 40 B), a new
 //   session every SESSION updates (see below): typing at the end of a document.
+//   --shape typing: one character a time, as an editor's provider sends keystrokes: appended,
+//   1 in 20 inserted at a pseudo-random place, 1 in 30 a pseudo-random character deleted;
+//   sessions as above (about 20 B an update; 100,000 make about 92,000 characters).
 //   --shape random: 10 characters inserted at a pseudo-random position (a fixed sequence),
 //   as one provider: 100,000 of them make a document of one million characters whose
 //   snapshot is about 4.2 MB (about 200,000 items: every insert splits one), the shape of
@@ -79,6 +82,14 @@ const syncSubtype = (buf) => {
 let lcg = 1
 const random = () => { lcg = (lcg * 1103515245 + 12345) & 0x7fffffff; return lcg / 0x7fffffff }
 
+// One keystroke of --shape typing.
+const type = (text) => {
+  const r = random()
+  if (r < 1 / 30 && text.length > 10) text.delete(Math.floor(random() * (text.length - 1)), 1)
+  else if (r < 1 / 30 + 1 / 20) text.insert(Math.floor(random() * (text.length + 1)), 'x')
+  else text.insert(text.length, 'y')
+}
+
 const seed = async (n, shape) => {
   const ws = await open()
   let doc = new Y.Doc()
@@ -93,7 +104,7 @@ const seed = async (n, shape) => {
   const t0 = performance.now()
   for (let i = 0; i < n; i++) {
     while (i - echoed >= WINDOW) await new Promise((resolve) => { wake = resolve })
-    if (shape === 'sessions' && i && i % SESSION === 0) {
+    if (shape !== 'random' && i && i % SESSION === 0) {
       const next = new Y.Doc()
       Y.applyUpdate(next, Y.encodeStateAsUpdate(doc))
       doc = next
@@ -102,6 +113,7 @@ const seed = async (n, shape) => {
     let update
     doc.once('update', (u) => { update = u })
     if (shape === 'random') text.insert(Math.floor(random() * (text.length + 1)), CHUNK.slice(0, 10))
+    else if (shape === 'typing') type(text)
     else text.insert(text.length, CHUNK)
     bytes += update.length
     ws.send(message(UPDATE, update))
