@@ -229,16 +229,19 @@ def test_an_update_applied_while_storage_was_read_reaches_those_who_joined_meanw
 def test_a_long_log_with_deletions_reads_the_state_vector_once(monkeypatch):
     # A build checks every run it applied for pending parts against one state: reading
     # that state per run that deletes cost O(clients) of Python each time, most of the
-    # load of 100,000 typed rows with deletions (issue 27).
+    # load of 100,000 typed rows with deletions (issue 27). The first PROBES runs that
+    # delete are asked of Yrs; past them the state is read, once.
     rows = []
     for session in range(4):  # one client each, each deleting every seventh edit
         rows += edits(60, client_id=100 + session)[1]
     u1, _, u3 = offline_edits()  # u3 deletes what u1 inserts, which never came
-    reads = []
-    state_vector = ydoc._state_vector
+    reads, probes = [], []
+    state_vector, probe = ydoc._state_vector, ydoc._probe
     monkeypatch.setattr(ydoc, "_state_vector", lambda e: reads.append(1) or state_vector(e))
+    monkeypatch.setattr(ydoc, "_probe", lambda ends: probes.append(1) or probe(ends))
+    monkeypatch.setattr(ydoc, "PROBES", 4)  # fewer than the 13 runs, all deleting
     doc, pending = ydoc.build(rows + [u3])
-    assert len(reads) == 1
+    assert len(probes) == 4 and len(reads) == 1
     assert len(pending) == 1  # the run holding the pending deletion
     # What the copy hands on (a snapshot, a step 2) carries it: once u1 comes, "AAA"
     # loses two of its three characters.
