@@ -4,7 +4,10 @@ sync again within a second, no connection attempt fails meanwhile, nothing is lo
 Real y-websocket providers (tests/node/ystorm.mjs: providers on a few documents, and a
 prober opening a fresh connection every 10 ms throughout)."""
 
+import os
+import select
 import signal
+import socket
 import struct
 import time
 
@@ -13,7 +16,7 @@ import websocket
 from conftest import NodeProcess, ServerProcess, make_token
 
 from wsserver.protocol import codec
-from wsserver.restarts import SETTLE, SETTLE_MAX
+from wsserver.restarts import BACKLOG, SETTLE, SETTLE_MAX
 
 DOCS, CLIENTS = 3, 3
 
@@ -88,6 +91,56 @@ def test_a_handshake_under_way_at_the_handover_gets_its_sync_before_the_1012(sta
         assert old.proc.wait(20) == 0
     finally:
         ws.close()
+        new.stop()
+
+
+def _connected_while_stopped(server, count):
+    """How many of `count` TCP connections opened at once complete their handshake while
+    the server process is stopped (SIGSTOP): the kernel queues them for it, up to the
+    listen backlog, and drops the SYNs beyond (their clients retry a second later)."""
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", server.port))
+            sockets.append(s)
+        poll = select.poll()
+        for s in sockets:
+            poll.register(s, select.POLLOUT)
+        deadline, ready = time.monotonic() + 2, set()
+        while len(ready) < count and time.monotonic() < deadline:
+            ready.update(fd for fd, _ in poll.poll(100))
+        return sum(
+            1
+            for s in sockets
+            if s.fileno() in ready and not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        )
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.skipif(
+    int(open("/proc/sys/net/core/somaxconn").read()) < 600, reason="net.core.somaxconn < 600"
+)
+def test_a_reconnect_burst_waits_in_the_listen_queue_of_serve_and_of_its_successor(
+    start_server,
+):
+    """Every client of a restarted process comes back within tens of milliseconds: the
+    ones the busy new process has not accepted yet wait in the listen queue
+    (restarts.BACKLOG), of a fresh `serve` and of a `--replace` successor's taken-over
+    socket alike, instead of losing a second to a dropped SYN."""
+    assert BACKLOG >= 600
+    old = start_server()
+    assert _connected_while_stopped(old, 600) == 600
+    new = ServerProcess(old.config_path, port=old.port, args=["--replace"]).start()
+    try:
+        assert old.proc.wait(20) == 0
+        assert _connected_while_stopped(new, 600) == 600
+    finally:
         new.stop()
 
 

@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     except CommandError:
         endpoint.shutdown(timeout=1)
         raise
-    server = WSGIServer(listener, app, handler_class=WebSocketRequestHandler, log=None)
+    server = restarts.server(WSGIServer, listener, app, WebSocketRequestHandler)
     handover: restarts.Handover | None = None
 
     def stop(drain: float = config.shutdown_drain, replaced: bool = False) -> None:
