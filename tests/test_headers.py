@@ -41,8 +41,10 @@ def test_headers_read_as_pywsgi_read_them_with_the_email_package(headers):
         b"Host : x",  # a space before the colon
         b"X-Long: " + b"a" * 65536,
         b"\r\n".join(b"X-%d: y" % i for i in range(101)),
+        b"X-A: a\rContent-Length: 30",  # a bare CR (email: the end of a line)
+        b"X-A: a\x00b",
     ],
-    ids=["folding", "no-colon", "space-before-colon", "long-line", "101-headers"],
+    ids=["folding", "no-colon", "space-before-colon", "long-line", "101-headers", "cr", "nul"],
 )
 def test_a_malformed_header_block_is_a_400(start_server, bad):
     server = start_server()
@@ -53,3 +55,18 @@ def test_a_malformed_header_block_is_a_400(start_server, bad):
     s.close()
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/livez", timeout=10) as r:
         assert r.status == 200  # the server goes on
+
+
+def test_a_bare_cr_in_an_echoed_origin_is_a_400_not_a_500(start_server):
+    # A preflight's Origin is echoed (some app allows any origin): Werkzeug raises on
+    # a CR in a response header, so one that reached the app was a 500 and a traceback.
+    server = start_server()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(
+        b"OPTIONS /discovery HTTP/1.1\r\nHost: x\r\nOrigin: https://a\rb\r\n"
+        b"Access-Control-Request-Method: GET\r\n\r\n"
+    )
+    answer = s.recv(65536)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert "Traceback" not in "".join(server.output)

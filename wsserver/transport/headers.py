@@ -13,7 +13,8 @@ Stricter than the stdlib where RFC 9112 allows a server to be: a line that is no
 `name: value` with a token as the name (a space before the colon included) and an
 obsolete line folding (a line starting with a space or tab) make the request a 400
 (`status` set, which pywsgi answers with 400), where `email` silently ended the headers
-at such a line or folded it into the previous value.
+at such a line or folded it into the previous value; so does a value holding a CR or a
+NUL (RFC 9110 5.5), where `email` took a bare CR for the end of a line.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class RequestHeaders:
                 self.status = "Invalid header line"  # obsolete folding too
                 return
             value = value.lstrip(" \t").rstrip("\r\n")
+            if "\r" in value or "\0" in value:
+                # RFC 9110 5.5: reject (email ended the line at a bare CR; kept, it
+                # reached Werkzeug, which raises on it: a 500 for an echoed Origin).
+                self.status = "Invalid header value"
+                return
             self._lines.append((name, value))
             self._first.setdefault(name.lower(), value)
 
