@@ -6,19 +6,21 @@ import socket
 import urllib.request
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-_NAMES = st.sampled_from(
-    ["Host", "Upgrade", "Connection", "Content-Type", "content-length", "X-A", "x-a", "Origin"]
-)
+_NAMES = st.sampled_from(["Host", "Upgrade", "Connection", "Content-Type", "X-A", "x-a", "Origin"])
 _VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=20)
+# A Content-Length that is not digits is a 400 (test_a_malformed_header_block_is_a_400).
+_LENGTHS = st.tuples(st.just("content-length"), st.from_regex(r"[0-9]{1,5}", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)
-@given(headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+@given(headers=st.lists(st.tuples(_NAMES, _VALUES) | _LENGTHS, max_size=8))
 def test_headers_read_as_pywsgi_read_them_with_the_email_package(headers):
     from gevent.pywsgi import headers_factory
+
+    assume(len({v for n, v in headers if n == "content-length"}) <= 1)  # else a 400
 
     from wsserver.transport.headers import RequestHeaders
 
@@ -43,8 +45,28 @@ def test_headers_read_as_pywsgi_read_them_with_the_email_package(headers):
         b"\r\n".join(b"X-%d: y" % i for i in range(101)),
         b"X-A: a\rContent-Length: 30",  # a bare CR (email: the end of a line)
         b"X-A: a\x00b",
+        # What a proxy before the server could frame otherwise than pywsgi: the body of
+        # the first two (pywsgi: none) carried a request of its own.
+        b"Content-Length: 0\r\nContent-Length: 40",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+        b"Transfer-Encoding: gzip, chunked",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5",
+        b"Content-Length: +2",
     ],
-    ids=["folding", "no-colon", "space-before-colon", "long-line", "101-headers", "cr", "nul"],
+    ids=[
+        "folding",
+        "no-colon",
+        "space-before-colon",
+        "long-line",
+        "101-headers",
+        "cr",
+        "nul",
+        "two-lengths",
+        "two-encodings",
+        "not-chunked",
+        "encoding-and-length",
+        "signed-length",
+    ],
 )
 def test_a_malformed_header_block_is_a_400(start_server, bad):
     server = start_server()
@@ -70,3 +92,17 @@ def test_a_bare_cr_in_an_echoed_origin_is_a_400_not_a_500(start_server):
     s.close()
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
     assert "Traceback" not in "".join(server.output)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"Content-Length: 5\r\n",
+        b"Content-Length: 5\r\ncontent-length: 5\r\n",  # the same twice: one length
+        b"Transfer-Encoding: Chunked \r\n",
+    ],
+)
+def test_one_body_length_is_read(block):
+    from wsserver.transport.headers import RequestHeaders
+
+    assert RequestHeaders(io.BytesIO(b"Host: x\r\n" + block + b"\r\n")).status == ""

@@ -14,7 +14,9 @@ Stricter than the stdlib where RFC 9112 allows a server to be: a line that is no
 obsolete line folding (a line starting with a space or tab) make the request a 400
 (`status` set, which pywsgi answers with 400), where `email` silently ended the headers
 at such a line or folded it into the previous value; so does a value holding a CR or a
-NUL (RFC 9110 5.5), where `email` took a bare CR for the end of a line.
+NUL (RFC 9110 5.5), where `email` took a bare CR for the end of a line; and so does a
+body length that a proxy in front could read otherwise than pywsgi (`_check_framing`,
+no request smuggling: pywsgi reads only the first of two Content-Lengths).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from typing import Any
 MAX_LINE = 65536  # http.client's _MAXLINE
 MAX_HEADERS = 100  # http.client's _MAXHEADERS
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]+")
+# Headers that say where the body ends: another value in a second line is a 400.
+_FRAMING = ("content-length", "transfer-encoding")
 
 
 class RequestHeaders:
@@ -43,6 +48,7 @@ class RequestHeaders:
                 self.status = "Line too long"
                 return
             if line in (b"\r\n", b"\n", b""):
+                self._check_framing()
                 return
             if len(self._lines) == MAX_HEADERS:
                 self.status = "Too many headers"
@@ -58,7 +64,25 @@ class RequestHeaders:
                 self.status = "Invalid header value"
                 return
             self._lines.append((name, value))
-            self._first.setdefault(name.lower(), value)
+            key = name.lower()
+            if key not in self._first:
+                self._first[key] = value
+            elif key in _FRAMING and (key == "transfer-encoding" or self._first[key] != value):
+                self.status = "Ambiguous message framing"  # pywsgi reads the first only
+                return
+
+    def _check_framing(self) -> None:
+        """A 400 for a body length pywsgi and a proxy before it could read differently
+        (RFC 9112 6.1, 6.3): a Transfer-Encoding other than `chunked` (pywsgi decodes
+        that alone), one beside a Content-Length (pywsgi would keep the connection),
+        a Content-Length that is not digits (`int` takes "+5", "1_0")."""
+        encoding = self._first.get("transfer-encoding")
+        length = self._first.get("content-length")
+        if encoding is not None:
+            if length is not None or encoding.strip(" \t").lower() != "chunked":
+                self.status = "Ambiguous message framing"
+        elif length is not None and not _DIGITS.fullmatch(length.strip(" \t")):
+            self.status = "Invalid Content-Length"
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of the header `name` (any case), else `default`."""
