@@ -9,11 +9,14 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
 import websocket
-from conftest import NodeProcess, ServerProcess, make_token
+import yaml
+from conftest import CLI, ROOT, NodeProcess, ServerProcess, base_config, free_port, make_token
 
 from wsserver.protocol import codec
 from wsserver.restarts import BACKLOG, SETTLE, SETTLE_MAX
@@ -142,6 +145,54 @@ def test_a_reconnect_burst_waits_in_the_listen_queue_of_serve_and_of_its_success
         assert _connected_while_stopped(new, 600) == 600
     finally:
         new.stop()
+
+
+# `wsserver serve`, its app factory made to report first whether a TCP client can connect
+# to the port the server is given (`--port`) at that moment.
+SERVE_PROBING_THE_PORT = """
+import socket, sys
+from gevent import monkey
+monkey.patch_all()  # as `wsserver serve` does first (again there: a no-op)
+import wsserver.app
+
+build = wsserver.app.create_app
+
+def create_app(*args, **kwargs):
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        print("before the app: connected", flush=True)
+    except OSError as e:
+        print(f"before the app: {e.strerror}", flush=True)
+    return build(*args, **kwargs)
+
+wsserver.app.create_app = create_app
+from wsserver.cli import main
+sys.exit(main())
+"""
+
+
+def test_serve_takes_its_port_before_it_builds_its_app(tmp_path):
+    """After a plain stop, the clients coming back to the next process wait in its queue
+    while it builds its app (imports, storage: about half a second) instead of being
+    refused and backing off; a port in use is refused before anything is built."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(base_config(tmp_path)))
+    command = [sys.executable, "-c", SERVE_PROBING_THE_PORT]
+    server = ServerProcess(config, port=free_port(), command=command).start()
+    try:
+        assert "before the app: connected" in server.log()
+        second = subprocess.run(
+            [*CLI, "serve", "--config", str(config), "--port", str(server.port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use" in second.stderr
+    finally:
+        server.stop()
 
 
 @pytest.mark.long  # gunicorn boots two sets of two workers: about 12 s

@@ -20,25 +20,32 @@ def _serve(args: argparse.Namespace) -> int:
 
     monkey.patch_all()
 
+    from . import restarts
+
+    config = _serve_config(args)
+    # The port is taken before the app is built (restarts.listen); with --replace, taken
+    # over from the process serving it once the app is built (that one serves meanwhile).
+    listener = None if args.replace else restarts.listen(config.host, config.port)
+
     from gevent.pywsgi import WSGIServer
 
-    from . import restarts
     from .app import create_app, endpoint_of
     from .logs import configure_logging
     from .support import runtime
     from .support.signals import on_stop
     from .transport.handler import WebSocketRequestHandler
 
-    config = _serve_config(args)
     configure_logging(config.log_level, config.log_format)
     app = create_app(config, listen_host=config.host)
     endpoint = endpoint_of(app)
     runtime.settle()  # the collector and gevent tuned for serving (support/runtime.py)
-    try:  # --replace: the listening socket of the process serving the port
-        listener, successor = restarts.listener(config.host, config.port, args.replace)
-    except CommandError:
-        endpoint.shutdown(timeout=1)
-        raise
+    successor = None
+    if listener is None:
+        try:
+            listener, successor = restarts.taken_over(config.host, config.port)
+        except CommandError:
+            endpoint.shutdown(timeout=1)
+            raise
     server = restarts.server(WSGIServer, listener, app, WebSocketRequestHandler)
     handover: restarts.Handover | None = None
 
@@ -53,11 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         server.stop(timeout=1)
 
     on_stop(stop)  # SIGTERM, SIGINT (support/signals.py)
-    try:
-        server.start()
-    except OSError as e:
-        endpoint.shutdown(timeout=1)
-        raise CommandError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+    server.start()  # on a socket already listening (restarts.listen, restarts.taken_over)
     handover = restarts.accepting(server, successor, stop)
     _announce(config, server.address)
     server.serve_forever()

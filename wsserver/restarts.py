@@ -2,11 +2,12 @@
 successor accepts on the same port.
 
 Stopping a process closes its clients with 1012 and they reconnect at once (y-websocket
-retries after ~100 ms). If nothing accepts on the port at that moment (the old process
+retries after 100-200 ms). If nothing accepts on the port at that moment (the old process
 stopped listening, the new one is still importing), their handshakes are refused and
 they back off: the restart is an outage. Both ways of restarting below keep one
 listening socket accepting throughout, and close the old process's clients only after
-the new process accepts on it.
+the new process accepts on it. A plain restart (stop, then start) at least takes the
+port early (`listen`, before the app is built) and queues a burst (BACKLOG).
 
 One `wsserver serve` process: `wsserver serve --replace` (same host and port) asks the
 process serving there, over a Unix socket beside it (`control_path`, mode 0600: only
@@ -126,14 +127,32 @@ def take_over(path: str) -> Successor | None:
     return Successor(channel, listener)
 
 
-def listener(
-    host: str, port: int, replace: bool
-) -> tuple[tuple[str, int] | socket.socket, Successor | None]:
-    """Where `wsserver serve` listens, and the process it replaces if any: (host, port),
-    or with `replace` the listening socket of the process serving there. CommandError
-    when no process serves there, or it does not answer."""
-    if not replace:
-        return (host, port), None
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port with a queue of BACKLOG (gevent's, once patched).
+    `wsserver serve` takes its port before it builds its app (imports, storage: about
+    half a second), so a client coming back from the process it follows after a plain
+    stop waits in the queue until the app accepts, instead of being refused and backing
+    off. CommandError when the port cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise CommandError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gevent's servers
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def taken_over(host: str, port: int) -> tuple[socket.socket, Successor]:
+    """`--replace`: the listening socket of the process serving host:port, and that
+    process. CommandError when no process serves there, or it does not answer."""
     try:
         successor = take_over(control_path(host, port))
     except OSError as e:
@@ -143,15 +162,11 @@ def listener(
     return successor.listener, successor
 
 
-def server(
-    server_class: Any, listener: tuple[str, int] | socket.socket, app: Any, handler: Any
-) -> Any:
-    """The gevent WSGI server of `wsserver serve` on `listener` (`listener()`'s), with a
-    listen backlog of BACKLOG, a socket handed over included."""
-    if isinstance(listener, socket.socket):
-        listener.listen(BACKLOG)  # the predecessor's socket: its queue, made as long
-        return server_class(listener, app, handler_class=handler, log=None)
-    return server_class(listener, app, handler_class=handler, log=None, backlog=BACKLOG)
+def server(server_class: Any, listener: socket.socket, app: Any, handler: Any) -> Any:
+    """The gevent WSGI server of `wsserver serve` on `listener` (`listen`'s, or the
+    taken-over socket of `taken_over`, whose queue is made BACKLOG long too)."""
+    listener.listen(BACKLOG)
+    return server_class(listener, app, handler_class=handler, log=None)
 
 
 def accepting(
