@@ -17,7 +17,7 @@ import pytest
 import websocket
 import yaml
 from conftest import ServerProcess, base_config, make_token
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, write_var_uint
 
 from wsserver.errors import ProtocolViolation
 from wsserver.protocol import codec
@@ -157,6 +157,12 @@ def random_bytes():
 # ref type") -- leaving "hello" in the document.
 PARTIAL_UPDATE = bytes.fromhex("010201000401017405") + b"hello" + bytes.fromhex("04000101014100")
 
+
+def _item(client=7, clock=0):
+    """An update of one item 'x' of `client` at `clock` in the root text 't'."""
+    return b"\x01\x01" + write_var_uint(client) + write_var_uint(clock) + b"\x04\x01\x01t\x01x\x00"
+
+
 CASES = {
     # name: (what the offender sends, expected close code)
     "random bytes": (lambda c: c.send(random_bytes()), 1002),
@@ -179,6 +185,13 @@ CASES = {
     ),
     "garbage step 2": (lambda c: c.send(codec.sync_step2(b"\xff\xff\xff\xff\x0f")), 1007),
     "partially applicable update": (lambda c: c.send(codec.sync_update(PARTIAL_UPDATE)), 1007),
+    # Numbers yrs reads otherwise than JS Yjs (protocol/update.py): client 2^53 + 7 is
+    # client 7 to yrs, a clock of 2^32 is clock 0; the server would hold another document.
+    "client id of 2^53 or more": (
+        lambda c: c.send(codec.sync_update(_item(client=2**53 + 7))),
+        1007,
+    ),
+    "clock of 2^32 or more": (lambda c: c.send(codec.sync_update(_item(clock=2**32))), 1007),
     "garbage state vector": (lambda c: c.send(codec.sync_step1(b"garbage")), 1002),
     "awareness not JSON": (lambda c: c.send(codec.awareness(b"\x01\x05\x01\x03{x}")), 1002),
     "truncated awareness": (lambda c: c.send(codec.awareness(b"\x02\x05\x01\x02{}")), 1002),

@@ -38,6 +38,7 @@ from pycrdt import (
     get_state,
     get_update,
     merge_updates,
+    write_var_uint,
 )
 
 from wsserver.errors import InvalidPayload
@@ -51,6 +52,9 @@ EVERY_STRUCT = {
 # Valid Yjs that yrs cannot read (see tests/node/update_corpus.mjs): pycrdt is not asked
 # to apply these, but the check must still take them.
 YRS_INCOMPATIBLE = "yrs-incompatible/"
+# Updates of the corpus with clocks past 2^32: JS Yjs reads them, yrs wraps them to 32
+# bits (the server would hold another document than its clients): refused.
+READ_OTHERWISE = "bigclock/crafted"
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +92,24 @@ def test_every_js_yjs_update_is_taken_and_applies_in_pycrdt(js_corpus):
     cannot read). One test, not two: each xdist worker running one makes the corpus again."""
     assert len(js_corpus) > 1000
     for kind, update in js_corpus:
+        if kind.startswith(READ_OTHERWISE):
+            with pytest.raises(InvalidPayload, match="a clock Yjs clients cannot read"):
+                check_one_update(update)
+            continue
         try:
             check_one_update(update)
         except InvalidPayload as e:
             raise AssertionError(f"{kind}: a valid update refused ({e}): {update.hex()}") from None
     for kind, update in js_corpus:
-        if not kind.startswith(YRS_INCOMPATIBLE):
+        if not kind.startswith((YRS_INCOMPATIBLE, READ_OTHERWISE)):
             Doc().apply_update(update)
 
 
 def test_a_js_yjs_update_with_a_byte_after_it_or_cut_short_is_refused(js_corpus):
     rng = random.Random(7)
     for kind, update in js_corpus:
-        _assert_one_whole_update(kind, update, rng)
+        if not kind.startswith(READ_OTHERWISE):  # refused whole (above)
+            _assert_one_whole_update(kind, update, rng)
 
 
 def _pycrdt_updates():
@@ -289,3 +298,80 @@ def test_every_update_pycrdt_emits_is_taken(edits, client_ids):
             check_one_update(update + b"\x00")
         with pytest.raises(InvalidPayload):
             check_one_update(update[:-1])
+
+
+# --- numbers Yrs and JS Yjs read differently (protocol/update.py, MAX_CLIENT, MAX_CLOCK) ---
+
+
+def _insert(client=5, clock=0):
+    """One item 'x' of `client` at `clock` in the root text 't'."""
+    return b"\x01\x01" + write_var_uint(client) + write_var_uint(clock) + b"\x04\x01\x01t\x01x\x00"
+
+
+def _insert_after(origin_client, origin_clock=0):
+    """Client 5's item 'y' at clock 1, whose origin is (origin_client, origin_clock)."""
+    return (
+        b"\x01\x01\x05\x01\x84"
+        + write_var_uint(origin_client)
+        + write_var_uint(origin_clock)
+        + b"\x01y\x00"
+    )
+
+
+def _delete(client=5, clock=0, length=1):
+    return (
+        b"\x00\x01"
+        + write_var_uint(client)
+        + b"\x01"
+        + write_var_uint(clock)
+        + (write_var_uint(length))
+    )
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        _insert(client=2**53),
+        _insert(client=2**53 + 5),  # client 5 to Yrs (masked to 53 bits)
+        _insert(client=2**56),
+        _insert(client=2**63 + 7),
+        _insert(clock=2**32),
+        _insert_after(2**53 + 5),
+        _insert_after(5, 2**32),
+        _delete(client=2**53),
+        _delete(clock=2**32),
+        _delete(length=2**32),
+    ],
+    ids=[
+        "client-2^53",
+        "client-2^53+5",
+        "client-2^56",
+        "client-2^63",
+        "clock-2^32",
+        "origin-client",
+        "origin-clock",
+        "deleted-client",
+        "deleted-clock",
+        "deleted-length",
+    ],
+)
+def test_a_number_yrs_and_yjs_read_differently_is_refused(update):
+    """Yrs masks a client id to 53 bits and wraps a clock to 32: the server would hold
+    another document than its clients (client 2^53 + 5 is client 5 to Yrs)."""
+    with pytest.raises(InvalidPayload):
+        check_one_update(update)
+
+
+def test_the_largest_numbers_both_read_alike_are_taken():
+    largest = [
+        _insert(client=2**53 - 1),
+        _insert(clock=2**32 - 1),
+        _insert_after(2**53 - 1, 2**32 - 1),
+        _delete(client=2**53 - 1, clock=2**32 - 1, length=2**32 - 1),
+    ]
+    for update in largest:
+        check_one_update(update)
+    doc = Doc()
+    doc.apply_update(_insert(client=2**53 - 1))
+    assert str(doc.get("t", type=Text)) == "x"
+    assert get_state(_insert(client=2**53 - 1)) == b"\x01" + write_var_uint(2**53 - 1) + b"\x01"

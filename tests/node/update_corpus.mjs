@@ -191,7 +191,8 @@ const inMap = (value) => (typeof value === 'bigint' ? { value } : value)
 }
 
 // --- clocks past 2^32, written by hand: an item at clock 2^40 (pending: what comes before it
-// is missing) and a delete set reaching 2^52, both readable by Yjs ---------------------------
+// is missing) and a delete set reaching 2^52, both readable by Yjs; yrs wraps them to 32 bits,
+// so the server refuses them (tests/test_update_check.py, READ_OTHERWISE) -------------------
 {
   const crafted = encoding.encode((e) => {
     encoding.writeVarUint(e, 1) // one client

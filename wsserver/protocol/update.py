@@ -15,13 +15,21 @@ refuses bytes left over, or an update cut short, with InvalidPayload (1007 on a 
 
 Cost: one pass of Python over the structs' headers (a string's text is skipped by its
 length), in one function for what most updates hold (numbers read inline: a varUint is
-almost always one byte, taken there, read_var_uint beyond; numbers whose values do not
-matter, client ids, clocks, lengths of GC and Skip structs, are stepped over): a call per
-number and per struct made the walk of a typed character twice as slow, so only rare
-contents and a non-empty delete set cost a call. ~1.4 µs for a typed character or a
-100-character paste, ~0.45 µs per struct beyond (an update of 1,000 structs: ~0.45 ms,
-where yrs applies it in ~0.13 ms). Updates from storage or from other processes were
-checked where they came in and are not checked again (documents/room.py).
+almost always one byte, taken there, read_var_uint beyond; client ids, clocks, lengths
+of GC and Skip structs are stepped over, and read only when long enough to be out of
+bounds, below): a call per number and per struct made the walk of a typed character
+twice as slow, so only rare contents and a non-empty delete set cost a call. About 1 µs
+for a typed character and about 1 µs per struct beyond (1,000 items with origins: 1.2
+ms; best of 7 on the development VM, the bounds added about a seventh). Updates
+from storage or from other processes were checked where they came in and are not
+checked again (documents/room.py).
+
+Numbers that Yrs and JS Yjs would read differently are refused too (InvalidPayload): a
+client id of 2^53 or more (Yrs masks it to 53 bits, JS Yjs reads a number beyond its
+safe integers) and a clock or length of 2^32 or more (Yrs wraps it to 32 bits). The
+server would hold another document than its clients: client 2^53 + X is client X to
+Yrs. Only a number long enough to be one is read (8 bytes for an id, 5 for a clock);
+no Yjs client writes them (its ids are 32-bit, a clock counts one client's edits).
 
 Checked against every struct and content class JS Yjs writes and what pycrdt writes
 (tests/test_update_check.py). Two things Yjs writes that yrs reads otherwise, where
@@ -34,6 +42,9 @@ from __future__ import annotations
 from ..errors import InvalidPayload, ProtocolViolation
 from .codec import read_var_uint
 
+# The largest client id and clock both Yrs and JS Yjs read as written (module doc).
+MAX_CLIENT = 2**53 - 1
+MAX_CLOCK = 2**32 - 1
 # Item content refs (info & 0x1f), numbered as JS Yjs's `contentRefs`.
 _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1, 10)
 _GC, _SKIP = 0, 10
@@ -67,26 +78,44 @@ def update_end(data: bytes, pos: int = 0) -> int:
         pos += 1
         if structs > 0x7F:
             structs, pos = read_var_uint(data, pos - 1)
+        start = pos
         while data[pos] > 0x7F:  # client
             pos += 1
         pos += 1
+        if pos - start > 7:
+            _at_most(data, start, MAX_CLIENT)
+        start = pos
         while data[pos] > 0x7F:  # clock
             pos += 1
         pos += 1
+        if pos - start > 4:
+            _at_most(data, start, MAX_CLOCK)
         for _ in range(structs):
             info = data[pos]
             pos += 1
             ref = info & 0x1F
             if ref == _GC or ref == _SKIP:
+                start = pos
                 while data[pos] > 0x7F:  # length
                     pos += 1
                 pos += 1
+                if pos - start > 4:
+                    _at_most(data, start, MAX_CLOCK)
                 continue
             if info & 0xC0:  # origin, right origin: (client, clock) each
-                for _ in range(2 * ((info >> 7) + (info >> 6 & 1))):
-                    while data[pos] > 0x7F:
+                for _ in range((info >> 7) + (info >> 6 & 1)):
+                    start = pos
+                    while data[pos] > 0x7F:  # client
                         pos += 1
                     pos += 1
+                    if pos - start > 7:
+                        _at_most(data, start, MAX_CLIENT)
+                    start = pos
+                    while data[pos] > 0x7F:  # clock
+                        pos += 1
+                    pos += 1
+                    if pos - start > 4:
+                        _at_most(data, start, MAX_CLOCK)
             else:  # no origin to take the parent from: it is written out
                 named = data[pos]
                 pos += 1
@@ -95,10 +124,13 @@ def update_end(data: bytes, pos: int = 0) -> int:
                 if named == 1:
                     pos = _skip_bytes(data, pos)  # a root type's name
                 else:
-                    for _ in range(2):  # the parent's id
+                    for largest, long in ((MAX_CLIENT, 7), (MAX_CLOCK, 4)):  # parent's id
+                        start = pos
                         while data[pos] > 0x7F:
                             pos += 1
                         pos += 1
+                        if pos - start > long:
+                            _at_most(data, start, largest)
                 if info & 0x20:
                     pos = _skip_bytes(data, pos)  # parentSub: the key in a map
             if ref == _STRING or ref == _BINARY or ref == _EMBED:
@@ -143,11 +175,24 @@ def _delete_set_end(data: bytes, pos: int) -> int:
     if clients > 0x7F:
         clients, pos = read_var_uint(data, pos - 1)
     for _ in range(clients):
-        _, pos = read_var_uint(data, pos)
+        client, pos = read_var_uint(data, pos)
         ranges, pos = read_var_uint(data, pos)
+        if client > MAX_CLIENT:
+            raise InvalidPayload("invalid update: a client id Yjs clients cannot read")
         for _ in range(2 * ranges):
-            _, pos = read_var_uint(data, pos)
+            number, pos = read_var_uint(data, pos)  # a clock, a length
+            if number > MAX_CLOCK:
+                raise InvalidPayload("invalid update: a clock Yjs clients cannot read")
     return pos
+
+
+def _at_most(data: bytes, pos: int, largest: int) -> None:
+    """InvalidPayload unless the varUint at `pos` is at most `largest` (MAX_CLIENT for a
+    client id, MAX_CLOCK for a clock or a length; module doc)."""
+    number, _ = read_var_uint(data, pos)
+    if number > largest:
+        what = "client id" if largest == MAX_CLIENT else "clock"
+        raise InvalidPayload(f"invalid update: a {what} Yjs clients cannot read")
 
 
 def _skip_bytes(data, pos):
