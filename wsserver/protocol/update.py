@@ -15,14 +15,14 @@ refuses bytes left over, or an update cut short, with InvalidPayload (1007 on a 
 
 Cost: one pass of Python over the structs' headers (a string's text is skipped by its
 length), in one function for what most updates hold (numbers read inline: a varUint is
-almost always one byte, taken there, read_var_uint beyond; client ids, clocks, lengths
-of GC and Skip structs are stepped over, and read only when long enough to be out of
-bounds, below): a call per number and per struct made the walk of a typed character
-twice as slow, so only rare contents and a non-empty delete set cost a call. About 1 µs
-for a typed character and about 1 µs per struct beyond (1,000 items with origins: 1.2
-ms; best of 7 on the development VM, the bounds added about a seventh). Updates
-from storage or from other processes were checked where they came in and are not
-checked again (documents/room.py).
+almost always one byte, taken there, read_var_uint beyond; an id's client and clock
+are stepped over, and read only when long enough to be out of bounds, below): a call
+per number and per struct made the walk of a typed character twice as slow, so only
+ids, rare contents and a non-empty delete set cost a call. About 1 µs for a typed
+character and about 1.3 µs per struct beyond (1,000 items with origins: 1.3 ms; best of
+7 on the development VM; the bounds below added 15 % and 30 %). Updates from storage or from
+other processes were checked where they came in and are not checked again
+(documents/room.py).
 
 Numbers that Yrs and JS Yjs would read differently are refused too (InvalidPayload): a
 client id of 2^53 or more (Yrs masks it to 53 bits, JS Yjs reads a number beyond its
@@ -45,6 +45,8 @@ from .codec import read_var_uint
 # The largest client id and clock both Yrs and JS Yjs read as written (module doc).
 MAX_CLIENT = 2**53 - 1
 MAX_CLOCK = 2**32 - 1
+# An id's numbers: (bytes a varUint may take and be in bounds for sure, the bound).
+_ID = ((7, MAX_CLIENT), (4, MAX_CLOCK))
 # Item content refs (info & 0x1f), numbered as JS Yjs's `contentRefs`.
 _DELETED, _JSON, _BINARY, _STRING, _EMBED, _FORMAT, _TYPE, _ANY, _DOC = range(1, 10)
 _GC, _SKIP = 0, 10
@@ -78,61 +80,28 @@ def update_end(data: bytes, pos: int = 0) -> int:
         pos += 1
         if structs > 0x7F:
             structs, pos = read_var_uint(data, pos - 1)
-        start = pos
-        while data[pos] > 0x7F:  # client
-            pos += 1
-        pos += 1
-        if pos - start > 7:
-            _at_most(data, start, MAX_CLIENT)
-        start = pos
-        while data[pos] > 0x7F:  # clock
-            pos += 1
-        pos += 1
-        if pos - start > 4:
-            _at_most(data, start, MAX_CLOCK)
+        pos = _id_end(data, pos)  # the first struct's (client, clock)
         for _ in range(structs):
             info = data[pos]
             pos += 1
             ref = info & 0x1F
             if ref == _GC or ref == _SKIP:
-                start = pos
-                while data[pos] > 0x7F:  # length
-                    pos += 1
-                pos += 1
-                if pos - start > 4:
-                    _at_most(data, start, MAX_CLOCK)
+                pos = _at_most(data, pos, MAX_CLOCK)  # its length
                 continue
-            if info & 0xC0:  # origin, right origin: (client, clock) each
-                for _ in range((info >> 7) + (info >> 6 & 1)):
-                    start = pos
-                    while data[pos] > 0x7F:  # client
-                        pos += 1
-                    pos += 1
-                    if pos - start > 7:
-                        _at_most(data, start, MAX_CLIENT)
-                    start = pos
-                    while data[pos] > 0x7F:  # clock
-                        pos += 1
-                    pos += 1
-                    if pos - start > 4:
-                        _at_most(data, start, MAX_CLOCK)
+            if info & 0xC0:  # origin, right origin
+                ids = (info >> 7) + (info >> 6 & 1)
             else:  # no origin to take the parent from: it is written out
                 named = data[pos]
                 pos += 1
                 if named > 0x7F:
                     named, pos = read_var_uint(data, pos - 1)
-                if named == 1:
-                    pos = _skip_bytes(data, pos)  # a root type's name
-                else:
-                    for largest, long in ((MAX_CLIENT, 7), (MAX_CLOCK, 4)):  # parent's id
-                        start = pos
-                        while data[pos] > 0x7F:
-                            pos += 1
-                        pos += 1
-                        if pos - start > long:
-                            _at_most(data, start, largest)
-                if info & 0x20:
-                    pos = _skip_bytes(data, pos)  # parentSub: the key in a map
+                ids = named != 1  # a root type's name, else the parent's id
+                if not ids:
+                    pos = _skip_bytes(data, pos)
+            for _ in range(ids):
+                pos = _id_end(data, pos)
+            if info & 0x20 and not info & 0xC0:
+                pos = _skip_bytes(data, pos)  # parentSub: the key in a map
             if ref == _STRING or ref == _BINARY or ref == _EMBED:
                 pos = _skip_bytes(data, pos)
             elif ref == _ANY:
@@ -175,24 +144,34 @@ def _delete_set_end(data: bytes, pos: int) -> int:
     if clients > 0x7F:
         clients, pos = read_var_uint(data, pos - 1)
     for _ in range(clients):
-        client, pos = read_var_uint(data, pos)
+        pos = _at_most(data, pos, MAX_CLIENT)
         ranges, pos = read_var_uint(data, pos)
-        if client > MAX_CLIENT:
-            raise InvalidPayload("invalid update: a client id Yjs clients cannot read")
         for _ in range(2 * ranges):
-            number, pos = read_var_uint(data, pos)  # a clock, a length
-            if number > MAX_CLOCK:
-                raise InvalidPayload("invalid update: a clock Yjs clients cannot read")
+            pos = _at_most(data, pos, MAX_CLOCK)  # a clock, a length
     return pos
 
 
-def _at_most(data: bytes, pos: int, largest: int) -> None:
-    """InvalidPayload unless the varUint at `pos` is at most `largest` (MAX_CLIENT for a
-    client id, MAX_CLOCK for a clock or a length; module doc)."""
-    number, _ = read_var_uint(data, pos)
+def _id_end(data: bytes, pos: int) -> int:
+    """The end of the (client, clock) id at `pos`, both within bounds (module doc): a
+    number is read only when it is long enough to be out of them."""
+    for long, largest in _ID:  # client, clock
+        start = pos
+        while data[pos] > 0x7F:
+            pos += 1
+        pos += 1
+        if pos - start > long:
+            _at_most(data, start, largest)
+    return pos
+
+
+def _at_most(data: bytes, pos: int, largest: int) -> int:
+    """The end of the varUint at `pos`; InvalidPayload when it is over `largest`
+    (MAX_CLIENT for a client id, MAX_CLOCK for a clock or a length; module doc)."""
+    number, pos = read_var_uint(data, pos)
     if number > largest:
         what = "client id" if largest == MAX_CLIENT else "clock"
         raise InvalidPayload(f"invalid update: a {what} Yjs clients cannot read")
+    return pos
 
 
 def _skip_bytes(data, pos):
