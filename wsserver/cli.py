@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         except CommandError:
             endpoint.shutdown(timeout=1)
             raise
-    server = restarts.server(WSGIServer, listener, app, WebSocketRequestHandler)
+    server = WSGIServer(listener, app, handler_class=WebSocketRequestHandler, log=None)
     handover: restarts.Handover | None = None
 
     def stop(drain: float = config.shutdown_drain, replaced: bool = False) -> None:

@@ -133,40 +133,34 @@ def listen(host: str, port: int) -> socket.socket:
     half a second), so a client coming back from the process it follows after a plain
     stop waits in the queue until the app accepts, instead of being refused and backing
     off. CommandError when the port cannot be had."""
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
-    except OSError as e:
-        raise CommandError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gevent's servers
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError as e:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise CommandError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
 
 
 def taken_over(host: str, port: int) -> tuple[socket.socket, Successor]:
-    """`--replace`: the listening socket of the process serving host:port, and that
-    process. CommandError when no process serves there, or it does not answer."""
+    """`--replace`: the listening socket of the process serving host:port (its queue
+    made BACKLOG long, whatever the process that made it chose), and that process.
+    CommandError when no process serves there, or it does not answer."""
     try:
         successor = take_over(control_path(host, port))
     except OSError as e:
         raise CommandError(f"--replace: the process serving the port did not answer: {e}") from e
     if successor is None:
         raise CommandError(f"--replace: no wsserver serves {host}:{port}")
+    successor.listener.listen(BACKLOG)
     return successor.listener, successor
-
-
-def server(server_class: Any, listener: socket.socket, app: Any, handler: Any) -> Any:
-    """The gevent WSGI server of `wsserver serve` on `listener` (`listen`'s, or the
-    taken-over socket of `taken_over`, whose queue is made BACKLOG long too)."""
-    listener.listen(BACKLOG)
-    return server_class(listener, app, handler_class=handler, log=None)
 
 
 def accepting(

@@ -31,11 +31,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pycrdt import Doc, get_update, merge_updates, write_var_uint
 
 from ..protocol.codec import read_var_uint
+from ..protocol.update import MAX_CLOCK
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE = b"\x00"  # the state vector of an empty document
-# Yrs's clocks are u32 (it wraps a longer length it decodes).
-MAX_CLOCK = 2**32 - 1
 # How many delete sets `_Clocks` asks Yrs about before it reads the state vector into a
 # dict instead: a question costs about 1/80 of a read on a large document, so a build
 # asking many pays at most about 1.4 reads.
@@ -130,7 +129,7 @@ class _Clocks:
         if self._read is None and self._probes < PROBES:
             self._probes += 1
             if max(ends.values()) > MAX_CLOCK:
-                return True  # beyond any state; Yrs would wrap such a length
+                return True  # beyond any state; Yrs would wrap such a length (u32)
             return get_update(_probe(ends), self.encoded) != EMPTY_UPDATE
         state = self.read()
         return any(end > state.get(client, 0) for client, end in ends.items())
