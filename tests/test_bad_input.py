@@ -17,7 +17,8 @@ import pytest
 import websocket
 import yaml
 from conftest import ServerProcess, base_config, make_token
-from pycrdt import Doc, Text, write_var_uint
+from pycrdt import Doc, Text
+from test_update_check import one_item
 
 from wsserver.errors import ProtocolViolation
 from wsserver.protocol import codec
@@ -158,11 +159,6 @@ def random_bytes():
 PARTIAL_UPDATE = bytes.fromhex("010201000401017405") + b"hello" + bytes.fromhex("04000101014100")
 
 
-def _item(client=7, clock=0):
-    """An update of one item 'x' of `client` at `clock` in the root text 't'."""
-    return b"\x01\x01" + write_var_uint(client) + write_var_uint(clock) + b"\x04\x01\x01t\x01x\x00"
-
-
 CASES = {
     # name: (what the offender sends, expected close code)
     "random bytes": (lambda c: c.send(random_bytes()), 1002),
@@ -188,10 +184,10 @@ CASES = {
     # Numbers yrs reads otherwise than JS Yjs (protocol/update.py): client 2^53 + 7 is
     # client 7 to yrs, a clock of 2^32 is clock 0; the server would hold another document.
     "client id of 2^53 or more": (
-        lambda c: c.send(codec.sync_update(_item(client=2**53 + 7))),
+        lambda c: c.send(codec.sync_update(one_item(client=2**53 + 7))),
         1007,
     ),
-    "clock of 2^32 or more": (lambda c: c.send(codec.sync_update(_item(clock=2**32))), 1007),
+    "clock of 2^32 or more": (lambda c: c.send(codec.sync_update(one_item(clock=2**32))), 1007),
     "garbage state vector": (lambda c: c.send(codec.sync_step1(b"garbage")), 1002),
     "awareness not JSON": (lambda c: c.send(codec.awareness(b"\x01\x05\x01\x03{x}")), 1002),
     "truncated awareness": (lambda c: c.send(codec.awareness(b"\x02\x05\x01\x02{}")), 1002),

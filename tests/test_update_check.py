@@ -303,7 +303,7 @@ def test_every_update_pycrdt_emits_is_taken(edits, client_ids):
 # --- numbers Yrs and JS Yjs read differently (protocol/update.py, MAX_CLIENT, MAX_CLOCK) ---
 
 
-def _insert(client=5, clock=0):
+def one_item(client=5, clock=0):
     """One item 'x' of `client` at `clock` in the root text 't'."""
     return b"\x01\x01" + write_var_uint(client) + write_var_uint(clock) + b"\x04\x01\x01t\x01x\x00"
 
@@ -331,11 +331,11 @@ def _delete(client=5, clock=0, length=1):
 @pytest.mark.parametrize(
     "update",
     [
-        _insert(client=2**53),
-        _insert(client=2**53 + 5),  # client 5 to Yrs (masked to 53 bits)
-        _insert(client=2**56),
-        _insert(client=2**63 + 7),
-        _insert(clock=2**32),
+        one_item(client=2**53),
+        one_item(client=2**53 + 5),  # client 5 to Yrs (masked to 53 bits)
+        one_item(client=2**56),
+        one_item(client=2**63 + 7),
+        one_item(clock=2**32),
         _insert_after(2**53 + 5),
         _insert_after(5, 2**32),
         _delete(client=2**53),
@@ -364,14 +364,14 @@ def test_a_number_yrs_and_yjs_read_differently_is_refused(update):
 
 def test_the_largest_numbers_both_read_alike_are_taken():
     largest = [
-        _insert(client=2**53 - 1),
-        _insert(clock=2**32 - 1),
+        one_item(client=2**53 - 1),
+        one_item(clock=2**32 - 1),
         _insert_after(2**53 - 1, 2**32 - 1),
         _delete(client=2**53 - 1, clock=2**32 - 1, length=2**32 - 1),
     ]
     for update in largest:
         check_one_update(update)
     doc = Doc()
-    doc.apply_update(_insert(client=2**53 - 1))
+    doc.apply_update(one_item(client=2**53 - 1))
     assert str(doc.get("t", type=Text)) == "x"
-    assert get_state(_insert(client=2**53 - 1)) == b"\x01" + write_var_uint(2**53 - 1) + b"\x01"
+    assert get_state(one_item(client=2**53 - 1)) == b"\x01" + write_var_uint(2**53 - 1) + b"\x01"
