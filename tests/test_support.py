@@ -1,5 +1,6 @@
 """The shared helpers of wsserver/support: the back-off rule and the Redis fail-fast
-window built on it, the one polling rule, the one installer of signal handlers."""
+window built on it, the one polling rule, the one installer of signal handlers, gevent's
+patching at start."""
 
 import subprocess
 import sys
@@ -83,6 +84,51 @@ def test_fraction_of_refuses_a_part_over_its_share_of_the_whole():
     with pytest.raises(ConfigError) as refused:
         below("p", {"beat": 10, "ttl": 10})
     assert refused.value.key == "p.beat"
+
+
+PATCHING = """
+from importlib import metadata
+
+reads = []
+read = metadata.entry_points
+metadata.entry_points = lambda **selection: reads.append(selection) or read(**selection)
+
+from wsserver.support import runtime
+
+runtime.patch()
+import socket, gevent.socket
+assert socket.socket is gevent.socket.socket
+print("reads", reads, "restored", metadata.entry_points.__name__ == "<lambda>")
+"""
+
+
+def test_gevent_patching_reads_the_plugin_entry_points_once_and_still_calls_them(tmp_path):
+    """support/runtime.patch: gevent's patch_all looked its plugins up 25 times (~35 ms of
+    every start, while a restarted server refuses its clients); one read must still
+    find and call an installed plugin, and leave importlib.metadata as it was."""
+    dist = tmp_path / "fakeplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[gevent.plugins.monkey.will_patch_all]\nfake = fakeplugin:will\n"
+        "[gevent.plugins.monkey.did_patch_module]\nfake = fakeplugin:did\n"
+    )
+    (tmp_path / "fakeplugin.py").write_text(
+        "def will(event): print('plugin: will patch all')\n"
+        "def did(event): print('plugin: patched', event.module_name)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", PATCHING],
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "plugin: will patch all"
+    assert "plugin: patched socket" in lines and "plugin: patched thread" in lines
+    assert lines[-1] == "reads [{}] restored True"
 
 
 def test_a_second_stop_signal_does_not_start_a_second_shutdown():

@@ -12,11 +12,14 @@ when the test process closes the socket.
 import sys
 from pathlib import Path
 
-from gevent import monkey
-
-monkey.patch_all()
 # As `python -m wsserver.cli` run from the checkout: its package first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wsserver.support import runtime  # noqa: E402
+
+runtime.patch()  # as `wsserver serve` does, first
+
+from gevent import monkey  # noqa: E402
 
 import importlib  # noqa: E402
 import json  # noqa: E402

@@ -15,10 +15,9 @@ if TYPE_CHECKING:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Before anything else touches sockets or threads.
-    from gevent import monkey
+    from .support import runtime
 
-    monkey.patch_all()
+    runtime.patch()  # before anything else touches sockets or threads
 
     from . import restarts
 
@@ -31,7 +30,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app, endpoint_of
     from .logs import configure_logging
-    from .support import runtime
     from .support.signals import on_stop
     from .transport.handler import WebSocketRequestHandler
 

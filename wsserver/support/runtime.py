@@ -1,5 +1,13 @@
-"""How a server process runs once its app is built: the tuning `wsserver serve` and every
-gunicorn worker apply before they accept (`settle`).
+"""How a server process starts and runs: gevent's patching, first thing (`patch`), and
+the tuning `wsserver serve` and every gunicorn worker apply once the app is built,
+before they accept (`settle`).
+
+- gevent's `monkey.patch_all` announces every module it patches to plugins, and looks
+  them up each time: 25 lookups of the `gevent.plugins.*` entry points, each reading
+  the metadata of every installed distribution. That was 60 of the ~225 ms a `wsserver
+  serve` took to take its port (57 distributions in this venv), time in which a
+  restarted server refuses its clients. `patch` reads them once; the plugins found,
+  if any, are called as before.
 
 - What start-up allocated lives for ever: it is frozen out of the cyclic collector's
   way (`gc.freeze`), so full collections do not rescan it (they had stalled the loop
@@ -21,10 +29,42 @@ gunicorn worker apply before they accept (`settle`).
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import gevent
 
 GC_THRESHOLDS = (2_000, 10, 10)
+
+
+def patch() -> None:
+    """gevent's `monkey.patch_all()`, the plugin entry points read once (above).
+    Before anything else touches sockets, threads or time. A second call does nothing
+    (gevent's own rule, for the same arguments): gunicorn's gevent worker calls
+    `patch_all()` itself after `post_fork`, which calls this first."""
+    from gevent import monkey
+
+    with _entry_points_read_once():
+        monkey.patch_all()
+
+
+@contextmanager
+def _entry_points_read_once() -> Iterator[None]:
+    from importlib import metadata
+
+    read = metadata.entry_points
+    every: list[metadata.EntryPoints] = []
+
+    def once(**selection: str) -> metadata.EntryPoints:
+        if not every:
+            every.append(read())  # one pass over the distributions, every group
+        return every[0].select(**selection)
+
+    metadata.entry_points = once  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        metadata.entry_points = read
 
 
 def settle() -> None:
