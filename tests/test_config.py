@@ -13,6 +13,7 @@ from wsserver.app import load_settings
 from wsserver.envsubst import expand_env
 from wsserver.errors import ConfigError
 from wsserver.settings import Config
+from wsserver.settings.listen import listen_address
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -144,6 +145,47 @@ def test_region_in_regions_is_accepted():
         }
     )
     assert c.region == "eu"
+
+
+@pytest.mark.parametrize(
+    "mapping, env",
+    [
+        ({}, {}),
+        ({"port": 9000, "host": "0.0.0.0"}, {}),
+        ({"port": 9000}, {"PORT": "4321"}),
+        ({"port": 9000}, {"PORT": ""}),
+        ({"host": "${BIND:-127.0.0.2}", "port": 7000}, {}),
+        ({"host": "${BIND:-127.0.0.2}"}, {"BIND": "::1", "PORT": "5000"}),
+    ],
+)
+def test_serve_takes_the_address_the_whole_config_has(tmp_path, mapping, env):
+    """settings/listen.py reads `host` and `port` before the rest (wsserver serve binds
+    first): the same file, `${VAR}`s and `$PORT` must give what Config.load gives."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"auth": auth(), **mapping}))
+    config = Config.load(str(path), env)
+    assert listen_address(str(path), env=env) == (config.host, config.port)
+    assert listen_address(str(path), None, "10.0.0.1", 81, env) == ("10.0.0.1", 81)
+
+
+@pytest.mark.parametrize(
+    "mapping, env, key",
+    [
+        ({"port": 70000}, {}, "port"),
+        ({"port": 9000}, {"PORT": "http"}, "PORT"),
+        ({"host": 7}, {}, "host"),
+        ({"host": "${NOPE}"}, {}, "host"),
+        ({"port": "${P}"}, {"P": "7000"}, "port"),  # a string: $PORT is the variable
+    ],
+)
+def test_an_address_the_whole_config_refuses_is_refused_early_too(tmp_path, mapping, env, key):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"auth": auth(), **mapping}))
+    with pytest.raises(ConfigError):
+        Config.load(str(path), env)
+    with pytest.raises(ConfigError) as early:
+        listen_address(str(path), env=env)
+    assert early.value.key == key
 
 
 def test_top_level_must_be_a_mapping():

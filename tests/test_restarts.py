@@ -195,6 +195,52 @@ def test_serve_takes_its_port_before_it_builds_its_app(tmp_path):
         server.stop()
 
 
+SERVE_PROBING_AT_PYJWT = """
+import socket, sys
+RawSocket = socket.socket  # kept from before `serve` patches the module
+PORT = int(sys.argv[sys.argv.index("--port") + 1])
+
+class ProbeAtPyJWT:
+    def find_spec(self, name, path=None, target=None):
+        if name == "jwt":  # the first import of PyJWT: the config's checks begin
+            sys.meta_path.remove(self)
+            probe = RawSocket()
+            probe.settimeout(2)
+            try:
+                probe.connect(("127.0.0.1", PORT))
+                print("before PyJWT: connected", flush=True)
+            except OSError as e:
+                print(f"before PyJWT: {e.strerror}", flush=True)
+            finally:
+                probe.close()
+
+sys.meta_path.insert(0, ProbeAtPyJWT())
+from wsserver.cli import main
+sys.exit(main())
+"""
+
+
+def test_serve_takes_its_port_before_the_config_imports_its_checks(tmp_path):
+    """The whole config's checks import PyJWT, pycrdt, werkzeug... (~0.1 s): the address
+    is read first (settings/listen.py), so a restarted server's clients are queued, not
+    refused, meanwhile. A bad config is still refused with every problem at once."""
+    settings = base_config(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-c", SERVE_PROBING_AT_PYJWT]
+    server = ServerProcess(config, port=free_port(), command=command).start()
+    try:
+        assert "before PyJWT: connected" in server.log()
+    finally:
+        server.stop()
+    config.write_text(yaml.safe_dump(dict(settings, port=70000, storage="nowhere://")))
+    bad = subprocess.run(
+        [*CLI, "serve", "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "port: must be" in bad.stderr and "storage: must be memory://" in bad.stderr, bad.stderr
+
+
 @pytest.mark.long  # gunicorn boots two sets of two workers: about 12 s
 def test_gunicorn_hup_replaces_every_worker_without_refusing_anyone(tmp_path, redis_url):
     from test_ops import Gunicorn, write_config

@@ -41,6 +41,7 @@ from .limits import build_quota
 from .limits.clientip import trust_proxies
 from .limits.plans import plan_of
 from .loading import load_settings
+from .logs import startup_message
 from .regions.gate import RegionGate
 from .regions.map import RegionMap
 from .regions.registry import open_registry
@@ -359,6 +360,18 @@ def startup_fields(config: Config, workers: int) -> dict[str, Any]:
         "region": config.region,
         "workers": workers,
     }
+
+
+def announce(config: Config, address: tuple) -> None:
+    """`wsserver serve`'s start-up line, once it listens at `address` (gunicorn's is
+    gunicorn_conf.when_ready)."""
+    host, port = address[:2]
+    fields = dict(startup_fields(config, workers=1), listen=f"ws://{host}:{port}")
+    if config.log_format == "json":
+        # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
+        log.info(startup_message(fields), extra=fields)
+    else:
+        print(startup_message(fields), flush=True)
 
 
 def endpoint_of(app: Flask) -> WebSocketEndpoint:

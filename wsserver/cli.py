@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from .errors import CommandError, ConfigError
@@ -20,15 +21,26 @@ def _serve(args: argparse.Namespace) -> int:
     runtime.patch()  # before anything else touches sockets or threads
 
     from . import restarts
+    from .settings.listen import listen_address
+    from .settings.source import DEFAULT_CONFIG_PATH
 
-    config = _serve_config(args)
-    # The port is taken before the app is built (restarts.listen); with --replace, taken
+    # The port is taken first (restarts.listen), where the config says, before the whole
+    # config is imported and checked and the app built (settings/listen.py: a restart's
+    # clients wait in its queue meanwhile instead of backing off); with --replace, taken
     # over from the process serving it once the app is built (that one serves meanwhile).
-    listener = None if args.replace else restarts.listen(config.host, config.port)
+    listener = None
+    if not args.replace:
+        # Not dropped: loading the config reports its problems, listening again its own.
+        with suppress(ConfigError, CommandError):
+            address = listen_address(args.config, DEFAULT_CONFIG_PATH, args.host, args.port)
+            listener = restarts.listen(*address)
+    config = _serve_config(args)
+    if listener is None and not args.replace:
+        listener = restarts.listen(config.host, config.port)
 
     from gevent.pywsgi import WSGIServer
 
-    from .app import create_app, endpoint_of
+    from .app import announce, create_app, endpoint_of
     from .logs import configure_logging
     from .support.signals import on_stop
     from .transport.handler import WebSocketRequestHandler
@@ -60,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
     on_stop(stop)  # SIGTERM, SIGINT (support/signals.py)
     server.start()  # on a socket already listening (restarts.listen, restarts.taken_over)
     handover = restarts.accepting(server, successor, stop)
-    _announce(config, server.address)
+    announce(config, server.address)
     server.serve_forever()
     return 0
 
@@ -79,22 +91,6 @@ def _serve_config(args: argparse.Namespace) -> Config:
     if args.port is not None:
         config.port = args.port
     return config
-
-
-def _announce(config: Config, address: tuple) -> None:
-    """The start-up line, once the server listens at `address`."""
-    from .app import startup_fields
-    from .logs import startup_message
-
-    host, port = address[:2]
-    fields = dict(startup_fields(config, workers=1), listen=f"ws://{host}:{port}")
-    if config.log_format == "json":
-        # Platforms merge stdout into the log stream: in JSON mode it is a log record too.
-        import logging
-
-        logging.getLogger(__name__).info(startup_message(fields), extra=fields)
-    else:
-        print(startup_message(fields), flush=True)
 
 
 def _token(args):

@@ -17,18 +17,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..envsubst import expand_env
 from ..errors import ConfigError
 from ..regions.map import check_region_map
 from ..support.liveness import check_expiries
 from ..support.redis import without_certificate_check
-from ..support.validators import Problems, integer, known_keys
+from ..support.validators import Problems, known_keys
+from . import source
+from .listen import port_from_env
 from .table import SETTINGS
 
-# The development config: the fallback of `wsserver serve` and `wsserver token` only.
-DEFAULT_CONFIG_PATH = "config/dev.yaml"
+DEFAULT_CONFIG_PATH = source.DEFAULT_CONFIG_PATH
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -103,9 +102,10 @@ class Config:
                 values["rate_limit"]["storage"] = without_certificate_check(
                     values["rate_limit"]["storage"]
                 )
-        if env.get("PORT"):
-            with problems.check():
-                values["port"] = integer(0, 65535)("PORT", _env_int(env["PORT"]))
+        with problems.check():
+            env_port = port_from_env(env)
+            if env_port is not None:
+                values["port"] = env_port
         valid = {name: value for name, value in values.items() if name not in failed}
         for check in checks:
             with problems.check():
@@ -122,25 +122,10 @@ class Config:
         fallback: str | None = None,
         checks: Iterable[Callable[[dict[str, Any]], None]] = (),
     ) -> Config:
-        """The config file `path`, else `$WSSERVER_CONFIG`, else `fallback`. Without
-        a fallback (the production entry point) a missing `$WSSERVER_CONFIG` is a
-        ConfigError: production never silently serves the development config."""
+        """The config file (`source.read`: `path`, else `$WSSERVER_CONFIG`, else
+        `fallback`; production never silently serves the development config)."""
         env = os.environ if env is None else env
-        path = path or env.get("WSSERVER_CONFIG") or fallback
-        if not path:
-            raise ConfigError(
-                "WSSERVER_CONFIG",
-                "is not set: name the config file the "
-                "server runs with (config/dev.yaml is for `wsserver serve` "
-                "on this machine only)",
-            )
-        try:
-            with open(path, encoding="utf-8") as f:
-                mapping = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise ConfigError("config", f"cannot read {path}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError("config", f"{path} is not valid YAML: {e}") from e
+        mapping = source.read(path, env, fallback)
         return cls.from_mapping(mapping, env, checks)
 
 
@@ -186,10 +171,3 @@ def _cross_check(
                     "rate_limit.lease_seconds": values["rate_limit"]["lease_seconds"],
                 },
             )
-
-
-def _env_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError("PORT", f"must be an integer, not {text!r}") from None

@@ -9,15 +9,12 @@ config.py loads a file or mapping against this table.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..documents.storage.history import validate_history
 from ..errors import ConfigError
 from ..limits.plans import validate_plans, validate_rate_limit
 from ..regions.map import validate_pins, validate_regions, validate_registry
 from ..support.liveness import validate_process
 from ..support.validators import (
-    Validator,
     boolean,
     choice,
     integer,
@@ -28,6 +25,8 @@ from ..support.validators import (
     number,
     string,
 )
+from .listen import HOST, PORT
+from .setting import Setting
 
 MIB = 1024 * 1024
 
@@ -92,13 +91,6 @@ def _admin_token(key, value):
         "token": long_secret(MIN_SECRET_LENGTH)(f"{key}.token", value.get("token")),
         "role": choice(*ADMIN_ROLES)(f"{key}.role", value.get("role", "viewer")),
     }
-
-
-class Setting:
-    __slots__ = ("name", "default", "validate", "doc")
-
-    def __init__(self, name: str, default: Any, validate: Validator, doc: str) -> None:
-        self.name, self.default, self.validate, self.doc = name, default, validate, doc
 
 
 SETTINGS = [
@@ -199,13 +191,8 @@ SETTINGS = [
         "first, named ones included; the newest is always kept); null: no limit. "
         "`trash_days` (30): days a deleted document can be undeleted before it is purged.",
     ),
-    Setting("host", "127.0.0.1", string, "Address `wsserver serve` listens on."),
-    Setting(
-        "port",
-        1234,
-        integer(0, 65535),
-        "Port `wsserver serve` listens on; `$PORT` overrides it, `--port` overrides both.",
-    ),
+    HOST,  # listen.py: read first by `wsserver serve`
+    PORT,
     Setting(
         "auth",
         None,
