@@ -254,6 +254,30 @@ def test_sqlite_creates_directories(tmp_path):
         store.close(timeout=5)
 
 
+def test_a_new_file_opened_by_two_processes_at_once_gets_its_columns_once(tmp_path):
+    """gunicorn's workers open a new SQLite file together: the history's columns are
+    added by one of them (a worker's start failed with "duplicate column name")."""
+    from wsserver.documents.storage import sqlite as backend
+    from wsserver.documents.storage import sqlite_history
+
+    path = str(tmp_path / "new.sqlite3")
+    other = backend.connect(path)  # another worker, adding the columns right now
+    other.executescript(backend.SCHEMA)
+    sqlite_history.create_history(other)
+    other.execute("BEGIN IMMEDIATE")
+    sqlite_history.add_columns(other)
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    store = SQLiteStore(path).start()  # meanwhile: it must wait, then find them there
+    try:
+        key = DocKey("t", "a", "d")
+        done = gevent.event.AsyncResult()
+        store.append(key, b"\x00\x00", done.set, author="alice")
+        assert done.get(timeout=5) == 1
+    finally:
+        store.close()
+        other.close()
+
+
 def test_data_survives_reopening(durable_factory):
     doc, updates = edits(40)
     store = durable_factory()

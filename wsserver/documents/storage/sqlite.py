@@ -103,6 +103,7 @@ class SQLiteStore(history.SQLiteHistory, Store):
         self.db = connect(self.path, "FULL" if self.sync == "full" else "NORMAL")
         self.db.executescript(SCHEMA)
         history.create_history(self.db)
+        transaction(self.db, history.add_columns)
         transaction(self.db, catalogue.create_catalogue)
         if self.sync != "full":
             self.hub_db = connect(self.path, "NORMAL", busy_timeout=0, autocheckpoint=False)

@@ -44,8 +44,15 @@ _DOC = "tenant=? AND app=? AND name=?"
 
 
 def create_history(db: sqlite3.Connection) -> None:
-    """The history's tables and columns, when missing."""
+    """The history's tables, when missing; then `add_columns`, in a transaction."""
     db.executescript(SCHEMA)
+
+
+def add_columns(db: sqlite3.Connection) -> None:
+    """The history's columns, when missing. The caller holds a write transaction (BEGIN
+    IMMEDIATE): processes opening a new file at once (gunicorn's workers) each found a
+    column missing, and the second one's ALTER TABLE failed ("duplicate column name"),
+    so did its start."""
     for table, column, kind in ADDED_COLUMNS:
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
