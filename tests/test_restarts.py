@@ -235,7 +235,11 @@ def test_serve_takes_its_port_before_the_config_imports_its_checks(tmp_path):
         server.stop()
     config.write_text(yaml.safe_dump(dict(settings, port=70000, storage="nowhere://")))
     bad = subprocess.run(
-        [*CLI, "serve", "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*CLI, "serve", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2
     assert "port: must be" in bad.stderr and "storage: must be memory://" in bad.stderr, bad.stderr

@@ -19,8 +19,6 @@ from wsserver.support import runtime  # noqa: E402
 
 runtime.patch()  # as `wsserver serve` does, first
 
-from gevent import monkey  # noqa: E402
-
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -30,6 +28,7 @@ import tempfile  # noqa: E402
 import traceback  # noqa: E402
 
 import gevent  # noqa: E402
+from gevent import monkey  # noqa: E402
 
 import wsserver  # noqa: E402
 

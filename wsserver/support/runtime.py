@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import gevent
 
@@ -53,7 +54,7 @@ def _entry_points_read_once() -> Iterator[None]:
     from importlib import metadata
 
     read = metadata.entry_points
-    every: list[metadata.EntryPoints] = []
+    every: list[Any] = []  # EntryPoints (SelectableGroups before Python 3.12)
 
     def once(**selection: str) -> metadata.EntryPoints:
         if not every:
