@@ -100,7 +100,9 @@ class Compaction:
             # outage, before it is caught up) would overwrite the snapshot holding them
             # (tests/test_fanout.py, Redis hung). Folding what is stored is always right.
             live = None if room.fanout.enabled else room.unintegrated.full_update(room.doc)
-            room.store.compact(room.key, upto, live, (count, id_sum))
+            room.snapshot_digest = room.store.compact(
+                room.key, upto, live, (count, id_sum), room.snapshot_digest
+            )
             # Rows that became durable while compacting are still in the log.
             room.log_count -= count
             room.log_bytes -= size

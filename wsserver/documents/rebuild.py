@@ -61,6 +61,7 @@ def rebuild(room: Room) -> None:
         room.wait_durable()
         loaded = room.store.load(room.key)
         room.doc, room.unintegrated = ydoc.build(loaded.updates)
+        room.snapshot_digest = loaded.snapshot_digest  # the copy holds that one now
     except Exception:
         # The document may still hold the offender's part: say so loudly rather than
         # serve it silently; the next unload drops this copy.

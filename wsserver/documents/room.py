@@ -124,6 +124,9 @@ class Room:
         self.log_count = 0
         self.log_bytes = 0
         self.log_id_sum = 0  # with log_count, identifies the log rows this copy holds
+        # The digest of the stored snapshot this copy holds (Store.compact: none to fold
+        # in again while it is still the one stored).
+        self.snapshot_digest: bytes | None = None
         self.compacting = False
         self.rebuilding: AsyncResult | None = None  # while the document is rebuilt
 
@@ -168,6 +171,7 @@ class Room:
         self.log_count = loaded.log_count
         self.log_bytes = loaded.log_bytes
         self.log_id_sum = loaded.id_sum
+        self.snapshot_digest = loaded.snapshot_digest
         joined, missed = self.cold.loaded(self.doc, self.unintegrated)
         for conn in joined:
             if conn in self.connections:

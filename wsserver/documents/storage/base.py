@@ -287,17 +287,21 @@ class Store(Catalogue, VersionsMixin, BlockingCalls):
         upto_id: int,
         snapshot: bytes | None = None,
         seen: tuple[int, int] | None = None,
-    ) -> object:
+        based_on: bytes | None = None,
+    ) -> bytes | None:
         """Fold the snapshot and every log row up to `upto_id` into a new snapshot.
 
-        `snapshot` is the caller's live copy and `seen` = (rows, sum of row ids) the log
-        rows it holds. The copy is used only when the stored rows up to `upto_id` are
-        exactly those (checked in the same transaction), merged with the stored snapshot
-        (another process may have compacted rows this copy never saw into it): it is
-        then cheap and correct. Otherwise (another process or node wrote this document)
-        the new snapshot is folded from what is stored, so nothing it wrote is
-        overwritten (see `compacted`)."""
-        return self._call(self._compact, key, upto_id, snapshot, seen)
+        `snapshot` is the caller's live copy, `seen` = (rows, sum of row ids) the log
+        rows it holds and `based_on` the digest of the stored snapshot it holds
+        (`Loaded.snapshot_digest`, or this call's last answer). The copy is used only
+        when the stored rows up to `upto_id` are exactly those (checked in the same
+        transaction), merged with the stored snapshot unless that is the one the copy
+        holds (another process may have compacted rows this copy never saw into it): it
+        is then cheap and correct. Otherwise (another process or node wrote this
+        document) the new snapshot is folded from what is stored, so nothing it wrote is
+        overwritten (see `compacted`). Returns the digest of the snapshot written when
+        it is the caller's copy, else None."""
+        return self._call(self._compact, key, upto_id, snapshot, seen, based_on)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Commit what is queued (up to `timeout` seconds), then disconnect; True when
@@ -355,7 +359,7 @@ class Store(Catalogue, VersionsMixin, BlockingCalls):
         """(tenant, app, name) of every document with a snapshot or log rows."""
         raise NotImplementedError
 
-    def _compact(self, key, upto_id, snapshot, seen):
+    def _compact(self, key, upto_id, snapshot, seen, based_on):
         """Replace the snapshot and rows <= upto_id atomically (see `compact`); the
         authors of the rows folded newer than the last version kept on the snapshot
         (history.folded_authors)."""

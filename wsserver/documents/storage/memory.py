@@ -6,7 +6,7 @@ import time
 from .base import Store
 from .catalogue import AFTER_ALL, audit_row, audit_values
 from .history import DAY, folded_authors, new_version, pruned
-from .stored import compacted, loaded
+from .stored import compacted, loaded, written
 
 
 class MemoryStore(Store):
@@ -39,15 +39,16 @@ class MemoryStore(Store):
             self.updated[key] = time.time()
         return ids
 
-    def _compact(self, key, upto_id, snapshot, seen):
+    def _compact(self, key, upto_id, snapshot, seen, based_on):
         log = self.logs.get(key, [])
         covered = [r for r in log if r[0] <= upto_id]
-        self.snapshots[key] = compacted(
+        folded = self.snapshots[key] = compacted(
             self.snapshots.get(key),
             snapshot,
             seen,
             (len(covered), sum(r[0] for r in covered)),
             lambda: [r[1] for r in covered],
+            based_on,
         )
         last_id, authors = self.snapshot_meta.get(key, (0, None))
         self.snapshot_meta[key] = (
@@ -55,6 +56,7 @@ class MemoryStore(Store):
             folded_authors(authors, [(r[0], r[2]) for r in covered], self._last_upto(key)),
         )
         self.logs[key] = [r for r in log if r[0] > upto_id]
+        return written(folded, snapshot)
 
     def _delete(self, key):
         for table in (self.snapshots, self.logs, self.snapshot_meta, self.updated):

@@ -53,7 +53,7 @@ from . import postgres_history as history
 from .base import Store
 from .history import folded_authors
 from .postgres_schema import LOCK_NAMESPACE, ensure_schema
-from .stored import compacted, loaded
+from .stored import compacted, loaded, written
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class PostgresStore(history.PostgresHistory, Store):
             catalogue.index_appends(conn, items)
         return sorted(row[0] for row in ids)
 
-    def _compact(self, key, upto_id, snapshot, seen):
+    def _compact(self, key, upto_id, snapshot, seen, based_on):
         # One compactor per document across every process and machine: a session
         # advisory lock, taken before the transaction so that the transaction's
         # snapshot (REPEATABLE READ: every statement sees the same rows) starts after
@@ -298,6 +298,7 @@ class PostgresStore(history.PostgresHistory, Store):
                         seen,
                         stored,
                         lambda: [r[1] for r in self._stored(conn, key, upto_id)[1]],
+                        based_on,
                     )
                     old = conn.execute(
                         f"SELECT last_id, authors FROM wsserver_snapshots WHERE {_DOC}", key
@@ -331,6 +332,7 @@ class PostgresStore(history.PostgresHistory, Store):
                 if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
                 # A broken connection's session, and its lock, end with it.
+        return written(folded, snapshot)
 
     # --- the document index and audit trail (postgres_catalogue.py) ------------------
 

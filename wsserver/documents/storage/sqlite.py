@@ -29,7 +29,7 @@ from . import sqlite_catalogue as catalogue
 from . import sqlite_history as history
 from .base import Store
 from .history import folded_authors
-from .stored import compacted, loaded
+from .stored import compacted, loaded, written
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -189,7 +189,7 @@ class SQLiteStore(history.SQLiteHistory, Store):
             # The WAL only grows until a later checkpoint succeeds; nothing is lost.
             log.warning("SQLite checkpoint failed: %s", e)
 
-    def _compact(self, key, upto_id, snapshot, seen):
+    def _compact(self, key, upto_id, snapshot, seen, based_on):
         def replace(db):
             stored = db.execute(
                 "SELECT count(*), coalesce(sum(id), 0) FROM updates "
@@ -198,7 +198,12 @@ class SQLiteStore(history.SQLiteHistory, Store):
             ).fetchone()
             snap, _ = self._stored(key, rows=False)
             folded = compacted(
-                snap, snapshot, seen, stored, lambda: [r[1] for r in self._stored(key, upto_id)[1]]
+                snap,
+                snapshot,
+                seen,
+                stored,
+                lambda: [r[1] for r in self._stored(key, upto_id)[1]],
+                based_on,
             )
             last_upto = self._last_upto(db, key)
             old = db.execute(f"SELECT last_id, authors FROM snapshots WHERE {_DOC}", key).fetchone()
@@ -220,8 +225,9 @@ class SQLiteStore(history.SQLiteHistory, Store):
                 "DELETE FROM updates WHERE tenant=? AND app=? AND name=? AND id<=?", (*key, upto_id)
             )
             catalogue.index_size(db, key, self._size(key))
+            return written(folded, snapshot)
 
-        transaction(self.db, replace)
+        return transaction(self.db, replace)
 
     def _write(self, body):
         return transaction(self.db, body)
