@@ -907,7 +907,7 @@ def test_a_compaction_that_folded_nothing_starts_no_other():
     room.rebuilding = AsyncResult()
     started = []
     room.maybe_compact = lambda: started.append(True)
-    room._compact_logged()
+    room.compaction.run_logged()
     assert started == []
     store.close(timeout=5)
 

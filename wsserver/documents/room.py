@@ -124,9 +124,7 @@ class Room:
         self.log_count = 0
         self.log_bytes = 0
         self.log_id_sum = 0  # with log_count, identifies the log rows this copy holds
-        # The digest of the stored snapshot this copy holds (Store.compact: none to fold
-        # in again while it is still the one stored).
-        self.snapshot_digest: bytes | None = None
+        self.snapshot_digest: bytes | None = None  # of the snapshot it holds (compaction)
         self.compacting = False
         self.rebuilding: AsyncResult | None = None  # while the document is rebuilt
 
@@ -394,10 +392,7 @@ class Room:
     def maybe_compact(self) -> None:
         """Fold the log in a greenlet of its own when it is due and no fold runs."""
         if self.compaction.due() and not self.compacting:
-            gevent.spawn(self._compact_logged)
-
-    def _compact_logged(self) -> None:
-        self.compaction.run_logged()
+            gevent.spawn(self.compaction.run_logged)
 
     def compact(self) -> bool:
         """Fold the stored log now (Compaction.fold)."""
