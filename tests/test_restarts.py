@@ -245,6 +245,28 @@ def test_serve_takes_its_port_before_the_config_imports_its_checks(tmp_path):
     assert "port: must be" in bad.stderr and "storage: must be memory://" in bad.stderr, bad.stderr
 
 
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".example"])
+def test_a_host_no_resolver_can_encode_is_a_clear_error_not_a_traceback(tmp_path, host):
+    """A host name the IDNA codec refuses (an empty label, one over 63 characters): the
+    resolver raises UnicodeError, not OSError. Taken early (settings/listen.py), it hid
+    the config's other problems behind a traceback; with a good config it was one too."""
+    config = tmp_path / "config.yaml"
+    for settings, expected in (
+        (dict(base_config(tmp_path), host=host, storage="nowhere://"), "storage: must be"),
+        (dict(base_config(tmp_path), host=host), f"cannot listen on {host}:"),
+    ):
+        config.write_text(yaml.safe_dump(settings))
+        run = subprocess.run(
+            [*CLI, "serve", "--config", str(config), "--port", "0"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert expected in run.stderr, run.stderr
+
+
 @pytest.mark.long  # gunicorn boots two sets of two workers: about 12 s
 def test_gunicorn_hup_replaces_every_worker_without_refusing_anyone(tmp_path, redis_url):
     from test_ops import Gunicorn, write_config

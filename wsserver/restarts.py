@@ -135,6 +135,10 @@ def listen(host: str, port: int) -> socket.socket:
     off. CommandError when the port cannot be had."""
     sock = None
     try:
+        # As the resolver encodes the name, first: what the IDNA codec refuses (an empty
+        # label, one over 63 characters) is a UnicodeError, which gevent's resolver
+        # thread would also print as a traceback.
+        host.encode("idna")
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
@@ -142,10 +146,11 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gevent's servers
         sock.bind(address)
         sock.listen(BACKLOG)
-    except OSError as e:
+    except (OSError, UnicodeError) as e:
         if sock is not None:
             sock.close()
-        raise CommandError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        reason = getattr(e, "strerror", None) or e
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
     return sock
 
 
