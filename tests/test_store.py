@@ -332,6 +332,28 @@ def test_a_new_file_opened_by_two_processes_at_once_gets_its_columns_once(tmp_pa
         other.close()
 
 
+def test_a_new_file_another_process_is_creating_is_opened_once_it_is_done(tmp_path):
+    """The other worker creating the same new file writes it in rollback mode before it
+    turns WAL on: SQLite refused `PRAGMA journal_mode=WAL` meanwhile at once ("database
+    is locked"), without its busy timeout, and the worker's start failed (1 start in 20
+    of two workers on a new file)."""
+    path = str(tmp_path / "new.sqlite3")
+    # Rollback mode: not WAL yet.
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE IF NOT EXISTS creating (x)")
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    store = SQLiteStore(path).start()  # meanwhile: it must wait, then open it
+    try:
+        key = DocKey("t", "a", "d")
+        done = gevent.event.AsyncResult()
+        store.append(key, b"\x00\x00", done.set)
+        assert done.get(timeout=5) == 1
+    finally:
+        store.close()
+        other.close()
+
+
 def test_data_survives_reopening(durable_factory):
     doc, updates = edits(40)
     store = durable_factory()

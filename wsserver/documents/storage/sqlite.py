@@ -21,9 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
+from ...support.wait import wait_until
 from . import catalogue as shared
 from . import sqlite_catalogue as catalogue
 from . import sqlite_history as history
@@ -33,6 +36,9 @@ from .stored import compacted, loaded, written
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# How often `connect` tries WAL again while another process creates the file (`_wal`).
+WAL_RETRY = 0.01
 
 # Commits on the hub between two checkpoints run by the worker thread. SQLite's own
 # automatic checkpoint comes every 1,000 WAL pages, about 300 small commits.
@@ -67,12 +73,26 @@ def connect(
     if directory:
         os.makedirs(directory, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
-    db.execute("PRAGMA journal_mode=WAL")
+    if not wait_until(partial(_wal, db), busy_timeout, WAL_RETRY, time.sleep):
+        db.execute("PRAGMA journal_mode=WAL")  # its error, once more
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     if not autocheckpoint:
         db.execute("PRAGMA wal_autocheckpoint=0")
     return db
+
+
+def _wal(db: sqlite3.Connection) -> bool:
+    """Turn WAL on; False while another connection writes the file in rollback mode (a
+    process creating the same new file, before its own PRAGMA): SQLite then refuses at
+    once ("database is locked"), without waiting its busy timeout."""
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            return False
+        raise
+    return True
 
 
 def transaction(db: Any, body: Callable[[Any], T]) -> T:
