@@ -221,6 +221,12 @@ def test_load_file_errors(tmp_path):
         Config.load(str(bad), env={})
     assert info.value.key == "config"
     assert "not valid YAML" in str(info.value)
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("host: caf\u00e9\n".encode("latin-1"))  # a problem, not a traceback
+    with pytest.raises(ConfigError) as info:
+        Config.load(str(latin), env={})
+    assert info.value.key == "config"
+    assert "latin1.yaml is not UTF-8" in str(info.value)
 
 
 def test_dev_config_loads():

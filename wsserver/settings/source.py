@@ -35,3 +35,5 @@ def read(path: str | None, env: Mapping[str, str], fallback: str | None = None) 
         raise ConfigError("config", f"cannot read {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
         raise ConfigError("config", f"{path} is not valid YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("config", f"{path} is not UTF-8: {e}") from e

@@ -44,7 +44,7 @@ _DOC = "tenant=? AND app=? AND name=?"
 
 
 def create_history(db: sqlite3.Connection) -> None:
-    """The history's tables, when missing; then `add_columns`, in a transaction."""
+    """The history's tables, when missing (their columns: `add_columns`)."""
     db.executescript(SCHEMA)
 
 
