@@ -89,10 +89,16 @@ def _wal(db: sqlite3.Connection) -> bool:
     try:
         db.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError as e:
-        if "locked" in str(e):
-            return False
-        raise
+        if not _busy(e):
+            raise
+        return False
     return True
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """Whether `error` is SQLITE_BUSY (any of its extended codes): another connection
+    holds the lock it needed."""
+    return error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def transaction(db: Any, body: Callable[[Any], T]) -> T:
@@ -182,7 +188,7 @@ class SQLiteStore(history.SQLiteHistory, Store):
             try:
                 ids = self._append_batch(items, self.hub_db)
             except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                if not _busy(e):
                     raise
                 # Another connection is writing, or committed between this BEGIN's read
                 # and its write lock (SQLITE_BUSY_SNAPSHOT): wait for it off the hub.
