@@ -135,14 +135,12 @@ class _Clocks:
         return any(end > state.get(client, 0) for client, end in ends.items())
 
 
-def missing_part(
-    doc: Doc, update: bytes, encoded_state: bytes | None = None, clocks: _Clocks | None = None
-) -> bytes | None:
+def missing_part(doc: Doc, update: bytes, clocks: _Clocks | None = None) -> bytes | None:
     """The part of `update` (already applied to `doc`) that `doc` has not integrated,
-    as an update; None when it integrated completely. `clocks`: `encoded_state` as
-    `_Clocks`, shared by the checks of many updates against one state."""
-    encoded_state = doc.get_state() if encoded_state is None else encoded_state
-    clocks = _Clocks(encoded_state) if clocks is None else clocks
+    as an update; None when it integrated completely. `clocks`: `doc`'s state vector,
+    shared by the checks of many updates against one state."""
+    clocks = _Clocks(doc.get_state()) if clocks is None else clocks
+    encoded_state = clocks.encoded
     structs, pos = read_var_uint(update, 0)
     if not structs:
         # Deletions only: the diff would be the update's own delete set, so ask about
@@ -184,15 +182,12 @@ class Unintegrated:
     def after_apply_all(self, doc: Doc, updates: Iterable[bytes]) -> list[bytes]:
         """`after_apply` of several updates, all applied already: one state-vector read.
         Returns the parts of `updates` left pending."""
-        state = doc.get_state()
-        clocks = _Clocks(state)
+        clocks = _Clocks(doc.get_state())
         if self.parts:
             self.parts = [
-                p
-                for p in (missing_part(doc, part, state, clocks) for part in self.parts)
-                if p is not None
+                p for p in (missing_part(doc, part, clocks) for part in self.parts) if p is not None
             ]
-        parts = [p for p in (missing_part(doc, u, state, clocks) for u in updates) if p is not None]
+        parts = [p for p in (missing_part(doc, u, clocks) for u in updates) if p is not None]
         self.parts.extend(parts)
         return parts
 
